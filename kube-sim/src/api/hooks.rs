@@ -1,0 +1,191 @@
+//! Test hooks under `/_sim/` (never under `/api`): provoke what real clusters do rarely, and
+//! look inside. Documented in `kube-sim/README.md`.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::extract::{Path, Query as AxumQuery, State};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+use crate::SimState;
+use crate::resources::PODS;
+use crate::status::ApiError;
+use crate::store::Store;
+
+/// Controls and counters the hooks and the watch/list handlers share.
+pub struct HookState {
+    /// Bumped to end every open watch cleanly.
+    pub close_epoch: watch::Sender<u64>,
+    stall_until: Mutex<Option<Instant>>,
+    faults: Mutex<Vec<Fault>>,
+    /// Watches open right now.
+    pub open_watches: AtomicU64,
+    /// Watch requests served since start.
+    pub watch_requests: AtomicU64,
+    /// List requests served since start.
+    pub list_requests: AtomicU64,
+}
+
+impl Default for HookState {
+    fn default() -> Self {
+        HookState {
+            close_epoch: watch::channel(0).0,
+            stall_until: Mutex::new(None),
+            faults: Mutex::new(Vec::new()),
+            open_watches: AtomicU64::new(0),
+            watch_requests: AtomicU64::new(0),
+            list_requests: AtomicU64::new(0),
+        }
+    }
+}
+
+/// An injected failure for the next `count` requests under `path_prefix`.
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Fault {
+    /// Requests whose path starts with this fail.
+    pub path_prefix: String,
+    /// The HTTP status they fail with.
+    pub status: u16,
+    /// How many requests fail.
+    pub count: u32,
+}
+
+impl HookState {
+    /// When a stall is in force, the instant it ends.
+    pub fn stalled_until(&self) -> Option<Instant> {
+        let mut stall = self.stall_until.lock().unwrap_or_else(|p| p.into_inner());
+        match *stall {
+            Some(until) if until > Instant::now() => Some(until),
+            _ => {
+                *stall = None;
+                None
+            }
+        }
+    }
+
+    /// Consumes one matching injected fault, returning its status code.
+    pub fn take_fault(&self, path: &str) -> Option<u16> {
+        let mut faults = self.faults.lock().unwrap_or_else(|p| p.into_inner());
+        let index = faults.iter().position(|f| path.starts_with(&f.path_prefix))?;
+        let status = faults[index].status;
+        faults[index].count -= 1;
+        if faults[index].count == 0 {
+            faults.remove(index);
+        }
+        Some(status)
+    }
+}
+
+/// The `/_sim` routes.
+pub fn router() -> Router<Arc<SimState>> {
+    Router::new()
+        .route("/compact", post(compact))
+        .route("/watches/close", post(close_watches))
+        .route("/watches/stall", post(stall_watches))
+        .route("/faults", post(add_fault).get(list_faults).delete(clear_faults))
+        .route("/pods/{namespace}/{name}/restart", post(restart))
+        .route("/processes", get(processes))
+        .route("/stats", get(stats))
+}
+
+async fn compact(State(state): State<Arc<SimState>>) -> Json<Value> {
+    let rv = state.store.compact();
+    Json(json!({"compactedUpTo": (rv - 1).to_string(), "resourceVersion": rv.to_string()}))
+}
+
+async fn close_watches(State(state): State<Arc<SimState>>) -> Json<Value> {
+    let open = state.hooks.open_watches.load(Ordering::Relaxed);
+    state.hooks.close_epoch.send_modify(|epoch| *epoch += 1);
+    Json(json!({"closed": open}))
+}
+
+#[derive(Deserialize)]
+struct StallQuery {
+    seconds: f64,
+}
+
+async fn stall_watches(State(state): State<Arc<SimState>>, query: Result<AxumQuery<StallQuery>, axum::extract::rejection::QueryRejection>) -> Response {
+    let Ok(AxumQuery(StallQuery { seconds })) = query else {
+        return ApiError::bad_request("expected ?seconds=N").into_response();
+    };
+    if !(0.0..=86_400.0).contains(&seconds) {
+        return ApiError::bad_request("seconds must be between 0 and 86400").into_response();
+    }
+    let until = Instant::now() + Duration::from_secs_f64(seconds);
+    *state.hooks.stall_until.lock().unwrap_or_else(|p| p.into_inner()) = Some(until);
+    Json(json!({"stalledForSeconds": seconds})).into_response()
+}
+
+async fn add_fault(State(state): State<Arc<SimState>>, body: Result<Json<Fault>, axum::extract::rejection::JsonRejection>) -> Response {
+    let fault = match body {
+        Ok(Json(fault)) => fault,
+        Err(rejection) => return ApiError::bad_request(format!("expected {{\"pathPrefix\":…,\"status\":…,\"count\":…}}: {rejection}")).into_response(),
+    };
+    if !(400..=599).contains(&fault.status) || fault.count == 0 || !fault.path_prefix.starts_with('/') {
+        return ApiError::bad_request("status must be 400-599, count at least 1, pathPrefix an absolute path").into_response();
+    }
+    state.hooks.faults.lock().unwrap_or_else(|p| p.into_inner()).push(fault.clone());
+    (axum::http::StatusCode::CREATED, Json(json!(fault))).into_response()
+}
+
+async fn list_faults(State(state): State<Arc<SimState>>) -> Json<Value> {
+    Json(json!(*state.hooks.faults.lock().unwrap_or_else(|p| p.into_inner())))
+}
+
+async fn clear_faults(State(state): State<Arc<SimState>>) -> Json<Value> {
+    state.hooks.faults.lock().unwrap_or_else(|p| p.into_inner()).clear();
+    Json(json!([]))
+}
+
+async fn restart(State(state): State<Arc<SimState>>, Path((namespace, name)): Path<(String, String)>) -> Response {
+    match restart_pod(&state.store, &namespace, &name) {
+        Ok(pod) => Json(pod).into_response(),
+        Err(error) => error.into_response(),
+    }
+}
+
+/// Deletes a pod and creates its replacement: a new name (same prefix), the same labels,
+/// annotations and spec, a fresh status. What a ReplicaSet does after a pod dies.
+pub fn restart_pod(store: &Store, namespace: &str, name: &str) -> Result<Value, ApiError> {
+    let old = store.delete(&PODS, namespace, name)?;
+    let prefix = match old.pointer("/metadata/generateName").and_then(Value::as_str) {
+        Some(prefix) if !prefix.is_empty() => prefix.to_owned(),
+        _ => match name.rsplit_once('-') {
+            Some((base, suffix)) if suffix.len() == 5 => format!("{base}-"),
+            _ => format!("{name}-"),
+        },
+    };
+    let mut metadata = json!({"generateName": prefix});
+    for field in ["labels", "annotations", "ownerReferences"] {
+        if let Some(value) = old["metadata"].get(field) {
+            metadata[field] = value.clone();
+        }
+    }
+    let mut spec = old["spec"].clone();
+    spec.as_object_mut().map(|s| s.remove("nodeName"));
+    let created = store.create(&PODS, namespace, json!({"metadata": metadata, "spec": spec}))?;
+    Ok((*created).clone())
+}
+
+async fn processes(State(state): State<Arc<SimState>>) -> Json<Value> {
+    Json(state.runtime.processes_json())
+}
+
+async fn stats(State(state): State<Arc<SimState>>) -> Json<Value> {
+    let hooks = &state.hooks;
+    Json(json!({
+        "openWatches": hooks.open_watches.load(Ordering::Relaxed),
+        "watchRequests": hooks.watch_requests.load(Ordering::Relaxed),
+        "listRequests": hooks.list_requests.load(Ordering::Relaxed),
+        "execSessions": state.runtime.live_exec_sessions(),
+        "resourceVersion": state.store.current_rv().to_string(),
+    }))
+}

@@ -1,0 +1,365 @@
+//! The HTTP surface: discovery, resource paths, pod subresources and the `/_sim/` test hooks.
+//!
+//! Kubernetes paths are too regular for a static route table (`/api/v1/namespaces/x/pods/y/exec`
+//! and `/apis/apps/v1/deployments` are the same shape), so every non-hook request goes through
+//! [`dispatch`], which parses the path into a [`Target`] once.
+
+pub mod hooks;
+mod list;
+mod objects;
+mod watch;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, Method, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::Value;
+
+use crate::SimState;
+use crate::auth::{self, Identity};
+use crate::resources::{self, ResourceDef};
+use crate::runtime::{self, Subresource};
+use crate::status::ApiError;
+
+/// The simulator's router.
+pub fn router(state: Arc<SimState>) -> Router {
+    Router::new()
+        .nest("/_sim", hooks::router())
+        .fallback(dispatch)
+        .with_state(state)
+        .layer(tower_http::trace::TraceLayer::new_for_http())
+}
+
+/// A request path, parsed.
+#[derive(Debug, PartialEq)]
+enum Target {
+    Version,
+    ApiVersions,
+    GroupList,
+    Group(String),
+    ResourceList { group: String, version: String },
+    OpenApiIndex,
+    OpenApi(String),
+    Health,
+    /// A collection: `namespace` is `None` for cluster-scoped resources and all-namespace lists.
+    Collection { resource: &'static ResourceDef, namespace: Option<String> },
+    Object { resource: &'static ResourceDef, namespace: Option<String>, name: String, sub: Option<String> },
+}
+
+fn parse_target(path: &str) -> Option<Target> {
+    let segments: Vec<&str> = path.trim_end_matches('/').split('/').skip(1).collect();
+    let (group, version, rest) = match segments.as_slice() {
+        ["version"] => return Some(Target::Version),
+        ["healthz" | "readyz" | "livez"] => return Some(Target::Health),
+        ["api"] => return Some(Target::ApiVersions),
+        ["apis"] => return Some(Target::GroupList),
+        ["apis", group] => return Some(Target::Group((*group).to_owned())),
+        ["openapi", "v3"] => return Some(Target::OpenApiIndex),
+        ["openapi", "v3", rest @ ..] => return Some(Target::OpenApi(rest.join("/"))),
+        ["api", version] => return Some(Target::ResourceList { group: String::new(), version: (*version).to_owned() }),
+        ["apis", group, version] => {
+            return Some(Target::ResourceList { group: (*group).to_owned(), version: (*version).to_owned() });
+        }
+        ["api", version, rest @ ..] => ("", *version, rest),
+        ["apis", group, version, rest @ ..] => (*group, *version, rest),
+        _ => return None,
+    };
+    let (namespace, rest) = match rest {
+        ["namespaces", ns, rest @ ..] if !rest.is_empty() => (Some((*ns).to_owned()), rest),
+        _ => (None, rest),
+    };
+    let resource = resources::find(group, version, rest.first()?)?;
+    if namespace.is_some() && !resource.namespaced {
+        return None;
+    }
+    match rest {
+        [_] => Some(Target::Collection { resource, namespace }),
+        [_, name] | [_, name, _] if namespace.is_some() || !resource.namespaced => Some(Target::Object {
+            resource,
+            namespace,
+            name: (*name).to_owned(),
+            sub: rest.get(2).map(|s| (*s).to_owned()),
+        }),
+        _ => None,
+    }
+}
+
+/// Query parameters; a repeated key keeps every value (e.g. exec's `command`).
+pub(crate) struct Query(HashMap<String, Vec<String>>);
+
+impl Query {
+    fn parse(raw: Option<&str>) -> Query {
+        let mut map: HashMap<String, Vec<String>> = HashMap::new();
+        for (k, v) in form_urlencoded(raw.unwrap_or_default()) {
+            map.entry(k).or_default().push(v);
+        }
+        Query(map)
+    }
+
+    /// The first value of `key`.
+    pub(crate) fn get(&self, key: &str) -> Option<&str> {
+        self.0.get(key).and_then(|v| v.first()).map(String::as_str)
+    }
+
+    /// `key` as a Kubernetes boolean (`true`/`1`).
+    fn flag(&self, key: &str) -> bool {
+        self.get(key).is_some_and(|v| v == "1" || v.eq_ignore_ascii_case("true"))
+    }
+}
+
+/// Splits an `application/x-www-form-urlencoded` query. Hand-written because it is eight lines
+/// and axum's `Query` extractor cannot keep repeated keys.
+fn form_urlencoded(raw: &str) -> impl Iterator<Item = (String, String)> + '_ {
+    raw.split('&').filter(|p| !p.is_empty()).map(|pair| {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        (percent_decode(k), percent_decode(v))
+    })
+}
+
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'+' => out.push(b' '),
+            b'%' if i + 2 < bytes.len() => {
+                match u8::from_str_radix(std::str::from_utf8(&bytes[i + 1..i + 3]).unwrap_or("zz"), 16) {
+                    Ok(b) => {
+                        out.push(b);
+                        i += 2;
+                    }
+                    Err(_) => out.push(b'%'),
+                }
+            }
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// A JSON response with the status code.
+pub(crate) fn json_response(code: u16, value: &Value) -> Response {
+    let status = axum::http::StatusCode::from_u16(code).unwrap_or(axum::http::StatusCode::OK);
+    (status, [(header::CONTENT_TYPE, "application/json")], value.to_string()).into_response()
+}
+
+/// Whether the client accepts JSON (the only encoding served).
+fn check_accept(headers: &HeaderMap) -> Result<(), ApiError> {
+    let Some(accept) = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()) else {
+        return Ok(());
+    };
+    let ok = accept.split(',').map(|m| m.split(';').next().unwrap_or_default().trim()).any(|m| {
+        matches!(m, "application/json" | "*/*" | "application/*" | "" | "text/plain" | "application/yaml")
+    });
+    if ok { Ok(()) } else { Err(ApiError::not_acceptable(accept)) }
+}
+
+async fn dispatch(State(state): State<Arc<SimState>>, request: Request) -> Response {
+    match route(state, request).await {
+        Ok(response) => response,
+        Err(error) => error.into_response(),
+    }
+}
+
+async fn route(state: Arc<SimState>, request: Request) -> Result<Response, ApiError> {
+    let path = request.uri().path().to_owned();
+    let target = parse_target(&path);
+    if target == Some(Target::Health) {
+        return Ok("ok".into_response());
+    }
+    if let Some(code) = state.hooks.take_fault(&path) {
+        return Err(ApiError::injected(code));
+    }
+    let identity = auth::authenticate(&state.users, request.headers())?;
+    let Some(target) = target else {
+        return Err(ApiError::no_route());
+    };
+    let method = request.method().clone();
+    let is_upgrade = request.headers().contains_key(header::UPGRADE);
+    if !is_upgrade {
+        check_accept(request.headers())?;
+    }
+    let get_only = |value: Option<Value>| -> Result<Response, ApiError> {
+        if method != Method::GET {
+            return Err(ApiError::method_not_allowed(format!("the server does not allow this method on the requested resource: {method}")));
+        }
+        value.map(|v| json_response(200, &v)).ok_or_else(ApiError::no_route)
+    };
+    match target {
+        Target::Health => unreachable!("answered above"),
+        Target::Version => get_only(Some(resources::version())),
+        Target::ApiVersions => get_only(Some(resources::api_versions(&state.addr.to_string()))),
+        Target::GroupList => get_only(Some(resources::api_group_list())),
+        Target::Group(group) => get_only(resources::api_group(&group)),
+        Target::ResourceList { group, version } => get_only(resources::api_resource_list(&group, &version)),
+        Target::OpenApiIndex => get_only(Some(resources::openapi_index())),
+        Target::OpenApi(path) => get_only(resources::openapi_group_version(&path)),
+        Target::Collection { resource, namespace } => {
+            let query = Query::parse(request.uri().query());
+            collection(&state, &identity, resource, namespace, query, request).await
+        }
+        Target::Object { resource, namespace, name, sub } => {
+            let query = Query::parse(request.uri().query());
+            object(state, &identity, resource, namespace, name, sub, query, request).await
+        }
+    }
+}
+
+/// The namespace an authorization check is about: the object's own name for namespaces.
+fn scope<'a>(resource: &ResourceDef, namespace: Option<&'a str>, name: Option<&'a str>) -> Option<&'a str> {
+    if resource.is_namespaces() { name } else { namespace }
+}
+
+async fn collection(
+    state: &Arc<SimState>,
+    identity: &Identity,
+    resource: &'static ResourceDef,
+    namespace: Option<String>,
+    query: Query,
+    request: Request,
+) -> Result<Response, ApiError> {
+    let ns = namespace.as_deref();
+    match *request.method() {
+        Method::GET if query.flag("watch") => {
+            identity.authorize("watch", resource, ns)?;
+            watch::watch(state, resource, namespace, &query).await
+        }
+        Method::GET => {
+            identity.authorize("list", resource, ns)?;
+            list::list(state, resource, ns, &query).await
+        }
+        Method::POST => {
+            let body = read_json(request).await?;
+            let ns = if resource.namespaced {
+                ns.ok_or_else(|| ApiError::method_not_allowed("create requires a namespace in the path"))?
+            } else {
+                ""
+            };
+            let target_ns = if resource.is_namespaces() { body.pointer("/metadata/name").and_then(Value::as_str) } else { Some(ns) };
+            identity.authorize("create", resource, target_ns.filter(|n| !n.is_empty()))?;
+            objects::reject_dry_run(&query)?;
+            let created = state.store.create(resource, ns, body)?;
+            Ok(json_response(201, &created))
+        }
+        Method::DELETE => {
+            identity.authorize("deletecollection", resource, ns)?;
+            objects::delete_collection(state, resource, ns, &query)
+        }
+        _ => Err(ApiError::method_not_allowed(format!("the server does not allow this method on the requested resource: {}", request.method()))),
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn object(
+    state: Arc<SimState>,
+    identity: &Identity,
+    resource: &'static ResourceDef,
+    namespace: Option<String>,
+    name: String,
+    sub: Option<String>,
+    query: Query,
+    request: Request,
+) -> Result<Response, ApiError> {
+    let ns = namespace.clone().unwrap_or_default();
+    let method = request.method().clone();
+    let auth_ns = scope(resource, namespace.as_deref(), Some(&name));
+    match (sub.as_deref(), &method) {
+        (Some(kind @ ("exec" | "attach" | "portforward")), &Method::GET | &Method::POST) if resource.is_pods() => {
+            identity.authorize("create", resource, auth_ns)?;
+            let sub = match kind {
+                "exec" => Subresource::Exec,
+                "attach" => Subresource::Attach,
+                _ => Subresource::PortForward,
+            };
+            Ok(runtime::serve(state, sub, ns, name, request).await)
+        }
+        (Some("log"), &Method::GET) if resource.is_pods() => {
+            identity.authorize("get", resource, auth_ns)?;
+            objects::logs(&state, &ns, &name, &query)
+        }
+        (None | Some("status"), &Method::GET) => {
+            identity.authorize("get", resource, auth_ns)?;
+            let object = state.store.get(resource, &ns, &name).ok_or_else(|| ApiError::not_found(resource.plural, &name))?;
+            Ok(json_response(200, &object))
+        }
+        (None | Some("status"), &Method::PUT) => {
+            identity.authorize("update", resource, auth_ns)?;
+            objects::reject_dry_run(&query)?;
+            let body = read_json(request).await?;
+            let updated = if sub.is_some() {
+                objects::update_status(&state, resource, &ns, &name, body)?
+            } else {
+                state.store.update(resource, &ns, &name, body)?
+            };
+            Ok(json_response(200, &updated))
+        }
+        (None | Some("status"), &Method::PATCH) => {
+            identity.authorize("patch", resource, auth_ns)?;
+            objects::reject_dry_run(&query)?;
+            let content_type = request.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
+            let body = read_bytes(request).await?;
+            let patched = objects::patch(&state, resource, &ns, &name, &content_type, &body, sub.is_some())?;
+            Ok(json_response(200, &patched))
+        }
+        (None, &Method::DELETE) => {
+            identity.authorize("delete", resource, auth_ns)?;
+            objects::reject_dry_run(&query)?;
+            let deleted = state.store.delete(resource, &ns, &name)?;
+            Ok(json_response(200, &deleted))
+        }
+        (None | Some("status"), _) => Err(ApiError::method_not_allowed(format!("the server does not allow this method on the requested resource: {method}"))),
+        _ => Err(ApiError::no_route()),
+    }
+}
+
+/// The most a request body may hold, like the API server's 3 MiB object limit.
+const MAX_BODY: usize = 3 * 1024 * 1024;
+
+async fn read_bytes(request: Request) -> Result<bytes::Bytes, ApiError> {
+    axum::body::to_bytes(Body::new(request.into_body()), MAX_BODY)
+        .await
+        .map_err(|e| ApiError::request_entity_too_large(e.to_string()))
+}
+
+async fn read_json(request: Request) -> Result<Value, ApiError> {
+    let bytes = read_bytes(request).await?;
+    serde_json::from_slice(&bytes).map_err(|e| ApiError::bad_request(format!("couldn't get version/kind; json parse error: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_paths() {
+        let t = |p: &str| parse_target(p);
+        assert_eq!(t("/api/v1/pods"), Some(Target::Collection { resource: &resources::PODS, namespace: None }));
+        assert_eq!(
+            t("/api/v1/namespaces/demo/pods/web-1/exec"),
+            Some(Target::Object { resource: &resources::PODS, namespace: Some("demo".into()), name: "web-1".into(), sub: Some("exec".into()) })
+        );
+        assert_eq!(
+            t("/api/v1/namespaces/demo"),
+            Some(Target::Object { resource: &resources::NAMESPACES, namespace: None, name: "demo".into(), sub: None })
+        );
+        assert_eq!(t("/apis/apps/v1/namespaces/demo/deployments"), Some(Target::Collection { resource: &resources::DEPLOYMENTS, namespace: Some("demo".into()) }));
+        assert_eq!(t("/api/v1/pods/web-1"), None, "namespaced objects need a namespace");
+        assert_eq!(t("/api/v1/widgets"), None);
+        assert_eq!(t("/apis/apps/v1"), Some(Target::ResourceList { group: "apps".into(), version: "v1".into() }));
+    }
+
+    #[test]
+    fn query_keeps_repeated_keys_and_decodes() {
+        let q = Query::parse(Some("command=sh&command=-c&command=echo%20hi%3B+exit%203&tty=1&stdin=false"));
+        assert_eq!(q.0["command"], vec!["sh", "-c", "echo hi; exit 3"]);
+        assert!(q.flag("tty") && !q.flag("stdin"));
+        assert_eq!(percent_decode("100%"), "100%");
+        assert_eq!(percent_decode("%zz"), "%zz");
+    }
+}

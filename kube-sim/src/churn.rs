@@ -1,0 +1,109 @@
+//! `--churn N`: about N changes per second to objects labelled `kube-sim/churn=true`, so that
+//! watches have something to show. Mostly small annotation and status updates; now and then a
+//! pod dies and is replaced, with an Event recording it, as on a real cluster.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use crate::SimState;
+use crate::api::hooks::restart_pod;
+use crate::resources::{CONFIGMAPS, EVENTS, PODS};
+use crate::seed::CHURN_LABEL;
+use crate::store::now_timestamp;
+
+/// Events kept per namespace; older ones are deleted, as the API server's TTL would.
+const MAX_EVENTS_PER_NAMESPACE: usize = 50;
+
+/// Runs until shutdown.
+pub async fn run(state: Arc<SimState>) {
+    let period = Duration::from_secs_f64(1.0 / state.config.churn_per_second.clamp(0.01, 10_000.0));
+    let mut ticker = tokio::time::interval(period);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut beat: u64 = 0;
+    loop {
+        tokio::select! {
+            _ = ticker.tick() => {}
+            _ = state.shutdown.cancelled() => return,
+        }
+        beat += 1;
+        // A failed step (e.g. the pod was deleted meanwhile) is simply skipped.
+        let _ = step(&state, beat);
+    }
+}
+
+fn churnable(object: &Value) -> bool {
+    object.pointer(&format!("/metadata/labels/{}", CHURN_LABEL.replace('/', "~1"))).and_then(Value::as_str) == Some("true")
+}
+
+fn step(state: &SimState, beat: u64) -> Result<(), crate::status::ApiError> {
+    let store = &state.store;
+    let pods: Vec<Arc<Value>> = store.list(&PODS, None).1.into_iter().filter(|p| churnable(p)).collect();
+    if pods.is_empty() {
+        return Ok(());
+    }
+    let pod = &pods[fastrand::usize(..pods.len())];
+    let ns = pod["metadata"]["namespace"].as_str().unwrap_or_default().to_owned();
+    let name = pod["metadata"]["name"].as_str().unwrap_or_default().to_owned();
+    match fastrand::u8(0..100) {
+        0..60 => {
+            store.modify(&PODS, &ns, &name, |p| {
+                p["metadata"]["annotations"]["kube-sim/heartbeat"] = json!(beat.to_string());
+                Ok(())
+            })?;
+        }
+        60..85 => {
+            // A container restarts: its count goes up and it is briefly not ready.
+            let mut container = String::new();
+            store.modify(&PODS, &ns, &name, |p| {
+                if let Some(status) = p.pointer_mut("/status/containerStatuses/0") {
+                    container = status["name"].as_str().unwrap_or_default().to_owned();
+                    let restarts = status["restartCount"].as_i64().unwrap_or(0) + 1;
+                    status["restartCount"] = json!(restarts);
+                    status["lastState"] = json!({"terminated": {"exitCode": 137, "reason": "OOMKilled", "finishedAt": now_timestamp()}});
+                    status["state"] = json!({"running": {"startedAt": now_timestamp()}});
+                }
+                Ok(())
+            })?;
+            record_event(state, &ns, &name, "BackOff", &format!("Back-off restarting failed container {container} in pod {name}"), "Warning")?;
+        }
+        85..95 => {
+            let maps: Vec<Arc<Value>> = store.list(&CONFIGMAPS, Some(&ns)).1.into_iter().filter(|c| c["metadata"]["name"] != "kube-root-ca.crt").collect();
+            if let Some(map) = maps.get(fastrand::usize(..maps.len().max(1))) {
+                let map_name = map["metadata"]["name"].as_str().unwrap_or_default().to_owned();
+                store.modify(&CONFIGMAPS, &ns, &map_name, |c| {
+                    c["data"]["revision"] = json!(beat.to_string());
+                    Ok(())
+                })?;
+            }
+        }
+        _ => {
+            let replacement = restart_pod(store, &ns, &name)?;
+            let new_name = replacement["metadata"]["name"].as_str().unwrap_or_default().to_owned();
+            record_event(state, &ns, &name, "Killing", "Stopping container", "Normal")?;
+            record_event(state, &ns, &new_name, "Scheduled", &format!("Successfully assigned {ns}/{new_name} to sim-node-1"), "Normal")?;
+        }
+    }
+    Ok(())
+}
+
+fn record_event(state: &SimState, ns: &str, pod: &str, reason: &str, message: &str, kind: &str) -> Result<(), crate::status::ApiError> {
+    let store = &state.store;
+    store.create(&EVENTS, ns, json!({
+        "metadata": {"generateName": format!("{pod}.")},
+        "involvedObject": {"kind": "Pod", "namespace": ns, "name": pod, "apiVersion": "v1"},
+        "reason": reason,
+        "message": message,
+        "type": kind,
+        "source": {"component": "kubelet", "host": "sim-node-1"},
+    }))?;
+    let (_, mut events) = store.list(&EVENTS, Some(ns));
+    if events.len() > MAX_EVENTS_PER_NAMESPACE {
+        events.sort_by(|a, b| a["metadata"]["resourceVersion"].as_str().and_then(|r| r.parse::<u64>().ok()).cmp(&b["metadata"]["resourceVersion"].as_str().and_then(|r| r.parse::<u64>().ok())));
+        for old in &events[..events.len() - MAX_EVENTS_PER_NAMESPACE] {
+            let _ = store.delete(&EVENTS, ns, old["metadata"]["name"].as_str().unwrap_or_default());
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,216 @@
+//! The resources the simulator serves, and the discovery and OpenAPI documents describing them
+//! (reference `kube-api-semantics.md` §2 and §3).
+
+use serde_json::{Value, json};
+
+/// One served resource type.
+#[derive(Debug, PartialEq, Eq)]
+pub struct ResourceDef {
+    /// API group; empty for core/v1.
+    pub group: &'static str,
+    /// API version.
+    pub version: &'static str,
+    /// Plural, as in the URL.
+    pub plural: &'static str,
+    /// Singular name.
+    pub singular: &'static str,
+    /// Kind.
+    pub kind: &'static str,
+    /// Whether objects live in a namespace.
+    pub namespaced: bool,
+    /// kubectl short names.
+    pub short_names: &'static [&'static str],
+    /// Field labels accepted by field selectors besides `metadata.name`/`metadata.namespace`.
+    pub field_labels: &'static [&'static str],
+}
+
+impl ResourceDef {
+    /// `apiVersion` of objects of this type.
+    pub fn api_version(&self) -> String {
+        if self.group.is_empty() { self.version.to_owned() } else { format!("{}/{}", self.group, self.version) }
+    }
+
+    /// The list kind, e.g. `PodList`.
+    pub fn list_kind(&self) -> String {
+        format!("{}List", self.kind)
+    }
+
+    /// The URL prefix of the group/version: `/api/v1` or `/apis/{group}/{version}`.
+    pub fn group_version_path(&self) -> String {
+        if self.group.is_empty() { format!("/api/{}", self.version) } else { format!("/apis/{}/{}", self.group, self.version) }
+    }
+
+    /// Whether this is the core `Pod` type.
+    pub fn is_pods(&self) -> bool {
+        std::ptr::eq(self, &PODS)
+    }
+
+    /// Whether this is the `Namespace` type.
+    pub fn is_namespaces(&self) -> bool {
+        std::ptr::eq(self, &NAMESPACES)
+    }
+}
+
+const VERBS: &[&str] = &["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"];
+
+/// core/v1 namespaces.
+pub static NAMESPACES: ResourceDef = ResourceDef {
+    group: "", version: "v1", plural: "namespaces", singular: "namespace", kind: "Namespace",
+    namespaced: false, short_names: &["ns"], field_labels: &["status.phase"],
+};
+/// core/v1 pods.
+pub static PODS: ResourceDef = ResourceDef {
+    group: "", version: "v1", plural: "pods", singular: "pod", kind: "Pod",
+    namespaced: true, short_names: &["po"], field_labels: &["status.phase", "spec.nodeName", "status.podIP", "spec.restartPolicy", "spec.serviceAccountName"],
+};
+/// core/v1 services.
+pub static SERVICES: ResourceDef = ResourceDef {
+    group: "", version: "v1", plural: "services", singular: "service", kind: "Service",
+    namespaced: true, short_names: &["svc"], field_labels: &[],
+};
+/// core/v1 configmaps.
+pub static CONFIGMAPS: ResourceDef = ResourceDef {
+    group: "", version: "v1", plural: "configmaps", singular: "configmap", kind: "ConfigMap",
+    namespaced: true, short_names: &["cm"], field_labels: &[],
+};
+/// core/v1 secrets.
+pub static SECRETS: ResourceDef = ResourceDef {
+    group: "", version: "v1", plural: "secrets", singular: "secret", kind: "Secret",
+    namespaced: true, short_names: &[], field_labels: &["type"],
+};
+/// core/v1 events.
+pub static EVENTS: ResourceDef = ResourceDef {
+    group: "", version: "v1", plural: "events", singular: "event", kind: "Event",
+    namespaced: true, short_names: &["ev"], field_labels: &["involvedObject.name", "involvedObject.kind", "involvedObject.namespace", "reason", "type"],
+};
+/// apps/v1 deployments.
+pub static DEPLOYMENTS: ResourceDef = ResourceDef {
+    group: "apps", version: "v1", plural: "deployments", singular: "deployment", kind: "Deployment",
+    namespaced: true, short_names: &["deploy"], field_labels: &[],
+};
+
+/// Every served resource.
+pub static ALL: [&ResourceDef; 7] = [&NAMESPACES, &PODS, &SERVICES, &CONFIGMAPS, &SECRETS, &EVENTS, &DEPLOYMENTS];
+
+/// Looks a resource up by group, version and plural.
+pub fn find(group: &str, version: &str, plural: &str) -> Option<&'static ResourceDef> {
+    ALL.iter().copied().find(|r| r.group == group && r.version == version && r.plural == plural)
+}
+
+/// The groups other than core, with their versions.
+fn groups() -> Vec<(&'static str, &'static str)> {
+    let mut groups: Vec<_> = ALL.iter().filter(|r| !r.group.is_empty()).map(|r| (r.group, r.version)).collect();
+    groups.dedup();
+    groups
+}
+
+/// `GET /version`.
+pub fn version() -> Value {
+    json!({"major": "1", "minor": "32", "gitVersion": "v1.32.0-kube-sim", "gitCommit": "0000000000000000000000000000000000000000",
+           "gitTreeState": "clean", "buildDate": "2026-01-01T00:00:00Z", "goVersion": "go1.23.4",
+           "compiler": "gc", "platform": "linux/amd64"})
+}
+
+/// `GET /api`.
+pub fn api_versions(server_address: &str) -> Value {
+    json!({"kind": "APIVersions", "versions": ["v1"],
+           "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0", "serverAddress": server_address}]})
+}
+
+/// `GET /apis`.
+pub fn api_group_list() -> Value {
+    let groups: Vec<Value> = groups()
+        .into_iter()
+        .map(|(g, v)| {
+            let gv = json!({"groupVersion": format!("{g}/{v}"), "version": v});
+            json!({"name": g, "versions": [gv.clone()], "preferredVersion": gv})
+        })
+        .collect();
+    json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": groups})
+}
+
+/// `GET /apis/{group}`.
+pub fn api_group(group: &str) -> Option<Value> {
+    let (g, v) = groups().into_iter().find(|(g, _)| *g == group)?;
+    let gv = json!({"groupVersion": format!("{g}/{v}"), "version": v});
+    Some(json!({"kind": "APIGroup", "apiVersion": "v1", "name": g, "versions": [gv.clone()], "preferredVersion": gv}))
+}
+
+/// `GET /api/v1` or `GET /apis/{group}/{version}`: the APIResourceList.
+pub fn api_resource_list(group: &str, version: &str) -> Option<Value> {
+    let mut resources = Vec::new();
+    for r in ALL.iter().filter(|r| r.group == group && r.version == version) {
+        let mut entry = json!({"name": r.plural, "singularName": r.singular, "namespaced": r.namespaced,
+                               "kind": r.kind, "verbs": VERBS});
+        if !r.short_names.is_empty() {
+            entry["shortNames"] = json!(r.short_names);
+        }
+        if matches!(r.plural, "pods" | "services" | "deployments") {
+            entry["categories"] = json!(["all"]);
+        }
+        resources.push(entry);
+        if r.is_pods() {
+            for (sub, kind, verbs) in [
+                ("pods/exec", "PodExecOptions", json!(["create", "get"])),
+                ("pods/attach", "PodAttachOptions", json!(["create", "get"])),
+                ("pods/portforward", "PodPortForwardOptions", json!(["create", "get"])),
+                ("pods/status", "Pod", json!(["get", "patch", "update"])),
+            ] {
+                resources.push(json!({"name": sub, "singularName": "", "namespaced": true, "kind": kind, "verbs": verbs}));
+            }
+        }
+    }
+    if resources.is_empty() {
+        return None;
+    }
+    let gv = if group.is_empty() { version.to_owned() } else { format!("{group}/{version}") };
+    Some(json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": gv, "resources": resources}))
+}
+
+/// The hash the OpenAPI v3 index advertises; bumped when the documents change.
+const OPENAPI_HASH: &str = "KUBESIM1";
+
+/// `GET /openapi/v3`: the index of group/version documents.
+pub fn openapi_index() -> Value {
+    let mut paths = serde_json::Map::new();
+    let mut gvs: Vec<(&str, &str)> = vec![("", "v1")];
+    gvs.extend(groups());
+    for (g, v) in gvs {
+        let key = if g.is_empty() { format!("api/{v}") } else { format!("apis/{g}/{v}") };
+        paths.insert(key.clone(), json!({"serverRelativeURL": format!("/openapi/v3/{key}?hash={OPENAPI_HASH}")}));
+    }
+    json!({"paths": paths})
+}
+
+/// `GET /openapi/v3/{api/v1 | apis/g/v}`: a stub that advertises `fieldValidation` on every
+/// kind's PATCH, which is what `kubectl apply`'s validation probe looks for. It deliberately
+/// lists no strategic-merge content type, so kubectl uses its built-in types for patches.
+pub fn openapi_group_version(path: &str) -> Option<Value> {
+    let (group, version) = match path.split('/').collect::<Vec<_>>().as_slice() {
+        ["api", v] => ("", *v),
+        ["apis", g, v] => (*g, *v),
+        _ => return None,
+    };
+    let mut paths = serde_json::Map::new();
+    for r in ALL.iter().filter(|r| r.group == group && r.version == version) {
+        let base = r.group_version_path();
+        let item = if r.namespaced {
+            format!("{base}/namespaces/{{namespace}}/{}/{{name}}", r.plural)
+        } else {
+            format!("{base}/{}/{{name}}", r.plural)
+        };
+        paths.insert(item, json!({"patch": {
+            "x-kubernetes-group-version-kind": {"group": r.group, "version": r.version, "kind": r.kind},
+            "parameters": [{"name": "fieldValidation", "in": "query", "schema": {"type": "string"}},
+                           {"name": "fieldManager", "in": "query", "schema": {"type": "string"}}],
+            "requestBody": {"content": {"application/merge-patch+json": {"schema": {"type": "object"}},
+                                        "application/json-patch+json": {"schema": {"type": "object"}}}},
+            "responses": {"200": {"description": "OK"}}
+        }}));
+    }
+    if paths.is_empty() {
+        return None;
+    }
+    Some(json!({"openapi": "3.0.0", "info": {"title": "Kubernetes", "version": "v1.32.0"},
+                "paths": paths, "components": {"schemas": {}}}))
+}
