@@ -1,1 +1,52 @@
-fn main() {}
+//! `cargo xtask`: the commands the README promises. Each one says what it installs, installs
+//! what is missing, and then does its job.
+//!
+//! - `cargo xtask demo`: run the simulator with demo objects and churn until Ctrl-C.
+//! - `cargo xtask test [-- CARGO-TEST-ARGS]`: run every test.
+
+mod demo;
+mod steps;
+mod test;
+mod workspace;
+
+use std::process::ExitCode;
+
+const USAGE: &str = "\
+usage: cargo xtask <command>
+
+commands:
+  demo                 build and run kube-sim with demo objects and churn until Ctrl-C
+  test [-- ARGS...]    install what the tests need and run every test;
+                       ARGS go to `cargo test --workspace` (e.g. `-- selectors`, `-- -- --nocapture`)
+
+Builds go to $CARGO_TARGET_DIR, or $HOME/.cache/kubemux/target when it is not set.";
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let result = match args.split_first() {
+        Some((command, rest)) if command == "test" => match rest.split_first() {
+            None => test::run(&[]),
+            Some((dashes, passed)) if dashes == "--" => test::run(passed),
+            Some((other, _)) => usage_error(&format!("unexpected argument {other:?} (pass arguments for cargo test after `--`)")),
+        },
+        Some((command, rest)) if command == "demo" && rest.is_empty() => demo::run(),
+        Some((command, _)) if matches!(command.as_str(), "help" | "-h" | "--help") => {
+            println!("{USAGE}");
+            Ok(())
+        }
+        Some((command, _)) => usage_error(&format!("unknown command or arguments: {command} ...")),
+        None => usage_error("no command given"),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn usage_error(message: &str) -> anyhow::Result<()> {
+    eprintln!("{USAGE}\n");
+    anyhow::bail!("{message}")
+}

@@ -1,0 +1,340 @@
+//! What every end-to-end test of kube-sim shares: a simulator per test, clients of three kinds
+//! (the `kube` crate, raw HTTP through kube's transport, raw WebSockets), a line reader for
+//! watch streams, and waiting on events with a deadline instead of sleeping.
+//!
+//! Each test binary uses a different subset, hence the `dead_code` allowance.
+#![allow(dead_code)]
+
+use std::future::Future;
+use std::time::Duration;
+
+use axum::body::BodyDataStream;
+use axum::http::{Method, Request, header};
+use futures::StreamExt as _;
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube_sim::{Seed, Sim, SimConfig};
+use serde_json::Value;
+use tokio::net::TcpStream;
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
+
+/// How long any single expected event may take before the test fails.
+pub const DEADLINE: Duration = Duration::from_secs(10);
+
+/// A simulator on 127.0.0.1:0 with `seed`, no churn, otherwise defaults.
+pub async fn start(seed: Seed) -> Sim {
+    start_with(SimConfig { seed, ..SimConfig::default() }).await
+}
+
+/// A simulator with `config` (the listen address is always 127.0.0.1:0, churn off unless set).
+pub async fn start_with(config: SimConfig) -> Sim {
+    Sim::start(SimConfig { listen: ([127, 0, 0, 1], 0).into(), ..config }).await.expect("the simulator starts")
+}
+
+/// A `kube::Client` built the way a user would: from the simulator's kubeconfig.
+pub async fn kube_client(sim: &Sim) -> kube::Client {
+    let kubeconfig = Kubeconfig::from_yaml(&sim.kubeconfig()).expect("the simulator's kubeconfig parses");
+    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+        .await
+        .expect("kube accepts the simulator's kubeconfig");
+    kube::Client::try_from(config).expect("a client from the kubeconfig")
+}
+
+/// Awaits `future`, failing the test if it takes longer than [`DEADLINE`].
+pub async fn within<T>(what: &str, future: impl Future<Output = T>) -> T {
+    match tokio::time::timeout(DEADLINE, future).await {
+        Ok(value) => value,
+        Err(_) => panic!("no {what} within {DEADLINE:?}"),
+    }
+}
+
+/// Polls `probe` until it yields `Some`, failing after [`DEADLINE`]. For state that has no
+/// event to subscribe to (the process table, counters).
+pub async fn eventually<T, F: Future<Output = Option<T>>>(what: &str, mut probe: impl FnMut() -> F) -> T {
+    within(what, async {
+        loop {
+            if let Some(value) = probe().await {
+                return value;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+}
+
+/// A response read to the end.
+#[derive(Debug)]
+pub struct Reply {
+    /// HTTP status code.
+    pub status: u16,
+    /// `Content-Type`, when sent.
+    pub content_type: Option<String>,
+    /// The body as text.
+    pub text: String,
+}
+
+impl Reply {
+    /// The body as JSON; fails the test if it is not JSON.
+    pub fn json(&self) -> Value {
+        serde_json::from_str(&self.text).unwrap_or_else(|e| panic!("{} body is not JSON ({e}): {}", self.status, self.text))
+    }
+
+    /// Asserts a 2xx status and returns the JSON body.
+    #[track_caller]
+    pub fn ok(&self) -> Value {
+        assert!((200..300).contains(&self.status), "expected success, got {}: {}", self.status, self.text);
+        self.json()
+    }
+
+    /// Asserts the real API server's error shape: HTTP `code` with a `Status` body carrying the
+    /// same code and `reason`. Returns the body.
+    #[track_caller]
+    pub fn status(&self, code: u16, reason: &str) -> Value {
+        assert_eq!(self.status, code, "HTTP status; body: {}", self.text);
+        let body = self.json();
+        assert_eq!(
+            (body["kind"].as_str(), body["apiVersion"].as_str(), body["status"].as_str(), body["code"].as_u64(), body["reason"].as_str()),
+            (Some("Status"), Some("v1"), Some("Failure"), Some(u64::from(code)), Some(reason)),
+            "Status body: {body}"
+        );
+        assert_eq!(self.content_type.as_deref(), Some("application/json"), "content type of {body}");
+        body
+    }
+}
+
+/// Raw HTTP against a simulator, through kube's own transport (hyper), with an optional
+/// bearer token per request.
+#[derive(Clone)]
+pub struct Http {
+    client: kube::Client,
+    token: Option<String>,
+}
+
+impl Http {
+    /// Anonymous requests (the simulator's default: no users, full access).
+    pub fn new(sim: &Sim) -> Http {
+        let config = kube::Config::new(sim.url().parse().expect("the simulator URL is a URI"));
+        Http { client: kube::Client::try_from(config).expect("a raw client"), token: None }
+    }
+
+    /// The same, sending `Authorization: Bearer <token>`.
+    pub fn with_token(sim: &Sim, token: &str) -> Http {
+        Http { token: Some(token.to_owned()), ..Http::new(sim) }
+    }
+
+    fn build(&self, method: Method, path: &str, content_type: Option<&str>, body: Vec<u8>) -> Request<kube::client::Body> {
+        let mut request = Request::builder().method(method).uri(path).header(header::ACCEPT, "application/json");
+        if let Some(content_type) = content_type {
+            request = request.header(header::CONTENT_TYPE, content_type);
+        }
+        if let Some(token) = &self.token {
+            request = request.header(header::AUTHORIZATION, format!("Bearer {token}"));
+        }
+        request.body(kube::client::Body::from(body)).expect("a valid request")
+    }
+
+    async fn head(&self, request: Request<kube::client::Body>) -> axum::http::Response<kube::client::Body> {
+        within("response headers", self.client.send(request)).await.expect("the simulator answers")
+    }
+
+    /// Sends a request with a body of `content_type` and reads the whole response.
+    pub async fn send(&self, method: Method, path: &str, content_type: Option<&str>, body: Vec<u8>) -> Reply {
+        let response = self.head(self.build(method, path, content_type, body)).await;
+        let status = response.status().as_u16();
+        let content_type = response.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).map(str::to_owned);
+        let bytes = within("the response body", response.into_body().collect_bytes()).await.expect("the body reads");
+        Reply { status, content_type, text: String::from_utf8_lossy(&bytes).into_owned() }
+    }
+
+    /// `GET path`.
+    pub async fn get(&self, path: &str) -> Reply {
+        self.send(Method::GET, path, None, Vec::new()).await
+    }
+
+    /// `method path` with a JSON body.
+    pub async fn json(&self, method: Method, path: &str, body: &Value) -> Reply {
+        self.send(method, path, Some("application/json"), body.to_string().into_bytes()).await
+    }
+
+    /// `POST path` with a JSON body.
+    pub async fn post(&self, path: &str, body: &Value) -> Reply {
+        self.json(Method::POST, path, body).await
+    }
+
+    /// `POST path` with no body (the `/_sim` hooks).
+    pub async fn hook(&self, path: &str) -> Value {
+        self.send(Method::POST, path, None, Vec::new()).await.ok()
+    }
+
+    /// `GET /_sim/stats`.
+    pub async fn stats(&self) -> Value {
+        self.get("/_sim/stats").await.ok()
+    }
+
+    /// The list at `path`: its `metadata.resourceVersion` and item names, in order.
+    pub async fn list(&self, path: &str) -> (String, Vec<String>) {
+        let list = self.get(path).await.ok();
+        let rv = list["metadata"]["resourceVersion"].as_str().expect("lists carry a resourceVersion").to_owned();
+        (rv, names(&list["items"]))
+    }
+
+    /// Opens a streaming `GET` (a watch) and returns its status and line reader once the
+    /// headers are in.
+    pub async fn stream(&self, path: &str) -> (u16, Lines) {
+        let response = self.head(self.build(Method::GET, path, None, Vec::new())).await;
+        let status = response.status().as_u16();
+        (status, Lines { body: axum::body::Body::new(response.into_body()).into_data_stream(), buffer: Vec::new() })
+    }
+}
+
+/// `metadata.name` of every object in a JSON array.
+pub fn names(items: &Value) -> Vec<String> {
+    items
+        .as_array()
+        .expect("items is an array")
+        .iter()
+        .map(|item| item["metadata"]["name"].as_str().expect("objects have names").to_owned())
+        .collect()
+}
+
+/// A streaming body read as `\n`-terminated lines, the way kube-rs, Python and client-node
+/// read watches.
+pub struct Lines {
+    body: BodyDataStream,
+    buffer: Vec<u8>,
+}
+
+impl Lines {
+    /// The next complete line, or `None` once the body has ended cleanly. Fails the test on a
+    /// transport error, on a trailing partial line, or after [`DEADLINE`].
+    pub async fn next_line(&mut self) -> Option<String> {
+        within("watch line", async {
+            loop {
+                if let Some(end) = self.buffer.iter().position(|b| *b == b'\n') {
+                    let line: Vec<u8> = self.buffer.drain(..=end).collect();
+                    return Some(String::from_utf8(line[..end].to_vec()).expect("watch lines are UTF-8"));
+                }
+                match self.body.next().await {
+                    Some(Ok(chunk)) => self.buffer.extend_from_slice(&chunk),
+                    Some(Err(e)) => panic!("the watch stream broke: {e}"),
+                    None => {
+                        assert!(self.buffer.is_empty(), "the stream ended inside a line: {:?}", String::from_utf8_lossy(&self.buffer));
+                        return None;
+                    }
+                }
+            }
+        })
+        .await
+    }
+
+    /// The next line as a JSON event; fails the test if the stream ends instead.
+    pub async fn next_event(&mut self) -> Value {
+        let line = self.next_line().await.expect("another watch event, not the end of the stream");
+        serde_json::from_str(&line).unwrap_or_else(|e| panic!("watch line is not JSON ({e}): {line}"))
+    }
+
+    /// Skips events until one satisfies `wanted`, and returns it.
+    pub async fn until(&mut self, mut wanted: impl FnMut(&Value) -> bool) -> Value {
+        loop {
+            let event = self.next_event().await;
+            if wanted(&event) {
+                return event;
+            }
+        }
+    }
+
+    /// Asserts that the server ends the stream (cleanly) with no further event.
+    pub async fn assert_ends(&mut self) {
+        if let Some(line) = self.next_line().await {
+            panic!("expected the stream to end, got another line: {line}");
+        }
+    }
+}
+
+/// A WebSocket to a simulator, over a TCP stream the test owns (so it can drop it abruptly).
+pub type Ws = WebSocketStream<TcpStream>;
+
+/// A refused WebSocket upgrade: the HTTP status and the body.
+#[derive(Debug)]
+pub struct Refused {
+    /// HTTP status code.
+    pub status: u16,
+    /// The body, parsed as JSON.
+    pub body: Value,
+}
+
+/// Opens a WebSocket to `path_and_query` offering `protocol`, as kubectl and browsers do.
+pub async fn websocket(sim: &Sim, path_and_query: &str, protocol: &str) -> Result<Ws, Refused> {
+    let mut request = format!("ws://{}{path_and_query}", sim.addr()).into_client_request().expect("a WebSocket request");
+    request.headers_mut().insert(header::SEC_WEBSOCKET_PROTOCOL, protocol.parse().expect("a header value"));
+    let tcp = within("TCP connect", TcpStream::connect(sim.addr())).await.expect("the simulator accepts connections");
+    match within("the WebSocket handshake", tokio_tungstenite::client_async(request, tcp)).await {
+        Ok((ws, response)) => {
+            let chosen = response.headers().get(header::SEC_WEBSOCKET_PROTOCOL).and_then(|v| v.to_str().ok());
+            assert_eq!(chosen, Some(protocol), "the server must answer with the offered subprotocol");
+            Ok(ws)
+        }
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+            let status = response.status().as_u16();
+            let body = response.body().as_deref().unwrap_or_default();
+            let body = serde_json::from_slice(body).unwrap_or_else(|e| panic!("{status} body is not JSON ({e}): {}", String::from_utf8_lossy(body)));
+            Err(Refused { status, body })
+        }
+        Err(other) => panic!("WebSocket handshake failed: {other}"),
+    }
+}
+
+/// The names of the pods in `namespace` whose `app` label is `app`, from the store.
+pub fn pods_of(sim: &Sim, namespace: &str, app: &str) -> Vec<String> {
+    let (_, pods) = sim.state().store.list(&kube_sim::resources::PODS, Some(namespace));
+    pods.iter()
+        .filter(|p| p["metadata"]["labels"]["app"] == app)
+        .map(|p| p["metadata"]["name"].as_str().expect("pods have names").to_owned())
+        .collect()
+}
+
+/// The demo seed's pods, `namespace/name`, sorted.
+pub fn all_pods(sim: &Sim) -> Vec<String> {
+    let (_, pods) = sim.state().store.list(&kube_sim::resources::PODS, None);
+    let mut names: Vec<String> = pods
+        .iter()
+        .map(|p| format!("{}/{}", p["metadata"]["namespace"].as_str().unwrap_or_default(), p["metadata"]["name"].as_str().unwrap_or_default()))
+        .collect();
+    names.sort();
+    names
+}
+
+/// `/_sim/processes` entries that mention `pod`, with their pids. The entries are objects with
+/// a numeric `pid`; which other fields name the pod is the runtime's business, so any string
+/// field equal to the pod name counts.
+pub async fn processes_of(http: &Http, pod: &str) -> Vec<(i32, Value)> {
+    let table = http.get("/_sim/processes").await.ok();
+    let entries = match &table {
+        Value::Array(items) => items.clone(),
+        Value::Object(map) => map.get("processes").and_then(Value::as_array).cloned().unwrap_or_default(),
+        _ => Vec::new(),
+    };
+    entries
+        .into_iter()
+        .filter(|entry| mentions(entry, pod))
+        .filter_map(|entry| Some((i32::try_from(entry.get("pid")?.as_i64()?).ok()?, entry)))
+        .collect()
+}
+
+fn mentions(value: &Value, text: &str) -> bool {
+    match value {
+        Value::String(s) => s == text,
+        Value::Array(items) => items.iter().any(|v| mentions(v, text)),
+        Value::Object(map) => map.values().any(|v| mentions(v, text)),
+        _ => false,
+    }
+}
+
+/// Whether a process is still running: it exists and is not a zombie waiting to be reaped.
+pub fn process_running(pid: i32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        // The state follows the parenthesised command name, which may itself contain spaces.
+        Ok(stat) => stat.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().next()).is_some_and(|state| state != "Z" && state != "X"),
+        Err(_) => false,
+    }
+}

@@ -1,0 +1,174 @@
+//! kube-sim through the `kube` crate, the way a Rust controller uses a cluster: a client from
+//! the simulator's kubeconfig, lists, raw watches and `kube::runtime::watcher` surviving a
+//! compaction (in-stream 410, then a relist).
+
+mod common;
+
+use std::collections::BTreeMap;
+
+use futures::{StreamExt as _, TryStreamExt as _};
+use k8s_openapi::api::core::v1::{ConfigMap, Pod};
+use kube::api::{Api, ListParams, PostParams, WatchEvent, WatchParams};
+use kube::runtime::{WatchStreamExt as _, watcher};
+use kube::ResourceExt as _;
+use kube_sim::Seed;
+use serde_json::json;
+
+use common::{Http, within};
+
+fn config_map(name: &str) -> ConfigMap {
+    serde_json::from_value(json!({"metadata": {"name": name, "labels": {"test": "kube-client"}}, "data": {"k": "v"}})).expect("a ConfigMap")
+}
+
+#[tokio::test]
+async fn lists_the_demo_pods() {
+    let sim = common::start(Seed::Demo).await;
+    let client = common::kube_client(&sim).await;
+
+    let pods = Api::<Pod>::all(client.clone()).list(&ListParams::default()).await.expect("list pods in all namespaces");
+    let mut listed: Vec<String> = pods.items.iter().map(|p| format!("{}/{}", p.namespace().unwrap_or_default(), p.name_any())).collect();
+    listed.sort();
+    assert_eq!(listed, common::all_pods(&sim));
+    // 3 web + 2 api + 1 hello + 2 coredns + 1 metrics-server + redis-0 + toolbox.
+    assert_eq!(listed.len(), 11, "{listed:?}");
+    assert!(pods.metadata.resource_version.is_some_and(|rv| !rv.is_empty()), "a list carries its resourceVersion");
+
+    // The kubeconfig's context namespace is `default`.
+    let in_default = Api::<Pod>::default_namespaced(client).list(&ListParams::default()).await.expect("list pods in default");
+    let mut names: Vec<String> = in_default.items.iter().map(|p| p.name_any()).collect();
+    names.sort();
+    assert_eq!(names.len(), 2, "hello-… and toolbox: {names:?}");
+    assert!(names.contains(&"toolbox".to_owned()));
+    assert!(names.iter().any(|n| n.starts_with("hello-")));
+    sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_watch_sees_a_change() {
+    let sim = common::start(Seed::Demo).await;
+    let client = common::kube_client(&sim).await;
+    let api = Api::<ConfigMap>::namespaced(client, "demo");
+    let rv = api.list(&ListParams::default()).await.expect("list").metadata.resource_version.expect("list RV");
+
+    let mut events = api.watch(&WatchParams::default(), &rv).await.expect("watch starts").boxed();
+    api.create(&PostParams::default(), &config_map("watched")).await.expect("create");
+
+    let event = within("the ADDED event", events.try_next()).await.expect("watch stream healthy").expect("an event");
+    match event {
+        WatchEvent::Added(cm) => {
+            assert_eq!(cm.name_any(), "watched");
+            assert_eq!(cm.data.unwrap_or_default().get("k").map(String::as_str), Some("v"));
+        }
+        other => panic!("expected ADDED for the new ConfigMap, got {other:?}"),
+    }
+    api.delete("watched", &Default::default()).await.expect("delete");
+    let event = within("the DELETED event", events.try_next()).await.expect("watch stream healthy").expect("an event");
+    assert!(matches!(&event, WatchEvent::Deleted(cm) if cm.name_any() == "watched"), "{event:?}");
+    sim.shutdown().await;
+}
+
+/// After `/_sim/compact` the open watch gets an in-stream 410; the watcher must start over with
+/// `Init` … `InitDone`, and its store then equals a fresh list.
+#[tokio::test]
+async fn watcher_relists_after_compaction() {
+    let sim = common::start(Seed::Demo).await;
+    let client = common::kube_client(&sim).await;
+    let http = Http::new(&sim);
+    let api = Api::<Pod>::all(client.clone());
+    let mut events = watcher(api.clone(), watcher::Config::default()).boxed();
+
+    let mut store: BTreeMap<String, String> = BTreeMap::new();
+    let mut next = async || within("a watcher event", events.try_next()).await.expect("the watcher keeps going").expect("the watcher never ends");
+    assert!(matches!(next().await, watcher::Event::Init), "a watcher starts with Init");
+    loop {
+        match next().await {
+            watcher::Event::InitApply(pod) => {
+                store.insert(key(&pod), pod.resource_version().unwrap_or_default());
+            }
+            watcher::Event::InitDone => break,
+            other => panic!("unexpected event during the initial list: {other:?}"),
+        }
+    }
+    assert_eq!(store.keys().cloned().collect::<Vec<_>>(), common::all_pods(&sim));
+
+    // A change the watcher sees live, then the compaction.
+    let web = common::pods_of(&sim, "demo", "web")[0].clone();
+    Api::<Pod>::namespaced(client, "demo").delete(&web, &Default::default()).await.expect("delete a pod");
+    match next().await {
+        watcher::Event::Delete(pod) => assert_eq!(pod.name_any(), web),
+        other => panic!("expected the live delete, got {other:?}"),
+    }
+    store.remove(&format!("demo/{web}"));
+    http.hook("/_sim/compact").await;
+
+    // The relist: Init, the current objects, InitDone; nothing else first.
+    assert!(matches!(next().await, watcher::Event::Init), "after the 410 the watcher relists");
+    let mut relisted: BTreeMap<String, String> = BTreeMap::new();
+    loop {
+        match next().await {
+            watcher::Event::InitApply(pod) => {
+                relisted.insert(key(&pod), pod.resource_version().unwrap_or_default());
+            }
+            watcher::Event::InitDone => break,
+            other => panic!("unexpected event during the relist: {other:?}"),
+        }
+    }
+    let list = api.list(&ListParams::default()).await.expect("list");
+    let expected: BTreeMap<String, String> = list.items.iter().map(|p| (key(p), p.resource_version().unwrap_or_default())).collect();
+    assert_eq!(relisted, expected, "the watcher's view after the relist equals the list");
+    assert_eq!(relisted, store, "nothing changed besides the compaction");
+    let stats = http.stats().await;
+    assert!(stats["listRequests"].as_u64() >= Some(2), "the watcher listed again: {stats}");
+    sim.shutdown().await;
+}
+
+fn key(pod: &Pod) -> String {
+    format!("{}/{}", pod.namespace().unwrap_or_default(), pod.name_any())
+}
+
+/// `watches/close` ends every open watch cleanly: the watcher resumes from its last
+/// resourceVersion without relisting, and still sees changes.
+#[tokio::test]
+async fn watcher_resumes_without_relist_after_watches_close() {
+    let sim = common::start(Seed::Demo).await;
+    let client = common::kube_client(&sim).await;
+    let http = Http::new(&sim);
+    let api = Api::<ConfigMap>::namespaced(client, "demo");
+    let mut events = watcher(api.clone(), watcher::Config::default()).default_backoff().boxed();
+    let mut next = async || within("a watcher event", events.try_next()).await.expect("the watcher keeps going").expect("the watcher never ends");
+    loop {
+        if matches!(next().await, watcher::Event::InitDone) {
+            break;
+        }
+    }
+    let before = common::eventually("the watch to open", || {
+        let http = http.clone();
+        async move {
+            let stats = http.stats().await;
+            (stats["openWatches"] == 1).then_some(stats)
+        }
+    })
+    .await;
+
+    let closed = http.hook("/_sim/watches/close").await;
+    assert_eq!(closed["closed"], 1, "{closed}");
+    // Wait for the watcher to come back with a new watch request.
+    let watch_requests = before["watchRequests"].as_u64().expect("a counter");
+    common::eventually("the watcher to watch again", || {
+        let http = http.clone();
+        async move {
+            let stats = http.stats().await;
+            (stats["watchRequests"].as_u64() > Some(watch_requests) && stats["openWatches"] == 1).then_some(())
+        }
+    })
+    .await;
+
+    api.create(&PostParams::default(), &config_map("after-close")).await.expect("create");
+    match next().await {
+        watcher::Event::Apply(cm) => assert_eq!(cm.name_any(), "after-close"),
+        other => panic!("expected the new ConfigMap and no relist (Init), got {other:?}"),
+    }
+    let after = http.stats().await;
+    assert_eq!(after["listRequests"], before["listRequests"], "no relist after a clean close");
+    sim.shutdown().await;
+}

@@ -1,0 +1,462 @@
+//! The sans-IO client core: subscriptions, their resume points and caches, reconnect
+//! scheduling, and liveness. It owns no socket, reads no clock and draws no randomness of its
+//! own: the shell (the wasm client, a native client, a test) feeds it what happened and the
+//! time in milliseconds, and performs the [`Output`]s it returns.
+//!
+//! ```text
+//! shell                          ClientCore
+//!   start(now) ───────────────▶  [Connect]
+//!   socket opened: on_open(now) ▶ [Send(auth…), Send(watch…), State(Open)]
+//!   text frame: on_message(…)  ▶ [Event/Synced/Reset/Error/Changed…]
+//!   socket closed: on_close(…) ▶ [State(Reconnecting{delay})]
+//!   timer: on_tick(now)        ▶ [Connect] | [Send(ping)] | [CloseSocket, State(…)]
+//!   next_deadline()            ▶ when to call on_tick next
+//! ```
+
+mod backoff;
+mod cache;
+
+use std::collections::BTreeMap;
+
+use serde_json::Value;
+
+pub use backoff::{Backoff, BackoffConfig, SplitMix64};
+pub use cache::{ObjectCache, object_key};
+
+use crate::frames::{ClientMessage, EventType, ServerMessage, Status, Watch, WatchQuery, WatchRequestError};
+
+/// Client settings; the defaults are `PROTOCOL.md` §5's.
+#[derive(Debug, Clone)]
+pub struct ClientConfig {
+    /// Send an application-level `ping` this often while open.
+    pub ping_interval_ms: u64,
+    /// Treat the connection as dead after this long without any message.
+    pub dead_after_ms: u64,
+    /// Reconnect backoff.
+    pub backoff: BackoffConfig,
+    /// Seed of the jitter generator.
+    pub seed: u64,
+}
+
+impl Default for ClientConfig {
+    fn default() -> Self {
+        ClientConfig { ping_interval_ms: 30_000, dead_after_ms: 75_000, backoff: BackoffConfig::default(), seed: 0x6b75_6265_6d75_78 }
+    }
+}
+
+/// The connection as the application sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConnectionState {
+    /// A socket is being opened.
+    Connecting,
+    /// The socket is open.
+    Open,
+    /// Waiting to reconnect.
+    Reconnecting {
+        /// How long until the next attempt.
+        delay_ms: u64,
+    },
+    /// Closed by the application; nothing more happens.
+    Closed,
+}
+
+/// Where a subscription stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SubscriptionState {
+    /// Waiting for the snapshot or replay to complete.
+    Syncing,
+    /// Consistent with the server.
+    Synced,
+    /// Possibly behind: disconnected, or the server reported a non-fatal error.
+    Stale,
+    /// Ended by a fatal error.
+    Failed,
+}
+
+/// What the shell must do, or tell the application.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Output {
+    /// Open a new socket (to the same URL, offering `kubemux.v1`).
+    Connect,
+    /// Send this text frame on the open socket.
+    Send(String),
+    /// Close the current socket (it is considered dead).
+    CloseSocket,
+    /// The connection state changed.
+    State(ConnectionState),
+    /// An event for a subscription (already applied to its cache, or to the cache being
+    /// rebuilt after a reset).
+    Event {
+        /// Subscription id.
+        id: String,
+        /// What happened.
+        event_type: EventType,
+        /// The object.
+        object: Value,
+    },
+    /// A subscription is consistent at a version.
+    Synced {
+        /// Subscription id.
+        id: String,
+        /// The version.
+        resource_version: String,
+    },
+    /// The server restarts a subscription from a snapshot.
+    Reset {
+        /// Subscription id.
+        id: String,
+    },
+    /// An error for one subscription (`id: Some`) or for the connection (`id: None`).
+    Error {
+        /// Subscription id, if any.
+        id: Option<String>,
+        /// Whether the subscription ended.
+        fatal: bool,
+        /// What went wrong.
+        status: Status,
+    },
+    /// A subscription's visible items changed.
+    Changed {
+        /// Subscription id.
+        id: String,
+    },
+    /// A subscription's state changed.
+    SubscriptionState {
+        /// Subscription id.
+        id: String,
+        /// The new state.
+        state: SubscriptionState,
+    },
+}
+
+/// Why a call was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ClientError {
+    /// The client was closed.
+    #[error("the kubemux client is closed")]
+    Closed,
+    /// The id is in use by an active subscription.
+    #[error("subscription id {0:?} is already active")]
+    DuplicateId(String),
+    /// The watch request is invalid.
+    #[error(transparent)]
+    InvalidWatch(#[from] WatchRequestError),
+}
+
+/// One subscription.
+#[derive(Debug, Clone)]
+struct Subscription {
+    cluster: String,
+    path: String,
+    query: Option<WatchQuery>,
+    /// The version the visible cache is consistent with (or the replay has reached).
+    resume: Option<String>,
+    state: SubscriptionState,
+    cache: ObjectCache,
+    /// The cache being rebuilt after a reset; swapped in at `synced`.
+    rebuilding: Option<ObjectCache>,
+}
+
+impl Subscription {
+    fn watch_message(&self, id: &str) -> String {
+        ClientMessage::Watch(Watch {
+            id: id.to_owned(),
+            cluster: self.cluster.clone(),
+            path: self.path.clone(),
+            query: self.query.clone(),
+            resource_version: self.resume.clone(),
+        })
+        .encode()
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Conn {
+    Idle,
+    Connecting,
+    Open { opened_at: u64, last_rx: u64, next_ping: u64 },
+    Waiting { retry_at: u64 },
+    Closed,
+}
+
+/// The client state machine.
+#[derive(Debug)]
+pub struct ClientCore {
+    config: ClientConfig,
+    backoff: Backoff,
+    conn: Conn,
+    subs: BTreeMap<String, Subscription>,
+    tokens: BTreeMap<String, String>,
+    ping_counter: u64,
+}
+
+fn resource_version_of(object: &Value) -> Option<String> {
+    object.get("metadata")?.get("resourceVersion")?.as_str().map(str::to_owned)
+}
+
+impl ClientCore {
+    /// A core that has not connected yet.
+    pub fn new(config: ClientConfig) -> Self {
+        let backoff = Backoff::new(config.backoff, config.seed);
+        ClientCore { config, backoff, conn: Conn::Idle, subs: BTreeMap::new(), tokens: BTreeMap::new(), ping_counter: 0 }
+    }
+
+    /// Starts connecting.
+    pub fn start(&mut self, _now: u64) -> Vec<Output> {
+        if self.conn != Conn::Idle {
+            return Vec::new();
+        }
+        self.conn = Conn::Connecting;
+        vec![Output::State(ConnectionState::Connecting), Output::Connect]
+    }
+
+    /// Whether [`ClientCore::close`] was called.
+    pub fn is_closed(&self) -> bool {
+        self.conn == Conn::Closed
+    }
+
+    fn is_open(&self) -> bool {
+        matches!(self.conn, Conn::Open { .. })
+    }
+
+    /// Adds a subscription. Sent at once when open, otherwise on the next connection.
+    pub fn watch(&mut self, id: &str, cluster: &str, path: &str, query: Option<WatchQuery>) -> Result<Vec<Output>, ClientError> {
+        if self.is_closed() {
+            return Err(ClientError::Closed);
+        }
+        let query = query.filter(|q| !q.is_empty());
+        Watch { id: id.to_owned(), cluster: cluster.to_owned(), path: path.to_owned(), query: query.clone(), resource_version: None }.validate()?;
+        if self.subs.contains_key(id) {
+            return Err(ClientError::DuplicateId(id.to_owned()));
+        }
+        let sub = Subscription {
+            cluster: cluster.to_owned(),
+            path: path.to_owned(),
+            query,
+            resume: None,
+            state: SubscriptionState::Syncing,
+            cache: ObjectCache::default(),
+            rebuilding: None,
+        };
+        let mut out = vec![Output::SubscriptionState { id: id.to_owned(), state: SubscriptionState::Syncing }];
+        if self.is_open() {
+            out.push(Output::Send(sub.watch_message(id)));
+        }
+        self.subs.insert(id.to_owned(), sub);
+        Ok(out)
+    }
+
+    /// Removes a subscription; nothing more is delivered for it.
+    pub fn unwatch(&mut self, id: &str) -> Result<Vec<Output>, ClientError> {
+        if self.is_closed() {
+            return Err(ClientError::Closed);
+        }
+        if self.subs.remove(id).is_some() && self.is_open() {
+            return Ok(vec![Output::Send(ClientMessage::Unwatch { id: id.to_owned() }.encode())]);
+        }
+        Ok(Vec::new())
+    }
+
+    /// Sets the token for a cluster (re-sent on every reconnect).
+    pub fn auth(&mut self, cluster: &str, token: &str) -> Result<Vec<Output>, ClientError> {
+        if self.is_closed() {
+            return Err(ClientError::Closed);
+        }
+        self.tokens.insert(cluster.to_owned(), token.to_owned());
+        if self.is_open() {
+            return Ok(vec![Output::Send(ClientMessage::Auth { cluster: cluster.to_owned(), token: token.to_owned() }.encode())]);
+        }
+        Ok(Vec::new())
+    }
+
+    /// Closes for good.
+    pub fn close(&mut self) -> Vec<Output> {
+        if self.is_closed() {
+            return Vec::new();
+        }
+        let had_socket = matches!(self.conn, Conn::Open { .. } | Conn::Connecting);
+        self.conn = Conn::Closed;
+        let mut out = Vec::new();
+        if had_socket {
+            out.push(Output::CloseSocket);
+        }
+        out.push(Output::State(ConnectionState::Closed));
+        out
+    }
+
+    /// The socket opened: send tokens, then every subscription with its resume point.
+    pub fn on_open(&mut self, now: u64) -> Vec<Output> {
+        if self.conn != Conn::Connecting {
+            return Vec::new();
+        }
+        self.conn = Conn::Open { opened_at: now, last_rx: now, next_ping: now + self.config.ping_interval_ms };
+        let mut out = vec![Output::State(ConnectionState::Open)];
+        for (cluster, token) in &self.tokens {
+            out.push(Output::Send(ClientMessage::Auth { cluster: cluster.clone(), token: token.clone() }.encode()));
+        }
+        for (id, sub) in &mut self.subs {
+            if sub.resume.is_none() {
+                // A fresh snapshot is coming. If anything is visible (or half rebuilt), build
+                // the new state aside so nothing of the old one survives it.
+                sub.rebuilding = (!sub.cache.is_empty() || sub.rebuilding.is_some()).then(ObjectCache::default);
+            }
+            out.push(Output::Send(sub.watch_message(id)));
+        }
+        out
+    }
+
+    /// The socket closed (or failed to open). `code` is the WebSocket close code, if any.
+    pub fn on_close(&mut self, now: u64, code: Option<u16>) -> Vec<Output> {
+        let up_ms = match self.conn {
+            Conn::Open { opened_at, .. } => now.saturating_sub(opened_at),
+            Conn::Connecting => 0,
+            _ => return Vec::new(),
+        };
+        self.backoff.connection_ended(up_ms);
+        let delay_ms = if code == Some(1001) { self.backoff.small_jitter_ms() } else { self.backoff.next_delay_ms() };
+        self.conn = Conn::Waiting { retry_at: now + delay_ms };
+        let mut out = vec![Output::State(ConnectionState::Reconnecting { delay_ms })];
+        for (id, sub) in &mut self.subs {
+            if sub.state == SubscriptionState::Synced {
+                sub.state = SubscriptionState::Stale;
+                out.push(Output::SubscriptionState { id: id.clone(), state: SubscriptionState::Stale });
+            }
+        }
+        out
+    }
+
+    /// When [`ClientCore::on_tick`] should next be called, if ever.
+    pub fn next_deadline(&self) -> Option<u64> {
+        match self.conn {
+            Conn::Open { last_rx, next_ping, .. } => Some(next_ping.min(last_rx + self.config.dead_after_ms)),
+            Conn::Waiting { retry_at } => Some(retry_at),
+            _ => None,
+        }
+    }
+
+    /// Timers: reconnect when the wait is over, ping, and detect a dead connection.
+    pub fn on_tick(&mut self, now: u64) -> Vec<Output> {
+        match self.conn {
+            Conn::Waiting { retry_at } if now >= retry_at => {
+                self.conn = Conn::Connecting;
+                vec![Output::State(ConnectionState::Connecting), Output::Connect]
+            }
+            Conn::Open { last_rx, .. } if now >= last_rx + self.config.dead_after_ms => {
+                let mut out = vec![Output::CloseSocket];
+                out.extend(self.on_close(now, None));
+                out
+            }
+            Conn::Open { opened_at, last_rx, next_ping } if now >= next_ping => {
+                self.conn = Conn::Open { opened_at, last_rx, next_ping: now + self.config.ping_interval_ms };
+                self.ping_counter += 1;
+                vec![Output::Send(ClientMessage::Ping { data: Value::from(self.ping_counter.to_string()) }.encode())]
+            }
+            _ => Vec::new(),
+        }
+    }
+
+    /// A text frame arrived.
+    pub fn on_message(&mut self, now: u64, text: &str) -> Vec<Output> {
+        if let Conn::Open { last_rx, .. } = &mut self.conn {
+            *last_rx = now;
+        } else {
+            return Vec::new();
+        }
+        let message = match ServerMessage::decode(text) {
+            Ok(message) => message,
+            Err(error) => {
+                let status = Status::failure(400, "BadRequest", format!("malformed frame from the server: {error}"));
+                return vec![Output::Error { id: None, fatal: false, status }];
+            }
+        };
+        let mut out = Vec::new();
+        match message {
+            ServerMessage::Pong { .. } => {}
+            ServerMessage::Error { id: None, fatal, status } => out.push(Output::Error { id: None, fatal, status }),
+            ServerMessage::Error { id: Some(id), fatal, status } => {
+                let Some(sub) = self.subs.get_mut(&id) else { return out };
+                let state = if fatal { SubscriptionState::Failed } else { SubscriptionState::Stale };
+                if sub.state != state {
+                    sub.state = state;
+                    out.push(Output::SubscriptionState { id: id.clone(), state });
+                }
+                if fatal {
+                    self.subs.remove(&id);
+                }
+                out.push(Output::Error { id: Some(id), fatal, status });
+            }
+            ServerMessage::Event { id, event_type, object } => {
+                let Some(sub) = self.subs.get_mut(&id) else { return out };
+                // Snapshot events come in key order, not version order: only a replay or live
+                // event (the client already has a resume point) moves the resume point.
+                if sub.resume.is_some()
+                    && let Some(rv) = resource_version_of(&object)
+                {
+                    sub.resume = Some(rv);
+                }
+                match &mut sub.rebuilding {
+                    Some(aside) => aside.apply(event_type, &object),
+                    None => {
+                        sub.cache.apply(event_type, &object);
+                        out.push(Output::Changed { id: id.clone() });
+                    }
+                }
+                out.insert(0, Output::Event { id, event_type, object });
+            }
+            ServerMessage::Synced { id, resource_version } => {
+                let Some(sub) = self.subs.get_mut(&id) else { return out };
+                sub.resume = Some(resource_version.clone());
+                let swapped = sub.rebuilding.take().map(|aside| sub.cache = aside).is_some();
+                let state_changed = sub.state != SubscriptionState::Synced;
+                sub.state = SubscriptionState::Synced;
+                out.push(Output::Synced { id: id.clone(), resource_version });
+                if state_changed {
+                    out.push(Output::SubscriptionState { id: id.clone(), state: SubscriptionState::Synced });
+                }
+                if swapped {
+                    out.push(Output::Changed { id });
+                }
+            }
+            ServerMessage::Reset { id } => {
+                let Some(sub) = self.subs.get_mut(&id) else { return out };
+                sub.resume = None;
+                sub.rebuilding = Some(ObjectCache::default());
+                let state_changed = sub.state != SubscriptionState::Syncing;
+                sub.state = SubscriptionState::Syncing;
+                out.push(Output::Reset { id: id.clone() });
+                if state_changed {
+                    out.push(Output::SubscriptionState { id, state: SubscriptionState::Syncing });
+                }
+            }
+            ServerMessage::Bookmark { id, resource_version } => {
+                if let Some(sub) = self.subs.get_mut(&id) {
+                    sub.resume = Some(resource_version);
+                }
+            }
+        }
+        out
+    }
+
+    /// The visible objects of a subscription.
+    pub fn items(&self, id: &str) -> Option<impl ExactSizeIterator<Item = &Value>> {
+        self.subs.get(id).map(|s| s.cache.items())
+    }
+
+    /// The visible cache of a subscription.
+    pub fn cache(&self, id: &str) -> Option<&ObjectCache> {
+        self.subs.get(id).map(|s| &s.cache)
+    }
+
+    /// A subscription's state; `None` for an unknown (or fatally failed) id.
+    pub fn subscription_state(&self, id: &str) -> Option<SubscriptionState> {
+        self.subs.get(id).map(|s| s.state)
+    }
+
+    /// A subscription's resume point.
+    pub fn resume_point(&self, id: &str) -> Option<&str> {
+        self.subs.get(id).and_then(|s| s.resume.as_deref())
+    }
+}
+
+#[cfg(test)]
+mod tests;

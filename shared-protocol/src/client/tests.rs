@@ -1,0 +1,332 @@
+//! The client core against a model server that follows `PROTOCOL.md`: unit tests of each rule,
+//! and a property test that random schedules of changes, disconnects, proxy restarts, 410s and
+//! slow-consumer resets always end with the client's cache equal to the server's state.
+
+use std::collections::{BTreeMap, VecDeque};
+
+use proptest::prelude::*;
+use serde_json::{Value, json};
+
+use super::*;
+
+/// A model of the proxy plus API server for one collection: objects, a bounded history, and
+/// one connection's in-flight frames.
+#[derive(Default)]
+struct ModelServer {
+    objects: BTreeMap<String, Value>,
+    rv: u64,
+    /// The oldest version a resume can start from.
+    floor: u64,
+    history: Vec<(u64, EventType, Value)>,
+    /// Active subscription ids on the current connection.
+    active: Vec<String>,
+    /// Frames in flight to the client; lost when the connection drops.
+    in_flight: VecDeque<String>,
+    connected: bool,
+}
+
+impl ModelServer {
+    fn send(&mut self, message: ServerMessage) {
+        self.in_flight.push_back(message.encode());
+    }
+
+    fn snapshot(&mut self, id: &str) {
+        let objects: Vec<Value> = self.objects.values().cloned().collect();
+        for object in objects {
+            self.send(ServerMessage::Event { id: id.into(), event_type: EventType::Added, object });
+        }
+        self.send(ServerMessage::Synced { id: id.into(), resource_version: self.rv.to_string() });
+    }
+
+    fn handle_client(&mut self, text: &str) {
+        match ClientMessage::decode(text).expect("the client sends valid frames") {
+            ClientMessage::Watch(watch) => {
+                self.active.push(watch.id.clone());
+                match watch.resource_version.map(|rv| rv.parse::<u64>().unwrap()) {
+                    None => self.snapshot(&watch.id),
+                    Some(rv) if rv >= self.floor => {
+                        let replay: Vec<_> = self.history.iter().filter(|(v, _, _)| *v > rv).cloned().collect();
+                        for (_, event_type, object) in replay {
+                            self.send(ServerMessage::Event { id: watch.id.clone(), event_type, object });
+                        }
+                        self.send(ServerMessage::Synced { id: watch.id, resource_version: self.rv.to_string() });
+                    }
+                    Some(_) => {
+                        self.send(ServerMessage::Reset { id: watch.id.clone() });
+                        self.snapshot(&watch.id);
+                    }
+                }
+            }
+            ClientMessage::Unwatch { id } => self.active.retain(|a| *a != id),
+            ClientMessage::Ping { data } => self.send(ServerMessage::Pong { data }),
+            ClientMessage::Auth { .. } => {}
+        }
+    }
+
+    fn change(&mut self, key: u8, delete: bool) {
+        self.rv += 1;
+        let name = format!("obj-{key}");
+        let (event_type, object) = if delete {
+            let Some(mut last) = self.objects.remove(&name) else {
+                self.rv -= 1;
+                return;
+            };
+            last["metadata"]["resourceVersion"] = json!(self.rv.to_string());
+            (EventType::Deleted, last)
+        } else {
+            let event_type = if self.objects.contains_key(&name) { EventType::Modified } else { EventType::Added };
+            let object = json!({"metadata": {"namespace": "ns", "name": name, "resourceVersion": self.rv.to_string()}, "data": self.rv});
+            self.objects.insert(name, object.clone());
+            (event_type, object)
+        };
+        self.history.push((self.rv, event_type, object.clone()));
+        // A bounded history: the oldest events fall off.
+        if self.history.len() > 8 {
+            self.floor = self.history.remove(0).0;
+        }
+        if self.connected {
+            for id in self.active.clone() {
+                self.send(ServerMessage::Event { id, event_type, object: object.clone() });
+            }
+        }
+    }
+}
+
+/// The client and the model, wired together with a fake clock.
+struct Harness {
+    core: ClientCore,
+    server: ModelServer,
+    now: u64,
+}
+
+impl Harness {
+    fn new(seed: u64) -> Self {
+        let mut h = Harness { core: ClientCore::new(ClientConfig { seed, ..ClientConfig::default() }), server: ModelServer { rv: 100, floor: 100, ..ModelServer::default() }, now: 0 };
+        let out = h.core.start(0);
+        h.perform(out);
+        h
+    }
+
+    fn perform(&mut self, outputs: Vec<Output>) {
+        for output in outputs {
+            match output {
+                Output::Connect => {
+                    self.server.connected = true;
+                    self.server.active.clear();
+                    self.server.in_flight.clear();
+                    let out = self.core.on_open(self.now);
+                    self.perform(out);
+                }
+                Output::Send(text) if self.server.connected => self.server.handle_client(&text),
+                Output::CloseSocket => self.drop_connection(),
+                _ => {}
+            }
+        }
+    }
+
+    fn drop_connection(&mut self) {
+        if self.server.connected {
+            self.server.connected = false;
+            self.server.active.clear();
+            self.server.in_flight.clear();
+            let out = self.core.on_close(self.now, None);
+            self.perform(out);
+        }
+    }
+
+    fn deliver(&mut self, n: usize) {
+        for _ in 0..n {
+            let Some(frame) = self.server.in_flight.pop_front() else { return };
+            let out = self.core.on_message(self.now, &frame);
+            self.perform(out);
+        }
+    }
+
+    /// Runs timers until connected, then delivers everything.
+    fn settle(&mut self) {
+        for _ in 0..100 {
+            if self.server.connected && self.server.in_flight.is_empty() {
+                return;
+            }
+            self.deliver(usize::MAX);
+            if let Some(deadline) = self.core.next_deadline() {
+                if !self.server.connected {
+                    self.now = self.now.max(deadline);
+                }
+                let out = self.core.on_tick(self.now);
+                self.perform(out);
+            }
+        }
+        panic!("the client never settled");
+    }
+
+    fn client_objects(&self, id: &str) -> BTreeMap<String, Value> {
+        self.core.items(id).unwrap().map(|o| (o["metadata"]["name"].as_str().unwrap().to_owned(), o.clone())).collect()
+    }
+}
+
+#[derive(Debug, Clone)]
+enum Step {
+    Change { key: u8, delete: bool },
+    Deliver(usize),
+    Disconnect,
+    ProxyRestart,
+    Expired,
+    SlowConsumerReset,
+    Advance(u64),
+}
+
+fn step() -> impl Strategy<Value = Step> {
+    prop_oneof![
+        6 => (0u8..12, any::<bool>()).prop_map(|(key, delete)| Step::Change { key, delete }),
+        4 => (1usize..6).prop_map(Step::Deliver),
+        1 => Just(Step::Disconnect),
+        1 => Just(Step::ProxyRestart),
+        1 => Just(Step::Expired),
+        1 => Just(Step::SlowConsumerReset),
+        1 => (0u64..40_000).prop_map(Step::Advance),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 300, ..ProptestConfig::default() })]
+
+    /// Invariant 2 of DESIGN.md: whatever happens, once synced the client's cache equals the
+    /// server's state.
+    #[test]
+    fn cache_converges_to_server_state(seed in any::<u64>(), steps in proptest::collection::vec(step(), 1..80)) {
+        let mut h = Harness::new(seed);
+        let out = h.core.watch("pods", "c", "/api/v1/pods", None).unwrap();
+        h.perform(out);
+        for step in steps {
+            match step {
+                Step::Change { key, delete } => h.server.change(key, delete),
+                Step::Deliver(n) => h.deliver(n),
+                Step::Disconnect => h.drop_connection(),
+                Step::ProxyRestart => {
+                    // A new proxy replica: no history, so older resume points need a reset.
+                    h.server.floor = h.server.rv;
+                    h.server.history.clear();
+                    h.drop_connection();
+                }
+                Step::Expired | Step::SlowConsumerReset => {
+                    if h.server.connected && h.server.active.contains(&"pods".to_owned()) {
+                        if matches!(step, Step::SlowConsumerReset) {
+                            h.server.in_flight.clear();
+                        }
+                        h.server.send(ServerMessage::Reset { id: "pods".into() });
+                        h.server.snapshot("pods");
+                    }
+                }
+                Step::Advance(ms) => {
+                    h.now += ms;
+                    let out = h.core.on_tick(h.now);
+                    h.perform(out);
+                }
+            }
+        }
+        h.settle();
+        prop_assert_eq!(h.core.subscription_state("pods"), Some(SubscriptionState::Synced));
+        prop_assert_eq!(h.client_objects("pods"), h.server.objects.clone());
+    }
+}
+
+#[test]
+fn fresh_watch_snapshot_then_live_events() {
+    let mut h = Harness::new(1);
+    h.server.change(1, false);
+    h.server.change(2, false);
+    let out = h.core.watch("pods", "c", "/api/v1/pods", None).unwrap();
+    h.perform(out);
+    h.deliver(usize::MAX);
+    assert_eq!(h.core.subscription_state("pods"), Some(SubscriptionState::Synced));
+    assert_eq!(h.core.resume_point("pods"), Some("102"));
+    h.server.change(1, true);
+    h.deliver(usize::MAX);
+    assert_eq!(h.client_objects("pods").keys().collect::<Vec<_>>(), vec!["obj-2"]);
+    assert_eq!(h.core.resume_point("pods"), Some("103"));
+}
+
+#[test]
+fn reset_builds_aside_and_swaps_at_synced() {
+    let mut h = Harness::new(1);
+    h.server.change(1, false);
+    let out = h.core.watch("pods", "c", "/api/v1/pods", None).unwrap();
+    h.perform(out);
+    h.deliver(usize::MAX);
+    h.server.objects.clear();
+    h.server.change(2, false);
+    h.server.in_flight.clear();
+    h.server.send(ServerMessage::Reset { id: "pods".into() });
+    h.server.snapshot("pods");
+    // Reset and the snapshot's ADDED: the old view stays visible, nothing flickers empty.
+    h.deliver(2);
+    assert_eq!(h.client_objects("pods").keys().collect::<Vec<_>>(), vec!["obj-1"]);
+    assert_eq!(h.core.subscription_state("pods"), Some(SubscriptionState::Syncing));
+    h.deliver(1);
+    assert_eq!(h.client_objects("pods").keys().collect::<Vec<_>>(), vec!["obj-2"]);
+}
+
+#[test]
+fn reconnect_resends_watches_with_resume_points_after_backoff() {
+    let mut h = Harness::new(5);
+    h.core.auth("c", "tok").unwrap();
+    let out = h.core.watch("pods", "c", "/api/v1/pods", None).unwrap();
+    h.perform(out);
+    h.deliver(usize::MAX);
+    h.server.change(3, false);
+    h.deliver(usize::MAX);
+    h.server.connected = false;
+    let out = h.core.on_close(10, Some(1006));
+    let Some(Output::State(ConnectionState::Reconnecting { delay_ms })) = out.first().cloned() else { panic!("{out:?}") };
+    assert!(delay_ms <= 500);
+    assert_eq!(h.core.subscription_state("pods"), Some(SubscriptionState::Stale));
+    assert_eq!(h.core.on_tick(10 + delay_ms).last(), Some(&Output::Connect));
+    let sent: Vec<String> = h.core.on_open(20 + delay_ms).into_iter().filter_map(|o| if let Output::Send(s) = o { Some(s) } else { None }).collect();
+    assert_eq!(sent, vec![
+        r#"{"op":"auth","cluster":"c","token":"tok"}"#.to_owned(),
+        r#"{"op":"watch","id":"pods","cluster":"c","path":"/api/v1/pods","resourceVersion":"101"}"#.to_owned(),
+    ]);
+}
+
+#[test]
+fn pings_and_dead_connection_detection() {
+    let mut h = Harness::new(1);
+    assert_eq!(h.core.next_deadline(), Some(30_000));
+    let out = h.core.on_tick(30_000);
+    assert!(matches!(&out[..], [Output::Send(s)] if s.contains("\"op\":\"ping\"")));
+    // Nothing heard for 75 s: the socket is closed and a reconnect scheduled.
+    let out = h.core.on_tick(75_000);
+    assert_eq!(out.first(), Some(&Output::CloseSocket));
+    assert!(matches!(out.get(1), Some(Output::State(ConnectionState::Reconnecting { .. }))));
+}
+
+#[test]
+fn errors_are_routed_to_their_subscription() {
+    let mut h = Harness::new(1);
+    for id in ["a", "b"] {
+        let out = h.core.watch(id, "c", "/api/v1/pods", None).unwrap();
+        h.perform(out);
+    }
+    h.deliver(usize::MAX);
+    let status = Status::failure(403, "Forbidden", "nope");
+    let out = h.core.on_message(1, &ServerMessage::Error { id: Some("a".into()), fatal: true, status: status.clone() }.encode());
+    assert!(out.contains(&Output::Error { id: Some("a".into()), fatal: true, status }));
+    assert_eq!(h.core.subscription_state("a"), None);
+    assert_eq!(h.core.subscription_state("b"), Some(SubscriptionState::Synced));
+    // A malformed frame is reported with no id, and the connection lives on.
+    let out = h.core.on_message(2, "{not json");
+    assert!(matches!(&out[..], [Output::Error { id: None, fatal: false, .. }]));
+    assert!(h.core.watch("a", "c", "/api/v1/pods", None).is_ok(), "a fatal error frees the id");
+}
+
+#[test]
+fn refuses_calls_after_close_and_bad_watches() {
+    let mut core = ClientCore::new(ClientConfig::default());
+    assert!(matches!(core.watch("x", "c", "/api/v1/pods/../x", None), Err(ClientError::InvalidWatch(_))));
+    core.watch("x", "c", "/api/v1/pods", None).unwrap();
+    assert_eq!(core.watch("x", "c", "/api/v1/pods", None), Err(ClientError::DuplicateId("x".into())));
+    core.close();
+    assert_eq!(core.watch("y", "c", "/api/v1/pods", None), Err(ClientError::Closed));
+    assert_eq!(core.unwatch("x"), Err(ClientError::Closed));
+}

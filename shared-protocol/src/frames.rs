@@ -1,0 +1,428 @@
+//! The `kubemux.v1` frames of `PROTOCOL.md` §2–3 and their codec.
+//!
+//! Every message is one JSON object with a string `op`. Decoding is in two steps so that a bad
+//! frame can still be reported against its subscription: first the JSON object and its `op`
+//! and `id`, then the op's own fields. A [`DecodeError`] therefore carries the `id` whenever
+//! the message had one.
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+/// The WebSocket subprotocol of this protocol.
+pub const SUBPROTOCOL: &str = "kubemux.v1";
+
+/// Longest subscription id.
+pub const MAX_ID_LEN: usize = 128;
+
+/// The selectors a subscription may carry; nothing else is allowed in `query`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct WatchQuery {
+    /// A Kubernetes label selector.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub label_selector: Option<String>,
+    /// A Kubernetes field selector.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub field_selector: Option<String>,
+}
+
+impl WatchQuery {
+    /// Whether neither selector is set.
+    pub fn is_empty(&self) -> bool {
+        self.label_selector.is_none() && self.field_selector.is_none()
+    }
+}
+
+/// `{"op":"watch",…}`: subscribe to a collection.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Watch {
+    /// Client-chosen subscription id.
+    pub id: String,
+    /// Cluster name.
+    pub cluster: String,
+    /// Collection path, e.g. `/api/v1/namespaces/default/pods`.
+    pub path: String,
+    /// Optional selectors.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub query: Option<WatchQuery>,
+    /// The version the client holds; absent means "send me a snapshot".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resource_version: Option<String>,
+}
+
+/// A message from client to server.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "lowercase")]
+pub enum ClientMessage {
+    /// Subscribe.
+    Watch(Watch),
+    /// Unsubscribe; unknown ids are ignored.
+    Unwatch {
+        /// The subscription id.
+        id: String,
+    },
+    /// Set or replace this connection's token for a cluster.
+    Auth {
+        /// Cluster name.
+        cluster: String,
+        /// Bearer token.
+        token: String,
+    },
+    /// Application-level ping, answered with `pong` carrying the same data.
+    Ping {
+        /// Opaque data echoed back.
+        #[serde(default)]
+        data: Value,
+    },
+}
+
+/// A watch event type as carried in `event` frames.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum EventType {
+    /// Created, or newly matching.
+    Added,
+    /// Changed.
+    Modified,
+    /// Deleted, or no longer matching; the object is its last state.
+    Deleted,
+}
+
+impl EventType {
+    /// The wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventType::Added => "ADDED",
+            EventType::Modified => "MODIFIED",
+            EventType::Deleted => "DELETED",
+        }
+    }
+}
+
+/// A Kubernetes `Status` object as carried in `error` frames. Unknown fields are kept, so an
+/// upstream Status passes through unchanged.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Status {
+    /// HTTP-style code.
+    #[serde(default)]
+    pub code: u16,
+    /// Machine-readable reason, e.g. `Forbidden`.
+    #[serde(default)]
+    pub reason: String,
+    /// Human-readable message.
+    #[serde(default)]
+    pub message: String,
+    /// Everything else (`kind`, `apiVersion`, `status`, `details`, …).
+    #[serde(flatten)]
+    pub rest: Map<String, Value>,
+}
+
+impl Status {
+    /// A `Failure` Status with the usual `kind`/`apiVersion`/`metadata`.
+    pub fn failure(code: u16, reason: &str, message: impl Into<String>) -> Status {
+        let mut rest = Map::new();
+        rest.insert("kind".into(), Value::from("Status"));
+        rest.insert("apiVersion".into(), Value::from("v1"));
+        rest.insert("metadata".into(), Value::Object(Map::new()));
+        rest.insert("status".into(), Value::from("Failure"));
+        Status { code, reason: reason.to_owned(), message: message.into(), rest }
+    }
+}
+
+/// A message from server to client.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "lowercase")]
+pub enum ServerMessage {
+    /// A change to one object.
+    Event {
+        /// Subscription id.
+        id: String,
+        /// What happened.
+        #[serde(rename = "type")]
+        event_type: EventType,
+        /// The object as the API server sent it.
+        object: Value,
+    },
+    /// The snapshot or replay is complete; the view is consistent at `resourceVersion`.
+    Synced {
+        /// Subscription id.
+        id: String,
+        /// The version the view is consistent at.
+        #[serde(rename = "resourceVersion")]
+        resource_version: String,
+    },
+    /// The server cannot continue from where the client is: a snapshot follows.
+    Reset {
+        /// Subscription id.
+        id: String,
+    },
+    /// Nothing changed up to `resourceVersion`.
+    Bookmark {
+        /// Subscription id.
+        id: String,
+        /// The client's new resume point.
+        #[serde(rename = "resourceVersion")]
+        resource_version: String,
+    },
+    /// Something went wrong for one subscription (or, with `id: null`, for a message that
+    /// could not be tied to one).
+    Error {
+        /// Subscription id, or `None`.
+        id: Option<String>,
+        /// Whether the subscription has ended.
+        fatal: bool,
+        /// What went wrong.
+        status: Status,
+    },
+    /// Answer to `ping`.
+    Pong {
+        /// The ping's data.
+        #[serde(default)]
+        data: Value,
+    },
+}
+
+/// Why a message could not be decoded.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{kind}")]
+pub struct DecodeError {
+    /// The message's `id`, when it had a string one: the error belongs to that subscription.
+    pub id: Option<String>,
+    /// What was wrong.
+    pub kind: DecodeErrorKind,
+}
+
+/// What was wrong with a message.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DecodeErrorKind {
+    /// Not valid JSON.
+    #[error("message is not valid JSON: {0}")]
+    NotJson(String),
+    /// Valid JSON, but not an object.
+    #[error("message is not a JSON object")]
+    NotObject,
+    /// No string `op` field.
+    #[error("message has no string \"op\" field")]
+    MissingOp,
+    /// An `op` this protocol version does not have.
+    #[error("unknown op {0:?}")]
+    UnknownOp(String),
+    /// The op is known but its fields are wrong.
+    #[error("invalid {op} message: {message}")]
+    InvalidFields {
+        /// The op.
+        op: String,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+fn decode_object<T: for<'de> Deserialize<'de>>(text: &str, ops: &[&str]) -> Result<T, DecodeError> {
+    let value: Value = serde_json::from_str(text).map_err(|e| DecodeError { id: None, kind: DecodeErrorKind::NotJson(e.to_string()) })?;
+    let Value::Object(map) = &value else {
+        return Err(DecodeError { id: None, kind: DecodeErrorKind::NotObject });
+    };
+    let id = map.get("id").and_then(Value::as_str).map(str::to_owned);
+    let Some(op) = map.get("op").and_then(Value::as_str) else {
+        return Err(DecodeError { id, kind: DecodeErrorKind::MissingOp });
+    };
+    if !ops.contains(&op) {
+        return Err(DecodeError { id, kind: DecodeErrorKind::UnknownOp(op.to_owned()) });
+    }
+    let op = op.to_owned();
+    serde_json::from_value(value).map_err(|e| DecodeError { id, kind: DecodeErrorKind::InvalidFields { op, message: e.to_string() } })
+}
+
+impl ClientMessage {
+    /// Decodes a client message.
+    pub fn decode(text: &str) -> Result<ClientMessage, DecodeError> {
+        decode_object(text, &["watch", "unwatch", "auth", "ping"])
+    }
+
+    /// Encodes a client message.
+    pub fn encode(&self) -> String {
+        serde_json::to_string(self).expect("client messages serialise")
+    }
+}
+
+impl ServerMessage {
+    /// Decodes a server message.
+    pub fn decode(text: &str) -> Result<ServerMessage, DecodeError> {
+        decode_object(text, &["event", "synced", "reset", "bookmark", "error", "pong"])
+    }
+
+    /// Encodes a server message.
+    pub fn encode(&self) -> String {
+        serde_json::to_string(self).expect("server messages serialise")
+    }
+}
+
+/// Encodes an `event` frame around an object that is already JSON text, so that one object
+/// serialised once can be sent to many subscribers (each frame differs only in its id).
+pub fn encode_event_raw(id: &str, event_type: EventType, object_json: &str) -> String {
+    let id = serde_json::to_string(id).expect("strings serialise");
+    let mut out = String::with_capacity(40 + id.len() + object_json.len());
+    out.push_str("{\"op\":\"event\",\"id\":");
+    out.push_str(&id);
+    out.push_str(",\"type\":\"");
+    out.push_str(event_type.as_str());
+    out.push_str("\",\"object\":");
+    out.push_str(object_json);
+    out.push('}');
+    out
+}
+
+/// Why a `watch` request is not acceptable (all fatal `BadRequest` for its id, except where
+/// the caller decides otherwise).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum WatchRequestError {
+    /// The id is empty or longer than [`MAX_ID_LEN`].
+    #[error("id must be 1 to {MAX_ID_LEN} characters")]
+    BadId,
+    /// The path is not a collection path.
+    #[error("invalid path {0:?}: expected /api/v1[/namespaces/NS]/RESOURCE or /apis/GROUP/VERSION[/namespaces/NS]/RESOURCE")]
+    BadPath(String),
+    /// An empty cluster name.
+    #[error("cluster must not be empty")]
+    BadCluster,
+}
+
+fn dns_label(segment: &str, allow_dots: bool) -> bool {
+    !segment.is_empty()
+        && segment.len() <= 253
+        && segment.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || (allow_dots && b == b'.'))
+        && segment.as_bytes()[0].is_ascii_alphanumeric()
+        && segment.as_bytes()[segment.len() - 1].is_ascii_alphanumeric()
+}
+
+/// Checks a collection path: `/api/v1[/namespaces/{ns}]/{resource}` or
+/// `/apis/{group}/{version}[/namespaces/{ns}]/{resource}`, DNS-1123 segments (dots allowed in
+/// the group), no `..`, no percent-encoding, no query string.
+pub fn validate_collection_path(path: &str) -> bool {
+    let Some(rest) = path.strip_prefix('/') else { return false };
+    let segments: Vec<&str> = rest.split('/').collect();
+    let tail = match segments.as_slice() {
+        ["api", "v1", tail @ ..] => tail,
+        ["apis", group, version, tail @ ..] if dns_label(group, true) && dns_label(version, false) => tail,
+        _ => return false,
+    };
+    match tail {
+        [resource] => dns_label(resource, false),
+        ["namespaces", ns, resource] => dns_label(ns, false) && dns_label(resource, false),
+        _ => false,
+    }
+}
+
+impl Watch {
+    /// Checks the id, cluster and path.
+    pub fn validate(&self) -> Result<(), WatchRequestError> {
+        if self.id.is_empty() || self.id.chars().count() > MAX_ID_LEN {
+            return Err(WatchRequestError::BadId);
+        }
+        if self.cluster.is_empty() {
+            return Err(WatchRequestError::BadCluster);
+        }
+        if !validate_collection_path(&self.path) {
+            return Err(WatchRequestError::BadPath(self.path.clone()));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    /// Golden frames: each decodes to the given message and encodes back to the same JSON.
+    fn check_client(text: &str, expected: ClientMessage) {
+        assert_eq!(ClientMessage::decode(text).unwrap(), expected, "{text}");
+        let back: Value = serde_json::from_str(&expected.encode()).unwrap();
+        assert_eq!(back, serde_json::from_str::<Value>(text).unwrap(), "{text}");
+    }
+
+    fn check_server(text: &str, expected: ServerMessage) {
+        assert_eq!(ServerMessage::decode(text).unwrap(), expected, "{text}");
+        let back: Value = serde_json::from_str(&expected.encode()).unwrap();
+        assert_eq!(back, serde_json::from_str::<Value>(text).unwrap(), "{text}");
+    }
+
+    #[test]
+    fn client_frames() {
+        check_client(
+            r#"{"op":"watch","id":"pods","cluster":"prod","path":"/api/v1/namespaces/default/pods","query":{"labelSelector":"app=web"},"resourceVersion":"1042"}"#,
+            ClientMessage::Watch(Watch {
+                id: "pods".into(),
+                cluster: "prod".into(),
+                path: "/api/v1/namespaces/default/pods".into(),
+                query: Some(WatchQuery { label_selector: Some("app=web".into()), field_selector: None }),
+                resource_version: Some("1042".into()),
+            }),
+        );
+        check_client(
+            r#"{"op":"watch","id":"n","cluster":"c","path":"/api/v1/nodes"}"#,
+            ClientMessage::Watch(Watch { id: "n".into(), cluster: "c".into(), path: "/api/v1/nodes".into(), query: None, resource_version: None }),
+        );
+        check_client(r#"{"op":"unwatch","id":"pods"}"#, ClientMessage::Unwatch { id: "pods".into() });
+        check_client(r#"{"op":"auth","cluster":"prod","token":"t"}"#, ClientMessage::Auth { cluster: "prod".into(), token: "t".into() });
+        check_client(r#"{"op":"ping","data":"17"}"#, ClientMessage::Ping { data: json!("17") });
+    }
+
+    #[test]
+    fn server_frames() {
+        check_server(
+            r#"{"op":"event","id":"pods","type":"MODIFIED","object":{"kind":"Pod","apiVersion":"v1","metadata":{"name":"web-1","resourceVersion":"1051"}}}"#,
+            ServerMessage::Event {
+                id: "pods".into(),
+                event_type: EventType::Modified,
+                object: json!({"kind":"Pod","apiVersion":"v1","metadata":{"name":"web-1","resourceVersion":"1051"}}),
+            },
+        );
+        check_server(r#"{"op":"synced","id":"pods","resourceVersion":"1050"}"#, ServerMessage::Synced { id: "pods".into(), resource_version: "1050".into() });
+        check_server(r#"{"op":"reset","id":"pods"}"#, ServerMessage::Reset { id: "pods".into() });
+        check_server(r#"{"op":"bookmark","id":"pods","resourceVersion":"1099"}"#, ServerMessage::Bookmark { id: "pods".into(), resource_version: "1099".into() });
+        let mut status = Status::failure(503, "ServiceUnavailable", "cluster prod unreachable: connection refused");
+        status.rest.remove("metadata");
+        check_server(
+            r#"{"op":"error","id":"pods","fatal":false,"status":{"kind":"Status","apiVersion":"v1","status":"Failure","message":"cluster prod unreachable: connection refused","reason":"ServiceUnavailable","code":503}}"#,
+            ServerMessage::Error { id: Some("pods".into()), fatal: false, status },
+        );
+        check_server(r#"{"op":"pong","data":"17"}"#, ServerMessage::Pong { data: json!("17") });
+    }
+
+    #[test]
+    fn raw_event_encoding_matches_the_typed_one() {
+        let object = json!({"metadata": {"name": "a\"b", "resourceVersion": "7"}});
+        let raw = encode_event_raw("pods \"x\"", EventType::Added, &object.to_string());
+        let typed = ServerMessage::Event { id: "pods \"x\"".into(), event_type: EventType::Added, object };
+        assert_eq!(ServerMessage::decode(&raw).unwrap(), typed);
+    }
+
+    #[test]
+    fn decode_errors_keep_the_id() {
+        let err = |text: &str| ClientMessage::decode(text).unwrap_err();
+        assert!(matches!(err("{nope").kind, DecodeErrorKind::NotJson(_)));
+        assert_eq!(err("[1]").kind, DecodeErrorKind::NotObject);
+        assert_eq!(err(r#"{"id":"a"}"#), DecodeError { id: Some("a".into()), kind: DecodeErrorKind::MissingOp });
+        assert_eq!(err(r#"{"op":"subscribe","id":"a"}"#).kind, DecodeErrorKind::UnknownOp("subscribe".into()));
+        let bad_query = err(r#"{"op":"watch","id":"q","cluster":"c","path":"/api/v1/pods","query":{"limit":"5"}}"#);
+        assert_eq!(bad_query.id.as_deref(), Some("q"));
+        assert!(matches!(bad_query.kind, DecodeErrorKind::InvalidFields { .. }));
+        assert_eq!(err(r#"{"op":"watch","id":"q"}"#).id.as_deref(), Some("q"));
+    }
+
+    #[test]
+    fn collection_paths() {
+        for ok in ["/api/v1/pods", "/api/v1/namespaces/default/pods", "/apis/apps/v1/deployments", "/apis/networking.k8s.io/v1/namespaces/a-b/ingresses"] {
+            assert!(validate_collection_path(ok), "{ok}");
+        }
+        for bad in ["", "api/v1/pods", "/api/v1", "/api/v1/namespaces/default/pods/web-1", "/api/v1/../pods", "/api/v1/po%64s", "/api/v1/pods?watch=1", "/api/v2/pods", "/apis/apps/v1/namespaces/Default/pods", "/api/v1/pods/"] {
+            assert!(!validate_collection_path(bad), "{bad}");
+        }
+        let mut w = Watch { id: "x".repeat(129), cluster: "c".into(), path: "/api/v1/pods".into(), query: None, resource_version: None };
+        assert_eq!(w.validate(), Err(WatchRequestError::BadId));
+        w.id = "ok".into();
+        assert_eq!(w.validate(), Ok(()));
+    }
+}
