@@ -1,0 +1,126 @@
+//! kubemux-proxy: the edge between browsers and Kubernetes API servers.
+//!
+//! - `/mux` ([`mux`]): one WebSocket per browser carrying any number of watches
+//!   (`PROTOCOL.md`), isolated from one another.
+//! - [`registry`]: one upstream list+watch per (cluster, path, query, identity), shared by every
+//!   subscriber, with a local store and a ring of recent events for resuming clients.
+//! - [`clusters`]: the API servers, one per kubeconfig context, with health checks.
+//! - `/clusters`, `/healthz`, `/readyz`, `/metrics` ([`http`], [`metrics`]).
+
+pub mod clusters;
+pub mod http;
+pub mod identity;
+pub mod metrics;
+pub mod mux;
+pub mod registry;
+pub mod upstream_error;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::routing::get;
+use tokio_util::sync::CancellationToken;
+
+use crate::clusters::Clusters;
+use crate::metrics::Metrics;
+use crate::mux::MuxSettings;
+use crate::registry::{RegistrySettings, WatchRegistry};
+
+/// Everything configurable about a proxy.
+#[derive(Debug, Clone)]
+pub struct ProxySettings {
+    /// Address to listen on.
+    pub listen: SocketAddr,
+    /// Origins allowed to open `/mux` besides the proxy's own.
+    pub allowed_origins: Vec<String>,
+    /// `/mux` limits and timers.
+    pub mux: MuxSettings,
+    /// Upstream watch settings.
+    pub registry: RegistrySettings,
+    /// How often clusters are health-checked.
+    pub health_interval: Duration,
+}
+
+impl Default for ProxySettings {
+    fn default() -> Self {
+        ProxySettings {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            allowed_origins: Vec::new(),
+            mux: MuxSettings::default(),
+            registry: RegistrySettings::default(),
+            health_interval: Duration::from_secs(10),
+        }
+    }
+}
+
+/// What every handler shares.
+pub struct AppState {
+    /// The proxy's settings.
+    pub settings: ProxySettings,
+    /// Upstream watches.
+    pub registry: Arc<WatchRegistry>,
+    /// Metrics.
+    pub metrics: Arc<Metrics>,
+    /// Cancelled when the proxy shuts down.
+    pub shutdown: CancellationToken,
+}
+
+/// The proxy's routes.
+pub fn router(app: Arc<AppState>) -> Router {
+    Router::new()
+        .route("/mux", get(mux::handler))
+        .route("/clusters", get(http::clusters))
+        .route("/healthz", get(http::healthz))
+        .route("/readyz", get(http::readyz))
+        .route("/metrics", get(http::metrics))
+        .with_state(app)
+        .layer(tower_http::trace::TraceLayer::new_for_http())
+}
+
+/// A running proxy.
+pub struct Proxy {
+    addr: SocketAddr,
+    app: Arc<AppState>,
+    server: tokio::task::JoinHandle<()>,
+}
+
+impl Proxy {
+    /// Binds and serves.
+    pub async fn start(settings: ProxySettings, clusters: Clusters) -> std::io::Result<Proxy> {
+        let listener = tokio::net::TcpListener::bind(settings.listen).await?;
+        let addr = listener.local_addr()?;
+        let shutdown = CancellationToken::new();
+        let metrics = Arc::new(Metrics::default());
+        let registry = WatchRegistry::new(clusters.clone(), settings.registry.clone(), metrics.clone(), shutdown.clone());
+        tokio::spawn(clusters.run_health_checks(settings.health_interval, shutdown.clone()));
+        let app = Arc::new(AppState { settings, registry, metrics, shutdown: shutdown.clone() });
+        let routes = router(app.clone());
+        let server = tokio::spawn(async move {
+            let serve = axum::serve(listener, routes).with_graceful_shutdown(async move { shutdown.cancelled().await });
+            if let Err(error) = serve.await {
+                tracing::error!(%error, "proxy server failed");
+            }
+        });
+        tracing::info!(%addr, "kubemux-proxy listening");
+        Ok(Proxy { addr, app, server })
+    }
+
+    /// The bound address.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Shared state, for tests and embedding.
+    pub fn app(&self) -> &Arc<AppState> {
+        &self.app
+    }
+
+    /// Closes every connection with 1001 ("going away": clients reconnect at once) and stops.
+    /// Idempotent.
+    pub async fn shutdown(self) {
+        self.app.shutdown.cancel();
+        let _ = tokio::time::timeout(Duration::from_secs(10), self.server).await;
+    }
+}

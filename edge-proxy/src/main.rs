@@ -1,0 +1,78 @@
+//! `kubemux-proxy`: the binary.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Parser;
+use kubemux_proxy::clusters::Clusters;
+use kubemux_proxy::mux::MuxSettings;
+use kubemux_proxy::registry::RegistrySettings;
+use kubemux_proxy::{Proxy, ProxySettings};
+
+/// One WebSocket per browser for any number of Kubernetes watches, terminals that leave no
+/// shell behind.
+#[derive(Parser, Debug)]
+#[command(name = "kubemux-proxy", version)]
+struct Args {
+    /// Address to listen on. Anything but loopback exposes your clusters: say so explicitly.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    listen: SocketAddr,
+    /// Kubeconfig whose contexts become clusters (default: $KUBECONFIG, ~/.kube/config, or the
+    /// in-cluster service account).
+    #[arg(long)]
+    kubeconfig: Option<PathBuf>,
+    /// An Origin allowed to open /mux besides the proxy's own (repeatable; `*` allows any).
+    #[arg(long = "allowed-origin")]
+    allowed_origins: Vec<String>,
+    /// Subscriptions per connection.
+    #[arg(long, default_value_t = 512)]
+    max_subscriptions: usize,
+    /// Largest client message in bytes; larger ones close the connection with 1009.
+    #[arg(long, default_value_t = 64 * 1024)]
+    max_message_bytes: usize,
+    /// Queued outbound bytes per connection before its heaviest subscriptions are reset.
+    #[arg(long, default_value_t = 16 * 1024 * 1024)]
+    max_queued_bytes: usize,
+    /// Recent events kept per upstream watch for resuming clients.
+    #[arg(long, default_value_t = 1024)]
+    history: usize,
+    /// Seconds an upstream watch may send nothing (no event, no bookmark) before it is restarted.
+    #[arg(long, default_value_t = 150)]
+    upstream_idle_timeout: u64,
+    /// Seconds an upstream watch without subscribers lives on.
+    #[arg(long, default_value_t = 10)]
+    linger: u64,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .with_writer(std::io::stderr)
+        .init();
+    let args = Args::parse();
+    let clusters = Clusters::discover(args.kubeconfig.as_deref()).await?;
+    let settings = ProxySettings {
+        listen: args.listen,
+        allowed_origins: args.allowed_origins,
+        mux: MuxSettings { max_subscriptions: args.max_subscriptions, max_message_bytes: args.max_message_bytes, max_queued_bytes: args.max_queued_bytes, ..MuxSettings::default() },
+        registry: RegistrySettings {
+            history: args.history,
+            idle_timeout: Duration::from_secs(args.upstream_idle_timeout),
+            linger: Duration::from_secs(args.linger),
+            ..RegistrySettings::default()
+        },
+        ..ProxySettings::default()
+    };
+    let proxy = Proxy::start(settings, clusters).await?;
+    println!("kubemux-proxy listening on http://{}", proxy.addr());
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = terminate.recv() => {}
+    }
+    tracing::info!("shutting down");
+    proxy.shutdown().await;
+    Ok(())
+}

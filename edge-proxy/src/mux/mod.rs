@@ -1,0 +1,138 @@
+//! `GET /mux`: the multiplexer socket of `PROTOCOL.md` §1. Everything that can refuse a
+//! connection (origin, subprotocol) is checked before the upgrade, so a browser gets an HTTP
+//! status instead of a socket that dies.
+
+pub mod outbox;
+mod session;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::ws::WebSocketUpgrade;
+use axum::extract::State;
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use base64::Engine as _;
+use kubemux_protocol::frames::SUBPROTOCOL;
+
+use crate::AppState;
+
+/// The token subprotocol prefix browsers use (the API server's convention).
+pub const TOKEN_PROTOCOL_PREFIX: &str = "base64url.bearer.authorization.k8s.io.";
+
+/// Limits and timers of `/mux` connections (`PROTOCOL.md` §5–6).
+#[derive(Debug, Clone)]
+pub struct MuxSettings {
+    /// Subscriptions per connection.
+    pub max_subscriptions: usize,
+    /// Largest client message; larger ones close the connection with 1009.
+    pub max_message_bytes: usize,
+    /// Queued outbound bytes per connection before the heaviest subscriptions are reset.
+    pub max_queued_bytes: usize,
+    /// WebSocket ping interval.
+    pub ping_interval: Duration,
+    /// A connection that sends nothing (not even a pong) for this long is dropped.
+    pub dead_after: Duration,
+}
+
+impl Default for MuxSettings {
+    fn default() -> Self {
+        MuxSettings {
+            max_subscriptions: 512,
+            max_message_bytes: 64 * 1024,
+            max_queued_bytes: 16 * 1024 * 1024,
+            ping_interval: Duration::from_secs(30),
+            dead_after: Duration::from_secs(90),
+        }
+    }
+}
+
+/// Whether the request's `Origin` (if any) is allowed: listed, or the same host as the request.
+pub fn origin_allowed(headers: &HeaderMap, allowed: &[String]) -> bool {
+    let Some(origin) = headers.get(header::ORIGIN) else { return true };
+    let Ok(origin) = origin.to_str() else { return false };
+    if allowed.iter().any(|a| a == origin || a == "*") {
+        return true;
+    }
+    let host = headers.get(header::HOST).and_then(|h| h.to_str().ok());
+    let origin_host = origin.strip_prefix("http://").or_else(|| origin.strip_prefix("https://"));
+    matches!((origin_host, host), (Some(o), Some(h)) if o.eq_ignore_ascii_case(h))
+}
+
+/// The offered subprotocols, split.
+fn offered_protocols(headers: &HeaderMap) -> impl Iterator<Item = &str> {
+    headers
+        .get_all(header::SEC_WEBSOCKET_PROTOCOL)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+}
+
+/// The connection's bearer token: `Authorization: Bearer`, or the token subprotocol.
+pub fn connection_token(headers: &HeaderMap) -> Option<String> {
+    if let Some(value) = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok())
+        && let Some((scheme, token)) = value.split_once(' ')
+        && scheme.eq_ignore_ascii_case("bearer")
+    {
+        return Some(token.trim().to_owned());
+    }
+    offered_protocols(headers)
+        .find_map(|p| p.strip_prefix(TOKEN_PROTOCOL_PREFIX))
+        .and_then(|encoded| base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(encoded.trim_end_matches('=')).ok())
+        .and_then(|bytes| String::from_utf8(bytes).ok())
+}
+
+/// The `/mux` handler.
+pub async fn handler(State(app): State<Arc<AppState>>, headers: HeaderMap, upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>) -> Response {
+    if !origin_allowed(&headers, &app.settings.allowed_origins) {
+        tracing::info!(origin = ?headers.get(header::ORIGIN), "refused /mux upgrade from a disallowed origin");
+        return (StatusCode::FORBIDDEN, "origin not allowed\n").into_response();
+    }
+    if !offered_protocols(&headers).any(|p| p == SUBPROTOCOL) {
+        return (StatusCode::BAD_REQUEST, format!("the client must offer the WebSocket subprotocol {SUBPROTOCOL}\n")).into_response();
+    }
+    let upgrade = match upgrade {
+        Ok(upgrade) => upgrade,
+        Err(rejection) => return rejection.into_response(),
+    };
+    let token = connection_token(&headers);
+    let settings = app.settings.mux.clone();
+    upgrade
+        .protocols([SUBPROTOCOL])
+        .max_message_size(settings.max_message_bytes)
+        .max_frame_size(settings.max_message_bytes)
+        .on_upgrade(move |socket| session::run(socket, app, token))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(*k, v.parse().unwrap());
+        }
+        h
+    }
+
+    #[test]
+    fn origins() {
+        let allowed = vec!["http://localhost:5173".to_owned()];
+        assert!(origin_allowed(&headers(&[]), &allowed), "non-browser clients send no Origin");
+        assert!(origin_allowed(&headers(&[("origin", "http://localhost:5173"), ("host", "127.0.0.1:8080")]), &allowed));
+        assert!(origin_allowed(&headers(&[("origin", "http://127.0.0.1:8080"), ("host", "127.0.0.1:8080")]), &[]));
+        assert!(!origin_allowed(&headers(&[("origin", "https://evil.example"), ("host", "127.0.0.1:8080")]), &allowed));
+        assert!(!origin_allowed(&headers(&[("origin", "http://127.0.0.1:8081"), ("host", "127.0.0.1:8080")]), &[]));
+    }
+
+    #[test]
+    fn tokens() {
+        assert_eq!(connection_token(&headers(&[("authorization", "Bearer abc")])).as_deref(), Some("abc"));
+        let h = headers(&[("sec-websocket-protocol", "kubemux.v1, base64url.bearer.authorization.k8s.io.YWJj")]);
+        assert_eq!(connection_token(&h).as_deref(), Some("abc"));
+        assert_eq!(connection_token(&headers(&[("sec-websocket-protocol", "kubemux.v1")])), None);
+    }
+}

@@ -1,0 +1,317 @@
+//! A connection's outbound queue: bounded in bytes, fair across subscriptions, drained by the
+//! socket's single writer task.
+//!
+//! Producers (the session and the upstream watch tasks) never wait: a push either queues or, when
+//! the byte limit is reached, the subscriptions with the most queued data lose their queue and
+//! are marked overflowed. Overflowed subscriptions drop further events until the client has
+//! drained below half the limit; then the session asks the registry to `reset` them
+//! (`PROTOCOL.md` §6). A slow browser so costs its own subscriptions a reset, never the proxy's
+//! memory or other connections' latency (DESIGN.md invariant 5).
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use tokio::sync::Notify;
+
+/// What the writer sends next.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Outgoing {
+    /// A text frame.
+    Text(String),
+    /// A close frame with this code and reason; nothing is sent after it.
+    Close(u16, &'static str),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum QueueState {
+    Live,
+    /// Lost its queue; drops events until the client drains.
+    Overflowed,
+    /// Drained: waiting for the registry's reset and snapshot.
+    AwaitingReset,
+}
+
+#[derive(Debug)]
+struct SubQueue {
+    frames: VecDeque<String>,
+    bytes: usize,
+    state: QueueState,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    control: VecDeque<String>,
+    subs: HashMap<Arc<str>, SubQueue>,
+    /// Subscriptions with queued frames, in round-robin order.
+    ready: VecDeque<Arc<str>>,
+    total: usize,
+    close: Option<(u16, &'static str)>,
+    finished: bool,
+}
+
+/// The outbound queue of one connection.
+#[derive(Debug)]
+pub struct Outbox {
+    inner: Mutex<Inner>,
+    wake_writer: Notify,
+    /// Woken when overflowed subscriptions are ready for their reset.
+    pub wake_session: Notify,
+    limit: usize,
+}
+
+/// What became of a pushed frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pushed {
+    /// Queued.
+    Queued,
+    /// Dropped: the subscription is overflowed (a reset will follow) or gone.
+    Dropped,
+}
+
+impl Outbox {
+    /// An outbox holding at most `limit` bytes.
+    pub fn new(limit: usize) -> Arc<Outbox> {
+        Arc::new(Outbox { inner: Mutex::new(Inner::default()), wake_writer: Notify::new(), wake_session: Notify::new(), limit })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Bytes queued now.
+    pub fn queued_bytes(&self) -> usize {
+        self.lock().total
+    }
+
+    /// Registers a subscription's queue (an id reused after a fatal error keeps what is still
+    /// queued for it, such as that error).
+    pub fn add_subscription(&self, id: &Arc<str>) {
+        let mut inner = self.lock();
+        let queue = inner.subs.entry(id.clone()).or_insert_with(|| SubQueue { frames: VecDeque::new(), bytes: 0, state: QueueState::Live });
+        queue.state = QueueState::Live;
+    }
+
+    /// Drops a subscription's queue; its later frames are dropped.
+    pub fn remove_subscription(&self, id: &str) {
+        let mut inner = self.lock();
+        if let Some(queue) = inner.subs.remove(id) {
+            inner.total -= queue.bytes;
+            inner.ready.retain(|r| &**r != id);
+        }
+    }
+
+    /// Queues a connection-level frame (pong, error without id). Dropped when the queue is
+    /// full: a client that does not read gets no more answers.
+    pub fn push_control(&self, frame: String) -> Pushed {
+        let mut inner = self.lock();
+        if inner.close.is_some() || inner.total + frame.len() > self.limit {
+            return Pushed::Dropped;
+        }
+        inner.total += frame.len();
+        inner.control.push_back(frame);
+        drop(inner);
+        self.wake_writer.notify_one();
+        Pushed::Queued
+    }
+
+    /// Queues a frame of subscription `id`, in order with its other frames.
+    pub fn push(&self, id: &Arc<str>, frame: String) -> Pushed {
+        let mut inner = self.lock();
+        if inner.close.is_some() || inner.subs.get(id).is_none_or(|q| q.state != QueueState::Live) {
+            return Pushed::Dropped;
+        }
+        if inner.total + frame.len() > self.limit {
+            self.overflow(&mut inner, frame.len());
+            if inner.subs.get(id).is_none_or(|q| q.state != QueueState::Live) {
+                return Pushed::Dropped;
+            }
+        }
+        let len = frame.len();
+        let queue = inner.subs.get_mut(id).expect("checked above");
+        let was_empty = queue.frames.is_empty();
+        queue.frames.push_back(frame);
+        queue.bytes += len;
+        inner.total += len;
+        if was_empty {
+            inner.ready.push_back(id.clone());
+        }
+        drop(inner);
+        self.wake_writer.notify_one();
+        Pushed::Queued
+    }
+
+    /// Replaces an overflowed (or live) subscription's queue with a reset sequence, making it
+    /// live again. Returns `Dropped` if the subscription is gone.
+    pub fn push_reset(&self, id: &Arc<str>, frames: Vec<String>) -> Pushed {
+        {
+            let mut inner = self.lock();
+            let Some(queue) = inner.subs.get_mut(id) else { return Pushed::Dropped };
+            let dropped = std::mem::take(&mut queue.frames);
+            let dropped_bytes = std::mem::replace(&mut queue.bytes, 0);
+            queue.state = QueueState::Live;
+            inner.total -= dropped_bytes;
+            drop(dropped);
+            inner.ready.retain(|r| r != id);
+        }
+        for frame in frames {
+            if self.push(id, frame) == Pushed::Dropped {
+                return Pushed::Dropped;
+            }
+        }
+        Pushed::Queued
+    }
+
+    /// Marks the heaviest subscriptions overflowed until `incoming` more bytes fit.
+    fn overflow(&self, inner: &mut Inner, incoming: usize) {
+        while inner.total + incoming > self.limit {
+            let heaviest = inner
+                .subs
+                .iter()
+                .filter(|(_, q)| q.state == QueueState::Live && q.bytes > 0)
+                .max_by_key(|(_, q)| q.bytes)
+                .map(|(id, _)| id.clone());
+            let Some(id) = heaviest else { break };
+            let queue = inner.subs.get_mut(&id).expect("just found");
+            queue.frames.clear();
+            inner.total -= std::mem::replace(&mut queue.bytes, 0);
+            queue.state = QueueState::Overflowed;
+            inner.ready.retain(|r| *r != id);
+        }
+        // With nothing left to drop, the incoming frame alone is too big: its subscription
+        // overflows too.
+    }
+
+    /// Subscriptions whose reset is due (taken once each).
+    pub fn take_due_resets(&self) -> Vec<Arc<str>> {
+        let mut inner = self.lock();
+        let mut due = Vec::new();
+        if inner.total <= self.limit / 2 {
+            for (id, queue) in inner.subs.iter_mut() {
+                if queue.state == QueueState::Overflowed {
+                    queue.state = QueueState::AwaitingReset;
+                    due.push(id.clone());
+                }
+            }
+        }
+        due
+    }
+
+    /// Asks the writer to send a close frame after what is queued for control, then stop.
+    pub fn close(&self, code: u16, reason: &'static str) {
+        let mut inner = self.lock();
+        if inner.close.is_none() {
+            inner.close = Some((code, reason));
+        }
+        drop(inner);
+        self.wake_writer.notify_one();
+    }
+
+    /// The next frame for the writer; `None` once the close frame has been handed out.
+    pub async fn next(&self) -> Option<Outgoing> {
+        loop {
+            let notified = self.wake_writer.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if let Some(next) = self.pop() {
+                return next;
+            }
+            notified.await;
+        }
+    }
+
+    /// `Some(None)`: finished; `Some(Some(x))`: send x; `None`: nothing yet.
+    fn pop(&self) -> Option<Option<Outgoing>> {
+        let mut inner = self.lock();
+        if inner.finished {
+            return Some(None);
+        }
+        if let Some((code, reason)) = inner.close {
+            inner.finished = true;
+            return Some(Some(Outgoing::Close(code, reason)));
+        }
+        if let Some(frame) = inner.control.pop_front() {
+            inner.total -= frame.len();
+            return Some(Some(Outgoing::Text(frame)));
+        }
+        while let Some(id) = inner.ready.pop_front() {
+            let Some(queue) = inner.subs.get_mut(&id) else { continue };
+            let Some(frame) = queue.frames.pop_front() else { continue };
+            queue.bytes -= frame.len();
+            let more = !queue.frames.is_empty();
+            inner.total -= frame.len();
+            if more {
+                inner.ready.push_back(id);
+            }
+            let resets_due = inner.total <= self.limit / 2 && inner.subs.values().any(|q| q.state == QueueState::Overflowed);
+            drop(inner);
+            if resets_due {
+                self.wake_session.notify_one();
+            }
+            return Some(Some(Outgoing::Text(frame)));
+        }
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn id(s: &str) -> Arc<str> {
+        Arc::from(s)
+    }
+
+    #[tokio::test]
+    async fn round_robin_keeps_per_subscription_order() {
+        let outbox = Outbox::new(1 << 20);
+        let (a, b) = (id("a"), id("b"));
+        outbox.add_subscription(&a);
+        outbox.add_subscription(&b);
+        for f in ["a1", "a2", "a3"] {
+            outbox.push(&a, f.into());
+        }
+        outbox.push(&b, "b1".into());
+        outbox.push_control("pong".into());
+        let mut got = Vec::new();
+        for _ in 0..5 {
+            let Some(Outgoing::Text(t)) = outbox.next().await else { panic!() };
+            got.push(t);
+        }
+        assert_eq!(got, ["pong", "a1", "b1", "a2", "a3"]);
+        assert_eq!(outbox.queued_bytes(), 0);
+    }
+
+    #[tokio::test]
+    async fn overflow_drops_the_heaviest_and_resets_after_draining() {
+        let outbox = Outbox::new(100);
+        let (heavy, light) = (id("heavy"), id("light"));
+        outbox.add_subscription(&heavy);
+        outbox.add_subscription(&light);
+        for _ in 0..8 {
+            assert_eq!(outbox.push(&heavy, "x".repeat(10)), Pushed::Queued);
+        }
+        outbox.push(&light, "y".repeat(10));
+        // 90 bytes queued; 20 more do not fit: the heavy subscription loses its queue.
+        assert_eq!(outbox.push(&light, "z".repeat(20)), Pushed::Queued);
+        assert_eq!(outbox.push(&heavy, "x".into()), Pushed::Dropped);
+        assert_eq!(outbox.queued_bytes(), 30);
+        assert_eq!(outbox.take_due_resets(), vec![heavy.clone()]);
+        assert!(outbox.take_due_resets().is_empty(), "taken once");
+        outbox.push_reset(&heavy, vec!["reset".into(), "snapshot".into()]);
+        let mut got = Vec::new();
+        while outbox.queued_bytes() > 0 {
+            let Some(Outgoing::Text(t)) = outbox.next().await else { panic!() };
+            got.push(t);
+        }
+        assert_eq!(got, ["y".repeat(10), "reset".into(), "z".repeat(20), "snapshot".into()]);
+    }
+
+    #[tokio::test]
+    async fn close_is_last() {
+        let outbox = Outbox::new(100);
+        outbox.close(1001, "going away");
+        assert_eq!(outbox.push_control("late".into()), Pushed::Dropped);
+        assert_eq!(outbox.next().await, Some(Outgoing::Close(1001, "going away")));
+        assert_eq!(outbox.next().await, None);
+    }
+}

@@ -1,0 +1,284 @@
+//! One `/mux` connection: reads client messages, keeps the connection's subscriptions, and
+//! hands every outbound frame to the outbox, which the socket's single writer task drains.
+//!
+//! Nothing a message does closes the connection except a policy breach (too big); every other
+//! problem becomes an `error` frame for the one subscription it concerns (DESIGN.md
+//! invariant 1).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use axum::extract::ws::{CloseFrame, Message, WebSocket};
+use futures::{SinkExt, StreamExt};
+use kubemux_protocol::frames::{ClientMessage, DecodeErrorKind, ServerMessage, Status, Watch, WatchRequestError};
+
+use super::outbox::{Outbox, Outgoing};
+use crate::AppState;
+use crate::identity::Identity;
+use crate::registry::{Sink, Subscription, WatchKey};
+
+/// One active subscription of this connection.
+struct Active {
+    cluster: String,
+    identity: Identity,
+    path: String,
+    query: kubemux_protocol::frames::WatchQuery,
+    sink: Arc<Sink>,
+    upstream: Subscription,
+}
+
+struct Session {
+    app: Arc<AppState>,
+    outbox: Arc<Outbox>,
+    subscriptions: HashMap<Arc<str>, Active>,
+    /// Tokens set with `auth`, per cluster.
+    tokens: HashMap<String, String>,
+    /// The token the connection was opened with, used for every cluster without its own.
+    connection_token: Option<String>,
+}
+
+/// Milliseconds since `epoch`, for the liveness check shared by reader and writer.
+fn millis_since(epoch: Instant) -> u64 {
+    u64::try_from(epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
+}
+
+/// Runs the connection to its end.
+pub(super) async fn run(socket: WebSocket, app: Arc<AppState>, connection_token: Option<String>) {
+    app.metrics.connections.inc();
+    let settings = app.settings.mux.clone();
+    let outbox = Outbox::new(settings.max_queued_bytes);
+    let (socket_tx, mut socket_rx) = socket.split();
+    let epoch = Instant::now();
+    let last_seen = Arc::new(AtomicU64::new(0));
+    let mut writer = tokio::spawn(write_loop(socket_tx, outbox.clone(), app.clone(), last_seen.clone(), epoch));
+    let mut session = Session { app: app.clone(), outbox: outbox.clone(), subscriptions: HashMap::new(), tokens: HashMap::new(), connection_token };
+    loop {
+        tokio::select! {
+            message = socket_rx.next() => {
+                last_seen.store(millis_since(epoch), Ordering::Relaxed);
+                match message {
+                    Some(Ok(Message::Text(text))) => session.on_text(text.as_str()),
+                    Some(Ok(Message::Binary(_))) => session.control_error(400, "BadRequest", "binary frames are not part of kubemux.v1; send JSON text frames".into()),
+                    Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
+                    Some(Ok(Message::Close(_))) | None => break,
+                    Some(Err(error)) => {
+                        if is_too_big(&error) {
+                            outbox.close(1009, "message too big");
+                        } else {
+                            tracing::debug!(%error, "mux connection read failed");
+                            outbox.close(1011, "read error");
+                        }
+                        break;
+                    }
+                }
+            }
+            _ = outbox.wake_session.notified() => session.resync_overflowed(),
+            _ = app.shutdown.cancelled() => {
+                outbox.close(1001, "proxy shutting down");
+                break;
+            }
+            _ = &mut writer => break,
+        }
+    }
+    session.end();
+    outbox.close(1000, "");
+    // The writer ends after sending the close frame; don't wait forever on a dead peer.
+    if !writer.is_finished() {
+        let _ = tokio::time::timeout(Duration::from_secs(5), &mut writer).await;
+        writer.abort();
+    }
+    app.metrics.connections.dec();
+}
+
+fn is_too_big(error: &axum::Error) -> bool {
+    let text = std::error::Error::source(error).map(ToString::to_string).unwrap_or_else(|| error.to_string());
+    text.contains("too long") || text.contains("Space limit exceeded") || text.contains("too big")
+}
+
+/// The single writer of the socket: frames from the outbox, and pings on a timer.
+async fn write_loop(
+    mut socket: futures::stream::SplitSink<WebSocket, Message>,
+    outbox: Arc<Outbox>,
+    app: Arc<AppState>,
+    last_seen: Arc<AtomicU64>,
+    epoch: Instant,
+) {
+    let settings = &app.settings.mux;
+    let mut ping = tokio::time::interval(settings.ping_interval);
+    ping.tick().await;
+    let mut reported_queue: i64 = 0;
+    loop {
+        tokio::select! {
+            next = outbox.next() => match next {
+                Some(Outgoing::Text(text)) => {
+                    let len = text.len() as u64;
+                    if socket.send(Message::Text(text.into())).await.is_err() {
+                        break;
+                    }
+                    app.metrics.bytes_out.inc_by(len);
+                    let queued = i64::try_from(outbox.queued_bytes()).unwrap_or(i64::MAX);
+                    app.metrics.queued_bytes.inc_by(queued - reported_queue);
+                    reported_queue = queued;
+                }
+                Some(Outgoing::Close(code, reason)) => {
+                    let _ = socket.send(Message::Close(Some(CloseFrame { code, reason: reason.into() }))).await;
+                    break;
+                }
+                None => break,
+            },
+            _ = ping.tick() => {
+                let silent = millis_since(epoch).saturating_sub(last_seen.load(Ordering::Relaxed));
+                if silent > u64::try_from(settings.dead_after.as_millis()).unwrap_or(u64::MAX) {
+                    tracing::info!("dropping a mux connection that stopped answering");
+                    break;
+                }
+                if socket.send(Message::Ping(Default::default())).await.is_err() {
+                    break;
+                }
+            }
+        }
+    }
+    app.metrics.queued_bytes.dec_by(reported_queue);
+    let _ = socket.close().await;
+}
+
+fn error_frame(id: Option<&str>, fatal: bool, status: Status) -> String {
+    ServerMessage::Error { id: id.map(str::to_owned), fatal, status }.encode()
+}
+
+impl Session {
+    fn identity(&self, cluster: &str) -> Identity {
+        match self.tokens.get(cluster).or(self.connection_token.as_ref()) {
+            Some(token) => Identity::token(token),
+            None => Identity::Proxy,
+        }
+    }
+
+    /// An error that concerns no subscription, or one that is not (or no longer) active.
+    fn control_error(&self, code: u16, reason: &str, message: String) {
+        self.app.metrics.error(reason);
+        self.outbox.push_control(error_frame(None, false, Status::failure(code, reason, message)));
+    }
+
+    fn subscription_error(&self, id: &str, fatal: bool, status: Status) {
+        self.app.metrics.error(&status.reason);
+        match self.subscriptions.get_key_value(id) {
+            // Keep the order with the subscription's own frames.
+            Some((key, _)) => {
+                self.outbox.push(key, error_frame(Some(id), fatal, status));
+            }
+            None => {
+                self.outbox.push_control(error_frame(Some(id), fatal, status));
+            }
+        }
+    }
+
+    fn on_text(&mut self, text: &str) {
+        match ClientMessage::decode(text) {
+            Ok(ClientMessage::Watch(watch)) => self.watch(watch),
+            Ok(ClientMessage::Unwatch { id }) => self.unwatch(&id),
+            Ok(ClientMessage::Auth { cluster, token }) => self.auth(cluster, token),
+            Ok(ClientMessage::Ping { data }) => {
+                self.outbox.push_control(ServerMessage::Pong { data }.encode());
+            }
+            Err(error) => {
+                let message = format!("{error}");
+                match (error.id, error.kind) {
+                    (Some(id), DecodeErrorKind::InvalidFields { .. }) => {
+                        // A broken message about a subscription: an error for that id, which
+                        // ends nothing that is running.
+                        self.purge_ended();
+                        let active = self.subscriptions.contains_key(id.as_str());
+                        self.subscription_error(&id, !active, Status::failure(400, "BadRequest", message));
+                    }
+                    _ => self.control_error(400, "BadRequest", message),
+                }
+            }
+        }
+    }
+
+    /// Forgets subscriptions that a fatal error ended.
+    fn purge_ended(&mut self) {
+        let ended: Vec<Arc<str>> = self.subscriptions.iter().filter(|(_, a)| a.sink.is_ended()).map(|(id, _)| id.clone()).collect();
+        for id in ended {
+            if let Some(active) = self.subscriptions.remove(&id) {
+                active.sink.detach();
+                self.app.metrics.subscriptions.dec();
+            }
+        }
+    }
+
+    fn watch(&mut self, watch: Watch) {
+        self.purge_ended();
+        let id = watch.id.clone();
+        if self.subscriptions.contains_key(id.as_str()) {
+            return self.subscription_error(&id, false, Status::failure(409, "AlreadyExists", format!("subscription {id:?} is already active")));
+        }
+        if let Err(error) = watch.validate() {
+            let id = if matches!(error, WatchRequestError::BadId) { None } else { Some(id.as_str()) };
+            self.app.metrics.error("BadRequest");
+            self.outbox.push_control(error_frame(id, id.is_some(), Status::failure(400, "BadRequest", error.to_string())));
+            return;
+        }
+        if self.subscriptions.len() >= self.app.settings.mux.max_subscriptions {
+            let limit = self.app.settings.mux.max_subscriptions;
+            return self.subscription_error(&id, true, Status::failure(429, "TooManyRequests", format!("this connection already has {limit} subscriptions")));
+        }
+        let Some(cluster) = self.app.registry.clusters().get(&watch.cluster) else {
+            return self.subscription_error(&id, true, Status::failure(404, "NotFound", format!("cluster {:?} not found", watch.cluster)));
+        };
+        let id: Arc<str> = Arc::from(id);
+        let query = watch.query.unwrap_or_default();
+        self.outbox.add_subscription(&id);
+        let sink = Sink::new(self.outbox.clone(), id.clone(), self.app.metrics.clone());
+        let identity = self.identity(&watch.cluster);
+        let key = WatchKey { cluster: watch.cluster.clone(), path: watch.path.clone(), query: query.clone(), identity: identity.clone() };
+        let upstream = self.app.registry.subscribe(key, cluster, sink.clone(), watch.resource_version);
+        self.app.metrics.subscriptions.inc();
+        self.subscriptions.insert(id, Active { cluster: watch.cluster, identity, path: watch.path, query, sink, upstream });
+    }
+
+    fn unwatch(&mut self, id: &str) {
+        if let Some(active) = self.subscriptions.remove(id) {
+            active.sink.detach();
+            self.outbox.remove_subscription(id);
+            self.app.metrics.subscriptions.dec();
+        }
+    }
+
+    /// A new token for a cluster: every subscription of that cluster moves to the new identity,
+    /// resuming from what it was last sent.
+    fn auth(&mut self, cluster: String, token: String) {
+        self.tokens.insert(cluster.clone(), token);
+        let Some(target) = self.app.registry.clusters().get(&cluster) else { return };
+        let identity = self.identity(&cluster);
+        let moving = self.subscriptions.iter_mut().filter(|(_, a)| a.cluster == cluster && a.identity != identity && !a.sink.is_ended());
+        for (id, active) in moving {
+            active.sink.detach();
+            let resume = active.sink.last_resource_version();
+            let sink = Sink::new(self.outbox.clone(), id.clone(), self.app.metrics.clone());
+            let key = WatchKey { cluster: cluster.clone(), path: active.path.clone(), query: active.query.clone(), identity: identity.clone() };
+            active.upstream = self.app.registry.subscribe(key, target.clone(), sink.clone(), resume);
+            active.sink = sink;
+            active.identity = identity.clone();
+        }
+    }
+
+    /// Overflowed subscriptions whose client has drained: ask for their reset.
+    fn resync_overflowed(&self) {
+        for id in self.outbox.take_due_resets() {
+            if let Some(active) = self.subscriptions.get(&id) {
+                active.upstream.resync();
+            }
+        }
+    }
+
+    fn end(&mut self) {
+        for (_, active) in self.subscriptions.drain() {
+            active.sink.detach();
+            self.app.metrics.subscriptions.dec();
+        }
+    }
+}

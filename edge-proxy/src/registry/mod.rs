@@ -1,0 +1,299 @@
+//! The watch registry: one upstream list+watch per (cluster, path, query, identity), fanned out
+//! to every subscriber of every connection.
+//!
+//! Each upstream watch is a task that owns its cache and its subscribers and is driven by
+//! commands; nothing is shared under a lock but the key → task map, which is only touched to
+//! find, start or retire a task. A task retires itself after a linger period without
+//! subscribers, under the map's lock, so a subscribe racing with the retirement is never lost.
+
+mod cache;
+mod upstream;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use kubemux_protocol::frames::{EventType, ServerMessage, Status, WatchQuery, encode_event_raw};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::clusters::{Cluster, Clusters};
+use crate::identity::Identity;
+use crate::metrics::Metrics;
+use crate::mux::outbox::{Outbox, Pushed};
+
+pub use cache::{Resume, WatchCache};
+
+/// What makes two subscriptions share an upstream watch.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct WatchKey {
+    /// Cluster name.
+    pub cluster: String,
+    /// Collection path.
+    pub path: String,
+    /// Selectors.
+    pub query: WatchQuery,
+    /// Whose credentials.
+    pub identity: Identity,
+}
+
+/// Settings of upstream watches.
+#[derive(Debug, Clone)]
+pub struct RegistrySettings {
+    /// Ring entries kept per upstream watch for resuming subscribers.
+    pub history: usize,
+    /// How long an upstream watch without subscribers lives on.
+    pub linger: Duration,
+    /// An upstream watch that sends nothing (no event, no bookmark) for this long is restarted.
+    pub idle_timeout: Duration,
+    /// `timeoutSeconds` of upstream watch requests.
+    pub watch_timeout: Duration,
+    /// `limit` of upstream list pages.
+    pub page_size: u32,
+    /// First retry delay after an upstream failure (doubles up to `backoff_cap`).
+    pub backoff_base: Duration,
+    /// Longest retry delay.
+    pub backoff_cap: Duration,
+}
+
+impl Default for RegistrySettings {
+    fn default() -> Self {
+        RegistrySettings {
+            history: 1024,
+            linger: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(150),
+            watch_timeout: Duration::from_secs(290),
+            page_size: 500,
+            backoff_base: Duration::from_millis(500),
+            backoff_cap: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Where one subscription's frames go: its connection's outbox, under its id.
+#[derive(Debug)]
+pub struct Sink {
+    outbox: Arc<Outbox>,
+    id: Arc<str>,
+    metrics: Arc<Metrics>,
+    /// The last version sent to this subscription (its resume point as the client sees it).
+    last_rv: Mutex<Option<String>>,
+    /// Set when the subscription moved on (unwatch, new token) or ended: frames still coming
+    /// from the upstream task are dropped.
+    detached: AtomicBool,
+    /// Set when a fatal error ended the subscription.
+    ended: AtomicBool,
+}
+
+impl Sink {
+    /// A sink for subscription `id` of a connection.
+    pub fn new(outbox: Arc<Outbox>, id: Arc<str>, metrics: Arc<Metrics>) -> Arc<Sink> {
+        Arc::new(Sink { outbox, id, metrics, last_rv: Mutex::new(None), detached: AtomicBool::new(false), ended: AtomicBool::new(false) })
+    }
+
+    /// Stops this sink: nothing more it is given is queued.
+    pub fn detach(&self) {
+        self.detached.store(true, Ordering::Release);
+    }
+
+    /// Whether a fatal error ended the subscription.
+    pub fn is_ended(&self) -> bool {
+        self.ended.load(Ordering::Acquire)
+    }
+
+    fn push(&self, frame: String) -> Pushed {
+        if self.detached.load(Ordering::Acquire) {
+            return Pushed::Dropped;
+        }
+        self.outbox.push(&self.id, frame)
+    }
+
+    fn rv_slot(&self) -> MutexGuard<'_, Option<String>> {
+        self.last_rv.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The last version this subscription was sent.
+    pub fn last_resource_version(&self) -> Option<String> {
+        self.rv_slot().clone()
+    }
+
+    /// The subscription id.
+    pub fn id(&self) -> &Arc<str> {
+        &self.id
+    }
+
+    fn event_frame(&self, event_type: EventType, object: &str) -> String {
+        encode_event_raw(&self.id, event_type, object)
+    }
+
+    fn synced_frame(&self, rv: &str) -> String {
+        ServerMessage::Synced { id: self.id.to_string(), resource_version: rv.to_owned() }.encode()
+    }
+
+    fn reset_frame(&self) -> String {
+        ServerMessage::Reset { id: self.id.to_string() }.encode()
+    }
+
+    /// Sends one event; `rv` is the event's version (the client's next resume point).
+    pub fn event(&self, event_type: EventType, object: &str, rv: Option<&str>) {
+        if self.push(self.event_frame(event_type, object)) == Pushed::Queued {
+            self.metrics.events_out.inc();
+            if let Some(rv) = rv {
+                *self.rv_slot() = Some(rv.to_owned());
+            }
+        }
+    }
+
+    /// Sends `bookmark`.
+    pub fn bookmark(&self, rv: &str) {
+        let frame = ServerMessage::Bookmark { id: self.id.to_string(), resource_version: rv.to_owned() }.encode();
+        if self.push(frame) == Pushed::Queued {
+            *self.rv_slot() = Some(rv.to_owned());
+        }
+    }
+
+    /// Sends `synced`.
+    pub fn synced(&self, rv: &str) {
+        if self.push(self.synced_frame(rv)) == Pushed::Queued {
+            *self.rv_slot() = Some(rv.to_owned());
+        }
+    }
+
+    /// Sends an error for this subscription.
+    pub fn error(&self, fatal: bool, status: &Status) {
+        self.metrics.error(&status.reason);
+        let frame = ServerMessage::Error { id: Some(self.id.to_string()), fatal, status: status.clone() }.encode();
+        if self.push(frame) == Pushed::Queued && fatal {
+            self.ended.store(true, Ordering::Release);
+        }
+    }
+
+    /// Replaces whatever is queued with `reset`, the snapshot and `synced`.
+    pub fn reset_with_snapshot<'a>(&self, snapshot: impl Iterator<Item = &'a Arc<str>>, rv: &str) {
+        let mut frames = vec![self.reset_frame()];
+        frames.extend(snapshot.map(|o| self.event_frame(EventType::Added, o)));
+        frames.push(self.synced_frame(rv));
+        let events = frames.len() as u64 - 2;
+        if self.detached.load(Ordering::Acquire) {
+            return;
+        }
+        if self.outbox.push_reset(&self.id, frames) == Pushed::Queued {
+            self.metrics.events_out.inc_by(events);
+            *self.rv_slot() = Some(rv.to_owned());
+        }
+    }
+}
+
+enum Command {
+    Subscribe { sub_id: u64, sink: Arc<Sink>, resume: Option<String> },
+    Unsubscribe { sub_id: u64 },
+    Resync { sub_id: u64 },
+}
+
+/// A live subscription to an upstream watch; dropping it unsubscribes.
+#[derive(Debug)]
+pub struct Subscription {
+    sub_id: u64,
+    commands: mpsc::UnboundedSender<Command>,
+}
+
+impl Subscription {
+    /// Asks for a reset and snapshot (after the connection's queue overflowed and drained).
+    pub fn resync(&self) {
+        // A send error means the upstream task has ended, and with it this subscription.
+        let _ = self.commands.send(Command::Resync { sub_id: self.sub_id });
+    }
+}
+
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        let _ = self.commands.send(Command::Unsubscribe { sub_id: self.sub_id });
+    }
+}
+
+impl std::fmt::Debug for Command {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Command::Subscribe { sub_id, .. } => write!(f, "Subscribe({sub_id})"),
+            Command::Unsubscribe { sub_id } => write!(f, "Unsubscribe({sub_id})"),
+            Command::Resync { sub_id } => write!(f, "Resync({sub_id})"),
+        }
+    }
+}
+
+/// A running upstream watch: its command channel and which task it is.
+struct Entry {
+    task: u64,
+    commands: mpsc::UnboundedSender<Command>,
+}
+
+/// The registry of upstream watches.
+pub struct WatchRegistry {
+    // Commands are unbounded so that a subscribe or unsubscribe (including from `Drop`) never
+    // waits or fails; their number is bounded by the per-connection subscription limit.
+    watches: Mutex<HashMap<WatchKey, Entry>>,
+    clusters: Clusters,
+    settings: RegistrySettings,
+    metrics: Arc<Metrics>,
+    next_sub: AtomicU64,
+    shutdown: CancellationToken,
+}
+
+impl WatchRegistry {
+    /// A registry over `clusters`.
+    pub fn new(clusters: Clusters, settings: RegistrySettings, metrics: Arc<Metrics>, shutdown: CancellationToken) -> Arc<WatchRegistry> {
+        Arc::new(WatchRegistry { watches: Mutex::new(HashMap::new()), clusters, settings, metrics, next_sub: AtomicU64::new(1), shutdown })
+    }
+
+    fn map(&self) -> MutexGuard<'_, HashMap<WatchKey, Entry>> {
+        self.watches.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The clusters behind the registry.
+    pub fn clusters(&self) -> &Clusters {
+        &self.clusters
+    }
+
+    /// Upstream watches running now.
+    pub fn upstream_count(&self) -> usize {
+        self.map().len()
+    }
+
+    /// Subscribes `sink` to the upstream watch of `key`, starting one if needed. The caller has
+    /// checked that the cluster exists.
+    pub fn subscribe(self: &Arc<Self>, key: WatchKey, cluster: Arc<Cluster>, sink: Arc<Sink>, resume: Option<String>) -> Subscription {
+        let sub_id = self.next_sub.fetch_add(1, Ordering::Relaxed);
+        let mut map = self.map();
+        let mut command = Command::Subscribe { sub_id, sink, resume };
+        if let Some(entry) = map.get(&key) {
+            match entry.commands.send(command) {
+                Ok(()) => return Subscription { sub_id, commands: entry.commands.clone() },
+                Err(mpsc::error::SendError(returned)) => command = returned,
+            }
+        }
+        let (tx, rx) = mpsc::unbounded_channel();
+        tx.send(command).expect("the receiver is alive");
+        let task_id = self.next_sub.fetch_add(1, Ordering::Relaxed);
+        map.insert(key.clone(), Entry { task: task_id, commands: tx.clone() });
+        drop(map);
+        let task = upstream::Upstream::new(key, task_id, cluster, rx, Arc::downgrade(self), self.settings.clone(), self.metrics.clone(), self.shutdown.clone());
+        tokio::spawn(task.run());
+        Subscription { sub_id, commands: tx }
+    }
+
+    /// Removes `key` if its task may retire: called by the task itself under the map's lock.
+    /// Returns false when new commands arrived meanwhile (the task must go on).
+    /// With `force` (a fatal error) the task retires whatever is queued; its caller then
+    /// answers the queued subscribes itself.
+    fn retire(&self, key: &WatchKey, task: u64, rx: &mpsc::UnboundedReceiver<Command>, force: bool) -> bool {
+        let mut map = self.map();
+        if !force && !rx.is_empty() {
+            return false;
+        }
+        if map.get(key).is_some_and(|entry| entry.task == task) {
+            map.remove(key);
+        }
+        true
+    }
+}

@@ -1,0 +1,509 @@
+//! One upstream list+watch and its subscribers.
+//!
+//! ```text
+//!  ┌────────┐ ok   ┌──────────┐ stream ends / stalls: re-watch from the last version
+//!  │  list  │─────▶│  watch   │◀───────────────────────────────┐
+//!  └────────┘      └──────────┘────────────────────────────────┘
+//!     ▲  │ error       │ 410 Expired: relist, then `reset` every subscriber
+//!     │  ▼             ▼
+//!  ┌──────────────────────┐ fatal (400/403/404): every subscriber gets a fatal error; retire
+//!  │ backoff (non-fatal)  │
+//!  └──────────────────────┘
+//! ```
+//! Commands (subscribe, unsubscribe, resync) are handled in every state, so a slow or failing
+//! upstream never blocks a connection.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use futures::{AsyncBufReadExt, StreamExt};
+use kubemux_protocol::frames::{EventType, Status};
+use serde::Deserialize;
+use serde_json::value::RawValue;
+use serde_json::{Map, Value};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::cache::{ObjectJson, Resume, WatchCache};
+use super::{Command, RegistrySettings, Sink, WatchKey, WatchRegistry};
+use crate::clusters::Cluster;
+use crate::metrics::{Metrics, ResetCause};
+use crate::upstream_error::{Classified, classify};
+
+pub(super) struct Upstream {
+    key: WatchKey,
+    task: u64,
+    cluster: Arc<Cluster>,
+    commands: mpsc::UnboundedReceiver<Command>,
+    registry: Weak<WatchRegistry>,
+    settings: RegistrySettings,
+    metrics: Arc<Metrics>,
+    shutdown: CancellationToken,
+    cache: WatchCache,
+    /// Subscribers that have their snapshot or replay.
+    subscribers: HashMap<u64, Arc<Sink>>,
+    /// Subscribers waiting for the first (or next) list.
+    waiting: Vec<(u64, Arc<Sink>, Option<String>)>,
+    /// The error of the current failure streak, sent once to each subscriber.
+    failing: Option<Status>,
+    attempt: u32,
+    idle_since: Option<Instant>,
+}
+
+/// What the state machine does next.
+enum Next {
+    Continue,
+    Retire,
+}
+
+#[derive(Deserialize)]
+struct RawEvent<'a> {
+    #[serde(rename = "type")]
+    kind: &'a str,
+    #[serde(borrow)]
+    object: &'a RawValue,
+}
+
+#[derive(Deserialize, Default)]
+struct Meta {
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    namespace: Option<String>,
+    #[serde(default, rename = "resourceVersion")]
+    resource_version: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct WithMeta {
+    #[serde(default)]
+    metadata: Meta,
+}
+
+#[derive(Deserialize)]
+struct ListPage {
+    #[serde(default)]
+    metadata: ListMeta,
+    #[serde(default)]
+    items: Vec<Map<String, Value>>,
+    #[serde(default)]
+    kind: Option<String>,
+    #[serde(default, rename = "apiVersion")]
+    api_version: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+struct ListMeta {
+    #[serde(default, rename = "resourceVersion")]
+    resource_version: Option<String>,
+    #[serde(default, rename = "continue")]
+    continue_token: Option<String>,
+}
+
+fn query_string(key: &WatchKey, extra: &[(&str, &str)]) -> String {
+    let mut query = form_urlencoded::Serializer::new(String::new());
+    if let Some(labels) = &key.query.label_selector {
+        query.append_pair("labelSelector", labels);
+    }
+    if let Some(fields) = &key.query.field_selector {
+        query.append_pair("fieldSelector", fields);
+    }
+    for (k, v) in extra {
+        query.append_pair(k, v);
+    }
+    query.finish()
+}
+
+fn get(uri: String) -> http::Request<Vec<u8>> {
+    http::Request::get(uri).body(Vec::new()).expect("a GET with a valid path")
+}
+
+impl Upstream {
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn new(
+        key: WatchKey,
+        task: u64,
+        cluster: Arc<Cluster>,
+        commands: mpsc::UnboundedReceiver<Command>,
+        registry: Weak<WatchRegistry>,
+        settings: RegistrySettings,
+        metrics: Arc<Metrics>,
+        shutdown: CancellationToken,
+    ) -> Upstream {
+        let cache = WatchCache::new(settings.history);
+        Upstream {
+            key,
+            task,
+            cluster,
+            commands,
+            registry,
+            settings,
+            metrics,
+            shutdown,
+            cache,
+            subscribers: HashMap::new(),
+            waiting: Vec::new(),
+            failing: None,
+            attempt: 0,
+            idle_since: None,
+        }
+    }
+
+    pub(super) async fn run(mut self) {
+        self.metrics.upstream_watches.inc();
+        tracing::debug!(cluster = %self.key.cluster, path = %self.key.path, "upstream watch started");
+        loop {
+            let next = if self.cache.resource_version().is_none() { self.list().await } else { self.watch().await };
+            if let Next::Retire = next {
+                break;
+            }
+        }
+        self.metrics.upstream_watches.dec();
+        tracing::debug!(cluster = %self.key.cluster, path = %self.key.path, "upstream watch stopped");
+    }
+
+    // ---- commands -------------------------------------------------------------------------
+
+    /// Handles one command. Returns `Retire` when the task should end.
+    fn command(&mut self, command: Option<Command>) -> Next {
+        match command {
+            None => Next::Retire,
+            Some(Command::Subscribe { sub_id, sink, resume }) => {
+                self.idle_since = None;
+                if self.cache.resource_version().is_some() {
+                    self.serve(sub_id, sink, resume);
+                } else {
+                    if let Some(status) = &self.failing {
+                        sink.error(false, status);
+                    }
+                    self.waiting.push((sub_id, sink, resume));
+                }
+                Next::Continue
+            }
+            Some(Command::Unsubscribe { sub_id }) => {
+                self.subscribers.remove(&sub_id);
+                self.waiting.retain(|(id, _, _)| *id != sub_id);
+                if self.subscribers.is_empty() && self.waiting.is_empty() {
+                    self.idle_since = Some(Instant::now());
+                }
+                Next::Continue
+            }
+            Some(Command::Resync { sub_id }) => {
+                if let (Some(sink), Some(rv)) = (self.subscribers.get(&sub_id), self.cache.resource_version()) {
+                    self.metrics.reset(ResetCause::Overflow);
+                    sink.reset_with_snapshot(self.cache.snapshot(), rv);
+                } else if let Some(sink) = self.subscribers.remove(&sub_id) {
+                    // Mid-relist: it gets its snapshot with everybody else.
+                    self.waiting.push((sub_id, sink, None));
+                }
+                Next::Continue
+            }
+        }
+    }
+
+    /// Gives a subscriber its snapshot, replay or reset, then live events.
+    fn serve(&mut self, sub_id: u64, sink: Arc<Sink>, resume: Option<String>) {
+        let rv = self.cache.resource_version().expect("serve is called with a listed cache").to_owned();
+        match resume {
+            None => {
+                for object in self.cache.snapshot() {
+                    sink.event(EventType::Added, object, None);
+                }
+                sink.synced(&rv);
+            }
+            Some(from) => match self.cache.resume_from(&from) {
+                Resume::Replay(events) => {
+                    for (event_type, object) in &events {
+                        sink.event(*event_type, object, resource_version_of(object).as_deref());
+                    }
+                    sink.synced(&rv);
+                }
+                Resume::Unavailable => {
+                    self.metrics.reset(ResetCause::ResumeUnavailable);
+                    sink.reset_with_snapshot(self.cache.snapshot(), &rv);
+                }
+            },
+        }
+        if let Some(status) = &self.failing {
+            sink.error(false, status);
+        }
+        self.subscribers.insert(sub_id, sink);
+    }
+
+    /// Whether the linger period without subscribers is over; retires under the registry's
+    /// lock so that a racing subscribe is never lost.
+    fn may_retire(&mut self) -> bool {
+        let Some(since) = self.idle_since else { return false };
+        if since.elapsed() < self.settings.linger || !self.subscribers.is_empty() || !self.waiting.is_empty() {
+            return false;
+        }
+        match self.registry.upgrade() {
+            Some(registry) => registry.retire(&self.key, self.task, &self.commands, false),
+            None => true,
+        }
+    }
+
+    fn linger_deadline(&self) -> Option<Instant> {
+        self.idle_since.map(|since| since + self.settings.linger)
+    }
+
+    /// Ends every subscription with a fatal error and retires.
+    fn fail(&mut self, status: Status) -> Next {
+        tracing::info!(cluster = %self.key.cluster, path = %self.key.path, code = status.code, reason = %status.reason, "upstream watch failed for good");
+        if let Some(registry) = self.registry.upgrade() {
+            registry.retire(&self.key, self.task, &self.commands, true);
+        }
+        self.commands.close();
+        while let Ok(command) = self.commands.try_recv() {
+            if let Command::Subscribe { sink, .. } = command {
+                sink.error(true, &status);
+            }
+        }
+        for sink in self.subscribers.values().chain(self.waiting.iter().map(|(_, s, _)| s)) {
+            sink.error(true, &status);
+        }
+        Next::Retire
+    }
+
+    /// Reports a non-fatal failure once per streak, then waits out the backoff while serving
+    /// commands.
+    async fn back_off(&mut self, status: Status) -> Next {
+        if self.failing.as_ref().is_none_or(|s| s.code != status.code || s.message != status.message) {
+            tracing::warn!(cluster = %self.key.cluster, path = %self.key.path, code = status.code, message = %status.message, "upstream watch failing; retrying");
+            for sink in self.subscribers.values().chain(self.waiting.iter().map(|(_, s, _)| s)) {
+                sink.error(false, &status);
+            }
+            self.failing = Some(status);
+        }
+        let ceiling = self.settings.backoff_base.saturating_mul(1 << self.attempt.min(16)).min(self.settings.backoff_cap);
+        self.attempt += 1;
+        let delay = ceiling.mul_f64(0.5 + fastrand::f64() * 0.5);
+        let until = Instant::now() + delay;
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep_until(until) => return Next::Continue,
+                command = self.commands.recv() => if let Next::Retire = self.command(command) { return Next::Retire },
+                _ = self.shutdown.cancelled() => return Next::Retire,
+            }
+            if self.may_retire() {
+                return Next::Retire;
+            }
+        }
+    }
+
+    fn recovered(&mut self) {
+        self.attempt = 0;
+        self.failing = None;
+    }
+
+    // ---- list ---------------------------------------------------------------------------
+
+    async fn list(&mut self) -> Next {
+        let client = match self.cluster.client(&self.key.identity) {
+            Ok(client) => client,
+            Err(error) => return self.fail(Status::failure(500, "InternalError", format!("cannot build a client for cluster {}: {error}", self.key.cluster))),
+        };
+        let list = list_all(client, self.key.clone(), self.settings.page_size);
+        tokio::pin!(list);
+        let result = loop {
+            tokio::select! {
+                result = &mut list => break result,
+                command = self.commands.recv() => if let Next::Retire = self.command(command) { return Next::Retire },
+                _ = self.shutdown.cancelled() => return Next::Retire,
+            }
+        };
+        match result {
+            Ok((objects, rv)) => {
+                self.recovered();
+                let relisted = !self.subscribers.is_empty();
+                self.cache.replace(objects, rv.clone());
+                if relisted {
+                    for sink in self.subscribers.values() {
+                        self.metrics.reset(ResetCause::Expired);
+                        sink.reset_with_snapshot(self.cache.snapshot(), &rv);
+                    }
+                }
+                for (sub_id, sink, resume) in std::mem::take(&mut self.waiting) {
+                    self.serve(sub_id, sink, resume);
+                }
+                Next::Continue
+            }
+            Err(error) => match classify(&self.key.cluster, &error) {
+                Classified::Fatal(status) => self.fail(status),
+                Classified::Expired(status) | Classified::Retry(status) => self.back_off(status).await,
+            },
+        }
+    }
+
+    // ---- watch --------------------------------------------------------------------------
+
+    async fn watch(&mut self) -> Next {
+        let rv = self.cache.resource_version().expect("watch follows a list").to_owned();
+        let client = match self.cluster.client(&self.key.identity) {
+            Ok(client) => client,
+            Err(error) => return self.fail(Status::failure(500, "InternalError", error.to_string())),
+        };
+        let timeout = self.settings.watch_timeout.as_secs().to_string();
+        let query = query_string(&self.key, &[("watch", "true"), ("allowWatchBookmarks", "true"), ("resourceVersion", &rv), ("timeoutSeconds", &timeout)]);
+        let mut request = get(format!("{}?{query}", self.key.path));
+        // Watch streams must not be compressed (kube's decompression handles one gzip member).
+        request.headers_mut().insert(http::header::ACCEPT_ENCODING, http::HeaderValue::from_static("identity"));
+        let open = client.request_stream(request);
+        tokio::pin!(open);
+        let stream = loop {
+            tokio::select! {
+                result = &mut open => break result,
+                command = self.commands.recv() => if let Next::Retire = self.command(command) { return Next::Retire },
+                _ = self.shutdown.cancelled() => return Next::Retire,
+            }
+        };
+        let stream = match stream {
+            Ok(stream) => stream,
+            Err(error) => {
+                return match classify(&self.key.cluster, &error) {
+                    Classified::Fatal(status) => self.fail(status),
+                    Classified::Expired(_) => {
+                        self.cache.expire();
+                        Next::Continue
+                    }
+                    Classified::Retry(status) => self.back_off(status).await,
+                };
+            }
+        };
+        self.recovered();
+        let started = Instant::now();
+        let mut received = 0u64;
+        let mut lines = Box::pin(stream).lines();
+        loop {
+            let idle_deadline = Instant::now() + self.settings.idle_timeout;
+            let linger = self.linger_deadline();
+            tokio::select! {
+                line = lines.next() => match line {
+                    Some(Ok(line)) => {
+                        received += 1;
+                        if let Some(next) = self.on_line(&line) {
+                            return next;
+                        }
+                    }
+                    Some(Err(error)) => {
+                        tracing::debug!(cluster = %self.key.cluster, %error, "upstream watch stream broke; resuming");
+                        break;
+                    }
+                    None => break,
+                },
+                _ = tokio::time::sleep_until(idle_deadline) => {
+                    tracing::info!(cluster = %self.key.cluster, path = %self.key.path, "upstream watch sent nothing for {:?}; restarting it", self.settings.idle_timeout);
+                    break;
+                }
+                command = self.commands.recv() => if let Next::Retire = self.command(command) { return Next::Retire },
+                _ = async { tokio::time::sleep_until(linger.expect("guarded")).await }, if linger.is_some() => {
+                    if self.may_retire() {
+                        return Next::Retire;
+                    }
+                }
+                _ = self.shutdown.cancelled() => return Next::Retire,
+            }
+        }
+        // A watch that ends at once with nothing is treated like a failure (client-go's "very
+        // short watch"), so a misbehaving upstream is not hammered.
+        if received == 0 && started.elapsed() < Duration::from_secs(1) {
+            return self.back_off(Status::failure(503, "ServiceUnavailable", format!("cluster {}: watch ended immediately", self.key.cluster))).await;
+        }
+        Next::Continue
+    }
+
+    /// Handles one line of the watch stream; `Some` ends the watch.
+    fn on_line(&mut self, line: &str) -> Option<Next> {
+        let Ok(event) = serde_json::from_str::<RawEvent<'_>>(line) else {
+            tracing::warn!(cluster = %self.key.cluster, "unreadable upstream watch line; restarting the watch");
+            return Some(Next::Continue);
+        };
+        let object = event.object.get();
+        let meta = serde_json::from_str::<WithMeta>(object).map(|m| m.metadata).unwrap_or_default();
+        match event.kind {
+            "ADDED" | "MODIFIED" | "DELETED" => {
+                self.metrics.events_in.inc();
+                let event_type = match event.kind {
+                    "ADDED" => EventType::Added,
+                    "MODIFIED" => EventType::Modified,
+                    _ => EventType::Deleted,
+                };
+                let (Some(name), Some(rv)) = (meta.name, meta.resource_version) else {
+                    tracing::warn!(cluster = %self.key.cluster, "upstream event without name or resourceVersion; relisting");
+                    self.cache.expire();
+                    return Some(Next::Continue);
+                };
+                let json: ObjectJson = Arc::from(object);
+                self.cache.apply(event_type, (meta.namespace.unwrap_or_default(), name), json.clone(), rv.clone());
+                for sink in self.subscribers.values() {
+                    sink.event(event_type, &json, Some(&rv));
+                }
+                None
+            }
+            "BOOKMARK" => {
+                if let Some(rv) = meta.resource_version {
+                    self.cache.mark(rv.clone());
+                    for sink in self.subscribers.values() {
+                        sink.bookmark(&rv);
+                    }
+                }
+                None
+            }
+            _ => {
+                let status: Status = serde_json::from_str(object).unwrap_or_else(|_| Status::failure(500, "InternalError", "unreadable ERROR event"));
+                if status.code == 410 {
+                    tracing::info!(cluster = %self.key.cluster, path = %self.key.path, "upstream version expired; relisting");
+                    self.cache.expire();
+                    return Some(Next::Continue);
+                }
+                tracing::warn!(cluster = %self.key.cluster, code = status.code, "upstream watch error event; resuming");
+                for sink in self.subscribers.values() {
+                    sink.error(false, &status);
+                }
+                Some(Next::Continue)
+            }
+        }
+    }
+}
+
+fn resource_version_of(object: &str) -> Option<String> {
+    serde_json::from_str::<WithMeta>(object).ok()?.metadata.resource_version
+}
+
+/// Lists every page; items get the `kind` and `apiVersion` that built-in lists leave out, so
+/// snapshot objects look like watch objects.
+async fn list_all(client: kube::Client, key: WatchKey, page_size: u32) -> Result<(BTreeMap<(String, String), ObjectJson>, String), kube::Error> {
+    let mut objects = BTreeMap::new();
+    let mut continue_token: Option<String> = None;
+    let limit = page_size.to_string();
+    loop {
+        let mut extra = vec![("limit", limit.as_str())];
+        if let Some(token) = &continue_token {
+            extra.push(("continue", token.as_str()));
+        }
+        let page: ListPage = client.request(get(format!("{}?{}", key.path, query_string(&key, &extra)))).await?;
+        let item_kind = page.kind.as_deref().and_then(|k| k.strip_suffix("List")).map(str::to_owned);
+        for mut item in page.items {
+            if let Some(kind) = &item_kind {
+                item.entry("kind").or_insert_with(|| Value::from(kind.clone()));
+            }
+            if let Some(api_version) = &page.api_version {
+                item.entry("apiVersion").or_insert_with(|| Value::from(api_version.clone()));
+            }
+            let meta = item.get("metadata");
+            let name = meta.and_then(|m| m.get("name")).and_then(Value::as_str).unwrap_or_default().to_owned();
+            let namespace = meta.and_then(|m| m.get("namespace")).and_then(Value::as_str).unwrap_or_default().to_owned();
+            let json = serde_json::to_string(&item).expect("JSON values serialise");
+            objects.insert((namespace, name), Arc::from(json));
+        }
+        match page.metadata.continue_token.filter(|c| !c.is_empty()) {
+            Some(token) => continue_token = Some(token),
+            None => {
+                let rv = page.metadata.resource_version.unwrap_or_default();
+                return Ok((objects, rv));
+            }
+        }
+    }
+}
