@@ -16,20 +16,31 @@ use crate::store::now_timestamp;
 /// Events kept per namespace; older ones are deleted, as the API server's TTL would.
 const MAX_EVENTS_PER_NAMESPACE: usize = 50;
 
-/// Runs until shutdown.
+/// Runs until shutdown, at the rate `/_sim/churn` last set (the `--churn` flag at start).
 pub async fn run(state: Arc<SimState>) {
-    let period = Duration::from_secs_f64(1.0 / state.config.churn_per_second.clamp(0.01, 10_000.0));
-    let mut ticker = tokio::time::interval(period);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut rate = state.hooks.subscribe_churn_rate();
     let mut beat: u64 = 0;
     loop {
-        tokio::select! {
-            _ = ticker.tick() => {}
-            _ = state.shutdown.cancelled() => return,
+        let per_second = *rate.borrow_and_update();
+        if per_second <= 0.0 {
+            tokio::select! {
+                _ = rate.changed() => continue,
+                _ = state.shutdown.cancelled() => return,
+            }
         }
-        beat += 1;
-        // A failed step (e.g. the pod was deleted meanwhile) is simply skipped.
-        let _ = step(&state, beat);
+        let period = Duration::from_secs_f64(1.0 / per_second.clamp(0.01, 10_000.0));
+        let mut ticker = tokio::time::interval(period);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = ticker.tick() => {}
+                _ = rate.changed() => break,
+                _ = state.shutdown.cancelled() => return,
+            }
+            beat += 1;
+            // A failed step (e.g. the pod was deleted meanwhile) is simply skipped.
+            let _ = step(&state, beat);
+        }
     }
 }
 

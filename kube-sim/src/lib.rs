@@ -132,9 +132,8 @@ impl Sim {
         });
         tokio::spawn(runtime::Runtime::kubelet(state.runtime.clone(), state.clone()));
         seed::seed(&state.store, state.config.seed)?;
-        if state.config.churn_per_second > 0.0 {
-            tokio::spawn(churn::run(state.clone()));
-        }
+        state.hooks.set_churn_rate(state.config.churn_per_second);
+        tokio::spawn(churn::run(state.clone()));
         let app = api::router(state.clone());
         let token = shutdown.clone();
         let server = tokio::spawn(async move {

@@ -31,6 +31,7 @@ pub struct HookState {
     pub watch_requests: AtomicU64,
     /// List requests served since start.
     pub list_requests: AtomicU64,
+    churn_rate: watch::Sender<f64>,
 }
 
 impl Default for HookState {
@@ -42,6 +43,7 @@ impl Default for HookState {
             open_watches: AtomicU64::new(0),
             watch_requests: AtomicU64::new(0),
             list_requests: AtomicU64::new(0),
+            churn_rate: watch::channel(0.0).0,
         }
     }
 }
@@ -59,6 +61,16 @@ pub struct Fault {
 }
 
 impl HookState {
+    /// Sets the churn rate (changes per second; 0 stops churn).
+    pub fn set_churn_rate(&self, per_second: f64) {
+        self.churn_rate.send_replace(per_second);
+    }
+
+    /// Follows the churn rate.
+    pub fn subscribe_churn_rate(&self) -> watch::Receiver<f64> {
+        self.churn_rate.subscribe()
+    }
+
     /// When a stall is in force, the instant it ends.
     pub fn stalled_until(&self) -> Option<Instant> {
         let mut stall = self.stall_until.lock().unwrap_or_else(|p| p.into_inner());
@@ -92,6 +104,7 @@ pub fn router() -> Router<Arc<SimState>> {
         .route("/watches/stall", post(stall_watches))
         .route("/faults", post(add_fault).get(list_faults).delete(clear_faults))
         .route("/pods/{namespace}/{name}/restart", post(restart))
+        .route("/churn", post(set_churn))
         .route("/processes", get(processes))
         .route("/stats", get(stats))
 }
@@ -122,6 +135,22 @@ async fn stall_watches(State(state): State<Arc<SimState>>, query: Result<AxumQue
     let until = Instant::now() + Duration::from_secs_f64(seconds);
     *state.hooks.stall_until.lock().unwrap_or_else(|p| p.into_inner()) = Some(until);
     Json(json!({"stalledForSeconds": seconds})).into_response()
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ChurnQuery {
+    per_second: f64,
+}
+
+async fn set_churn(State(state): State<Arc<SimState>>, query: Result<AxumQuery<ChurnQuery>, axum::extract::rejection::QueryRejection>) -> Response {
+    match query {
+        Ok(AxumQuery(ChurnQuery { per_second })) if (0.0..=10_000.0).contains(&per_second) => {
+            state.hooks.set_churn_rate(per_second);
+            Json(json!({"perSecond": per_second})).into_response()
+        }
+        _ => ApiError::bad_request("expected ?perSecond=N with 0 <= N <= 10000").into_response(),
+    }
 }
 
 async fn add_fault(State(state): State<Arc<SimState>>, body: Result<Json<Fault>, axum::extract::rejection::JsonRejection>) -> Response {

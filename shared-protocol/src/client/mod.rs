@@ -374,7 +374,11 @@ impl ClientCore {
             ServerMessage::Pong { .. } => {}
             ServerMessage::Error { id: None, fatal, status } => out.push(Output::Error { id: None, fatal, status }),
             ServerMessage::Error { id: Some(id), fatal, status } => {
-                let Some(sub) = self.subs.get_mut(&id) else { return out };
+                let Some(sub) = self.subs.get_mut(&id) else {
+                    // Not (or no longer) ours, e.g. a refused watch: still the application's to see.
+                    out.push(Output::Error { id: Some(id), fatal, status });
+                    return out;
+                };
                 let state = if fatal { SubscriptionState::Failed } else { SubscriptionState::Stale };
                 if sub.state != state {
                     sub.state = state;

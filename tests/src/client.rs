@@ -1,0 +1,240 @@
+//! A native kubemux client: the sans-IO client core driven over tokio-tungstenite. The tests use
+//! it the way the browser client uses the same core, so what they prove about the core holds for
+//! both.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::{SinkExt, StreamExt};
+use kubemux_protocol::client::{ClientConfig, ClientCore, ConnectionState, Output, SubscriptionState};
+use kubemux_protocol::frames::{Status, SUBPROTOCOL, WatchQuery};
+use serde_json::Value;
+use tokio::net::TcpStream;
+use tokio::sync::{Notify, mpsc, oneshot};
+use tokio::time::Instant;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+/// What the client has seen so far.
+#[derive(Debug, Default, Clone)]
+pub struct View {
+    /// Every connection state, in order.
+    pub states: Vec<ConnectionState>,
+    /// Every error: (id, fatal, status).
+    pub errors: Vec<(Option<String>, bool, Status)>,
+    /// Resets per subscription.
+    pub resets: HashMap<String, usize>,
+    /// Events per subscription.
+    pub events: HashMap<String, usize>,
+    /// `synced` frames per subscription.
+    pub synced: HashMap<String, usize>,
+    /// Each subscription's visible objects, by namespace/name.
+    pub caches: HashMap<String, BTreeMap<(String, String), Value>>,
+    /// Each subscription's state.
+    pub sub_states: HashMap<String, SubscriptionState>,
+}
+
+impl View {
+    /// The errors of one subscription.
+    pub fn errors_of(&self, id: &str) -> Vec<&Status> {
+        self.errors.iter().filter(|(i, _, _)| i.as_deref() == Some(id)).map(|(_, _, s)| s).collect()
+    }
+
+    /// How many times the connection was (re)opened.
+    pub fn opens(&self) -> usize {
+        self.states.iter().filter(|s| **s == ConnectionState::Open).count()
+    }
+}
+
+enum Command {
+    Watch { id: String, cluster: String, path: String, query: Option<WatchQuery>, reply: oneshot::Sender<Result<(), String>> },
+    Unwatch(String),
+    Auth(String, String),
+    Send(String),
+}
+
+/// A client connected to one proxy URL, reconnecting on its own.
+pub struct NativeClient {
+    commands: mpsc::UnboundedSender<Command>,
+    view: Arc<Mutex<View>>,
+    changed: Arc<Notify>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// Backoff and liveness suited to tests: quick reconnects.
+pub fn fast_config(seed: u64) -> ClientConfig {
+    let mut config = ClientConfig { seed, ..ClientConfig::default() };
+    config.backoff.base_ms = 100;
+    config.backoff.cap_ms = 1000;
+    config
+}
+
+impl NativeClient {
+    /// Starts a client for `ws://…/mux`.
+    pub fn connect(url: &str, config: ClientConfig) -> NativeClient {
+        let (commands, rx) = mpsc::unbounded_channel();
+        let view = Arc::new(Mutex::new(View::default()));
+        let changed = Arc::new(Notify::new());
+        let task = tokio::spawn(drive(url.to_owned(), config, rx, view.clone(), changed.clone()));
+        NativeClient { commands, view, changed, task }
+    }
+
+    /// Subscribes.
+    pub async fn watch(&self, id: &str, cluster: &str, path: &str, query: Option<WatchQuery>) -> Result<(), String> {
+        let (reply, rx) = oneshot::channel();
+        let _ = self.commands.send(Command::Watch { id: id.into(), cluster: cluster.into(), path: path.into(), query, reply });
+        rx.await.unwrap_or_else(|_| Err("client task ended".into()))
+    }
+
+    /// Unsubscribes.
+    pub fn unwatch(&self, id: &str) {
+        let _ = self.commands.send(Command::Unwatch(id.into()));
+    }
+
+    /// Sets a cluster token.
+    pub fn auth(&self, cluster: &str, token: &str) {
+        let _ = self.commands.send(Command::Auth(cluster.into(), token.into()));
+    }
+
+    /// Sends a raw text frame on the current socket (for bad-input tests).
+    pub fn send_raw(&self, text: &str) {
+        let _ = self.commands.send(Command::Send(text.into()));
+    }
+
+    /// A copy of what the client has seen.
+    pub fn view(&self) -> View {
+        self.view.lock().unwrap().clone()
+    }
+
+    /// Waits until `condition` holds, or fails after `timeout` saying what was awaited.
+    pub async fn wait_for(&self, timeout: Duration, what: &str, condition: impl Fn(&View) -> bool) -> anyhow::Result<View> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let notified = self.changed.notified();
+            {
+                let view = self.view.lock().unwrap();
+                if condition(&view) {
+                    return Ok(view.clone());
+                }
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                let view = self.view();
+                anyhow::bail!("timed out after {timeout:?} waiting for {what}; states {:?}, errors {:?}", view.states, view.errors);
+            }
+        }
+    }
+}
+
+impl Drop for NativeClient {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn open(url: &str) -> anyhow::Result<Socket> {
+    let mut request = url.into_client_request()?;
+    request.headers_mut().insert("sec-websocket-protocol", SUBPROTOCOL.parse()?);
+    let (socket, _) = tokio::time::timeout(Duration::from_secs(5), tokio_tungstenite::connect_async(request)).await??;
+    Ok(socket)
+}
+
+async fn drive(url: String, config: ClientConfig, mut commands: mpsc::UnboundedReceiver<Command>, view: Arc<Mutex<View>>, changed: Arc<Notify>) {
+    let epoch = Instant::now();
+    let now = move || u64::try_from(epoch.elapsed().as_millis()).unwrap_or(u64::MAX);
+    let mut core = ClientCore::new(config);
+    let mut socket: Option<Socket> = None;
+    let mut pending = core.start(now());
+    loop {
+        // Perform outputs until none are left (connecting produces more).
+        while !pending.is_empty() {
+            let outputs = std::mem::take(&mut pending);
+            for output in outputs {
+                match output {
+                    Output::Connect => match open(&url).await {
+                        Ok(s) => {
+                            socket = Some(s);
+                            pending.extend(core.on_open(now()));
+                        }
+                        Err(_) => pending.extend(core.on_close(now(), None)),
+                    },
+                    Output::Send(text) => {
+                        if let Some(s) = socket.as_mut()
+                            && s.send(Message::Text(text.into())).await.is_err()
+                        {
+                            socket = None;
+                            pending.extend(core.on_close(now(), None));
+                        }
+                    }
+                    Output::CloseSocket => socket = None,
+                    other => record(&mut view.lock().unwrap(), &core, other),
+                }
+            }
+            changed.notify_waiters();
+        }
+        let deadline = core.next_deadline().map(|ms| epoch + Duration::from_millis(ms));
+        tokio::select! {
+            command = commands.recv() => match command {
+                None => return,
+                Some(Command::Watch { id, cluster, path, query, reply }) => match core.watch(&id, &cluster, &path, query) {
+                    Ok(out) => {
+                        pending.extend(out);
+                        let _ = reply.send(Ok(()));
+                    }
+                    Err(e) => {
+                        let _ = reply.send(Err(e.to_string()));
+                    }
+                },
+                Some(Command::Unwatch(id)) => pending.extend(core.unwatch(&id).unwrap_or_default()),
+                Some(Command::Auth(cluster, token)) => pending.extend(core.auth(&cluster, &token).unwrap_or_default()),
+                Some(Command::Send(text)) => pending.push(Output::Send(text)),
+            },
+            message = async { socket.as_mut().expect("guarded").next().await }, if socket.is_some() => match message {
+                Some(Ok(Message::Text(text))) => pending.extend(core.on_message(now(), text.as_str())),
+                Some(Ok(Message::Close(frame))) => {
+                    socket = None;
+                    pending.extend(core.on_close(now(), frame.map(|f| u16::from(f.code))));
+                }
+                Some(Ok(_)) => {}
+                Some(Err(_)) | None => {
+                    socket = None;
+                    pending.extend(core.on_close(now(), None));
+                }
+            },
+            _ = async { tokio::time::sleep_until(deadline.expect("guarded")).await }, if deadline.is_some() => {
+                pending.extend(core.on_tick(now()));
+            }
+        }
+    }
+}
+
+fn record(view: &mut View, core: &ClientCore, output: Output) {
+    match output {
+        Output::State(state) => view.states.push(state),
+        Output::Error { id, fatal, status } => view.errors.push((id, fatal, status)),
+        Output::Reset { id } => *view.resets.entry(id).or_default() += 1,
+        Output::Event { id, .. } => *view.events.entry(id).or_default() += 1,
+        Output::Synced { id, .. } => *view.synced.entry(id).or_default() += 1,
+        Output::SubscriptionState { id, state } => {
+            view.sub_states.insert(id, state);
+        }
+        Output::Changed { id } => {
+            let cache = core
+                .items(&id)
+                .map(|items| {
+                    items
+                        .map(|o| {
+                            let meta = &o["metadata"];
+                            ((meta["namespace"].as_str().unwrap_or_default().to_owned(), meta["name"].as_str().unwrap_or_default().to_owned()), o.clone())
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            view.caches.insert(id, cache);
+        }
+        Output::Connect | Output::Send(_) | Output::CloseSocket => unreachable!("performed by the driver"),
+    }
+}

@@ -1,0 +1,103 @@
+//! `/mux` end to end: kube-sim, the proxy and the native client on real sockets. Isolation
+//! (DESIGN.md invariant 1), sharing, and the limits of PROTOCOL.md §6.
+
+use std::time::Duration;
+
+use kube_sim::{Seed, Sim, SimConfig, User};
+use kubemux_e2e::client::{NativeClient, fast_config};
+use kubemux_e2e::{ProxyProcess, hook, kubeconfig, list, sim_client};
+use kubemux_protocol::client::ConnectionState;
+use kubemux_proxy::ProxySettings;
+
+const PODS: &str = "/api/v1/namespaces/demo/pods";
+
+fn settings() -> ProxySettings {
+    ProxySettings { listen: "127.0.0.1:0".parse().unwrap(), ..ProxySettings::default() }
+}
+
+async fn churning_sim(users: Vec<User>) -> Sim {
+    Sim::start(SimConfig { seed: Seed::Demo, churn_per_second: 20.0, users, ..SimConfig::default() }).await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn snapshot_then_live_changes() {
+    let sim = churning_sim(vec![]).await;
+    let proxy = ProxyProcess::start(settings(), kubeconfig(&[("sim", &sim.url(), None)]));
+    let client = NativeClient::connect(&proxy.mux_url(), fast_config(1));
+    client.watch("pods", "sim", PODS, None).await.unwrap();
+    let view = client.wait_for(Duration::from_secs(10), "the snapshot", |v| v.synced.get("pods").is_some()).await.unwrap();
+    let first = view.events["pods"];
+    assert!(first >= 6, "the demo namespace has at least 6 pods: {first}");
+    client.wait_for(Duration::from_secs(10), "live churn events", |v| v.events["pods"] > first + 5).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nothing_one_subscription_suffers_reaches_another() {
+    let admin = User::parse("admin:admin-token:*").unwrap();
+    let alice = User::parse("alice:alice-token:demo").unwrap();
+    let sim = churning_sim(vec![admin, alice]).await;
+    // A second cluster that is down: nothing listens on its port.
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let dead_url = format!("http://{}", dead.local_addr().unwrap());
+    drop(dead);
+    let config = kubeconfig(&[("sim", &sim.url(), Some("admin-token")), ("sim-alice", &sim.url(), Some("alice-token")), ("down", &dead_url, None)]);
+    let proxy = ProxyProcess::start(settings(), config);
+    let client = NativeClient::connect(&proxy.mux_url(), fast_config(2));
+    client.watch("pods", "sim", PODS, None).await.unwrap();
+    client.wait_for(Duration::from_secs(10), "the healthy snapshot", |v| v.synced.contains_key("pods")).await.unwrap();
+
+    client.send_raw("{this is not json");
+    client.send_raw(r#"{"op":"subscribe","id":"x"}"#);
+    client.send_raw(r#"{"op":"watch","id":"bad-path","cluster":"sim","path":"/api/v1/../secrets"}"#);
+    client.send_raw(r#"{"op":"watch","id":"bad-query","cluster":"sim","path":"/api/v1/pods","query":{"limit":"1"}}"#);
+    client.send_raw(r#"{"op":"watch","id":"nowhere","cluster":"no-such-cluster","path":"/api/v1/pods"}"#);
+    client.send_raw(r#"{"op":"watch","id":"pods","cluster":"sim","path":"/api/v1/pods"}"#);
+    client.watch("forbidden", "sim-alice", "/api/v1/namespaces/kube-system/pods", None).await.unwrap();
+    client.watch("down", "down", "/api/v1/pods", None).await.unwrap();
+
+    let view = client
+        .wait_for(Duration::from_secs(15), "an error for every bad request", |v| {
+            v.errors.iter().filter(|(id, _, _)| id.is_none()).count() >= 2
+                && ["bad-path", "bad-query", "nowhere", "pods", "forbidden", "down"].iter().all(|id| !v.errors_of(id).is_empty())
+        })
+        .await
+        .unwrap();
+    let reason = |id: &str| view.errors_of(id)[0].reason.clone();
+    assert_eq!(reason("bad-path"), "BadRequest");
+    assert_eq!(reason("bad-query"), "BadRequest");
+    assert_eq!(reason("nowhere"), "NotFound");
+    assert_eq!(reason("pods"), "AlreadyExists");
+    assert_eq!(view.errors_of("forbidden")[0].code, 403);
+    assert_eq!(view.errors_of("down")[0].code, 503, "an unreachable cluster is a non-fatal 503");
+    let fatal = |id: &str| view.errors.iter().find(|(i, _, _)| i.as_deref() == Some(id)).unwrap().1;
+    assert!(fatal("forbidden") && fatal("nowhere") && !fatal("down") && !fatal("pods"));
+
+    // The healthy subscription kept receiving, on the same connection, the whole time.
+    let before = view.events["pods"];
+    let after = client.wait_for(Duration::from_secs(10), "more churn on the healthy watch", |v| v.events["pods"] > before + 5).await.unwrap();
+    assert_eq!(after.opens(), 1, "the connection never dropped: {:?}", after.states);
+    assert!(!after.states.iter().any(|s| matches!(s, ConnectionState::Reconnecting { .. })));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fifty_connections_share_one_upstream_watch() {
+    let sim = churning_sim(vec![]).await;
+    let sim_api = sim_client(&sim).await;
+    let proxy = ProxyProcess::start(settings(), kubeconfig(&[("sim", &sim.url(), None)]));
+    let before = hook(&sim_api, "GET", "/_sim/stats").await;
+    let mut clients = Vec::new();
+    for i in 0..50 {
+        let client = NativeClient::connect(&proxy.mux_url(), fast_config(i));
+        client.watch("pods", "sim", PODS, None).await.unwrap();
+        clients.push(client);
+    }
+    for client in &clients {
+        client.wait_for(Duration::from_secs(20), "a snapshot", |v| v.synced.contains_key("pods")).await.unwrap();
+    }
+    let after = hook(&sim_api, "GET", "/_sim/stats").await;
+    let delta = |k: &str| after[k].as_u64().unwrap() - before[k].as_u64().unwrap();
+    assert_eq!(delta("watchRequests"), 1, "one upstream watch for 50 identical subscriptions: {after}");
+    assert_eq!(delta("listRequests"), 1);
+    let expected = list(&sim_api, PODS).await.len();
+    assert!(clients.iter().all(|c| c.view().caches["pods"].len() == expected));
+}
