@@ -22,6 +22,9 @@ pub struct ResourceDef {
     pub short_names: &'static [&'static str],
     /// Field labels accepted by field selectors besides `metadata.name`/`metadata.namespace`.
     pub field_labels: &'static [&'static str],
+    /// Whether the API server tracks `metadata.generation` for this type (it does for
+    /// Deployments; not for ConfigMaps, nor for Pods before 1.33).
+    pub generation: bool,
 }
 
 impl ResourceDef {
@@ -56,37 +59,37 @@ const VERBS: &[&str] = &["create", "delete", "deletecollection", "get", "list", 
 /// core/v1 namespaces.
 pub static NAMESPACES: ResourceDef = ResourceDef {
     group: "", version: "v1", plural: "namespaces", singular: "namespace", kind: "Namespace",
-    namespaced: false, short_names: &["ns"], field_labels: &["status.phase"],
+    namespaced: false, short_names: &["ns"], field_labels: &["status.phase"], generation: false,
 };
 /// core/v1 pods.
 pub static PODS: ResourceDef = ResourceDef {
     group: "", version: "v1", plural: "pods", singular: "pod", kind: "Pod",
-    namespaced: true, short_names: &["po"], field_labels: &["status.phase", "spec.nodeName", "status.podIP", "spec.restartPolicy", "spec.serviceAccountName"],
+    namespaced: true, short_names: &["po"], field_labels: &["status.phase", "spec.nodeName", "status.podIP", "spec.restartPolicy", "spec.serviceAccountName"], generation: false,
 };
 /// core/v1 services.
 pub static SERVICES: ResourceDef = ResourceDef {
     group: "", version: "v1", plural: "services", singular: "service", kind: "Service",
-    namespaced: true, short_names: &["svc"], field_labels: &[],
+    namespaced: true, short_names: &["svc"], field_labels: &[], generation: false,
 };
 /// core/v1 configmaps.
 pub static CONFIGMAPS: ResourceDef = ResourceDef {
     group: "", version: "v1", plural: "configmaps", singular: "configmap", kind: "ConfigMap",
-    namespaced: true, short_names: &["cm"], field_labels: &[],
+    namespaced: true, short_names: &["cm"], field_labels: &[], generation: false,
 };
 /// core/v1 secrets.
 pub static SECRETS: ResourceDef = ResourceDef {
     group: "", version: "v1", plural: "secrets", singular: "secret", kind: "Secret",
-    namespaced: true, short_names: &[], field_labels: &["type"],
+    namespaced: true, short_names: &[], field_labels: &["type"], generation: false,
 };
 /// core/v1 events.
 pub static EVENTS: ResourceDef = ResourceDef {
     group: "", version: "v1", plural: "events", singular: "event", kind: "Event",
-    namespaced: true, short_names: &["ev"], field_labels: &["involvedObject.name", "involvedObject.kind", "involvedObject.namespace", "reason", "type"],
+    namespaced: true, short_names: &["ev"], field_labels: &["involvedObject.name", "involvedObject.kind", "involvedObject.namespace", "reason", "type"], generation: false,
 };
 /// apps/v1 deployments.
 pub static DEPLOYMENTS: ResourceDef = ResourceDef {
     group: "apps", version: "v1", plural: "deployments", singular: "deployment", kind: "Deployment",
-    namespaced: true, short_names: &["deploy"], field_labels: &[],
+    namespaced: true, short_names: &["deploy"], field_labels: &[], generation: true,
 };
 
 /// Every served resource.

@@ -50,7 +50,7 @@ impl ApiError {
             "Forbidden",
             format!("{plural} is forbidden: User \"{user}\" cannot {verb} resource \"{plural}\" in API group \"{group}\" {scope}"),
         )
-        .with_details(json!({"kind": plural, "group": group}))
+        .with_details(if group.is_empty() { json!({"kind": plural}) } else { json!({"kind": plural, "group": group}) })
     }
 
     /// 404 `NotFound` for a named object.

@@ -223,7 +223,9 @@ impl Store {
         let meta = object["metadata"].as_object_mut().expect("prepare_body made metadata an object");
         meta.insert("uid".into(), json!(uuid::Uuid::new_v4().to_string()));
         meta.insert("creationTimestamp".into(), json!(now_timestamp()));
-        meta.insert("generation".into(), json!(1));
+        if resource.generation {
+            meta.insert("generation".into(), json!(1));
+        }
         meta.remove("deletionTimestamp");
         crate::defaults::on_create(resource, &mut object);
         Ok(inner.commit(&self.latest, &self.events, resource, key, EventType::Added, object))
@@ -277,9 +279,13 @@ impl Store {
         }
         object["kind"] = json!(resource.kind);
         object["apiVersion"] = json!(resource.api_version());
-        let generation = current["metadata"]["generation"].as_i64().unwrap_or(1);
-        let generation = if object.get("spec") != current.get("spec") { generation + 1 } else { generation };
-        object["metadata"]["generation"] = json!(generation);
+        if resource.generation {
+            let generation = current["metadata"]["generation"].as_i64().unwrap_or(1);
+            let generation = if object.get("spec") != current.get("spec") { generation + 1 } else { generation };
+            object["metadata"]["generation"] = json!(generation);
+        } else if let Some(meta) = object["metadata"].as_object_mut() {
+            meta.remove("generation");
+        }
         object["metadata"]["resourceVersion"] = current["metadata"]["resourceVersion"].clone();
         if object == *current {
             return Ok(current);

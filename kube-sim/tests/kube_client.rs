@@ -9,12 +9,12 @@ use std::collections::BTreeMap;
 use futures::{StreamExt as _, TryStreamExt as _};
 use k8s_openapi::api::core::v1::{ConfigMap, Pod};
 use kube::api::{Api, ListParams, PostParams, WatchEvent, WatchParams};
-use kube::runtime::{WatchStreamExt as _, watcher};
+use kube::runtime::watcher;
 use kube::ResourceExt as _;
 use kube_sim::Seed;
 use serde_json::json;
 
-use common::{Http, within};
+use common::{Http, Watcher, within};
 
 fn config_map(name: &str) -> ConfigMap {
     serde_json::from_value(json!({"metadata": {"name": name, "labels": {"test": "kube-client"}}, "data": {"k": "v"}})).expect("a ConfigMap")
@@ -75,55 +75,40 @@ async fn watcher_relists_after_compaction() {
     let client = common::kube_client(&sim).await;
     let http = Http::new(&sim);
     let api = Api::<Pod>::all(client.clone());
-    let mut events = watcher(api.clone(), watcher::Config::default()).boxed();
+    let mut watcher = Watcher::spawn(api.clone(), watcher::Config::default());
 
-    let mut store: BTreeMap<String, String> = BTreeMap::new();
-    let mut next = async || within("a watcher event", events.try_next()).await.expect("the watcher keeps going").expect("the watcher never ends");
-    assert!(matches!(next().await, watcher::Event::Init), "a watcher starts with Init");
-    loop {
-        match next().await {
-            watcher::Event::InitApply(pod) => {
-                store.insert(key(&pod), pod.resource_version().unwrap_or_default());
-            }
-            watcher::Event::InitDone => break,
-            other => panic!("unexpected event during the initial list: {other:?}"),
-        }
-    }
+    let mut store: BTreeMap<String, String> = watcher.initial_list().await.iter().map(|p| (key(p), rv(p))).collect();
     assert_eq!(store.keys().cloned().collect::<Vec<_>>(), common::all_pods(&sim));
 
     // A change the watcher sees live, then the compaction.
     let web = common::pods_of(&sim, "demo", "web")[0].clone();
     Api::<Pod>::namespaced(client, "demo").delete(&web, &Default::default()).await.expect("delete a pod");
-    match next().await {
+    match watcher.next().await {
         watcher::Event::Delete(pod) => assert_eq!(pod.name_any(), web),
         other => panic!("expected the live delete, got {other:?}"),
     }
     store.remove(&format!("demo/{web}"));
     http.hook("/_sim/compact").await;
 
-    // The relist: Init, the current objects, InitDone; nothing else first.
-    assert!(matches!(next().await, watcher::Event::Init), "after the 410 the watcher relists");
-    let mut relisted: BTreeMap<String, String> = BTreeMap::new();
-    loop {
-        match next().await {
-            watcher::Event::InitApply(pod) => {
-                relisted.insert(key(&pod), pod.resource_version().unwrap_or_default());
-            }
-            watcher::Event::InitDone => break,
-            other => panic!("unexpected event during the relist: {other:?}"),
-        }
+    // kube-rs surfaces the in-stream 410, then relists: Init, the current objects, InitDone.
+    match watcher.next_item().await {
+        Err(watcher::Error::WatchError(status)) => assert_eq!((status.code, status.reason.as_str()), (410, "Expired"), "{status:?}"),
+        other => panic!("expected the watch's 410 Expired, got {other:?}"),
     }
+    let relisted: BTreeMap<String, String> = watcher.initial_list().await.iter().map(|p| (key(p), rv(p))).collect();
     let list = api.list(&ListParams::default()).await.expect("list");
-    let expected: BTreeMap<String, String> = list.items.iter().map(|p| (key(p), p.resource_version().unwrap_or_default())).collect();
+    let expected: BTreeMap<String, String> = list.items.iter().map(|p| (key(p), rv(p))).collect();
     assert_eq!(relisted, expected, "the watcher's view after the relist equals the list");
     assert_eq!(relisted, store, "nothing changed besides the compaction");
-    let stats = http.stats().await;
-    assert!(stats["listRequests"].as_u64() >= Some(2), "the watcher listed again: {stats}");
     sim.shutdown().await;
 }
 
 fn key(pod: &Pod) -> String {
     format!("{}/{}", pod.namespace().unwrap_or_default(), pod.name_any())
+}
+
+fn rv(pod: &Pod) -> String {
+    pod.resource_version().unwrap_or_default()
 }
 
 /// `watches/close` ends every open watch cleanly: the watcher resumes from its last
@@ -134,37 +119,18 @@ async fn watcher_resumes_without_relist_after_watches_close() {
     let client = common::kube_client(&sim).await;
     let http = Http::new(&sim);
     let api = Api::<ConfigMap>::namespaced(client, "demo");
-    let mut events = watcher(api.clone(), watcher::Config::default()).default_backoff().boxed();
-    let mut next = async || within("a watcher event", events.try_next()).await.expect("the watcher keeps going").expect("the watcher never ends");
-    loop {
-        if matches!(next().await, watcher::Event::InitDone) {
-            break;
-        }
-    }
-    let before = common::eventually("the watch to open", || {
-        let http = http.clone();
-        async move {
-            let stats = http.stats().await;
-            (stats["openWatches"] == 1).then_some(stats)
-        }
-    })
-    .await;
+    let mut watcher = Watcher::spawn(api.clone(), watcher::Config::default());
+    watcher.initial_list().await;
+    let before = http.stats_when("the watch to open", |s| s["openWatches"] == 1).await;
 
     let closed = http.hook("/_sim/watches/close").await;
     assert_eq!(closed["closed"], 1, "{closed}");
-    // Wait for the watcher to come back with a new watch request.
+    // The watcher comes back with a new watch request, and no list.
     let watch_requests = before["watchRequests"].as_u64().expect("a counter");
-    common::eventually("the watcher to watch again", || {
-        let http = http.clone();
-        async move {
-            let stats = http.stats().await;
-            (stats["watchRequests"].as_u64() > Some(watch_requests) && stats["openWatches"] == 1).then_some(())
-        }
-    })
-    .await;
+    http.stats_when("the watcher to watch again", |s| s["watchRequests"].as_u64() > Some(watch_requests) && s["openWatches"] == 1).await;
 
     api.create(&PostParams::default(), &config_map("after-close")).await.expect("create");
-    match next().await {
+    match watcher.next().await {
         watcher::Event::Apply(cm) => assert_eq!(cm.name_any(), "after-close"),
         other => panic!("expected the new ConfigMap and no relist (Init), got {other:?}"),
     }

@@ -11,7 +11,12 @@
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use kubemux_protocol::frames::{EventType, encode_event_raw};
 use tokio::sync::Notify;
+
+/// What a queued snapshot object costs against the byte limit: its pointer, not its text, which
+/// the upstream watch's cache already holds.
+const SNAPSHOT_ENTRY_COST: usize = 16;
 
 /// What the writer sends next.
 #[derive(Debug, PartialEq, Eq)]
@@ -31,9 +36,28 @@ enum QueueState {
     AwaitingReset,
 }
 
+/// One queued item of a subscription.
+#[derive(Debug)]
+pub enum Item {
+    /// A frame, ready to send.
+    Frame(String),
+    /// `ADDED` events for these objects, encoded one at a time as the writer gets to them, so a
+    /// snapshot bigger than the limit still flows to a slow client without being copied.
+    Snapshot(std::vec::IntoIter<Arc<str>>),
+}
+
+impl Item {
+    fn cost(&self) -> usize {
+        match self {
+            Item::Frame(frame) => frame.len(),
+            Item::Snapshot(objects) => objects.len() * SNAPSHOT_ENTRY_COST,
+        }
+    }
+}
+
 #[derive(Debug)]
 struct SubQueue {
-    frames: VecDeque<String>,
+    frames: VecDeque<Item>,
     bytes: usize,
     state: QueueState,
 }
@@ -116,20 +140,25 @@ impl Outbox {
 
     /// Queues a frame of subscription `id`, in order with its other frames.
     pub fn push(&self, id: &Arc<str>, frame: String) -> Pushed {
+        self.push_item(id, Item::Frame(frame))
+    }
+
+    /// Queues an item of subscription `id`, in order with its other items.
+    pub fn push_item(&self, id: &Arc<str>, item: Item) -> Pushed {
         let mut inner = self.lock();
         if inner.close.is_some() || inner.subs.get(id).is_none_or(|q| q.state != QueueState::Live) {
             return Pushed::Dropped;
         }
-        if inner.total + frame.len() > self.limit {
-            self.overflow(&mut inner, frame.len());
+        let len = item.cost();
+        if inner.total + len > self.limit {
+            self.overflow(&mut inner, len);
             if inner.subs.get(id).is_none_or(|q| q.state != QueueState::Live) {
                 return Pushed::Dropped;
             }
         }
-        let len = frame.len();
         let queue = inner.subs.get_mut(id).expect("checked above");
         let was_empty = queue.frames.is_empty();
-        queue.frames.push_back(frame);
+        queue.frames.push_back(item);
         queue.bytes += len;
         inner.total += len;
         if was_empty {
@@ -142,7 +171,7 @@ impl Outbox {
 
     /// Replaces an overflowed (or live) subscription's queue with a reset sequence, making it
     /// live again. Returns `Dropped` if the subscription is gone.
-    pub fn push_reset(&self, id: &Arc<str>, frames: Vec<String>) -> Pushed {
+    pub fn push_reset(&self, id: &Arc<str>, items: Vec<Item>) -> Pushed {
         {
             let mut inner = self.lock();
             let Some(queue) = inner.subs.get_mut(id) else { return Pushed::Dropped };
@@ -153,8 +182,8 @@ impl Outbox {
             drop(dropped);
             inner.ready.retain(|r| r != id);
         }
-        for frame in frames {
-            if self.push(id, frame) == Pushed::Dropped {
+        for item in items {
+            if self.push_item(id, item) == Pushed::Dropped {
                 return Pushed::Dropped;
             }
         }
@@ -235,10 +264,32 @@ impl Outbox {
         }
         while let Some(id) = inner.ready.pop_front() {
             let Some(queue) = inner.subs.get_mut(&id) else { continue };
-            let Some(frame) = queue.frames.pop_front() else { continue };
-            queue.bytes -= frame.len();
+            let (frame, cost) = match queue.frames.front_mut() {
+                None => continue,
+                Some(Item::Snapshot(objects)) => match objects.next() {
+                    Some(object) => {
+                        if objects.len() == 0 {
+                            queue.frames.pop_front();
+                        }
+                        (encode_event_raw(&id, EventType::Added, &object), SNAPSHOT_ENTRY_COST)
+                    }
+                    None => {
+                        queue.frames.pop_front();
+                        inner.ready.push_front(id);
+                        continue;
+                    }
+                },
+                Some(Item::Frame(_)) => match queue.frames.pop_front() {
+                    Some(Item::Frame(frame)) => {
+                        let cost = frame.len();
+                        (frame, cost)
+                    }
+                    _ => unreachable!("the front is a frame"),
+                },
+            };
+            queue.bytes -= cost;
             let more = !queue.frames.is_empty();
-            inner.total -= frame.len();
+            inner.total -= cost;
             if more {
                 inner.ready.push_back(id);
             }
@@ -297,13 +348,32 @@ mod tests {
         assert_eq!(outbox.queued_bytes(), 30);
         assert_eq!(outbox.take_due_resets(), vec![heavy.clone()]);
         assert!(outbox.take_due_resets().is_empty(), "taken once");
-        outbox.push_reset(&heavy, vec!["reset".into(), "snapshot".into()]);
+        outbox.push_reset(&heavy, vec![Item::Frame("reset".into()), Item::Frame("snapshot".into())]);
         let mut got = Vec::new();
         while outbox.queued_bytes() > 0 {
             let Some(Outgoing::Text(t)) = outbox.next().await else { panic!() };
             got.push(t);
         }
         assert_eq!(got, ["y".repeat(10), "reset".into(), "z".repeat(20), "snapshot".into()]);
+    }
+
+    #[tokio::test]
+    async fn snapshots_larger_than_the_limit_flow_lazily() {
+        let outbox = Outbox::new(1000);
+        let a = id("a");
+        outbox.add_subscription(&a);
+        let objects: Vec<Arc<str>> = (0..50).map(|i| Arc::from(format!("{{\"n\":{i},\"pad\":\"{}\"}}", "x".repeat(100)))).collect();
+        assert_eq!(outbox.push_item(&a, Item::Snapshot(objects.into_iter())), Pushed::Queued);
+        outbox.push(&a, "synced".into());
+        assert!(outbox.queued_bytes() < 1000);
+        let mut frames = Vec::new();
+        while outbox.queued_bytes() > 0 {
+            let Some(Outgoing::Text(t)) = outbox.next().await else { panic!() };
+            frames.push(t);
+        }
+        assert_eq!(frames.len(), 51);
+        assert!(frames[0].starts_with(r#"{"op":"event","id":"a","type":"ADDED","object":{"n":0"#), "{}", frames[0]);
+        assert_eq!(frames[50], "synced");
     }
 
     #[tokio::test]

@@ -21,7 +21,7 @@ use tokio_util::sync::CancellationToken;
 use crate::clusters::{Cluster, Clusters};
 use crate::identity::Identity;
 use crate::metrics::Metrics;
-use crate::mux::outbox::{Outbox, Pushed};
+use crate::mux::outbox::{Item, Outbox, Pushed};
 
 pub use cache::{Resume, WatchCache};
 
@@ -127,6 +127,7 @@ impl Sink {
         encode_event_raw(&self.id, event_type, object)
     }
 
+
     fn synced_frame(&self, rv: &str) -> String {
         ServerMessage::Synced { id: self.id.to_string(), resource_version: rv.to_owned() }.encode()
     }
@@ -169,17 +170,27 @@ impl Sink {
         }
     }
 
-    /// Replaces whatever is queued with `reset`, the snapshot and `synced`.
-    pub fn reset_with_snapshot<'a>(&self, snapshot: impl Iterator<Item = &'a Arc<str>>, rv: &str) {
-        let mut frames = vec![self.reset_frame()];
-        frames.extend(snapshot.map(|o| self.event_frame(EventType::Added, o)));
-        frames.push(self.synced_frame(rv));
-        let events = frames.len() as u64 - 2;
+    /// Sends the snapshot (`ADDED` for every object) and `synced`.
+    pub fn snapshot(&self, objects: Vec<Arc<str>>, rv: &str) {
+        let count = objects.len() as u64;
         if self.detached.load(Ordering::Acquire) {
             return;
         }
-        if self.outbox.push_reset(&self.id, frames) == Pushed::Queued {
-            self.metrics.events_out.inc_by(events);
+        if self.outbox.push_item(&self.id, Item::Snapshot(objects.into_iter())) == Pushed::Queued {
+            self.metrics.events_out.inc_by(count);
+        }
+        self.synced(rv);
+    }
+
+    /// Replaces whatever is queued with `reset`, the snapshot and `synced`.
+    pub fn reset_with_snapshot(&self, objects: Vec<Arc<str>>, rv: &str) {
+        if self.detached.load(Ordering::Acquire) {
+            return;
+        }
+        let count = objects.len() as u64;
+        let items = vec![Item::Frame(self.reset_frame()), Item::Snapshot(objects.into_iter()), Item::Frame(self.synced_frame(rv))];
+        if self.outbox.push_reset(&self.id, items) == Pushed::Queued {
+            self.metrics.events_out.inc_by(count);
             *self.rv_slot() = Some(rv.to_owned());
         }
     }

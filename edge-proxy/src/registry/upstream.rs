@@ -193,7 +193,7 @@ impl Upstream {
             Some(Command::Resync { sub_id }) => {
                 if let (Some(sink), Some(rv)) = (self.subscribers.get(&sub_id), self.cache.resource_version()) {
                     self.metrics.reset(ResetCause::Overflow);
-                    sink.reset_with_snapshot(self.cache.snapshot(), rv);
+                    sink.reset_with_snapshot(self.cache.snapshot().cloned().collect(), rv);
                 } else if let Some(sink) = self.subscribers.remove(&sub_id) {
                     // Mid-relist: it gets its snapshot with everybody else.
                     self.waiting.push((sub_id, sink, None));
@@ -207,12 +207,7 @@ impl Upstream {
     fn serve(&mut self, sub_id: u64, sink: Arc<Sink>, resume: Option<String>) {
         let rv = self.cache.resource_version().expect("serve is called with a listed cache").to_owned();
         match resume {
-            None => {
-                for object in self.cache.snapshot() {
-                    sink.event(EventType::Added, object, None);
-                }
-                sink.synced(&rv);
-            }
+            None => sink.snapshot(self.cache.snapshot().cloned().collect(), &rv),
             Some(from) => match self.cache.resume_from(&from) {
                 Resume::Replay(events) => {
                     for (event_type, object) in &events {
@@ -222,7 +217,7 @@ impl Upstream {
                 }
                 Resume::Unavailable => {
                     self.metrics.reset(ResetCause::ResumeUnavailable);
-                    sink.reset_with_snapshot(self.cache.snapshot(), &rv);
+                    sink.reset_with_snapshot(self.cache.snapshot().cloned().collect(), &rv);
                 }
             },
         }
@@ -320,9 +315,10 @@ impl Upstream {
                 let relisted = !self.subscribers.is_empty();
                 self.cache.replace(objects, rv.clone());
                 if relisted {
+                    let objects: Vec<ObjectJson> = self.cache.snapshot().cloned().collect();
                     for sink in self.subscribers.values() {
                         self.metrics.reset(ResetCause::Expired);
-                        sink.reset_with_snapshot(self.cache.snapshot(), &rv);
+                        sink.reset_with_snapshot(objects.clone(), &rv);
                     }
                 }
                 for (sub_id, sink, resume) in std::mem::take(&mut self.waiting) {

@@ -215,6 +215,7 @@ async fn stats(State(state): State<Arc<SimState>>) -> Json<Value> {
         "watchRequests": hooks.watch_requests.load(Ordering::Relaxed),
         "listRequests": hooks.list_requests.load(Ordering::Relaxed),
         "execSessions": state.runtime.live_exec_sessions(),
+        "execSessionsTotal": state.runtime.exec_sessions_total(),
         "resourceVersion": state.store.current_rv().to_string(),
     }))
 }

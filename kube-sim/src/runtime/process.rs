@@ -130,8 +130,6 @@ pub(crate) struct PtyKeepAlive {
 
 /// A started, registered process.
 pub(crate) struct Running {
-    /// Registry id.
-    pub id: u64,
     /// Process id, also its process group id.
     pub pid: u32,
     /// Its output, for later listeners (attach).
@@ -252,6 +250,7 @@ fn launch_pty(
     // Only the child may hold the terminal's slave side: when it exits, the master reads EOF.
     drop(pair.slave);
     let Some(pid) = child.process_id() else {
+        reap_on_thread(child, None);
         return Err(SpawnError::Failed("the terminal process has no pid".into()));
     };
     let master = pair.master;
@@ -286,7 +285,7 @@ fn launch_pty(
         return Err(failed("starting terminal threads", &e));
     }
     reap_on_thread(child, Some((registry.clone(), id, exit_tx)));
-    Ok(Running { id, pid, hub, output, stdin: Some(stdin_tx), pty: Some(control), exit: exit_rx })
+    Ok(Running { pid, hub, output, stdin: Some(stdin_tx), pty: Some(control), exit: exit_rx })
 }
 
 /// Feeds stdin to the terminal until every sender is gone (the process has exited and no
@@ -325,8 +324,9 @@ fn reap_on_thread(child: Box<dyn portable_pty::Child + Send + Sync>, then: Optio
             Err(mut child) => child.wait().map(|s| ExitInfo::Code(s.exit_code() as i32)).unwrap_or(ExitInfo::Unknown),
         };
         if let Some((registry, id, exit_tx)) = then {
-            exit_tx.send_replace(Some(exit));
+            // Unlisted first, so whoever sees the exit also sees the process gone.
             registry.remove(id);
+            exit_tx.send_replace(Some(exit));
         }
     };
     if let Err(e) = spawn_thread("pty-wait", body) {
@@ -399,10 +399,10 @@ fn launch_pipes(
     tokio::spawn(async move {
         // Ends once the process is gone; shutdown kills the group, so this never outlives it.
         let exit = child.wait().await.map(ExitInfo::from_std).unwrap_or(ExitInfo::Unknown);
-        exit_tx.send_replace(Some(exit));
         registry.remove(id);
+        exit_tx.send_replace(Some(exit));
     });
-    Ok(Running { id, pid, hub, output, stdin, pty: None, exit: exit_rx })
+    Ok(Running { pid, hub, output, stdin, pty: None, exit: exit_rx })
 }
 
 async fn pump(mut pipe: impl AsyncRead + Unpin, channel: u8, hub: Arc<OutputHub>, stop: CancellationToken) {
@@ -451,21 +451,34 @@ mod tests {
         }
     }
 
-    /// Reads output until `want` appears, with a deadline.
-    async fn read_until(output: &mut mpsc::Receiver<Chunk>, want: &str) -> String {
-        let mut seen = String::new();
-        let found = tokio::time::timeout(DEADLINE, async {
-            while let Some(chunk) = output.recv().await {
-                seen.push_str(&String::from_utf8_lossy(&chunk.data));
-                if seen.contains(want) {
-                    return true;
+    /// Everything a process printed so far, read on demand.
+    struct Transcript {
+        seen: String,
+        consumed: usize,
+    }
+
+    impl Transcript {
+        fn new() -> Transcript {
+            Transcript { seen: String::new(), consumed: 0 }
+        }
+
+        /// Reads output until `want` appears after what earlier calls matched, with a deadline.
+        async fn expect(&mut self, output: &mut mpsc::Receiver<Chunk>, want: &str) {
+            let found = tokio::time::timeout(DEADLINE, async {
+                loop {
+                    if let Some(at) = self.seen[self.consumed..].find(want) {
+                        self.consumed += at + want.len();
+                        return true;
+                    }
+                    match output.recv().await {
+                        Some(chunk) => self.seen.push_str(&String::from_utf8_lossy(&chunk.data)),
+                        None => return false,
+                    }
                 }
-            }
-            false
-        })
-        .await;
-        assert!(matches!(found, Ok(true)), "never saw {want:?}; got {seen:?}");
-        seen
+            })
+            .await;
+            assert!(matches!(found, Ok(true)), "never saw {want:?}; got {:?}", self.seen);
+        }
     }
 
     async fn exited(exit: &mut watch::Receiver<Option<ExitInfo>>) -> ExitInfo {
@@ -525,11 +538,12 @@ mod tests {
         let stdin = p.stdin.clone().unwrap();
         stdin.send(Bytes::from_static(b"echo \"[$TERM:$(pwd)]\"; stty size\n")).await.unwrap();
         let cwd = dir.path().join("ns/pod/c").canonicalize().unwrap();
-        read_until(&mut p.output, &format!("[xterm:{}]", cwd.display())).await;
-        read_until(&mut p.output, "24 80").await;
+        let mut transcript = Transcript::new();
+        transcript.expect(&mut p.output, &format!("[xterm:{}]", cwd.display())).await;
+        transcript.expect(&mut p.output, "24 80").await;
         assert!(p.pty.as_ref().unwrap().resize(TerminalSize { width: 120, height: 40 }));
         stdin.send(Bytes::from_static(b"stty size\n")).await.unwrap();
-        read_until(&mut p.output, "40 120").await;
+        transcript.expect(&mut p.output, "40 120").await;
         stdin.send(Bytes::from_static(b"exit 3\n")).await.unwrap();
         assert_eq!(exited(&mut p.exit).await, ExitInfo::Code(3));
         // Output ends after the exit, and the entry is gone once reaped.
@@ -581,8 +595,9 @@ mod tests {
         // A background grandchild in the same group, which outlives nothing.
         let argv = ["sh", "-c", "sleep 300 & echo $!; wait"];
         let mut p = launch(&registry, info(false), spec(dir.path(), &argv, false), None, &CancellationToken::new()).unwrap();
-        let line = read_until(&mut p.output, "\n").await;
-        let grandchild: u32 = line.trim().parse().unwrap();
+        let mut transcript = Transcript::new();
+        transcript.expect(&mut p.output, "\n").await;
+        let grandchild: u32 = transcript.seen.trim().parse().unwrap();
         assert!(alive(grandchild));
         registry.stop();
         registry.stop(); // idempotent

@@ -116,21 +116,25 @@ impl Connection {
         let _ = self.out.send(Outgoing::Close).await;
         drop(self.out);
         let _ = (&mut self.writer).await;
-        let _ = tokio::time::timeout(CLOSE_REPLY_TIMEOUT, async {
-            while let Some(Ok(message)) = self.incoming.next().await {
-                if matches!(message, Message::Close(_)) {
-                    break;
-                }
-            }
-        })
-        .await;
+        drain(&mut self.incoming).await;
     }
 
-    /// The client is gone (or we are shutting down): stop writing and drop the connection.
-    pub async fn abandon(self) {
+    /// The client is gone or closing (or we are shutting down): stop writing, and keep reading
+    /// until the connection ends, which is when the WebSocket library sends its answer to the
+    /// client's close frame.
+    pub async fn abandon(mut self) {
         drop(self.out);
-        let _ = tokio::time::timeout(CLOSE_TIMEOUT, self.writer).await;
+        if tokio::time::timeout(CLOSE_TIMEOUT, &mut self.writer).await.is_err() {
+            // Stuck on a client that stopped reading: the socket goes without it.
+            self.writer.abort();
+        }
+        drain(&mut self.incoming).await;
     }
+}
+
+/// Reads until the connection ends (bounded in time), discarding what arrives.
+async fn drain(incoming: &mut SplitStream<WebSocket>) {
+    let _ = tokio::time::timeout(CLOSE_REPLY_TIMEOUT, async { while let Some(Ok(_)) = incoming.next().await {} }).await;
 }
 
 /// The only code that writes to the socket.

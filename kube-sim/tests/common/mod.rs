@@ -113,7 +113,9 @@ pub struct Http {
 impl Http {
     /// Anonymous requests (the simulator's default: no users, full access).
     pub fn new(sim: &Sim) -> Http {
-        let config = kube::Config::new(sim.url().parse().expect("the simulator URL is a URI"));
+        let mut config = kube::Config::new(sim.url().parse().expect("the simulator URL is a URI"));
+        // The test must see every response as sent: no retries of 429/503.
+        config.default_retry = false;
         Http { client: kube::Client::try_from(config).expect("a raw client"), token: None }
     }
 
@@ -169,6 +171,16 @@ impl Http {
     /// `GET /_sim/stats`.
     pub async fn stats(&self) -> Value {
         self.get("/_sim/stats").await.ok()
+    }
+
+    /// Waits until `/_sim/stats` satisfies `wanted`, and returns those stats.
+    pub async fn stats_when(&self, what: &str, wanted: impl Fn(&Value) -> bool) -> Value {
+        let wanted = &wanted;
+        eventually(what, || async move {
+            let stats = self.stats().await;
+            wanted(&stats).then_some(stats)
+        })
+        .await
     }
 
     /// The list at `path`: its `metadata.resourceVersion` and item names, in order.
@@ -304,30 +316,20 @@ pub fn all_pods(sim: &Sim) -> Vec<String> {
     names
 }
 
-/// `/_sim/processes` entries that mention `pod`, with their pids. The entries are objects with
-/// a numeric `pid`; which other fields name the pod is the runtime's business, so any string
-/// field equal to the pod name counts.
-pub async fn processes_of(http: &Http, pod: &str) -> Vec<(i32, Value)> {
+/// The `/_sim/processes` entries of `namespace/pod`, with their pids. Each entry is
+/// `{"pid", "namespace", "pod", "container", "command", "tty", "kind", …}`.
+pub async fn processes_of(http: &Http, namespace: &str, pod: &str) -> Vec<(i32, Value)> {
     let table = http.get("/_sim/processes").await.ok();
-    let entries = match &table {
-        Value::Array(items) => items.clone(),
-        Value::Object(map) => map.get("processes").and_then(Value::as_array).cloned().unwrap_or_default(),
-        _ => Vec::new(),
-    };
-    entries
-        .into_iter()
-        .filter(|entry| mentions(entry, pod))
-        .filter_map(|entry| Some((i32::try_from(entry.get("pid")?.as_i64()?).ok()?, entry)))
+    table
+        .as_array()
+        .expect("/_sim/processes is an array")
+        .iter()
+        .filter(|entry| entry["namespace"] == namespace && entry["pod"] == pod)
+        .map(|entry| {
+            let pid = entry["pid"].as_i64().and_then(|pid| i32::try_from(pid).ok());
+            (pid.unwrap_or_else(|| panic!("a numeric pid in {entry}")), entry.clone())
+        })
         .collect()
-}
-
-fn mentions(value: &Value, text: &str) -> bool {
-    match value {
-        Value::String(s) => s == text,
-        Value::Array(items) => items.iter().any(|v| mentions(v, text)),
-        Value::Object(map) => map.values().any(|v| mentions(v, text)),
-        _ => false,
-    }
 }
 
 /// Whether a process is still running: it exists and is not a zombie waiting to be reaped.
@@ -336,5 +338,65 @@ pub fn process_running(pid: i32) -> bool {
         // The state follows the parenthesised command name, which may itself contain spaces.
         Ok(stat) => stat.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().next()).is_some_and(|state| state != "Z" && state != "X"),
         Err(_) => false,
+    }
+}
+
+/// Runs a `kube::runtime::watcher` in the background (a watcher only makes progress while
+/// polled) and hands its items to the test in order.
+pub struct Watcher<K> {
+    events: tokio::sync::mpsc::UnboundedReceiver<Result<kube::runtime::watcher::Event<K>, kube::runtime::watcher::Error>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl<K> Watcher<K>
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + 'static,
+{
+    /// Starts `watcher(api, config)` with the default backoff.
+    pub fn spawn(api: kube::Api<K>, config: kube::runtime::watcher::Config) -> Watcher<K> {
+        use kube::runtime::WatchStreamExt as _;
+        let (tx, events) = tokio::sync::mpsc::unbounded_channel();
+        let task = tokio::spawn(async move {
+            let mut stream = std::pin::pin!(kube::runtime::watcher(api, config).default_backoff());
+            while let Some(item) = stream.next().await {
+                if tx.send(item).is_err() {
+                    return;
+                }
+            }
+        });
+        Watcher { events, task }
+    }
+
+    /// The next item, error or event.
+    pub async fn next_item(&mut self) -> Result<kube::runtime::watcher::Event<K>, kube::runtime::watcher::Error> {
+        within("a watcher event", self.events.recv()).await.expect("the watcher never ends")
+    }
+
+    /// The next event; fails the test on a watcher error.
+    pub async fn next(&mut self) -> kube::runtime::watcher::Event<K> {
+        self.next_item().await.expect("the watcher reports no error")
+    }
+
+    /// Consumes `Init`, every `InitApply` and `InitDone`, returning the objects listed.
+    pub async fn initial_list(&mut self) -> Vec<K> {
+        use kube::runtime::watcher::Event;
+        match self.next().await {
+            Event::Init => {}
+            other => panic!("expected Init, got {other:?}"),
+        }
+        let mut objects = Vec::new();
+        loop {
+            match self.next().await {
+                Event::InitApply(object) => objects.push(object),
+                Event::InitDone => return objects,
+                other => panic!("unexpected event during a list: {other:?}"),
+            }
+        }
+    }
+}
+
+impl<K> Drop for Watcher<K> {
+    fn drop(&mut self) {
+        self.task.abort();
     }
 }

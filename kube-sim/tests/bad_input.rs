@@ -1,0 +1,138 @@
+//! Bad input gets the `Status` a real API server sends (reference `kube-api-semantics.md`
+//! §6.4, §7.3, §9b), never a panic, a hung connection or a dead simulator: after each bad
+//! request a good one on the same simulator succeeds.
+
+mod common;
+
+use axum::http::Method;
+use kube_sim::{Seed, Sim};
+use serde_json::Value;
+
+use common::Http;
+
+/// A request that must succeed, proving the simulator lives on after the bad one.
+async fn still_serving(http: &Http) {
+    let (_, pods) = http.list("/api/v1/namespaces/demo/pods").await;
+    assert!(!pods.is_empty(), "the simulator still serves lists");
+}
+
+/// Runs one bad request, checks its Status, then a good one.
+async fn expect_status(http: &Http, reply: common::Reply, code: u16, reason: &str, message_contains: &str) -> Value {
+    let body = reply.status(code, reason);
+    let message = body["message"].as_str().unwrap_or_default();
+    assert!(message.contains(message_contains), "message {message:?} should contain {message_contains:?}");
+    still_serving(http).await;
+    body
+}
+
+async fn demo() -> (Sim, Http) {
+    let sim = common::start(Seed::Demo).await;
+    let http = Http::new(&sim);
+    (sim, http)
+}
+
+#[tokio::test]
+async fn malformed_json_body_is_400() {
+    let (sim, http) = demo().await;
+    let path = "/api/v1/namespaces/demo/configmaps";
+    for body in [&b"{\"metadata\": {\"name\": "[..], b"not json at all", b""] {
+        let reply = http.send(Method::POST, path, Some("application/json"), body.to_vec()).await;
+        expect_status(&http, reply, 400, "BadRequest", "").await;
+    }
+    // Valid JSON that is not an object.
+    let reply = http.send(Method::POST, path, Some("application/json"), b"[1, 2]".to_vec()).await;
+    expect_status(&http, reply, 400, "BadRequest", "").await;
+    // Nothing was created by any of them.
+    let (_, names) = http.list(path).await;
+    assert_eq!(names, ["api-config", "kube-root-ca.crt", "web-config"]);
+    sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn unknown_resource_path_is_404() {
+    let (sim, http) = demo().await;
+    for path in ["/api/v1/widgets", "/api/v1/namespaces/demo/widgets", "/apis/nope.example.com/v1/things", "/api/v1/namespaces/demo/pods/redis-0/nonsense", "/no/such/path"] {
+        let reply = http.get(path).await;
+        let body = expect_status(&http, reply, 404, "NotFound", "the server could not find the requested resource").await;
+        assert_eq!(body["message"], "the server could not find the requested resource", "{path}: {body}");
+    }
+    sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn bad_label_selector_is_400() {
+    let (sim, http) = demo().await;
+    for selector in ["app%20in%20(web", "app%3D%3D%3Dweb", "!", "a%20b"] {
+        let reply = http.get(&format!("/api/v1/pods?labelSelector={selector}")).await;
+        expect_status(&http, reply, 400, "BadRequest", "").await;
+        // The same on a watch: rejected before the stream starts.
+        let reply = http.get(&format!("/api/v1/pods?watch=true&labelSelector={selector}")).await;
+        expect_status(&http, reply, 400, "BadRequest", "").await;
+    }
+    sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn unknown_field_selector_label_is_400() {
+    let (sim, http) = demo().await;
+    let reply = http.get("/api/v1/pods?fieldSelector=spec.bogus%3Dx").await;
+    let body = expect_status(&http, reply, 400, "BadRequest", "").await;
+    assert_eq!(body["message"], "field label not supported: spec.bogus", "{body}");
+    let reply = http.get("/api/v1/namespaces/demo/configmaps?watch=true&fieldSelector=status.phase%3DRunning").await;
+    let body = expect_status(&http, reply, 400, "BadRequest", "").await;
+    assert_eq!(body["message"], "field label not supported: status.phase", "{body}");
+    // Supported labels work.
+    let reply = http.get("/api/v1/pods?fieldSelector=metadata.name%3Dtoolbox").await;
+    assert_eq!(common::names(&reply.ok()["items"]), ["toolbox"]);
+    sim.shutdown().await;
+}
+
+/// Upstream parses resourceVersion with `strconv.ParseUint` and rejects what does not parse,
+/// before a list is read or a watch stream is started (reference §7.3).
+#[tokio::test]
+async fn non_numeric_resource_version_is_400_on_list_and_watch() {
+    let (sim, http) = demo().await;
+    for query in ["resourceVersion=abc", "resourceVersion=-1", "resourceVersion=12abc"] {
+        let reply = http.get(&format!("/api/v1/namespaces/demo/pods?{query}")).await;
+        expect_status(&http, reply, 400, "BadRequest", "resource version").await;
+        let reply = http.get(&format!("/api/v1/namespaces/demo/pods?watch=true&{query}")).await;
+        expect_status(&http, reply, 400, "BadRequest", "resource version").await;
+    }
+    sim.shutdown().await;
+}
+
+/// Exec options are validated before the upgrade: a refused handshake with a Status body.
+#[tokio::test]
+async fn bad_exec_parameters_are_400() {
+    let (sim, http) = demo().await;
+
+    // No stream requested.
+    let refused = common::websocket(&sim, "/api/v1/namespaces/default/pods/toolbox/exec?command=sh", "v5.channel.k8s.io").await.expect_err("no streams");
+    assert_eq!(refused.status, 400, "{:?}", refused.body);
+    assert_eq!(refused.body["reason"], "BadRequest");
+    assert_eq!(refused.body["message"], "you must specify at least 1 of stdin, stdout, stderr");
+    still_serving(&http).await;
+
+    // A pod with two containers and none named.
+    let web = common::pods_of(&sim, "demo", "web")[0].clone();
+    let path = format!("/api/v1/namespaces/demo/pods/{web}/exec?command=ls&stdout=true");
+    let refused = common::websocket(&sim, &path, "v5.channel.k8s.io").await.expect_err("no container named");
+    assert_eq!(refused.status, 400, "{:?}", refused.body);
+    assert_eq!(refused.body["kind"], "Status");
+    assert_eq!(refused.body["reason"], "BadRequest");
+    assert_eq!(refused.body["message"], format!("a container name must be specified for pod {web}, choose one of: [nginx log-shipper]"));
+    still_serving(&http).await;
+
+    // A container the pod does not have.
+    let refused = common::websocket(&sim, &format!("{path}&container=nope"), "v5.channel.k8s.io").await.expect_err("no such container");
+    assert_eq!(refused.status, 400, "{:?}", refused.body);
+    assert_eq!(refused.body["message"], format!("container nope is not valid for pod {web}"));
+    still_serving(&http).await;
+
+    // An exec into a pod that does not exist.
+    let refused = common::websocket(&sim, "/api/v1/namespaces/demo/pods/ghost/exec?command=ls&stdout=true", "v5.channel.k8s.io").await.expect_err("no such pod");
+    assert_eq!(refused.status, 404, "{:?}", refused.body);
+    assert_eq!(refused.body["reason"], "NotFound");
+    still_serving(&http).await;
+    sim.shutdown().await;
+}

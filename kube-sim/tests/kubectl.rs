@@ -1,0 +1,169 @@
+//! kube-sim through the real `kubectl` (1.32 here), with the simulator's kubeconfig in a
+//! temporary file and a private cache directory: get, get -w, apply, exec. Skipped, loudly,
+//! where kubectl is not on PATH.
+
+mod common;
+
+use std::path::PathBuf;
+use std::process::{Output, Stdio};
+
+use kube_sim::{Seed, Sim};
+use serde_json::json;
+use tokio::io::{AsyncBufReadExt as _, AsyncWriteExt as _, BufReader};
+use tokio::process::Command;
+
+use common::{Http, within};
+
+/// kubectl pointed at one simulator.
+struct Kubectl {
+    binary: PathBuf,
+    kubeconfig: tempfile::NamedTempFile,
+    cache: tempfile::TempDir,
+}
+
+impl Kubectl {
+    /// `None` (after saying so on stderr) when kubectl is not installed.
+    fn new(sim: &Sim) -> Option<Kubectl> {
+        let Some(binary) = std::env::var_os("PATH").and_then(|path| std::env::split_paths(&path).map(|dir| dir.join("kubectl")).find(|p| p.is_file())) else {
+            eprintln!("SKIPPED: kubectl not on PATH");
+            return None;
+        };
+        let kubeconfig = tempfile::Builder::new().prefix("kube-sim-kubeconfig-").tempfile().expect("a temporary kubeconfig");
+        std::fs::write(kubeconfig.path(), sim.kubeconfig()).expect("write the kubeconfig");
+        let cache = tempfile::Builder::new().prefix("kube-sim-kubectl-cache-").tempdir().expect("a cache directory");
+        Some(Kubectl { binary, kubeconfig, cache })
+    }
+
+    fn command(&self, args: &[&str]) -> Command {
+        let mut command = Command::new(&self.binary);
+        command
+            .arg("--kubeconfig")
+            .arg(self.kubeconfig.path())
+            .arg("--cache-dir")
+            .arg(self.cache.path())
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        command
+    }
+
+    /// Runs kubectl to completion, optionally feeding `stdin`.
+    async fn run(&self, args: &[&str], stdin: Option<&[u8]>) -> Output {
+        let mut command = self.command(args);
+        if stdin.is_some() {
+            command.stdin(Stdio::piped());
+        }
+        let mut child = command.spawn().expect("kubectl starts");
+        if let Some(input) = stdin {
+            let mut pipe = child.stdin.take().expect("piped stdin");
+            pipe.write_all(input).await.expect("write kubectl's stdin");
+            // Dropping the pipe is EOF: kubectl half-closes the remote stdin.
+        }
+        within(&format!("kubectl {}", args.join(" ")), child.wait_with_output()).await.expect("kubectl runs")
+    }
+
+    /// Runs kubectl and asserts it succeeded; returns stdout.
+    async fn ok(&self, args: &[&str]) -> String {
+        let output = self.run(args, None).await;
+        assert!(output.status.success(), "kubectl {} failed ({}): {}", args.join(" "), output.status, String::from_utf8_lossy(&output.stderr));
+        String::from_utf8(output.stdout).expect("UTF-8 output")
+    }
+}
+
+#[tokio::test]
+async fn get_pods_in_all_namespaces() {
+    let sim = common::start(Seed::Demo).await;
+    let Some(kubectl) = Kubectl::new(&sim) else { return };
+    let stdout = kubectl.ok(&["get", "pods", "-A"]).await;
+    let rows: Vec<Vec<&str>> = stdout.lines().skip(1).map(|l| l.split_whitespace().collect()).collect();
+    let mut listed: Vec<String> = rows.iter().map(|r| format!("{}/{}", r[0], r[1])).collect();
+    listed.sort();
+    assert_eq!(listed, common::all_pods(&sim), "kubectl get pods -A:\n{stdout}");
+    sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn get_watch_sees_a_new_pod() {
+    let sim = common::start(Seed::Demo).await;
+    let Some(kubectl) = Kubectl::new(&sim) else { return };
+    let http = Http::new(&sim);
+    let mut child = kubectl.command(&["get", "pods", "-w", "-n", "demo"]).spawn().expect("kubectl starts");
+    let mut lines = BufReader::new(child.stdout.take().expect("piped stdout")).lines();
+    let mut next_line = async || within("a line from kubectl get -w", lines.next_line()).await.expect("read kubectl's stdout").expect("kubectl still watching");
+
+    // The initial listing: every demo pod once.
+    let mut expected = common::pods_of(&sim, "demo", "web");
+    expected.extend(common::pods_of(&sim, "demo", "api"));
+    expected.push("redis-0".to_owned());
+    expected.sort();
+    assert!(next_line().await.starts_with("NAME"), "a header first");
+    let mut listed = Vec::new();
+    while listed.len() < expected.len() {
+        listed.push(next_line().await.split_whitespace().next().expect("a name column").to_owned());
+    }
+    listed.sort();
+    assert_eq!(listed, expected);
+
+    let pod = json!({"metadata": {"name": "watched-pod", "labels": {"app": "watched"}}, "spec": {"containers": [{"name": "c", "image": "busybox:1.36"}]}});
+    http.post("/api/v1/namespaces/demo/pods", &pod).await.ok();
+    loop {
+        let line = next_line().await;
+        if line.split_whitespace().next() == Some("watched-pod") {
+            break;
+        }
+    }
+    child.start_kill().expect("stop kubectl");
+    let _ = child.wait().await;
+    sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn apply_creates_then_updates_a_config_map() {
+    let sim = common::start(Seed::Demo).await;
+    let Some(kubectl) = Kubectl::new(&sim) else { return };
+    let manifest = tempfile::Builder::new().prefix("kube-sim-manifest-").suffix(".yaml").tempfile().expect("a manifest file");
+    let path = manifest.path().to_str().expect("a UTF-8 path").to_owned();
+    let write = |greeting: &str, extra: &str| {
+        let yaml = format!("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: applied\n  namespace: demo\n  labels:\n    app: applied\ndata:\n  greeting: {greeting}\n{extra}");
+        std::fs::write(&path, yaml).expect("write the manifest");
+    };
+    let stored = || sim.state().store.get(&kube_sim::resources::CONFIGMAPS, "demo", "applied").map(|cm| cm["data"].clone());
+
+    write("hello", "  removed: soon\n");
+    let out = kubectl.ok(&["apply", "-f", &path]).await;
+    assert_eq!(out.trim(), "configmap/applied created");
+    assert_eq!(stored(), Some(json!({"greeting": "hello", "removed": "soon"})));
+
+    write("bonjour", "  added: now\n");
+    let out = kubectl.ok(&["apply", "-f", &path]).await;
+    assert_eq!(out.trim(), "configmap/applied configured");
+    // The three-way merge: changed, added, and the key dropped from the manifest removed.
+    assert_eq!(stored(), Some(json!({"greeting": "bonjour", "added": "now"})));
+
+    let out = kubectl.ok(&["apply", "-f", &path]).await;
+    assert_eq!(out.trim(), "configmap/applied unchanged");
+    sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn exec_prints_output_and_exits_with_the_commands_code() {
+    let sim = common::start(Seed::Demo).await;
+    let Some(kubectl) = Kubectl::new(&sim) else { return };
+    let output = kubectl.run(&["exec", "toolbox", "--", "sh", "-c", "echo hi; exit 3"], None).await;
+    assert_eq!(String::from_utf8_lossy(&output.stdout), "hi\n", "stderr: {}", String::from_utf8_lossy(&output.stderr));
+    assert_eq!(output.status.code(), Some(3), "stderr: {}", String::from_utf8_lossy(&output.stderr));
+    sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn exec_with_stdin_echoes_it_back() {
+    let sim = common::start(Seed::Demo).await;
+    let Some(kubectl) = Kubectl::new(&sim) else { return };
+    let input = b"line one\nline two, no newline at the end";
+    let output = kubectl.run(&["exec", "-i", "toolbox", "--", "cat"], Some(input)).await;
+    assert!(output.status.success(), "kubectl exec -i failed ({}): {}", output.status, String::from_utf8_lossy(&output.stderr));
+    assert_eq!(output.stdout, input, "cat echoes stdin, and ends when stdin is closed");
+    sim.shutdown().await;
+}
