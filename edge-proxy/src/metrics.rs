@@ -27,6 +27,9 @@ pub struct Metrics {
     pub bytes_out: Counter,
     /// Bytes queued for clients right now.
     pub queued_bytes: Gauge,
+    /// Subscriptions whose queued events were dropped because their connection's queue was
+    /// full (each is reset once its client drains).
+    pub overflows: Counter,
     resets: Family<Labels, Counter>,
     errors: Family<Labels, Counter>,
 }
@@ -63,6 +66,7 @@ impl Default for Metrics {
             events_out: Counter::default(),
             bytes_out: Counter::default(),
             queued_bytes: Gauge::default(),
+            overflows: Counter::default(),
             resets: Family::default(),
             errors: Family::default(),
             registry: Registry::default(),
@@ -74,6 +78,7 @@ impl Default for Metrics {
         registry.register("events_out", "Event frames sent to clients", metrics.events_out.clone());
         registry.register("bytes_out", "Bytes of frames sent to clients", metrics.bytes_out.clone());
         registry.register("queued_bytes", "Bytes queued for clients", metrics.queued_bytes.clone());
+        registry.register("overflows", "Subscriptions whose queue overflowed", metrics.overflows.clone());
         registry.register("resets", "Subscription resets by cause", metrics.resets.clone());
         registry.register("errors", "Error frames by reason", metrics.errors.clone());
         Metrics { registry, ..metrics }

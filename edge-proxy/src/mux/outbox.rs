@@ -14,6 +14,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use kubemux_protocol::frames::{EventType, encode_event_raw};
 use tokio::sync::Notify;
 
+use crate::metrics::Metrics;
+
 /// What a queued snapshot object costs against the byte limit: its pointer, not its text, which
 /// the upstream watch's cache already holds.
 const SNAPSHOT_ENTRY_COST: usize = 16;
@@ -81,6 +83,7 @@ pub struct Outbox {
     /// Woken when overflowed subscriptions are ready for their reset.
     pub wake_session: Notify,
     limit: usize,
+    metrics: Arc<Metrics>,
 }
 
 /// What became of a pushed frame.
@@ -93,9 +96,15 @@ pub enum Pushed {
 }
 
 impl Outbox {
-    /// An outbox holding at most `limit` bytes.
-    pub fn new(limit: usize) -> Arc<Outbox> {
-        Arc::new(Outbox { inner: Mutex::new(Inner::default()), wake_writer: Notify::new(), wake_session: Notify::new(), limit })
+    /// An outbox holding at most `limit` bytes; `kubemux_queued_bytes` follows its size.
+    pub fn new(limit: usize, metrics: Arc<Metrics>) -> Arc<Outbox> {
+        Arc::new(Outbox { inner: Mutex::new(Inner::default()), wake_writer: Notify::new(), wake_session: Notify::new(), limit, metrics })
+    }
+
+    /// Adds to (or, negative, takes from) the queued total and its gauge.
+    fn account(&self, inner: &mut Inner, delta: isize) {
+        inner.total = inner.total.saturating_add_signed(delta);
+        self.metrics.queued_bytes.inc_by(delta as i64);
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
@@ -119,7 +128,7 @@ impl Outbox {
     pub fn remove_subscription(&self, id: &str) {
         let mut inner = self.lock();
         if let Some(queue) = inner.subs.remove(id) {
-            inner.total -= queue.bytes;
+            self.account(&mut inner, -(queue.bytes as isize));
             inner.ready.retain(|r| &**r != id);
         }
     }
@@ -131,7 +140,7 @@ impl Outbox {
         if inner.close.is_some() || inner.total + frame.len() > self.limit {
             return Pushed::Dropped;
         }
-        inner.total += frame.len();
+        self.account(&mut inner, frame.len() as isize);
         inner.control.push_back(frame);
         drop(inner);
         self.wake_writer.notify_one();
@@ -160,7 +169,7 @@ impl Outbox {
         let was_empty = queue.frames.is_empty();
         queue.frames.push_back(item);
         queue.bytes += len;
-        inner.total += len;
+        self.account(&mut inner, len as isize);
         if was_empty {
             inner.ready.push_back(id.clone());
         }
@@ -178,7 +187,7 @@ impl Outbox {
             let dropped = std::mem::take(&mut queue.frames);
             let dropped_bytes = std::mem::replace(&mut queue.bytes, 0);
             queue.state = QueueState::Live;
-            inner.total -= dropped_bytes;
+            self.account(&mut inner, -(dropped_bytes as isize));
             drop(dropped);
             inner.ready.retain(|r| r != id);
         }
@@ -202,8 +211,10 @@ impl Outbox {
             let Some(id) = heaviest else { break };
             let queue = inner.subs.get_mut(&id).expect("just found");
             queue.frames.clear();
-            inner.total -= std::mem::replace(&mut queue.bytes, 0);
+            let dropped = std::mem::replace(&mut queue.bytes, 0);
             queue.state = QueueState::Overflowed;
+            self.metrics.overflows.inc();
+            self.account(inner, -(dropped as isize));
             inner.ready.retain(|r| *r != id);
         }
         // With nothing left to drop, the incoming frame alone is too big: its subscription
@@ -248,9 +259,20 @@ impl Outbox {
         }
     }
 
-    /// `Some(None)`: finished; `Some(Some(x))`: send x; `None`: nothing yet.
+    /// `Some(None)`: finished; `Some(Some(x))`: send x; `None`: nothing yet. The writer calls
+    /// this after every completed send, so it is also where a drained client is noticed.
     fn pop(&self) -> Option<Option<Outgoing>> {
         let mut inner = self.lock();
+        let resets_due = inner.total <= self.limit / 2 && inner.subs.values().any(|q| q.state == QueueState::Overflowed);
+        let next = self.pop_locked(&mut inner);
+        drop(inner);
+        if resets_due {
+            self.wake_session.notify_one();
+        }
+        next
+    }
+
+    fn pop_locked(&self, inner: &mut Inner) -> Option<Option<Outgoing>> {
         if inner.finished {
             return Some(None);
         }
@@ -259,7 +281,7 @@ impl Outbox {
             return Some(Some(Outgoing::Close(code, reason)));
         }
         if let Some(frame) = inner.control.pop_front() {
-            inner.total -= frame.len();
+            self.account(inner, -(frame.len() as isize));
             return Some(Some(Outgoing::Text(frame)));
         }
         while let Some(id) = inner.ready.pop_front() {
@@ -288,19 +310,20 @@ impl Outbox {
                 },
             };
             queue.bytes -= cost;
-            let more = !queue.frames.is_empty();
-            inner.total -= cost;
-            if more {
+            if !queue.frames.is_empty() {
                 inner.ready.push_back(id);
             }
-            let resets_due = inner.total <= self.limit / 2 && inner.subs.values().any(|q| q.state == QueueState::Overflowed);
-            drop(inner);
-            if resets_due {
-                self.wake_session.notify_one();
-            }
+            self.account(inner, -(cost as isize));
             return Some(Some(Outgoing::Text(frame)));
         }
         None
+    }
+}
+
+impl Drop for Outbox {
+    fn drop(&mut self) {
+        let total = self.inner.get_mut().unwrap_or_else(|p| p.into_inner()).total;
+        self.metrics.queued_bytes.dec_by(total as i64);
     }
 }
 
@@ -314,7 +337,7 @@ mod tests {
 
     #[tokio::test]
     async fn round_robin_keeps_per_subscription_order() {
-        let outbox = Outbox::new(1 << 20);
+        let outbox = Outbox::new(1 << 20, Arc::default());
         let (a, b) = (id("a"), id("b"));
         outbox.add_subscription(&a);
         outbox.add_subscription(&b);
@@ -334,7 +357,7 @@ mod tests {
 
     #[tokio::test]
     async fn overflow_drops_the_heaviest_and_resets_after_draining() {
-        let outbox = Outbox::new(100);
+        let outbox = Outbox::new(100, Arc::default());
         let (heavy, light) = (id("heavy"), id("light"));
         outbox.add_subscription(&heavy);
         outbox.add_subscription(&light);
@@ -359,7 +382,7 @@ mod tests {
 
     #[tokio::test]
     async fn snapshots_larger_than_the_limit_flow_lazily() {
-        let outbox = Outbox::new(1000);
+        let outbox = Outbox::new(1000, Arc::default());
         let a = id("a");
         outbox.add_subscription(&a);
         let objects: Vec<Arc<str>> = (0..50).map(|i| Arc::from(format!("{{\"n\":{i},\"pad\":\"{}\"}}", "x".repeat(100)))).collect();
@@ -378,7 +401,7 @@ mod tests {
 
     #[tokio::test]
     async fn close_is_last() {
-        let outbox = Outbox::new(100);
+        let outbox = Outbox::new(100, Arc::default());
         outbox.close(1001, "going away");
         assert_eq!(outbox.push_control("late".into()), Pushed::Dropped);
         assert_eq!(outbox.next().await, Some(Outgoing::Close(1001, "going away")));

@@ -48,7 +48,7 @@ fn millis_since(epoch: Instant) -> u64 {
 pub(super) async fn run(socket: WebSocket, app: Arc<AppState>, connection_token: Option<String>) {
     app.metrics.connections.inc();
     let settings = app.settings.mux.clone();
-    let outbox = Outbox::new(settings.max_queued_bytes);
+    let outbox = Outbox::new(settings.max_queued_bytes, app.metrics.clone());
     let (socket_tx, mut socket_rx) = socket.split();
     let epoch = Instant::now();
     let last_seen = Arc::new(AtomicU64::new(0));
@@ -108,7 +108,6 @@ async fn write_loop(
     let settings = &app.settings.mux;
     let mut ping = tokio::time::interval(settings.ping_interval);
     ping.tick().await;
-    let mut reported_queue: i64 = 0;
     loop {
         tokio::select! {
             next = outbox.next() => match next {
@@ -118,9 +117,6 @@ async fn write_loop(
                         break;
                     }
                     app.metrics.bytes_out.inc_by(len);
-                    let queued = i64::try_from(outbox.queued_bytes()).unwrap_or(i64::MAX);
-                    app.metrics.queued_bytes.inc_by(queued - reported_queue);
-                    reported_queue = queued;
                 }
                 Some(Outgoing::Close(code, reason)) => {
                     let _ = socket.send(Message::Close(Some(CloseFrame { code, reason: reason.into() }))).await;
@@ -140,7 +136,6 @@ async fn write_loop(
             }
         }
     }
-    app.metrics.queued_bytes.dec_by(reported_queue);
     let _ = socket.close().await;
 }
 
