@@ -7,6 +7,7 @@
 //! subscribers, under the map's lock, so a subscribe racing with the retirement is never lost.
 
 mod cache;
+mod catch_up;
 mod upstream;
 
 use std::collections::HashMap;
@@ -55,6 +56,9 @@ pub struct RegistrySettings {
     pub backoff_base: Duration,
     /// Longest retry delay.
     pub backoff_cap: Duration,
+    /// How long a resuming subscriber's catch-up watch may take to reach the shared watch
+    /// before it gets a `reset` instead.
+    pub catch_up_timeout: Duration,
 }
 
 impl Default for RegistrySettings {
@@ -67,6 +71,7 @@ impl Default for RegistrySettings {
             page_size: 500,
             backoff_base: Duration::from_millis(500),
             backoff_cap: Duration::from_secs(30),
+            catch_up_timeout: Duration::from_secs(3),
         }
     }
 }
@@ -200,6 +205,8 @@ enum Command {
     Subscribe { sub_id: u64, sink: Arc<Sink>, resume: Option<String> },
     Unsubscribe { sub_id: u64 },
     Resync { sub_id: u64 },
+    /// A catch-up watch finished; `confirmed` when it reached the hand-over version.
+    CaughtUp { sub_id: u64, confirmed: bool },
 }
 
 /// A live subscription to an upstream watch; dropping it unsubscribes.
@@ -229,6 +236,7 @@ impl std::fmt::Debug for Command {
             Command::Subscribe { sub_id, .. } => write!(f, "Subscribe({sub_id})"),
             Command::Unsubscribe { sub_id } => write!(f, "Unsubscribe({sub_id})"),
             Command::Resync { sub_id } => write!(f, "Resync({sub_id})"),
+            Command::CaughtUp { sub_id, confirmed } => write!(f, "CaughtUp({sub_id}, {confirmed})"),
         }
     }
 }
@@ -288,7 +296,7 @@ impl WatchRegistry {
         let task_id = self.next_sub.fetch_add(1, Ordering::Relaxed);
         map.insert(key.clone(), Entry { task: task_id, commands: tx.clone() });
         drop(map);
-        let task = upstream::Upstream::new(key, task_id, cluster, rx, Arc::downgrade(self), self.settings.clone(), self.metrics.clone(), self.shutdown.clone());
+        let task = upstream::Upstream::new(key, task_id, cluster, (rx, tx.downgrade()), Arc::downgrade(self), self.settings.clone(), self.metrics.clone(), self.shutdown.clone());
         tokio::spawn(task.run());
         Subscription { sub_id, commands: tx }
     }

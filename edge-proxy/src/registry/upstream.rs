@@ -27,7 +27,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::cache::{ObjectJson, Resume, WatchCache};
-use super::{Command, RegistrySettings, Sink, WatchKey, WatchRegistry};
+use super::{Command, RegistrySettings, Sink, WatchKey, WatchRegistry, catch_up};
 use crate::clusters::Cluster;
 use crate::metrics::{Metrics, ResetCause};
 use crate::upstream_error::{Classified, classify};
@@ -37,6 +37,8 @@ pub(super) struct Upstream {
     task: u64,
     cluster: Arc<Cluster>,
     commands: mpsc::UnboundedReceiver<Command>,
+    /// For catch-up tasks to report back; weak, so it does not keep the channel open.
+    reports: mpsc::WeakUnboundedSender<Command>,
     registry: Weak<WatchRegistry>,
     settings: RegistrySettings,
     metrics: Arc<Metrics>,
@@ -46,10 +48,19 @@ pub(super) struct Upstream {
     subscribers: HashMap<u64, Arc<Sink>>,
     /// Subscribers waiting for the first (or next) list.
     waiting: Vec<(u64, Arc<Sink>, Option<String>)>,
+    /// Subscribers replaying what they missed from an upstream watch of their own, with the
+    /// version at which they join the shared stream.
+    catching_up: HashMap<u64, CatchingUp>,
     /// The error of the current failure streak, sent once to each subscriber.
     failing: Option<Status>,
     attempt: u32,
     idle_since: Option<Instant>,
+}
+
+struct CatchingUp {
+    sink: Arc<Sink>,
+    join_at: String,
+    task: tokio::task::AbortHandle,
 }
 
 /// What the state machine does next.
@@ -102,7 +113,17 @@ struct ListMeta {
     continue_token: Option<String>,
 }
 
-fn query_string(key: &WatchKey, extra: &[(&str, &str)]) -> String {
+/// The event type of a watch line's `type`, for changes (not BOOKMARK or ERROR).
+pub(super) fn parse_event_type(kind: &str) -> Option<EventType> {
+    match kind {
+        "ADDED" => Some(EventType::Added),
+        "MODIFIED" => Some(EventType::Modified),
+        "DELETED" => Some(EventType::Deleted),
+        _ => None,
+    }
+}
+
+pub(super) fn query_string(key: &WatchKey, extra: &[(&str, &str)]) -> String {
     let mut query = form_urlencoded::Serializer::new(String::new());
     if let Some(labels) = &key.query.label_selector {
         query.append_pair("labelSelector", labels);
@@ -126,7 +147,7 @@ impl Upstream {
         key: WatchKey,
         task: u64,
         cluster: Arc<Cluster>,
-        commands: mpsc::UnboundedReceiver<Command>,
+        (commands, reports): (mpsc::UnboundedReceiver<Command>, mpsc::WeakUnboundedSender<Command>),
         registry: Weak<WatchRegistry>,
         settings: RegistrySettings,
         metrics: Arc<Metrics>,
@@ -138,6 +159,7 @@ impl Upstream {
             task,
             cluster,
             commands,
+            reports,
             registry,
             settings,
             metrics,
@@ -145,6 +167,7 @@ impl Upstream {
             cache,
             subscribers: HashMap::new(),
             waiting: Vec::new(),
+            catching_up: HashMap::new(),
             failing: None,
             attempt: 0,
             idle_since: None,
@@ -185,7 +208,10 @@ impl Upstream {
             Some(Command::Unsubscribe { sub_id }) => {
                 self.subscribers.remove(&sub_id);
                 self.waiting.retain(|(id, _, _)| *id != sub_id);
-                if self.subscribers.is_empty() && self.waiting.is_empty() {
+                if let Some(catching_up) = self.catching_up.remove(&sub_id) {
+                    catching_up.task.abort();
+                }
+                if self.subscribers.is_empty() && self.waiting.is_empty() && self.catching_up.is_empty() {
                     self.idle_since = Some(Instant::now());
                 }
                 Next::Continue
@@ -200,7 +226,40 @@ impl Upstream {
                 }
                 Next::Continue
             }
+            Some(Command::CaughtUp { sub_id, confirmed }) => {
+                let Some(CatchingUp { sink, join_at, .. }) = self.catching_up.remove(&sub_id) else { return Next::Continue };
+                if self.cache.resource_version().is_none() {
+                    // Mid-relist: served (and if need be reset) after the list.
+                    self.waiting.push((sub_id, sink, Some(join_at)));
+                } else if confirmed {
+                    self.serve(sub_id, sink, Some(join_at));
+                } else {
+                    self.reset(sub_id, sink);
+                }
+                Next::Continue
+            }
         }
+    }
+
+    /// A subscriber the proxy cannot continue: `reset`, the snapshot, then live events.
+    fn reset(&mut self, sub_id: u64, sink: Arc<Sink>) {
+        let rv = self.cache.resource_version().expect("reset is called with a listed cache").to_owned();
+        self.metrics.reset(ResetCause::ResumeUnavailable);
+        sink.reset_with_snapshot(self.cache.snapshot().cloned().collect(), &rv);
+        if let Some(status) = &self.failing {
+            sink.error(false, status);
+        }
+        self.subscribers.insert(sub_id, sink);
+    }
+
+    /// Starts a catch-up watch from `from` for a subscriber the ring does not reach.
+    fn catch_up(&mut self, sub_id: u64, sink: Arc<Sink>, from: u64, join_at: String, to: u64) {
+        let client = match self.cluster.client(&self.key.identity) {
+            Ok(client) => client,
+            Err(_) => return self.reset(sub_id, sink),
+        };
+        let task = tokio::spawn(catch_up::run(client, self.key.clone(), from, to, sink.clone(), sub_id, self.reports.clone(), self.settings.catch_up_timeout));
+        self.catching_up.insert(sub_id, CatchingUp { sink, join_at, task: task.abort_handle() });
     }
 
     /// Gives a subscriber its snapshot, replay or reset, then live events.
@@ -216,8 +275,10 @@ impl Upstream {
                     sink.synced(&rv);
                 }
                 Resume::Unavailable => {
-                    self.metrics.reset(ResetCause::ResumeUnavailable);
-                    sink.reset_with_snapshot(self.cache.snapshot().cloned().collect(), &rv);
+                    return match catch_up::applicable(&from, &rv) {
+                        Some((from, to)) => self.catch_up(sub_id, sink, from, rv, to),
+                        None => self.reset(sub_id, sink),
+                    };
                 }
             },
         }
@@ -231,7 +292,7 @@ impl Upstream {
     /// lock so that a racing subscribe is never lost.
     fn may_retire(&mut self) -> bool {
         let Some(since) = self.idle_since else { return false };
-        if since.elapsed() < self.settings.linger || !self.subscribers.is_empty() || !self.waiting.is_empty() {
+        if since.elapsed() < self.settings.linger || !self.subscribers.is_empty() || !self.waiting.is_empty() || !self.catching_up.is_empty() {
             return false;
         }
         match self.registry.upgrade() {
@@ -256,8 +317,11 @@ impl Upstream {
                 sink.error(true, &status);
             }
         }
-        for sink in self.subscribers.values().chain(self.waiting.iter().map(|(_, s, _)| s)) {
+        for sink in self.subscribers.values().chain(self.waiting.iter().map(|(_, s, _)| s)).chain(self.catching_up.values().map(|c| &c.sink)) {
             sink.error(true, &status);
+        }
+        for catching_up in self.catching_up.values() {
+            catching_up.task.abort();
         }
         Next::Retire
     }
@@ -421,11 +485,7 @@ impl Upstream {
         match event.kind {
             "ADDED" | "MODIFIED" | "DELETED" => {
                 self.metrics.events_in.inc();
-                let event_type = match event.kind {
-                    "ADDED" => EventType::Added,
-                    "MODIFIED" => EventType::Modified,
-                    _ => EventType::Deleted,
-                };
+                let event_type = parse_event_type(event.kind).expect("matched above");
                 let (Some(name), Some(rv)) = (meta.name, meta.resource_version) else {
                     tracing::warn!(cluster = %self.key.cluster, "upstream event without name or resourceVersion; relisting");
                     self.cache.expire();

@@ -1,0 +1,92 @@
+//! Resuming a subscriber whose version the ring no longer holds (typically right after a proxy
+//! restart): rather than a `reset` and a full snapshot, a short-lived upstream watch from the
+//! subscriber's own version replays what it missed, up to the version `P` at which it joined
+//! the shared watch; the shared ring supplies everything after `P`.
+//!
+//! Versions are opaque to Kubernetes clients, but the hand-over needs to know which events come
+//! before `P`. The catch-up is only tried when both versions are integers (as etcd-backed API
+//! servers' are); otherwise, and whenever the hand-over cannot be confirmed in time (no event or
+//! bookmark past `P` arrives), the subscriber gets a `reset` instead: never a guess.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::{AsyncBufReadExt, StreamExt};
+use serde::Deserialize;
+use serde_json::value::RawValue;
+use tokio::sync::mpsc;
+
+use super::upstream::parse_event_type;
+use super::{Command, Sink, WatchKey};
+
+#[derive(Deserialize)]
+struct Line<'a> {
+    #[serde(rename = "type")]
+    kind: &'a str,
+    #[serde(borrow)]
+    object: &'a RawValue,
+}
+
+#[derive(Deserialize)]
+struct Versioned {
+    metadata: Version,
+}
+
+#[derive(Deserialize)]
+struct Version {
+    #[serde(rename = "resourceVersion")]
+    resource_version: String,
+}
+
+/// Whether a catch-up from `from` to `to` can be tried: both integers, `from` older.
+pub(super) fn applicable(from: &str, to: &str) -> Option<(u64, u64)> {
+    let (from, to) = (from.parse::<u64>().ok()?, to.parse::<u64>().ok()?);
+    (from < to).then_some((from, to))
+}
+
+/// Streams the events in `(from, to]` to `sink`, then reports to the upstream task whether the
+/// hand-over at `to` is confirmed.
+pub(super) async fn run(
+    client: kube::Client,
+    key: WatchKey,
+    from: u64,
+    to: u64,
+    sink: Arc<Sink>,
+    sub_id: u64,
+    report: mpsc::WeakUnboundedSender<Command>,
+    within: Duration,
+) {
+    let caught_up = tokio::time::timeout(within, forward(client, &key, from, to, &sink)).await.unwrap_or(false);
+    if let Some(report) = report.upgrade() {
+        let _ = report.send(Command::CaughtUp { sub_id, confirmed: caught_up });
+    }
+}
+
+async fn forward(client: kube::Client, key: &WatchKey, from: u64, to: u64, sink: &Sink) -> bool {
+    let from = from.to_string();
+    let query = super::upstream::query_string(key, &[("watch", "true"), ("allowWatchBookmarks", "true"), ("resourceVersion", &from)]);
+    let Ok(request) = http::Request::get(format!("{}?{query}", key.path)).header(http::header::ACCEPT_ENCODING, "identity").body(Vec::new()) else {
+        return false;
+    };
+    let Ok(stream) = client.request_stream(request).await else { return false };
+    let mut lines = Box::pin(stream).lines();
+    while let Some(Ok(line)) = lines.next().await {
+        let Ok(event) = serde_json::from_str::<Line<'_>>(&line) else { return false };
+        let Ok(Versioned { metadata: Version { resource_version } }) = serde_json::from_str::<Versioned>(event.object.get()) else {
+            return false;
+        };
+        let Ok(rv) = resource_version.parse::<u64>() else { return false };
+        match event.kind {
+            "BOOKMARK" if rv >= to => return true,
+            "BOOKMARK" => {}
+            kind => {
+                let Some(event_type) = parse_event_type(kind) else { return false };
+                if rv > to {
+                    return true;
+                }
+                sink.event(event_type, event.object.get(), Some(&resource_version));
+            }
+        }
+    }
+    false
+}
