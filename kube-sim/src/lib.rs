@@ -14,6 +14,8 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
+
+use axum::serve::ListenerExt as _;
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
@@ -137,7 +139,10 @@ impl Sim {
         let app = api::router(state.clone());
         let token = shutdown.clone();
         let server = tokio::spawn(async move {
-            let serve = axum::serve(listener, app).with_graceful_shutdown(async move { token.cancelled().await });
+            let serve = axum::serve(listener.tap_io(|tcp| {
+                // Frames are small and latency matters more than packet count.
+                let _ = tcp.set_nodelay(true);
+            }), app).with_graceful_shutdown(async move { token.cancelled().await });
             if let Err(error) = serve.await {
                 tracing::error!(%error, "kube-sim server failed");
             }
