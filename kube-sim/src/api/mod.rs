@@ -94,7 +94,7 @@ pub(crate) struct Query(HashMap<String, Vec<String>>);
 impl Query {
     fn parse(raw: Option<&str>) -> Query {
         let mut map: HashMap<String, Vec<String>> = HashMap::new();
-        for (k, v) in form_urlencoded(raw.unwrap_or_default()) {
+        for (k, v) in crate::runtime::query_pairs(raw.unwrap_or_default()) {
             map.entry(k).or_default().push(v);
         }
         Query(map)
@@ -111,37 +111,6 @@ impl Query {
     }
 }
 
-/// Splits an `application/x-www-form-urlencoded` query. Hand-written because it is eight lines
-/// and axum's `Query` extractor cannot keep repeated keys.
-fn form_urlencoded(raw: &str) -> impl Iterator<Item = (String, String)> + '_ {
-    raw.split('&').filter(|p| !p.is_empty()).map(|pair| {
-        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-        (percent_decode(k), percent_decode(v))
-    })
-}
-
-fn percent_decode(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'+' => out.push(b' '),
-            b'%' if i + 2 < bytes.len() => {
-                match u8::from_str_radix(std::str::from_utf8(&bytes[i + 1..i + 3]).unwrap_or("zz"), 16) {
-                    Ok(b) => {
-                        out.push(b);
-                        i += 2;
-                    }
-                    Err(_) => out.push(b'%'),
-                }
-            }
-            b => out.push(b),
-        }
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
 
 /// A JSON response with the status code.
 pub(crate) fn json_response(code: u16, value: &Value) -> Response {
@@ -359,7 +328,5 @@ mod tests {
         let q = Query::parse(Some("command=sh&command=-c&command=echo%20hi%3B+exit%203&tty=1&stdin=false"));
         assert_eq!(q.0["command"], vec!["sh", "-c", "echo hi; exit 3"]);
         assert!(q.flag("tty") && !q.flag("stdin"));
-        assert_eq!(percent_decode("100%"), "100%");
-        assert_eq!(percent_decode("%zz"), "%zz");
     }
 }

@@ -36,6 +36,7 @@ mod attach;
 mod exec;
 mod kubelet;
 mod options;
+pub(crate) use options::query_pairs;
 mod output;
 mod portforward;
 mod process;

@@ -28,41 +28,10 @@ pub(crate) struct StreamOptions {
     pub tty: bool,
 }
 
-/// Decodes an `application/x-www-form-urlencoded` query into its pairs, in order. Invalid
-/// percent sequences are kept literally, as Go's lenient callers effectively do.
+/// Decodes an `application/x-www-form-urlencoded` query into its pairs, in order (repeated keys
+/// kept, as exec's `command` needs). Invalid percent sequences are kept literally.
 pub(crate) fn query_pairs(query: &str) -> Vec<(String, String)> {
-    query
-        .split('&')
-        .filter(|part| !part.is_empty())
-        .map(|part| {
-            let (key, value) = part.split_once('=').unwrap_or((part, ""));
-            (percent_decode(key), percent_decode(value))
-        })
-        .collect()
-}
-
-fn percent_decode(input: &str) -> String {
-    let bytes = input.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'+' => out.push(b' '),
-            b'%' if i + 2 < bytes.len() => {
-                let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).ok().and_then(|h| u8::from_str_radix(h, 16).ok());
-                match hex {
-                    Some(b) => {
-                        out.push(b);
-                        i += 2;
-                    }
-                    None => out.push(b'%'),
-                }
-            }
-            b => out.push(b),
-        }
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
+    form_urlencoded::parse(query.as_bytes()).into_owned().collect()
 }
 
 /// `Convert_Slice_string_To_bool`: the first value decides; `"0"` and case-insensitive
