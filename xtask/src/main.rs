@@ -3,10 +3,14 @@
 //!
 //! - `cargo xtask demo`: run the simulator with demo objects and churn until Ctrl-C.
 //! - `cargo xtask test [-- CARGO-TEST-ARGS]`: run every test.
+//! - `cargo xtask wasm`: build the npm package `kubemux` into `wasm-client/pkg/`.
+//! - `cargo xtask bench [SECTION...]`: run benchmarks and write them into BENCHMARKS.md.
 
+mod bench;
 mod demo;
 mod steps;
 mod test;
+mod wasm;
 mod workspace;
 
 use std::process::ExitCode;
@@ -18,6 +22,8 @@ commands:
   demo                 build and run kube-sim with demo objects and churn until Ctrl-C
   test [-- ARGS...]    install what the tests need and run every test;
                        ARGS go to `cargo test --workspace` (e.g. `-- selectors`, `-- -- --nocapture`)
+  wasm                 build the npm package `kubemux` (wasm-client) into wasm-client/pkg/
+  bench [SECTION...]   run benchmarks (sections: client) and write them into BENCHMARKS.md
 
 Builds go to $CARGO_TARGET_DIR, or $HOME/.cache/kubemux/target when it is not set.";
 
@@ -30,6 +36,8 @@ fn main() -> ExitCode {
             Some((other, _)) => usage_error(&format!("unexpected argument {other:?} (pass arguments for cargo test after `--`)")),
         },
         Some((command, rest)) if command == "demo" && rest.is_empty() => demo::run(),
+        Some((command, rest)) if command == "wasm" && rest.is_empty() => wasm::run(),
+        Some((command, rest)) if command == "bench" => bench::run(rest),
         Some((command, _)) if matches!(command.as_str(), "help" | "-h" | "--help") => {
             println!("{USAGE}");
             Ok(())

@@ -1,6 +1,7 @@
 //! `cargo xtask test`: the one command that runs every test on any machine.
 
 use crate::steps::{Outcome, Summary, ensure_kubectl};
+use crate::wasm;
 use crate::workspace::{self, Workspace};
 
 /// Makes sure what the tests need is there, then runs `cargo test --workspace` with `passed`
@@ -8,8 +9,10 @@ use crate::workspace::{self, Workspace};
 pub fn run(passed: &[String]) -> anyhow::Result<()> {
     let repo = Workspace::locate()?;
     println!(
-        "cargo xtask test: installs nothing so far (every test needs only the Rust toolchain); \
-         checks for kubectl (optional); runs cargo test --workspace.\n\
+        "cargo xtask test: checks for kubectl (optional); runs cargo test --workspace; then for the browser \
+         client installs what is missing (Debian chromium + chromium-driver with apt-get, rustup target \
+         wasm32-unknown-unknown, wasm-bindgen-cli from crates.io at the Cargo.lock version, npm binaryen), \
+         builds the npm package and runs the browser tests in headless Chromium.\n\
          build cache: {}",
         repo.target_dir.display()
     );
@@ -19,5 +22,6 @@ pub fn run(passed: &[String]) -> anyhow::Result<()> {
         workspace::run(repo.cargo().args(["test", "--workspace"]).args(passed))?;
         Ok(Outcome::Ready("passed".to_owned()))
     });
+    wasm::test_steps(&mut summary, &repo);
     summary.finish()
 }

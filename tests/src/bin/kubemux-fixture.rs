@@ -1,0 +1,409 @@
+//! The fixture the browser tests run against. A browser test cannot start processes, so this
+//! binary starts them and offers a small control API with CORS:
+//!
+//! - kube-sim with demo objects and churn, an admin user (cluster `sim`) and a user who may
+//!   only use namespace `demo` (cluster `sim-alice`), so a forbidden watch exists;
+//! - a kubemux proxy on its own runtime that allows any origin, which the tests kill and restart
+//!   on the same port;
+//! - `GET /info`, `POST /proxy/kill`, `POST /proxy/start`, `GET /sim/pods?ns=demo` (the
+//!   simulator's own list), `POST /report` (a page's result);
+//! - WebSockets speaking `kubemux.v1` with scripted content: `/bad-mux` sends one malformed frame
+//!   before a valid snapshot, `/burst?n=N` sends a snapshot of N `ADDED`/`MODIFIED` events;
+//! - static files: `/pkg/*` (the built npm package) and `/page/*` (tests/browser).
+//!
+//! Usage:
+//!   kubemux-fixture serve [--pkg DIR] [--pages DIR]
+//!       prints its base URL as the first line of stdout and serves until killed;
+//!   kubemux-fixture page --pkg DIR --pages DIR --page NAME [--timeout SECS]
+//!       also opens `/page/NAME.html` in headless Chromium, waits for the page's report, checks
+//!       it (pods page: the pods equal the simulator's list) and prints `RESULT <json>`;
+//!       exits non-zero on failure.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::extract::{Query, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use kube_sim::{Seed, Sim, SimConfig, User};
+use kube::config::KubeConfigOptions;
+use kubemux_e2e::{ProxyProcess, kubeconfig, list};
+use kubemux_protocol::frames::{ClientMessage, EventType, SUBPROTOCOL, ServerMessage, encode_event_raw};
+use kubemux_proxy::ProxySettings;
+use serde_json::{Value, json};
+use tokio::sync::Notify;
+
+const ADMIN_TOKEN: &str = "admin-token";
+const ALICE_TOKEN: &str = "alice-token";
+
+struct Fixture {
+    sim: Sim,
+    sim_api: kube::Client,
+    proxy_addr: SocketAddr,
+    proxy: Mutex<Option<ProxyProcess>>,
+    base_url: String,
+    pkg_dir: Option<PathBuf>,
+    pages_dir: Option<PathBuf>,
+    report: Mutex<Option<Value>>,
+    reported: Notify,
+}
+
+impl Fixture {
+    fn contexts(&self) -> kube::config::Kubeconfig {
+        let url = self.sim.url();
+        kubeconfig(&[("sim", &url, Some(ADMIN_TOKEN)), ("sim-alice", &url, Some(ALICE_TOKEN))])
+    }
+
+    fn proxy_settings(listen: SocketAddr) -> ProxySettings {
+        // The browser tests' pages are served from other ports than the proxy's.
+        ProxySettings { listen, allowed_origins: vec!["*".to_owned()], ..ProxySettings::default() }
+    }
+}
+
+#[derive(Default)]
+struct Args {
+    mode: String,
+    pkg: Option<PathBuf>,
+    pages: Option<PathBuf>,
+    page: Option<String>,
+    timeout: u64,
+}
+
+fn parse_args() -> anyhow::Result<Args> {
+    let mut args = Args { timeout: 60, ..Args::default() };
+    let mut it = std::env::args().skip(1);
+    args.mode = it.next().context("usage: kubemux-fixture serve|page [options]")?;
+    while let Some(flag) = it.next() {
+        let mut value = || it.next().with_context(|| format!("{flag} needs a value"));
+        match flag.as_str() {
+            "--pkg" => args.pkg = Some(PathBuf::from(value()?)),
+            "--pages" => args.pages = Some(PathBuf::from(value()?)),
+            "--page" => args.page = Some(value()?),
+            "--timeout" => args.timeout = value()?.parse().context("--timeout takes seconds")?,
+            other => bail!("unknown option {other}"),
+        }
+    }
+    Ok(args)
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() -> anyhow::Result<()> {
+    let args = parse_args()?;
+    let admin = User::parse(&format!("admin:{ADMIN_TOKEN}:*")).map_err(anyhow::Error::msg)?;
+    let alice = User::parse(&format!("alice:{ALICE_TOKEN}:demo")).map_err(anyhow::Error::msg)?;
+    let sim = Sim::start(SimConfig { seed: Seed::Demo, churn_per_second: 10.0, users: vec![admin, alice], ..SimConfig::default() }).await?;
+    let admin_config = kubeconfig(&[("sim", &sim.url(), Some(ADMIN_TOKEN))]);
+    let sim_api = kube::Client::try_from(kube::Config::from_custom_kubeconfig(admin_config, &KubeConfigOptions::default()).await?)?;
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let base_url = format!("http://{}", listener.local_addr()?);
+    let url = sim.url();
+    let contexts = kubeconfig(&[("sim", &url, Some(ADMIN_TOKEN)), ("sim-alice", &url, Some(ALICE_TOKEN))]);
+    let proxy = tokio::task::spawn_blocking(move || ProxyProcess::start(Fixture::proxy_settings("127.0.0.1:0".parse().unwrap()), contexts)).await?;
+    let fixture = Arc::new(Fixture {
+        sim,
+        sim_api,
+        proxy_addr: proxy.addr(),
+        proxy: Mutex::new(Some(proxy)),
+        base_url: base_url.clone(),
+        pkg_dir: args.pkg.clone(),
+        pages_dir: args.pages.clone(),
+        report: Mutex::new(None),
+        reported: Notify::new(),
+    });
+
+    let app = Router::new()
+        .route("/info", get(info))
+        .route("/proxy/kill", post(proxy_kill))
+        .route("/proxy/start", post(proxy_start))
+        .route("/sim/pods", get(sim_pods))
+        .route("/report", post(report))
+        .route("/bad-mux", get(bad_mux))
+        .route("/burst", get(burst))
+        .route("/pkg/{*file}", get(pkg_file))
+        .route("/page/{*file}", get(page_file))
+        .layer(axum::middleware::map_response(allow_any_origin))
+        .with_state(fixture.clone());
+    let server = tokio::spawn(async move { axum::serve(listener, app).await });
+
+    match args.mode.as_str() {
+        "serve" => {
+            // The first line is the contract with whoever started us (cargo xtask).
+            println!("{base_url}");
+            server.await??;
+            Ok(())
+        }
+        "page" => {
+            let page = args.page.context("page mode needs --page NAME")?;
+            let result = run_page(&fixture, &page, Duration::from_secs(args.timeout)).await;
+            if let Some(proxy) = fixture.proxy.lock().unwrap().take() {
+                tokio::task::spawn_blocking(move || proxy.kill()).await?;
+            }
+            let result = result?;
+            println!("RESULT {result}");
+            Ok(())
+        }
+        other => bail!("unknown mode {other:?}: serve or page"),
+    }
+}
+
+async fn allow_any_origin(mut response: Response) -> Response {
+    response.headers_mut().insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, HeaderValue::from_static("*"));
+    response
+}
+
+async fn info(State(fixture): State<Arc<Fixture>>) -> Response {
+    let fixture_ws = fixture.base_url.replacen("http://", "ws://", 1);
+    axum::Json(json!({
+        "mux": format!("ws://{}/mux", fixture.proxy_addr),
+        "cluster": "sim",
+        "restrictedCluster": "sim-alice",
+        "forbiddenPath": "/api/v1/namespaces/kube-system/pods",
+        "podsPath": "/api/v1/namespaces/demo/pods",
+        "badMux": format!("{fixture_ws}/bad-mux"),
+        "burstMux": format!("{fixture_ws}/burst"),
+    }))
+    .into_response()
+}
+
+async fn proxy_kill(State(fixture): State<Arc<Fixture>>) -> Response {
+    let proxy = fixture.proxy.lock().unwrap().take();
+    match proxy {
+        Some(proxy) => {
+            // Joining the proxy's thread blocks; keep it off the fixture's own workers.
+            let _ = tokio::task::spawn_blocking(move || proxy.kill()).await;
+            (StatusCode::OK, "killed\n").into_response()
+        }
+        None => (StatusCode::CONFLICT, "the proxy is not running\n").into_response(),
+    }
+}
+
+async fn proxy_start(State(fixture): State<Arc<Fixture>>) -> Response {
+    if fixture.proxy.lock().unwrap().is_some() {
+        return (StatusCode::CONFLICT, "the proxy is already running\n").into_response();
+    }
+    let settings = Fixture::proxy_settings(fixture.proxy_addr);
+    let contexts = fixture.contexts();
+    let proxy = tokio::task::spawn_blocking(move || ProxyProcess::start(settings, contexts)).await;
+    match proxy {
+        Ok(proxy) => {
+            *fixture.proxy.lock().unwrap() = Some(proxy);
+            (StatusCode::OK, "started\n").into_response()
+        }
+        Err(error) => (StatusCode::INTERNAL_SERVER_ERROR, format!("the proxy did not start: {error}\n")).into_response(),
+    }
+}
+
+async fn sim_pods(State(fixture): State<Arc<Fixture>>, Query(query): Query<BTreeMap<String, String>>) -> Response {
+    let ns = query.get("ns").map_or("demo", String::as_str);
+    let pods = list(&fixture.sim_api, &format!("/api/v1/namespaces/{ns}/pods")).await;
+    axum::Json(Value::Array(pods.into_values().collect())).into_response()
+}
+
+async fn report(State(fixture): State<Arc<Fixture>>, body: Bytes) -> Response {
+    let value = serde_json::from_slice(&body).unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&body).into_owned()));
+    *fixture.report.lock().unwrap() = Some(value);
+    fixture.reported.notify_waiters();
+    (StatusCode::OK, "ok\n").into_response()
+}
+
+/// Upgrades with `kubemux.v1` selected, as the proxy does.
+fn kubemux_upgrade<F, Fut>(upgrade: WebSocketUpgrade, serve: F) -> Response
+where
+    F: FnOnce(WebSocket) -> Fut + Send + 'static,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    upgrade.protocols([SUBPROTOCOL]).on_upgrade(serve)
+}
+
+/// Waits for the client's first `watch` and returns its id; answers pings meanwhile.
+async fn first_watch(socket: &mut WebSocket) -> Option<String> {
+    while let Some(Ok(message)) = socket.recv().await {
+        if let Message::Text(text) = message {
+            match ClientMessage::decode(text.as_str()) {
+                Ok(ClientMessage::Watch(watch)) => return Some(watch.id),
+                Ok(ClientMessage::Ping { data }) => {
+                    let _ = socket.send(Message::text(ServerMessage::Pong { data }.encode())).await;
+                }
+                _ => {}
+            }
+        }
+    }
+    None
+}
+
+fn pod(name: &str, rv: u64, generation: u64) -> String {
+    json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": name, "namespace": "bench", "resourceVersion": rv.to_string(), "labels": {"app": "bench", "generation": generation.to_string()}},
+        "spec": {"containers": [{"name": "main", "image": "busybox"}]},
+        "status": {"phase": "Running"}
+    })
+    .to_string()
+}
+
+/// A server that sends one malformed frame, then a valid one-pod snapshot, then stays open.
+async fn bad_mux(upgrade: WebSocketUpgrade) -> Response {
+    kubemux_upgrade(upgrade, |mut socket| async move {
+        let Some(id) = first_watch(&mut socket).await else { return };
+        let frames = [
+            "{this is not json".to_owned(),
+            encode_event_raw(&id, EventType::Added, &pod("only-pod", 1, 1)),
+            ServerMessage::Synced { id: id.clone(), resource_version: "1".to_owned() }.encode(),
+        ];
+        for frame in frames {
+            if socket.send(Message::text(frame)).await.is_err() {
+                return;
+            }
+        }
+        // Stay open (answering pings) until the client leaves, so the test can check that the
+        // connection lived on.
+        while first_watch(&mut socket).await.is_some() {}
+    })
+}
+
+/// A snapshot burst: `n` events over 1000 pods (first `ADDED`, then `MODIFIED`), then `synced`.
+async fn burst(upgrade: WebSocketUpgrade, Query(query): Query<BTreeMap<String, String>>) -> Response {
+    let n: u64 = query.get("n").and_then(|n| n.parse().ok()).unwrap_or(20_000).min(1_000_000);
+    kubemux_upgrade(upgrade, move |mut socket| async move {
+        let Some(id) = first_watch(&mut socket).await else { return };
+        let pods = 1000.min(n.max(1));
+        for i in 0..n {
+            let (event_type, generation) = if i < pods { (EventType::Added, 1) } else { (EventType::Modified, i / pods + 1) };
+            let frame = encode_event_raw(&id, event_type, &pod(&format!("pod-{:04}", i % pods), i + 1, generation));
+            if socket.send(Message::text(frame)).await.is_err() {
+                return;
+            }
+        }
+        let synced = ServerMessage::Synced { id, resource_version: n.to_string() }.encode();
+        if socket.send(Message::text(synced)).await.is_err() {
+            return;
+        }
+        while first_watch(&mut socket).await.is_some() {}
+    })
+}
+
+async fn pkg_file(State(fixture): State<Arc<Fixture>>, axum::extract::Path(file): axum::extract::Path<String>) -> Response {
+    static_file(fixture.pkg_dir.as_deref(), &file).await
+}
+
+async fn page_file(State(fixture): State<Arc<Fixture>>, axum::extract::Path(file): axum::extract::Path<String>) -> Response {
+    static_file(fixture.pages_dir.as_deref(), &file).await
+}
+
+/// A file under `dir`, with the content type a module import and `instantiateStreaming` need.
+async fn static_file(dir: Option<&Path>, file: &str) -> Response {
+    let Some(dir) = dir else { return (StatusCode::NOT_FOUND, "not configured\n").into_response() };
+    if file.split('/').any(|segment| segment.is_empty() || segment == ".." || segment.starts_with('.')) {
+        return (StatusCode::BAD_REQUEST, "bad path\n").into_response();
+    }
+    let content_type = match Path::new(file).extension().and_then(|e| e.to_str()) {
+        Some("js") => "text/javascript",
+        Some("wasm") => "application/wasm",
+        Some("html") => "text/html; charset=utf-8",
+        Some("json") => "application/json",
+        _ => "application/octet-stream",
+    };
+    match tokio::fs::read(dir.join(file)).await {
+        Ok(bytes) => ([(header::CONTENT_TYPE, content_type), (header::CACHE_CONTROL, "no-store")], bytes).into_response(),
+        Err(_) => (StatusCode::NOT_FOUND, "not found\n").into_response(),
+    }
+}
+
+/// Headless Chromium on one URL, in its own process group so that ending it ends its helpers.
+struct Browser {
+    child: Child,
+    _profile: tempfile::TempDir,
+}
+
+impl Browser {
+    fn open(url: &str) -> anyhow::Result<Browser> {
+        use std::os::unix::process::CommandExt as _;
+        let profile = tempfile::tempdir()?;
+        let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".to_owned());
+        let child = Command::new(&chromium)
+            // Without the networking flags Chromium tries to reach Google's services, which
+            // this machine's closed network refuses, many at a time.
+            .args(["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage"])
+            .arg(format!("--user-data-dir={}", profile.path().display()))
+            .arg(url)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .process_group(0)
+            .spawn()
+            .with_context(|| format!("starting {chromium}"))?;
+        Ok(Browser { child, _profile: profile })
+    }
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        // The whole group, by its id: Chromium's zygote and renderers would outlive its main
+        // process otherwise.
+        let group = format!("-{}", self.child.id());
+        let _ = Command::new("kill").args(["-TERM", "--", &group]).status();
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while std::time::Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = Command::new("kill").args(["-KILL", "--", &group]).status();
+        let _ = self.child.wait();
+    }
+}
+
+/// Opens a page and checks what it reports.
+async fn run_page(fixture: &Arc<Fixture>, page: &str, timeout: Duration) -> anyhow::Result<Value> {
+    let url = format!("{}/page/{page}.html", fixture.base_url);
+    let reported = fixture.reported.notified();
+    tokio::pin!(reported);
+    reported.as_mut().enable();
+    let _browser = Browser::open(&url)?;
+    tokio::time::timeout(timeout, reported).await.with_context(|| format!("{url} reported nothing within {timeout:?}"))?;
+    let report = fixture.report.lock().unwrap().clone().unwrap_or(Value::Null);
+    if let Some(error) = report.get("error") {
+        bail!("{url} reported an error: {error}");
+    }
+    if page == "pods" {
+        check_pods_page(fixture).await?;
+    }
+    Ok(fixture.report.lock().unwrap().clone().unwrap_or(report))
+}
+
+/// The pods page lists the pods of namespace `demo` and reports again on every change: its
+/// latest report must come to name exactly the pods the simulator has (churn moves both on, so
+/// they are compared until they agree, within a deadline).
+async fn check_pods_page(fixture: &Arc<Fixture>) -> anyhow::Result<()> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let report = fixture.report.lock().unwrap().clone().unwrap_or(Value::Null);
+        let shown: Vec<String> = report["pods"].as_array().context("the report has no `pods` list")?.iter().filter_map(|p| p.as_str().map(str::to_owned)).collect();
+        let mut sorted = shown.clone();
+        sorted.sort();
+        sorted.dedup();
+        if sorted.len() != shown.len() {
+            bail!("the page lists a pod twice: {shown:?}");
+        }
+        let direct: Vec<String> = list(&fixture.sim_api, "/api/v1/namespaces/demo/pods").await.into_keys().map(|(_, name)| name).collect();
+        if !direct.is_empty() && direct == sorted {
+            return Ok(());
+        }
+        if tokio::time::Instant::now() > deadline {
+            bail!("the page lists {sorted:?}, the simulator has {direct:?}");
+        }
+        // Wait for the page's next report (or re-read the simulator after a moment).
+        let _ = tokio::time::timeout(Duration::from_millis(500), fixture.reported.notified()).await;
+    }
+}

@@ -1,0 +1,182 @@
+//! `kubemux` for the browser: many live Kubernetes watches over one WebSocket to a kubemux
+//! proxy, each with a live list of objects, reconnecting and resuming on its own, and every
+//! error delivered to the one watch it concerns.
+//!
+//! This crate is only the browser shell: the protocol, the caches, resume points, backoff and
+//! liveness all live in `kubemux_protocol::client::ClientCore`, which this crate drives with a
+//! `WebSocket`, `setTimeout` and `Date.now()`. The JavaScript API is [`Mux`] and
+//! [`Subscription`]; their TypeScript types are hand-written in `js/kubemux.d.ts`.
+
+mod js;
+mod shell;
+
+use kubemux_protocol::client::{ClientConfig, ClientCore, SubscriptionState};
+use kubemux_protocol::frames::WatchQuery;
+use wasm_bindgen::prelude::*;
+
+use shell::{Handlers, Shared, Shell, SubEntry, drive};
+
+const CLOSED: &str = "kubemux: this Mux was closed with close(); create a new Mux to connect again";
+const SUB_CLOSED: &str = "kubemux: this subscription was closed with close(); call mux.watch() again to watch again";
+
+/// One multiplexed connection to a kubemux proxy (`new Mux("wss://host/mux", options)`).
+///
+/// It connects at once and keeps reconnecting until [`Mux::close`]; every subscription is
+/// re-sent with its resume point after a reconnect.
+#[wasm_bindgen]
+pub struct Mux {
+    shell: Shared,
+}
+
+#[wasm_bindgen]
+impl Mux {
+    /// Connects to `url` (`ws://…/mux` or `wss://…/mux`). Options: `token` (offered as the
+    /// Kubernetes bearer-token subprotocol), `onState`, `onError` (errors that concern no
+    /// subscription), `reconnectBaseMs`, `reconnectMaxMs`.
+    #[wasm_bindgen(constructor)]
+    pub fn new(url: String, options: JsValue) -> Result<Mux, JsError> {
+        if !(url.starts_with("ws://") || url.starts_with("wss://")) {
+            return Err(JsError::new("kubemux: the URL must start with ws:// or wss://"));
+        }
+        let token = js::string_option(&options, "token")?;
+        let on_state = js::function_option(&options, "onState")?;
+        let on_error = js::function_option(&options, "onError")?;
+        let mut config = ClientConfig { seed: js::seed(), ..ClientConfig::default() };
+        if let Some(base) = js::millis_option(&options, "reconnectBaseMs")? {
+            config.backoff.base_ms = base.max(1);
+        }
+        if let Some(cap) = js::millis_option(&options, "reconnectMaxMs")? {
+            config.backoff.cap_ms = cap.max(config.backoff.base_ms);
+        }
+        let shell = Shell::new(ClientCore::new(config), url, token, on_state, on_error);
+        drive(&shell, |shell, now| shell.core.start(now));
+        // The first `new WebSocket` runs synchronously here: if it threw (a malformed URL),
+        // the caller learns it now rather than through endless reconnects.
+        let error = shell.borrow_mut().connect_error.take();
+        if let Some(error) = error {
+            drive(&shell, |shell, _| shell.core.close());
+            let message = js_sys::Error::from(error).message();
+            return Err(JsError::new(&format!("kubemux: cannot open a WebSocket to this URL: {message}")));
+        }
+        Ok(Mux { shell })
+    }
+
+    /// Starts watching a collection: `{ cluster, path, labelSelector?, fieldSelector? }`, with
+    /// optional callbacks `{ onEvent, onSynced, onReset, onError, onChange, onState }`.
+    pub fn watch(&self, request: JsValue, handlers: JsValue) -> Result<Subscription, JsError> {
+        self.ensure_open()?;
+        let cluster = js::required_string(&request, "cluster", "watch()")?;
+        let path = js::required_string(&request, "path", "watch()")?;
+        let query = WatchQuery { label_selector: js::string_option(&request, "labelSelector")?, field_selector: js::string_option(&request, "fieldSelector")? };
+        let handlers = Handlers {
+            on_event: js::function_option(&handlers, "onEvent")?,
+            on_synced: js::function_option(&handlers, "onSynced")?,
+            on_reset: js::function_option(&handlers, "onReset")?,
+            on_error: js::function_option(&handlers, "onError")?,
+            on_change: js::function_option(&handlers, "onChange")?,
+            on_state: js::function_option(&handlers, "onState")?,
+        };
+        let id = self.shell.borrow_mut().fresh_id();
+        let mut refused = None;
+        drive(&self.shell, |shell, _| match shell.core.watch(&id, &cluster, &path, Some(query)) {
+            Ok(outputs) => {
+                shell.subs.insert(id.clone(), SubEntry { handlers, state: SubscriptionState::Syncing });
+                outputs
+            }
+            Err(error) => {
+                refused = Some(error);
+                Vec::new()
+            }
+        });
+        if let Some(error) = refused {
+            return Err(JsError::new(&format!("kubemux: watch() refused: {error}")));
+        }
+        Ok(Subscription { shell: self.shell.clone(), id })
+    }
+
+    /// Sets or replaces the bearer token used for `cluster` (in-band refresh); re-sent after
+    /// every reconnect.
+    pub fn auth(&self, cluster: String, token: String) -> Result<(), JsError> {
+        self.ensure_open()?;
+        let mut refused = None;
+        drive(&self.shell, |shell, _| shell.core.auth(&cluster, &token).unwrap_or_else(|error| {
+            refused = Some(error);
+            Vec::new()
+        }));
+        match refused {
+            Some(error) => Err(JsError::new(&format!("kubemux: {error}"))),
+            None => Ok(()),
+        }
+    }
+
+    /// Closes the connection for good; nothing more is delivered. Closing twice is harmless.
+    pub fn close(&self) {
+        drive(&self.shell, |shell, _| shell.core.close());
+    }
+
+    /// The current connection state: `{ state: "connecting" | "open" | "reconnecting" |
+    /// "closed", delayMs? }`.
+    #[wasm_bindgen(getter)]
+    pub fn state(&self) -> JsValue {
+        shell::state_object(&self.shell.borrow().state)
+    }
+
+    fn ensure_open(&self) -> Result<(), JsError> {
+        if self.shell.borrow().core.is_closed() { Err(JsError::new(CLOSED)) } else { Ok(()) }
+    }
+}
+
+/// One watch on a [`Mux`], with its live list of objects.
+#[wasm_bindgen]
+pub struct Subscription {
+    shell: Shared,
+    id: String,
+}
+
+#[wasm_bindgen]
+impl Subscription {
+    /// The id this subscription has on the wire (unique within its `Mux`).
+    #[wasm_bindgen(getter)]
+    pub fn id(&self) -> String {
+        self.id.clone()
+    }
+
+    /// The current objects, as plain JavaScript objects, in namespace/name order. Empty after a
+    /// fatal error.
+    pub fn items(&self) -> Result<JsValue, JsError> {
+        self.ensure_live()?;
+        let shell = self.shell.borrow();
+        Ok(match shell.core.items(&self.id) {
+            Some(items) => js::array_of(items),
+            None => js_sys::Array::new().into(),
+        })
+    }
+
+    /// `"syncing"`, `"synced"`, `"stale"` or `"failed"`.
+    pub fn state(&self) -> Result<String, JsError> {
+        self.ensure_live()?;
+        let shell = self.shell.borrow();
+        Ok(shell.subs.get(&self.id).map_or("failed", |entry| shell::subscription_state_name(entry.state)).to_owned())
+    }
+
+    /// Stops watching; no callback of this subscription is called afterwards. Closing twice,
+    /// or after the `Mux` was closed, is harmless.
+    pub fn close(&self) {
+        let closed = self.shell.borrow().core.is_closed();
+        drive(&self.shell, |shell, _| {
+            shell.subs.remove(&self.id);
+            if closed { Vec::new() } else { shell.core.unwatch(&self.id).unwrap_or_default() }
+        });
+    }
+
+    fn ensure_live(&self) -> Result<(), JsError> {
+        let shell = self.shell.borrow();
+        if shell.core.is_closed() {
+            return Err(JsError::new(CLOSED));
+        }
+        if !shell.subs.contains_key(&self.id) {
+            return Err(JsError::new(SUB_CLOSED));
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,357 @@
+//! The browser shell around the sans-IO [`ClientCore`]: one `WebSocket` at a time with its
+//! handler closures, one `setTimeout` for the core's next deadline, and the application's
+//! callbacks. Every input (socket event, timer, API call) goes through [`drive`], which runs the
+//! core, performs its IO outputs and only then, with nothing borrowed, calls the application,
+//! so a callback may call back into the client.
+
+use std::cell::RefCell;
+use std::collections::{HashMap, VecDeque};
+use std::rc::{Rc, Weak};
+
+use base64::Engine as _;
+use js_sys::{Array, Function, Object};
+use kubemux_protocol::client::{ClientCore, ConnectionState, Output, SubscriptionState};
+use kubemux_protocol::frames::SUBPROTOCOL;
+use wasm_bindgen::prelude::*;
+use web_sys::{CloseEvent, MessageEvent, WebSocket};
+
+use crate::js;
+
+/// The shell, shared by the `Mux`, its subscriptions and (weakly) its closures.
+pub type Shared = Rc<RefCell<Shell>>;
+
+/// The application's callbacks for one subscription.
+#[derive(Default)]
+pub struct Handlers {
+    pub on_event: Option<Function>,
+    pub on_synced: Option<Function>,
+    pub on_reset: Option<Function>,
+    pub on_error: Option<Function>,
+    pub on_change: Option<Function>,
+    pub on_state: Option<Function>,
+}
+
+/// A subscription as the shell knows it: its callbacks and its last state. The state is kept
+/// here as well as in the core because the core forgets a subscription that failed fatally,
+/// while the application may still ask.
+pub struct SubEntry {
+    pub handlers: Handlers,
+    pub state: SubscriptionState,
+}
+
+/// The open (or opening) socket and the closures attached to it. Dropping it detaches the
+/// closures before they are freed, so a late event of an old socket finds no handler instead
+/// of a freed closure, and closes the socket.
+struct Connection {
+    ws: WebSocket,
+    _on_open: Closure<dyn FnMut()>,
+    _on_message: Closure<dyn FnMut(MessageEvent)>,
+    _on_close: Closure<dyn FnMut(CloseEvent)>,
+}
+
+impl Drop for Connection {
+    fn drop(&mut self) {
+        self.ws.set_onopen(None);
+        self.ws.set_onmessage(None);
+        self.ws.set_onclose(None);
+        // Only 1000 and 3000–4999 may be sent by script; closing a closed socket is a no-op.
+        let _ = self.ws.close_with_code(1000);
+    }
+}
+
+/// The one pending `setTimeout`. The closure is made once and reused for every deadline, so
+/// reconnect loops allocate nothing per attempt.
+struct Timer {
+    callback: Option<Closure<dyn FnMut()>>,
+    handle: Option<JsValue>,
+    due: Option<u64>,
+}
+
+/// Everything behind a `Mux`.
+pub struct Shell {
+    pub core: ClientCore,
+    url: String,
+    /// The connection token, kept only to offer it as a subprotocol; never logged.
+    token: Option<String>,
+    on_state: Option<Function>,
+    on_error: Option<Function>,
+    pub subs: HashMap<String, SubEntry>,
+    pub state: ConnectionState,
+    connection: Option<Connection>,
+    /// Bumped on every connect, so an event of an older socket is recognised and ignored.
+    generation: u64,
+    timer: Timer,
+    next_id: u64,
+    /// Why the latest `new WebSocket` threw, for the constructor to report.
+    pub connect_error: Option<JsValue>,
+}
+
+/// A call to make into the application once the shell is no longer borrowed, and the
+/// subscription it is for (none: the connection's own callbacks).
+type Notification = (Option<String>, Function, Vec<JsValue>);
+
+impl Shell {
+    /// A shell that has not connected yet.
+    pub fn new(core: ClientCore, url: String, token: Option<String>, on_state: Option<Function>, on_error: Option<Function>) -> Shared {
+        let shell = Shell {
+            core,
+            url,
+            token,
+            on_state,
+            on_error,
+            subs: HashMap::new(),
+            state: ConnectionState::Connecting,
+            connection: None,
+            generation: 0,
+            timer: Timer { callback: None, handle: None, due: None },
+            next_id: 0,
+            connect_error: None,
+        };
+        let shared = Rc::new(RefCell::new(shell));
+        let weak = Rc::downgrade(&shared);
+        let tick = Closure::<dyn FnMut()>::new(move || {
+            let Some(shared) = weak.upgrade() else { return };
+            {
+                let mut shell = shared.borrow_mut();
+                shell.timer.handle = None;
+                shell.timer.due = None;
+            }
+            drive(&shared, |shell, now| shell.core.on_tick(now));
+        });
+        shared.borrow_mut().timer.callback = Some(tick);
+        shared
+    }
+
+    /// A fresh subscription id, unique for this client's lifetime.
+    pub fn fresh_id(&mut self) -> String {
+        self.next_id += 1;
+        format!("w{}", self.next_id)
+    }
+
+    /// Opens a new socket in place of the current one.
+    fn connect(&mut self, weak: &Weak<RefCell<Shell>>) -> Result<(), JsValue> {
+        self.connection = None;
+        self.generation += 1;
+        let generation = self.generation;
+        let protocols = Array::new();
+        protocols.push(&JsValue::from_str(SUBPROTOCOL));
+        if let Some(token) = &self.token {
+            let encoded = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(token);
+            protocols.push(&JsValue::from_str(&format!("base64url.bearer.authorization.k8s.io.{encoded}")));
+        }
+        let ws = WebSocket::new_with_str_sequence(&self.url, &protocols)?;
+
+        let on_open = {
+            let weak = weak.clone();
+            Closure::<dyn FnMut()>::new(move || on_socket(&weak, generation, |shell, now| shell.core.on_open(now)))
+        };
+        let on_message = {
+            let weak = weak.clone();
+            Closure::<dyn FnMut(MessageEvent)>::new(move |event: MessageEvent| {
+                // The protocol is text frames only; a binary frame is not ours to interpret.
+                if let Some(text) = event.data().as_string() {
+                    on_socket(&weak, generation, |shell, now| shell.core.on_message(now, &text));
+                }
+            })
+        };
+        let on_close = {
+            let weak = weak.clone();
+            Closure::<dyn FnMut(CloseEvent)>::new(move |event: CloseEvent| {
+                let code = event.code();
+                on_socket(&weak, generation, |shell, now| {
+                    shell.connection = None;
+                    shell.core.on_close(now, Some(code))
+                });
+            })
+        };
+        ws.set_onopen(Some(on_open.as_ref().unchecked_ref()));
+        ws.set_onmessage(Some(on_message.as_ref().unchecked_ref()));
+        ws.set_onclose(Some(on_close.as_ref().unchecked_ref()));
+        self.connection = Some(Connection { ws, _on_open: on_open, _on_message: on_message, _on_close: on_close });
+        Ok(())
+    }
+
+    /// Performs the core's outputs; returns the application calls they imply, in order.
+    fn perform(&mut self, weak: &Weak<RefCell<Shell>>, outputs: Vec<Output>, now: u64) -> Vec<Notification> {
+        let mut queue: VecDeque<Output> = outputs.into();
+        let mut notes = Vec::new();
+        while let Some(output) = queue.pop_front() {
+            match output {
+                Output::Connect => {
+                    if let Err(error) = self.connect(weak) {
+                        // `new WebSocket` threw (a bad URL, a blocked port): treat it as a
+                        // failed attempt, so the core schedules the next one.
+                        self.connect_error = Some(error);
+                        queue.extend(self.core.on_close(now, None));
+                    }
+                }
+                Output::Send(text) => {
+                    if let Some(connection) = &self.connection {
+                        // A failing send means the socket is closing; its close event follows.
+                        let _ = connection.ws.send_with_str(&text);
+                    }
+                }
+                Output::CloseSocket => self.connection = None,
+                Output::State(state) => {
+                    if state == ConnectionState::Closed {
+                        self.connection = None;
+                    }
+                    if let Some(callback) = &self.on_state {
+                        notes.push((None, callback.clone(), vec![state_object(&state)]));
+                    }
+                    if state == ConnectionState::Closed {
+                        // Nothing is delivered after close(); dropping the callbacks also breaks
+                        // the reference cycles an app makes by closing over its subscriptions.
+                        self.on_state = None;
+                        self.on_error = None;
+                        for entry in self.subs.values_mut() {
+                            entry.handlers = Handlers::default();
+                        }
+                    }
+                    self.state = state;
+                }
+                Output::Event { id, event_type, object } => {
+                    if let Some(callback) = self.handler(&id, |h| &h.on_event) {
+                        let event = Object::new();
+                        js::set(&event, "type", &JsValue::from_str(event_type.as_str()));
+                        js::set(&event, "object", &js::to_js(&object));
+                        notes.push((Some(id), callback, vec![event.into()]));
+                    }
+                }
+                Output::Synced { id, resource_version } => {
+                    if let Some(callback) = self.handler(&id, |h| &h.on_synced) {
+                        notes.push((Some(id), callback, vec![JsValue::from_str(&resource_version)]));
+                    }
+                }
+                Output::Reset { id } => {
+                    if let Some(callback) = self.handler(&id, |h| &h.on_reset) {
+                        notes.push((Some(id), callback, Vec::new()));
+                    }
+                }
+                Output::Error { id, fatal, status } => {
+                    let error = js::error_object(id.as_deref(), fatal, &status);
+                    // An error about a live subscription goes to it alone; one about the
+                    // connection (id null) or an id no longer ours goes to the Mux's onError.
+                    let own = id.as_deref().filter(|id| self.subs.contains_key(*id));
+                    let callback = match own {
+                        Some(id) => self.handler(id, |h| &h.on_error),
+                        None => self.on_error.clone(),
+                    };
+                    if let Some(callback) = callback {
+                        notes.push((own.map(str::to_owned), callback, vec![error]));
+                    }
+                }
+                Output::Changed { id } => {
+                    if let Some(callback) = self.handler(&id, |h| &h.on_change) {
+                        notes.push((Some(id), callback, Vec::new()));
+                    }
+                }
+                Output::SubscriptionState { id, state } => {
+                    if let Some(entry) = self.subs.get_mut(&id) {
+                        entry.state = state;
+                        if let Some(callback) = &entry.handlers.on_state {
+                            notes.push((Some(id), callback.clone(), vec![JsValue::from_str(subscription_state_name(state))]));
+                        }
+                    }
+                }
+            }
+        }
+        self.reschedule(now);
+        notes
+    }
+
+    fn handler(&self, id: &str, pick: impl FnOnce(&Handlers) -> &Option<Function>) -> Option<Function> {
+        self.subs.get(id).and_then(|entry| pick(&entry.handlers).clone())
+    }
+
+    /// Keeps exactly one `setTimeout` pending, for the core's next deadline.
+    fn reschedule(&mut self, now: u64) {
+        let due = if self.state == ConnectionState::Closed { None } else { self.core.next_deadline() };
+        if due == self.timer.due && (due.is_none() || self.timer.handle.is_some()) {
+            return;
+        }
+        if let Some(handle) = self.timer.handle.take() {
+            js::clear_timeout(&handle);
+        }
+        self.timer.due = due;
+        if let (Some(due), Some(callback)) = (due, &self.timer.callback) {
+            let delay = due.saturating_sub(now) as f64;
+            self.timer.handle = Some(js::set_timeout(callback.as_ref().unchecked_ref(), delay));
+        }
+    }
+}
+
+impl Drop for Shell {
+    fn drop(&mut self) {
+        if let Some(handle) = self.timer.handle.take() {
+            js::clear_timeout(&handle);
+        }
+    }
+}
+
+/// Runs `step` on the shell, performs the core's outputs, then calls the application.
+pub fn drive(shared: &Shared, step: impl FnOnce(&mut Shell, u64) -> Vec<Output>) {
+    let weak = Rc::downgrade(shared);
+    let (notes, closed_before) = {
+        let mut shell = shared.borrow_mut();
+        let closed_before = shell.core.is_closed();
+        let now = js::now();
+        let outputs = step(&mut shell, now);
+        (shell.perform(&weak, outputs, now), closed_before)
+    };
+    for (sub, callback, args) in notes {
+        // A callback may have closed the Mux or a subscription: deliver nothing more to them.
+        {
+            let shell = shared.borrow();
+            if shell.core.is_closed() && !closed_before {
+                // Only this drive's own `closed` notice may still go out.
+                if !(sub.is_none() && shell.state == ConnectionState::Closed && is_closed_notice(&args)) {
+                    continue;
+                }
+            }
+            if sub.is_some_and(|id| !shell.subs.contains_key(&id)) {
+                continue;
+            }
+        }
+        js::call(&callback, &args);
+    }
+}
+
+fn is_closed_notice(args: &[JsValue]) -> bool {
+    args.first().is_some_and(|state| js_sys::Reflect::get(state, &JsValue::from_str("state")).ok().and_then(|s| s.as_string()).as_deref() == Some("closed"))
+}
+
+/// A socket event: ignored when the socket is no longer the current one.
+fn on_socket(weak: &Weak<RefCell<Shell>>, generation: u64, step: impl FnOnce(&mut Shell, u64) -> Vec<Output>) {
+    let Some(shared) = weak.upgrade() else { return };
+    if shared.borrow().generation != generation {
+        return;
+    }
+    drive(&shared, step);
+}
+
+/// `{ state: "connecting" | "open" | "reconnecting" | "closed", delayMs? }`.
+pub fn state_object(state: &ConnectionState) -> JsValue {
+    let object = Object::new();
+    let name = match state {
+        ConnectionState::Connecting => "connecting",
+        ConnectionState::Open => "open",
+        ConnectionState::Reconnecting { delay_ms } => {
+            js::set(&object, "delayMs", &JsValue::from_f64(*delay_ms as f64));
+            "reconnecting"
+        }
+        ConnectionState::Closed => "closed",
+    };
+    js::set(&object, "state", &JsValue::from_str(name));
+    object.into()
+}
+
+/// The name JavaScript sees for a subscription state.
+pub fn subscription_state_name(state: SubscriptionState) -> &'static str {
+    match state {
+        SubscriptionState::Syncing => "syncing",
+        SubscriptionState::Synced => "synced",
+        SubscriptionState::Stale => "stale",
+        SubscriptionState::Failed => "failed",
+    }
+}

@@ -1,0 +1,167 @@
+//! The client in headless Chromium against a real proxy and kube-sim (started by the fixture,
+//! see `tests/src/bin/kubemux-fixture.rs`): snapshots and live changes, isolation of a
+//! forbidden watch, unwatch, a malformed server frame, and use after close.
+#![cfg(target_arch = "wasm32")]
+
+mod common;
+
+use common::*;
+use kubemux_client::Mux;
+use wasm_bindgen::prelude::*;
+use wasm_bindgen_test::*;
+
+wasm_bindgen_test_configure!(run_in_browser);
+
+const SUB_CALLBACKS: &[&str] = &["onEvent", "onSynced", "onReset", "onError", "onChange", "onState"];
+
+async fn connect() -> (Mux, std::rc::Rc<std::cell::RefCell<Log>>, JsValue) {
+    let info = info().await;
+    let (log, options) = recorder(&["onState", "onError"], &[]);
+    let mux = Mux::new(get_str(&info, "mux"), options).expect("a Mux");
+    (mux, log, info)
+}
+
+fn pods_request(info: &JsValue) -> JsValue {
+    object(&[("cluster", get(info, "cluster")), ("path", get(info, "podsPath"))])
+}
+
+#[wasm_bindgen_test]
+async fn a_watch_gets_its_snapshot_then_live_changes() {
+    let (mux, states, info) = connect().await;
+    let (log, handlers) = recorder(SUB_CALLBACKS, &[]);
+    let sub = mux.watch(pods_request(&info), handlers).unwrap();
+    assert_eq!(sub.state().unwrap(), "syncing");
+    wait_for(15.0, "the snapshot", || log.borrow().count("onSynced") == 1).await;
+    assert_eq!(sub.state().unwrap(), "synced");
+    assert_eq!(states.borrow().states(), ["connecting", "open"]);
+
+    // The items are plain objects, the same pods the simulator lists (give or take churn).
+    let items = sub.items().unwrap();
+    let shown = names_and_versions(&items);
+    let direct = call("GET", "/sim/pods?ns=demo").await;
+    let direct_count = js_sys::Array::from(&direct).length() as usize;
+    assert!(shown.len() >= 6, "the demo namespace has at least 6 pods: {shown:?}");
+    assert!(shown.len().abs_diff(direct_count) <= 2, "{} shown, {direct_count} in the simulator", shown.len());
+    let first = js_sys::Array::from(&items).get(0);
+    assert_eq!(get_str(&first, "kind"), "Pod");
+    assert!(get(&get(&first, "spec"), "containers").is_array());
+
+    // Live churn arrives as events, each one visible in items().
+    let before = log.borrow().count("onEvent");
+    wait_for(20.0, "live churn events", || log.borrow().count("onEvent") >= before + 5).await;
+    let event = log.borrow().args("onEvent").last().cloned().unwrap();
+    assert!(["ADDED", "MODIFIED", "DELETED"].contains(&get_str(&event, "type").as_str()));
+    assert!(log.borrow().count("onChange") >= before + 5);
+    if get_str(&event, "type") != "DELETED" {
+        // The last event's object is what items() shows for that pod now.
+        let name = get_str(&get(&get(&event, "object"), "metadata"), "name");
+        let rv = get_str(&get(&get(&event, "object"), "metadata"), "resourceVersion");
+        let shown = names_and_versions(&sub.items().unwrap());
+        assert!(shown.contains(&(name, rv)), "{shown:?}");
+    }
+    mux.close();
+    assert_eq!(states.borrow().states().last().unwrap(), "closed");
+}
+
+#[wasm_bindgen_test]
+async fn a_forbidden_watch_fails_alone() {
+    let (mux, states, info) = connect().await;
+    let (pods, pods_handlers) = recorder(SUB_CALLBACKS, &[]);
+    let healthy = mux.watch(pods_request(&info), pods_handlers).unwrap();
+    wait_for(15.0, "the healthy snapshot", || pods.borrow().count("onSynced") == 1).await;
+
+    let (denied, denied_handlers) = recorder(SUB_CALLBACKS, &[]);
+    let forbidden = mux.watch(object(&[("cluster", get(&info, "restrictedCluster")), ("path", get(&info, "forbiddenPath"))]), denied_handlers).unwrap();
+    wait_for(15.0, "the forbidden watch's error", || denied.borrow().count("onError") == 1).await;
+    let error = denied.borrow().args("onError")[0].clone();
+    assert_eq!(get_str(&error, "id"), forbidden.id());
+    assert_eq!(get(&error, "fatal"), JsValue::TRUE);
+    assert_eq!(get(&get(&error, "status"), "code").as_f64(), Some(403.0));
+    assert_eq!(forbidden.state().unwrap(), "failed");
+    assert_eq!(js_sys::Array::from(&forbidden.items().unwrap()).length(), 0);
+    assert_eq!(denied.borrow().count("onEvent"), 0);
+
+    // The healthy watch keeps receiving on the same connection, and saw no error.
+    let before = pods.borrow().count("onEvent");
+    wait_for(20.0, "more events on the healthy watch", || pods.borrow().count("onEvent") >= before + 5).await;
+    assert_eq!(pods.borrow().count("onError"), 0);
+    assert_eq!(healthy.state().unwrap(), "synced");
+    assert_eq!(states.borrow().states(), ["connecting", "open"], "the connection never dropped");
+    assert_eq!(states.borrow().count("onError"), 0, "nothing reached the connection's onError");
+    mux.close();
+}
+
+#[wasm_bindgen_test]
+async fn an_unwatched_subscription_gets_nothing_more() {
+    let (mux, _states, info) = connect().await;
+    let (kept, kept_handlers) = recorder(SUB_CALLBACKS, &[]);
+    let (gone, gone_handlers) = recorder(SUB_CALLBACKS, &[]);
+    let _kept_sub = mux.watch(pods_request(&info), kept_handlers).unwrap();
+    let gone_sub = mux.watch(pods_request(&info), gone_handlers).unwrap();
+    wait_for(15.0, "both snapshots", || kept.borrow().count("onSynced") == 1 && gone.borrow().count("onSynced") == 1).await;
+
+    gone_sub.close();
+    gone_sub.close(); // closing twice is harmless
+    let calls = gone.borrow().calls.len();
+    let before = kept.borrow().count("onEvent");
+    wait_for(20.0, "more events on the kept watch", || kept.borrow().count("onEvent") >= before + 5).await;
+    assert_eq!(gone.borrow().calls.len(), calls, "the closed subscription got callbacks after close()");
+    let error = message(gone_sub.items().unwrap_err());
+    assert!(error.contains("subscription was closed"), "{error}");
+    assert!(gone_sub.state().is_err());
+    mux.close();
+}
+
+#[wasm_bindgen_test]
+async fn a_malformed_frame_is_reported_and_the_connection_lives_on() {
+    let info = info().await;
+    let (conn, options) = recorder(&["onState", "onError"], &[]);
+    let mux = Mux::new(get_str(&info, "badMux"), options).unwrap();
+    let (log, handlers) = recorder(SUB_CALLBACKS, &[]);
+    let sub = mux.watch(object(&[("cluster", "sim".into()), ("path", "/api/v1/namespaces/bench/pods".into())]), handlers).unwrap();
+    wait_for(15.0, "the snapshot after the bad frame", || log.borrow().count("onSynced") == 1).await;
+
+    let errors = conn.borrow().args("onError");
+    assert_eq!(errors.len(), 1, "one connection-level error: {errors:?}");
+    assert!(get(&errors[0], "id").is_null());
+    assert_eq!(get(&errors[0], "fatal"), JsValue::FALSE);
+    assert_eq!(get_str(&get(&errors[0], "status"), "reason"), "BadRequest");
+    assert_eq!(log.borrow().count("onError"), 0, "the subscription is not blamed");
+    assert_eq!(names_and_versions(&sub.items().unwrap()), [("only-pod".to_owned(), "1".to_owned())]);
+    assert_eq!(conn.borrow().states(), ["connecting", "open"], "the connection was not dropped");
+    mux.close();
+}
+
+#[wasm_bindgen_test]
+async fn methods_after_close_throw_clear_errors() {
+    let (mux, states, info) = connect().await;
+    let (_log, handlers) = recorder(SUB_CALLBACKS, &[]);
+    let sub = mux.watch(pods_request(&info), handlers).unwrap();
+    mux.close();
+    mux.close(); // closing twice is harmless
+    assert_eq!(states.borrow().states().last().unwrap(), "closed");
+    assert_eq!(get_str(&mux.state(), "state"), "closed");
+
+    let watch = message(mux.watch(pods_request(&info), JsValue::UNDEFINED).err().unwrap());
+    assert!(watch.contains("closed with close()"), "{watch}");
+    let auth = message(mux.auth("sim".to_owned(), "t".to_owned()).unwrap_err());
+    assert!(auth.contains("closed with close()"), "{auth}");
+    let items = message(sub.items().unwrap_err());
+    assert!(items.contains("closed with close()"), "{items}");
+    sub.close(); // harmless too
+}
+
+#[wasm_bindgen_test]
+async fn bad_arguments_throw_clear_errors() {
+    let info = info().await;
+    let url = message(Mux::new("http://example.invalid/mux".to_owned(), JsValue::UNDEFINED).err().unwrap());
+    assert!(url.contains("ws://"), "{url}");
+    let mux = Mux::new(get_str(&info, "mux"), JsValue::UNDEFINED).unwrap();
+    let missing = message(mux.watch(object(&[("cluster", "sim".into())]), JsValue::UNDEFINED).err().unwrap());
+    assert!(missing.contains("`path`"), "{missing}");
+    let invalid = message(mux.watch(object(&[("cluster", "sim".into()), ("path", "/api/v1/../secrets".into())]), JsValue::UNDEFINED).err().unwrap());
+    assert!(invalid.contains("refused"), "{invalid}");
+    let not_function = message(mux.watch(pods_request(&info), object(&[("onEvent", 3.into())])).err().unwrap());
+    assert!(not_function.contains("onEvent"), "{not_function}");
+    mux.close();
+}
