@@ -1,6 +1,7 @@
 //! `kubemux-bench-mux`: the multiplexer's figures for `cargo xtask bench`, measured in one run
 //! against kube-sim so that ratios, not absolute numbers on a noisy shared machine, carry the
-//! meaning. Prints a Markdown section (a table and notes) on stdout; progress goes to stderr.
+//! meaning. Prints its table on stdout as tab-separated lines (`columns`, `row`, `method`) for
+//! `cargo xtask bench proxy` to write into BENCHMARKS.md; progress goes to stderr.
 //!
 //! 1. Throughput: a burst of creates, counted by a direct watch on the simulator and by a
 //!    subscription through the proxy.
@@ -251,16 +252,24 @@ async fn main() -> anyhow::Result<()> {
     let per_sub = (after.saturating_sub(before)) as f64 / (CONNECTIONS * SUBS_PER_CONNECTION) as f64;
 
     let (d50, d99, p50, p99) = (percentile(&direct, 0.5), percentile(&direct, 0.99), percentile(&proxied, 0.5), percentile(&proxied, 0.99));
-    println!("## Multiplexed watches (`kubemux-bench-mux`)\n");
-    println!("| measure | direct watch on kube-sim | through kubemux-proxy | ratio or difference | target |");
-    println!("|---|---|---|---|---|");
-    println!("| events/s, burst of {BURST} creates | {direct_rate:.0} | {proxy_rate:.0} | {:.0}% of direct | ≥ 50% |", 100.0 * proxy_rate / direct_rate);
-    println!("| latency p50 at {PACED_RATE} events/s (ms) | {d50:.3} | {p50:.3} | +{:.3} ms | |", p50 - d50);
-    println!("| latency p99 at {PACED_RATE} events/s (ms) | {d99:.3} | {p99:.3} | +{:.3} ms | < 2 ms added |", p99 - d99);
-    println!("| proxy RSS, {CONNECTIONS} connections × {SUBS_PER_CONNECTION} idle subscriptions | | {before} KiB → {after} KiB | {per_sub:.2} KiB per subscription | < 20 KiB |");
+    let rows = [
+        vec![format!("events/s, burst of {BURST} creates"), format!("{direct_rate:.0}"), format!("{proxy_rate:.0}"), format!("{:.0}% of direct", 100.0 * proxy_rate / direct_rate), "≥ 50%".to_owned()],
+        vec![format!("latency p50 at {PACED_RATE} events/s (ms)"), format!("{d50:.3}"), format!("{p50:.3}"), format!("+{:.3} ms", p50 - d50), String::new()],
+        vec![format!("latency p99 at {PACED_RATE} events/s (ms)"), format!("{d99:.3}"), format!("{p99:.3}"), format!("+{:.3} ms", p99 - d99), "< 2 ms added".to_owned()],
+        vec![format!("proxy RSS, {CONNECTIONS} connections × {SUBS_PER_CONNECTION} idle subscriptions"), String::new(), format!("{before} KiB → {after} KiB"), format!("{per_sub:.2} KiB per subscription"), "< 20 KiB".to_owned()],
+    ];
+    println!("columns\tmeasure\tdirect watch on kube-sim\tthrough kubemux-proxy\tratio or difference\ttarget");
+    for row in rows {
+        println!("row\t{}", row.join("\t"));
+    }
     println!(
-        "\nLatency samples: {} direct, {} proxied. The proxy ran in-process on its own runtime for throughput and latency, and as the \
-         `kubemux-proxy` binary for memory. All parties share the machine's cores.\n",
+        "method\tOne run of `kubemux-bench-mux` (release build) on a {}-core machine, everything on loopback: kube-sim, the proxy and \
+         the consumers share the cores, so compare the columns, not runs. Throughput: a burst of creates counted by a direct watch \
+         on kube-sim and by a subscription through the proxy. Latency: objects created at a paced {PACED_RATE}/s carry their creation \
+         time; both consumers run at once ({} direct and {} proxied samples). Memory: the `kubemux-proxy` binary's resident set \
+         before and after {CONNECTIONS} connections open {SUBS_PER_CONNECTION} subscriptions each over {SUBS_PER_CONNECTION} \
+         collections (one warm connection first, so shared upstream state is in the baseline).",
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
         direct.len(),
         proxied.len()
     );

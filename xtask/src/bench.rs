@@ -48,7 +48,34 @@ pub fn table(columns: &[String], rows: &[Vec<String>]) -> String {
 }
 
 /// The sections `cargo xtask bench` knows, in the order they appear in BENCHMARKS.md when new.
-pub const SECTIONS: &[(&str, fn(&Workspace) -> anyhow::Result<Section>)] = &[("client", client_section)];
+pub const SECTIONS: &[(&str, fn(&Workspace) -> anyhow::Result<Section>)] = &[("proxy", proxy_section), ("client", client_section)];
+
+/// The multiplexer: throughput and added latency against a direct watch, memory per
+/// subscription. The measuring program is `tests/bench/mux.rs`; it prints tab-separated
+/// `columns`, `row` and `method` lines.
+fn proxy_section(repo: &Workspace) -> anyhow::Result<Section> {
+    crate::workspace::run(repo.cargo().args(["build", "--release", "-p", "kubemux-proxy", "-p", "kubemux-e2e", "--bin", "kubemux-proxy", "--bin", "kubemux-bench-mux"]))?;
+    let program = repo.target_dir.join("release/kubemux-bench-mux");
+    let output = std::process::Command::new(&program).stderr(std::process::Stdio::inherit()).output().with_context(|| format!("running {}", program.display()))?;
+    if !output.status.success() {
+        bail!("{} failed ({})", program.display(), output.status);
+    }
+    let text = String::from_utf8_lossy(&output.stdout);
+    let mut section = Section { key: "proxy", title: "Multiplexed watches (`kubemux-proxy`)".to_owned(), method: String::new(), columns: Vec::new(), rows: Vec::new() };
+    for line in text.lines() {
+        let mut cells = line.split('\t');
+        match cells.next() {
+            Some("columns") => section.columns = cells.map(str::to_owned).collect(),
+            Some("row") => section.rows.push(cells.map(str::to_owned).collect()),
+            Some("method") => section.method = cells.collect::<Vec<_>>().join(" "),
+            _ => {}
+        }
+    }
+    if section.columns.is_empty() || section.rows.is_empty() {
+        bail!("kubemux-bench-mux printed no table:\n{text}");
+    }
+    Ok(section)
+}
 
 /// `cargo xtask bench [KEY...]`: every section, or the named ones.
 pub fn run(keys: &[String]) -> anyhow::Result<()> {
