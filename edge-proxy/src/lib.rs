@@ -6,27 +6,34 @@
 //!   subscriber, with a local store and a ring of recent events for resuming clients.
 //! - [`clusters`]: the API servers, one per kubeconfig context, with health checks.
 //! - `/clusters`, `/healthz`, `/readyz`, `/metrics` ([`http`], [`metrics`]).
+//! - `/clusters/{cluster}/…/pods/{pod}/exec|attach` ([`terminal`]): terminals that leave no
+//!   shell behind; every other `/clusters/{cluster}/{api path}` ([`passthrough`]).
 
 pub mod clusters;
 pub mod http;
 pub mod identity;
 pub mod metrics;
 pub mod mux;
+pub mod passthrough;
 pub mod registry;
+pub mod terminal;
 pub mod upstream_error;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+
+use axum::serve::ListenerExt as _;
 use std::time::Duration;
 
 use axum::Router;
-use axum::routing::get;
+use axum::routing::{any, get};
 use tokio_util::sync::CancellationToken;
 
 use crate::clusters::Clusters;
 use crate::metrics::Metrics;
 use crate::mux::MuxSettings;
 use crate::registry::{RegistrySettings, WatchRegistry};
+use crate::terminal::{TerminalSettings, Terminals};
 
 /// Everything configurable about a proxy.
 #[derive(Debug, Clone)]
@@ -41,6 +48,8 @@ pub struct ProxySettings {
     pub registry: RegistrySettings,
     /// How often clusters are health-checked.
     pub health_interval: Duration,
+    /// Exec/attach timers, including the shutdown grace for terminal teardowns.
+    pub terminal: TerminalSettings,
 }
 
 impl Default for ProxySettings {
@@ -51,6 +60,7 @@ impl Default for ProxySettings {
             mux: MuxSettings::default(),
             registry: RegistrySettings::default(),
             health_interval: Duration::from_secs(10),
+            terminal: TerminalSettings::default(),
         }
     }
 }
@@ -65,6 +75,8 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// Cancelled when the proxy shuts down.
     pub shutdown: CancellationToken,
+    /// Live terminal sessions, which shutdown waits for.
+    pub terminals: Arc<Terminals>,
 }
 
 /// The proxy's routes.
@@ -75,6 +87,9 @@ pub fn router(app: Arc<AppState>) -> Router {
         .route("/healthz", get(http::healthz))
         .route("/readyz", get(http::readyz))
         .route("/metrics", get(http::metrics))
+        .route("/clusters/{cluster}/api/v1/namespaces/{namespace}/pods/{pod}/exec", any(terminal::exec))
+        .route("/clusters/{cluster}/api/v1/namespaces/{namespace}/pods/{pod}/attach", any(terminal::attach))
+        .route("/clusters/{cluster}/{*path}", any(passthrough::handler))
         .with_state(app)
         .layer(tower_http::trace::TraceLayer::new_for_http())
 }
@@ -95,10 +110,13 @@ impl Proxy {
         let metrics = Arc::new(Metrics::default());
         let registry = WatchRegistry::new(clusters.clone(), settings.registry.clone(), metrics.clone(), shutdown.clone());
         tokio::spawn(clusters.run_health_checks(settings.health_interval, shutdown.clone()));
-        let app = Arc::new(AppState { settings, registry, metrics, shutdown: shutdown.clone() });
+        let app = Arc::new(AppState { settings, registry, metrics, shutdown: shutdown.clone(), terminals: Arc::default() });
         let routes = router(app.clone());
         let server = tokio::spawn(async move {
-            let serve = axum::serve(listener, routes).with_graceful_shutdown(async move { shutdown.cancelled().await });
+            let serve = axum::serve(listener.tap_io(|tcp| {
+                // Frames are small and latency matters more than packet count.
+                let _ = tcp.set_nodelay(true);
+            }), routes).with_graceful_shutdown(async move { shutdown.cancelled().await });
             if let Err(error) = serve.await {
                 tracing::error!(%error, "proxy server failed");
             }
@@ -118,9 +136,11 @@ impl Proxy {
     }
 
     /// Closes every connection with 1001 ("going away": clients reconnect at once) and stops.
-    /// Idempotent.
+    /// Terminal sessions first run their teardown, for up to `terminal.grace`. Idempotent.
     pub async fn shutdown(self) {
         self.app.shutdown.cancel();
+        // A session's teardown is capped at the grace; the margin lets it finish its close.
+        self.app.terminals.drain(self.app.settings.terminal.grace + Duration::from_secs(1)).await;
         let _ = tokio::time::timeout(Duration::from_secs(10), self.server).await;
     }
 }

@@ -8,6 +8,7 @@ use clap::Parser;
 use kubemux_proxy::clusters::Clusters;
 use kubemux_proxy::mux::MuxSettings;
 use kubemux_proxy::registry::RegistrySettings;
+use kubemux_proxy::terminal::TerminalSettings;
 use kubemux_proxy::{Proxy, ProxySettings};
 
 /// One WebSocket per browser for any number of Kubernetes watches, terminals that leave no
@@ -43,6 +44,12 @@ struct Args {
     /// Seconds an upstream watch without subscribers lives on.
     #[arg(long, default_value_t = 10)]
     linger: u64,
+    /// Seconds live terminals get on shutdown (SIGTERM) to end their shells.
+    #[arg(long, default_value_t = 5.0)]
+    terminal_grace: f64,
+    /// Seconds between pings to terminal clients; three missed intervals end the session.
+    #[arg(long, default_value_t = 20.0)]
+    terminal_ping_interval: f64,
 }
 
 #[tokio::main]
@@ -62,6 +69,12 @@ async fn main() -> anyhow::Result<()> {
             idle_timeout: Duration::from_secs(args.upstream_idle_timeout),
             linger: Duration::from_secs(args.linger),
             ..RegistrySettings::default()
+        },
+        terminal: TerminalSettings {
+            grace: Duration::from_secs_f64(args.terminal_grace),
+            ping_interval: Duration::from_secs_f64(args.terminal_ping_interval),
+            dead_after: Duration::from_secs_f64(args.terminal_ping_interval * 3.0),
+            ..TerminalSettings::default()
         },
         ..ProxySettings::default()
     };

@@ -32,6 +32,8 @@ pub struct Metrics {
     pub overflows: Counter,
     resets: Family<Labels, Counter>,
     errors: Family<Labels, Counter>,
+    /// Exec and attach sessions and their teardowns.
+    pub terminals: crate::terminal::metrics::TerminalMetrics,
 }
 
 /// Why a subscription was reset.
@@ -69,6 +71,7 @@ impl Default for Metrics {
             overflows: Counter::default(),
             resets: Family::default(),
             errors: Family::default(),
+            terminals: Default::default(),
             registry: Registry::default(),
         };
         registry.register("connections", "Open /mux connections", metrics.connections.clone());
@@ -81,6 +84,7 @@ impl Default for Metrics {
         registry.register("overflows", "Subscriptions whose queue overflowed", metrics.overflows.clone());
         registry.register("resets", "Subscription resets by cause", metrics.resets.clone());
         registry.register("errors", "Error frames by reason", metrics.errors.clone());
+        metrics.terminals.register(&mut registry);
         Metrics { registry, ..metrics }
     }
 }

@@ -258,8 +258,16 @@ async fn handshake(state: &Arc<SimState>, sub: Subresource, namespace: &str, nam
         Subresource::PortForward => (&ChannelProtocol::PORT_FORWARD, ChannelProtocol::V4),
         Subresource::Exec | Subresource::Attach => (&ChannelProtocol::ALL, ChannelProtocol::V1),
     };
-    let offered: Vec<String> =
-        upgrade.requested_protocols().filter_map(|p| p.to_str().ok()).map(str::to_owned).collect();
+    // From the header itself, in the client's order: axum's `requested_protocols()` is a sorted
+    // set, which would answer v4 to kube's "v5.channel.k8s.io, v4.channel.k8s.io".
+    let offered: Vec<String> = parts
+        .headers
+        .get_all(axum::http::header::SEC_WEBSOCKET_PROTOCOL)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|p| p.trim().to_owned())
+        .collect();
     let negotiated = ws::negotiate(offered.iter().map(String::as_str), supported, unnamed).map_err(ApiError::bad_request)?;
     if let Some(header) = negotiated.header() {
         // Not `protocols()`: there the server's order would win, in Kubernetes the client's does.

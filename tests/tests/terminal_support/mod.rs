@@ -1,0 +1,346 @@
+//! What the terminal tests share: WebSocket terminals on real sockets (so a test can drop the
+//! TCP connection abruptly), the shell states of the orphan matrix, and the process table of
+//! the host (kube-sim's processes are real), read from `/proc` and `/_sim/processes`.
+//!
+//! Each test binary uses a different subset, hence the `dead_code` allowance.
+#![allow(dead_code)]
+
+use std::collections::BTreeSet;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use futures::{SinkExt as _, StreamExt as _};
+use serde_json::Value;
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+
+/// How long any one expected event may take.
+pub const DEADLINE: Duration = Duration::from_secs(10);
+
+/// How long after the client goes away every process of its session must be gone (the issue's
+/// promise).
+pub const GONE_WITHIN: Duration = Duration::from_secs(5);
+
+/// The v5 protocol, which kubectl and the browser `Terminal` speak.
+pub const V5: &str = "v5.channel.k8s.io";
+
+/// A TTY `sh` in the demo seed's `default/toolbox`, the stable exec target.
+pub const TOOLBOX_SH: &str = "/api/v1/namespaces/default/pods/toolbox/exec?container=shell&command=sh&stdin=true&stdout=true&tty=true";
+
+/// Awaits `future`, failing the test after [`DEADLINE`].
+pub async fn within<T>(what: &str, future: impl Future<Output = T>) -> T {
+    match tokio::time::timeout(DEADLINE, future).await {
+        Ok(value) => value,
+        Err(_) => panic!("no {what} within {DEADLINE:?}"),
+    }
+}
+
+/// Polls `probe` every 50 ms until it yields `Some`, failing after `deadline` with the last
+/// `Err` description. For state with no event to wait on (the process table).
+pub async fn poll_until<T>(what: &str, deadline: Duration, mut probe: impl FnMut() -> Result<T, String>) -> T {
+    let end = Instant::now() + deadline;
+    loop {
+        match probe() {
+            Ok(value) => return value,
+            Err(last) if Instant::now() >= end => panic!("{what}: not within {deadline:?}: {last}"),
+            Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
+    }
+}
+
+/// A WebSocket over a TCP stream the test owns.
+pub type Ws = WebSocketStream<TcpStream>;
+
+/// A refused or failed handshake: the HTTP status and body.
+#[derive(Debug)]
+pub struct Refused {
+    /// HTTP status.
+    pub status: u16,
+    /// Body text.
+    pub body: String,
+}
+
+/// Opens a WebSocket to `addr` + `path`, offering `protocols` (a header value, possibly empty)
+/// and sending `headers`. Returns the socket and the protocol the server chose.
+pub async fn connect(addr: SocketAddr, path: &str, protocols: &str, headers: &[(&str, &str)]) -> Result<(Ws, Option<String>), Refused> {
+    let mut request = format!("ws://{addr}{path}").into_client_request().expect("a WebSocket request");
+    if !protocols.is_empty() {
+        request.headers_mut().insert("sec-websocket-protocol", protocols.parse().expect("a header value"));
+    }
+    for (name, value) in headers {
+        request.headers_mut().insert(http::HeaderName::from_bytes(name.as_bytes()).unwrap(), value.parse().expect("a header value"));
+    }
+    let tcp = within("TCP connect", TcpStream::connect(addr)).await.expect("the server accepts connections");
+    match within("the WebSocket handshake", tokio_tungstenite::client_async(request, tcp)).await {
+        Ok((ws, response)) => {
+            let chosen = response.headers().get("sec-websocket-protocol").and_then(|v| v.to_str().ok()).map(str::to_owned);
+            Ok((ws, chosen))
+        }
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => Err(Refused {
+            status: response.status().as_u16(),
+            body: String::from_utf8_lossy(response.body().as_deref().unwrap_or_default()).into_owned(),
+        }),
+        Err(other) => panic!("WebSocket handshake failed: {other}"),
+    }
+}
+
+/// How a session's client goes away.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Departure {
+    /// A close frame (1000), as a browser closing the socket sends.
+    CloseFrame,
+    /// An abrupt TCP reset: no close frame (a crashed tab, a dead network).
+    TcpDrop,
+}
+
+/// What the shell is doing when its client goes away.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ShellState {
+    /// Waiting at the prompt.
+    Idle,
+    /// `sleep 1000` in the foreground.
+    Sleeping,
+    /// `sh` started from the prompt, itself at its prompt.
+    Nested,
+    /// `cat` in the foreground, reading the terminal.
+    Cat,
+}
+
+impl ShellState {
+    /// Every state of the matrix.
+    pub const ALL: [ShellState; 4] = [ShellState::Idle, ShellState::Sleeping, ShellState::Nested, ShellState::Cat];
+}
+
+/// A v5 TTY terminal driven the way a user at a keyboard would.
+pub struct Terminal {
+    /// The socket.
+    pub ws: Ws,
+    output: Vec<u8>,
+}
+
+impl Terminal {
+    /// Wraps an open v5 socket.
+    pub fn new(ws: Ws) -> Terminal {
+        Terminal { ws, output: Vec::new() }
+    }
+
+    /// Types `text` (one stdin message).
+    pub async fn type_text(&mut self, text: &str) {
+        let mut frame = vec![0u8];
+        frame.extend_from_slice(text.as_bytes());
+        within("a stdin write", self.ws.send(Message::Binary(frame.into()))).await.expect("the session takes stdin");
+    }
+
+    /// Sends a resize.
+    pub async fn resize(&mut self, width: u16, height: u16) {
+        let frame = format!("\x04{{\"Width\":{width},\"Height\":{height}}}");
+        within("a resize write", self.ws.send(Message::Binary(frame.into_bytes().into()))).await.expect("the session takes a resize");
+    }
+
+    /// Reads output until `found` recognises something in everything seen so far.
+    pub async fn read_until<T>(&mut self, what: &str, mut found: impl FnMut(&str) -> Option<T>) -> T {
+        within(what, async {
+            loop {
+                if let Some(value) = found(&String::from_utf8_lossy(&self.output)) {
+                    return value;
+                }
+                match self.ws.next().await {
+                    Some(Ok(Message::Binary(data))) if data.first() == Some(&1) => self.output.extend_from_slice(&data[1..]),
+                    Some(Ok(Message::Binary(data))) if data.first() == Some(&3) => {
+                        panic!("the session ended while waiting for {what}: {}", String::from_utf8_lossy(&data[1..]))
+                    }
+                    Some(Ok(_)) => {}
+                    Some(Err(e)) => panic!("the terminal broke while waiting for {what}: {e}"),
+                    None => panic!("the terminal closed while waiting for {what}"),
+                }
+            }
+        })
+        .await
+    }
+
+    /// The shell's pid, as the shell itself reports it (`$$`): the session leader of the TTY.
+    pub async fn shell_pid(&mut self) -> i32 {
+        // The arithmetic proves the shell ran the line: the terminal's echo of the typed
+        // line never contains `-42`.
+        self.type_text("echo pid-$$-$((6*7))\r").await;
+        self.read_until("the shell's pid", |text| number_between(text, "pid-", "-42")).await
+    }
+
+    /// Puts the shell (whose pid is `pid`) into `state` and waits until it is there.
+    pub async fn enter(&mut self, pid: i32, state: ShellState) {
+        match state {
+            ShellState::Idle => {}
+            ShellState::Sleeping => {
+                self.type_text("sleep 1000\r").await;
+                poll_until("sleep in the session", DEADLINE, || has_command(pid, "sleep")).await;
+            }
+            ShellState::Nested => {
+                self.type_text("sh\r").await;
+                self.type_text("echo inner-$$-$((6*7))\r").await;
+                let inner = self.read_until("the inner shell's pid", |text| number_between(text, "inner-", "-42")).await;
+                assert_ne!(inner, pid, "the inner shell is another process");
+            }
+            ShellState::Cat => {
+                self.type_text("cat\r").await;
+                poll_until("cat in the session", DEADLINE, || has_command(pid, "cat")).await;
+            }
+        }
+    }
+
+    /// Goes away as `departure` says.
+    pub async fn leave(self, departure: Departure) {
+        let mut ws = self.ws;
+        match departure {
+            Departure::TcpDrop => {
+                ws.get_ref().set_zero_linger().expect("SO_LINGER 0");
+                drop(ws);
+            }
+            Departure::CloseFrame => {
+                let close = CloseFrame { code: 1000.into(), reason: "".into() };
+                within("sending a close frame", ws.send(Message::Close(Some(close)))).await.expect("the close frame is sent");
+                // A browser waits for the server's close; so does this client (briefly).
+                let _ = tokio::time::timeout(Duration::from_secs(2), async { while let Some(Ok(_)) = ws.next().await {} }).await;
+            }
+        }
+    }
+}
+
+/// The number in `text` between `before` and `after`, where one is printed.
+pub fn number_between(text: &str, before: &str, after: &str) -> Option<i32> {
+    text.match_indices(before).find_map(|(i, _)| {
+        let rest = &text[i + before.len()..];
+        let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+        (!digits.is_empty() && rest[digits.len()..].starts_with(after)).then(|| digits.parse().ok()).flatten()
+    })
+}
+
+/// `(pid, state, session id, command)` of every process on the host.
+fn process_table() -> Vec<(i32, char, i32, String)> {
+    let mut table = Vec::new();
+    let Ok(entries) = std::fs::read_dir("/proc") else { return table };
+    for entry in entries.flatten() {
+        let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse::<i32>().ok()) else { continue };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { continue };
+        // `pid (comm) state ppid pgrp session …`; comm may contain spaces and parentheses.
+        let Some((head, rest)) = stat.rsplit_once(')') else { continue };
+        let comm = head.split_once('(').map(|(_, c)| c.to_owned()).unwrap_or_default();
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        let (Some(state), Some(session)) = (fields.first().and_then(|s| s.chars().next()), fields.get(3).and_then(|s| s.parse().ok())) else {
+            continue;
+        };
+        table.push((pid, state, session, comm));
+    }
+    table
+}
+
+/// Live (not zombie) processes of the terminal session led by `sid`, as `(pid, command)`.
+pub fn session_members(sid: i32) -> Vec<(i32, String)> {
+    process_table().into_iter().filter(|(_, state, session, _)| *session == sid && !matches!(state, 'Z' | 'X')).map(|(pid, _, _, comm)| (pid, comm)).collect()
+}
+
+fn has_command(sid: i32, command: &str) -> Result<(), String> {
+    let members = session_members(sid);
+    if members.iter().any(|(_, comm)| comm == command) { Ok(()) } else { Err(format!("session {sid} has {members:?}")) }
+}
+
+/// Whether `pid` is a live process (exists and is not a zombie).
+pub fn process_running(pid: i32) -> bool {
+    process_table().iter().any(|(p, state, _, _)| *p == pid && !matches!(state, 'Z' | 'X'))
+}
+
+/// The pids `/_sim/processes` lists.
+pub async fn sim_pids(sim: &kube::Client) -> BTreeSet<i32> {
+    let table = kubemux_e2e::hook(sim, "GET", "/_sim/processes").await;
+    table.as_array().into_iter().flatten().filter_map(|e| e["pid"].as_i64()).map(|p| p as i32).collect()
+}
+
+/// The `/_sim/processes` entry of the attach (main) process of `namespace/pod`, if running.
+pub async fn sim_main_process(sim: &kube::Client, namespace: &str, pod: &str) -> Option<Value> {
+    let table = kubemux_e2e::hook(sim, "GET", "/_sim/processes").await;
+    table.as_array().into_iter().flatten().find(|e| e["kind"] == "attach" && e["namespace"] == namespace && e["pod"] == pod).cloned()
+}
+
+/// Waits (up to [`GONE_WITHIN`] from `since`) until nothing of the session led by `pid` runs:
+/// not the shell, not anything it started (`members`), nothing else in its session, and the
+/// simulator no longer lists it. `what` names the case in the failure.
+pub async fn assert_session_gone(sim: &kube::Client, pid: i32, members: &[(i32, String)], since: Instant, what: &str) {
+    loop {
+        let alive: Vec<(i32, String)> = members.iter().filter(|(p, _)| process_running(*p)).cloned().chain(session_members(pid)).collect();
+        let listed = sim_pids(sim).await.contains(&pid);
+        if alive.is_empty() && !listed {
+            return;
+        }
+        if since.elapsed() > GONE_WITHIN {
+            panic!("{what}: {:?} after the client left, still running: {alive:?}; listed by /_sim/processes: {listed}", since.elapsed());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// `GET path` on `addr` over plain HTTP/1.1; returns the status and body.
+pub async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
+    within(&format!("GET {path}"), async {
+        let mut tcp = TcpStream::connect(addr).await.expect("connect");
+        let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+        tcp.write_all(request.as_bytes()).await.expect("write the request");
+        let mut response = Vec::new();
+        tcp.read_to_end(&mut response).await.expect("read the response");
+        let text = String::from_utf8_lossy(&response).into_owned();
+        let status = text.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+        let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
+        (status, dechunk(&body))
+    })
+    .await
+}
+
+/// Undoes chunked transfer encoding when the body looks chunked (metrics are small).
+fn dechunk(body: &str) -> String {
+    let mut out = String::new();
+    let mut rest = body;
+    loop {
+        let Some((size, after)) = rest.split_once("\r\n") else { return body.to_owned() };
+        let Ok(size) = usize::from_str_radix(size.trim(), 16) else { return body.to_owned() };
+        if size == 0 {
+            return out;
+        }
+        if after.len() < size {
+            return body.to_owned();
+        }
+        out.push_str(&after[..size]);
+        rest = after[size..].trim_start_matches("\r\n");
+    }
+}
+
+/// The value of the metric line starting with `series` (name and labels), 0 when absent.
+pub fn metric(text: &str, series: &str) -> f64 {
+    text.lines().find_map(|l| l.strip_prefix(series).and_then(|v| v.trim().parse().ok())).unwrap_or(0.0)
+}
+
+/// Every status and close a socket receives until it ends: `(channel-3 payloads, close code)`.
+pub async fn read_to_close(ws: &mut Ws) -> (Vec<Vec<u8>>, Vec<Message>, Option<u16>) {
+    let mut statuses = Vec::new();
+    let mut frames = Vec::new();
+    let code = within("the server to close", async {
+        while let Some(message) = ws.next().await {
+            match message {
+                Ok(Message::Close(frame)) => return frame.map(|f| u16::from(f.code)),
+                Ok(Message::Binary(data)) if data.first() == Some(&3) => {
+                    statuses.push(data[1..].to_vec());
+                    frames.push(Message::Binary(data));
+                }
+                Ok(other @ (Message::Binary(_) | Message::Text(_))) => frames.push(other),
+                Ok(_) => {}
+                Err(e) => panic!("the socket broke before its close: {e}"),
+            }
+        }
+        None
+    })
+    .await;
+    (statuses, frames, code)
+}
