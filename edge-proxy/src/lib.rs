@@ -10,6 +10,7 @@
 //!   shell behind; every other `/clusters/{cluster}/{api path}` ([`passthrough`]).
 
 pub mod clusters;
+pub mod demo;
 pub mod http;
 pub mod identity;
 pub mod metrics;
@@ -18,6 +19,7 @@ pub mod passthrough;
 pub mod registry;
 pub mod terminal;
 pub mod upstream_error;
+pub mod web;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -50,6 +52,8 @@ pub struct ProxySettings {
     pub health_interval: Duration,
     /// Exec/attach timers, including the shutdown grace for terminal teardowns.
     pub terminal: TerminalSettings,
+    /// A built web app to serve at `/`.
+    pub static_dir: Option<std::path::PathBuf>,
 }
 
 impl Default for ProxySettings {
@@ -61,6 +65,7 @@ impl Default for ProxySettings {
             registry: RegistrySettings::default(),
             health_interval: Duration::from_secs(10),
             terminal: TerminalSettings::default(),
+            static_dir: None,
         }
     }
 }
@@ -81,7 +86,8 @@ pub struct AppState {
 
 /// The proxy's routes.
 pub fn router(app: Arc<AppState>) -> Router {
-    Router::new()
+    let static_dir = app.settings.static_dir.clone();
+    let routes = Router::new()
         .route("/mux", get(mux::handler))
         .route("/clusters", get(http::clusters))
         .route("/healthz", get(http::healthz))
@@ -90,8 +96,12 @@ pub fn router(app: Arc<AppState>) -> Router {
         .route("/clusters/{cluster}/api/v1/namespaces/{namespace}/pods/{pod}/exec", any(terminal::exec))
         .route("/clusters/{cluster}/api/v1/namespaces/{namespace}/pods/{pod}/attach", any(terminal::attach))
         .route("/clusters/{cluster}/{*path}", any(passthrough::handler))
-        .with_state(app)
-        .layer(tower_http::trace::TraceLayer::new_for_http())
+        .with_state(app);
+    let routes = match static_dir {
+        Some(dir) => routes.fallback_service(web::app(&dir)),
+        None => routes,
+    };
+    routes.layer(tower_http::trace::TraceLayer::new_for_http())
 }
 
 /// A running proxy.

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use kubemux_proxy::clusters::Clusters;
+use kubemux_proxy::demo::Demo;
 use kubemux_proxy::mux::MuxSettings;
 use kubemux_proxy::registry::RegistrySettings;
 use kubemux_proxy::terminal::TerminalSettings;
@@ -50,16 +51,45 @@ struct Args {
     /// Seconds between pings to terminal clients; three missed intervals end the session.
     #[arg(long, default_value_t = 20.0)]
     terminal_ping_interval: f64,
+    /// Serve a built web app from this directory at `/` (the demo app: `www/dist`).
+    #[arg(long = "static", value_name = "DIR")]
+    static_dir: Option<PathBuf>,
+    /// Run with embedded simulated clusters (`demo`, `staging`, and `demo-viewer`, restricted to
+    /// one namespace) instead of a kubeconfig. Their terminals run real processes on this
+    /// machine, so demo mode only listens on loopback unless `--demo-allow-remote` is given.
+    #[arg(long, conflicts_with = "kubeconfig")]
+    demo: bool,
+    /// Let --demo listen on a non-loopback address.
+    #[arg(long, requires = "demo")]
+    demo_allow_remote: bool,
+    /// Changes per second in the demo clusters.
+    #[arg(long, default_value_t = 2.0, requires = "demo")]
+    demo_churn: f64,
 }
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn main() -> std::process::ExitCode {
+    match run().await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("kubemux-proxy: {error:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
         .with_writer(std::io::stderr)
         .init();
     let args = Args::parse();
-    let clusters = Clusters::discover(args.kubeconfig.as_deref()).await?;
+    let (demo, clusters) = if args.demo {
+        let (demo, clusters) = Demo::start(args.listen, args.demo_allow_remote, args.demo_churn).await?;
+        (Some(demo), clusters)
+    } else {
+        (None, Clusters::discover(args.kubeconfig.as_deref()).await?)
+    };
     let settings = ProxySettings {
         listen: args.listen,
         allowed_origins: args.allowed_origins,
@@ -76,6 +106,7 @@ async fn main() -> anyhow::Result<()> {
             dead_after: Duration::from_secs_f64(args.terminal_ping_interval * 3.0),
             ..TerminalSettings::default()
         },
+        static_dir: args.static_dir,
         ..ProxySettings::default()
     };
     let proxy = Proxy::start(settings, clusters).await?;
@@ -87,5 +118,8 @@ async fn main() -> anyhow::Result<()> {
     }
     tracing::info!("shutting down");
     proxy.shutdown().await;
+    if let Some(demo) = demo {
+        demo.shutdown().await;
+    }
     Ok(())
 }

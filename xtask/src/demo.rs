@@ -1,4 +1,5 @@
-//! `cargo xtask demo`: the simulator with demo objects and churn, until Ctrl-C.
+//! `cargo xtask demo`: the web app served by `kubemux-proxy --demo` (the proxy with embedded
+//! simulated clusters), until Ctrl-C.
 
 use std::io::{BufRead as _, BufReader};
 use std::process::{Child, Command, Stdio};
@@ -8,43 +9,59 @@ use anyhow::{Context as _, bail};
 use nix::sys::signal::{SigSet, Signal, kill};
 use nix::unistd::Pid;
 
+use crate::steps::{Outcome, Summary};
 use crate::workspace::{self, Workspace};
+use crate::{wasm, www};
 
-/// What kube-sim prints as its first stdout line, before the URL.
-const ANNOUNCEMENT: &str = "kube-sim listening on ";
+/// What the proxy prints as its first stdout line, before the URL.
+const ANNOUNCEMENT: &str = "kubemux-proxy listening on ";
 
-/// How long the simulator gets to end its processes after SIGTERM before it is killed.
-const GRACE: Duration = Duration::from_secs(10);
+/// How long the proxy gets to end its terminals and simulators after SIGTERM before it is killed.
+const GRACE: Duration = Duration::from_secs(15);
 
-/// Builds and runs kube-sim, prints how to reach it, and stops it on Ctrl-C (or SIGTERM).
-pub fn run() -> anyhow::Result<()> {
+/// Builds the package, the web app and the proxy, runs the demo, prints its URL, and stops it
+/// (and every process it started) on Ctrl-C or SIGTERM.
+pub fn run(args: &[String]) -> anyhow::Result<()> {
+    let listen = match args {
+        [] => "127.0.0.1:8080".to_owned(),
+        [flag, address] if flag == "--listen" => address.clone(),
+        _ => bail!("usage: cargo xtask demo [--listen ADDRESS] (default 127.0.0.1:8080)"),
+    };
     let repo = Workspace::locate()?;
     println!(
-        "cargo xtask demo: installs nothing; builds kube-sim and runs it with demo objects and churn.\n\
-         The web app is not part of the demo yet (it comes with a later issue): for now the demo \
-         is the simulated cluster, to use with kubectl.\n\
+        "cargo xtask demo: installs what is missing (rustup target wasm32-unknown-unknown; wasm-bindgen-cli from \
+         crates.io at the version in Cargo.lock; npm binaryen for wasm-opt; the web app's npm packages), builds the \
+         npm package kubemux, the web app and kubemux-proxy, then runs the proxy in demo mode: two simulated \
+         clusters embedded in it, the web app served on {listen}.\n\
          build cache: {}",
         repo.target_dir.display()
     );
-    workspace::run(repo.cargo().args(["build", "--package", "kube-sim", "--bin", "kube-sim"]))?;
+    let mut summary = Summary::new("cargo xtask demo (build)");
+    summary.step("node + npm", www::ensure_node);
+    wasm::build_steps(&mut summary, &repo);
+    summary.step("web app (www/dist)", || www::build(&repo));
+    summary.step("kubemux-proxy", || {
+        workspace::run(repo.cargo().args(["build", "--package", "kubemux-proxy", "--bin", "kubemux-proxy"]))?;
+        Ok(Outcome::Ready("built".to_owned()))
+    });
+    summary.finish()?;
 
-    let binary = repo.target_dir.join("debug/kube-sim");
-    let kubeconfig = repo.target_dir.join("kube-sim.kubeconfig");
+    let binary = repo.target_dir.join("debug/kubemux-proxy");
     let mut command = Command::new(&binary);
     command
-        .args(["--seed", "demo", "--churn", "2", "--write-kubeconfig"])
-        .arg(&kubeconfig)
+        .args(["--demo", "--listen", &listen, "--static"])
+        .arg(repo.root.join("www/dist"))
         .stdin(Stdio::null())
         .stdout(Stdio::piped());
     println!("$ {}", workspace::command_line(&command));
-    let mut sim = command.spawn().with_context(|| format!("starting {}", binary.display()))?;
+    let mut proxy = command.spawn().with_context(|| format!("starting {}", binary.display()))?;
 
-    let mut stdout = BufReader::new(sim.stdout.take().context("kube-sim's stdout is not piped")?);
+    let mut stdout = BufReader::new(proxy.stdout.take().context("the proxy's stdout is not piped")?);
     let mut first = String::new();
-    stdout.read_line(&mut first).context("reading kube-sim's first line")?;
+    stdout.read_line(&mut first).context("reading the proxy's first line")?;
     let Some(url) = first.trim_end().strip_prefix(ANNOUNCEMENT).map(str::to_owned) else {
-        stop(&mut sim)?;
-        bail!("kube-sim did not announce its URL; its first line was {first:?}");
+        stop(&mut proxy)?;
+        bail!("kubemux-proxy did not start (is {listen} free? `cargo xtask demo --listen 127.0.0.1:PORT` picks another); its first line was {first:?}");
     };
 
     // From here on, Ctrl-C, SIGTERM and the simulator's own exit arrive as values from
@@ -56,7 +73,7 @@ pub fn run() -> anyhow::Result<()> {
     }
     signals.thread_block().context("blocking SIGINT/SIGTERM")?;
 
-    // Keep draining the simulator's stdout so it never blocks on a full pipe.
+    // Keep draining the proxy's stdout so it never blocks on a full pipe.
     let relay = std::thread::spawn(move || {
         for line in stdout.lines().map_while(Result::ok) {
             println!("{line}");
@@ -64,32 +81,32 @@ pub fn run() -> anyhow::Result<()> {
     });
 
     println!(
-        "\nkube-sim is running at {url}\n\
-         kubeconfig: {kubeconfig}\n\n\
-         try:\n  kubectl --kubeconfig {kubeconfig} get pods -A -w\n\n\
-         Press Ctrl-C to stop.",
-        kubeconfig = kubeconfig.display(),
+        "\nThe kubemux demo is running: open {url}/ in a browser.\n\
+         Clusters: demo and staging (simulated, with churn), and demo-viewer (the demo cluster as a user \
+         restricted to the demo namespace, so one panel shows a 403).\n\n\
+         Press Ctrl-C to stop."
     );
 
     let reason = loop {
         match signals.wait().context("waiting for signals")? {
             Signal::SIGCHLD => {
-                if let Some(status) = sim.try_wait()? {
+                if let Some(status) = proxy.try_wait()? {
                     let _ = relay.join();
-                    bail!("kube-sim exited on its own ({status})");
+                    bail!("kubemux-proxy exited on its own ({status})");
                 }
             }
             signal => break signal,
         }
     };
-    println!("\n{reason}: stopping kube-sim");
-    stop(&mut sim)?;
+    println!("\n{reason}: stopping the demo");
+    stop(&mut proxy)?;
     let _ = relay.join();
-    println!("kube-sim stopped");
+    println!("demo stopped: the proxy, its simulators and every process they started have ended");
     Ok(())
 }
 
-/// SIGTERM, then wait up to [`GRACE`] for the simulator to end its own processes, then SIGKILL.
+/// SIGTERM, then wait up to [`GRACE`] for the proxy to end its terminals and simulators, then
+/// SIGKILL.
 fn stop(sim: &mut Child) -> anyhow::Result<()> {
     if sim.try_wait()?.is_some() {
         return Ok(());
@@ -104,7 +121,7 @@ fn stop(sim: &mut Child) -> anyhow::Result<()> {
         }
         std::thread::sleep(Duration::from_millis(50));
     }
-    eprintln!("kube-sim did not stop within {GRACE:?} of SIGTERM; killing it");
+    eprintln!("kubemux-proxy did not stop within {GRACE:?} of SIGTERM; killing it");
     sim.kill()?;
     sim.wait()?;
     Ok(())

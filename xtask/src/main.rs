@@ -1,9 +1,10 @@
 //! `cargo xtask`: the commands the README promises. Each one says what it installs, installs
 //! what is missing, and then does its job.
 //!
-//! - `cargo xtask demo`: run the simulator with demo objects and churn until Ctrl-C.
+//! - `cargo xtask demo`: the web app on the proxy with embedded simulated clusters, until Ctrl-C.
 //! - `cargo xtask test [-- CARGO-TEST-ARGS]`: run every test.
 //! - `cargo xtask wasm`: build the npm package `kubemux` into `wasm-client/pkg/`.
+//! - `cargo xtask www`: build the demo web app into `www/dist/`.
 //! - `cargo xtask bench [SECTION...]`: run benchmarks and write them into BENCHMARKS.md.
 
 mod bench;
@@ -12,6 +13,7 @@ mod steps;
 mod test;
 mod wasm;
 mod workspace;
+mod www;
 
 use std::process::ExitCode;
 
@@ -19,10 +21,12 @@ const USAGE: &str = "\
 usage: cargo xtask <command>
 
 commands:
-  demo                 build and run kube-sim with demo objects and churn until Ctrl-C
+  demo [--listen ADDR] build the npm package, the web app and the proxy, and run the demo
+                       (proxy + embedded simulated clusters + web app) until Ctrl-C
   test [-- ARGS...]    install what the tests need and run every test;
                        ARGS go to `cargo test --workspace` (e.g. `-- selectors`, `-- -- --nocapture`)
   wasm                 build the npm package `kubemux` (wasm-client) into wasm-client/pkg/
+  www                  build the npm package, then the demo web app (npm ci, vite build) into www/dist/
   bench [SECTION...]   run benchmarks (sections: client) and write them into BENCHMARKS.md
 
 Builds go to $CARGO_TARGET_DIR, or $HOME/.cache/kubemux/target when it is not set.";
@@ -35,8 +39,9 @@ fn main() -> ExitCode {
             Some((dashes, passed)) if dashes == "--" => test::run(passed),
             Some((other, _)) => usage_error(&format!("unexpected argument {other:?} (pass arguments for cargo test after `--`)")),
         },
-        Some((command, rest)) if command == "demo" && rest.is_empty() => demo::run(),
+        Some((command, rest)) if command == "demo" => demo::run(rest),
         Some((command, rest)) if command == "wasm" && rest.is_empty() => wasm::run(),
+        Some((command, rest)) if command == "www" && rest.is_empty() => www::run(),
         Some((command, rest)) if command == "bench" => bench::run(rest),
         Some((command, _)) if matches!(command.as_str(), "help" | "-h" | "--help") => {
             println!("{USAGE}");

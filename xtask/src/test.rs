@@ -1,7 +1,7 @@
 //! `cargo xtask test`: the one command that runs every test on any machine.
 
 use crate::steps::{Outcome, Summary, ensure_kubectl};
-use crate::wasm;
+use crate::{wasm, www};
 use crate::workspace::{self, Workspace};
 
 /// Makes sure what the tests need is there, then runs `cargo test --workspace` with `passed`
@@ -12,7 +12,8 @@ pub fn run(passed: &[String]) -> anyhow::Result<()> {
         "cargo xtask test: checks for kubectl (optional); runs cargo test --workspace; then for the browser \
          client installs what is missing (Debian chromium + chromium-driver with apt-get, rustup target \
          wasm32-unknown-unknown, wasm-bindgen-cli from crates.io at the Cargo.lock version, npm binaryen), \
-         builds the npm package and runs the browser tests in headless Chromium.\n\
+         builds the npm package and runs the browser tests in headless Chromium; then builds the web app \
+         (npm ci, vite build), kubemux-proxy and kube-sim, and runs its Playwright tests (www e2e).\n\
          build cache: {}",
         repo.target_dir.display()
     );
@@ -23,5 +24,6 @@ pub fn run(passed: &[String]) -> anyhow::Result<()> {
         Ok(Outcome::Ready("passed".to_owned()))
     });
     wasm::test_steps(&mut summary, &repo);
+    www::test_steps(&mut summary, &repo);
     summary.finish()
 }
