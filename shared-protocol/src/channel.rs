@@ -268,7 +268,11 @@ impl ExecOutcome {
     /// Parses a channel-3 payload the way client-go's `errorDecoderV4` does. `metadata`,
     /// `kind` and `apiVersion` are not required.
     pub fn parse(payload: &[u8]) -> Result<ExecOutcome, StatusParseError> {
-        let value: Value = serde_json::from_slice(payload).map_err(|_| StatusParseError::NotJson)?;
+        // `from_str` rather than `from_slice`, and the `Value` accessors rather than
+        // `pointer`: the browser package already carries those, so parsing a status adds
+        // nothing to its size.
+        let text = std::str::from_utf8(payload).map_err(|_| StatusParseError::NotJson)?;
+        let value: Value = serde_json::from_str(text).map_err(|_| StatusParseError::NotJson)?;
         let field = |name: &str| value.get(name).and_then(Value::as_str);
         match field("status") {
             Some("Success") => Ok(ExecOutcome::Success),
@@ -276,7 +280,8 @@ impl ExecOutcome {
                 let reason = field("reason").map(str::to_owned);
                 if reason.as_deref() == Some("NonZeroExitCode") {
                     let code = value
-                        .pointer("/details/causes")
+                        .get("details")
+                        .and_then(|d| d.get("causes"))
                         .and_then(Value::as_array)
                         .into_iter()
                         .flatten()

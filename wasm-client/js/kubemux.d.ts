@@ -139,10 +139,87 @@ export class Mux {
   free(): void;
 }
 
+/** What `onOpen` receives: the command that started (e.g. `["sh"]` after `bash` was missing). */
+export interface TerminalOpenInfo {
+  command: string[];
+}
+
+/** How a terminal's session ended; `onExit` receives it exactly once, as the last callback. */
+export interface TerminalExit {
+  /** The process's exit code, or `null` when there is none (refused, failed to start, connection lost). */
+  code: number | null;
+  /** Why, when there is no exit code. */
+  message?: string;
+}
+
+export interface TerminalOptions {
+  /** A cluster name the proxy knows. */
+  cluster: string;
+  namespace: string;
+  pod: string;
+  /** The container; the pod's default container when omitted. */
+  container?: string;
+  /** The command to run (e.g. `["sh", "-c", "top"]`). Give either `command` or `shells`. */
+  command?: string[];
+  /**
+   * Shells to try in turn (default `["bash", "sh"]`): when the pod lacks one (the server reports
+   * `InternalError` 500 before any output), the next starts on a new WebSocket of its own.
+   */
+  shells?: string[];
+  /** Bearer token for the proxy, sent as the `base64url.bearer.authorization.k8s.io.*` subprotocol. */
+  token?: string;
+  /** Initial size; give both or neither (then the server's default applies until `resize`). */
+  cols?: number;
+  rows?: number;
+  /** The session started, running `info.command`. Input written before this is sent now. */
+  onOpen?: (info: TerminalOpenInfo) => void;
+  /** Output bytes (UTF-8 as the process wrote it, split anywhere): pass them to xterm.js `term.write`. */
+  onData?: (bytes: Uint8Array) => void;
+  /** The session ended (exited, refused, or the connection dropped); the last callback, called once. Not called after `close()`. */
+  onExit?: (exit: TerminalExit) => void;
+  /** Why the session failed, as a Kubernetes `Status` (403, 404, `InternalError` 500, or 503 when the connection was lost); `onExit` follows. */
+  onError?: (status: Status) => void;
+}
+
+/**
+ * An interactive TTY session in a pod's container, through a kubemux proxy's Kubernetes-compatible
+ * exec endpoint (`v5.channel.k8s.io`, else `v4.channel.k8s.io`), on a WebSocket of its own. It
+ * never reconnects: when the connection drops, `onError` and `onExit` report it, and a new
+ * session takes a new `Terminal`. Call `await init()` once before constructing it.
+ *
+ * With xterm.js: `term.onData((s) => t.write(s))`, `onData: (b) => term.write(b)`,
+ * `term.onResize(({ cols, rows }) => t.resize(cols, rows))`.
+ */
+export class Terminal {
+  /**
+   * @param proxyUrl The proxy's base URL: `https://host`, `http://host`, `wss://host` or `ws://host`,
+   *   with an optional path prefix. Throws on a malformed URL or invalid options.
+   */
+  constructor(proxyUrl: string, options: TerminalOptions);
+  /**
+   * Sends input: a string (sent as UTF-8, as xterm.js `onData` gives it) or bytes (for xterm.js
+   * `onBinary` strings: `Uint8Array.from(s, (c) => c.charCodeAt(0))`). Input written before the
+   * session started is sent when it starts. Throws after `close()` or once the session ended.
+   */
+  write(data: string | Uint8Array): void;
+  /** Sets the terminal size (whole numbers, 1–65535). Throws after `close()` or once the session ended. */
+  resize(cols: number, rows: number): void;
+  /**
+   * Ends the session from the browser side: Ctrl-C, `exit\r` and the end of stdin go to the shell;
+   * the socket closes when the process reports its end or after a brief wait. No callback is
+   * called afterwards. Idempotent.
+   */
+  close(): void;
+  /** The command of the current (or last) attempt, e.g. `["sh"]` after a fallback. */
+  readonly command: string[];
+  /** Frees the wasm-side handle, ending the session as `close()` does (so does garbage collection of the handle: keep a reference while the session should run). */
+  free(): void;
+}
+
 /** What `init` accepts: the `.wasm` URL, its bytes, or a compiled module. Defaults to the file next to this module. */
 export type InitInput = RequestInfo | URL | Response | BufferSource | WebAssembly.Module;
 
-/** Loads the WebAssembly module; await it once before using `Mux`. */
+/** Loads the WebAssembly module; await it once before using `Mux` or `Terminal`. */
 export default function init(moduleOrPath?: { module_or_path: InitInput | Promise<InitInput> } | InitInput | Promise<InitInput>): Promise<unknown>;
 
 /** Synchronous variant of `init` for an already fetched module. */

@@ -32,7 +32,7 @@ pub fn seed() -> u64 {
 }
 
 /// `object[key]`, or `undefined` when `object` is not an object.
-fn get(object: &JsValue, key: &str) -> JsValue {
+pub fn get(object: &JsValue, key: &str) -> JsValue {
     if !object.is_object() {
         return JsValue::UNDEFINED;
     }

@@ -1,20 +1,24 @@
 //! `kubemux` for the browser: many live Kubernetes watches over one WebSocket to a kubemux
 //! proxy, each with a live list of objects, reconnecting and resuming on its own, and every
-//! error delivered to the one watch it concerns.
+//! error delivered to the one watch it concerns; and pod terminals ([`Terminal`]) that never
+//! reconnect behind the user's back.
 //!
 //! This crate is only the browser shell: the protocol, the caches, resume points, backoff and
 //! liveness all live in `kubemux_protocol::client::ClientCore`, which this crate drives with a
-//! `WebSocket`, `setTimeout` and `Date.now()`. The JavaScript API is [`Mux`] and
-//! [`Subscription`]; their TypeScript types are hand-written in `js/kubemux.d.ts`.
+//! `WebSocket`, `setTimeout` and `Date.now()`; the terminal's channel framing is
+//! `kubemux_protocol::channel`'s. The JavaScript API is [`Mux`], [`Subscription`] and
+//! [`Terminal`]; their TypeScript types are hand-written in `js/kubemux.d.ts`.
 
 mod js;
 mod shell;
+mod terminal;
 
 use kubemux_protocol::client::{ClientConfig, ClientCore, SubscriptionState};
 use kubemux_protocol::frames::WatchQuery;
 use wasm_bindgen::prelude::*;
 
 use shell::{Handlers, Shared, Shell, SubEntry, drive};
+pub use terminal::Terminal;
 
 const CLOSED: &str = "kubemux: this Mux was closed with close(); create a new Mux to connect again";
 const SUB_CLOSED: &str = "kubemux: this subscription was closed with close(); call mux.watch() again to watch again";

@@ -48,20 +48,31 @@ pub fn table(columns: &[String], rows: &[Vec<String>]) -> String {
 }
 
 /// The sections `cargo xtask bench` knows, in the order they appear in BENCHMARKS.md when new.
-pub const SECTIONS: &[(&str, fn(&Workspace) -> anyhow::Result<Section>)] = &[("proxy", proxy_section), ("client", client_section)];
+pub const SECTIONS: &[(&str, fn(&Workspace) -> anyhow::Result<Section>)] = &[("proxy", proxy_section), ("terminal", terminal_section), ("client", client_section)];
 
 /// The multiplexer: throughput and added latency against a direct watch, memory per
-/// subscription. The measuring program is `tests/bench/mux.rs`; it prints tab-separated
-/// `columns`, `row` and `method` lines.
+/// subscription (`tests/bench/mux.rs`).
 fn proxy_section(repo: &Workspace) -> anyhow::Result<Section> {
-    crate::workspace::run(repo.cargo().args(["build", "--release", "-p", "kubemux-proxy", "-p", "kubemux-e2e", "--bin", "kubemux-proxy", "--bin", "kubemux-bench-mux"]))?;
-    let program = repo.target_dir.join("release/kubemux-bench-mux");
+    program_section(repo, "proxy", "Multiplexed watches (`kubemux-proxy`)", "kubemux-bench-mux")
+}
+
+/// Terminals: keystroke echo and stdout throughput through the proxy against a direct exec
+/// (`tests/bench/terminal.rs`).
+fn terminal_section(repo: &Workspace) -> anyhow::Result<Section> {
+    program_section(repo, "terminal", "Terminals (`kubemux-proxy` exec)", "kubemux-bench-terminal")
+}
+
+/// Builds and runs a measuring program of the tests crate (release), which prints
+/// tab-separated `columns`, `row` and `method` lines.
+fn program_section(repo: &Workspace, key: &'static str, title: &str, binary: &str) -> anyhow::Result<Section> {
+    crate::workspace::run(repo.cargo().args(["build", "--release", "-p", "kubemux-proxy", "-p", "kubemux-e2e", "--bin", "kubemux-proxy", "--bin", binary]))?;
+    let program = repo.target_dir.join("release").join(binary);
     let output = std::process::Command::new(&program).stderr(std::process::Stdio::inherit()).output().with_context(|| format!("running {}", program.display()))?;
     if !output.status.success() {
         bail!("{} failed ({})", program.display(), output.status);
     }
     let text = String::from_utf8_lossy(&output.stdout);
-    let mut section = Section { key: "proxy", title: "Multiplexed watches (`kubemux-proxy`)".to_owned(), method: String::new(), columns: Vec::new(), rows: Vec::new() };
+    let mut section = Section { key, title: title.to_owned(), method: String::new(), columns: Vec::new(), rows: Vec::new() };
     for line in text.lines() {
         let mut cells = line.split('\t');
         match cells.next() {
@@ -72,7 +83,7 @@ fn proxy_section(repo: &Workspace) -> anyhow::Result<Section> {
         }
     }
     if section.columns.is_empty() || section.rows.is_empty() {
-        bail!("kubemux-bench-mux printed no table:\n{text}");
+        bail!("{binary} printed no table:\n{text}");
     }
     Ok(section)
 }

@@ -357,4 +357,8 @@ pub fn test_steps(summary: &mut Summary, repo: &Workspace) {
         let report = page(repo, fixture.get().context("no fixture binary")?, "pods")?;
         Ok(Outcome::Ready(format!("the page listed the simulator's pods: {report}")))
     });
+    summary.step("terminal page (the browser closes; the shell must end)", || {
+        let report = page(repo, fixture.get().context("no fixture binary")?, "terminal")?;
+        Ok(Outcome::Ready(format!("no shell left behind: {report}")))
+    });
 }

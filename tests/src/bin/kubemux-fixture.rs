@@ -6,7 +6,10 @@
 //! - a kubemux proxy on its own runtime that allows any origin, which the tests kill and restart
 //!   on the same port;
 //! - `GET /info`, `POST /proxy/kill`, `POST /proxy/start`, `GET /sim/pods?ns=demo` (the
-//!   simulator's own list), `POST /report` (a page's result);
+//!   simulator's own list), `GET /sim/processes` (the simulator's live exec and attach
+//!   processes, `/_sim/processes`), `POST /report` (a page's result);
+//! - besides the demo seed, pod `default/no-bash` (container `shell`), whose image lacks bash
+//!   (`kube-sim/missing-binaries: bash`), for the terminal's shell fallback;
 //! - WebSockets speaking `kubemux.v1` with scripted content: `/bad-mux` sends one malformed frame
 //!   before a valid snapshot, `/burst?n=N` sends a snapshot of N `ADDED`/`MODIFIED` events;
 //! - static files: `/pkg/*` (the built npm package) and `/page/*` (tests/browser).
@@ -16,8 +19,9 @@
 //!       prints its base URL as the first line of stdout and serves until killed;
 //!   kubemux-fixture page --pkg DIR --pages DIR --page NAME [--timeout SECS]
 //!       also opens `/page/NAME.html` in headless Chromium, waits for the page's report, checks
-//!       it (pods page: the pods equal the simulator's list) and prints `RESULT <json>`;
-//!       exits non-zero on failure.
+//!       it (pods page: the pods equal the simulator's list; terminal page: once the browser is
+//!       closed, the page's shell is gone from the simulator within 5 s) and prints
+//!       `RESULT <json>`; exits non-zero on failure.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -36,7 +40,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use kube_sim::{Seed, Sim, SimConfig, User};
 use kube::config::KubeConfigOptions;
-use kubemux_e2e::{ProxyProcess, kubeconfig, list};
+use kubemux_e2e::{ProxyProcess, hook, kubeconfig, list};
 use kubemux_protocol::frames::{ClientMessage, EventType, SUBPROTOCOL, ServerMessage, encode_event_raw};
 use kubemux_proxy::ProxySettings;
 use serde_json::{Value, json};
@@ -103,6 +107,7 @@ async fn main() -> anyhow::Result<()> {
     let sim = Sim::start(SimConfig { seed: Seed::Demo, churn_per_second: 10.0, users: vec![admin, alice], ..SimConfig::default() }).await?;
     let admin_config = kubeconfig(&[("sim", &sim.url(), Some(ADMIN_TOKEN))]);
     let sim_api = kube::Client::try_from(kube::Config::from_custom_kubeconfig(admin_config, &KubeConfigOptions::default()).await?)?;
+    create_pod_without_bash(&sim_api).await?;
 
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let base_url = format!("http://{}", listener.local_addr()?);
@@ -126,6 +131,7 @@ async fn main() -> anyhow::Result<()> {
         .route("/proxy/kill", post(proxy_kill))
         .route("/proxy/start", post(proxy_start))
         .route("/sim/pods", get(sim_pods))
+        .route("/sim/processes", get(sim_processes))
         .route("/report", post(report))
         .route("/bad-mux", get(bad_mux))
         .route("/burst", get(burst))
@@ -145,7 +151,8 @@ async fn main() -> anyhow::Result<()> {
         "page" => {
             let page = args.page.context("page mode needs --page NAME")?;
             let result = run_page(&fixture, &page, Duration::from_secs(args.timeout)).await;
-            if let Some(proxy) = fixture.proxy.lock().unwrap().take() {
+            let proxy = fixture.proxy.lock().unwrap().take();
+            if let Some(proxy) = proxy {
                 tokio::task::spawn_blocking(move || proxy.kill()).await?;
             }
             let result = result?;
@@ -165,6 +172,7 @@ async fn info(State(fixture): State<Arc<Fixture>>) -> Response {
     let fixture_ws = fixture.base_url.replacen("http://", "ws://", 1);
     axum::Json(json!({
         "mux": format!("ws://{}/mux", fixture.proxy_addr),
+        "proxy": format!("http://{}", fixture.proxy_addr),
         "cluster": "sim",
         "restrictedCluster": "sim-alice",
         "forbiddenPath": "/api/v1/namespaces/kube-system/pods",
@@ -207,6 +215,22 @@ async fn sim_pods(State(fixture): State<Arc<Fixture>>, Query(query): Query<BTree
     let ns = query.get("ns").map_or("demo", String::as_str);
     let pods = list(&fixture.sim_api, &format!("/api/v1/namespaces/{ns}/pods")).await;
     axum::Json(Value::Array(pods.into_values().collect())).into_response()
+}
+
+async fn sim_processes(State(fixture): State<Arc<Fixture>>) -> Response {
+    axum::Json(hook(&fixture.sim_api, "GET", "/_sim/processes").await).into_response()
+}
+
+/// `default/no-bash`: a pod whose image has `sh` but no `bash`.
+async fn create_pod_without_bash(sim_api: &kube::Client) -> anyhow::Result<()> {
+    let pod = json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "no-bash", "labels": {"app": "no-bash"}, "annotations": {"kube-sim/missing-binaries": "bash"}},
+        "spec": {"containers": [{"name": "shell", "image": "busybox:1.36", "stdin": true, "tty": true}]}
+    });
+    let request = http::Request::post("/api/v1/namespaces/default/pods").header(header::CONTENT_TYPE, "application/json").body(serde_json::to_vec(&pod)?)?;
+    sim_api.request::<Value>(request).await.context("creating pod default/no-bash")?;
+    Ok(())
 }
 
 async fn report(State(fixture): State<Arc<Fixture>>, body: Bytes) -> Response {
@@ -370,7 +394,8 @@ async fn run_page(fixture: &Arc<Fixture>, page: &str, timeout: Duration) -> anyh
     let reported = fixture.reported.notified();
     tokio::pin!(reported);
     reported.as_mut().enable();
-    let _browser = Browser::open(&url)?;
+    let before = toolbox_processes(fixture).await;
+    let browser = Browser::open(&url)?;
     tokio::time::timeout(timeout, reported).await.with_context(|| format!("{url} reported nothing within {timeout:?}"))?;
     let report = fixture.report.lock().unwrap().clone().unwrap_or(Value::Null);
     if let Some(error) = report.get("error") {
@@ -379,7 +404,44 @@ async fn run_page(fixture: &Arc<Fixture>, page: &str, timeout: Duration) -> anyh
     if page == "pods" {
         check_pods_page(fixture).await?;
     }
+    if page == "terminal" {
+        check_terminal_page(fixture, before, browser).await?;
+    }
     Ok(fixture.report.lock().unwrap().clone().unwrap_or(report))
+}
+
+/// The processes of pod `default/toolbox` in the simulator, by pid.
+async fn toolbox_processes(fixture: &Fixture) -> BTreeMap<u64, Value> {
+    let processes = hook(&fixture.sim_api, "GET", "/_sim/processes").await;
+    processes
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|p| p["namespace"] == "default" && p["pod"] == "toolbox")
+        .filter_map(|p| Some((p["pid"].as_u64()?, p.clone())))
+        .collect()
+}
+
+/// The terminal page ran its command in a new shell: closing the browser (the page never
+/// calls `close()`) must leave none of that shell's processes running 5 s later.
+async fn check_terminal_page(fixture: &Fixture, before: BTreeMap<u64, Value>, browser: Browser) -> anyhow::Result<()> {
+    let ours: Vec<u64> = toolbox_processes(fixture).await.into_keys().filter(|pid| !before.contains_key(pid)).collect();
+    if ours.is_empty() {
+        bail!("the page's shell does not show in /_sim/processes");
+    }
+    drop(browser);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let now = toolbox_processes(fixture).await;
+        let left: Vec<&Value> = ours.iter().filter_map(|pid| now.get(pid)).collect();
+        if left.is_empty() {
+            return Ok(());
+        }
+        if tokio::time::Instant::now() > deadline {
+            bail!("5 s after the browser closed, the page's processes are still running: {left:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 /// The pods page lists the pods of namespace `demo` and reports again on every change: its

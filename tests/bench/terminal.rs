@@ -1,0 +1,125 @@
+//! `kubemux-bench-terminal`: terminal figures for `cargo xtask bench terminal`, measured in one
+//! run against kube-sim's real processes: keystroke echo round-trip and stdout throughput, for a
+//! direct exec on the simulator and for the same exec through the proxy. Prints tab-separated
+//! `columns`, `row` and `method` lines; progress goes to stderr.
+
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use futures::{SinkExt, StreamExt};
+use kube_sim::{Seed, Sim, SimConfig};
+use kubemux_e2e::{ProxyProcess, kubeconfig};
+use kubemux_protocol::channel::{ChannelProtocol, Decoded, ERROR, STDIN, STDOUT, decode};
+use kubemux_proxy::ProxySettings;
+use tokio::time::Instant;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+
+const ECHOES: usize = 500;
+const THROUGHPUT_BYTES: usize = 64 * 1024 * 1024;
+
+type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+async fn exec(base: &str, query: &str) -> anyhow::Result<Ws> {
+    let url = format!("{base}/api/v1/namespaces/default/pods/toolbox/exec?container=shell&{query}");
+    let mut request = url.into_client_request()?;
+    request.headers_mut().insert("sec-websocket-protocol", ChannelProtocol::V5.name().parse()?);
+    let (ws, _) = tokio_tungstenite::connect_async(request).await.with_context(|| format!("exec at {base}"))?;
+    Ok(ws)
+}
+
+/// The next data frame on a channel other than 3; `None` once the status arrives.
+async fn next_output(ws: &mut Ws) -> anyhow::Result<Option<Vec<u8>>> {
+    loop {
+        let Message::Binary(data) = ws.next().await.context("the exec socket closed")?? else { continue };
+        match decode(ChannelProtocol::V5, &data) {
+            Ok(Decoded::Data { channel: ERROR, .. }) => return Ok(None),
+            Ok(Decoded::Data { channel: STDOUT, payload }) => return Ok(Some(payload)),
+            _ => {}
+        }
+    }
+}
+
+/// Milliseconds from a keystroke to its echo, `ECHOES` times, on a TTY running `cat`.
+async fn echo_round_trips(base: &str) -> anyhow::Result<Vec<f64>> {
+    let mut ws = exec(base, "command=cat&stdin=true&stdout=true&tty=true").await?;
+    // The connected frame: an empty message on stdout.
+    next_output(&mut ws).await?;
+    let mut samples = Vec::with_capacity(ECHOES);
+    for i in 0..ECHOES {
+        let key = b'a' + (i % 26) as u8;
+        let start = Instant::now();
+        ws.send(Message::Binary(vec![STDIN, key].into())).await?;
+        loop {
+            let output = next_output(&mut ws).await?.context("cat ended")?;
+            if output.contains(&key) {
+                break;
+            }
+        }
+        samples.push(start.elapsed().as_secs_f64() * 1e3);
+    }
+    // Enter, then Ctrl-D at the start of a line: end of input for cat, which ends the session
+    // so nothing is left behind.
+    ws.send(Message::Binary(vec![STDIN, b'\r', 4].into())).await?;
+    while next_output(&mut ws).await?.is_some() {}
+    samples.sort_by(f64::total_cmp);
+    Ok(samples)
+}
+
+/// Megabytes per second of stdout from `head -c N /dev/zero`.
+async fn stdout_throughput(base: &str) -> anyhow::Result<f64> {
+    let mut ws = exec(base, &format!("command=head&command=-c&command={THROUGHPUT_BYTES}&command=/dev/zero&stdout=true")).await?;
+    let start = Instant::now();
+    let mut received = 0;
+    while let Some(output) = next_output(&mut ws).await? {
+        received += output.len();
+    }
+    if received != THROUGHPUT_BYTES {
+        bail!("received {received} bytes of {THROUGHPUT_BYTES}");
+    }
+    Ok(received as f64 / 1e6 / start.elapsed().as_secs_f64())
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() -> anyhow::Result<()> {
+    let sim = Sim::start(SimConfig { seed: Seed::Demo, ..SimConfig::default() }).await?;
+    let proxy = ProxyProcess::start(ProxySettings { listen: "127.0.0.1:0".parse()?, ..ProxySettings::default() }, kubeconfig(&[("sim", &sim.url(), None)]));
+    let direct = sim.url().replace("http://", "ws://");
+    let proxied = format!("ws://{}/clusters/sim", proxy.addr());
+    eprintln!("bench-terminal: keystroke echo ({ECHOES} keys each)...");
+    let direct_echo = echo_round_trips(&direct).await?;
+    let proxied_echo = echo_round_trips(&proxied).await?;
+    eprintln!("bench-terminal: stdout throughput ({} MiB each)...", THROUGHPUT_BYTES >> 20);
+    let direct_rate = stdout_throughput(&direct).await?;
+    let proxied_rate = stdout_throughput(&proxied).await?;
+    tokio::time::timeout(Duration::from_secs(10), sim.shutdown()).await.ok();
+
+    let row = |name: String, d: f64, p: f64, unit: &str| vec![name, format!("{d:.3}"), format!("{p:.3}"), format!("{:+.3} {unit}", p - d)];
+    println!("columns\tmeasure\tdirect exec on kube-sim\tthrough kubemux-proxy\tdifference");
+    for r in [
+        row("keystroke echo p50 (ms)".into(), percentile(&direct_echo, 0.5), percentile(&proxied_echo, 0.5), "ms"),
+        row("keystroke echo p99 (ms)".into(), percentile(&direct_echo, 0.99), percentile(&proxied_echo, 0.99), "ms"),
+        vec![
+            "stdout throughput (MB/s)".into(),
+            format!("{direct_rate:.1}"),
+            format!("{proxied_rate:.1}"),
+            format!("{:.0}% of direct", 100.0 * proxied_rate / direct_rate),
+        ],
+    ] {
+        println!("row\t{}", r.join("\t"));
+    }
+    println!(
+        "method\tOne run of `kubemux-bench-terminal` (release build) on a {}-core machine, all on loopback. Echo: a TTY exec of `cat` \
+         on the demo pod `default/toolbox`; one key at a time, from the stdin frame sent to the echo received ({ECHOES} keys). \
+         Throughput: a non-TTY exec of `head -c {} /dev/zero`, bytes of stdout over the time to the exit status. The same \
+         measurements against kube-sim's exec endpoint directly and through the proxy's `/clusters/sim/…/exec`, which negotiates \
+         v5 upstream and runs its teardown at the end of each session.",
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        THROUGHPUT_BYTES
+    );
+    Ok(())
+}
