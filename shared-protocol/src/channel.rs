@@ -140,19 +140,24 @@ pub enum FrameError {
     BadClose,
 }
 
-/// Encodes one message for `channel` in `protocol`.
+/// Encodes one message for `channel` in `protocol`. Inlined, so that a caller with a constant
+/// binary protocol (the browser terminal) carries no base64 code.
+#[inline]
 pub fn encode(protocol: ChannelProtocol, channel: u8, payload: &[u8]) -> WsPayload {
     if protocol.is_base64() {
-        let mut text = String::with_capacity(1 + payload.len().div_ceil(3) * 4);
-        text.push(char::from(b'0' + channel));
-        STANDARD.encode_string(payload, &mut text);
-        WsPayload::Text(text)
-    } else {
-        let mut frame = Vec::with_capacity(1 + payload.len());
-        frame.push(channel);
-        frame.extend_from_slice(payload);
-        WsPayload::Binary(frame)
+        return encode_base64(channel, payload);
     }
+    let mut frame = Vec::with_capacity(1 + payload.len());
+    frame.push(channel);
+    frame.extend_from_slice(payload);
+    WsPayload::Binary(frame)
+}
+
+fn encode_base64(channel: u8, payload: &[u8]) -> WsPayload {
+    let mut text = String::with_capacity(1 + payload.len().div_ceil(3) * 4);
+    text.push(char::from(b'0' + channel));
+    STANDARD.encode_string(payload, &mut text);
+    WsPayload::Text(text)
 }
 
 /// Encodes the v5 CLOSE signal for `channel`.
@@ -161,6 +166,8 @@ pub fn encode_close(channel: u8) -> WsPayload {
 }
 
 /// Decodes one received message (text or binary; servers accept either for base64 protocols).
+/// Inlined for the same reason as [`encode`].
+#[inline]
 pub fn decode(protocol: ChannelProtocol, data: &[u8]) -> Result<Decoded, FrameError> {
     let Some((&first, rest)) = data.split_first() else {
         return Ok(Decoded::Empty);
@@ -172,12 +179,15 @@ pub fn decode(protocol: ChannelProtocol, data: &[u8]) -> Result<Decoded, FrameEr
         };
     }
     if protocol.is_base64() {
-        let channel = first.checked_sub(b'0').filter(|c| *c <= 9).ok_or(FrameError::BadChannelDigit(first))?;
-        let payload = STANDARD.decode(rest).map_err(|_| FrameError::BadBase64(channel))?;
-        Ok(Decoded::Data { channel, payload })
-    } else {
-        Ok(Decoded::Data { channel: first, payload: rest.to_vec() })
+        return decode_base64(first, rest);
     }
+    Ok(Decoded::Data { channel: first, payload: rest.to_vec() })
+}
+
+fn decode_base64(first: u8, rest: &[u8]) -> Result<Decoded, FrameError> {
+    let channel = first.checked_sub(b'0').filter(|c| *c <= 9).ok_or(FrameError::BadChannelDigit(first))?;
+    let payload = STANDARD.decode(rest).map_err(|_| FrameError::BadBase64(channel))?;
+    Ok(Decoded::Data { channel, payload })
 }
 
 /// A terminal size as sent on the resize channel.
