@@ -155,3 +155,16 @@ pub fn same_objects(a: &BTreeMap<(String, String), Value>, b: &BTreeMap<(String,
     }
     Ok(())
 }
+
+/// A plain HTTP/1.1 GET over a fresh TCP connection, returning the whole response (status line,
+/// headers and body): enough for `/metrics`, `/clusters` and the like without an HTTP client.
+pub async fn http_get(url: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let rest = url.strip_prefix("http://").expect("an http:// URL");
+    let (host, path) = rest.split_once('/').unwrap_or((rest, ""));
+    let mut stream = tokio::net::TcpStream::connect(host).await.expect("the server is listening");
+    stream.write_all(format!("GET /{path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").as_bytes()).await.expect("request sent");
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.expect("response read");
+    response
+}

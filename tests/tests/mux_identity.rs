@@ -6,7 +6,7 @@ use std::time::Duration;
 use futures::SinkExt;
 use kube_sim::{Seed, Sim, SimConfig, User};
 use kubemux_e2e::client::{NativeClient, fast_config};
-use kubemux_e2e::{ProxyProcess, hook, kubeconfig};
+use kubemux_e2e::{ProxyProcess, hook, http_get, kubeconfig};
 use kubemux_protocol::frames::SUBPROTOCOL;
 use kubemux_proxy::ProxySettings;
 use tokio_tungstenite::tungstenite::Message;
@@ -23,16 +23,6 @@ async fn sim_with_users() -> Sim {
     Sim::start(SimConfig { seed: Seed::Demo, users, ..SimConfig::default() }).await.unwrap()
 }
 
-async fn get(url: &str) -> String {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let rest = url.strip_prefix("http://").unwrap();
-    let (host, path) = rest.split_once('/').unwrap();
-    let mut stream = tokio::net::TcpStream::connect(host).await.unwrap();
-    stream.write_all(format!("GET /{path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").as_bytes()).await.unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).await.unwrap();
-    response
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_tokens_never_share_an_upstream_watch() {
@@ -99,10 +89,10 @@ async fn clusters_health_and_metrics() {
     drop(dead);
     let proxy = ProxyProcess::start(settings(), kubeconfig(&[("sim", &sim.url(), None), ("down", &dead_url, None)]));
     let base = proxy.http_url();
-    assert!(get(&format!("{base}/healthz")).await.starts_with("HTTP/1.1 200"));
+    assert!(http_get(&format!("{base}/healthz")).await.starts_with("HTTP/1.1 200"));
     let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
     let clusters = loop {
-        let response = get(&format!("{base}/clusters")).await;
+        let response = http_get(&format!("{base}/clusters")).await;
         if response.contains("\"unreachable\"") && response.contains("\"ok\"") {
             break response;
         }
@@ -111,13 +101,13 @@ async fn clusters_health_and_metrics() {
     };
     assert!(clusters.contains(r#"{"name":"down","status":"unreachable","version":null}"#), "{clusters}");
     assert!(clusters.contains(r#""name":"sim","status":"ok","version":"v1.32.0-kube-sim""#), "{clusters}");
-    assert!(get(&format!("{base}/readyz")).await.starts_with("HTTP/1.1 200"));
+    assert!(http_get(&format!("{base}/readyz")).await.starts_with("HTTP/1.1 200"));
 
     let client = NativeClient::connect(&proxy.mux_url(), fast_config(4));
     client.watch("pods", "sim", PODS, None).await.unwrap();
     client.watch("down", "down", "/api/v1/pods", None).await.unwrap();
     client.wait_for(Duration::from_secs(10), "a snapshot and an error", |v| v.synced.contains_key("pods") && !v.errors_of("down").is_empty()).await.unwrap();
-    let metrics = get(&format!("{base}/metrics")).await;
+    let metrics = http_get(&format!("{base}/metrics")).await;
     for line in ["kubemux_connections 1", "kubemux_subscriptions 2", "kubemux_upstream_watches 2", "kubemux_errors_total{reason=\"ServiceUnavailable\"}", "kubemux_events_out_total", "kubemux_bytes_out_total", "kubemux_queued_bytes"] {
         assert!(metrics.contains(line), "{line} missing from\n{metrics}");
     }

@@ -6,7 +6,7 @@ use std::time::Duration;
 use futures::{SinkExt, StreamExt};
 use kube_sim::{Seed, Sim, SimConfig};
 use kubemux_e2e::client::{NativeClient, fast_config};
-use kubemux_e2e::{ProxyProcess, kubeconfig, list, same_objects, sim_client};
+use kubemux_e2e::{ProxyProcess, http_get, kubeconfig, list, same_objects, sim_client};
 use kubemux_protocol::client::{ClientConfig, ClientCore, Output};
 use kubemux_protocol::frames::SUBPROTOCOL;
 use kubemux_proxy::ProxySettings;
@@ -131,7 +131,7 @@ async fn a_slow_client_gets_a_reset_and_converges() {
             let request = http::Request::patch(format!("{CONFIGMAPS}/big-{i}")).header("content-type", "application/merge-patch+json").body(patch.to_string().into_bytes()).unwrap();
             api.request::<serde_json::Value>(request).await.unwrap();
         }
-        let metrics = reqwest_free_get(&metrics_url).await;
+        let metrics = http_get(&metrics_url).await;
         if metrics.lines().any(|l| l.starts_with("kubemux_overflows_total ") && !l.ends_with(" 0")) {
             break metrics;
         }
@@ -161,16 +161,4 @@ async fn a_slow_client_gets_a_reset_and_converges() {
     .unwrap_or(false);
     assert!(saw_reset, "the overflowed subscription got a reset");
     assert!(converged, "after the reset the client's objects equal the simulator's");
-}
-
-/// A GET over a plain TCP connection: the proxy's /metrics, without an HTTP client dependency.
-async fn reqwest_free_get(url: &str) -> String {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let rest = url.strip_prefix("http://").unwrap();
-    let (host, path) = rest.split_once('/').unwrap();
-    let mut stream = tokio::net::TcpStream::connect(host).await.unwrap();
-    stream.write_all(format!("GET /{path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").as_bytes()).await.unwrap();
-    let mut body = String::new();
-    stream.read_to_string(&mut body).await.unwrap();
-    body
 }
