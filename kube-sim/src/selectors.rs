@@ -469,10 +469,10 @@ fn split_operator(term: &str) -> Option<(&str, bool, &str)> {
         let rest = &term[i..];
         if c == '\\' {
             escaped = true;
-        } else if rest.starts_with("!=") {
-            return Some((&term[..i], false, &rest[2..]));
-        } else if rest.starts_with("==") {
-            return Some((&term[..i], true, &rest[2..]));
+        } else if let Some(value) = rest.strip_prefix("!=") {
+            return Some((&term[..i], false, value));
+        } else if let Some(value) = rest.strip_prefix("==") {
+            return Some((&term[..i], true, value));
         } else if c == '=' {
             return Some((&term[..i], true, &rest[1..]));
         }

@@ -113,10 +113,10 @@ async fn throughput(sim: &Sim, api: &kube::Client, mux_url: &str) -> anyhow::Res
     }
     let mut seen = 0;
     while seen < BURST {
-        if let Message::Text(text) = ws.next().await.context("proxy closed")?? {
-            if is_event(text.as_str()) {
-                seen += 1;
-            }
+        if let Message::Text(text) = ws.next().await.context("proxy closed")??
+            && is_event(text.as_str())
+        {
+            seen += 1;
         }
     }
     let proxied = BURST as f64 / start.elapsed().as_secs_f64();

@@ -25,7 +25,7 @@ async fn snapshot_then_live_changes() {
     let proxy = ProxyProcess::start(settings(), kubeconfig(&[("sim", &sim.url(), None)]));
     let client = NativeClient::connect(&proxy.mux_url(), fast_config(1));
     client.watch("pods", "sim", PODS, None).await.unwrap();
-    let view = client.wait_for(Duration::from_secs(10), "the snapshot", |v| v.synced.get("pods").is_some()).await.unwrap();
+    let view = client.wait_for(Duration::from_secs(10), "the snapshot", |v| v.synced.contains_key("pods")).await.unwrap();
     let first = view.events["pods"];
     assert!(first >= 6, "the demo namespace has at least 6 pods: {first}");
     client.wait_for(Duration::from_secs(10), "live churn events", |v| v.events["pods"] > first + 5).await.unwrap();

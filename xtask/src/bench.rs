@@ -47,8 +47,11 @@ pub fn table(columns: &[String], rows: &[Vec<String>]) -> String {
     text
 }
 
+/// Measures one section.
+pub type SectionFn = fn(&Workspace) -> anyhow::Result<Section>;
+
 /// The sections `cargo xtask bench` knows, in the order they appear in BENCHMARKS.md when new.
-pub const SECTIONS: &[(&str, fn(&Workspace) -> anyhow::Result<Section>)] = &[("proxy", proxy_section), ("terminal", terminal_section), ("client", client_section)];
+pub const SECTIONS: &[(&str, SectionFn)] = &[("proxy", proxy_section), ("terminal", terminal_section), ("client", client_section)];
 
 /// The multiplexer: throughput and added latency against a direct watch, memory per
 /// subscription (`tests/bench/mux.rs`).

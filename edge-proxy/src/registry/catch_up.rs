@@ -44,21 +44,31 @@ pub(super) fn applicable(from: &str, to: &str) -> Option<(u64, u64)> {
     (from < to).then_some((from, to))
 }
 
-/// Streams the events in `(from, to]` to `sink`, then reports to the upstream task whether the
-/// hand-over at `to` is confirmed.
-pub(super) async fn run(
-    client: kube::Client,
-    key: WatchKey,
-    from: u64,
-    to: u64,
-    sink: Arc<Sink>,
-    sub_id: u64,
-    report: mpsc::WeakUnboundedSender<Command>,
-    within: Duration,
-) {
-    let caught_up = tokio::time::timeout(within, forward(client, &key, from, to, &sink)).await.unwrap_or(false);
-    if let Some(report) = report.upgrade() {
-        let _ = report.send(Command::CaughtUp { sub_id, confirmed: caught_up });
+/// One subscriber's catch-up.
+pub(super) struct CatchUp {
+    pub(super) client: kube::Client,
+    pub(super) key: WatchKey,
+    /// The subscriber's version.
+    pub(super) from: u64,
+    /// Where it joins the shared watch.
+    pub(super) to: u64,
+    pub(super) sink: Arc<Sink>,
+    pub(super) sub_id: u64,
+    /// The upstream task's command channel.
+    pub(super) report: mpsc::WeakUnboundedSender<Command>,
+    /// How long the hand-over may take.
+    pub(super) within: Duration,
+}
+
+impl CatchUp {
+    /// Streams the events in `(from, to]` to the sink, then reports to the upstream task
+    /// whether the hand-over at `to` is confirmed.
+    pub(super) async fn run(self) {
+        let forwarded = forward(self.client, &self.key, self.from, self.to, &self.sink);
+        let confirmed = tokio::time::timeout(self.within, forwarded).await.unwrap_or(false);
+        if let Some(report) = self.report.upgrade() {
+            let _ = report.send(Command::CaughtUp { sub_id: self.sub_id, confirmed });
+        }
     }
 }
 

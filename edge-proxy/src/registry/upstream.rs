@@ -258,7 +258,17 @@ impl Upstream {
             Ok(client) => client,
             Err(_) => return self.reset(sub_id, sink),
         };
-        let task = tokio::spawn(catch_up::run(client, self.key.clone(), from, to, sink.clone(), sub_id, self.reports.clone(), self.settings.catch_up_timeout));
+        let catch_up = catch_up::CatchUp {
+            client,
+            key: self.key.clone(),
+            from,
+            to,
+            sink: sink.clone(),
+            sub_id,
+            report: self.reports.clone(),
+            within: self.settings.catch_up_timeout,
+        };
+        let task = tokio::spawn(catch_up.run());
         self.catching_up.insert(sub_id, CatchingUp { sink, join_at, task: task.abort_handle() });
     }
 

@@ -40,7 +40,7 @@ pub struct ClientConfig {
 
 impl Default for ClientConfig {
     fn default() -> Self {
-        ClientConfig { ping_interval_ms: 30_000, dead_after_ms: 75_000, backoff: BackoffConfig::default(), seed: 0x6b75_6265_6d75_78 }
+        ClientConfig { ping_interval_ms: 30_000, dead_after_ms: 75_000, backoff: BackoffConfig::default(), seed: 0x006b_7562_656d_7578 }
     }
 }
 
