@@ -85,3 +85,19 @@ impl Demo {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn refuses_a_non_loopback_address_unless_told() {
+        let everywhere: SocketAddr = "0.0.0.0:0".parse().unwrap();
+        let refused = Demo::start(everywhere, false, 0.0).await.err().expect("refused");
+        assert!(matches!(refused, DemoError::NotLoopback(_)));
+        assert!(refused.to_string().contains("real processes"), "it says why: {refused}");
+        let (demo, clusters) = Demo::start(everywhere, true, 0.0).await.expect("allowed when told");
+        assert_eq!(clusters.iter().map(|c| c.name.as_str()).collect::<Vec<_>>(), ["demo", "demo-viewer", "staging"]);
+        demo.shutdown().await;
+    }
+}
