@@ -6,7 +6,8 @@ use std::time::Duration;
 use kube_sim::{Seed, Sim, SimConfig, User};
 use kubemux_e2e::client::{NativeClient, fast_config};
 use kubemux_e2e::{ProxyProcess, hook, kubeconfig, list, sim_client};
-use kubemux_protocol::client::ConnectionState;
+use kubemux_protocol::client::{ConnectionState, SubscriptionState};
+use serde_json::json;
 use kubemux_proxy::ProxySettings;
 
 const PODS: &str = "/api/v1/namespaces/demo/pods";
@@ -100,4 +101,34 @@ async fn fifty_connections_share_one_upstream_watch() {
     assert_eq!(delta("listRequests"), 1);
     let expected = list(&sim_api, PODS).await.len();
     assert!(clients.iter().all(|c| c.view().caches["pods"].len() == expected));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_upstream_heals_and_says_so() {
+    let sim = churning_sim(vec![]).await;
+    let api = sim_client(&sim).await;
+    let proxy = ProxyProcess::start(settings(), kubeconfig(&[("sim", &sim.url(), None)]));
+    let client = NativeClient::connect(&proxy.mux_url(), fast_config(6));
+    client.watch("pods", "sim", PODS, None).await.unwrap();
+    client.wait_for(Duration::from_secs(10), "the snapshot", |v| v.sub_states.get("pods") == Some(&SubscriptionState::Synced)).await.unwrap();
+    // The next three watch requests fail with 500 (kube-rs itself retries 503s); the open watch
+    // ends, so the proxy re-watches.
+    let fault = json!({"pathPrefix": PODS, "status": 500, "count": 3});
+    let request = http::Request::post("/_sim/faults").header("content-type", "application/json").body(fault.to_string().into_bytes()).unwrap();
+    api.request_text(request).await.unwrap();
+    hook(&api, "POST", "/_sim/watches/close").await;
+    let view = client.wait_for(Duration::from_secs(10), "a non-fatal 500", |v| !v.errors_of("pods").is_empty()).await.unwrap();
+    let (_, fatal, status) = view.errors.iter().find(|(id, _, _)| id.as_deref() == Some("pods")).unwrap();
+    // 500 from the fault, or 503 if the closed watch had just started ("ended immediately").
+    assert!(status.code >= 500 && !*fatal, "a non-fatal server error: {status:?}");
+    assert_eq!(view.sub_states.get("pods"), Some(&SubscriptionState::Stale));
+    let healed = client
+        .wait_for(Duration::from_secs(20), "synced again after the retries", |v| {
+            v.sub_states.get("pods") == Some(&SubscriptionState::Synced) && v.synced["pods"] >= 2
+        })
+        .await
+        .unwrap();
+    let events = healed.events["pods"];
+    client.wait_for(Duration::from_secs(10), "events after healing", |v| v.events["pods"] > events + 3).await.unwrap();
+    assert_eq!(healed.opens(), 1, "the connection never dropped");
 }

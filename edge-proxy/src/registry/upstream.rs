@@ -364,7 +364,15 @@ impl Upstream {
 
     fn recovered(&mut self) {
         self.attempt = 0;
-        self.failing = None;
+        if self.failing.take().is_some()
+            && let Some(rv) = self.cache.resource_version()
+        {
+            // The subscribers were told something was wrong (and show themselves stale): the
+            // watch is back at the version they hold, so they are consistent again.
+            for sink in self.subscribers.values() {
+                sink.synced(rv);
+            }
+        }
     }
 
     // ---- list ---------------------------------------------------------------------------
