@@ -219,7 +219,7 @@ pub enum DecodeErrorKind {
 }
 
 /// A message's JSON object, its `id` (when a string) and its `op`, checked against `ops`.
-fn decode_head(text: &str, ops: &[&str]) -> Result<(Map<String, Value>, Option<String>, String), DecodeError> {
+fn decode_head(text: &str, ops: &[&str]) -> Result<Fields, DecodeError> {
     let value: Value = serde_json::from_str(text).map_err(|e| DecodeError { id: None, kind: DecodeErrorKind::NotJson(e.to_string()) })?;
     let Value::Object(map) = value else {
         return Err(DecodeError { id: None, kind: DecodeErrorKind::NotObject });
@@ -231,11 +231,11 @@ fn decode_head(text: &str, ops: &[&str]) -> Result<(Map<String, Value>, Option<S
     if !ops.contains(&op.as_str()) {
         return Err(DecodeError { id, kind: DecodeErrorKind::UnknownOp(op) });
     }
-    Ok((map, id, op))
+    Ok(Fields { map, id, op })
 }
 
 fn decode_object<T: for<'de> Deserialize<'de>>(text: &str, ops: &[&str]) -> Result<T, DecodeError> {
-    let (map, id, op) = decode_head(text, ops)?;
+    let Fields { map, id, op } = decode_head(text, ops)?;
     serde_json::from_value(Value::Object(map)).map_err(|e| DecodeError { id, kind: DecodeErrorKind::InvalidFields { op, message: e.to_string() } })
 }
 
@@ -319,8 +319,7 @@ impl ClientMessage {
 impl ServerMessage {
     /// Decodes a server message.
     pub fn decode(text: &str) -> Result<ServerMessage, DecodeError> {
-        let (map, id, op) = decode_head(text, &["event", "synced", "reset", "bookmark", "error", "pong"])?;
-        Fields { map, id, op }.server_message()
+        decode_head(text, &["event", "synced", "reset", "bookmark", "error", "pong"])?.server_message()
     }
 
     /// Encodes a server message.

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use kube_sim::{Seed, Sim, SimConfig, User};
 use kubemux_e2e::client::{NativeClient, fast_config};
-use kubemux_e2e::{ProxyProcess, hook, kubeconfig, list, sim_client};
+use kubemux_e2e::{ProxyProcess, hook, http_get, kubeconfig, list, sim_client};
 use kubemux_protocol::client::{ConnectionState, SubscriptionState};
 use serde_json::json;
 use kubemux_proxy::ProxySettings;
@@ -131,4 +131,25 @@ async fn a_failing_upstream_heals_and_says_so() {
     let events = healed.events["pods"];
     client.wait_for(Duration::from_secs(10), "events after healing", |v| v.events["pods"] > events + 3).await.unwrap();
     assert_eq!(healed.opens(), 1, "the connection never dropped");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_upstream_without_subscribers_retires() {
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let dead_url = format!("http://{}", dead.local_addr().unwrap());
+    drop(dead);
+    let mut settings = settings();
+    settings.registry.linger = Duration::from_millis(200);
+    let proxy = ProxyProcess::start(settings, kubeconfig(&[("down", &dead_url, None)]));
+    let client = NativeClient::connect(&proxy.mux_url(), fast_config(8));
+    client.watch("down", "down", "/api/v1/pods", None).await.unwrap();
+    client.wait_for(Duration::from_secs(10), "the unreachable error", |v| !v.errors_of("down").is_empty()).await.unwrap();
+    let metrics = format!("{}/metrics", proxy.http_url());
+    assert!(http_get(&metrics).await.contains("kubemux_upstream_watches 1"));
+    client.unwatch("down");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    while !http_get(&metrics).await.contains("kubemux_upstream_watches 0") {
+        assert!(tokio::time::Instant::now() < deadline, "the retrying upstream watch never retired");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }

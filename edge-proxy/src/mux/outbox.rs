@@ -124,6 +124,19 @@ impl Outbox {
         queue.state = QueueState::Live;
     }
 
+    /// Whether a subscription's queue takes frames (it exists and has not overflowed).
+    pub fn is_live(&self, id: &str) -> bool {
+        self.lock().subs.get(id).is_some_and(|q| q.state == QueueState::Live)
+    }
+
+    /// Drops a subscription's queue if nothing is left in it.
+    pub fn remove_if_drained(&self, id: &str) {
+        let mut inner = self.lock();
+        if inner.subs.get(id).is_some_and(|q| q.frames.is_empty()) {
+            inner.subs.remove(id);
+        }
+    }
+
     /// Drops a subscription's queue; its later frames are dropped.
     pub fn remove_subscription(&self, id: &str) {
         let mut inner = self.lock();

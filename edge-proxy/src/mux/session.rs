@@ -113,8 +113,15 @@ async fn write_loop(
             next = outbox.next() => match next {
                 Some(Outgoing::Text(text)) => {
                     let len = text.len() as u64;
-                    if socket.send(Message::Text(text.into())).await.is_err() {
-                        break;
+                    // A peer that stops reading blocks the send; past the liveness limit it is
+                    // as dead as one that stops answering pings.
+                    match tokio::time::timeout(settings.dead_after, socket.send(Message::Text(text.into()))).await {
+                        Ok(Ok(())) => {}
+                        Ok(Err(_)) => break,
+                        Err(_) => {
+                            tracing::info!("dropping a mux connection that stopped reading");
+                            break;
+                        }
                     }
                     app.metrics.bytes_out.inc_by(len);
                 }
@@ -200,6 +207,7 @@ impl Session {
         for id in ended {
             if let Some(active) = self.subscriptions.remove(&id) {
                 active.sink.detach();
+                self.outbox.remove_if_drained(&id);
                 self.app.metrics.subscriptions.dec();
             }
         }

@@ -107,6 +107,16 @@ impl Sink {
         self.ended.load(Ordering::Acquire)
     }
 
+    /// Whether the subscription moved on (unwatched, or to another identity).
+    pub fn is_detached(&self) -> bool {
+        self.detached.load(Ordering::Acquire)
+    }
+
+    /// Whether frames pushed now are queued (not dropped by an overflow).
+    pub fn is_live(&self) -> bool {
+        self.outbox.is_live(&self.id)
+    }
+
     fn push(&self, frame: String) -> Pushed {
         if self.detached.load(Ordering::Acquire) {
             return Pushed::Dropped;
@@ -170,7 +180,11 @@ impl Sink {
     pub fn error(&self, fatal: bool, status: &Status) {
         self.metrics.error(&status.reason);
         let frame = ServerMessage::Error { id: Some(self.id.to_string()), fatal, status: status.clone() }.encode();
-        if self.push(frame) == Pushed::Queued && fatal {
+        if !fatal {
+            self.push(frame);
+        } else if !self.detached.load(Ordering::Acquire) && self.outbox.push_reset(&self.id, vec![Item::Frame(frame)]) == Pushed::Queued {
+            // The subscription ends here, so whatever was queued for it matters less than the
+            // error itself, which must get through even if the queue had overflowed.
             self.ended.store(true, Ordering::Release);
         }
     }
@@ -314,5 +328,35 @@ impl WatchRegistry {
             map.remove(key);
         }
         true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::mux::outbox::Outgoing;
+
+    #[tokio::test]
+    async fn a_fatal_error_gets_through_an_overflowed_queue() {
+        let metrics = Arc::new(Metrics::default());
+        let outbox = Outbox::new(100, metrics.clone());
+        let (a, b): (Arc<str>, Arc<str>) = (Arc::from("a"), Arc::from("b"));
+        outbox.add_subscription(&a);
+        outbox.add_subscription(&b);
+        let sink = Sink::new(outbox.clone(), a.clone(), metrics);
+        for _ in 0..8 {
+            outbox.push(&a, "x".repeat(10));
+        }
+        // b's frame does not fit: a, the heaviest, overflows and its events are dropped.
+        outbox.push(&b, "y".repeat(30));
+        assert!(!sink.is_live());
+        sink.error(true, &Status::failure(403, "Forbidden", "no longer allowed"));
+        assert!(sink.is_ended(), "the fatal error was queued");
+        let mut frames = Vec::new();
+        while outbox.queued_bytes() > 0 {
+            let Some(Outgoing::Text(frame)) = outbox.next().await else { panic!() };
+            frames.push(frame);
+        }
+        assert!(frames.iter().any(|f| f.contains(r#""fatal":true"#) && f.contains("no longer allowed")), "{frames:?}");
     }
 }

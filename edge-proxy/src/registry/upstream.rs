@@ -63,6 +63,16 @@ struct CatchingUp {
     task: tokio::task::AbortHandle,
 }
 
+/// What one watch line meant.
+enum Line {
+    /// An event or bookmark, applied and fanned out.
+    Applied,
+    /// The version is gone (or the stream is unusable): relist.
+    Relist,
+    /// The upstream reported an error: back off, then resume.
+    Failed(Status),
+}
+
 /// What the state machine does next.
 enum Next {
     Continue,
@@ -217,12 +227,11 @@ impl Upstream {
                 Next::Continue
             }
             Some(Command::Resync { sub_id }) => {
+                // Mid-relist, the relist resets every subscriber; a subscriber still waiting or
+                // catching up is reset when it is served (`serve` sees its queue is not live).
                 if let (Some(sink), Some(rv)) = (self.subscribers.get(&sub_id), self.cache.resource_version()) {
                     self.metrics.reset(ResetCause::Overflow);
                     sink.reset_with_snapshot(self.cache.snapshot().cloned().collect(), rv);
-                } else if let Some(sink) = self.subscribers.remove(&sub_id) {
-                    // Mid-relist: it gets its snapshot with everybody else.
-                    self.waiting.push((sub_id, sink, None));
                 }
                 Next::Continue
             }
@@ -274,6 +283,14 @@ impl Upstream {
 
     /// Gives a subscriber its snapshot, replay or reset, then live events.
     fn serve(&mut self, sub_id: u64, sink: Arc<Sink>, resume: Option<String>) {
+        if sink.is_detached() {
+            // Unwatched (or moved to another identity) before it was served: no work for it.
+            return;
+        }
+        if !sink.is_live() {
+            // Its queue overflowed while it waited or caught up: only a reset can continue it.
+            return self.reset(sub_id, sink);
+        }
         let rv = self.cache.resource_version().expect("serve is called with a listed cache").to_owned();
         match resume {
             None => sink.snapshot(self.cache.snapshot().cloned().collect(), &rv),
@@ -352,7 +369,7 @@ impl Upstream {
         let until = Instant::now() + delay;
         loop {
             tokio::select! {
-                _ = tokio::time::sleep_until(until) => return Next::Continue,
+                _ = tokio::time::sleep_until(until) => return if self.may_retire() { Next::Retire } else { Next::Continue },
                 command = self.commands.recv() => if let Next::Retire = self.command(command) { return Next::Retire },
                 _ = self.shutdown.cancelled() => return Next::Retire,
             }
@@ -385,9 +402,15 @@ impl Upstream {
         let list = list_all(client, self.key.clone(), self.settings.page_size);
         tokio::pin!(list);
         let result = loop {
+            let linger = self.linger_deadline();
             tokio::select! {
                 result = &mut list => break result,
                 command = self.commands.recv() => if let Next::Retire = self.command(command) { return Next::Retire },
+                _ = async { tokio::time::sleep_until(linger.expect("guarded")).await }, if linger.is_some() => {
+                    if self.may_retire() {
+                        return Next::Retire;
+                    }
+                }
                 _ = self.shutdown.cancelled() => return Next::Retire,
             }
         };
@@ -431,9 +454,15 @@ impl Upstream {
         let open = client.request_stream(request);
         tokio::pin!(open);
         let stream = loop {
+            let linger = self.linger_deadline();
             tokio::select! {
                 result = &mut open => break result,
                 command = self.commands.recv() => if let Next::Retire = self.command(command) { return Next::Retire },
+                _ = async { tokio::time::sleep_until(linger.expect("guarded")).await }, if linger.is_some() => {
+                    if self.may_retire() {
+                        return Next::Retire;
+                    }
+                }
                 _ = self.shutdown.cancelled() => return Next::Retire,
             }
         };
@@ -450,7 +479,6 @@ impl Upstream {
                 };
             }
         };
-        self.recovered();
         let started = Instant::now();
         let mut received = 0u64;
         let mut lines = Box::pin(stream).lines();
@@ -461,8 +489,16 @@ impl Upstream {
                 line = lines.next() => match line {
                     Some(Ok(line)) => {
                         received += 1;
-                        if let Some(next) = self.on_line(&line) {
-                            return next;
+                        match self.on_line(&line) {
+                            Line::Applied => {
+                                // Healthy only once the stream delivers, so a watch that opens
+                                // and fails at once keeps backing off.
+                                if self.attempt > 0 || self.failing.is_some() {
+                                    self.recovered();
+                                }
+                            }
+                            Line::Relist => return Next::Continue,
+                            Line::Failed(status) => return self.back_off(status).await,
                         }
                     }
                     Some(Err(error)) => {
@@ -492,11 +528,11 @@ impl Upstream {
         Next::Continue
     }
 
-    /// Handles one line of the watch stream; `Some` ends the watch.
-    fn on_line(&mut self, line: &str) -> Option<Next> {
+    /// Handles one line of the watch stream.
+    fn on_line(&mut self, line: &str) -> Line {
         let Ok(event) = serde_json::from_str::<RawEvent<'_>>(line) else {
             tracing::warn!(cluster = %self.key.cluster, "unreadable upstream watch line; restarting the watch");
-            return Some(Next::Continue);
+            return Line::Failed(Status::failure(502, "BadGateway", format!("cluster {} sent an unreadable watch event", self.key.cluster)));
         };
         let object = event.object.get();
         let meta = serde_json::from_str::<WithMeta>(object).map(|m| m.metadata).unwrap_or_default();
@@ -507,14 +543,14 @@ impl Upstream {
                 let (Some(name), Some(rv)) = (meta.name, meta.resource_version) else {
                     tracing::warn!(cluster = %self.key.cluster, "upstream event without name or resourceVersion; relisting");
                     self.cache.expire();
-                    return Some(Next::Continue);
+                    return Line::Relist;
                 };
                 let json: ObjectJson = Arc::from(object);
                 self.cache.apply(event_type, (meta.namespace.unwrap_or_default(), name), json.clone(), rv.clone());
                 for sink in self.subscribers.values() {
                     sink.event(event_type, &json, Some(&rv));
                 }
-                None
+                Line::Applied
             }
             "BOOKMARK" => {
                 if let Some(rv) = meta.resource_version {
@@ -523,20 +559,17 @@ impl Upstream {
                         sink.bookmark(&rv);
                     }
                 }
-                None
+                Line::Applied
             }
             _ => {
                 let status: Status = serde_json::from_str(object).unwrap_or_else(|_| Status::failure(500, "InternalError", "unreadable ERROR event"));
                 if status.code == 410 {
                     tracing::info!(cluster = %self.key.cluster, path = %self.key.path, "upstream version expired; relisting");
                     self.cache.expire();
-                    return Some(Next::Continue);
+                    return Line::Relist;
                 }
-                tracing::warn!(cluster = %self.key.cluster, code = status.code, "upstream watch error event; resuming");
-                for sink in self.subscribers.values() {
-                    sink.error(false, &status);
-                }
-                Some(Next::Continue)
+                tracing::warn!(cluster = %self.key.cluster, code = status.code, "upstream watch error event; backing off");
+                Line::Failed(status)
             }
         }
     }
