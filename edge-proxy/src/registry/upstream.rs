@@ -366,15 +366,27 @@ impl Upstream {
         let ceiling = self.settings.backoff_base.saturating_mul(1 << self.attempt.min(16)).min(self.settings.backoff_cap);
         self.attempt += 1;
         let delay = ceiling.mul_f64(0.5 + fastrand::f64() * 0.5);
-        let until = Instant::now() + delay;
+        match self.serving(tokio::time::sleep(delay)).await {
+            Some(()) if !self.may_retire() => Next::Continue,
+            _ => Next::Retire,
+        }
+    }
+
+    /// Waits for `work` while serving commands, the linger timer and shutdown, so that a slow or
+    /// failing upstream never keeps a subscriber waiting for an answer. `None`: retire instead.
+    async fn serving<T>(&mut self, work: impl std::future::Future<Output = T>) -> Option<T> {
+        tokio::pin!(work);
         loop {
+            let linger = self.linger_deadline();
             tokio::select! {
-                _ = tokio::time::sleep_until(until) => return if self.may_retire() { Next::Retire } else { Next::Continue },
-                command = self.commands.recv() => if let Next::Retire = self.command(command) { return Next::Retire },
-                _ = self.shutdown.cancelled() => return Next::Retire,
-            }
-            if self.may_retire() {
-                return Next::Retire;
+                result = &mut work => return Some(result),
+                command = self.commands.recv() => if let Next::Retire = self.command(command) { return None },
+                _ = async { tokio::time::sleep_until(linger.expect("guarded")).await }, if linger.is_some() => {
+                    if self.may_retire() {
+                        return None;
+                    }
+                }
+                _ = self.shutdown.cancelled() => return None,
             }
         }
     }
@@ -399,20 +411,8 @@ impl Upstream {
             Ok(client) => client,
             Err(error) => return self.fail(Status::failure(500, "InternalError", format!("cannot build a client for cluster {}: {error}", self.key.cluster))),
         };
-        let list = list_all(client, self.key.clone(), self.settings.page_size);
-        tokio::pin!(list);
-        let result = loop {
-            let linger = self.linger_deadline();
-            tokio::select! {
-                result = &mut list => break result,
-                command = self.commands.recv() => if let Next::Retire = self.command(command) { return Next::Retire },
-                _ = async { tokio::time::sleep_until(linger.expect("guarded")).await }, if linger.is_some() => {
-                    if self.may_retire() {
-                        return Next::Retire;
-                    }
-                }
-                _ = self.shutdown.cancelled() => return Next::Retire,
-            }
+        let Some(result) = self.serving(list_all(client, self.key.clone(), self.settings.page_size)).await else {
+            return Next::Retire;
         };
         match result {
             Ok((objects, rv)) => {
@@ -451,20 +451,8 @@ impl Upstream {
         let mut request = get(format!("{}?{query}", self.key.path));
         // Watch streams must not be compressed (kube's decompression handles one gzip member).
         request.headers_mut().insert(http::header::ACCEPT_ENCODING, http::HeaderValue::from_static("identity"));
-        let open = client.request_stream(request);
-        tokio::pin!(open);
-        let stream = loop {
-            let linger = self.linger_deadline();
-            tokio::select! {
-                result = &mut open => break result,
-                command = self.commands.recv() => if let Next::Retire = self.command(command) { return Next::Retire },
-                _ = async { tokio::time::sleep_until(linger.expect("guarded")).await }, if linger.is_some() => {
-                    if self.may_retire() {
-                        return Next::Retire;
-                    }
-                }
-                _ = self.shutdown.cancelled() => return Next::Retire,
-            }
+        let Some(stream) = self.serving(client.request_stream(request)).await else {
+            return Next::Retire;
         };
         let stream = match stream {
             Ok(stream) => stream,
