@@ -13,12 +13,11 @@ use axum::extract::ws::WebSocket;
 use kubemux_protocol::channel::ChannelProtocol;
 
 use super::Runtime;
-use super::exec::MISSING_BINARIES_ANNOTATION;
-use super::options::{StreamOptions, annotation, container_spec, pod_uid};
+use super::options::{StreamOptions, container_spec};
 use super::output::OutputHub;
-use super::process::{ExitInfo, LaunchSpec, PtyControl, Running, SpawnError, container_env, declared_missing, launch};
-use super::registry::{ProcessInfo, ProcessKind, StdinLog};
-use super::remotecommand::{self, StreamTarget, connected_frame};
+use super::process::{ExitInfo, PtyControl, Running, SpawnError, launch};
+use super::registry::{ProcessKind, StdinLog};
+use super::remotecommand::{self, ProcessPlan, SessionPlan, StreamTarget, connected_frame};
 use super::ws::Connection;
 
 /// The annotation that sets the main command (a JSON array of strings).
@@ -133,15 +132,6 @@ impl MainProcesses {
     }
 }
 
-/// Everything an upgraded attach needs, decided before the upgrade.
-pub(crate) struct AttachPlan {
-    protocol: ChannelProtocol,
-    options: StreamOptions,
-    /// How the main process is started if it is not running yet.
-    info: ProcessInfo,
-    spec: LaunchSpec,
-}
-
 /// Prepares an attach to `container` of `pod`. The main process runs under a PTY when the
 /// container spec says `tty: true`, or, when the spec is silent, when the first attacher
 /// asks for a terminal.
@@ -153,37 +143,17 @@ pub(crate) fn plan(
     container: String,
     options: StreamOptions,
     protocol: ChannelProtocol,
-) -> AttachPlan {
-    let spec_of_container = container_spec(pod, &container);
-    let tty = spec_of_container.and_then(|c| c.get("tty")).and_then(Value::as_bool).unwrap_or(options.tty);
-    let argv = main_command(pod);
-    let cwd = runtime.sandbox_dir(namespace, name, &container);
-    let spec = LaunchSpec {
-        argv: argv.clone(),
-        env: container_env(name, spec_of_container, &cwd, tty),
-        cwd,
-        tty,
-        // A main process keeps all three streams: attachers come and go.
-        stdin: true,
-        stdout: true,
-        stderr: true,
-        missing: declared_missing(annotation(pod, MISSING_BINARIES_ANNOTATION)),
-    };
-    let info = ProcessInfo {
-        namespace: namespace.to_owned(),
-        pod: name.to_owned(),
-        uid: pod_uid(pod).to_owned(),
-        container,
-        command: argv,
-        tty,
-        kind: ProcessKind::Attach,
-    };
-    AttachPlan { protocol, options, info, spec }
+) -> SessionPlan {
+    let tty = container_spec(pod, &container).and_then(|c| c.get("tty")).and_then(Value::as_bool).unwrap_or(options.tty);
+    // A main process keeps all three streams: attachers come and go.
+    let process = ProcessPlan { argv: main_command(pod), tty, streams: [true; 3], kind: ProcessKind::Attach };
+    let (info, spec) = process.describe(runtime, pod, namespace, name, container);
+    SessionPlan { protocol, options, info, spec }
 }
 
 /// Runs an upgraded attach session until the client detaches or the main process exits.
-pub(crate) async fn run(runtime: Arc<Runtime>, socket: WebSocket, plan: AttachPlan) {
-    let AttachPlan { protocol, options, info, spec } = plan;
+pub(crate) async fn run(runtime: Arc<Runtime>, socket: WebSocket, plan: SessionPlan) {
+    let SessionPlan { protocol, options, info, spec } = plan;
     let stop = runtime.stop.clone();
     let conn = Connection::start(socket, stop.clone());
     if !conn.send(connected_frame(protocol, options.stdout, options.stderr)).await {

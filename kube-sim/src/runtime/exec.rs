@@ -9,22 +9,14 @@ use kubemux_protocol::channel::ChannelProtocol;
 use serde_json::Value;
 
 use super::Runtime;
-use super::options::{StreamOptions, annotation, container_spec, pod_uid};
-use super::process::{LaunchSpec, container_env, declared_missing, launch};
-use super::registry::{ProcessInfo, ProcessKind};
-use super::remotecommand::{self, StreamTarget, connected_frame};
+use super::options::StreamOptions;
+use super::process::launch;
+use super::registry::ProcessKind;
+use super::remotecommand::{self, ProcessPlan, SessionPlan, StreamTarget, connected_frame};
 use super::ws::Connection;
 
 /// The annotation listing binaries the container image lacks (`bash,zsh`).
 pub(crate) const MISSING_BINARIES_ANNOTATION: &str = "kube-sim/missing-binaries";
-
-/// Everything an upgraded exec needs, decided before the upgrade.
-pub(crate) struct ExecPlan {
-    protocol: ChannelProtocol,
-    options: StreamOptions,
-    info: ProcessInfo,
-    spec: LaunchSpec,
-}
 
 /// Prepares an exec of `options.command` in `container` of `pod`.
 pub(crate) fn plan(
@@ -35,29 +27,15 @@ pub(crate) fn plan(
     container: String,
     options: StreamOptions,
     protocol: ChannelProtocol,
-) -> ExecPlan {
-    let cwd = runtime.sandbox_dir(namespace, name, &container);
-    let env = container_env(name, container_spec(pod, &container), &cwd, options.tty);
-    let spec = LaunchSpec {
+) -> SessionPlan {
+    let process = ProcessPlan {
         argv: options.command.clone(),
-        cwd,
-        env,
         tty: options.tty,
-        stdin: options.stdin,
-        stdout: options.stdout,
-        stderr: options.stderr,
-        missing: declared_missing(annotation(pod, MISSING_BINARIES_ANNOTATION)),
-    };
-    let info = ProcessInfo {
-        namespace: namespace.to_owned(),
-        pod: name.to_owned(),
-        uid: pod_uid(pod).to_owned(),
-        container,
-        command: options.command.clone(),
-        tty: options.tty,
+        streams: [options.stdin, options.stdout, options.stderr],
         kind: ProcessKind::Exec,
     };
-    ExecPlan { protocol, options, info, spec }
+    let (info, spec) = process.describe(runtime, pod, namespace, name, container);
+    SessionPlan { protocol, options, info, spec }
 }
 
 /// Counts a session as live while the client is connected.
@@ -78,9 +56,9 @@ impl Drop for LiveSession {
 }
 
 /// Runs an upgraded exec session to its end.
-pub(crate) async fn run(runtime: Arc<Runtime>, socket: WebSocket, plan: ExecPlan) {
+pub(crate) async fn run(runtime: Arc<Runtime>, socket: WebSocket, plan: SessionPlan) {
     let _live = LiveSession::start(runtime.clone());
-    let ExecPlan { protocol, options, info, spec } = plan;
+    let SessionPlan { protocol, options, info, spec } = plan;
     let stop = runtime.stop.clone();
     let conn = Connection::start(socket, stop.clone());
     if !conn.send(connected_frame(protocol, options.stdout, options.stderr)).await {

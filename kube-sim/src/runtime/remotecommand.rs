@@ -20,14 +20,67 @@ use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use serde_json::Value;
+
+use super::Runtime;
+use super::exec::MISSING_BINARIES_ANNOTATION;
+use super::options::{StreamOptions, annotation, container_spec, pod_uid};
 use super::output::Chunk;
-use super::process::{ExitInfo, PtyControl};
-use super::registry::StdinLog;
+use super::process::{ExitInfo, LaunchSpec, PtyControl, container_env, declared_missing};
+use super::registry::{ProcessInfo, ProcessKind, StdinLog};
 use super::ws::{Connection, Outgoing};
 
 /// After the process exits, how long its output may still take to reach EOF (a background
 /// job may hold the pipe or terminal open) before the status is sent anyway.
 const OUTPUT_GRACE: Duration = Duration::from_secs(2);
+
+/// Everything an upgraded exec or attach needs, decided before the upgrade.
+pub(crate) struct SessionPlan {
+    pub(crate) protocol: ChannelProtocol,
+    pub(crate) options: StreamOptions,
+    /// How the process is listed in `/_sim/processes`.
+    pub(crate) info: ProcessInfo,
+    /// How the process is started (exec: always; attach: if the main process is not running).
+    pub(crate) spec: LaunchSpec,
+}
+
+/// The process behind a session, as exec and attach each choose it.
+pub(crate) struct ProcessPlan {
+    pub(crate) argv: Vec<String>,
+    pub(crate) tty: bool,
+    /// stdin, stdout, stderr.
+    pub(crate) streams: [bool; 3],
+    pub(crate) kind: ProcessKind,
+}
+
+impl ProcessPlan {
+    /// Its listing and launch spec in `container` of `pod`: the container's sandbox directory
+    /// and environment, and the binaries the pod says its image lacks.
+    pub(crate) fn describe(self, runtime: &Runtime, pod: &Value, namespace: &str, name: &str, container: String) -> (ProcessInfo, LaunchSpec) {
+        let cwd = runtime.sandbox_dir(namespace, name, &container);
+        let [stdin, stdout, stderr] = self.streams;
+        let spec = LaunchSpec {
+            argv: self.argv.clone(),
+            env: container_env(name, container_spec(pod, &container), &cwd, self.tty),
+            cwd,
+            tty: self.tty,
+            stdin,
+            stdout,
+            stderr,
+            missing: declared_missing(annotation(pod, MISSING_BINARIES_ANNOTATION)),
+        };
+        let info = ProcessInfo {
+            namespace: namespace.to_owned(),
+            pod: name.to_owned(),
+            uid: pod_uid(pod).to_owned(),
+            container,
+            command: self.argv,
+            tty: self.tty,
+            kind: self.kind,
+        };
+        (info, spec)
+    }
+}
 
 /// Everything a session streams between.
 pub(crate) struct StreamTarget {
