@@ -9,7 +9,7 @@
 import assert from "node:assert/strict";
 import { copyFileSync, mkdirSync } from "node:fs";
 import { join } from "node:path";
-import { after, before, test } from "node:test";
+import { after, before, beforeEach, test } from "node:test";
 import { artifact, kill, packageHasTerminal, repoRoot, restartProxy, simGet, simPost, startStack } from "./harness.mjs";
 
 const VIEWPORT = { width: 1600, height: 1000 };
@@ -19,6 +19,12 @@ let stack;
 
 before(async () => {
   stack = await startStack();
+});
+
+// Each test starts from a running proxy and churning simulators, whatever the test before it
+// left behind (a failed assertion between a kill and a restart, say).
+beforeEach(async () => {
+  await stack.ensureRunning();
 });
 
 after(async () => {
@@ -95,6 +101,20 @@ function expectedRow(pod) {
 
 const shown = (row) => ({ key: row.key, ready: row.cells[1], restarts: row.cells[3], node: row.cells[5] });
 const byKey = (a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0);
+
+/** The connection indicator's record of the states it showed: `[{seq, state, label}]`. */
+async function connHistory(page) {
+  const history = (await page.locator(".conn").getAttribute("data-history")) ?? "";
+  return history
+    .split("|")
+    .filter(Boolean)
+    .map((entry) => {
+      const [seq, state, ...label] = entry.split(":");
+      return { seq: Number(seq), state, label: label.join(":") };
+    });
+}
+
+const lastSeq = (history) => (history.length ? history[history.length - 1].seq : 0);
 
 async function waitLive(page, name, timeoutMs = 15_000) {
   await panel(page, name).locator('.badge[data-state="synced"]').waitFor({ timeout: timeoutMs });
@@ -187,16 +207,28 @@ test("killing and restarting the proxy shows reconnecting, then the table equals
   const mux = `${stack.appUrl.replace(/^http/, "ws")}/mux`;
   app.allowed.push(new RegExp(`^WebSocket connection to '${mux.replace(/[.*+?^${}()|[\]\\/]/g, "\\$&")}' failed`));
 
+  await page.locator('.conn[data-state="open"]').waitFor({ timeout: 10_000 });
+  const before = lastSeq(await connHistory(page));
   const listen = stack.proxy.listen;
   await kill(stack.proxy.child);
-  const indicator = page.locator(".conn");
-  await page.locator('.conn[data-state="reconnecting"]').waitFor({ timeout: 15_000 });
-  assert.match(await indicator.innerText(), /Reconnecting/);
-  // The rows stay on screen while the connection is down.
-  assert.ok((await podRows(page, "demo")).length > 0, "the table keeps its rows while reconnecting");
-  await page.screenshot({ path: artifact("reconnecting.png") });
-
-  stack.proxy = await restartProxy(stack.kubeconfig, listen);
+  try {
+    // The indicator moves on from "reconnecting" to "connecting" and back while the proxy is
+    // down; the page's record of the states it showed is what the test reads, not the moment.
+    const shown = await page.waitForFunction(
+      (after) => {
+        const entries = (document.querySelector(".conn")?.dataset.history ?? "").split("|").filter(Boolean);
+        return entries.map((entry) => entry.split(":")).find(([seq, state]) => Number(seq) > after && state === "reconnecting")?.slice(2).join(":");
+      },
+      before,
+      { timeout: 15_000, polling: 50 },
+    );
+    assert.match(await shown.jsonValue(), /^Reconnecting/);
+    // The rows stay on screen while the connection is down.
+    assert.ok((await podRows(page, "demo")).length > 0, "the table keeps its rows while reconnecting");
+    await page.screenshot({ path: artifact("reconnecting.png") });
+  } finally {
+    stack.proxy = await restartProxy(stack.kubeconfig, listen);
+  }
   await page.locator('.conn[data-state="open"]').waitFor({ timeout: 45_000 });
   await waitLive(page, "pods:demo", 20_000);
   await waitLive(page, "pods:staging", 20_000);

@@ -183,17 +183,12 @@ export async function startProxy(kubeconfig, listen = "127.0.0.1:0") {
   return { ...started, url: started.rest, listen: started.rest.replace(/^http:\/\//, "") };
 }
 
-/** Restarts the proxy on the same address; the old port can take a moment to be free. */
-export async function restartProxy(kubeconfig, listen, deadlineMs = 15_000) {
-  const deadline = Date.now() + deadlineMs;
-  for (;;) {
-    try {
-      return await startProxy(kubeconfig, listen);
-    } catch (error) {
-      if (Date.now() > deadline) throw error;
-      await new Promise((r) => setTimeout(r, 200));
-    }
-  }
+/**
+ * Starts the proxy again on the address of one that has exited (the caller waited for the
+ * exit, so the listening socket is closed; the proxy binds with SO_REUSEADDR).
+ */
+export async function restartProxy(kubeconfig, listen) {
+  return startProxy(kubeconfig, listen);
 }
 
 const TYPES = { ".html": "text/html", ".js": "text/javascript", ".css": "text/css", ".wasm": "application/wasm", ".svg": "image/svg+xml", ".png": "image/png" };
@@ -267,6 +262,12 @@ export async function startStack() {
     browser,
     /** The page's URL: the proxy itself, or the stand-in in front of it. */
     appUrl: front ? front.url : proxy.url,
+    /** Restarts the proxy if it is not running, and puts churn back to the seed's rate. */
+    async ensureRunning() {
+      const child = stack.proxy.child;
+      if (child.exitCode !== null || child.signalCode !== null) stack.proxy = await restartProxy(kubeconfig, stack.proxy.listen);
+      await Promise.all([simPost(simA, "/_sim/churn?perSecond=5"), simPost(simB, "/_sim/churn?perSecond=5")]);
+    },
     async stopAll() {
       await browser.close().catch(() => {});
       front?.server.closeAllConnections();

@@ -1,12 +1,21 @@
 // The connection indicator: open, connecting, or reconnecting with a live countdown.
+//
+// It also keeps a record of the states it went through (`data-history`: the last
+// `HISTORY_LENGTH` entries as `seq:state:label`, separated by `|`), so a reader that looks
+// later than a short-lived state (a test, or a support screenshot) can still tell it happened
+// and what it said.
 
 import type { ConnectionState } from "kubemux";
 import { h, setText } from "./dom";
+
+const HISTORY_LENGTH = 16;
 
 export class ConnectionIndicator {
   readonly element: HTMLElement;
   private readonly label: HTMLElement;
   private countdown: number | null = null;
+  private readonly history: string[] = [];
+  private seq = 0;
 
   constructor() {
     this.label = h("span", { class: "conn-label" });
@@ -45,5 +54,14 @@ export class ConnectionIndicator {
         break;
       }
     }
+    this.record(state.state);
+  }
+
+  /** Appends the state just shown, with the label it showed first, to `data-history`. */
+  private record(state: ConnectionState["state"]): void {
+    this.seq += 1;
+    this.history.push(`${this.seq}:${state}:${this.label.textContent ?? ""}`);
+    if (this.history.length > HISTORY_LENGTH) this.history.shift();
+    this.element.dataset.history = this.history.join("|");
   }
 }
