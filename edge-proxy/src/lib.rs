@@ -1,7 +1,7 @@
 //! kubemux-proxy: the edge between browsers and Kubernetes API servers.
 //!
 //! - `/mux` ([`mux`]): one WebSocket per browser carrying any number of watches
-//!   (`PROTOCOL.md`), isolated from one another.
+//!   (`docs/PROTOCOL.md`), isolated from one another.
 //! - [`registry`]: one upstream list+watch per (cluster, path, query, identity), shared by every
 //!   subscriber, with a local store and a ring of recent events for resuming clients.
 //! - [`clusters`]: the API servers, one per kubeconfig context, with health checks.

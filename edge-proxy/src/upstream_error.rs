@@ -1,5 +1,5 @@
-//! Whose fault an upstream failure is and what to do about it (PROTOCOL.md §3: fatal errors
-//! end the subscription, non-fatal ones are retried while the client keeps its cache).
+//! Whose fault an upstream failure is and what to do about it (`docs/PROTOCOL.md` §3.3: fatal
+//! errors end the subscription, non-fatal ones are retried while the client keeps its cache).
 
 use kubemux_protocol::frames::Status;
 

@@ -1,4 +1,4 @@
-//! The `kubemux.v1` frames of `PROTOCOL.md` §2–3 and their codec.
+//! The `kubemux.v1` frames of `docs/PROTOCOL.md` §2–3 and their codec.
 //!
 //! Every message is one JSON object with a string `op`. Decoding is in two steps so that a bad
 //! frame can still be reported against its subscription: first the JSON object and its `op`

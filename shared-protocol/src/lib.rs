@@ -6,7 +6,7 @@
 //! - [`channel`]: the Kubernetes remote-command and port-forward channel protocols
 //!   (`v5.channel.k8s.io`, `v4.channel.k8s.io`, the base64 variants), shared by the simulator,
 //!   the proxy's terminal bridge and the browser terminal.
-//! - [`frames`]: the `kubemux.v1` multiplexer frames of `PROTOCOL.md` and their codec.
+//! - [`frames`]: the `kubemux.v1` multiplexer frames of `docs/PROTOCOL.md` and their codec.
 //! - [`client`]: the sans-IO client core (subscriptions, resume points, caches, reconnect and
 //!   liveness) that the wasm client and native clients wrap.
 

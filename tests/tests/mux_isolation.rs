@@ -1,5 +1,5 @@
 //! `/mux` end to end: kube-sim, the proxy and the native client on real sockets. Isolation
-//! (DESIGN.md invariant 1), sharing, and the limits of PROTOCOL.md §6.
+//! (DESIGN.md invariant 1), sharing, and the limits of `docs/PROTOCOL.md` §6.
 
 use std::time::Duration;
 

@@ -1,5 +1,5 @@
-//! The limits of PROTOCOL.md §6 and the policy checks of §1, and a slow client that costs only
-//! its own subscription a reset (DESIGN.md invariant 5).
+//! The limits of `docs/PROTOCOL.md` §6 and the policy checks of §1, and a slow client that costs
+//! only its own subscription a reset (DESIGN.md invariant 5).
 
 use std::time::Duration;
 

@@ -1,4 +1,4 @@
-//! `GET /mux`: the multiplexer socket of `PROTOCOL.md` §1. Everything that can refuse a
+//! `GET /mux`: the multiplexer socket of `docs/PROTOCOL.md` §1. Everything that can refuse a
 //! connection (origin, subprotocol) is checked before the upgrade, so a browser gets an HTTP
 //! status instead of a socket that dies.
 
@@ -21,7 +21,7 @@ use crate::AppState;
 /// The token subprotocol prefix browsers use (the API server's convention).
 pub const TOKEN_PROTOCOL_PREFIX: &str = "base64url.bearer.authorization.k8s.io.";
 
-/// Limits and timers of `/mux` connections (`PROTOCOL.md` §5–6).
+/// Limits and timers of `/mux` connections (`docs/PROTOCOL.md` §5–6).
 #[derive(Debug, Clone)]
 pub struct MuxSettings {
     /// Subscriptions per connection.

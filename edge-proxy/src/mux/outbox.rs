@@ -5,8 +5,8 @@
 //! the byte limit is reached, the subscriptions with the most queued data lose their queue and
 //! are marked overflowed. Overflowed subscriptions drop further events until the client has
 //! drained below half the limit; then the session asks the registry to `reset` them
-//! (`PROTOCOL.md` §6). A slow browser so costs its own subscriptions a reset, never the proxy's
-//! memory or other connections' latency (DESIGN.md invariant 5).
+//! (`docs/PROTOCOL.md` §6). A slow browser so costs its own subscriptions a reset, never the
+//! proxy's memory or other connections' latency (DESIGN.md invariant 5).
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};

@@ -1,5 +1,5 @@
 //! Kubernetes-compatible `exec` and `attach` WebSocket endpoints under
-//! `/clusters/{cluster}/api/v1/namespaces/{ns}/pods/{pod}/…` (`PROTOCOL.md` §7), and the
+//! `/clusters/{cluster}/api/v1/namespaces/{ns}/pods/{pod}/…` (`docs/PROTOCOL.md` §7), and the
 //! teardown that leaves no shell behind when the client goes away (DESIGN.md invariant 3;
 //! reference `exec-portforward-protocol.md` §6).
 //!

@@ -1,7 +1,7 @@
 //! Reconnect delays: exponential backoff with full jitter, from a seeded generator so that tests
 //! are deterministic and the core needs no randomness of its own.
 
-/// Backoff settings (`PROTOCOL.md` §5: 0.5 s doubling to 30 s, reset after 60 s up).
+/// Backoff settings (`docs/PROTOCOL.md` §5: 0.5 s doubling to 30 s, reset after 60 s up).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BackoffConfig {
     /// The first delay's ceiling, in milliseconds.

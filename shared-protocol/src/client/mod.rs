@@ -25,7 +25,7 @@ pub use cache::{ObjectCache, object_key};
 
 use crate::frames::{ClientMessage, EventType, ServerMessage, Status, Watch, WatchQuery, WatchRequestError};
 
-/// Client settings; the defaults are `PROTOCOL.md` §5's.
+/// Client settings; the defaults are `docs/PROTOCOL.md` §5's.
 #[derive(Debug, Clone)]
 pub struct ClientConfig {
     /// Send an application-level `ping` this often while open.

@@ -1,6 +1,6 @@
-//! The client core against a model server that follows `PROTOCOL.md`: unit tests of each rule,
-//! and a property test that random schedules of changes, disconnects, proxy restarts, 410s and
-//! slow-consumer resets always end with the client's cache equal to the server's state.
+//! The client core against a model server that follows `docs/PROTOCOL.md`: unit tests of each
+//! rule, and a property test that random schedules of changes, disconnects, proxy restarts, 410s
+//! and slow-consumer resets always end with the client's cache equal to the server's state.
 
 use std::collections::{BTreeMap, VecDeque};
 
