@@ -6,7 +6,6 @@
 #![allow(dead_code)]
 
 use std::future::Future;
-use std::time::Duration;
 
 use axum::body::BodyDataStream;
 use axum::http::{Method, Request, header};
@@ -18,8 +17,7 @@ use tokio::net::TcpStream;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
 
-/// How long any single expected event may take before the test fails.
-pub const DEADLINE: Duration = Duration::from_secs(10);
+pub use kubemux_testkit::wait::{DEADLINE, within};
 
 /// A simulator on 127.0.0.1:0 with `seed`, no churn, otherwise defaults.
 pub async fn start(seed: Seed) -> Sim {
@@ -40,24 +38,12 @@ pub async fn kube_client(sim: &Sim) -> kube::Client {
     kube::Client::try_from(config).expect("a client from the kubeconfig")
 }
 
-/// Awaits `future`, failing the test if it takes longer than [`DEADLINE`].
-pub async fn within<T>(what: &str, future: impl Future<Output = T>) -> T {
-    match tokio::time::timeout(DEADLINE, future).await {
-        Ok(value) => value,
-        Err(_) => panic!("no {what} within {DEADLINE:?}"),
-    }
-}
-
-/// Polls `probe` until it yields `Some`, failing after [`DEADLINE`]. For state that has no
-/// event to subscribe to (the process table, counters).
+/// Asks `probe` until it yields `Some`, failing after [`DEADLINE`]. For state that has no
+/// event to subscribe to (the process table, counters); see `kubemux_testkit::wait::poll`.
 pub async fn eventually<T, F: Future<Output = Option<T>>>(what: &str, mut probe: impl FnMut() -> F) -> T {
-    within(what, async {
-        loop {
-            if let Some(value) = probe().await {
-                return value;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+    kubemux_testkit::wait::poll(what, DEADLINE, || {
+        let answer = probe();
+        async move { answer.await.ok_or_else(|| "not yet".to_owned()) }
     })
     .await
 }
@@ -173,12 +159,13 @@ impl Http {
         self.get("/_sim/stats").await.ok()
     }
 
-    /// Waits until `/_sim/stats` satisfies `wanted`, and returns those stats.
+    /// Waits until `/_sim/stats` satisfies `wanted`, and returns those stats (a poll: the
+    /// counters push nothing; a failure shows the last stats).
     pub async fn stats_when(&self, what: &str, wanted: impl Fn(&Value) -> bool) -> Value {
         let wanted = &wanted;
-        eventually(what, || async move {
+        kubemux_testkit::wait::poll(what, DEADLINE, || async move {
             let stats = self.stats().await;
-            wanted(&stats).then_some(stats)
+            if wanted(&stats) { Ok(stats) } else { Err(stats.to_string()) }
         })
         .await
     }
