@@ -5,7 +5,8 @@
 //!   only use namespace `demo` (cluster `sim-alice`), so a forbidden watch exists;
 //! - a kubemux proxy on its own runtime that allows any origin, which the tests kill and restart
 //!   on the same port;
-//! - `GET /info`, `POST /proxy/kill`, `POST /proxy/start`, `GET /sim/pods?ns=demo` (the
+//! - `GET /info`, `POST /reset` (the proxy running again if a test killed it, then `/info`:
+//!   what every browser test calls first), `POST /proxy/kill`, `POST /proxy/start`, `GET /sim/pods?ns=demo` (the
 //!   simulator's own list), `GET /sim/processes` (the simulator's live exec and attach
 //!   processes, `/_sim/processes`), `POST /report` (a page's result);
 //! - besides the demo seed, pod `default/no-bash` (container `shell`), whose image lacks bash
@@ -128,6 +129,7 @@ async fn main() -> anyhow::Result<()> {
 
     let app = Router::new()
         .route("/info", get(info))
+        .route("/reset", post(reset))
         .route("/proxy/kill", post(proxy_kill))
         .route("/proxy/start", post(proxy_start))
         .route("/sim/pods", get(sim_pods))
@@ -195,19 +197,35 @@ async fn proxy_kill(State(fixture): State<Arc<Fixture>>) -> Response {
     }
 }
 
-async fn proxy_start(State(fixture): State<Arc<Fixture>>) -> Response {
-    if fixture.proxy.lock().unwrap().is_some() {
-        return (StatusCode::CONFLICT, "the proxy is already running\n").into_response();
-    }
-    let settings = Fixture::proxy_settings(fixture.proxy_addr);
-    let contexts = fixture.contexts();
-    let proxy = tokio::task::spawn_blocking(move || ProxyProcess::start(settings, contexts)).await;
-    match proxy {
-        Ok(proxy) => {
-            *fixture.proxy.lock().unwrap() = Some(proxy);
-            (StatusCode::OK, "started\n").into_response()
+/// Starts the proxy on its port unless it runs; says whether it started it.
+async fn ensure_proxy(fixture: &Arc<Fixture>) -> anyhow::Result<bool> {
+    let fixture = fixture.clone();
+    // The slot stays locked while the proxy starts, so two callers never start two.
+    tokio::task::spawn_blocking(move || {
+        let mut slot = fixture.proxy.lock().unwrap();
+        if slot.is_some() {
+            return false;
         }
-        Err(error) => (StatusCode::INTERNAL_SERVER_ERROR, format!("the proxy did not start: {error}\n")).into_response(),
+        *slot = Some(ProxyProcess::start(Fixture::proxy_settings(fixture.proxy_addr), fixture.contexts()));
+        true
+    })
+    .await
+    .context("the proxy did not start")
+}
+
+async fn proxy_start(State(fixture): State<Arc<Fixture>>) -> Response {
+    match ensure_proxy(&fixture).await {
+        Ok(true) => (StatusCode::OK, "started\n").into_response(),
+        Ok(false) => (StatusCode::CONFLICT, "the proxy is already running\n").into_response(),
+        Err(error) => (StatusCode::INTERNAL_SERVER_ERROR, format!("{error:#}\n")).into_response(),
+    }
+}
+
+/// The stack as every browser test starts from (the proxy running), then `/info`.
+async fn reset(State(fixture): State<Arc<Fixture>>) -> Response {
+    match ensure_proxy(&fixture).await {
+        Ok(_) => info(State(fixture)).await,
+        Err(error) => (StatusCode::INTERNAL_SERVER_ERROR, format!("{error:#}\n")).into_response(),
     }
 }
 
