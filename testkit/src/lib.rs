@@ -1,7 +1,8 @@
 //! What the test harnesses share (kube-sim's tests, the end-to-end tests, the browser fixture):
 //! deadline waits ([`wait`]), plain HTTP ([`http`]), the kubectl runner ([`kubectl`]), the native
 //! client on the client core ([`client`]), the killable proxy ([`ProxyProcess`], feature
-//! `proxy`) and helpers to talk to kube-sim directly ([`sim`]).
+//! `proxy`), helpers to talk to kube-sim directly ([`sim`]) and WebSockets the test can drop
+//! abruptly ([`ws`]).
 //!
 //! Every wait here is on an event with a deadline; the one poll ([`wait::poll`]) is for state
 //! that nothing pushes, and says what it last saw.
@@ -13,6 +14,7 @@ pub mod kubectl;
 mod proxy;
 pub mod sim;
 pub mod wait;
+pub mod ws;
 
 #[cfg(feature = "proxy")]
 pub use proxy::{ProxyProcess, kubeconfig};

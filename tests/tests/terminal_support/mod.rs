@@ -11,11 +11,8 @@ use std::time::Duration;
 
 use futures::{SinkExt as _, StreamExt as _};
 use serde_json::Value;
-use tokio::net::TcpStream;
 use tokio::time::Instant;
-use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 
 // Names the terminal tests have always found here; each binary uses some.
@@ -40,41 +37,8 @@ pub async fn poll_until<T>(what: &str, deadline: Duration, mut probe: impl FnMut
     kubemux_testkit::wait::poll(what, deadline, || std::future::ready(probe())).await
 }
 
-/// A WebSocket over a TCP stream the test owns.
-pub type Ws = WebSocketStream<TcpStream>;
-
-/// A refused or failed handshake: the HTTP status and body.
-#[derive(Debug)]
-pub struct Refused {
-    /// HTTP status.
-    pub status: u16,
-    /// Body text.
-    pub body: String,
-}
-
-/// Opens a WebSocket to `addr` + `path`, offering `protocols` (a header value, possibly empty)
-/// and sending `headers`. Returns the socket and the protocol the server chose.
-pub async fn connect(addr: SocketAddr, path: &str, protocols: &str, headers: &[(&str, &str)]) -> Result<(Ws, Option<String>), Refused> {
-    let mut request = format!("ws://{addr}{path}").into_client_request().expect("a WebSocket request");
-    if !protocols.is_empty() {
-        request.headers_mut().insert("sec-websocket-protocol", protocols.parse().expect("a header value"));
-    }
-    for (name, value) in headers {
-        request.headers_mut().insert(http::HeaderName::from_bytes(name.as_bytes()).unwrap(), value.parse().expect("a header value"));
-    }
-    let tcp = within("TCP connect", TcpStream::connect(addr)).await.expect("the server accepts connections");
-    match within("the WebSocket handshake", tokio_tungstenite::client_async(request, tcp)).await {
-        Ok((ws, response)) => {
-            let chosen = response.headers().get("sec-websocket-protocol").and_then(|v| v.to_str().ok()).map(str::to_owned);
-            Ok((ws, chosen))
-        }
-        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => Err(Refused {
-            status: response.status().as_u16(),
-            body: String::from_utf8_lossy(response.body().as_deref().unwrap_or_default()).into_owned(),
-        }),
-        Err(other) => panic!("WebSocket handshake failed: {other}"),
-    }
-}
+#[allow(unused_imports)]
+pub use kubemux_testkit::ws::{Refused, Ws, connect, process_running};
 
 /// How a session's client goes away.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -233,11 +197,6 @@ pub fn session_members(sid: i32) -> Vec<(i32, String)> {
 fn has_command(sid: i32, command: &str) -> Result<(), String> {
     let members = session_members(sid);
     if members.iter().any(|(_, comm)| comm == command) { Ok(()) } else { Err(format!("session {sid} has {members:?}")) }
-}
-
-/// Whether `pid` is a live process (exists and is not a zombie).
-pub fn process_running(pid: i32) -> bool {
-    process_table().iter().any(|(p, state, _, _)| *p == pid && !matches!(state, 'Z' | 'X'))
 }
 
 /// The pids `/_sim/processes` lists.
