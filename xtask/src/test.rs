@@ -59,7 +59,7 @@ fn run_once(passed: &[String]) -> anyhow::Result<()> {
         workspace::run(repo.cargo().args(["test", "--workspace"]).args(passed))?;
         Ok(Outcome::Ready("passed".to_owned()))
     });
-    summary.step("kubectl tests", || kubectl_tests(&repo, passed, |command| workspace::run(command)));
+    summary.step("kubectl tests", || kubectl_tests(&repo, passed, workspace::run));
     wasm::test_steps(&mut summary, &repo);
     www::test_steps(&mut summary, &repo);
     summary.finish()
