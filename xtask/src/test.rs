@@ -162,7 +162,7 @@ fn repeat_runs(runs: u32, passed: &[String]) -> anyhow::Result<()> {
             Ok(())
         });
         note("kubectl tests", skipped.map(|_| kubectl_failed));
-        note("browser tests (wasm-bindgen-test)", wasm::browser_tests(&repo, fixture).map(|_| Vec::new()));
+        note("browser tests (wasm-bindgen-test)", wasm::browser_tests_with(&repo, fixture, |command| failed_tests(command.arg("--no-fail-fast"))));
         for page in ["pods", "terminal"] {
             note(&format!("{page} page"), wasm::page(&repo, fixture, page).map(|_| Vec::new()));
         }
@@ -185,7 +185,8 @@ fn repeat_runs(runs: u32, passed: &[String]) -> anyhow::Result<()> {
 }
 
 /// Runs a `cargo test` whose output (stdout and stderr, in order) is shown as it comes and
-/// read for libtest's verdicts: `(suite, test)` for every `test … FAILED`, the suite being the
+/// read for the verdicts: `(suite, test)` for every `test … FAILED` (libtest) or `test … FAIL`
+/// (wasm-bindgen-test-runner), the suite being the
 /// last `Running …` cargo announced. A cargo that fails with no failed test (a build error) is
 /// an error.
 fn failed_tests(command: &mut Command) -> anyhow::Result<Vec<(String, String)>> {
@@ -206,7 +207,7 @@ fn failed_tests(command: &mut Command) -> anyhow::Result<Vec<(String, String)>> 
             suite = running.split(" (").next().unwrap_or(running).to_owned();
         } else if let Some(doc) = trimmed.strip_prefix("Doc-tests ") {
             suite = format!("doc-tests {doc}");
-        } else if let Some(test) = trimmed.strip_prefix("test ").and_then(|t| t.strip_suffix(" ... FAILED")) {
+        } else if let Some(test) = trimmed.strip_prefix("test ").and_then(|t| t.strip_suffix(" ... FAILED").or_else(|| t.strip_suffix(" ... FAIL"))) {
             failed.push((suite.clone(), test.to_owned()));
         }
     }
@@ -240,7 +241,7 @@ mod tests {
     #[test]
     fn failed_tests_are_named_with_their_suite() {
         let script = "echo '     Running tests/a.rs (target/a)' >&2; echo 'test one ... ok'; echo 'test two ... FAILED'; \
-                      echo '     Running tests/b.rs (target/b)' >&2; echo 'test three ... FAILED'; exit 101";
+                      echo '     Running tests/b.rs (target/b)' >&2; echo 'test three ... FAIL'; exit 101";
         let failed = failed_tests(Command::new("sh").args(["-c", script])).unwrap();
         assert_eq!(failed, [("tests/a.rs".to_owned(), "two".to_owned()), ("tests/b.rs".to_owned(), "three".to_owned())]);
         let error = failed_tests(Command::new("sh").args(["-c", "echo 'error[E0425]: nope' >&2; exit 101"])).unwrap_err();
