@@ -45,7 +45,17 @@ pub async fn changed_until<T: Clone + Debug>(receiver: &mut watch::Receiver<T>, 
 /// `what` and the last `Err` (a description of what it saw). Only for state that nothing
 /// pushes: an HTTP endpoint with no stream, the process table. Everything else waits on its
 /// event with [`within`].
-pub async fn poll<T, F, Fut>(what: &str, deadline: Duration, mut probe: F) -> T
+pub async fn poll<T, F, Fut>(what: &str, deadline: Duration, probe: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, String>>,
+{
+    try_poll(what, deadline, probe).await.unwrap_or_else(|failure| panic!("{failure}"))
+}
+
+/// [`poll`] for code that reports instead of panicking (the browser fixture): the failure as
+/// an `Err` naming what it waited for and what it last saw.
+pub async fn try_poll<T, F, Fut>(what: &str, deadline: Duration, mut probe: F) -> Result<T, String>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<T, String>>,
@@ -56,8 +66,8 @@ where
     loop {
         ticks.tick().await;
         match probe().await {
-            Ok(value) => return value,
-            Err(last) if Instant::now() >= end => panic!("{what}: not within {deadline:?}; last seen: {last}"),
+            Ok(value) => return Ok(value),
+            Err(last) if Instant::now() >= end => return Err(format!("{what}: not within {deadline:?}; last seen: {last}")),
             Err(_) => {}
         }
     }

@@ -42,6 +42,7 @@ use axum::routing::{get, post};
 use kube_sim::{Seed, Sim, SimConfig, User};
 use kube::config::KubeConfigOptions;
 use kubemux_e2e::{ProxyProcess, hook, kubeconfig, list};
+use kubemux_testkit::wait::try_poll;
 use kubemux_protocol::frames::{ClientMessage, EventType, SUBPROTOCOL, ServerMessage, encode_event_raw};
 use kubemux_proxy::ProxySettings;
 use serde_json::{Value, json};
@@ -448,18 +449,14 @@ async fn check_terminal_page(fixture: &Fixture, before: BTreeMap<u64, Value>, br
         bail!("the page's shell does not show in /_sim/processes");
     }
     drop(browser);
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-    loop {
+    // `/_sim/processes` pushes nothing: a poll.
+    try_poll("the page's processes to end after the browser closed", Duration::from_secs(5), || async {
         let now = toolbox_processes(fixture).await;
         let left: Vec<&Value> = ours.iter().filter_map(|pid| now.get(pid)).collect();
-        if left.is_empty() {
-            return Ok(());
-        }
-        if tokio::time::Instant::now() > deadline {
-            bail!("5 s after the browser closed, the page's processes are still running: {left:?}");
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+        if left.is_empty() { Ok(()) } else { Err(format!("still running: {left:?}")) }
+    })
+    .await
+    .map_err(anyhow::Error::msg)
 }
 
 /// The pods page lists the pods of namespace `demo` and reports again on every change: its
