@@ -15,11 +15,13 @@ use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 
-// Names the terminal tests have always found here; each binary uses some.
+// Names the terminal tests have always found here, now the testkit's; each binary uses some.
 #[allow(unused_imports)]
 pub use kubemux_testkit::http::metric;
 #[allow(unused_imports)]
 pub use kubemux_testkit::wait::{DEADLINE, within};
+#[allow(unused_imports)]
+pub use kubemux_testkit::ws::{Refused, Ws, connect, process_running};
 
 /// How long after the client goes away every process of its session must be gone (the issue's
 /// promise).
@@ -36,9 +38,6 @@ pub const TOOLBOX_SH: &str = "/api/v1/namespaces/default/pods/toolbox/exec?conta
 pub async fn poll_until<T>(what: &str, deadline: Duration, mut probe: impl FnMut() -> Result<T, String>) -> T {
     kubemux_testkit::wait::poll(what, deadline, || std::future::ready(probe())).await
 }
-
-#[allow(unused_imports)]
-pub use kubemux_testkit::ws::{Refused, Ws, connect, process_running};
 
 /// How a session's client goes away.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
