@@ -151,7 +151,8 @@ async fn tty_shell_outlives_a_dropped_connection_until_shutdown() {
     drop(ws);
 
     // A TTY exec is not ended by its client going away (reference §4.1): it stays, listed and
-    // running, for as long as we care to look.
+    // running, for as long as we care to look. This watches an absence (no exit) over a window,
+    // which no event can signal: the one place a test looks repeatedly on purpose.
     let look_until = Instant::now() + Duration::from_millis(1500);
     while Instant::now() < look_until {
         let listed: Vec<i32> = common::processes_of(&http, "default", "toolbox").await.into_iter().map(|(pid, _)| pid).collect();

@@ -1,82 +1,28 @@
 //! kube-sim through the real `kubectl` (1.32 here), with the simulator's kubeconfig in a
-//! temporary file and a private cache directory: get, get -w, apply, exec. Skipped, loudly,
-//! where kubectl is not on PATH.
+//! temporary file and a private cache directory (`kubemux_testkit::kubectl`): get, get -w,
+//! apply, exec. Ignored by a plain `cargo test`; `cargo xtask test` runs them when kubectl is
+//! on PATH, and fails them without it under CI or `KUBEMUX_REQUIRE_TOOLS=1`.
 
 mod common;
 
-use std::path::PathBuf;
-use std::process::{Output, Stdio};
-
 use kube_sim::{Seed, Sim};
+use kubemux_testkit::kubectl::Kubectl;
 use serde_json::json;
-use tokio::io::{AsyncBufReadExt as _, AsyncWriteExt as _, BufReader};
-use tokio::process::Command;
+use tokio::io::{AsyncBufReadExt as _, BufReader};
 
 use common::{Http, within};
 
-/// kubectl pointed at one simulator.
-struct Kubectl {
-    binary: PathBuf,
-    kubeconfig: tempfile::NamedTempFile,
-    cache: tempfile::TempDir,
-}
-
-impl Kubectl {
-    /// `None` (after saying so on stderr) when kubectl is not installed.
-    fn new(sim: &Sim) -> Option<Kubectl> {
-        let Some(binary) = std::env::var_os("PATH").and_then(|path| std::env::split_paths(&path).map(|dir| dir.join("kubectl")).find(|p| p.is_file())) else {
-            eprintln!("SKIPPED: kubectl not on PATH");
-            return None;
-        };
-        let kubeconfig = tempfile::Builder::new().prefix("kube-sim-kubeconfig-").tempfile().expect("a temporary kubeconfig");
-        std::fs::write(kubeconfig.path(), sim.kubeconfig()).expect("write the kubeconfig");
-        let cache = tempfile::Builder::new().prefix("kube-sim-kubectl-cache-").tempdir().expect("a cache directory");
-        Some(Kubectl { binary, kubeconfig, cache })
-    }
-
-    fn command(&self, args: &[&str]) -> Command {
-        let mut command = Command::new(&self.binary);
-        command
-            .arg("--kubeconfig")
-            .arg(self.kubeconfig.path())
-            .arg("--cache-dir")
-            .arg(self.cache.path())
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true);
-        command
-    }
-
-    /// Runs kubectl to completion, optionally feeding `stdin`.
-    async fn run(&self, args: &[&str], stdin: Option<&[u8]>) -> Output {
-        let mut command = self.command(args);
-        if stdin.is_some() {
-            command.stdin(Stdio::piped());
-        }
-        let mut child = command.spawn().expect("kubectl starts");
-        if let Some(input) = stdin {
-            let mut pipe = child.stdin.take().expect("piped stdin");
-            pipe.write_all(input).await.expect("write kubectl's stdin");
-            // Dropping the pipe is EOF: kubectl half-closes the remote stdin.
-        }
-        within(&format!("kubectl {}", args.join(" ")), child.wait_with_output()).await.expect("kubectl runs")
-    }
-
-    /// Runs kubectl and asserts it succeeded; returns stdout.
-    async fn ok(&self, args: &[&str]) -> String {
-        let output = self.run(args, None).await;
-        assert!(output.status.success(), "kubectl {} failed ({}): {}", args.join(" "), output.status, String::from_utf8_lossy(&output.stderr));
-        String::from_utf8(output.stdout).expect("UTF-8 output")
-    }
+/// kubectl with the simulator's own kubeconfig.
+fn kubectl(sim: &Sim) -> Kubectl {
+    Kubectl::new(&sim.kubeconfig())
 }
 
 #[tokio::test]
+#[ignore = "needs kubectl: cargo xtask test runs it when kubectl is on PATH"]
 async fn get_pods_in_all_namespaces() {
     let sim = common::start(Seed::Demo).await;
-    let Some(kubectl) = Kubectl::new(&sim) else { return };
-    let stdout = kubectl.ok(&["get", "pods", "-A"]).await;
+    let kubectl = kubectl(&sim);
+    let stdout = kubectl.ok(&["get", "pods", "-A"], None).await;
     let rows: Vec<Vec<&str>> = stdout.lines().skip(1).map(|l| l.split_whitespace().collect()).collect();
     let mut listed: Vec<String> = rows.iter().map(|r| format!("{}/{}", r[0], r[1])).collect();
     listed.sort();
@@ -85,9 +31,10 @@ async fn get_pods_in_all_namespaces() {
 }
 
 #[tokio::test]
+#[ignore = "needs kubectl: cargo xtask test runs it when kubectl is on PATH"]
 async fn get_watch_sees_a_new_pod() {
     let sim = common::start(Seed::Demo).await;
-    let Some(kubectl) = Kubectl::new(&sim) else { return };
+    let kubectl = kubectl(&sim);
     let http = Http::new(&sim);
     let mut child = kubectl.command(&["get", "pods", "-w", "-n", "demo"]).spawn().expect("kubectl starts");
     let mut lines = BufReader::new(child.stdout.take().expect("piped stdout")).lines();
@@ -120,9 +67,10 @@ async fn get_watch_sees_a_new_pod() {
 }
 
 #[tokio::test]
+#[ignore = "needs kubectl: cargo xtask test runs it when kubectl is on PATH"]
 async fn apply_creates_then_updates_a_config_map() {
     let sim = common::start(Seed::Demo).await;
-    let Some(kubectl) = Kubectl::new(&sim) else { return };
+    let kubectl = kubectl(&sim);
     let manifest = tempfile::Builder::new().prefix("kube-sim-manifest-").suffix(".yaml").tempfile().expect("a manifest file");
     let path = manifest.path().to_str().expect("a UTF-8 path").to_owned();
     let write = |greeting: &str, extra: &str| {
@@ -132,25 +80,26 @@ async fn apply_creates_then_updates_a_config_map() {
     let stored = || sim.state().store.get(&kube_sim::resources::CONFIGMAPS, "demo", "applied").map(|cm| cm["data"].clone());
 
     write("hello", "  removed: soon\n");
-    let out = kubectl.ok(&["apply", "-f", &path]).await;
+    let out = kubectl.ok(&["apply", "-f", &path], None).await;
     assert_eq!(out.trim(), "configmap/applied created");
     assert_eq!(stored(), Some(json!({"greeting": "hello", "removed": "soon"})));
 
     write("bonjour", "  added: now\n");
-    let out = kubectl.ok(&["apply", "-f", &path]).await;
+    let out = kubectl.ok(&["apply", "-f", &path], None).await;
     assert_eq!(out.trim(), "configmap/applied configured");
     // The three-way merge: changed, added, and the key dropped from the manifest removed.
     assert_eq!(stored(), Some(json!({"greeting": "bonjour", "added": "now"})));
 
-    let out = kubectl.ok(&["apply", "-f", &path]).await;
+    let out = kubectl.ok(&["apply", "-f", &path], None).await;
     assert_eq!(out.trim(), "configmap/applied unchanged");
     sim.shutdown().await;
 }
 
 #[tokio::test]
+#[ignore = "needs kubectl: cargo xtask test runs it when kubectl is on PATH"]
 async fn exec_prints_output_and_exits_with_the_commands_code() {
     let sim = common::start(Seed::Demo).await;
-    let Some(kubectl) = Kubectl::new(&sim) else { return };
+    let kubectl = kubectl(&sim);
     let output = kubectl.run(&["exec", "toolbox", "--", "sh", "-c", "echo hi; exit 3"], None).await;
     assert_eq!(String::from_utf8_lossy(&output.stdout), "hi\n", "stderr: {}", String::from_utf8_lossy(&output.stderr));
     assert_eq!(output.status.code(), Some(3), "stderr: {}", String::from_utf8_lossy(&output.stderr));
@@ -158,9 +107,10 @@ async fn exec_prints_output_and_exits_with_the_commands_code() {
 }
 
 #[tokio::test]
+#[ignore = "needs kubectl: cargo xtask test runs it when kubectl is on PATH"]
 async fn exec_with_stdin_echoes_it_back() {
     let sim = common::start(Seed::Demo).await;
-    let Some(kubectl) = Kubectl::new(&sim) else { return };
+    let kubectl = kubectl(&sim);
     let input = b"line one\nline two, no newline at the end";
     let output = kubectl.run(&["exec", "-i", "toolbox", "--", "cat"], Some(input)).await;
     assert!(output.status.success(), "kubectl exec -i failed ({}): {}", output.status, String::from_utf8_lossy(&output.stderr));

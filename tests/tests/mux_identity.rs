@@ -6,7 +6,9 @@ use std::time::Duration;
 use futures::SinkExt;
 use kube_sim::{Seed, Sim, SimConfig, User};
 use kubemux_e2e::client::{NativeClient, fast_config};
-use kubemux_e2e::{ProxyProcess, hook, http_get, kubeconfig};
+use kubemux_e2e::{ProxyProcess, hook, kubeconfig};
+use kubemux_testkit::http;
+use kubemux_testkit::wait::poll;
 use kubemux_protocol::frames::SUBPROTOCOL;
 use kubemux_proxy::ProxySettings;
 use tokio_tungstenite::tungstenite::Message;
@@ -91,25 +93,22 @@ async fn clusters_health_and_metrics() {
     drop(dead);
     let proxy = ProxyProcess::start(settings(), kubeconfig(&[("sim", &sim.url(), None), ("down", &dead_url, None)]));
     let base = proxy.http_url();
-    assert!(http_get(&format!("{base}/healthz")).await.starts_with("HTTP/1.1 200"));
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
-    let clusters = loop {
-        let response = http_get(&format!("{base}/clusters")).await;
-        if response.contains("\"unreachable\"") && response.contains("\"ok\"") {
-            break response;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "health checks never ran: {response}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    assert_eq!(http::get(&format!("{base}/healthz")).await.status, 200);
+    // `/clusters` pushes nothing: a poll.
+    let clusters = poll("both health checks to report", Duration::from_secs(15), || async {
+        let response = http::get(&format!("{base}/clusters")).await.body;
+        if response.contains("\"unreachable\"") && response.contains("\"ok\"") { Ok(response) } else { Err(response) }
+    })
+    .await;
     assert!(clusters.contains(r#"{"name":"down","status":"unreachable","version":null}"#), "{clusters}");
     assert!(clusters.contains(r#""name":"sim","status":"ok","version":"v1.32.0-kube-sim""#), "{clusters}");
-    assert!(http_get(&format!("{base}/readyz")).await.starts_with("HTTP/1.1 200"));
+    assert_eq!(http::get(&format!("{base}/readyz")).await.status, 200);
 
     let client = NativeClient::connect(&proxy.mux_url(), fast_config(4));
     client.watch("pods", "sim", PODS, None).await.unwrap();
     client.watch("down", "down", "/api/v1/pods", None).await.unwrap();
     client.wait_for(Duration::from_secs(10), "a snapshot and an error", |v| v.synced.contains_key("pods") && !v.errors_of("down").is_empty()).await.unwrap();
-    let metrics = http_get(&format!("{base}/metrics")).await;
+    let metrics = http::get(&format!("{base}/metrics")).await.body;
     for line in ["kubemux_connections 1", "kubemux_subscriptions 2", "kubemux_upstream_watches 2", "kubemux_errors_total{reason=\"ServiceUnavailable\"}", "kubemux_events_out_total", "kubemux_bytes_out_total", "kubemux_queued_bytes"] {
         assert!(metrics.contains(line), "{line} missing from\n{metrics}");
     }

@@ -5,7 +5,9 @@ use std::time::Duration;
 
 use kube_sim::{Seed, Sim, SimConfig, User};
 use kubemux_e2e::client::{NativeClient, fast_config};
-use kubemux_e2e::{ProxyProcess, hook, http_get, kubeconfig, list, sim_client};
+use kubemux_e2e::{ProxyProcess, hook, kubeconfig, list, sim_client};
+use kubemux_testkit::http::metric;
+use kubemux_testkit::wait::poll;
 use kubemux_protocol::client::{ConnectionState, SubscriptionState};
 use serde_json::json;
 use kubemux_proxy::ProxySettings;
@@ -145,11 +147,13 @@ async fn a_failing_upstream_without_subscribers_retires() {
     client.watch("down", "down", "/api/v1/pods", None).await.unwrap();
     client.wait_for(Duration::from_secs(10), "the unreachable error", |v| !v.errors_of("down").is_empty()).await.unwrap();
     let metrics = format!("{}/metrics", proxy.http_url());
-    assert!(http_get(&metrics).await.contains("kubemux_upstream_watches 1"));
+    let watches = async || metric(&kubemux_testkit::http::get(&metrics).await.body, "kubemux_upstream_watches ");
+    assert_eq!(watches().await, 1.0);
     client.unwatch("down");
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
-    while !http_get(&metrics).await.contains("kubemux_upstream_watches 0") {
-        assert!(tokio::time::Instant::now() < deadline, "the retrying upstream watch never retired");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    // `/metrics` pushes nothing: a poll.
+    poll("the retrying upstream watch to retire", Duration::from_secs(15), || async {
+        let n = watches().await;
+        if n == 0.0 { Ok(()) } else { Err(format!("kubemux_upstream_watches {n}")) }
+    })
+    .await;
 }

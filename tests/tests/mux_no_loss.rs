@@ -7,6 +7,8 @@ use std::time::Duration;
 use kube_sim::{Seed, Sim, SimConfig};
 use kubemux_e2e::client::{NativeClient, View, fast_config};
 use kubemux_e2e::{ProxyProcess, hook, kubeconfig, list, same_objects, sim_client};
+use kubemux_testkit::sim::revisions_pass;
+use kubemux_testkit::wait::poll;
 use kubemux_proxy::ProxySettings;
 use kubemux_proxy::registry::RegistrySettings;
 
@@ -24,20 +26,16 @@ fn settings(port: u16) -> ProxySettings {
     }
 }
 
-/// Stops churn, then waits until the client's cache equals the simulator's list.
+/// Stops churn, then waits until the client's cache equals the simulator's list (the client
+/// says when its view changes).
 async fn assert_converges(sim: &Sim, client: &NativeClient, path: &str) -> View {
     let api = sim_client(sim).await;
     hook(&api, "POST", "/_sim/churn?perSecond=0").await;
     let truth = list(&api, path).await;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    loop {
-        let view = client.view();
-        let cache = view.caches.get("pods").cloned().unwrap_or_default();
-        match same_objects(&cache, &truth) {
-            Ok(()) => return view,
-            Err(difference) if tokio::time::Instant::now() > deadline => panic!("the client never converged: {difference}"),
-            Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
-        }
+    let cache = |view: &View| view.caches.get("pods").cloned().unwrap_or_default();
+    match client.wait_for(Duration::from_secs(20), "the cache to equal the simulator's list", |view| same_objects(&cache(view), &truth).is_ok()).await {
+        Ok(view) => view,
+        Err(timeout) => panic!("{timeout}; the client never converged: {}", same_objects(&cache(&client.view()), &truth).unwrap_err()),
     }
 }
 
@@ -56,7 +54,7 @@ async fn proxy_killed_and_restarted_repeatedly() {
         proxy.kill();
         client.wait_for(Duration::from_secs(10), "the client noticing", |v| v.opens() == round && v.states.last() != Some(&kubemux_protocol::client::ConnectionState::Open)).await.unwrap();
         // Changes happen while no proxy runs.
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        revisions_pass(&sim, 10, Duration::from_secs(10)).await;
         proxy = ProxyProcess::start(settings(port), config.clone());
         client.wait_for(Duration::from_secs(15), "reconnected and synced", |v| v.opens() == round + 1 && v.synced["pods"] > round).await.unwrap();
     }
@@ -103,17 +101,12 @@ async fn a_stalled_upstream_is_restarted() {
     let stats = hook(&api, "GET", "/_sim/stats").await;
     // Longer than the proxy's 2 s idle timeout: the open watch goes silent, bookmarks too.
     hook(&api, "POST", "/_sim/watches/stall?seconds=4").await;
-    let restarted = tokio::time::timeout(Duration::from_secs(10), async {
-        loop {
-            let now = hook(&api, "GET", "/_sim/stats").await;
-            if now["watchRequests"].as_u64() > stats["watchRequests"].as_u64() {
-                return now;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+    // The simulator's counters push nothing: a poll.
+    let restarted = poll("the proxy to restart the silent upstream watch", Duration::from_secs(10), || async {
+        let now = hook(&api, "GET", "/_sim/stats").await;
+        if now["watchRequests"].as_u64() > stats["watchRequests"].as_u64() { Ok(now) } else { Err(now.to_string()) }
     })
-    .await
-    .expect("the proxy restarted the silent upstream watch");
+    .await;
     assert_eq!(restarted["listRequests"], stats["listRequests"], "a stall resumes without relisting");
     let events = client.view().events["pods"];
     client.wait_for(Duration::from_secs(15), "events after the stall", |v| v.events["pods"] > events + 5).await.unwrap();

@@ -1,12 +1,10 @@
 //! `/clusters/{cluster}/{api path}` end to end: any Kubernetes API request through the proxy,
 //! answered by kube-sim as is. First through kube-rs (a client configured with the base path),
 //! then through the real `kubectl --server http://PROXY/clusters/NAME` (get, apply, delete,
-//! get -w, exec and exec -i with exit codes), skipped loudly when kubectl is not on PATH.
+//! get -w, exec and exec -i with exit codes). The kubectl tests are ignored by a plain `cargo
+//! test`; `cargo xtask test` runs them (see `kubemux_testkit::kubectl`).
 
 mod terminal_support;
-
-use std::path::PathBuf;
-use std::process::{Output, Stdio};
 
 use futures::{StreamExt as _, TryStreamExt as _};
 use k8s_openapi::api::core::v1::{ConfigMap, Pod};
@@ -15,8 +13,9 @@ use kube_sim::{Seed, Sim, SimConfig, User};
 use kubemux_e2e::{ProxyProcess, kubeconfig, sim_client};
 use kubemux_proxy::ProxySettings;
 use serde_json::json;
-use tokio::io::{AsyncBufReadExt as _, AsyncWriteExt as _, BufReader};
-use tokio::process::Command;
+use kubemux_testkit::http;
+use kubemux_testkit::kubectl::Kubectl;
+use tokio::io::{AsyncBufReadExt as _, BufReader};
 
 use terminal_support::{http_get, within};
 
@@ -145,88 +144,22 @@ async fn identity_and_origin_rules() {
     }
 
     // A browser page from elsewhere gets nothing.
-    let mut tcp = tokio::net::TcpStream::connect(proxy.addr()).await.unwrap();
-    let request = format!("GET /clusters/sim/api/v1/namespaces/default/pods HTTP/1.1\r\nHost: {}\r\nOrigin: https://evil.example\r\nConnection: close\r\n\r\n", proxy.addr());
-    tcp.write_all(request.as_bytes()).await.unwrap();
-    let mut response = String::new();
-    tokio::io::AsyncReadExt::read_to_string(&mut tcp, &mut response).await.unwrap();
-    assert!(response.starts_with("HTTP/1.1 403"), "{response}");
+    let pods = format!("{}/clusters/sim/api/v1/namespaces/default/pods", proxy.http_url());
+    let response = http::request(http::Method::GET, &pods, &[("origin", "https://evil.example")]).await;
+    assert_eq!(response.status, 403, "{response:?}");
     // The proxy's own endpoints are not shadowed by the pass-through.
     assert_eq!(http_get(proxy.addr(), "/healthz").await.0, 200);
     proxy.stop();
     sim.shutdown().await;
 }
 
-/// kubectl pointed at the proxy with `--server`-style kubeconfig, in a private cache.
-struct Kubectl {
-    binary: PathBuf,
-    dir: PathBuf,
-}
-
-impl Kubectl {
-    /// `None`, after saying so, when kubectl is not installed.
-    fn new(server: &str) -> Option<Kubectl> {
-        let Some(binary) = std::env::var_os("PATH").and_then(|path| std::env::split_paths(&path).map(|dir| dir.join("kubectl")).find(|p| p.is_file())) else {
-            eprintln!("SKIPPED: kubectl not on PATH");
-            return None;
-        };
-        let dir = std::env::temp_dir().join(format!("kubemux-passthrough-kubectl-{}-{}", std::process::id(), server.rsplit(':').next().unwrap_or("0").replace('/', "_")));
-        std::fs::create_dir_all(dir.join("cache")).expect("a private directory");
-        let config = format!(
-            "apiVersion: v1\nkind: Config\nclusters:\n- name: proxy\n  cluster:\n    server: {server}\nusers:\n- name: nobody\n  user: {{}}\ncontexts:\n- name: proxy\n  context:\n    cluster: proxy\n    user: nobody\n    namespace: default\ncurrent-context: proxy\n"
-        );
-        std::fs::write(dir.join("kubeconfig"), config).expect("write the kubeconfig");
-        Some(Kubectl { binary, dir })
-    }
-
-    fn command(&self, args: &[&str]) -> Command {
-        let mut command = Command::new(&self.binary);
-        command
-            .arg("--kubeconfig")
-            .arg(self.dir.join("kubeconfig"))
-            .arg("--cache-dir")
-            .arg(self.dir.join("cache"))
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true);
-        command
-    }
-
-    async fn run(&self, args: &[&str], stdin: Option<&[u8]>) -> Output {
-        let mut command = self.command(args);
-        if stdin.is_some() {
-            command.stdin(Stdio::piped());
-        }
-        let mut child = command.spawn().expect("kubectl starts");
-        if let Some(input) = stdin {
-            let mut pipe = child.stdin.take().expect("piped stdin");
-            pipe.write_all(input).await.expect("write kubectl's stdin");
-            // Dropping the pipe is EOF: kubectl sends the v5 CLOSE of stdin.
-        }
-        within(&format!("kubectl {}", args.join(" ")), child.wait_with_output()).await.expect("kubectl runs")
-    }
-
-    async fn ok(&self, args: &[&str], stdin: Option<&[u8]>) -> String {
-        let output = self.run(args, stdin).await;
-        assert!(output.status.success(), "kubectl {} failed ({}): {}", args.join(" "), output.status, String::from_utf8_lossy(&output.stderr));
-        String::from_utf8(output.stdout).expect("UTF-8 output")
-    }
-}
-
-impl Drop for Kubectl {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs kubectl: cargo xtask test runs it when kubectl is on PATH"]
 async fn kubectl_get_apply_delete_and_watch_through_the_proxy() {
     let sim = demo_sim(vec![]).await;
     let sim_api = sim_client(&sim).await;
     let proxy = ProxyProcess::start(settings(), kubeconfig(&[("sim", &sim.url(), None)]));
-    let Some(kubectl) = Kubectl::new(&format!("{}/clusters/sim", proxy.http_url())) else { return };
+    let kubectl = Kubectl::for_server(&format!("{}/clusters/sim", proxy.http_url()));
 
     let pods = kubectl.ok(&["get", "pods", "-o", "name"], None).await;
     assert!(pods.lines().any(|l| l == "pod/toolbox"), "{pods}");
@@ -265,10 +198,11 @@ async fn kubectl_get_apply_delete_and_watch_through_the_proxy() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs kubectl: cargo xtask test runs it when kubectl is on PATH"]
 async fn kubectl_exec_through_the_proxy() {
     let sim = demo_sim(vec![]).await;
     let proxy = ProxyProcess::start(settings(), kubeconfig(&[("sim", &sim.url(), None)]));
-    let Some(kubectl) = Kubectl::new(&format!("{}/clusters/sim", proxy.http_url())) else { return };
+    let kubectl = Kubectl::for_server(&format!("{}/clusters/sim", proxy.http_url()));
 
     let output = kubectl.run(&["exec", "toolbox", "-c", "shell", "--", "sh", "-c", "echo hi; echo oops >&2; exit 3"], None).await;
     assert_eq!(String::from_utf8_lossy(&output.stdout), "hi\n", "stderr: {}", String::from_utf8_lossy(&output.stderr));

@@ -15,6 +15,7 @@ use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, AttachParams};
 use kube_sim::{Seed, Sim, SimConfig, User};
 use kubemux_e2e::{ProxyProcess, kubeconfig, sim_client};
+use kubemux_testkit::wait::poll;
 use kubemux_protocol::channel::{self, ChannelProtocol, Decoded, ExecOutcome};
 use kubemux_proxy::ProxySettings;
 use kubemux_proxy::terminal::TerminalSettings;
@@ -45,7 +46,8 @@ async fn without_the_proxy_a_dropped_tty_exec_leaves_the_shell_running() {
     term.leave(Departure::TcpDrop).await;
 
     // Watched for longer than the proxy's promise (5 s) would allow, on a shorter clock: 2 s
-    // is already far past the moment the proxy's teardown has ended a shell.
+    // is already far past the moment the proxy's teardown has ended a shell. This watches an
+    // absence (no exit) over a window, which no event can signal: looking repeatedly is the test.
     let until = Instant::now() + Duration::from_secs(2);
     while Instant::now() < until {
         assert!(process_running(pid), "the shell {pid} died with its connection: the orphan did not reproduce");
@@ -147,13 +149,9 @@ async fn attach_gets_no_injected_input() {
         let mut term = Terminal::new(ws);
         // The main process prints a tick every second: attached once one arrives.
         term.read_until("the main process's output", |text| text.contains("main: tick").then_some(())).await;
-        let main = within("the main process in /_sim/processes", async {
-            loop {
-                if let Some(main) = sim_main_process(&sim_api, "default", "toolbox").await {
-                    return main;
-                }
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
+        // `/_sim/processes` and `/metrics` push nothing: polls.
+        let main = poll("the main process in /_sim/processes", DEADLINE, || async {
+            sim_main_process(&sim_api, "default", "toolbox").await.ok_or_else(|| "no attach process listed".to_owned())
         })
         .await;
         let pid = main["pid"].as_i64().expect("a pid") as i32;
@@ -161,18 +159,20 @@ async fn attach_gets_no_injected_input() {
 
         // What the user types counts (so the counter is live)…
         term.type_text("hello\n").await;
-        within("the typed bytes to arrive", async {
-            while sim_main_process(&sim_api, "default", "toolbox").await.and_then(|m| m["stdinBytes"].as_u64()) != Some(before + 6) {
-                tokio::time::sleep(Duration::from_millis(50)).await;
+        poll("the typed bytes to arrive", DEADLINE, || async {
+            match sim_main_process(&sim_api, "default", "toolbox").await.and_then(|m| m["stdinBytes"].as_u64()) {
+                Some(n) if n == before + 6 => Ok(()),
+                other => Err(format!("stdinBytes {other:?}, want {}", before + 6)),
             }
         })
         .await;
         let (_, metrics) = http_get(proxy.addr(), "/metrics").await;
         let teardowns = attach_teardowns(&metrics);
         term.leave(departure).await;
-        within("the attach teardown to finish", async {
-            while attach_teardowns(&http_get(proxy.addr(), "/metrics").await.1) <= teardowns {
-                tokio::time::sleep(Duration::from_millis(50)).await;
+        poll("the attach teardown to finish", DEADLINE, || async {
+            match attach_teardowns(&http_get(proxy.addr(), "/metrics").await.1) {
+                n if n > teardowns => Ok(()),
+                n => Err(format!("{n} attach teardowns")),
             }
         })
         .await;

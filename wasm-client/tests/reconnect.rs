@@ -32,21 +32,15 @@ async fn a_killed_proxy_is_reconnected_and_nothing_is_lost() {
 
     // The cache must come to equal the simulator's list (same names, same versions), with
     // every pod once. Churn goes on meanwhile, so compare until they agree.
-    let deadline = js_sys::Date::now() + 20_000.0;
-    loop {
+    poll(20.0, "the client's items to equal the simulator's list", || async {
         let shown = names_and_versions(&sub.items().unwrap());
         let mut names: Vec<&String> = shown.iter().map(|(n, _)| n).collect();
         names.dedup();
         assert_eq!(names.len(), shown.len(), "a pod is listed twice: {shown:?}");
         let direct = names_and_versions(&call("GET", "/sim/pods?ns=demo").await);
-        if shown == direct {
-            break;
-        }
-        assert!(js_sys::Date::now() < deadline, "the client shows {shown:?}, the simulator has {direct:?}");
-        // Compare again after the next change reaches the client (or a second without one).
-        let seen = log.borrow().count("onEvent");
-        within(1.0, || log.borrow().count("onEvent") > seen).await;
-    }
+        if shown == direct { Ok(()) } else { Err(format!("the client shows {shown:?}, the simulator has {direct:?}")) }
+    })
+    .await;
     assert_eq!(conn.borrow().count("onError"), 0);
     assert_eq!(log.borrow().count("onError"), 0);
     mux.close();

@@ -75,15 +75,11 @@ async fn echo_shows_its_output_and_close_leaves_no_process() {
     assert!(!ours.is_empty(), "the session's shell shows in /_sim/processes: {during:?}");
 
     terminal.close();
-    let deadline = js_sys::Date::now() + 5_000.0;
-    loop {
+    poll(5.0, "the session's processes to end after close()", || async {
         let left: Vec<(u32, String)> = processes("default", "toolbox").await.into_iter().filter(|(pid, _)| ours.contains(pid)).collect();
-        if left.is_empty() {
-            break;
-        }
-        assert!(js_sys::Date::now() < deadline, "5 s after close(), the session's processes are still running: {left:?}");
-        within(0.2, || false).await;
-    }
+        if left.is_empty() { Ok(()) } else { Err(format!("still running: {left:?}")) }
+    })
+    .await;
     // Nothing is delivered after close(), not even the exit.
     assert_eq!(log.borrow().count("onExit"), 0);
     assert_eq!(log.borrow().count("onError"), 0);

@@ -40,6 +40,7 @@ async fn a_dropped_terminal_is_reported_and_not_reconnected() {
     // With the proxy back, nothing reconnects: no second session, no second onOpen.
     let sessions = exec_sessions("no-bash").await;
     call("POST", "/proxy/start").await;
+    // An absence over a window (no reconnect for 3 s), which no event can signal.
     within(3.0, || false).await;
     assert_eq!(exec_sessions("no-bash").await, sessions, "a new exec session appeared after the drop");
     assert_eq!(log.borrow().count("onOpen"), 1);

@@ -2,7 +2,7 @@
 //! what is missing, and then does its job.
 //!
 //! - `cargo xtask demo`: the web app on the proxy with embedded simulated clusters, until Ctrl-C.
-//! - `cargo xtask test [-- CARGO-TEST-ARGS]`: run every test.
+//! - `cargo xtask test [--repeat N] [-- CARGO-TEST-ARGS]`: run every test (N times).
 //! - `cargo xtask wasm`: build the npm package `kubemux` into `wasm-client/pkg/`.
 //! - `cargo xtask www`: build the demo web app into `www/dist/`.
 //! - `cargo xtask bench [SECTION...]`: run benchmarks and write them into BENCHMARKS.md.
@@ -23,8 +23,10 @@ usage: cargo xtask <command>
 commands:
   demo [--listen ADDR] build the npm package, the web app and the proxy, and run the demo
                        (proxy + embedded simulated clusters + web app) until Ctrl-C
-  test [-- ARGS...]    install what the tests need and run every test;
-                       ARGS go to `cargo test --workspace` (e.g. `-- selectors`, `-- -- --nocapture`)
+  test [--repeat N] [-- ARGS...]
+                       install what the tests need and run every test; ARGS go to
+                       `cargo test --workspace` (e.g. `-- selectors`, `-- -- --nocapture`);
+                       --repeat N builds once, runs every suite N times and lists each failure
   wasm                 build the npm package `kubemux` (wasm-client) into wasm-client/pkg/
   www                  build the npm package, then the demo web app (npm ci, vite build) into www/dist/
   bench [SECTION...]   run benchmarks (sections: client) and write them into BENCHMARKS.md
@@ -34,10 +36,9 @@ Builds go to $CARGO_TARGET_DIR, or $HOME/.cache/kubemux/target when it is not se
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let result = match args.split_first() {
-        Some((command, rest)) if command == "test" => match rest.split_first() {
-            None => test::run(&[]),
-            Some((dashes, passed)) if dashes == "--" => test::run(passed),
-            Some((other, _)) => usage_error(&format!("unexpected argument {other:?} (pass arguments for cargo test after `--`)")),
+        Some((command, rest)) if command == "test" => match test::parse(rest) {
+            Ok(options) => test::run(options),
+            Err(error) => usage_error(&format!("{error:#}")),
         },
         Some((command, rest)) if command == "demo" => demo::run(rest),
         Some((command, rest)) if command == "wasm" && rest.is_empty() => wasm::run(),

@@ -310,19 +310,25 @@ impl Drop for Fixture {
 
 /// The `wasm-bindgen-test` suites of `wasm-client` in headless Chromium, against a fixture.
 pub fn browser_tests(repo: &Workspace, fixture_binary: &Path) -> anyhow::Result<Outcome> {
+    browser_tests_with(repo, fixture_binary, workspace::run)?;
+    Ok(Outcome::Ready("passed in headless Chromium".to_owned()))
+}
+
+/// The same, with `run` running the `cargo test` (`cargo xtask test --repeat` reads its output).
+pub fn browser_tests_with<T>(repo: &Workspace, fixture_binary: &Path, run: impl FnOnce(&mut Command) -> anyhow::Result<T>) -> anyhow::Result<T> {
     let fixture = Fixture::start(fixture_binary, repo)?;
     let runner = find_on_path("wasm-bindgen-test-runner").context("wasm-bindgen-test-runner is not on PATH")?;
     // No `-q`: the runner rejects `--quiet`.
-    workspace::run(
+    let outcome = run(
         repo.cargo()
             .args(["test", "--package", "kubemux-client", "--target", TARGET])
             .env("CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUNNER", runner)
             .env("CHROMEDRIVER", "/usr/bin/chromedriver")
             .env("WASM_BINDGEN_TEST_TIMEOUT", "300")
             .env("KUBEMUX_FIXTURE", &fixture.url),
-    )?;
+    );
     drop(fixture);
-    Ok(Outcome::Ready("passed in headless Chromium".to_owned()))
+    outcome
 }
 
 /// Opens a page of `tests/browser/` that imports the built package, through the fixture's

@@ -123,7 +123,7 @@ fn dir_size(dir: &Path) -> anyhow::Result<u64> {
 }
 
 /// `cargo build` of the proxy and the simulator; their paths.
-fn build_binaries(repo: &Workspace) -> anyhow::Result<(PathBuf, PathBuf)> {
+pub fn build_binaries(repo: &Workspace) -> anyhow::Result<(PathBuf, PathBuf)> {
     workspace::run(repo.cargo().args(["build", "--package", "kubemux-proxy", "--bin", "kubemux-proxy", "--package", "kube-sim", "--bin", "kube-sim"]))?;
     let debug = repo.target_dir.join("debug");
     Ok((debug.join("kubemux-proxy"), debug.join("kube-sim")))
@@ -139,7 +139,7 @@ struct TapCounts {
 }
 
 /// `node --test` in `tests/e2e-browser/`, its output shown as it comes.
-fn browser_tests(repo: &Workspace, proxy: &Path, sim: &Path) -> anyhow::Result<Outcome> {
+pub fn browser_tests(repo: &Workspace, proxy: &Path, sim: &Path) -> anyhow::Result<Outcome> {
     let dir = repo.root.join("tests/e2e-browser");
     npm_packages(&dir)?;
     let node = find_on_path("node").context("node is not on PATH")?;

@@ -6,7 +6,6 @@
 #![allow(dead_code)]
 
 use std::future::Future;
-use std::time::Duration;
 
 use axum::body::BodyDataStream;
 use axum::http::{Method, Request, header};
@@ -14,12 +13,8 @@ use futures::StreamExt as _;
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube_sim::{Seed, Sim, SimConfig};
 use serde_json::Value;
-use tokio::net::TcpStream;
-use tokio_tungstenite::WebSocketStream;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
 
-/// How long any single expected event may take before the test fails.
-pub const DEADLINE: Duration = Duration::from_secs(10);
+pub use kubemux_testkit::wait::{DEADLINE, within};
 
 /// A simulator on 127.0.0.1:0 with `seed`, no churn, otherwise defaults.
 pub async fn start(seed: Seed) -> Sim {
@@ -40,24 +35,12 @@ pub async fn kube_client(sim: &Sim) -> kube::Client {
     kube::Client::try_from(config).expect("a client from the kubeconfig")
 }
 
-/// Awaits `future`, failing the test if it takes longer than [`DEADLINE`].
-pub async fn within<T>(what: &str, future: impl Future<Output = T>) -> T {
-    match tokio::time::timeout(DEADLINE, future).await {
-        Ok(value) => value,
-        Err(_) => panic!("no {what} within {DEADLINE:?}"),
-    }
-}
-
-/// Polls `probe` until it yields `Some`, failing after [`DEADLINE`]. For state that has no
-/// event to subscribe to (the process table, counters).
+/// Asks `probe` until it yields `Some`, failing after [`DEADLINE`]. For state that has no
+/// event to subscribe to (the process table, counters); see `kubemux_testkit::wait::poll`.
 pub async fn eventually<T, F: Future<Output = Option<T>>>(what: &str, mut probe: impl FnMut() -> F) -> T {
-    within(what, async {
-        loop {
-            if let Some(value) = probe().await {
-                return value;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+    kubemux_testkit::wait::poll(what, DEADLINE, || {
+        let answer = probe();
+        async move { answer.await.ok_or_else(|| "not yet".to_owned()) }
     })
     .await
 }
@@ -173,12 +156,13 @@ impl Http {
         self.get("/_sim/stats").await.ok()
     }
 
-    /// Waits until `/_sim/stats` satisfies `wanted`, and returns those stats.
+    /// Waits until `/_sim/stats` satisfies `wanted`, and returns those stats (a poll: the
+    /// counters push nothing; a failure shows the last stats).
     pub async fn stats_when(&self, what: &str, wanted: impl Fn(&Value) -> bool) -> Value {
         let wanted = &wanted;
-        eventually(what, || async move {
+        kubemux_testkit::wait::poll(what, DEADLINE, || async move {
             let stats = self.stats().await;
-            wanted(&stats).then_some(stats)
+            if wanted(&stats) { Ok(stats) } else { Err(stats.to_string()) }
         })
         .await
     }
@@ -263,8 +247,8 @@ impl Lines {
     }
 }
 
-/// A WebSocket to a simulator, over a TCP stream the test owns (so it can drop it abruptly).
-pub type Ws = WebSocketStream<TcpStream>;
+#[allow(unused_imports)]
+pub use kubemux_testkit::ws::{Ws, process_running};
 
 /// A refused WebSocket upgrade: the HTTP status and the body.
 #[derive(Debug)]
@@ -275,24 +259,18 @@ pub struct Refused {
     pub body: Value,
 }
 
-/// Opens a WebSocket to `path_and_query` offering `protocol`, as kubectl and browsers do.
+/// Opens a WebSocket to `path_and_query` offering `protocol`, as kubectl and browsers do; the
+/// server must answer with that protocol, and a refusal with a JSON body.
 pub async fn websocket(sim: &Sim, path_and_query: &str, protocol: &str) -> Result<Ws, Refused> {
-    let mut request = format!("ws://{}{path_and_query}", sim.addr()).into_client_request().expect("a WebSocket request");
-    request.headers_mut().insert(header::SEC_WEBSOCKET_PROTOCOL, protocol.parse().expect("a header value"));
-    let tcp = within("TCP connect", TcpStream::connect(sim.addr())).await.expect("the simulator accepts connections");
-    match within("the WebSocket handshake", tokio_tungstenite::client_async(request, tcp)).await {
-        Ok((ws, response)) => {
-            let chosen = response.headers().get(header::SEC_WEBSOCKET_PROTOCOL).and_then(|v| v.to_str().ok());
-            assert_eq!(chosen, Some(protocol), "the server must answer with the offered subprotocol");
+    match kubemux_testkit::ws::connect(sim.addr(), path_and_query, protocol, &[]).await {
+        Ok((ws, chosen)) => {
+            assert_eq!(chosen.as_deref(), Some(protocol), "the server must answer with the offered subprotocol");
             Ok(ws)
         }
-        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
-            let status = response.status().as_u16();
-            let body = response.body().as_deref().unwrap_or_default();
-            let body = serde_json::from_slice(body).unwrap_or_else(|e| panic!("{status} body is not JSON ({e}): {}", String::from_utf8_lossy(body)));
-            Err(Refused { status, body })
+        Err(refused) => {
+            let body = serde_json::from_str(&refused.body).unwrap_or_else(|e| panic!("{} body is not JSON ({e}): {}", refused.status, refused.body));
+            Err(Refused { status: refused.status, body })
         }
-        Err(other) => panic!("WebSocket handshake failed: {other}"),
     }
 }
 
@@ -330,15 +308,6 @@ pub async fn processes_of(http: &Http, namespace: &str, pod: &str) -> Vec<(i32, 
             (pid.unwrap_or_else(|| panic!("a numeric pid in {entry}")), entry.clone())
         })
         .collect()
-}
-
-/// Whether a process is still running: it exists and is not a zombie waiting to be reaped.
-pub fn process_running(pid: i32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        // The state follows the parenthesised command name, which may itself contain spaces.
-        Ok(stat) => stat.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().next()).is_some_and(|state| state != "Z" && state != "X"),
-        Err(_) => false,
-    }
 }
 
 /// Runs a `kube::runtime::watcher` in the background (a watcher only makes progress while

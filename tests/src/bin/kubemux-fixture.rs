@@ -5,7 +5,8 @@
 //!   only use namespace `demo` (cluster `sim-alice`), so a forbidden watch exists;
 //! - a kubemux proxy on its own runtime that allows any origin, which the tests kill and restart
 //!   on the same port;
-//! - `GET /info`, `POST /proxy/kill`, `POST /proxy/start`, `GET /sim/pods?ns=demo` (the
+//! - `GET /info`, `POST /reset` (the proxy running again if a test killed it, then `/info`:
+//!   what every browser test calls first), `POST /proxy/kill`, `POST /proxy/start`, `GET /sim/pods?ns=demo` (the
 //!   simulator's own list), `GET /sim/processes` (the simulator's live exec and attach
 //!   processes, `/_sim/processes`), `POST /report` (a page's result);
 //! - besides the demo seed, pod `default/no-bash` (container `shell`), whose image lacks bash
@@ -41,6 +42,7 @@ use axum::routing::{get, post};
 use kube_sim::{Seed, Sim, SimConfig, User};
 use kube::config::KubeConfigOptions;
 use kubemux_e2e::{ProxyProcess, hook, kubeconfig, list};
+use kubemux_testkit::wait::try_poll;
 use kubemux_protocol::frames::{ClientMessage, EventType, SUBPROTOCOL, ServerMessage, encode_event_raw};
 use kubemux_proxy::ProxySettings;
 use serde_json::{Value, json};
@@ -128,6 +130,7 @@ async fn main() -> anyhow::Result<()> {
 
     let app = Router::new()
         .route("/info", get(info))
+        .route("/reset", post(reset))
         .route("/proxy/kill", post(proxy_kill))
         .route("/proxy/start", post(proxy_start))
         .route("/sim/pods", get(sim_pods))
@@ -195,19 +198,35 @@ async fn proxy_kill(State(fixture): State<Arc<Fixture>>) -> Response {
     }
 }
 
-async fn proxy_start(State(fixture): State<Arc<Fixture>>) -> Response {
-    if fixture.proxy.lock().unwrap().is_some() {
-        return (StatusCode::CONFLICT, "the proxy is already running\n").into_response();
-    }
-    let settings = Fixture::proxy_settings(fixture.proxy_addr);
-    let contexts = fixture.contexts();
-    let proxy = tokio::task::spawn_blocking(move || ProxyProcess::start(settings, contexts)).await;
-    match proxy {
-        Ok(proxy) => {
-            *fixture.proxy.lock().unwrap() = Some(proxy);
-            (StatusCode::OK, "started\n").into_response()
+/// Starts the proxy on its port unless it runs; says whether it started it.
+async fn ensure_proxy(fixture: &Arc<Fixture>) -> anyhow::Result<bool> {
+    let fixture = fixture.clone();
+    // The slot stays locked while the proxy starts, so two callers never start two.
+    tokio::task::spawn_blocking(move || {
+        let mut slot = fixture.proxy.lock().unwrap();
+        if slot.is_some() {
+            return false;
         }
-        Err(error) => (StatusCode::INTERNAL_SERVER_ERROR, format!("the proxy did not start: {error}\n")).into_response(),
+        *slot = Some(ProxyProcess::start(Fixture::proxy_settings(fixture.proxy_addr), fixture.contexts()));
+        true
+    })
+    .await
+    .context("the proxy did not start")
+}
+
+async fn proxy_start(State(fixture): State<Arc<Fixture>>) -> Response {
+    match ensure_proxy(&fixture).await {
+        Ok(true) => (StatusCode::OK, "started\n").into_response(),
+        Ok(false) => (StatusCode::CONFLICT, "the proxy is already running\n").into_response(),
+        Err(error) => (StatusCode::INTERNAL_SERVER_ERROR, format!("{error:#}\n")).into_response(),
+    }
+}
+
+/// The stack as every browser test starts from (the proxy running), then `/info`.
+async fn reset(State(fixture): State<Arc<Fixture>>) -> Response {
+    match ensure_proxy(&fixture).await {
+        Ok(_) => info(State(fixture)).await,
+        Err(error) => (StatusCode::INTERNAL_SERVER_ERROR, format!("{error:#}\n")).into_response(),
     }
 }
 
@@ -430,18 +449,14 @@ async fn check_terminal_page(fixture: &Fixture, before: BTreeMap<u64, Value>, br
         bail!("the page's shell does not show in /_sim/processes");
     }
     drop(browser);
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-    loop {
+    // `/_sim/processes` pushes nothing: a poll.
+    try_poll("the page's processes to end after the browser closed", Duration::from_secs(5), || async {
         let now = toolbox_processes(fixture).await;
         let left: Vec<&Value> = ours.iter().filter_map(|pid| now.get(pid)).collect();
-        if left.is_empty() {
-            return Ok(());
-        }
-        if tokio::time::Instant::now() > deadline {
-            bail!("5 s after the browser closed, the page's processes are still running: {left:?}");
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+        if left.is_empty() { Ok(()) } else { Err(format!("still running: {left:?}")) }
+    })
+    .await
+    .map_err(anyhow::Error::msg)
 }
 
 /// The pods page lists the pods of namespace `demo` and reports again on every change: its

@@ -6,22 +6,22 @@
 #![allow(dead_code)]
 
 use std::collections::BTreeSet;
-use std::future::Future;
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use futures::{SinkExt as _, StreamExt as _};
 use serde_json::Value;
-use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-use tokio::net::TcpStream;
 use tokio::time::Instant;
-use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 
-/// How long any one expected event may take.
-pub const DEADLINE: Duration = Duration::from_secs(10);
+// Names the terminal tests have always found here, now the testkit's; each binary uses some.
+#[allow(unused_imports)]
+pub use kubemux_testkit::http::metric;
+#[allow(unused_imports)]
+pub use kubemux_testkit::wait::{DEADLINE, within};
+#[allow(unused_imports)]
+pub use kubemux_testkit::ws::{Refused, Ws, connect, process_running};
 
 /// How long after the client goes away every process of its session must be gone (the issue's
 /// promise).
@@ -33,61 +33,10 @@ pub const V5: &str = "v5.channel.k8s.io";
 /// A TTY `sh` in the demo seed's `default/toolbox`, the stable exec target.
 pub const TOOLBOX_SH: &str = "/api/v1/namespaces/default/pods/toolbox/exec?container=shell&command=sh&stdin=true&stdout=true&tty=true";
 
-/// Awaits `future`, failing the test after [`DEADLINE`].
-pub async fn within<T>(what: &str, future: impl Future<Output = T>) -> T {
-    match tokio::time::timeout(DEADLINE, future).await {
-        Ok(value) => value,
-        Err(_) => panic!("no {what} within {DEADLINE:?}"),
-    }
-}
-
-/// Polls `probe` every 50 ms until it yields `Some`, failing after `deadline` with the last
-/// `Err` description. For state with no event to wait on (the process table).
+/// Asks `probe` until it answers `Ok`, failing after `deadline` with the last `Err`
+/// description. For state with no event to wait on (the process table).
 pub async fn poll_until<T>(what: &str, deadline: Duration, mut probe: impl FnMut() -> Result<T, String>) -> T {
-    let end = Instant::now() + deadline;
-    loop {
-        match probe() {
-            Ok(value) => return value,
-            Err(last) if Instant::now() >= end => panic!("{what}: not within {deadline:?}: {last}"),
-            Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
-        }
-    }
-}
-
-/// A WebSocket over a TCP stream the test owns.
-pub type Ws = WebSocketStream<TcpStream>;
-
-/// A refused or failed handshake: the HTTP status and body.
-#[derive(Debug)]
-pub struct Refused {
-    /// HTTP status.
-    pub status: u16,
-    /// Body text.
-    pub body: String,
-}
-
-/// Opens a WebSocket to `addr` + `path`, offering `protocols` (a header value, possibly empty)
-/// and sending `headers`. Returns the socket and the protocol the server chose.
-pub async fn connect(addr: SocketAddr, path: &str, protocols: &str, headers: &[(&str, &str)]) -> Result<(Ws, Option<String>), Refused> {
-    let mut request = format!("ws://{addr}{path}").into_client_request().expect("a WebSocket request");
-    if !protocols.is_empty() {
-        request.headers_mut().insert("sec-websocket-protocol", protocols.parse().expect("a header value"));
-    }
-    for (name, value) in headers {
-        request.headers_mut().insert(http::HeaderName::from_bytes(name.as_bytes()).unwrap(), value.parse().expect("a header value"));
-    }
-    let tcp = within("TCP connect", TcpStream::connect(addr)).await.expect("the server accepts connections");
-    match within("the WebSocket handshake", tokio_tungstenite::client_async(request, tcp)).await {
-        Ok((ws, response)) => {
-            let chosen = response.headers().get("sec-websocket-protocol").and_then(|v| v.to_str().ok()).map(str::to_owned);
-            Ok((ws, chosen))
-        }
-        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => Err(Refused {
-            status: response.status().as_u16(),
-            body: String::from_utf8_lossy(response.body().as_deref().unwrap_or_default()).into_owned(),
-        }),
-        Err(other) => panic!("WebSocket handshake failed: {other}"),
-    }
+    kubemux_testkit::wait::poll(what, deadline, || std::future::ready(probe())).await
 }
 
 /// How a session's client goes away.
@@ -249,11 +198,6 @@ fn has_command(sid: i32, command: &str) -> Result<(), String> {
     if members.iter().any(|(_, comm)| comm == command) { Ok(()) } else { Err(format!("session {sid} has {members:?}")) }
 }
 
-/// Whether `pid` is a live process (exists and is not a zombie).
-pub fn process_running(pid: i32) -> bool {
-    process_table().iter().any(|(p, state, _, _)| *p == pid && !matches!(state, 'Z' | 'X'))
-}
-
 /// The pids `/_sim/processes` lists.
 pub async fn sim_pids(sim: &kube::Client) -> BTreeSet<i32> {
     let table = kubemux_e2e::hook(sim, "GET", "/_sim/processes").await;
@@ -268,58 +212,26 @@ pub async fn sim_main_process(sim: &kube::Client, namespace: &str, pod: &str) ->
 
 /// Waits (up to [`GONE_WITHIN`] from `since`) until nothing of the session led by `pid` runs:
 /// not the shell, not anything it started (`members`), nothing else in its session, and the
-/// simulator no longer lists it. `what` names the case in the failure.
+/// simulator no longer lists it. `what` names the case in the failure. The process table pushes
+/// nothing, so this is a poll.
 pub async fn assert_session_gone(sim: &kube::Client, pid: i32, members: &[(i32, String)], since: Instant, what: &str) {
-    loop {
+    let left = GONE_WITHIN.saturating_sub(since.elapsed());
+    kubemux_testkit::wait::poll(&format!("{what}: every process of the session gone"), left, || async {
         let alive: Vec<(i32, String)> = members.iter().filter(|(p, _)| process_running(*p)).cloned().chain(session_members(pid)).collect();
         let listed = sim_pids(sim).await.contains(&pid);
         if alive.is_empty() && !listed {
-            return;
+            Ok(())
+        } else {
+            Err(format!("{:?} after the client left, still running: {alive:?}; listed by /_sim/processes: {listed}", since.elapsed()))
         }
-        if since.elapsed() > GONE_WITHIN {
-            panic!("{what}: {:?} after the client left, still running: {alive:?}; listed by /_sim/processes: {listed}", since.elapsed());
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-/// `GET path` on `addr` over plain HTTP/1.1; returns the status and body.
-pub async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
-    within(&format!("GET {path}"), async {
-        let mut tcp = TcpStream::connect(addr).await.expect("connect");
-        let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
-        tcp.write_all(request.as_bytes()).await.expect("write the request");
-        let mut response = Vec::new();
-        tcp.read_to_end(&mut response).await.expect("read the response");
-        let text = String::from_utf8_lossy(&response).into_owned();
-        let status = text.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
-        let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
-        (status, dechunk(&body))
     })
     .await
 }
 
-/// Undoes chunked transfer encoding when the body looks chunked (metrics are small).
-fn dechunk(body: &str) -> String {
-    let mut out = String::new();
-    let mut rest = body;
-    loop {
-        let Some((size, after)) = rest.split_once("\r\n") else { return body.to_owned() };
-        let Ok(size) = usize::from_str_radix(size.trim(), 16) else { return body.to_owned() };
-        if size == 0 {
-            return out;
-        }
-        if after.len() < size {
-            return body.to_owned();
-        }
-        out.push_str(&after[..size]);
-        rest = after[size..].trim_start_matches("\r\n");
-    }
-}
-
-/// The value of the metric line starting with `series` (name and labels), 0 when absent.
-pub fn metric(text: &str, series: &str) -> f64 {
-    text.lines().find_map(|l| l.strip_prefix(series).and_then(|v| v.trim().parse().ok())).unwrap_or(0.0)
+/// `GET path` on `addr`; returns the status and body.
+pub async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
+    let response = kubemux_testkit::http::get(&format!("http://{addr}{path}")).await;
+    (response.status.as_u16(), response.body)
 }
 
 /// Every status and close a socket receives until it ends: `(channel-3 payloads, close code)`.

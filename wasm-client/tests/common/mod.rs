@@ -1,6 +1,7 @@
 //! Helpers for the browser tests: the fixture's control API (see
 //! `tests/src/bin/kubemux-fixture.rs`), callbacks that record what the client delivered, and
-//! waiting for a condition with a deadline.
+//! waiting for a condition with a deadline: a wait wakes when a recorded callback fires (the
+//! event) or at its deadline, never on a timer of its own.
 
 #![allow(dead_code, missing_docs)]
 
@@ -26,12 +27,12 @@ export async function fetch_json(url, method) {
     const type = response.headers.get('content-type') || '';
     return type.includes('json') ? response.json() : response.text();
 }
-export function sleep(ms) { return new Promise((resolve) => setTimeout(resolve, ms)); }
+export function deadline_after(ms) { return new Promise((resolve) => setTimeout(resolve, ms)); }
 ")]
 extern "C" {
     #[wasm_bindgen(catch)]
     async fn fetch_json(url: &str, method: &str) -> Result<JsValue, JsValue>;
-    fn sleep(ms: u32) -> js_sys::Promise;
+    fn deadline_after(ms: u32) -> js_sys::Promise;
 }
 
 /// `GET` or `POST` a fixture path; the JSON answer as a JS value.
@@ -53,9 +54,10 @@ pub fn get_str(value: &JsValue, key: &str) -> String {
     get(value, key).as_string().unwrap_or_else(|| panic!("{key} is not a string in {value:?}"))
 }
 
-/// The fixture's `/info`.
+/// The fixture's `/info`, after `/reset`: every test starts from a running proxy, whatever an
+/// earlier test (one that kills the proxy, one that failed half way) left behind.
 pub async fn info() -> JsValue {
-    call("GET", "/info").await
+    call("POST", "/reset").await
 }
 
 /// Builds `{ key: value, ... }`.
@@ -96,7 +98,10 @@ pub fn recorder(names: &[&str], extra: &[(&str, JsValue)]) -> (Rc<RefCell<Log>>,
     for name in names {
         let log = log.clone();
         let owned = (*name).to_owned();
-        let callback = Closure::<dyn FnMut(JsValue)>::new(move |arg: JsValue| log.borrow_mut().calls.push((owned.clone(), arg)));
+        let callback = Closure::<dyn FnMut(JsValue)>::new(move |arg: JsValue| {
+            log.borrow_mut().calls.push((owned.clone(), arg));
+            recorded();
+        });
         Reflect::set(&object, &JsValue::from_str(name), &callback.into_js_value()).unwrap();
     }
     for (key, value) in extra {
@@ -105,28 +110,68 @@ pub fn recorder(names: &[&str], extra: &[(&str, JsValue)]) -> (Rc<RefCell<Log>>,
     (log, object.into())
 }
 
-/// Waits until `condition` holds, checking after every turn of the event loop (every 20 ms at
-/// most); panics with `what` after `seconds`.
-pub async fn wait_for(seconds: f64, what: &str, mut condition: impl FnMut() -> bool) {
-    let deadline = js_sys::Date::now() + seconds * 1000.0;
-    while !condition() {
-        if js_sys::Date::now() > deadline {
-            panic!("timed out after {seconds} s waiting for {what}");
-        }
-        JsFuture::from(sleep(20)).await.unwrap();
+thread_local! {
+    /// The resolvers of every pending [`next_record`] promise.
+    static WAITING: RefCell<Vec<js_sys::Function>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Wakes every wait: a recorded callback fired.
+fn recorded() {
+    for resolve in WAITING.with(|waiting| waiting.take()) {
+        let _ = resolve.call0(&JsValue::UNDEFINED);
     }
 }
 
-/// Like [`wait_for`], but says whether `condition` came to hold instead of panicking.
+/// Resolves when the next callback is recorded, or after `ms`, whichever comes first.
+async fn next_record_or(ms: f64) {
+    let record = js_sys::Promise::new(&mut |resolve, _| WAITING.with(|waiting| waiting.borrow_mut().push(resolve)));
+    let deadline = deadline_after(ms.max(0.0) as u32);
+    JsFuture::from(js_sys::Promise::race(&js_sys::Array::of2(&record, &deadline))).await.unwrap();
+}
+
+/// Waits until `condition` holds, checking it again whenever a recorded callback fires (what
+/// the conditions read); panics with `what` after `seconds`.
+pub async fn wait_for(seconds: f64, what: &str, condition: impl FnMut() -> bool) {
+    if !within(seconds, condition).await {
+        panic!("timed out after {seconds} s waiting for {what}");
+    }
+}
+
+/// Like [`wait_for`], but says whether `condition` came to hold instead of panicking. With a
+/// condition that never holds it watches for `seconds`: an absence over a window.
 pub async fn within(seconds: f64, mut condition: impl FnMut() -> bool) -> bool {
     let deadline = js_sys::Date::now() + seconds * 1000.0;
-    while !condition() {
-        if js_sys::Date::now() > deadline {
+    loop {
+        if condition() {
+            return true;
+        }
+        let left = deadline - js_sys::Date::now();
+        if left <= 0.0 {
             return false;
         }
-        JsFuture::from(sleep(20)).await.unwrap();
+        next_record_or(left).await;
     }
-    true
+}
+
+/// How long [`poll`] waits between probes when no callback fires meanwhile.
+const POLL_MS: f64 = 200.0;
+
+/// Asks `probe` until it answers `Ok`, again after each recorded callback or [`POLL_MS`]; panics
+/// after `seconds` with `what` and the last `Err`. Only for what the fixture serves and nothing
+/// pushes (`/sim/processes`, `/sim/pods`).
+pub async fn poll<T, F: std::future::Future<Output = Result<T, String>>>(seconds: f64, what: &str, mut probe: impl FnMut() -> F) -> T {
+    let deadline = js_sys::Date::now() + seconds * 1000.0;
+    loop {
+        let last = match probe().await {
+            Ok(value) => return value,
+            Err(last) => last,
+        };
+        let left = deadline - js_sys::Date::now();
+        if left <= 0.0 {
+            panic!("{what}: not within {seconds} s; last seen: {last}");
+        }
+        next_record_or(left.min(POLL_MS)).await;
+    }
 }
 
 /// The message of a JS error (as thrown by the client).
