@@ -88,3 +88,41 @@ async fn raw_v4_portforward_prefixes_each_channel_with_the_port() {
     assert_eq!(echoed, b"hello over v4");
     sim.shutdown().await;
 }
+
+/// 120 ports over `v4.base64.channel.k8s.io`: channels past 9 go out as `'0' + channel`,
+/// wrapping past 255 as the API server's byte arithmetic does, and every one of the 240 initial
+/// port frames decodes to its channel and port (this panicked in the encoder from channel 208).
+#[tokio::test]
+async fn base64_portforward_with_many_ports_names_every_channel() {
+    use kubemux_protocol::channel::{self, ChannelProtocol, Decoded};
+    const PORTS: u16 = 120;
+    let sim = common::start(Seed::Demo).await;
+    let hello = common::pods_of(&sim, "default", "hello")[0].clone();
+    let ports: Vec<String> = (0..PORTS).map(|i| (8000 + i).to_string()).collect();
+    let path = format!("/api/v1/namespaces/default/pods/{hello}/portforward?ports={}", ports.join(","));
+    let mut ws = common::websocket(&sim, &path, "v4.base64.channel.k8s.io").await.expect("the upgrade");
+
+    let mut seen = std::collections::BTreeMap::new();
+    while seen.len() < usize::from(PORTS) * 2 {
+        let data = match within("the port frames", ws.next()).await.expect("the session is open").expect("a clean WebSocket") {
+            Message::Text(text) => text.as_bytes().to_vec(),
+            Message::Binary(data) => data.to_vec(),
+            Message::Ping(_) | Message::Pong(_) => continue,
+            other => panic!("expected port frames, got {other:?}"),
+        };
+        match channel::decode(ChannelProtocol::V4Base64, &data).expect("a valid base64 frame") {
+            Decoded::Data { channel, payload } if payload.len() == 2 && !seen.contains_key(&channel) => {
+                seen.insert(channel, u16::from_le_bytes([payload[0], payload[1]]));
+            }
+            // Error text on a port nothing listens on may follow its prefix.
+            Decoded::Data { channel, .. } if channel % 2 == 1 && seen.contains_key(&channel) => {}
+            other => panic!("unexpected frame {other:?}"),
+        }
+    }
+    for (i, port) in (0..PORTS).map(|i| (i, 8000 + i)) {
+        let data_channel = channel::portforward::data_channel(usize::from(i));
+        let error_channel = channel::portforward::error_channel(usize::from(i));
+        assert_eq!((seen.get(&data_channel), seen.get(&error_channel)), (Some(&port), Some(&port)), "port {port}");
+    }
+    sim.shutdown().await;
+}

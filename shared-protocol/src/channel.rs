@@ -129,9 +129,6 @@ pub enum Decoded {
 /// Why a received message could not be decoded.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum FrameError {
-    /// A base64 frame whose channel byte is not an ASCII digit.
-    #[error("invalid base64 channel byte {0:#04x}")]
-    BadChannelDigit(u8),
     /// A base64 frame whose payload is not valid standard base64.
     #[error("invalid base64 payload on channel {0}")]
     BadBase64(u8),
@@ -153,11 +150,23 @@ pub fn encode(protocol: ChannelProtocol, channel: u8, payload: &[u8]) -> WsPaylo
     WsPayload::Binary(frame)
 }
 
+/// The base64 protocols carry the channel as the byte `'0' + channel`, wrapping as Go's byte
+/// arithmetic does (so channel 208 is byte 0, and port-forward's channels for many ports go past
+/// `'9'`). While that byte is ASCII the frame is text, as client-go and the API server send it;
+/// past ASCII the byte cannot start a UTF-8 text frame, so it goes as a binary frame with the
+/// same bytes, which every server reading the base64 protocols accepts.
 fn encode_base64(channel: u8, payload: &[u8]) -> WsPayload {
-    let mut text = String::with_capacity(1 + payload.len().div_ceil(3) * 4);
-    text.push(char::from(b'0' + channel));
-    STANDARD.encode_string(payload, &mut text);
-    WsPayload::Text(text)
+    let first = b'0'.wrapping_add(channel);
+    if first.is_ascii() {
+        let mut text = String::with_capacity(1 + payload.len().div_ceil(3) * 4);
+        text.push(char::from(first));
+        STANDARD.encode_string(payload, &mut text);
+        return WsPayload::Text(text);
+    }
+    let mut frame = Vec::with_capacity(1 + payload.len().div_ceil(3) * 4);
+    frame.push(first);
+    frame.extend_from_slice(STANDARD.encode(payload).as_bytes());
+    WsPayload::Binary(frame)
 }
 
 /// Encodes the v5 CLOSE signal for `channel`.
@@ -184,8 +193,10 @@ pub fn decode(protocol: ChannelProtocol, data: &[u8]) -> Result<Decoded, FrameEr
     Ok(Decoded::Data { channel: first, payload: rest.to_vec() })
 }
 
+/// The inverse of [`encode_base64`]: every first byte names a channel (`byte - '0'`, wrapping),
+/// as in the API server; whether the channel exists is the caller's question.
 fn decode_base64(first: u8, rest: &[u8]) -> Result<Decoded, FrameError> {
-    let channel = first.checked_sub(b'0').filter(|c| *c <= 9).ok_or(FrameError::BadChannelDigit(first))?;
+    let channel = first.wrapping_sub(b'0');
     let payload = STANDARD.decode(rest).map_err(|_| FrameError::BadBase64(channel))?;
     Ok(Decoded::Data { channel, payload })
 }
@@ -401,8 +412,42 @@ mod tests {
 
     #[test]
     fn bad_base64_frames_are_errors() {
-        assert_eq!(decode(ChannelProtocol::V4Base64, b"x"), Err(FrameError::BadChannelDigit(b'x')));
         assert_eq!(decode(ChannelProtocol::Base64, b"0!!!"), Err(FrameError::BadBase64(0)));
+        // Any first byte names a channel, as in the API server; `x` is channel 72.
+        assert_eq!(decode(ChannelProtocol::V4Base64, b"x"), Ok(Decoded::Data { channel: 72, payload: vec![] }));
+    }
+
+    #[test]
+    fn base64_channels_past_nine_wrap_as_in_go() {
+        // Port-forward's error channel of the 105th port: '0' + 209 wraps to byte 1.
+        assert_eq!(bytes_of(&encode(ChannelProtocol::V4Base64, 209, b"")), [1]);
+        assert_eq!(bytes_of(&encode(ChannelProtocol::V4Base64, 10, b"\x01")), b":AQ==");
+        assert_eq!(bytes_of(&encode(ChannelProtocol::V4Base64, 100, b"\x01")), b"\x94AQ==");
+        assert!(matches!(encode(ChannelProtocol::V4Base64, 10, b""), WsPayload::Text(_)), "':' is ASCII: a text frame");
+        assert!(matches!(encode(ChannelProtocol::V4Base64, 100, b""), WsPayload::Binary(_)), "byte 148 cannot start text");
+    }
+
+    fn bytes_of(payload: &WsPayload) -> Vec<u8> {
+        match payload {
+            WsPayload::Binary(b) => b.clone(),
+            WsPayload::Text(t) => t.as_bytes().to_vec(),
+        }
+    }
+
+    proptest::proptest! {
+        /// Every channel number round-trips through every protocol, whatever the payload.
+        #[test]
+        fn every_channel_round_trips(channel in proptest::prelude::any::<u8>(), payload in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..64)) {
+            for protocol in ChannelProtocol::ALL {
+                // v5's CLOSE signal owns first byte 255, so channel 255 is no data channel in
+                // v5 (Kubernetes never assigns it).
+                if protocol.supports_close() && channel == CLOSE {
+                    continue;
+                }
+                let decoded = decode(protocol, &bytes_of(&encode(protocol, channel, &payload)));
+                proptest::prop_assert_eq!(decoded, Ok(Decoded::Data { channel, payload: payload.clone() }), "{:?} channel {}", protocol, channel);
+            }
+        }
     }
 
     #[test]
