@@ -48,6 +48,31 @@ fn churnable(object: &Value) -> bool {
     object.pointer(&format!("/metadata/labels/{}", CHURN_LABEL.replace('/', "~1"))).and_then(Value::as_str) == Some("true")
 }
 
+/// Sets `value` at `path`, creating objects where nothing is. Objects are written by users
+/// (`kubectl patch` can make `data` a string), so where something other than an object is in
+/// the way the change is left out instead of indexing into it, which would panic.
+fn set_in(object: &mut Value, path: &[&str], value: Value) -> bool {
+    let Some((last, parents)) = path.split_last() else { return false };
+    let mut at = object;
+    for key in parents {
+        if at.is_null() {
+            *at = json!({});
+        }
+        let Some(map) = at.as_object_mut() else { return false };
+        at = map.entry(*key).or_insert(Value::Null);
+    }
+    if at.is_null() {
+        *at = json!({});
+    }
+    match at.as_object_mut() {
+        Some(map) => {
+            map.insert((*last).to_owned(), value);
+            true
+        }
+        None => false,
+    }
+}
+
 fn step(state: &SimState, beat: u64) -> Result<(), crate::status::ApiError> {
     let store = &state.store;
     let pods: Vec<Arc<Value>> = store.list(&PODS, None).1.into_iter().filter(|p| churnable(p)).collect();
@@ -60,7 +85,7 @@ fn step(state: &SimState, beat: u64) -> Result<(), crate::status::ApiError> {
     match fastrand::u8(0..100) {
         0..60 => {
             store.modify(&PODS, &ns, &name, |p| {
-                p["metadata"]["annotations"]["kube-sim/heartbeat"] = json!(beat.to_string());
+                set_in(p, &["metadata", "annotations", "kube-sim/heartbeat"], json!(beat.to_string()));
                 Ok(())
             })?;
         }
@@ -68,12 +93,12 @@ fn step(state: &SimState, beat: u64) -> Result<(), crate::status::ApiError> {
             // A container restarts: its count goes up and it is briefly not ready.
             let mut container = String::new();
             store.modify(&PODS, &ns, &name, |p| {
-                if let Some(status) = p.pointer_mut("/status/containerStatuses/0") {
-                    container = status["name"].as_str().unwrap_or_default().to_owned();
-                    let restarts = status["restartCount"].as_i64().unwrap_or(0) + 1;
-                    status["restartCount"] = json!(restarts);
-                    status["lastState"] = json!({"terminated": {"exitCode": 137, "reason": "OOMKilled", "finishedAt": now_timestamp()}});
-                    status["state"] = json!({"running": {"startedAt": now_timestamp()}});
+                if let Some(status) = p.pointer_mut("/status/containerStatuses/0").and_then(Value::as_object_mut) {
+                    container = status.get("name").and_then(Value::as_str).unwrap_or_default().to_owned();
+                    let restarts = status.get("restartCount").and_then(Value::as_i64).unwrap_or(0).saturating_add(1);
+                    status.insert("restartCount".into(), json!(restarts));
+                    status.insert("lastState".into(), json!({"terminated": {"exitCode": 137, "reason": "OOMKilled", "finishedAt": now_timestamp()}}));
+                    status.insert("state".into(), json!({"running": {"startedAt": now_timestamp()}}));
                 }
                 Ok(())
             })?;
@@ -84,7 +109,7 @@ fn step(state: &SimState, beat: u64) -> Result<(), crate::status::ApiError> {
             if let Some(map) = maps.get(fastrand::usize(..maps.len().max(1))) {
                 let map_name = map["metadata"]["name"].as_str().unwrap_or_default().to_owned();
                 store.modify(&CONFIGMAPS, &ns, &map_name, |c| {
-                    c["data"]["revision"] = json!(beat.to_string());
+                    set_in(c, &["data", "revision"], json!(beat.to_string()));
                     Ok(())
                 })?;
             }

@@ -143,3 +143,31 @@ async fn stats_count_watches_and_lists() {
     assert_eq!(count(&after, "watchRequests"), count(&during, "watchRequests"));
     sim.shutdown().await;
 }
+
+/// Churn writes into objects users own. A ConfigMap whose `data` a user patched into a string,
+/// and pods whose annotations are not a map, used to panic the churn task (indexing into a
+/// string), which then stopped for good with nothing said. Churn now leaves such fields alone
+/// and carries on.
+#[tokio::test]
+async fn churn_survives_objects_users_made_odd() {
+    let sim = common::start_with(kube_sim::SimConfig { seed: Seed::Demo, churn_per_second: 0.0, ..kube_sim::SimConfig::default() }).await;
+    let http = Http::new(&sim);
+    let merge = Some("application/merge-patch+json");
+    for namespace in ["default", "demo", "kube-system"] {
+        let (_, maps) = http.list(&format!("/api/v1/namespaces/{namespace}/configmaps")).await;
+        for map in maps.iter().filter(|m| *m != "kube-root-ca.crt") {
+            let path = format!("/api/v1/namespaces/{namespace}/configmaps/{map}");
+            let reply = http.send(Method::PATCH, &path, merge, br#"{"data":"x"}"#.to_vec()).await;
+            assert_eq!(reply.status, 200, "{path}: {}", reply.text);
+        }
+        let (_, pods) = http.list(&format!("/api/v1/namespaces/{namespace}/pods")).await;
+        for pod in pods {
+            let path = format!("/api/v1/namespaces/{namespace}/pods/{pod}");
+            http.send(Method::PATCH, &path, merge, br#"{"metadata":{"annotations":"x"}}"#.to_vec()).await;
+        }
+    }
+    // Fast churn: a panic would come within a few dozen steps; 200 changes must still pass.
+    http.hook("/_sim/churn?perSecond=400").await;
+    kubemux_testkit::sim::revisions_pass(&sim, 200, Duration::from_secs(20)).await;
+    sim.shutdown().await;
+}
