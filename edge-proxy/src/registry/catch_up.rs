@@ -13,19 +13,10 @@ use std::time::Duration;
 
 use futures::{AsyncBufReadExt, StreamExt};
 use serde::Deserialize;
-use serde_json::value::RawValue;
 use tokio::sync::mpsc;
 
-use super::upstream::parse_event_type;
-use super::{Command, Sink, WatchKey};
-
-#[derive(Deserialize)]
-struct Line<'a> {
-    #[serde(rename = "type")]
-    kind: &'a str,
-    #[serde(borrow)]
-    object: &'a RawValue,
-}
+use super::request::{Requests, WatchLine, parse_event_type};
+use super::{Command, Sink};
 
 #[derive(Deserialize)]
 struct Versioned {
@@ -47,7 +38,8 @@ pub(super) fn applicable(from: &str, to: &str) -> Option<(u64, u64)> {
 /// One subscriber's catch-up.
 pub(super) struct CatchUp {
     pub(super) client: kube::Client,
-    pub(super) key: WatchKey,
+    /// The requests of the subscriber's watch key.
+    pub(super) requests: Requests,
     /// The subscriber's version.
     pub(super) from: u64,
     /// Where it joins the shared watch.
@@ -64,7 +56,7 @@ impl CatchUp {
     /// Streams the events in `(from, to]` to the sink, then reports to the upstream task
     /// whether the hand-over at `to` is confirmed.
     pub(super) async fn run(self) {
-        let forwarded = forward(self.client, &self.key, self.from, self.to, &self.sink);
+        let forwarded = forward(self.client, &self.requests, self.from, self.to, &self.sink);
         let confirmed = tokio::time::timeout(self.within, forwarded).await.unwrap_or(false);
         if let Some(report) = self.report.upgrade() {
             let _ = report.send(Command::CaughtUp { sub_id: self.sub_id, confirmed });
@@ -72,16 +64,13 @@ impl CatchUp {
     }
 }
 
-async fn forward(client: kube::Client, key: &WatchKey, from: u64, to: u64, sink: &Sink) -> bool {
-    let from = from.to_string();
-    let query = super::upstream::query_string(key, &[("watch", "true"), ("allowWatchBookmarks", "true"), ("resourceVersion", &from)]);
-    let Ok(request) = http::Request::get(format!("{}?{query}", key.path)).header(http::header::ACCEPT_ENCODING, "identity").body(Vec::new()) else {
-        return false;
-    };
+async fn forward(client: kube::Client, requests: &Requests, from: u64, to: u64, sink: &Sink) -> bool {
+    // A request the shared watch could build is one this can: failing, the subscriber is reset.
+    let Ok(request) = requests.watch(&from.to_string(), None) else { return false };
     let Ok(stream) = client.request_stream(request).await else { return false };
     let mut lines = Box::pin(stream).lines();
     while let Some(Ok(line)) = lines.next().await {
-        let Ok(event) = serde_json::from_str::<Line<'_>>(&line) else { return false };
+        let Ok(event) = serde_json::from_str::<WatchLine<'_>>(&line) else { return false };
         let Ok(Versioned { metadata: Version { resource_version } }) = serde_json::from_str::<Versioned>(event.object.get()) else {
             return false;
         };

@@ -8,6 +8,7 @@
 
 mod cache;
 mod catch_up;
+mod request;
 mod upstream;
 
 use std::collections::HashMap;
