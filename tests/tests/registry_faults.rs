@@ -5,13 +5,16 @@
 
 use std::time::Duration;
 
+use futures::{SinkExt, StreamExt};
 use kube_sim::{Seed, Sim, SimConfig};
 use kubemux_e2e::client::{NativeClient, fast_config};
-use kubemux_e2e::{ProxyProcess, http_get, kubeconfig, sim_client};
-use kubemux_protocol::frames::WatchQuery;
+use kubemux_e2e::{ProxyProcess, http_get, kubeconfig, list, sim_client};
+use kubemux_protocol::frames::{SUBPROTOCOL, ServerMessage, WatchQuery};
 use kubemux_proxy::ProxySettings;
 use kubemux_proxy::mux::MuxSettings;
 use serde_json::json;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
 const CONFIGMAPS: &str = "/api/v1/namespaces/default/configmaps";
 
@@ -64,4 +67,62 @@ async fn a_selector_too_long_for_a_uri_ends_only_its_own_watch() {
     create_configmap(&api, "after").await;
     let view = client.wait_for(Duration::from_secs(10), "the new object on the healthy watch", |v| v.caches.get("maps").is_some_and(|c| c.len() == 1)).await.unwrap();
     assert_eq!(view.opens(), 1, "the connection never dropped");
+}
+
+/// Frames of one subscription on a raw socket, up to its `synced`.
+async fn frames_until_synced(socket: &mut Socket, id: &str) -> Vec<ServerMessage> {
+    let mut frames = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while let Some(Ok(message)) = socket.next().await {
+            let Message::Text(text) = message else { continue };
+            let frame = ServerMessage::decode(text.as_str()).unwrap();
+            let ours = match &frame {
+                ServerMessage::Event { id: i, .. } | ServerMessage::Reset { id: i } | ServerMessage::Synced { id: i, .. } | ServerMessage::Bookmark { id: i, .. } => i == id,
+                ServerMessage::Error { id: i, .. } => i.as_deref() == Some(id),
+                ServerMessage::Pong { .. } => false,
+            };
+            if ours {
+                let synced = matches!(frame, ServerMessage::Synced { .. });
+                frames.push(frame);
+                if synced {
+                    return;
+                }
+            }
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("no synced for {id}; frames so far {frames:?}"));
+    frames
+}
+
+type Socket = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+async fn raw_socket(proxy: &ProxyProcess) -> Socket {
+    let mut request = proxy.mux_url().into_client_request().unwrap();
+    request.headers_mut().insert("sec-websocket-protocol", SUBPROTOCOL.parse().unwrap());
+    tokio_tungstenite::connect_async(request).await.unwrap().0
+}
+
+/// `resourceVersion: "0"` means "any" to Kubernetes, not a version to resume from: a watch from
+/// it replays current objects in name order, not version order. The client gets `reset` and a
+/// snapshot, and its objects are the simulator's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resume_from_version_zero_gets_a_reset_and_a_snapshot() {
+    let sim = empty_sim().await;
+    let api = sim_client(&sim).await;
+    // Created in reverse name order, so name order is not version order.
+    for name in ["c", "b", "a"] {
+        create_configmap(&api, name).await;
+    }
+    let proxy = ProxyProcess::start(settings(), kubeconfig(&[("sim", &sim.url(), None)]));
+    let mut socket = raw_socket(&proxy).await;
+    let watch = json!({"op": "watch", "id": "zero", "cluster": "sim", "path": CONFIGMAPS, "resourceVersion": "0"});
+    socket.send(Message::Text(watch.to_string().into())).await.unwrap();
+
+    let frames = frames_until_synced(&mut socket, "zero").await;
+    assert!(matches!(frames.first(), Some(ServerMessage::Reset { .. })), "reset comes first: {frames:?}");
+    let names: Vec<&str> = frames.iter().filter_map(|f| if let ServerMessage::Event { object, .. } = f { object["metadata"]["name"].as_str() } else { None }).collect();
+    let mut truth: Vec<String> = list(&api, CONFIGMAPS).await.into_keys().map(|(_, name)| name).collect();
+    truth.sort();
+    assert_eq!(names, truth, "the snapshot is the simulator's objects, each once: {frames:?}");
 }

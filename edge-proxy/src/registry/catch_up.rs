@@ -29,10 +29,18 @@ struct Version {
     resource_version: String,
 }
 
-/// Whether a catch-up from `from` to `to` can be tried: both integers, `from` older.
+/// Whether a catch-up from `from` to `to` can be tried: both versions, `from` older.
 pub(super) fn applicable(from: &str, to: &str) -> Option<(u64, u64)> {
-    let (from, to) = (from.parse::<u64>().ok()?, to.parse::<u64>().ok()?);
+    let (from, to) = (version(from)?, version(to)?);
     (from < to).then_some((from, to))
+}
+
+/// A resource version the proxy can catch up from: a positive integer, written as the API
+/// server writes one. `"0"` is not a version but "any" (the API server replays its current
+/// objects, in name order), and `"+7"` or `"07"` would be sent upstream as another string.
+fn version(rv: &str) -> Option<u64> {
+    let number = rv.parse::<u64>().ok().filter(|n| *n > 0)?;
+    (number.to_string() == rv).then_some(number)
 }
 
 /// One subscriber's catch-up.
@@ -88,4 +96,18 @@ async fn forward(client: kube::Client, requests: &Requests, from: u64, to: u64, 
         }
     }
     false
+}
+
+#[cfg(test)]
+mod tests {
+    use super::applicable;
+
+    #[test]
+    fn only_positive_integer_versions_are_caught_up_from() {
+        assert_eq!(applicable("5", "10"), Some((5, 10)));
+        for from in ["0", "", "+5", "05", "-1", "5a", "10", "11"] {
+            assert_eq!(applicable(from, "10"), None, "from {from:?}");
+        }
+        assert_eq!(applicable("5", "0"), None);
+    }
 }
