@@ -8,15 +8,28 @@
 //! servers' are); otherwise, and whenever the hand-over cannot be confirmed in time (no event or
 //! bookmark past `P` arrives), the subscriber gets a `reset` instead: never a guess.
 
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::{AsyncBufReadExt, StreamExt};
+use futures::{AsyncBufReadExt, FutureExt, StreamExt};
 use serde::Deserialize;
 use tokio::sync::mpsc;
 
 use super::request::{Requests, WatchLine, parse_event_type};
-use super::{Command, Sink};
+use super::{Command, Sink, WatchKey, panic_message};
+use crate::metrics::{Metrics, TaskKind};
+
+/// How a catch-up ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Outcome {
+    /// It reached the hand-over version: the subscriber joins the shared watch.
+    Confirmed,
+    /// It could not confirm the hand-over in time: the subscriber is reset.
+    Unconfirmed,
+    /// It panicked: the subscription ends with an internal error.
+    Panicked,
+}
 
 #[derive(Deserialize)]
 struct Versioned {
@@ -46,7 +59,9 @@ fn version(rv: &str) -> Option<u64> {
 /// One subscriber's catch-up.
 pub(super) struct CatchUp {
     pub(super) client: kube::Client,
-    /// The requests of the subscriber's watch key.
+    /// The subscriber's watch.
+    pub(super) key: WatchKey,
+    /// The requests of that watch.
     pub(super) requests: Requests,
     /// The subscriber's version.
     pub(super) from: u64,
@@ -58,16 +73,33 @@ pub(super) struct CatchUp {
     pub(super) report: mpsc::WeakUnboundedSender<Command>,
     /// How long the hand-over may take.
     pub(super) within: Duration,
+    pub(super) metrics: Arc<Metrics>,
+    /// The test hook: panic as it starts.
+    pub(super) inject_panic: bool,
 }
 
 impl CatchUp {
     /// Streams the events in `(from, to]` to the sink, then reports to the upstream task
-    /// whether the hand-over at `to` is confirmed.
+    /// whether the hand-over at `to` is confirmed, or that the catch-up panicked.
     pub(super) async fn run(self) {
-        let forwarded = forward(self.client, &self.requests, self.from, self.to, &self.sink);
-        let confirmed = tokio::time::timeout(self.within, forwarded).await.unwrap_or(false);
+        let inject_panic = self.inject_panic;
+        let forwarded = async {
+            if inject_panic {
+                panic!("injected panic in a catch-up task (test hook)");
+            }
+            forward(self.client, &self.requests, self.from, self.to, &self.sink).await
+        };
+        let outcome = match AssertUnwindSafe(tokio::time::timeout(self.within, forwarded)).catch_unwind().await {
+            Ok(Ok(true)) => Outcome::Confirmed,
+            Ok(_) => Outcome::Unconfirmed,
+            Err(panic) => {
+                self.metrics.task_panic(TaskKind::CatchUp);
+                tracing::error!(task = %TaskKind::CatchUp, cluster = %self.key.cluster, path = %self.key.path, panic = panic_message(panic.as_ref()), "a proxy task panicked; its subscription ends with an internal error");
+                Outcome::Panicked
+            }
+        };
         if let Some(report) = self.report.upgrade() {
-            let _ = report.send(Command::CaughtUp { sub_id: self.sub_id, confirmed });
+            let _ = report.send(Command::CaughtUp { sub_id: self.sub_id, outcome });
         }
     }
 }

@@ -14,10 +14,11 @@
 //! upstream never blocks a connection.
 
 use std::collections::{BTreeMap, HashMap};
+use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
-use futures::{AsyncBufReadExt, StreamExt};
+use futures::{AsyncBufReadExt, FutureExt, StreamExt};
 use kubemux_protocol::frames::Status;
 use serde::Deserialize;
 use serde_json::{Map, Value};
@@ -27,9 +28,9 @@ use tokio_util::sync::CancellationToken;
 
 use super::cache::{ObjectJson, Resume, WatchCache};
 use super::request::{Requests, WatchLine, parse_event_type};
-use super::{Command, RegistrySettings, Sink, WatchKey, WatchRegistry, catch_up};
+use super::{Command, RegistrySettings, Sink, WatchKey, WatchRegistry, catch_up, internal_error, panic_message};
 use crate::clusters::Cluster;
-use crate::metrics::{Metrics, ResetCause};
+use crate::metrics::{Metrics, ResetCause, TaskKind};
 use crate::upstream_error::{Classified, classify};
 
 pub(super) struct Upstream {
@@ -163,16 +164,25 @@ impl Upstream {
         }
     }
 
+    /// Runs the task. A panic stops here: every subscription it served gets a fatal 500.
     pub(super) async fn run(mut self) {
         tracing::debug!(cluster = %self.key.cluster, path = %self.key.path, "upstream watch started");
-        loop {
-            let next = if self.cache.resource_version().is_none() { self.list().await } else { self.watch().await };
-            if let Next::Retire = next {
-                break;
-            }
+        if let Err(panic) = AssertUnwindSafe(self.drive()).catch_unwind().await {
+            self.metrics.task_panic(TaskKind::Upstream);
+            tracing::error!(task = %TaskKind::Upstream, cluster = %self.key.cluster, path = %self.key.path, panic = panic_message(panic.as_ref()), "a proxy task panicked; its subscriptions end with an internal error");
+            self.end(&internal_error(TaskKind::Upstream, &self.key));
         }
         self.leave();
         tracing::debug!(cluster = %self.key.cluster, path = %self.key.path, "upstream watch stopped");
+    }
+
+    async fn drive(&mut self) {
+        loop {
+            let next = if self.cache.resource_version().is_none() { self.list().await } else { self.watch().await };
+            if let Next::Retire = next {
+                return;
+            }
+        }
     }
 
     // ---- commands -------------------------------------------------------------------------
@@ -213,12 +223,17 @@ impl Upstream {
                 }
                 Next::Continue
             }
-            Some(Command::CaughtUp { sub_id, confirmed }) => {
+            Some(Command::CaughtUp { sub_id, outcome }) => {
                 let Some(CatchingUp { sink, join_at, .. }) = self.catching_up.remove(&sub_id) else { return Next::Continue };
-                if self.cache.resource_version().is_none() {
+                if outcome == catch_up::Outcome::Panicked {
+                    sink.error(true, &internal_error(TaskKind::CatchUp, &self.key));
+                    if self.subscribers.is_empty() && self.waiting.is_empty() && self.catching_up.is_empty() {
+                        self.idle_since = Some(Instant::now());
+                    }
+                } else if self.cache.resource_version().is_none() {
                     // Mid-relist: served (and if need be reset) after the list.
                     self.waiting.push((sub_id, sink, Some(join_at)));
-                } else if confirmed {
+                } else if outcome == catch_up::Outcome::Confirmed {
                     self.serve(sub_id, sink, Some(join_at));
                 } else {
                     self.reset(sub_id, sink);
@@ -247,6 +262,7 @@ impl Upstream {
         };
         let catch_up = catch_up::CatchUp {
             client,
+            key: self.key.clone(),
             requests: self.requests.clone(),
             from,
             to,
@@ -254,6 +270,8 @@ impl Upstream {
             sub_id,
             report: self.reports.clone(),
             within: self.settings.catch_up_timeout,
+            metrics: self.metrics.clone(),
+            inject_panic: self.settings.panics(TaskKind::CatchUp, &self.key),
         };
         let task = tokio::spawn(catch_up.run());
         self.catching_up.insert(sub_id, CatchingUp { sink, join_at, task: task.abort_handle() });
@@ -325,20 +343,26 @@ impl Upstream {
     /// Ends every subscription with a fatal error and retires.
     fn fail(&mut self, status: Status) -> Next {
         tracing::info!(cluster = %self.key.cluster, path = %self.key.path, code = status.code, reason = %status.reason, "upstream watch failed for good");
+        self.end(&status);
+        Next::Retire
+    }
+
+    /// Leaves, then gives every subscription (served, waiting, catching up or still queued) a
+    /// fatal error.
+    fn end(&mut self, status: &Status) {
         self.leave();
         self.commands.close();
         while let Ok(command) = self.commands.try_recv() {
             if let Command::Subscribe { sink, .. } = command {
-                sink.error(true, &status);
+                sink.error(true, status);
             }
         }
         for sink in self.subscribers.values().chain(self.waiting.iter().map(|(_, s, _)| s)).chain(self.catching_up.values().map(|c| &c.sink)) {
-            sink.error(true, &status);
+            sink.error(true, status);
         }
         for catching_up in self.catching_up.values() {
             catching_up.task.abort();
         }
-        Next::Retire
     }
 
     /// Reports a non-fatal failure once per streak, then waits out the backoff while serving
@@ -506,6 +530,9 @@ impl Upstream {
 
     /// Handles one line of the watch stream.
     fn on_line(&mut self, line: &str) -> Line {
+        if self.settings.panics(TaskKind::Upstream, &self.key) {
+            panic!("injected panic in an upstream task (test hook)");
+        }
         let Ok(event) = serde_json::from_str::<WatchLine<'_>>(line) else {
             tracing::warn!(cluster = %self.key.cluster, "unreadable upstream watch line; restarting the watch");
             return Line::Failed(Status::failure(502, "BadGateway", format!("cluster {} sent an unreadable watch event", self.key.cluster)));
@@ -582,5 +609,12 @@ async fn list_all(client: kube::Client, requests: Requests, page_size: u32) -> R
                 return Ok((objects, rv));
             }
         }
+    }
+}
+
+impl Drop for Upstream {
+    /// However the task ends (retired, shut down, aborted), it leaves the registry and the gauge.
+    fn drop(&mut self) {
+        self.leave();
     }
 }
