@@ -193,3 +193,27 @@ async fn a_panicking_catch_up_ends_only_its_own_subscription() {
     create_configmap(&api, "c").await;
     frames_until(&mut socket, "maps", |f| matches!(f, ServerMessage::Event { object, .. } if object["metadata"]["name"] == "c")).await;
 }
+
+/// Timers configured as "practically never" (`--upstream-idle-timeout`, `--linger`) are taken at
+/// their word: the watch serves, and a watch left alone lingers for the next subscriber.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn timers_too_long_for_a_clock_mean_never() {
+    let sim = empty_sim().await;
+    let api = sim_client(&sim).await;
+    let never = Duration::from_secs(u64::MAX);
+    let registry = RegistrySettings { idle_timeout: never, linger: never, ..RegistrySettings::default() };
+    let proxy = ProxyProcess::start(ProxySettings { registry, ..settings() }, kubeconfig(&[("sim", &sim.url(), None)]));
+    let client = NativeClient::connect(&proxy.mux_url(), fast_config(4));
+    client.watch("first", "sim", CONFIGMAPS, None).await.unwrap();
+    client.wait_for(Duration::from_secs(10), "the snapshot", |v| v.synced.contains_key("first")).await.unwrap();
+    create_configmap(&api, "live").await;
+    client.wait_for(Duration::from_secs(10), "a live event", |v| v.caches.get("first").is_some_and(|c| c.len() == 1) || !v.errors.is_empty()).await.unwrap();
+
+    // Left alone, the watch lingers; the next subscriber is served from it.
+    client.unwatch("first");
+    client.watch("second", "sim", CONFIGMAPS, None).await.unwrap();
+    let view = client.wait_for(Duration::from_secs(10), "the second subscriber served", |v| v.synced.contains_key("second") || !v.errors.is_empty()).await.unwrap();
+    assert!(view.errors.is_empty(), "{:?}", view.errors);
+    assert_eq!(view.caches.get("second").map(|c| c.len()), Some(1));
+    assert_eq!(metric(&proxy, "kubemux_task_panics_total{task=\"upstream\"}").await, None, "no task panicked");
+}

@@ -324,8 +324,10 @@ impl Upstream {
         }
     }
 
+    /// When the linger period ends; `None` without one, or when it is too long for a clock (a
+    /// configured "never").
     fn linger_deadline(&self) -> Option<Instant> {
-        self.idle_since.map(|since| since + self.settings.linger)
+        self.idle_since.and_then(|since| since.checked_add(self.settings.linger))
     }
 
     /// Leaves the registry and the `upstream_watches` gauge, once. A failing task leaves before
@@ -376,8 +378,8 @@ impl Upstream {
             self.failing = Some(status);
         }
         let ceiling = self.settings.backoff_base.saturating_mul(1 << self.attempt.min(16)).min(self.settings.backoff_cap);
-        self.attempt += 1;
-        let delay = ceiling.mul_f64(0.5 + fastrand::f64() * 0.5);
+        self.attempt = self.attempt.saturating_add(1);
+        let delay = Duration::try_from_secs_f64(ceiling.as_secs_f64() * (0.5 + fastrand::f64() * 0.5)).unwrap_or(ceiling);
         match self.serving(tokio::time::sleep(delay)).await {
             Some(()) if !self.may_retire() => Next::Continue,
             _ => Next::Retire,
@@ -393,7 +395,7 @@ impl Upstream {
             tokio::select! {
                 result = &mut work => return Some(result),
                 command = self.commands.recv() => if let Next::Retire = self.command(command) { return None },
-                _ = async { tokio::time::sleep_until(linger.expect("guarded")).await }, if linger.is_some() => {
+                _ = sleep_until(linger) => {
                     if self.may_retire() {
                         return None;
                     }
@@ -483,7 +485,7 @@ impl Upstream {
         let mut received = 0u64;
         let mut lines = Box::pin(stream).lines();
         loop {
-            let idle_deadline = Instant::now() + self.settings.idle_timeout;
+            let idle_deadline = Instant::now().checked_add(self.settings.idle_timeout);
             let linger = self.linger_deadline();
             tokio::select! {
                 line = lines.next() => match line {
@@ -507,12 +509,12 @@ impl Upstream {
                     }
                     None => break,
                 },
-                _ = tokio::time::sleep_until(idle_deadline) => {
+                _ = sleep_until(idle_deadline) => {
                     tracing::info!(cluster = %self.key.cluster, path = %self.key.path, "upstream watch sent nothing for {:?}; restarting it", self.settings.idle_timeout);
                     break;
                 }
                 command = self.commands.recv() => if let Next::Retire = self.command(command) { return Next::Retire },
-                _ = async { tokio::time::sleep_until(linger.expect("guarded")).await }, if linger.is_some() => {
+                _ = sleep_until(linger) => {
                     if self.may_retire() {
                         return Next::Retire;
                     }
@@ -574,6 +576,14 @@ impl Upstream {
                 Line::Failed(status)
             }
         }
+    }
+}
+
+/// Sleeps until `deadline`; `None` is never.
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
     }
 }
 
