@@ -219,7 +219,7 @@ impl Sink {
 
     /// Sends an error for this subscription.
     pub fn error(&self, fatal: bool, status: &Status) {
-        self.metrics.error(&status.reason);
+        self.metrics.error(metric_reason(&status.reason));
         let frame = ServerMessage::Error { id: Some(self.id.to_string()), fatal, status: status.clone() }.encode();
         if !fatal {
             self.push(frame);
@@ -254,6 +254,19 @@ impl Sink {
             *self.rv_slot() = Some(rv.to_owned());
         }
     }
+}
+
+/// The reasons errors are counted by: Kubernetes' `StatusReason`s and the proxy's own. A reason
+/// an upstream makes up is counted as `Other`, so an upstream cannot grow the metrics without
+/// bound.
+const METRIC_REASONS: &[&str] = &[
+    "AlreadyExists", "BadGateway", "BadRequest", "Conflict", "Expired", "Forbidden", "Gone", "InternalError", "Invalid", "MethodNotAllowed", "NotAcceptable",
+    "NotFound", "RequestEntityTooLarge", "RequestURITooLong", "ServerTimeout", "ServiceUnavailable", "StoreReadError", "Timeout", "TooManyRequests",
+    "Unauthorized", "Unknown", "UnsupportedMediaType",
+];
+
+fn metric_reason(reason: &str) -> &str {
+    METRIC_REASONS.iter().copied().find(|known| *known == reason).unwrap_or("Other")
 }
 
 enum Command {
@@ -399,5 +412,22 @@ mod tests {
             frames.push(frame);
         }
         assert!(frames.iter().any(|f| f.contains(r#""fatal":true"#) && f.contains("no longer allowed")), "{frames:?}");
+    }
+
+    #[test]
+    fn reasons_an_upstream_makes_up_are_counted_as_other() {
+        let metrics = Arc::new(Metrics::default());
+        let outbox = Outbox::new(1 << 20, metrics.clone());
+        let id: Arc<str> = Arc::from("a");
+        outbox.add_subscription(&id);
+        let sink = Sink::new(outbox, id, metrics.clone());
+        for i in 0..3 {
+            sink.error(false, &Status::failure(500, &format!("Invented{i}"), "an upstream's own reason"));
+        }
+        sink.error(false, &Status::failure(503, "ServiceUnavailable", "a Kubernetes reason"));
+        let text = metrics.render();
+        assert!(text.contains(r#"kubemux_errors_total{reason="Other"} 3"#), "{text}");
+        assert!(text.contains(r#"kubemux_errors_total{reason="ServiceUnavailable"} 1"#), "{text}");
+        assert!(!text.contains("Invented"), "{text}");
     }
 }
