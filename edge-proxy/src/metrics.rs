@@ -32,6 +32,7 @@ pub struct Metrics {
     pub overflows: Counter,
     resets: Family<Labels, Counter>,
     errors: Family<Labels, Counter>,
+    task_panics: Family<Labels, Counter>,
     /// Exec and attach sessions and their teardowns.
     pub terminals: crate::terminal::metrics::TerminalMetrics,
 }
@@ -57,6 +58,30 @@ impl ResetCause {
     }
 }
 
+/// A kind of proxy task whose panics are contained and counted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TaskKind {
+    /// An upstream list+watch shared by subscribers.
+    Upstream,
+    /// A resuming subscriber's catch-up watch.
+    CatchUp,
+}
+
+impl TaskKind {
+    fn as_str(self) -> &'static str {
+        match self {
+            TaskKind::Upstream => "upstream",
+            TaskKind::CatchUp => "catch_up",
+        }
+    }
+}
+
+impl std::fmt::Display for TaskKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 impl Default for Metrics {
     fn default() -> Self {
         let mut registry = Registry::with_prefix("kubemux");
@@ -71,6 +96,7 @@ impl Default for Metrics {
             overflows: Counter::default(),
             resets: Family::default(),
             errors: Family::default(),
+            task_panics: Family::default(),
             terminals: Default::default(),
             registry: Registry::default(),
         };
@@ -84,6 +110,7 @@ impl Default for Metrics {
         registry.register("overflows", "Subscriptions whose queue overflowed", metrics.overflows.clone());
         registry.register("resets", "Subscription resets by cause", metrics.resets.clone());
         registry.register("errors", "Error frames by reason", metrics.errors.clone());
+        registry.register("task_panics", "Panics contained at a task's boundary, by task", metrics.task_panics.clone());
         metrics.terminals.register(&mut registry);
         Metrics { registry, ..metrics }
     }
@@ -98,6 +125,11 @@ impl Metrics {
     /// Counts an error frame by its Status reason.
     pub fn error(&self, reason: &str) {
         self.errors.get_or_create(&vec![("reason", reason.to_owned())]).inc();
+    }
+
+    /// Counts a panic contained at the boundary of a `task`.
+    pub fn task_panic(&self, task: TaskKind) {
+        self.task_panics.get_or_create(&vec![("task", task.as_str().to_owned())]).inc();
     }
 
     /// The text exposition.
@@ -118,9 +150,11 @@ mod tests {
         m.connections.inc();
         m.reset(ResetCause::Overflow);
         m.error("Forbidden");
+        m.task_panic(TaskKind::CatchUp);
         let text = m.render();
         assert!(text.contains("kubemux_connections 1"), "{text}");
         assert!(text.contains("kubemux_resets_total{cause=\"overflow\"} 1"), "{text}");
         assert!(text.contains("kubemux_errors_total{reason=\"Forbidden\"} 1"), "{text}");
+        assert!(text.contains("kubemux_task_panics_total{task=\"catch_up\"} 1"), "{text}");
     }
 }

@@ -8,23 +8,27 @@
 //! servers' are); otherwise, and whenever the hand-over cannot be confirmed in time (no event or
 //! bookmark past `P` arrives), the subscriber gets a `reset` instead: never a guess.
 
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::{AsyncBufReadExt, StreamExt};
+use futures::{AsyncBufReadExt, FutureExt, StreamExt};
 use serde::Deserialize;
-use serde_json::value::RawValue;
 use tokio::sync::mpsc;
 
-use super::upstream::parse_event_type;
-use super::{Command, Sink, WatchKey};
+use super::request::{Requests, WatchLine, parse_event_type};
+use super::{Command, Sink, WatchKey, panic_message};
+use crate::metrics::{Metrics, TaskKind};
 
-#[derive(Deserialize)]
-struct Line<'a> {
-    #[serde(rename = "type")]
-    kind: &'a str,
-    #[serde(borrow)]
-    object: &'a RawValue,
+/// How a catch-up ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Outcome {
+    /// It reached the hand-over version: the subscriber joins the shared watch.
+    Confirmed,
+    /// It could not confirm the hand-over in time: the subscriber is reset.
+    Unconfirmed,
+    /// It panicked: the subscription ends with an internal error.
+    Panicked,
 }
 
 #[derive(Deserialize)]
@@ -38,16 +42,27 @@ struct Version {
     resource_version: String,
 }
 
-/// Whether a catch-up from `from` to `to` can be tried: both integers, `from` older.
+/// Whether a catch-up from `from` to `to` can be tried: both versions, `from` older.
 pub(super) fn applicable(from: &str, to: &str) -> Option<(u64, u64)> {
-    let (from, to) = (from.parse::<u64>().ok()?, to.parse::<u64>().ok()?);
+    let (from, to) = (version(from)?, version(to)?);
     (from < to).then_some((from, to))
+}
+
+/// A resource version the proxy can catch up from: a positive integer, written as the API
+/// server writes one. `"0"` is not a version but "any" (the API server replays its current
+/// objects, in name order), and `"+7"` or `"07"` would be sent upstream as another string.
+fn version(rv: &str) -> Option<u64> {
+    let number = rv.parse::<u64>().ok().filter(|n| *n > 0)?;
+    (number.to_string() == rv).then_some(number)
 }
 
 /// One subscriber's catch-up.
 pub(super) struct CatchUp {
     pub(super) client: kube::Client,
+    /// The subscriber's watch.
     pub(super) key: WatchKey,
+    /// The requests of that watch.
+    pub(super) requests: Requests,
     /// The subscriber's version.
     pub(super) from: u64,
     /// Where it joins the shared watch.
@@ -58,30 +73,44 @@ pub(super) struct CatchUp {
     pub(super) report: mpsc::WeakUnboundedSender<Command>,
     /// How long the hand-over may take.
     pub(super) within: Duration,
+    pub(super) metrics: Arc<Metrics>,
+    /// The test hook: panic as it starts.
+    pub(super) inject_panic: bool,
 }
 
 impl CatchUp {
     /// Streams the events in `(from, to]` to the sink, then reports to the upstream task
-    /// whether the hand-over at `to` is confirmed.
+    /// whether the hand-over at `to` is confirmed, or that the catch-up panicked.
     pub(super) async fn run(self) {
-        let forwarded = forward(self.client, &self.key, self.from, self.to, &self.sink);
-        let confirmed = tokio::time::timeout(self.within, forwarded).await.unwrap_or(false);
+        let inject_panic = self.inject_panic;
+        let forwarded = async {
+            if inject_panic {
+                panic!("injected panic in a catch-up task (test hook)");
+            }
+            forward(self.client, &self.requests, self.from, self.to, &self.sink).await
+        };
+        let outcome = match AssertUnwindSafe(tokio::time::timeout(self.within, forwarded)).catch_unwind().await {
+            Ok(Ok(true)) => Outcome::Confirmed,
+            Ok(_) => Outcome::Unconfirmed,
+            Err(panic) => {
+                self.metrics.task_panic(TaskKind::CatchUp);
+                tracing::error!(task = %TaskKind::CatchUp, cluster = %self.key.cluster, path = %self.key.path, panic = panic_message(panic.as_ref()), "a proxy task panicked; its subscription ends with an internal error");
+                Outcome::Panicked
+            }
+        };
         if let Some(report) = self.report.upgrade() {
-            let _ = report.send(Command::CaughtUp { sub_id: self.sub_id, confirmed });
+            let _ = report.send(Command::CaughtUp { sub_id: self.sub_id, outcome });
         }
     }
 }
 
-async fn forward(client: kube::Client, key: &WatchKey, from: u64, to: u64, sink: &Sink) -> bool {
-    let from = from.to_string();
-    let query = super::upstream::query_string(key, &[("watch", "true"), ("allowWatchBookmarks", "true"), ("resourceVersion", &from)]);
-    let Ok(request) = http::Request::get(format!("{}?{query}", key.path)).header(http::header::ACCEPT_ENCODING, "identity").body(Vec::new()) else {
-        return false;
-    };
+async fn forward(client: kube::Client, requests: &Requests, from: u64, to: u64, sink: &Sink) -> bool {
+    // A request the shared watch could build is one this can: failing, the subscriber is reset.
+    let Ok(request) = requests.watch(&from.to_string(), None) else { return false };
     let Ok(stream) = client.request_stream(request).await else { return false };
     let mut lines = Box::pin(stream).lines();
     while let Some(Ok(line)) = lines.next().await {
-        let Ok(event) = serde_json::from_str::<Line<'_>>(&line) else { return false };
+        let Ok(event) = serde_json::from_str::<WatchLine<'_>>(&line) else { return false };
         let Ok(Versioned { metadata: Version { resource_version } }) = serde_json::from_str::<Versioned>(event.object.get()) else {
             return false;
         };
@@ -99,4 +128,18 @@ async fn forward(client: kube::Client, key: &WatchKey, from: u64, to: u64, sink:
         }
     }
     false
+}
+
+#[cfg(test)]
+mod tests {
+    use super::applicable;
+
+    #[test]
+    fn only_positive_integer_versions_are_caught_up_from() {
+        assert_eq!(applicable("5", "10"), Some((5, 10)));
+        for from in ["0", "", "+5", "05", "-1", "5a", "10", "11"] {
+            assert_eq!(applicable(from, "10"), None, "from {from:?}");
+        }
+        assert_eq!(applicable("5", "0"), None);
+    }
 }

@@ -5,9 +5,14 @@
 //! commands; nothing is shared under a lock but the key → task map, which is only touched to
 //! find, start or retire a task. A task retires itself after a linger period without
 //! subscribers, under the map's lock, so a subscribe racing with the retirement is never lost.
+//!
+//! A panic in an upstream or catch-up task stops at the task's boundary: the subscriptions it
+//! served get a fatal 500, the task leaves the map and the gauge, and the panic is counted in
+//! `kubemux_task_panics_total`.
 
 mod cache;
 mod catch_up;
+mod request;
 mod upstream;
 
 use std::collections::HashMap;
@@ -21,7 +26,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::clusters::{Cluster, Clusters};
 use crate::identity::Identity;
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, TaskKind};
 use crate::mux::outbox::{Item, Outbox, Pushed};
 
 pub use cache::{Resume, WatchCache};
@@ -59,6 +64,41 @@ pub struct RegistrySettings {
     /// How long a resuming subscriber's catch-up watch may take to reach the shared watch
     /// before it gets a `reset` instead.
     pub catch_up_timeout: Duration,
+    /// A test hook that makes a task panic, to prove panics are contained; `None` but in tests.
+    #[doc(hidden)]
+    pub inject_panic: Option<InjectedPanic>,
+}
+
+/// Test hook: the `task` serving a watch with `label_selector` panics (an upstream task on its
+/// first watch line, a catch-up task as it starts).
+#[doc(hidden)]
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InjectedPanic {
+    /// Which task panics.
+    pub task: TaskKind,
+    /// The label selector that sets it off.
+    pub label_selector: String,
+}
+
+impl RegistrySettings {
+    /// Whether the test hook makes `task` panic for `key`.
+    fn panics(&self, task: TaskKind, key: &WatchKey) -> bool {
+        self.inject_panic.as_ref().is_some_and(|p| p.task == task && key.query.label_selector.as_deref() == Some(p.label_selector.as_str()))
+    }
+}
+
+/// What a caught panic said, for the one log line it gets.
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> &str {
+    payload.downcast_ref::<&str>().copied().or_else(|| payload.downcast_ref::<String>().map(String::as_str)).unwrap_or("(no message)")
+}
+
+/// The fatal error of a subscription whose `task` panicked.
+fn internal_error(task: TaskKind, key: &WatchKey) -> Status {
+    let what = match task {
+        TaskKind::Upstream => "upstream watch",
+        TaskKind::CatchUp => "catch-up watch",
+    };
+    Status::failure(500, "InternalError", format!("the proxy hit an internal error in the {what} of {} on cluster {}; this subscription has ended", key.path, key.cluster))
 }
 
 impl Default for RegistrySettings {
@@ -72,6 +112,7 @@ impl Default for RegistrySettings {
             backoff_base: Duration::from_millis(500),
             backoff_cap: Duration::from_secs(30),
             catch_up_timeout: Duration::from_secs(3),
+            inject_panic: None,
         }
     }
 }
@@ -178,7 +219,7 @@ impl Sink {
 
     /// Sends an error for this subscription.
     pub fn error(&self, fatal: bool, status: &Status) {
-        self.metrics.error(&status.reason);
+        self.metrics.error(metric_reason(&status.reason));
         let frame = ServerMessage::Error { id: Some(self.id.to_string()), fatal, status: status.clone() }.encode();
         if !fatal {
             self.push(frame);
@@ -215,12 +256,25 @@ impl Sink {
     }
 }
 
+/// The reasons errors are counted by: Kubernetes' `StatusReason`s and the proxy's own. A reason
+/// an upstream makes up is counted as `Other`, so an upstream cannot grow the metrics without
+/// bound.
+const METRIC_REASONS: &[&str] = &[
+    "AlreadyExists", "BadGateway", "BadRequest", "Conflict", "Expired", "Forbidden", "Gone", "InternalError", "Invalid", "MethodNotAllowed", "NotAcceptable",
+    "NotFound", "RequestEntityTooLarge", "RequestURITooLong", "ServerTimeout", "ServiceUnavailable", "StoreReadError", "Timeout", "TooManyRequests",
+    "Unauthorized", "Unknown", "UnsupportedMediaType",
+];
+
+fn metric_reason(reason: &str) -> &str {
+    METRIC_REASONS.iter().copied().find(|known| *known == reason).unwrap_or("Other")
+}
+
 enum Command {
     Subscribe { sub_id: u64, sink: Arc<Sink>, resume: Option<String> },
     Unsubscribe { sub_id: u64 },
     Resync { sub_id: u64 },
-    /// A catch-up watch finished; `confirmed` when it reached the hand-over version.
-    CaughtUp { sub_id: u64, confirmed: bool },
+    /// A catch-up watch finished.
+    CaughtUp { sub_id: u64, outcome: catch_up::Outcome },
 }
 
 /// A live subscription to an upstream watch; dropping it unsubscribes.
@@ -250,7 +304,7 @@ impl std::fmt::Debug for Command {
             Command::Subscribe { sub_id, .. } => write!(f, "Subscribe({sub_id})"),
             Command::Unsubscribe { sub_id } => write!(f, "Unsubscribe({sub_id})"),
             Command::Resync { sub_id } => write!(f, "Resync({sub_id})"),
-            Command::CaughtUp { sub_id, confirmed } => write!(f, "CaughtUp({sub_id}, {confirmed})"),
+            Command::CaughtUp { sub_id, outcome } => write!(f, "CaughtUp({sub_id}, {outcome:?})"),
         }
     }
 }
@@ -358,5 +412,22 @@ mod tests {
             frames.push(frame);
         }
         assert!(frames.iter().any(|f| f.contains(r#""fatal":true"#) && f.contains("no longer allowed")), "{frames:?}");
+    }
+
+    #[test]
+    fn reasons_an_upstream_makes_up_are_counted_as_other() {
+        let metrics = Arc::new(Metrics::default());
+        let outbox = Outbox::new(1 << 20, metrics.clone());
+        let id: Arc<str> = Arc::from("a");
+        outbox.add_subscription(&id);
+        let sink = Sink::new(outbox, id, metrics.clone());
+        for i in 0..3 {
+            sink.error(false, &Status::failure(500, &format!("Invented{i}"), "an upstream's own reason"));
+        }
+        sink.error(false, &Status::failure(503, "ServiceUnavailable", "a Kubernetes reason"));
+        let text = metrics.render();
+        assert!(text.contains(r#"kubemux_errors_total{reason="Other"} 3"#), "{text}");
+        assert!(text.contains(r#"kubemux_errors_total{reason="ServiceUnavailable"} 1"#), "{text}");
+        assert!(!text.contains("Invented"), "{text}");
     }
 }

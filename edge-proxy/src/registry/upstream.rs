@@ -14,28 +14,30 @@
 //! upstream never blocks a connection.
 
 use std::collections::{BTreeMap, HashMap};
+use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
-use futures::{AsyncBufReadExt, StreamExt};
-use kubemux_protocol::frames::{EventType, Status};
+use futures::{AsyncBufReadExt, FutureExt, StreamExt};
+use kubemux_protocol::frames::Status;
 use serde::Deserialize;
-use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::cache::{ObjectJson, Resume, WatchCache};
-use super::{Command, RegistrySettings, Sink, WatchKey, WatchRegistry, catch_up};
+use super::request::{Requests, WatchLine, parse_event_type};
+use super::{Command, RegistrySettings, Sink, WatchKey, WatchRegistry, catch_up, internal_error, panic_message};
 use crate::clusters::Cluster;
-use crate::metrics::{Metrics, ResetCause};
+use crate::metrics::{Metrics, ResetCause, TaskKind};
 use crate::upstream_error::{Classified, classify};
 
 pub(super) struct Upstream {
     key: WatchKey,
     task: u64,
     cluster: Arc<Cluster>,
+    requests: Requests,
     commands: mpsc::UnboundedReceiver<Command>,
     /// For catch-up tasks to report back; weak, so it does not keep the channel open.
     reports: mpsc::WeakUnboundedSender<Command>,
@@ -55,6 +57,8 @@ pub(super) struct Upstream {
     failing: Option<Status>,
     attempt: u32,
     idle_since: Option<Instant>,
+    /// Whether the task is still counted in `upstream_watches` (and may be in the registry).
+    counted: bool,
 }
 
 struct CatchingUp {
@@ -77,14 +81,6 @@ enum Line {
 enum Next {
     Continue,
     Retire,
-}
-
-#[derive(Deserialize)]
-struct RawEvent<'a> {
-    #[serde(rename = "type")]
-    kind: &'a str,
-    #[serde(borrow)]
-    object: &'a RawValue,
 }
 
 #[derive(Deserialize, Default)]
@@ -123,32 +119,12 @@ struct ListMeta {
     continue_token: Option<String>,
 }
 
-/// The event type of a watch line's `type`, for changes (not BOOKMARK or ERROR).
-pub(super) fn parse_event_type(kind: &str) -> Option<EventType> {
-    match kind {
-        "ADDED" => Some(EventType::Added),
-        "MODIFIED" => Some(EventType::Modified),
-        "DELETED" => Some(EventType::Deleted),
-        _ => None,
-    }
-}
-
-pub(super) fn query_string(key: &WatchKey, extra: &[(&str, &str)]) -> String {
-    let mut query = form_urlencoded::Serializer::new(String::new());
-    if let Some(labels) = &key.query.label_selector {
-        query.append_pair("labelSelector", labels);
-    }
-    if let Some(fields) = &key.query.field_selector {
-        query.append_pair("fieldSelector", fields);
-    }
-    for (k, v) in extra {
-        query.append_pair(k, v);
-    }
-    query.finish()
-}
-
-fn get(uri: String) -> http::Request<Vec<u8>> {
-    http::Request::get(uri).body(Vec::new()).expect("a GET with a valid path")
+/// Why listing failed.
+enum ListError {
+    /// The request could not be built: the subscription's own query is at fault.
+    Request(Status),
+    /// The API server failed it.
+    Api(kube::Error),
 }
 
 impl Upstream {
@@ -164,10 +140,13 @@ impl Upstream {
         shutdown: CancellationToken,
     ) -> Upstream {
         let cache = WatchCache::new(settings.history);
+        let requests = Requests::new(&key, &cluster.url());
+        metrics.upstream_watches.inc();
         Upstream {
             key,
             task,
             cluster,
+            requests,
             commands,
             reports,
             registry,
@@ -181,20 +160,29 @@ impl Upstream {
             failing: None,
             attempt: 0,
             idle_since: None,
+            counted: true,
         }
     }
 
+    /// Runs the task. A panic stops here: every subscription it served gets a fatal 500.
     pub(super) async fn run(mut self) {
-        self.metrics.upstream_watches.inc();
         tracing::debug!(cluster = %self.key.cluster, path = %self.key.path, "upstream watch started");
+        if let Err(panic) = AssertUnwindSafe(self.drive()).catch_unwind().await {
+            self.metrics.task_panic(TaskKind::Upstream);
+            tracing::error!(task = %TaskKind::Upstream, cluster = %self.key.cluster, path = %self.key.path, panic = panic_message(panic.as_ref()), "a proxy task panicked; its subscriptions end with an internal error");
+            self.end(&internal_error(TaskKind::Upstream, &self.key));
+        }
+        self.leave();
+        tracing::debug!(cluster = %self.key.cluster, path = %self.key.path, "upstream watch stopped");
+    }
+
+    async fn drive(&mut self) {
         loop {
             let next = if self.cache.resource_version().is_none() { self.list().await } else { self.watch().await };
             if let Next::Retire = next {
-                break;
+                return;
             }
         }
-        self.metrics.upstream_watches.dec();
-        tracing::debug!(cluster = %self.key.cluster, path = %self.key.path, "upstream watch stopped");
     }
 
     // ---- commands -------------------------------------------------------------------------
@@ -235,12 +223,17 @@ impl Upstream {
                 }
                 Next::Continue
             }
-            Some(Command::CaughtUp { sub_id, confirmed }) => {
+            Some(Command::CaughtUp { sub_id, outcome }) => {
                 let Some(CatchingUp { sink, join_at, .. }) = self.catching_up.remove(&sub_id) else { return Next::Continue };
-                if self.cache.resource_version().is_none() {
+                if outcome == catch_up::Outcome::Panicked {
+                    sink.error(true, &internal_error(TaskKind::CatchUp, &self.key));
+                    if self.subscribers.is_empty() && self.waiting.is_empty() && self.catching_up.is_empty() {
+                        self.idle_since = Some(Instant::now());
+                    }
+                } else if self.cache.resource_version().is_none() {
                     // Mid-relist: served (and if need be reset) after the list.
                     self.waiting.push((sub_id, sink, Some(join_at)));
-                } else if confirmed {
+                } else if outcome == catch_up::Outcome::Confirmed {
                     self.serve(sub_id, sink, Some(join_at));
                 } else {
                     self.reset(sub_id, sink);
@@ -270,12 +263,15 @@ impl Upstream {
         let catch_up = catch_up::CatchUp {
             client,
             key: self.key.clone(),
+            requests: self.requests.clone(),
             from,
             to,
             sink: sink.clone(),
             sub_id,
             report: self.reports.clone(),
             within: self.settings.catch_up_timeout,
+            metrics: self.metrics.clone(),
+            inject_panic: self.settings.panics(TaskKind::CatchUp, &self.key),
         };
         let task = tokio::spawn(catch_up.run());
         self.catching_up.insert(sub_id, CatchingUp { sink, join_at, task: task.abort_handle() });
@@ -328,29 +324,47 @@ impl Upstream {
         }
     }
 
+    /// When the linger period ends; `None` without one, or when it is too long for a clock (a
+    /// configured "never").
     fn linger_deadline(&self) -> Option<Instant> {
-        self.idle_since.map(|since| since + self.settings.linger)
+        self.idle_since.and_then(|since| since.checked_add(self.settings.linger))
+    }
+
+    /// Leaves the registry and the `upstream_watches` gauge, once. A failing task leaves before
+    /// it tells its subscribers, so that whoever sees the error sees the task gone.
+    fn leave(&mut self) {
+        if !std::mem::take(&mut self.counted) {
+            return;
+        }
+        self.metrics.upstream_watches.dec();
+        if let Some(registry) = self.registry.upgrade() {
+            registry.retire(&self.key, self.task, &self.commands, true);
+        }
     }
 
     /// Ends every subscription with a fatal error and retires.
     fn fail(&mut self, status: Status) -> Next {
         tracing::info!(cluster = %self.key.cluster, path = %self.key.path, code = status.code, reason = %status.reason, "upstream watch failed for good");
-        if let Some(registry) = self.registry.upgrade() {
-            registry.retire(&self.key, self.task, &self.commands, true);
-        }
+        self.end(&status);
+        Next::Retire
+    }
+
+    /// Leaves, then gives every subscription (served, waiting, catching up or still queued) a
+    /// fatal error.
+    fn end(&mut self, status: &Status) {
+        self.leave();
         self.commands.close();
         while let Ok(command) = self.commands.try_recv() {
             if let Command::Subscribe { sink, .. } = command {
-                sink.error(true, &status);
+                sink.error(true, status);
             }
         }
         for sink in self.subscribers.values().chain(self.waiting.iter().map(|(_, s, _)| s)).chain(self.catching_up.values().map(|c| &c.sink)) {
-            sink.error(true, &status);
+            sink.error(true, status);
         }
         for catching_up in self.catching_up.values() {
             catching_up.task.abort();
         }
-        Next::Retire
     }
 
     /// Reports a non-fatal failure once per streak, then waits out the backoff while serving
@@ -364,8 +378,8 @@ impl Upstream {
             self.failing = Some(status);
         }
         let ceiling = self.settings.backoff_base.saturating_mul(1 << self.attempt.min(16)).min(self.settings.backoff_cap);
-        self.attempt += 1;
-        let delay = ceiling.mul_f64(0.5 + fastrand::f64() * 0.5);
+        self.attempt = self.attempt.saturating_add(1);
+        let delay = Duration::try_from_secs_f64(ceiling.as_secs_f64() * (0.5 + fastrand::f64() * 0.5)).unwrap_or(ceiling);
         match self.serving(tokio::time::sleep(delay)).await {
             Some(()) if !self.may_retire() => Next::Continue,
             _ => Next::Retire,
@@ -381,7 +395,7 @@ impl Upstream {
             tokio::select! {
                 result = &mut work => return Some(result),
                 command = self.commands.recv() => if let Next::Retire = self.command(command) { return None },
-                _ = async { tokio::time::sleep_until(linger.expect("guarded")).await }, if linger.is_some() => {
+                _ = sleep_until(linger) => {
                     if self.may_retire() {
                         return None;
                     }
@@ -411,7 +425,7 @@ impl Upstream {
             Ok(client) => client,
             Err(error) => return self.fail(Status::failure(500, "InternalError", format!("cannot build a client for cluster {}: {error}", self.key.cluster))),
         };
-        let Some(result) = self.serving(list_all(client, self.key.clone(), self.settings.page_size)).await else {
+        let Some(result) = self.serving(list_all(client, self.requests.clone(), self.settings.page_size)).await else {
             return Next::Retire;
         };
         match result {
@@ -431,7 +445,8 @@ impl Upstream {
                 }
                 Next::Continue
             }
-            Err(error) => match classify(&self.key.cluster, &error) {
+            Err(ListError::Request(status)) => self.fail(status),
+            Err(ListError::Api(error)) => match classify(&self.key.cluster, &error) {
                 Classified::Fatal(status) => self.fail(status),
                 Classified::Expired(status) | Classified::Retry(status) => self.back_off(status).await,
             },
@@ -446,11 +461,10 @@ impl Upstream {
             Ok(client) => client,
             Err(error) => return self.fail(Status::failure(500, "InternalError", error.to_string())),
         };
-        let timeout = self.settings.watch_timeout.as_secs().to_string();
-        let query = query_string(&self.key, &[("watch", "true"), ("allowWatchBookmarks", "true"), ("resourceVersion", &rv), ("timeoutSeconds", &timeout)]);
-        let mut request = get(format!("{}?{query}", self.key.path));
-        // Watch streams must not be compressed (kube's decompression handles one gzip member).
-        request.headers_mut().insert(http::header::ACCEPT_ENCODING, http::HeaderValue::from_static("identity"));
+        let request = match self.requests.watch(&rv, Some(self.settings.watch_timeout)) {
+            Ok(request) => request,
+            Err(error) => return self.fail(error.status()),
+        };
         let Some(stream) = self.serving(client.request_stream(request)).await else {
             return Next::Retire;
         };
@@ -471,7 +485,7 @@ impl Upstream {
         let mut received = 0u64;
         let mut lines = Box::pin(stream).lines();
         loop {
-            let idle_deadline = Instant::now() + self.settings.idle_timeout;
+            let idle_deadline = Instant::now().checked_add(self.settings.idle_timeout);
             let linger = self.linger_deadline();
             tokio::select! {
                 line = lines.next() => match line {
@@ -495,12 +509,12 @@ impl Upstream {
                     }
                     None => break,
                 },
-                _ = tokio::time::sleep_until(idle_deadline) => {
+                _ = sleep_until(idle_deadline) => {
                     tracing::info!(cluster = %self.key.cluster, path = %self.key.path, "upstream watch sent nothing for {:?}; restarting it", self.settings.idle_timeout);
                     break;
                 }
                 command = self.commands.recv() => if let Next::Retire = self.command(command) { return Next::Retire },
-                _ = async { tokio::time::sleep_until(linger.expect("guarded")).await }, if linger.is_some() => {
+                _ = sleep_until(linger) => {
                     if self.may_retire() {
                         return Next::Retire;
                     }
@@ -518,16 +532,18 @@ impl Upstream {
 
     /// Handles one line of the watch stream.
     fn on_line(&mut self, line: &str) -> Line {
-        let Ok(event) = serde_json::from_str::<RawEvent<'_>>(line) else {
+        if self.settings.panics(TaskKind::Upstream, &self.key) {
+            panic!("injected panic in an upstream task (test hook)");
+        }
+        let Ok(event) = serde_json::from_str::<WatchLine<'_>>(line) else {
             tracing::warn!(cluster = %self.key.cluster, "unreadable upstream watch line; restarting the watch");
             return Line::Failed(Status::failure(502, "BadGateway", format!("cluster {} sent an unreadable watch event", self.key.cluster)));
         };
         let object = event.object.get();
         let meta = serde_json::from_str::<WithMeta>(object).map(|m| m.metadata).unwrap_or_default();
-        match event.kind {
-            "ADDED" | "MODIFIED" | "DELETED" => {
+        match (parse_event_type(event.kind), event.kind) {
+            (Some(event_type), _) => {
                 self.metrics.events_in.inc();
-                let event_type = parse_event_type(event.kind).expect("matched above");
                 let (Some(name), Some(rv)) = (meta.name, meta.resource_version) else {
                     tracing::warn!(cluster = %self.key.cluster, "upstream event without name or resourceVersion; relisting");
                     self.cache.expire();
@@ -540,7 +556,7 @@ impl Upstream {
                 }
                 Line::Applied
             }
-            "BOOKMARK" => {
+            (None, "BOOKMARK") => {
                 if let Some(rv) = meta.resource_version {
                     self.cache.mark(rv.clone());
                     for sink in self.subscribers.values() {
@@ -563,22 +579,26 @@ impl Upstream {
     }
 }
 
+/// Sleeps until `deadline`; `None` is never.
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
+    }
+}
+
 fn resource_version_of(object: &str) -> Option<String> {
     serde_json::from_str::<WithMeta>(object).ok()?.metadata.resource_version
 }
 
 /// Lists every page; items get the `kind` and `apiVersion` that built-in lists leave out, so
 /// snapshot objects look like watch objects.
-async fn list_all(client: kube::Client, key: WatchKey, page_size: u32) -> Result<(BTreeMap<(String, String), ObjectJson>, String), kube::Error> {
+async fn list_all(client: kube::Client, requests: Requests, page_size: u32) -> Result<(BTreeMap<(String, String), ObjectJson>, String), ListError> {
     let mut objects = BTreeMap::new();
     let mut continue_token: Option<String> = None;
-    let limit = page_size.to_string();
     loop {
-        let mut extra = vec![("limit", limit.as_str())];
-        if let Some(token) = &continue_token {
-            extra.push(("continue", token.as_str()));
-        }
-        let page: ListPage = client.request(get(format!("{}?{}", key.path, query_string(&key, &extra)))).await?;
+        let request = requests.list_page(page_size, continue_token.as_deref()).map_err(|error| ListError::Request(error.status()))?;
+        let page: ListPage = client.request(request).await.map_err(ListError::Api)?;
         let item_kind = page.kind.as_deref().and_then(|k| k.strip_suffix("List")).map(str::to_owned);
         for mut item in page.items {
             if let Some(kind) = &item_kind {
@@ -590,8 +610,7 @@ async fn list_all(client: kube::Client, key: WatchKey, page_size: u32) -> Result
             let meta = item.get("metadata");
             let name = meta.and_then(|m| m.get("name")).and_then(Value::as_str).unwrap_or_default().to_owned();
             let namespace = meta.and_then(|m| m.get("namespace")).and_then(Value::as_str).unwrap_or_default().to_owned();
-            let json = serde_json::to_string(&item).expect("JSON values serialise");
-            objects.insert((namespace, name), Arc::from(json));
+            objects.insert((namespace, name), Arc::from(Value::Object(item).to_string()));
         }
         match page.metadata.continue_token.filter(|c| !c.is_empty()) {
             Some(token) => continue_token = Some(token),
@@ -600,5 +619,12 @@ async fn list_all(client: kube::Client, key: WatchKey, page_size: u32) -> Result
                 return Ok((objects, rv));
             }
         }
+    }
+}
+
+impl Drop for Upstream {
+    /// However the task ends (retired, shut down, aborted), it leaves the registry and the gauge.
+    fn drop(&mut self) {
+        self.leave();
     }
 }

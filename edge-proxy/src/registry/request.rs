@@ -1,0 +1,187 @@
+//! What an upstream watch asks the API server and reads back: list pages, the shared watch and
+//! catch-up watches, all built here; and one line of a watch stream.
+//!
+//! Building a request can fail: a selector can be legal and still too long for a URI once it is
+//! URL-encoded (the `http` crate refuses more than 65,534 bytes, and kube puts the cluster URL's
+//! own path in front). That is the client's request at fault, so the subscription ends with a
+//! Status saying so, never with a panic.
+
+use std::time::Duration;
+
+use kubemux_protocol::frames::{EventType, Status};
+use serde::Deserialize;
+use serde_json::value::RawValue;
+
+use super::WatchKey;
+
+/// The longest path and query the `http` crate accepts in a URI (`u16::MAX - 1`, its `MAX_LEN`).
+pub(super) const MAX_URI_BYTES: usize = 65_534;
+
+/// Why an upstream request could not be built.
+#[derive(Debug, thiserror::Error)]
+pub(super) enum RequestError {
+    /// The path and query would not fit in a URI.
+    #[error(
+        "the request to the cluster for {path} would be {length} bytes long with its URL-encoded query, over the limit of {limit} bytes; shorten the label or field selector"
+    )]
+    TooLong {
+        /// The collection path.
+        path: String,
+        /// The path and query's length, with the cluster URL's path.
+        length: usize,
+        /// The most a request may be.
+        limit: usize,
+    },
+    /// `http` refused the request for another reason.
+    #[error("cannot build the request to the cluster for {path}: {source}")]
+    Invalid {
+        /// The collection path.
+        path: String,
+        /// What `http` said.
+        #[source]
+        source: http::Error,
+    },
+}
+
+impl RequestError {
+    /// The fatal Status a subscription gets: its request cannot be sent as it is.
+    pub(super) fn status(&self) -> Status {
+        match self {
+            RequestError::TooLong { .. } => Status::failure(414, "RequestURITooLong", self.to_string()),
+            RequestError::Invalid { .. } => Status::failure(400, "BadRequest", self.to_string()),
+        }
+    }
+}
+
+/// The requests of one watch key against one cluster.
+#[derive(Debug, Clone)]
+pub(super) struct Requests {
+    path: String,
+    selectors: Vec<(&'static str, String)>,
+    /// The length of the cluster URL's path, which kube joins in front of every request's.
+    base_path: usize,
+}
+
+impl Requests {
+    /// The requests for `key` on the cluster at `cluster_url`.
+    pub(super) fn new(key: &WatchKey, cluster_url: &str) -> Requests {
+        let base_path = cluster_url.parse::<http::Uri>().map(|uri| uri.path().trim_end_matches('/').len()).unwrap_or(0);
+        let selectors = [("labelSelector", &key.query.label_selector), ("fieldSelector", &key.query.field_selector)]
+            .into_iter()
+            .filter_map(|(name, value)| value.clone().map(|value| (name, value)))
+            .collect();
+        Requests { path: key.path.clone(), selectors, base_path }
+    }
+
+    /// One page of the list: `limit` objects from `continue_token`.
+    pub(super) fn list_page(&self, limit: u32, continue_token: Option<&str>) -> Result<http::Request<Vec<u8>>, RequestError> {
+        let limit = limit.to_string();
+        let mut extra = vec![("limit", limit.as_str())];
+        if let Some(token) = continue_token {
+            extra.push(("continue", token));
+        }
+        self.get(&extra, false)
+    }
+
+    /// A watch with bookmarks from `resource_version`, ending after `timeout` if one is given.
+    pub(super) fn watch(&self, resource_version: &str, timeout: Option<Duration>) -> Result<http::Request<Vec<u8>>, RequestError> {
+        let timeout = timeout.map(|t| t.as_secs().to_string());
+        let mut extra = vec![("watch", "true"), ("allowWatchBookmarks", "true"), ("resourceVersion", resource_version)];
+        if let Some(timeout) = &timeout {
+            extra.push(("timeoutSeconds", timeout));
+        }
+        // Watch streams must not be compressed (kube's decompression handles one gzip member).
+        self.get(&extra, true)
+    }
+
+    fn get(&self, extra: &[(&str, &str)], identity_encoding: bool) -> Result<http::Request<Vec<u8>>, RequestError> {
+        let mut query = form_urlencoded::Serializer::new(String::new());
+        for (name, value) in &self.selectors {
+            query.append_pair(name, value);
+        }
+        for (name, value) in extra {
+            query.append_pair(name, value);
+        }
+        let uri = format!("{}?{}", self.path, query.finish());
+        let length = uri.len().saturating_add(self.base_path);
+        if length > MAX_URI_BYTES {
+            return Err(RequestError::TooLong { path: self.path.clone(), length, limit: MAX_URI_BYTES });
+        }
+        let mut request = http::Request::get(uri);
+        if identity_encoding {
+            request = request.header(http::header::ACCEPT_ENCODING, "identity");
+        }
+        request.body(Vec::new()).map_err(|source| RequestError::Invalid { path: self.path.clone(), source })
+    }
+}
+
+/// One line of a watch stream: its type, and the object left unparsed.
+#[derive(Deserialize)]
+pub(super) struct WatchLine<'a> {
+    /// `ADDED`, `MODIFIED`, `DELETED`, `BOOKMARK` or `ERROR`.
+    #[serde(rename = "type")]
+    pub(super) kind: &'a str,
+    /// The object (a Status for `ERROR`).
+    #[serde(borrow)]
+    pub(super) object: &'a RawValue,
+}
+
+/// The event type of a watch line's `type`, for changes (not BOOKMARK or ERROR).
+pub(super) fn parse_event_type(kind: &str) -> Option<EventType> {
+    match kind {
+        "ADDED" => Some(EventType::Added),
+        "MODIFIED" => Some(EventType::Modified),
+        "DELETED" => Some(EventType::Deleted),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use kubemux_protocol::frames::WatchQuery;
+
+    use super::*;
+    use crate::identity::Identity;
+
+    fn requests(label_selector: &str, cluster_url: &str) -> Requests {
+        let query = WatchQuery { label_selector: Some(label_selector.to_owned()), field_selector: None };
+        let key = WatchKey { cluster: "c".into(), path: "/api/v1/pods".into(), query, identity: Identity::Proxy };
+        Requests::new(&key, cluster_url)
+    }
+
+    #[test]
+    fn the_limit_is_the_http_crates() {
+        let at_limit = format!("/{}", "a".repeat(MAX_URI_BYTES - 1));
+        assert!(http::Request::get(at_limit.as_str()).body(()).is_ok());
+        assert!(http::Request::get(format!("{at_limit}a")).body(()).is_err());
+    }
+
+    #[test]
+    fn a_selector_too_long_for_a_uri_is_refused_with_its_length_and_the_limit() {
+        // Legal, and 40,000 bytes; URL-encoded ('=' and ',' take three bytes each) it is twice
+        // that.
+        let selector = vec!["a=b"; 10_000].join(",");
+        let error = requests(&selector, "https://example.com").watch("5", None).unwrap_err();
+        let status = error.status();
+        assert_eq!((status.code, status.reason.as_str()), (414, "RequestURITooLong"));
+        assert!(status.message.contains("65534") && status.message.contains("/api/v1/pods"), "{}", status.message);
+        let RequestError::TooLong { length, .. } = error else { panic!("{error}") };
+        assert!(status.message.contains(&length.to_string()));
+    }
+
+    #[test]
+    fn the_cluster_urls_own_path_counts() {
+        // kube joins the cluster URL's path in front: the request must still fit then.
+        let selector = "a".repeat(MAX_URI_BYTES - 100);
+        assert!(requests(&selector, "https://example.com").list_page(500, None).is_ok());
+        let long_base = format!("https://example.com/k8s/clusters/{}", "c".repeat(100));
+        assert!(matches!(requests(&selector, &long_base).list_page(500, None), Err(RequestError::TooLong { .. })));
+    }
+
+    #[test]
+    fn watches_ask_for_bookmarks_and_no_compression() {
+        let request = requests("app=web", "https://example.com").watch("42", Some(Duration::from_secs(290))).unwrap();
+        assert_eq!(request.uri(), "/api/v1/pods?labelSelector=app%3Dweb&watch=true&allowWatchBookmarks=true&resourceVersion=42&timeoutSeconds=290");
+        assert_eq!(request.headers()[http::header::ACCEPT_ENCODING], "identity");
+    }
+}
