@@ -14,9 +14,11 @@ pub const SUBPROTOCOL: &str = "kubemux.v1";
 /// Longest subscription id.
 pub const MAX_ID_LEN: usize = 128;
 
-/// The selectors a subscription may carry; nothing else is allowed in `query`.
+/// The selectors a subscription may carry; nothing else is allowed in `query`, and `query`
+/// must be an object: serde's derived decoder would also take an array (`["app=web"]` as a
+/// label selector), which the contract refuses.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(rename_all = "camelCase", try_from = "serde_json::Map<String, Value>")]
 pub struct WatchQuery {
     /// A Kubernetes label selector.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -24,6 +26,33 @@ pub struct WatchQuery {
     /// A Kubernetes field selector.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub field_selector: Option<String>,
+}
+
+impl TryFrom<serde_json::Map<String, Value>> for WatchQuery {
+    type Error = String;
+
+    fn try_from(map: serde_json::Map<String, Value>) -> Result<Self, String> {
+        let mut query = WatchQuery::default();
+        for (key, value) in map {
+            let slot = match key.as_str() {
+                "labelSelector" => &mut query.label_selector,
+                "fieldSelector" => &mut query.field_selector,
+                _ => return Err(format!("unknown field `{key}` in query, expected `labelSelector` or `fieldSelector`")),
+            };
+            *slot = match value {
+                Value::Null => None,
+                Value::String(selector) => Some(selector),
+                _ => return Err(format!("query.{key} must be a string")),
+            };
+        }
+        Ok(query)
+    }
+}
+
+/// A `query` that is present must be an object; `Option`'s own decoder would read `null` as
+/// absent.
+fn present_query<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Option<WatchQuery>, D::Error> {
+    WatchQuery::deserialize(deserializer).map(Some)
 }
 
 impl WatchQuery {
@@ -43,8 +72,8 @@ pub struct Watch {
     pub cluster: String,
     /// Collection path, e.g. `/api/v1/namespaces/default/pods`.
     pub path: String,
-    /// Optional selectors.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// Optional selectors: absent, or an object (`null` is refused, like any other non-object).
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "present_query")]
     pub query: Option<WatchQuery>,
     /// The version the client holds; absent means "send me a snapshot".
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -480,6 +509,12 @@ mod tests {
         let bad_query = err(r#"{"op":"watch","id":"q","cluster":"c","path":"/api/v1/pods","query":{"limit":"5"}}"#);
         assert_eq!(bad_query.id.as_deref(), Some("q"));
         assert!(matches!(bad_query.kind, DecodeErrorKind::InvalidFields { .. }));
+        // `query` is an object or absent: arrays, strings and numbers are refused, with the id.
+        for query in ["null", "[]", r#"["app=web"]"#, r#""app=web""#, "5", r#"{"labelSelector":5}"#] {
+            let bad = err(&format!(r#"{{"op":"watch","id":"q","cluster":"c","path":"/api/v1/pods","query":{query}}}"#));
+            assert_eq!(bad.id.as_deref(), Some("q"), "{query}");
+            assert!(matches!(bad.kind, DecodeErrorKind::InvalidFields { .. }), "{query}: {bad:?}");
+        }
         assert_eq!(err(r#"{"op":"watch","id":"q"}"#).id.as_deref(), Some("q"));
 
         let server = |text: &str| ServerMessage::decode(text).unwrap_err();

@@ -53,6 +53,9 @@ async fn nothing_one_subscription_suffers_reaches_another() {
     client.send_raw(r#"{"op":"subscribe","id":"x"}"#);
     client.send_raw(r#"{"op":"watch","id":"bad-path","cluster":"sim","path":"/api/v1/../secrets"}"#);
     client.send_raw(r#"{"op":"watch","id":"bad-query","cluster":"sim","path":"/api/v1/pods","query":{"limit":"1"}}"#);
+    // `query` must be an object: an array is not read as selectors.
+    client.send_raw(r#"{"op":"watch","id":"array-query","cluster":"sim","path":"/api/v1/pods","query":["app=web"]}"#);
+    client.send_raw(r#"{"op":"watch","id":"empty-array-query","cluster":"sim","path":"/api/v1/pods","query":[]}"#);
     client.send_raw(r#"{"op":"watch","id":"nowhere","cluster":"no-such-cluster","path":"/api/v1/pods"}"#);
     client.send_raw(r#"{"op":"watch","id":"pods","cluster":"sim","path":"/api/v1/pods"}"#);
     client.watch("forbidden", "sim-alice", "/api/v1/namespaces/kube-system/pods", None).await.unwrap();
@@ -61,19 +64,21 @@ async fn nothing_one_subscription_suffers_reaches_another() {
     let view = client
         .wait_for(Duration::from_secs(15), "an error for every bad request", |v| {
             v.errors.iter().filter(|(id, _, _)| id.is_none()).count() >= 2
-                && ["bad-path", "bad-query", "nowhere", "pods", "forbidden", "down"].iter().all(|id| !v.errors_of(id).is_empty())
+                && ["bad-path", "bad-query", "array-query", "empty-array-query", "nowhere", "pods", "forbidden", "down"].iter().all(|id| !v.errors_of(id).is_empty())
         })
         .await
         .unwrap();
     let reason = |id: &str| view.errors_of(id)[0].reason.clone();
     assert_eq!(reason("bad-path"), "BadRequest");
     assert_eq!(reason("bad-query"), "BadRequest");
+    assert_eq!(reason("array-query"), "BadRequest");
+    assert_eq!(reason("empty-array-query"), "BadRequest");
     assert_eq!(reason("nowhere"), "NotFound");
     assert_eq!(reason("pods"), "AlreadyExists");
     assert_eq!(view.errors_of("forbidden")[0].code, 403);
     assert_eq!(view.errors_of("down")[0].code, 503, "an unreachable cluster is a non-fatal 503");
     let fatal = |id: &str| view.errors.iter().find(|(i, _, _)| i.as_deref() == Some(id)).unwrap().1;
-    assert!(fatal("forbidden") && fatal("nowhere") && !fatal("down") && !fatal("pods"));
+    assert!(fatal("forbidden") && fatal("nowhere") && fatal("array-query") && fatal("empty-array-query") && !fatal("down") && !fatal("pods"));
 
     // The healthy subscription kept receiving, on the same connection, the whole time.
     let before = view.events["pods"];
@@ -97,7 +102,13 @@ async fn fifty_connections_share_one_upstream_watch() {
     for client in &clients {
         client.wait_for(Duration::from_secs(20), "a snapshot", |v| v.synced.contains_key("pods")).await.unwrap();
     }
-    let after = hook(&sim_api, "GET", "/_sim/stats").await;
+    // The upstream opens its watch after its list has reached every subscriber, so the count
+    // of watches is read once it has moved (stats have no push); lists are settled already.
+    let after = poll("the shared upstream to open its watch", Duration::from_secs(10), || async {
+        let stats = hook(&sim_api, "GET", "/_sim/stats").await;
+        if stats["watchRequests"].as_u64() > before["watchRequests"].as_u64() { Ok(stats) } else { Err(stats.to_string()) }
+    })
+    .await;
     let delta = |k: &str| after[k].as_u64().unwrap() - before[k].as_u64().unwrap();
     assert_eq!(delta("watchRequests"), 1, "one upstream watch for 50 identical subscriptions: {after}");
     assert_eq!(delta("listRequests"), 1);
