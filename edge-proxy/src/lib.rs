@@ -13,6 +13,7 @@ pub mod clusters;
 pub mod demo;
 pub mod http;
 pub mod identity;
+pub mod logging;
 pub mod metrics;
 pub mod mux;
 pub mod passthrough;

@@ -79,10 +79,7 @@ async fn main() -> std::process::ExitCode {
 }
 
 async fn run() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
-        .with_writer(std::io::stderr)
-        .init();
+    kubemux_proxy::logging::init();
     let args = Args::parse();
     let (demo, clusters) = if args.demo {
         let (demo, clusters) = Demo::start(args.listen, args.demo_allow_remote, args.demo_churn).await?;

@@ -1,6 +1,8 @@
 //! A proxy that a test can kill as abruptly as a crashed process, and the kubeconfig it reads.
 
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use kube::config::Kubeconfig;
@@ -98,4 +100,67 @@ pub fn kubeconfig(contexts: &[(&str, &str, Option<&str>)]) -> Kubeconfig {
     }
     yaml.push_str(&format!("current-context: {}\n", contexts[0].0));
     Kubeconfig::from_yaml(&yaml).expect("a valid kubeconfig")
+}
+
+/// The proxy binary, built (or found up to date) once per test run, in the same target
+/// directory and profile as this test. `cargo test` builds another package's binaries only
+/// for that package's own integration tests, so the test asks cargo itself.
+pub fn proxy_binary() -> PathBuf {
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let exe = std::env::current_exe().expect("the test binary's path");
+            // <target>/<profile>/deps/<this test>
+            let profile_dir = exe.parent().and_then(Path::parent).expect("the test runs from <target>/<profile>/deps");
+            let target_dir = profile_dir.parent().expect("a target directory");
+            let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+            let mut build = std::process::Command::new(cargo);
+            build.current_dir(env!("CARGO_MANIFEST_DIR")).args(["build", "--quiet", "-p", "kubemux-proxy", "--bin", "kubemux-proxy", "--target-dir"]).arg(target_dir);
+            if profile_dir.file_name().is_some_and(|p| p == "release") {
+                build.arg("--release");
+            }
+            let status = build.status().expect("cargo runs");
+            assert!(status.success(), "cargo build -p kubemux-proxy failed: {status}");
+            let binary = profile_dir.join("kubemux-proxy");
+            assert!(binary.is_file(), "no binary at {}", binary.display());
+            binary
+        })
+        .clone()
+}
+
+/// A kubeconfig written to a temporary file for a proxy process, removed when dropped.
+pub struct KubeconfigFile(tempfile::NamedTempFile);
+
+impl KubeconfigFile {
+    /// Writes `config` (as JSON, which is YAML: kube and the proxy read it as a kubeconfig).
+    pub fn new(config: &Kubeconfig) -> KubeconfigFile {
+        let file = tempfile::Builder::new().prefix("kubemux-kubeconfig-").suffix(".json").tempfile().expect("a temporary file");
+        serde_json::to_writer(file.as_file(), config).expect("write the kubeconfig");
+        KubeconfigFile(file)
+    }
+
+    /// Where the file is.
+    pub fn path(&self) -> &Path {
+        self.0.path()
+    }
+}
+
+/// Starts the real proxy binary on 127.0.0.1:0 with `args`, `RUST_LOG` set to `rust_log` and
+/// stderr going to `stderr`; returns it, killed on drop, with the address it announced on its
+/// first line of stdout.
+pub async fn start_binary(binary: &Path, args: &[&std::ffi::OsStr], rust_log: &str, stderr: std::process::Stdio) -> (tokio::process::Child, SocketAddr) {
+    use tokio::io::AsyncBufReadExt as _;
+    let mut child = tokio::process::Command::new(binary)
+        .args(["--listen", "127.0.0.1:0"])
+        .args(args)
+        .env("RUST_LOG", rust_log)
+        .stdout(std::process::Stdio::piped())
+        .stderr(stderr)
+        .kill_on_drop(true)
+        .spawn()
+        .expect("the proxy starts");
+    let mut lines = tokio::io::BufReader::new(child.stdout.take().expect("piped stdout")).lines();
+    let first = crate::wait::within("the proxy's listening line", lines.next_line()).await.expect("stdout reads").expect("a first line");
+    let addr = first.strip_prefix("kubemux-proxy listening on http://").unwrap_or_else(|| panic!("unexpected first line: {first}"));
+    (child, addr.parse().expect("an address"))
 }

@@ -3,7 +3,7 @@
 //! test that names `kubemux_e2e::…` still does.
 
 pub use kubemux_testkit::client;
-pub use kubemux_testkit::{ProxyProcess, hook, kubeconfig, list, same_objects, sim_client};
+pub use kubemux_testkit::{KubeconfigFile, ProxyProcess, hook, kubeconfig, list, proxy_binary, same_objects, sim_client, start_binary};
 
 /// `GET url`, the whole response as text: status line, headers, blank line, body (chunked
 /// bodies already joined). Through hyper's client ([`kubemux_testkit::http::get`], which also

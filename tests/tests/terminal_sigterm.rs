@@ -6,81 +6,21 @@
 mod terminal_support;
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Stdio;
-use std::sync::OnceLock;
 
 use futures::StreamExt as _;
 use kube_sim::{Seed, Sim, SimConfig};
-use kubemux_e2e::{kubeconfig, sim_client};
-use tokio::io::{AsyncBufReadExt as _, BufReader};
-use tokio::process::{Child, Command};
+use kubemux_e2e::{KubeconfigFile, kubeconfig, proxy_binary, sim_client, start_binary};
+use tokio::process::Child;
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::Message;
 
 use terminal_support::*;
 
-/// The proxy binary, built (or found up to date) once per test run, in the same target
-/// directory and profile as this test. `cargo test` builds another package's binaries only
-/// for that package's own integration tests, so the test asks cargo itself.
-fn proxy_binary() -> PathBuf {
-    static BUILT: OnceLock<PathBuf> = OnceLock::new();
-    BUILT
-        .get_or_init(|| {
-            let exe = std::env::current_exe().expect("the test binary's path");
-            // <target>/<profile>/deps/<this test>
-            let profile_dir = exe.parent().and_then(Path::parent).expect("the test runs from <target>/<profile>/deps");
-            let target_dir = profile_dir.parent().expect("a target directory");
-            let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-            let mut build = std::process::Command::new(cargo);
-            build.current_dir(env!("CARGO_MANIFEST_DIR")).args(["build", "--quiet", "-p", "kubemux-proxy", "--bin", "kubemux-proxy", "--target-dir"]).arg(target_dir);
-            if profile_dir.file_name().is_some_and(|p| p == "release") {
-                build.arg("--release");
-            }
-            let status = build.status().expect("cargo runs");
-            assert!(status.success(), "cargo build -p kubemux-proxy failed: {status}");
-            let binary = profile_dir.join("kubemux-proxy");
-            assert!(binary.is_file(), "no binary at {}", binary.display());
-            binary
-        })
-        .clone()
-}
-
-/// A kubeconfig file for the proxy process, removed when dropped.
-struct KubeconfigFile(PathBuf);
-
-impl KubeconfigFile {
-    fn new(sim: &Sim) -> KubeconfigFile {
-        let path = std::env::temp_dir().join(format!("kubemux-terminal-sigterm-{}.json", std::process::id()));
-        // JSON is YAML: kube reads it as a kubeconfig.
-        let config = serde_json::to_string(&kubeconfig(&[("sim", &sim.url(), None)])).expect("a kubeconfig serialises");
-        std::fs::write(&path, config).expect("write the kubeconfig");
-        KubeconfigFile(path)
-    }
-}
-
-impl Drop for KubeconfigFile {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
-    }
-}
-
-/// Starts the binary and returns it with its address (from its first line of stdout).
+/// Starts the binary with a 5 s terminal grace.
 async fn start_proxy(binary: &Path, kubeconfig: &Path) -> (Child, SocketAddr) {
-    let mut child = Command::new(binary)
-        .args(["--listen", "127.0.0.1:0", "--kubeconfig"])
-        .arg(kubeconfig)
-        .args(["--terminal-grace", "5"])
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("the proxy starts");
-    let mut lines = BufReader::new(child.stdout.take().expect("piped stdout")).lines();
-    let first = within("the proxy's listening line", lines.next_line()).await.expect("stdout reads").expect("a first line");
-    let addr = first.strip_prefix("kubemux-proxy listening on http://").unwrap_or_else(|| panic!("unexpected first line: {first}"));
-    (child, addr.parse().expect("an address"))
+    start_binary(binary, &["--kubeconfig".as_ref(), kubeconfig.as_os_str(), "--terminal-grace".as_ref(), "5".as_ref()], "warn", Stdio::inherit()).await
 }
 
 fn sigterm(child: &Child) {
@@ -137,11 +77,11 @@ async fn sigterm_ends_every_shell_20_rounds() {
     let binary = tokio::task::spawn_blocking(proxy_binary).await.expect("the build ran");
     let sim = Sim::start(SimConfig { seed: Seed::Demo, ..SimConfig::default() }).await.expect("the simulator starts");
     let sim_api = sim_client(&sim).await;
-    let kubeconfig = KubeconfigFile::new(&sim);
+    let kubeconfig = KubeconfigFile::new(&kubeconfig(&[("sim", &sim.url(), None)]));
 
     // The container's main process, started by a first attach; nobody types into it here, so
     // its input count must not move however many proxies are terminated around it.
-    let (first_proxy, addr) = start_proxy(&binary, &kubeconfig.0).await;
+    let (first_proxy, addr) = start_proxy(&binary, kubeconfig.path()).await;
     let attach = "/clusters/sim/api/v1/namespaces/default/pods/toolbox/attach?container=shell&stdin=true&stdout=true&tty=true";
     let (ws, _) = connect(addr, attach, V5, &[]).await.expect("the attach upgrade");
     let mut attached = Terminal::new(ws);
@@ -152,7 +92,7 @@ async fn sigterm_ends_every_shell_20_rounds() {
     let stdin_before = main["stdinBytes"].as_u64().expect("attach entries count stdin bytes");
 
     for wave in 0..ROUNDS / AT_ONCE {
-        let rounds = (wave * AT_ONCE..(wave + 1) * AT_ONCE).map(|round| one_round(&binary, &kubeconfig.0, &sim_api, round));
+        let rounds = (wave * AT_ONCE..(wave + 1) * AT_ONCE).map(|round| one_round(&binary, kubeconfig.path(), &sim_api, round));
         futures::future::join_all(rounds).await;
     }
 
