@@ -92,9 +92,15 @@ pub(super) async fn run(socket: WebSocket, app: Arc<AppState>, connection_token:
     app.metrics.connections.dec();
 }
 
+/// Whether a read failed because the client's message or frame exceeded the limit. axum wraps
+/// the error of its own tungstenite (0.29, through tokio-tungstenite), not the 0.30 that kube
+/// speaks: downcasting to the other version's type would never match.
 fn is_too_big(error: &axum::Error) -> bool {
-    let text = std::error::Error::source(error).map(ToString::to_string).unwrap_or_else(|| error.to_string());
-    text.contains("too long") || text.contains("Space limit exceeded") || text.contains("too big")
+    use tokio_tungstenite::tungstenite::Error;
+    use tokio_tungstenite::tungstenite::error::CapacityError;
+    std::error::Error::source(error)
+        .and_then(|source| source.downcast_ref::<Error>())
+        .is_some_and(|error| matches!(error, Error::Capacity(CapacityError::MessageTooLong { .. })))
 }
 
 /// The single writer of the socket: frames from the outbox, and pings on a timer.
