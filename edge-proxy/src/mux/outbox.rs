@@ -16,9 +16,14 @@ use tokio::sync::Notify;
 
 use crate::metrics::Metrics;
 
-/// What a queued snapshot object costs against the byte limit: its pointer, not its text, which
-/// the upstream watch's cache already holds.
+/// What a queued snapshot object costs against the byte limit besides its text: the pointer.
+/// The text counts too: the queue keeps it alive after the upstream cache has replaced it.
 const SNAPSHOT_ENTRY_COST: usize = 16;
+
+/// What one queued snapshot object pins: its shared JSON text and the pointer to it.
+fn snapshot_entry_cost(object: &str) -> usize {
+    object.len() + SNAPSHOT_ENTRY_COST
+}
 
 /// What the writer sends next.
 #[derive(Debug, PartialEq, Eq)]
@@ -44,7 +49,8 @@ pub enum Item {
     /// A frame, ready to send.
     Frame(String),
     /// `ADDED` events for these objects, encoded one at a time as the writer gets to them, so a
-    /// snapshot bigger than the limit still flows to a slow client without being copied.
+    /// snapshot is never copied per frame. It is charged the text it pins, released object by
+    /// object as the writer sends them.
     Snapshot(std::vec::IntoIter<Arc<str>>),
 }
 
@@ -52,7 +58,7 @@ impl Item {
     fn cost(&self) -> usize {
         match self {
             Item::Frame(frame) => frame.len(),
-            Item::Snapshot(objects) => objects.len() * SNAPSHOT_ENTRY_COST,
+            Item::Snapshot(objects) => objects.as_slice().iter().map(|object| snapshot_entry_cost(object)).sum(),
         }
     }
 }
@@ -173,7 +179,7 @@ impl Outbox {
         }
         let len = item.cost();
         if inner.total + len > self.limit {
-            self.overflow(&mut inner, len);
+            self.overflow(&mut inner, len, None);
             if inner.subs.get(id).is_none_or(|q| q.state != QueueState::Live) {
                 return Pushed::Dropped;
             }
@@ -192,33 +198,46 @@ impl Outbox {
     }
 
     /// Replaces an overflowed (or live) subscription's queue with a reset sequence, making it
-    /// live again. Returns `Dropped` if the subscription is gone.
+    /// live again. Returns `Dropped` if the subscription is gone or the connection closing.
+    ///
+    /// The sequence is admitted whole: other subscriptions overflow to make room for it, never
+    /// its own, so a snapshot larger than the limit still reaches a client that reads (it would
+    /// otherwise overflow and be reset forever). The queue so holds at most the limit or one
+    /// such sequence, whichever is larger.
     pub fn push_reset(&self, id: &Arc<str>, items: Vec<Item>) -> Pushed {
-        {
-            let mut inner = self.lock();
-            let Some(queue) = inner.subs.get_mut(id) else { return Pushed::Dropped };
-            let dropped = std::mem::take(&mut queue.frames);
-            let dropped_bytes = std::mem::replace(&mut queue.bytes, 0);
-            queue.state = QueueState::Live;
-            self.account(&mut inner, -(dropped_bytes as isize));
-            drop(dropped);
-            inner.ready.retain(|r| r != id);
+        let mut inner = self.lock();
+        if inner.close.is_some() {
+            return Pushed::Dropped;
         }
-        for item in items {
-            if self.push_item(id, item) == Pushed::Dropped {
-                return Pushed::Dropped;
-            }
+        let Some(queue) = inner.subs.get_mut(id) else { return Pushed::Dropped };
+        let dropped = std::mem::take(&mut queue.frames);
+        let dropped_bytes = std::mem::replace(&mut queue.bytes, 0);
+        queue.state = QueueState::Live;
+        self.account(&mut inner, -(dropped_bytes as isize));
+        drop(dropped);
+        inner.ready.retain(|r| r != id);
+        let cost: usize = items.iter().map(Item::cost).sum();
+        self.overflow(&mut inner, cost, Some(id));
+        let queue = inner.subs.get_mut(id).expect("spared by the overflow");
+        queue.frames.extend(items);
+        queue.bytes = cost;
+        let queued = !queue.frames.is_empty();
+        self.account(&mut inner, cost as isize);
+        if queued {
+            inner.ready.push_back(id.clone());
         }
+        drop(inner);
+        self.wake_writer.notify_one();
         Pushed::Queued
     }
 
-    /// Marks the heaviest subscriptions overflowed until `incoming` more bytes fit.
-    fn overflow(&self, inner: &mut Inner, incoming: usize) {
+    /// Marks the heaviest subscriptions (but `spare`) overflowed until `incoming` more bytes fit.
+    fn overflow(&self, inner: &mut Inner, incoming: usize, spare: Option<&Arc<str>>) {
         while inner.total + incoming > self.limit {
             let heaviest = inner
                 .subs
                 .iter()
-                .filter(|(_, q)| q.state == QueueState::Live && q.bytes > 0)
+                .filter(|(id, q)| q.state == QueueState::Live && q.bytes > 0 && Some(*id) != spare)
                 .max_by_key(|(_, q)| q.bytes)
                 .map(|(id, _)| id.clone());
             let Some(id) = heaviest else { break };
@@ -230,8 +249,8 @@ impl Outbox {
             self.account(inner, -(dropped as isize));
             inner.ready.retain(|r| *r != id);
         }
-        // With nothing left to drop, the incoming frame alone is too big: its subscription
-        // overflows too.
+        // With nothing left to drop, the incoming item alone is too big; it is queued if its
+        // subscription had nothing queued (see `push_reset`).
     }
 
     /// Subscriptions whose reset is due (taken once each).
@@ -306,7 +325,7 @@ impl Outbox {
                         if objects.len() == 0 {
                             queue.frames.pop_front();
                         }
-                        (encode_event_raw(&id, EventType::Added, &object), SNAPSHOT_ENTRY_COST)
+                        (encode_event_raw(&id, EventType::Added, &object), snapshot_entry_cost(&object))
                     }
                     None => {
                         queue.frames.pop_front();
@@ -393,23 +412,80 @@ mod tests {
         assert_eq!(got, ["y".repeat(10), "reset".into(), "z".repeat(20), "snapshot".into()]);
     }
 
+    fn padded_objects(count: usize, pad: usize) -> Vec<Arc<str>> {
+        (0..count).map(|i| Arc::from(format!("{{\"n\":{i},\"pad\":\"{}\"}}", "x".repeat(pad)))).collect()
+    }
+
     #[tokio::test]
-    async fn snapshots_larger_than_the_limit_flow_lazily() {
-        let outbox = Outbox::new(1000, Arc::default());
+    async fn snapshots_flow_lazily_and_release_their_charge_object_by_object() {
+        let outbox = Outbox::new(10_000, Arc::default());
         let a = id("a");
         outbox.add_subscription(&a);
-        let objects: Vec<Arc<str>> = (0..50).map(|i| Arc::from(format!("{{\"n\":{i},\"pad\":\"{}\"}}", "x".repeat(100)))).collect();
+        let objects = padded_objects(50, 100);
+        let bytes: usize = objects.iter().map(|o| o.len()).sum();
         assert_eq!(outbox.push_item(&a, Item::Snapshot(objects.into_iter())), Pushed::Queued);
         outbox.push(&a, "synced".into());
-        assert!(outbox.queued_bytes() < 1000);
+        let charged = outbox.queued_bytes();
+        assert!(charged >= bytes + "synced".len(), "a queued snapshot is charged at least the text it pins: {charged} < {bytes}");
         let mut frames = Vec::new();
         while outbox.queued_bytes() > 0 {
+            let before = outbox.queued_bytes();
             let Some(Outgoing::Text(t)) = outbox.next().await else { panic!() };
+            assert!(outbox.queued_bytes() < before, "each sent object releases its charge");
             frames.push(t);
         }
         assert_eq!(frames.len(), 51);
         assert!(frames[0].starts_with(r#"{"op":"event","id":"a","type":"ADDED","object":{"n":0"#), "{}", frames[0]);
         assert_eq!(frames[50], "synced");
+    }
+
+    /// The limit bounds what queued snapshots pin: the snapshot that would take the queue past
+    /// it overflows its subscription (which gets a reset once the client drains), even when the
+    /// upstream cache has since replaced every object and the queue is all that holds them.
+    #[tokio::test]
+    async fn queued_snapshots_overflow_at_the_limit() {
+        const LIMIT: usize = 100_000;
+        let outbox = Outbox::new(LIMIT, Arc::default());
+        let mut pinned: HashMap<Arc<str>, usize> = HashMap::new();
+        let mut first_overflow = None;
+        for i in 0..20 {
+            let sub = id(&format!("s{i}"));
+            outbox.add_subscription(&sub);
+            // Each snapshot is ~10 KB of objects: 9 fit beside each other, the 10th does not.
+            let objects = padded_objects(10, 1000);
+            pinned.insert(sub.clone(), objects.iter().map(|o| o.len()).sum());
+            outbox.push_item(&sub, Item::Snapshot(objects.into_iter()));
+            pinned.retain(|sub, _| outbox.is_live(sub));
+            let held: usize = pinned.values().sum();
+            assert!(held <= LIMIT, "after {} snapshots, queued ones pin {held} bytes, over the {LIMIT} limit", i + 1);
+            assert!(outbox.queued_bytes() >= held && outbox.queued_bytes() <= LIMIT);
+            if first_overflow.is_none() && pinned.len() <= i {
+                first_overflow = Some(i + 1);
+            }
+        }
+        assert_eq!(first_overflow, Some(10), "the overflow comes when the snapshots reach the limit");
+    }
+
+    /// A reset whose snapshot alone is larger than the limit is still delivered (the other
+    /// subscriptions make room), so a client that reads converges instead of being reset forever.
+    #[tokio::test]
+    async fn a_reset_larger_than_the_limit_is_admitted_alone() {
+        let outbox = Outbox::new(1000, Arc::default());
+        let (big, other) = (id("big"), id("other"));
+        outbox.add_subscription(&big);
+        outbox.add_subscription(&other);
+        outbox.push(&other, "o".repeat(100));
+        outbox.push(&big, "b".repeat(100));
+        let items = vec![Item::Frame("reset".into()), Item::Snapshot(padded_objects(5, 300).into_iter()), Item::Frame("synced".into())];
+        assert_eq!(outbox.push_reset(&big, items), Pushed::Queued);
+        assert!(outbox.is_live(&big) && !outbox.is_live(&other), "the other subscription made room");
+        let mut frames = Vec::new();
+        while outbox.queued_bytes() > 0 {
+            let Some(Outgoing::Text(t)) = outbox.next().await else { panic!() };
+            frames.push(t);
+        }
+        assert_eq!((frames.len(), frames[0].as_str(), frames[6].as_str()), (7, "reset", "synced"));
+        assert_eq!(outbox.take_due_resets(), vec![other]);
     }
 
     #[tokio::test]
