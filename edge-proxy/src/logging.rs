@@ -13,9 +13,9 @@ use tracing_subscriber::filter::{Directive, LevelFilter};
 /// The level the proxy logs at when `RUST_LOG` is unset or empty.
 pub const DEFAULT_LEVEL: &str = "info";
 
-/// Libraries that log what flows through them, and the most they may log. `debug` for kube's
-/// client keeps its request lines (method and path, never headers); the others stay at `info`,
-/// where none of them prints data.
+/// Libraries that log what flows through them, and the most they may log: `info`, where none
+/// of them prints data (kube's client logs response headers and bodies at `trace` and error
+/// bodies at `debug`).
 pub const CAPPED: &[(&str, LevelFilter)] = &[
     ("tungstenite", LevelFilter::INFO),
     ("tokio_tungstenite", LevelFilter::INFO),
@@ -26,7 +26,8 @@ pub const CAPPED: &[(&str, LevelFilter)] = &[
     ("tokio_rustls", LevelFilter::INFO),
     ("tower_http", LevelFilter::INFO),
     ("axum", LevelFilter::INFO),
-    ("kube_client", LevelFilter::DEBUG),
+    ("kube_client", LevelFilter::INFO),
+    ("kube", LevelFilter::INFO),
 ];
 
 /// A filter for `spec` (the value of `RUST_LOG`): its directives for everything but the capped
@@ -35,8 +36,12 @@ pub const CAPPED: &[(&str, LevelFilter)] = &[
 pub fn filter(spec: Option<&str>) -> EnvFilter {
     let spec = spec.map(str::trim).filter(|s| !s.is_empty()).unwrap_or(DEFAULT_LEVEL);
     let kept: Vec<&str> = spec.split(',').map(str::trim).filter(|d| !d.is_empty() && !names_capped(d)).collect();
+    // What the capped libraries would get from RUST_LOG: its last bare level (`warn`, `trace`),
+    // or the default. A cap only ever lowers that, so `RUST_LOG=warn` keeps them at warn.
+    let global = kept.iter().rev().find_map(|d| d.parse::<LevelFilter>().ok()).unwrap_or(LevelFilter::INFO);
     let mut filter = EnvFilter::builder().with_default_directive(LevelFilter::INFO.into()).parse_lossy(kept.join(","));
-    for (target, level) in CAPPED {
+    for (target, cap) in CAPPED {
+        let level = std::cmp::min(global, *cap);
         let directive: Directive = format!("{target}={level}").parse().unwrap_or_else(|_| LevelFilter::OFF.into());
         filter = filter.add_directive(directive);
     }
@@ -64,6 +69,11 @@ pub fn init() {
 /// Whether a directive (`target[span{field}]=level`, or a bare level) names a capped library or
 /// one of its modules.
 fn names_capped(directive: &str) -> bool {
+    // A span filter with no target (`[{field}]=trace`) would reach into the capped libraries'
+    // events inside matching spans too: it is left out as well.
+    if directive.starts_with('[') {
+        return true;
+    }
     let target = directive.split(['=', '[']).next().unwrap_or_default().trim();
     CAPPED.iter().any(|(name, _)| target == *name || target.strip_prefix(name).is_some_and(|rest| rest.starts_with("::")))
 }
@@ -85,19 +95,24 @@ mod tests {
             ("kubemux_proxy::mux", Level::TRACE) => tracing::enabled!(target: "kubemux_proxy::mux", Level::TRACE),
             ("kubemux_proxy::mux", Level::DEBUG) => tracing::enabled!(target: "kubemux_proxy::mux", Level::DEBUG),
             ("kube_client", Level::TRACE) => tracing::enabled!(target: "kube_client", Level::TRACE),
+            ("kube_client", Level::DEBUG) => tracing::enabled!(target: "kube_client", Level::DEBUG),
+            ("kube_client", Level::WARN) => tracing::enabled!(target: "kube_client", Level::WARN),
             _ => unreachable!("a case the test names"),
         })
     }
 
     #[test]
     fn payload_tracing_stays_off_whatever_rust_log_says() {
-        for spec in ["trace", "tungstenite=trace", "tungstenite::protocol=trace", "info,tungstenite::protocol[x]=trace", "trace,hyper=trace"] {
+        for spec in ["trace", "tungstenite=trace", "tungstenite::protocol=trace", "info,tungstenite::protocol[x]=trace", "trace,hyper=trace", "info,[{token}]=trace"] {
             assert!(!enabled(spec, "tungstenite::protocol", Level::TRACE), "{spec}");
             assert!(!enabled(spec, "hyper::proto::h1", Level::TRACE), "{spec}");
             assert!(!enabled(spec, "kube_client", Level::TRACE), "{spec}");
         }
         // What the capped libraries say at info (connection errors) still comes through.
         assert!(enabled("trace", "tungstenite::protocol", Level::INFO));
+        // A cap only lowers: a quieter RUST_LOG keeps them quieter.
+        assert!(!enabled("debug", "kube_client", Level::DEBUG));
+        assert!(enabled("warn", "kube_client", Level::WARN));
     }
 
     #[test]
