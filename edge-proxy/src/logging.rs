@@ -15,7 +15,8 @@ pub const DEFAULT_LEVEL: &str = "info";
 
 /// Libraries that log what flows through them, and the most they may log: `info`, where none
 /// of them prints data (kube's client logs response headers and bodies at `trace` and error
-/// bodies at `debug`).
+/// bodies at `debug`). `EnvFilter` matches targets by prefix, so no name here may be a prefix
+/// of the proxy's own (`kube` would silence `kubemux_proxy`).
 pub const CAPPED: &[(&str, LevelFilter)] = &[
     ("tungstenite", LevelFilter::INFO),
     ("tokio_tungstenite", LevelFilter::INFO),
@@ -27,7 +28,6 @@ pub const CAPPED: &[(&str, LevelFilter)] = &[
     ("tower_http", LevelFilter::INFO),
     ("axum", LevelFilter::INFO),
     ("kube_client", LevelFilter::INFO),
-    ("kube", LevelFilter::INFO),
 ];
 
 /// A filter for `spec` (the value of `RUST_LOG`): its directives for everything but the capped
