@@ -271,7 +271,7 @@ impl<'a> LabelParser<'a> {
                 self.next();
                 LabelOp::NotIn(self.value_set()?)
             }
-            other => return Err(format!("found '{other}', expected: in, notin, =, ==, !=")),
+            other => return Err(format!("found '{other}', expected: in, notin, =, ==, !=, gt, lt")),
         };
         Ok(LabelRequirement { key, op })
     }
@@ -546,8 +546,8 @@ mod tests {
         check("a in (b", "", "error: unable to parse requirement: found '', expected: ',' or ')'");
         check("=x", "", "error: found '=', expected: !, identifier, or 'end of string'");
         check("!", "", "error: unable to parse requirement: found '', expected: identifier");
-        check("a!", "", "error: unable to parse requirement: found '!', expected: in, notin, =, ==, !=");
-        check("a b", "", "error: unable to parse requirement: found 'b', expected: in, notin, =, ==, !=");
+        check("a!", "", "error: unable to parse requirement: found '!', expected: in, notin, =, ==, !=, gt, lt");
+        check("a b", "", "error: unable to parse requirement: found 'b', expected: in, notin, =, ==, !=, gt, lt");
         check("a=b c", "", "error: found 'c', expected: ',' or 'end of string'");
         check("a=b,", "", "error: found '', expected: identifier after ','");
         check(",a", "", "error: found ',', expected: !, identifier, or 'end of string'");
@@ -557,7 +557,7 @@ mod tests {
         check("a in (=)", "", "error: unable to parse requirement: found '=', expected: identifier, ',' or ')'");
         check("a==(", "", "error: unable to parse requirement: found '(', expected: identifier");
         check("!a=b", "", "error: found '=', expected: ',' or 'end of string'");
-        check("a)", "", "error: unable to parse requirement: found ')', expected: in, notin, =, ==, !=");
+        check("a)", "", "error: unable to parse requirement: found ')', expected: in, notin, =, ==, !=, gt, lt");
         check(
             "-a=b",
             "",

@@ -35,13 +35,26 @@ async fn demo() -> (Sim, Http) {
 async fn malformed_json_body_is_400() {
     let (sim, http) = demo().await;
     let path = "/api/v1/namespaces/demo/configmaps";
-    for body in [&b"{\"metadata\": {\"name\": "[..], b"not json at all", b""] {
+    // The API server's words (apiserver `transformDecodeError`, apimachinery's JSON serializer):
+    // what went wrong, then the body's first 30 bytes, as text when it starts with `{` and in
+    // hex otherwise. Go's own texts where serde's differ: a cut-off body, a non-object.
+    let unrecognized = "the object provided is unrecognized (must be of type ConfigMap): couldn't get version/kind; json parse error: ";
+    let cases: [(&[u8], String); 3] = [
+        (b"{\"metadata\": {\"name\": ", format!("{unrecognized}unexpected end of JSON input ({{\"metadata\": {{\"name\": )")),
+        (b"", format!("{unrecognized}unexpected end of JSON input (<empty>)")),
+        // Valid JSON that is not an object.
+        (b"[1, 2]", format!("{unrecognized}json: cannot unmarshal array into Go value of type struct {{ APIVersion string \"json:\\\"apiVersion,omitempty\\\"\"; Kind string \"json:\\\"kind,omitempty\\\"\" }} (5b312c20325d)")),
+    ];
+    for (body, message) in cases {
         let reply = http.send(Method::POST, path, Some("application/json"), body.to_vec()).await;
-        expect_status(&http, reply, 400, "BadRequest", "").await;
+        let status = expect_status(&http, reply, 400, "BadRequest", &message).await;
+        assert_eq!(status["message"], message);
     }
-    // Valid JSON that is not an object.
-    let reply = http.send(Method::POST, path, Some("application/json"), b"[1, 2]".to_vec()).await;
-    expect_status(&http, reply, 400, "BadRequest", "").await;
+    // A syntax error: serde's description of it (Go's scanner words it otherwise), and the body.
+    let reply = http.send(Method::POST, path, Some("application/json"), b"not json at all".to_vec()).await;
+    let status = expect_status(&http, reply, 400, "BadRequest", unrecognized).await;
+    let message = status["message"].as_str().unwrap_or_default();
+    assert!(message.starts_with(unrecognized) && message.ends_with(" (6e6f74206a736f6e20617420616c6c)"), "{message}");
     // Nothing was created by any of them.
     let (_, names) = http.list(path).await;
     assert_eq!(names, ["api-config", "kube-root-ca.crt", "web-config"]);
@@ -62,12 +75,21 @@ async fn unknown_resource_path_is_404() {
 #[tokio::test]
 async fn bad_label_selector_is_400() {
     let (sim, http) = demo().await;
-    for selector in ["app%20in%20(web", "app%3D%3D%3Dweb", "!", "a%20b"] {
+    // apimachinery's `labels.Parse` messages for each.
+    let cases = [
+        ("app%20in%20(web", "unable to parse requirement: found '', expected: ',' or ')'"),
+        ("app%3D%3D%3Dweb", "unable to parse requirement: found '=', expected: identifier"),
+        ("!", "unable to parse requirement: found '', expected: identifier"),
+        ("a%20b", "unable to parse requirement: found 'b', expected: in, notin, =, ==, !=, gt, lt"),
+    ];
+    for (selector, message) in cases {
         let reply = http.get(&format!("/api/v1/pods?labelSelector={selector}")).await;
-        expect_status(&http, reply, 400, "BadRequest", "").await;
+        let status = expect_status(&http, reply, 400, "BadRequest", message).await;
+        assert_eq!(status["message"], message, "{selector}");
         // The same on a watch: rejected before the stream starts.
         let reply = http.get(&format!("/api/v1/pods?watch=true&labelSelector={selector}")).await;
-        expect_status(&http, reply, 400, "BadRequest", "").await;
+        let status = expect_status(&http, reply, 400, "BadRequest", message).await;
+        assert_eq!(status["message"], message, "watch {selector}");
     }
     sim.shutdown().await;
 }
@@ -76,10 +98,10 @@ async fn bad_label_selector_is_400() {
 async fn unknown_field_selector_label_is_400() {
     let (sim, http) = demo().await;
     let reply = http.get("/api/v1/pods?fieldSelector=spec.bogus%3Dx").await;
-    let body = expect_status(&http, reply, 400, "BadRequest", "").await;
+    let body = expect_status(&http, reply, 400, "BadRequest", "field label not supported: spec.bogus").await;
     assert_eq!(body["message"], "field label not supported: spec.bogus", "{body}");
     let reply = http.get("/api/v1/namespaces/demo/configmaps?watch=true&fieldSelector=status.phase%3DRunning").await;
-    let body = expect_status(&http, reply, 400, "BadRequest", "").await;
+    let body = expect_status(&http, reply, 400, "BadRequest", "field label not supported: status.phase").await;
     assert_eq!(body["message"], "field label not supported: status.phase", "{body}");
     // Supported labels work.
     let reply = http.get("/api/v1/pods?fieldSelector=metadata.name%3Dtoolbox").await;

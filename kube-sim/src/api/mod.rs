@@ -204,7 +204,7 @@ async fn collection(
             list::list(state, resource, ns, &query).await
         }
         Method::POST => {
-            let body = read_json(request).await?;
+            let body = read_json(request, resource.kind).await?;
             let ns = if resource.namespaced {
                 ns.ok_or_else(|| ApiError::method_not_allowed("create requires a namespace in the path"))?
             } else {
@@ -260,7 +260,7 @@ async fn object(
         (None | Some("status"), &Method::PUT) => {
             identity.authorize("update", resource, auth_ns)?;
             objects::reject_dry_run(&query)?;
-            let body = read_json(request).await?;
+            let body = read_json(request, resource.kind).await?;
             let updated = if sub.is_some() {
                 objects::update_status(&state, resource, &ns, &name, body)?
             } else {
@@ -296,9 +296,46 @@ async fn read_bytes(request: Request) -> Result<bytes::Bytes, ApiError> {
         .map_err(|e| ApiError::request_entity_too_large(e.to_string()))
 }
 
-async fn read_json(request: Request) -> Result<Value, ApiError> {
+/// A create or update body of `kind`. One that is not a JSON object is refused in the API
+/// server's words (apiserver's `transformDecodeError` around apimachinery's JSON serializer),
+/// with Go's own texts where serde's differ: a cut-off body, valid JSON that is not an object.
+/// `null` decodes to an empty object there, and does here.
+async fn read_json(request: Request, kind: &str) -> Result<Value, ApiError> {
     let bytes = read_bytes(request).await?;
-    serde_json::from_slice(&bytes).map_err(|e| ApiError::bad_request(format!("couldn't get version/kind; json parse error: {e}")))
+    let detail = match serde_json::from_slice::<Value>(&bytes) {
+        Ok(Value::Null) => return Ok(Value::Object(serde_json::Map::new())),
+        Ok(object @ Value::Object(_)) => return Ok(object),
+        Ok(other) => {
+            let found = match other {
+                Value::Array(_) => "array",
+                Value::String(_) => "string",
+                Value::Bool(_) => "bool",
+                _ => "number",
+            };
+            format!("json: cannot unmarshal {found} into Go value of type struct {{ APIVersion string \"json:\\\"apiVersion,omitempty\\\"\"; Kind string \"json:\\\"kind,omitempty\\\"\" }}")
+        }
+        Err(error) if error.is_eof() => "unexpected end of JSON input".to_owned(),
+        Err(error) => error.to_string(),
+    };
+    Err(ApiError::bad_request(format!(
+        "the object provided is unrecognized (must be of type {kind}): couldn't get version/kind; json parse error: {detail} ({})",
+        summarize_body(&bytes)
+    )))
+}
+
+/// The API server's `summarizeData(body, 30)`: the first 30 bytes, as text when the body
+/// starts with `{` and in hex otherwise, ` ...` when cut.
+fn summarize_body(body: &[u8]) -> String {
+    const MAX: usize = 30;
+    let (head, cut) = match body.get(..MAX) {
+        Some(head) if body.len() > MAX => (head, " ..."),
+        _ => (body, ""),
+    };
+    match head.first() {
+        None => "<empty>".to_owned(),
+        Some(b'{') => format!("{}{cut}", String::from_utf8_lossy(head)),
+        Some(_) => format!("{}{cut}", head.iter().map(|b| format!("{b:02x}")).collect::<String>()),
+    }
 }
 
 #[cfg(test)]
@@ -321,6 +358,16 @@ mod tests {
         assert_eq!(t("/api/v1/pods/web-1"), None, "namespaced objects need a namespace");
         assert_eq!(t("/api/v1/widgets"), None);
         assert_eq!(t("/apis/apps/v1"), Some(Target::ResourceList { group: "apps".into(), version: "v1".into() }));
+    }
+
+    #[test]
+    fn body_summaries_follow_the_api_server() {
+        assert_eq!(summarize_body(b""), "<empty>");
+        assert_eq!(summarize_body(b"[1]"), "5b315d");
+        assert_eq!(summarize_body(b"{\"a\":1}"), "{\"a\":1}");
+        let long = format!("{{{}", "x".repeat(40));
+        assert_eq!(summarize_body(long.as_bytes()), format!("{{{} ...", "x".repeat(29)));
+        assert_eq!(summarize_body(&[b'z'; 31]), format!("{} ...", "7a".repeat(30)));
     }
 
     #[test]
