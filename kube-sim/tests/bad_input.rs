@@ -158,3 +158,15 @@ async fn bad_exec_parameters_are_400() {
     still_serving(&http).await;
     sim.shutdown().await;
 }
+
+/// A `timeoutSeconds` past what a clock can add is a watch that never times out, not a panic.
+#[tokio::test]
+async fn huge_watch_timeout_is_served() {
+    let (sim, http) = demo().await;
+    let (status, mut lines) = http.stream(&format!("/api/v1/namespaces/demo/pods?watch=true&timeoutSeconds={}", u64::MAX)).await;
+    assert_eq!(status, 200);
+    let event = lines.next_event().await;
+    assert_eq!(event["type"], "ADDED", "{event}");
+    still_serving(&http).await;
+    sim.shutdown().await;
+}

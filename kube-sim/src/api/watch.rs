@@ -88,6 +88,9 @@ fn expired_error(expired: Expired) -> ApiError {
     ApiError::expired(format!("too old resource version: {} ({})", expired.requested, expired.floor))
 }
 
+/// As good as no deadline: thirty years.
+const NEVER: Duration = Duration::from_secs(30 * 365 * 86_400);
+
 /// Serves a watch: validates, then answers 200 at once and streams from a task.
 pub(super) async fn watch(state: &Arc<SimState>, resource: &'static ResourceDef, namespace: Option<String>, query: &Query) -> Result<Response, ApiError> {
     validate_list_options(query, true)?;
@@ -105,7 +108,8 @@ pub(super) async fn watch(state: &Arc<SimState>, resource: &'static ResourceDef,
         start,
         bookmarks: flag("allowWatchBookmarks"),
         send_initial_events: flag("sendInitialEvents"),
-        deadline: Instant::now() + timeout,
+        // A timeout past what the clock can add is a watch that does not time out.
+        deadline: Instant::now().checked_add(timeout).unwrap_or_else(|| Instant::now() + NEVER),
     };
     state.hooks.watch_requests.fetch_add(1, Ordering::Relaxed);
     // A small buffer: a client that stops reading holds back only its own watch.
