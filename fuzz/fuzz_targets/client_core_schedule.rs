@@ -22,8 +22,8 @@ enum Step {
     Deliver(u8),
     Disconnect,
     ProxyRestart,
-    /// The server restarts the `n`-th live subscription from a snapshot; with `drop_queued`, as
-    /// for a slow consumer whose queued frames were dropped.
+    /// The server restarts the `n`-th live subscription from a snapshot; with `drop_queued`, it
+    /// drops every queued frame and restarts them all, as for a slow consumer.
     Reset { n: u8, drop_queued: bool },
     Advance(u16),
 }
@@ -61,16 +61,24 @@ fuzz_target!(|input: Input| {
                 h.server.history.clear();
                 h.drop_connection();
             }
-            Step::Reset { n, drop_queued } => {
-                let Some(id) = (!live.is_empty()).then(|| live[usize::from(n) % live.len()].clone()) else { continue };
-                if h.server.connected && h.server.active.contains(&id) {
-                    if drop_queued {
-                        h.server.in_flight.clear();
+            Step::Reset { n, drop_queued } if h.server.connected && !live.is_empty() => {
+                // Dropping queued frames costs every subscription on the connection its frames,
+                // so the server resets them all (as the proxy's outbox overflow does).
+                let ids: Vec<String> = if drop_queued {
+                    h.server.in_flight.clear();
+                    live.clone()
+                } else {
+                    vec![live[usize::from(n) % live.len()].clone()]
+                };
+                for id in ids {
+                    if !h.server.active.contains(&id) {
+                        continue;
                     }
                     h.server.send(ServerMessage::Reset { id: id.clone() });
                     h.server.snapshot(&id);
                 }
             }
+            Step::Reset { .. } => {}
             Step::Advance(ms) => {
                 h.now += u64::from(ms) * 4;
                 let out = h.core.on_tick(h.now);
