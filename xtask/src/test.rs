@@ -1,7 +1,7 @@
 //! `cargo xtask test`: the one command that runs every test on any machine.
 
 use crate::steps::{Outcome, Summary, ensure_kubectl};
-use crate::{wasm, www};
+use crate::{fuzz, wasm, www};
 use crate::workspace::{self, Workspace};
 
 /// Makes sure what the tests need is there, then runs `cargo test --workspace` with `passed`
@@ -25,5 +25,6 @@ pub fn run(passed: &[String]) -> anyhow::Result<()> {
     });
     wasm::test_steps(&mut summary, &repo);
     www::test_steps(&mut summary, &repo);
+    fuzz::test_steps(&mut summary, &repo);
     summary.finish()
 }
