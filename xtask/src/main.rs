@@ -6,9 +6,11 @@
 //! - `cargo xtask wasm`: build the npm package `kubemux` into `wasm-client/pkg/`.
 //! - `cargo xtask www`: build the demo web app into `www/dist/`.
 //! - `cargo xtask bench [SECTION...]`: run benchmarks and write them into BENCHMARKS.md.
+//! - `cargo xtask fuzz [--seconds N] [TARGET...]`: run the fuzz targets in `fuzz/`.
 
 mod bench;
 mod demo;
+mod fuzz;
 mod steps;
 mod test;
 mod wasm;
@@ -30,6 +32,9 @@ commands:
   wasm                 build the npm package `kubemux` (wasm-client) into wasm-client/pkg/
   www                  build the npm package, then the demo web app (npm ci, vite build) into www/dist/
   bench [SECTION...]   run benchmarks (sections: client) and write them into BENCHMARKS.md
+  fuzz [--seconds N] [TARGET...]
+                       install cargo-fuzz if missing and run every fuzz target (or those named)
+                       for N seconds (default 60) from fuzz/corpus; prints runs, corpus, crashes
 
 Builds go to $CARGO_TARGET_DIR, or $HOME/.cache/kubemux/target when it is not set.";
 
@@ -44,6 +49,7 @@ fn main() -> ExitCode {
         Some((command, rest)) if command == "wasm" && rest.is_empty() => wasm::run(),
         Some((command, rest)) if command == "www" && rest.is_empty() => www::run(),
         Some((command, rest)) if command == "bench" => bench::run(rest),
+        Some((command, rest)) if command == "fuzz" => fuzz::run(rest),
         Some((command, _)) if matches!(command.as_str(), "help" | "-h" | "--help") => {
             println!("{USAGE}");
             Ok(())

@@ -8,7 +8,7 @@ use anyhow::{Context as _, bail};
 
 use crate::steps::{Outcome, Summary, ensure_kubectl};
 use crate::workspace::{self, Workspace, find_on_path};
-use crate::{wasm, www};
+use crate::{fuzz, wasm, www};
 
 /// The kubectl tests: `#[ignore]`d for a plain `cargo test`, run here with `--ignored`.
 const KUBECTL_TESTS: &[(&str, &str)] = &[("kube-sim", "kubectl"), ("kubemux-e2e", "passthrough")];
@@ -62,6 +62,7 @@ fn run_once(passed: &[String]) -> anyhow::Result<()> {
     summary.step("kubectl tests", || kubectl_tests(&repo, passed, workspace::run));
     wasm::test_steps(&mut summary, &repo);
     www::test_steps(&mut summary, &repo);
+    fuzz::test_steps(&mut summary, &repo);
     summary.finish()
 }
 

@@ -112,6 +112,44 @@ impl Query {
 }
 
 
+/// Path and query parsing for the fuzz targets (`fuzz/`); not a public API.
+#[doc(hidden)]
+pub mod fuzzing {
+    use crate::resources::ResourceDef;
+
+    /// What a request path names, when it names a collection or an object.
+    #[derive(Debug, PartialEq)]
+    pub struct ParsedPath {
+        /// The served resource.
+        pub resource: &'static ResourceDef,
+        /// The namespace segment, when the path has one.
+        pub namespace: Option<String>,
+        /// The object's name, for object paths.
+        pub name: Option<String>,
+        /// The subresource (`exec`, `log`, …), for object paths that have one.
+        pub sub: Option<String>,
+    }
+
+    /// Parses `path` as the router does: `None` when it is not a collection or object path.
+    pub fn parse_path(path: &str) -> Option<ParsedPath> {
+        match super::parse_target(path)? {
+            super::Target::Collection { resource, namespace } => Some(ParsedPath { resource, namespace, name: None, sub: None }),
+            super::Target::Object { resource, namespace, name, sub } => Some(ParsedPath { resource, namespace, name: Some(name), sub }),
+            _ => None,
+        }
+    }
+
+    /// The first value of `key` in `raw`, as handlers read it.
+    pub fn query_get(raw: &str, key: &str) -> Option<String> {
+        super::Query::parse(Some(raw)).get(key).map(str::to_owned)
+    }
+
+    /// Whether `key` is set to a Kubernetes `true` in `raw`, as handlers read flags.
+    pub fn query_flag(raw: &str, key: &str) -> bool {
+        super::Query::parse(Some(raw)).flag(key)
+    }
+}
+
 /// A JSON response with the status code.
 pub(crate) fn json_response(code: u16, value: &Value) -> Response {
     let status = axum::http::StatusCode::from_u16(code).unwrap_or(axum::http::StatusCode::OK);

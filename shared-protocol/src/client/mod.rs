@@ -462,5 +462,8 @@ impl ClientCore {
     }
 }
 
+#[cfg(any(test, feature = "testing"))]
+#[doc(hidden)]
+pub mod model;
 #[cfg(test)]
 mod tests;

@@ -1,0 +1,166 @@
+//! A model of the proxy and API server for one collection, and a harness that wires a
+//! [`ClientCore`] to it with a fake clock. The core's property test uses it, and so does the
+//! `client_core_schedule` fuzz target (through the `testing` feature); not a public API.
+
+use std::collections::{BTreeMap, VecDeque};
+
+use serde_json::{Value, json};
+
+use super::{ClientConfig, ClientCore, Output};
+use crate::frames::{ClientMessage, EventType, ServerMessage};
+
+/// A model of the proxy plus API server for one collection: objects, a bounded history, and
+/// one connection's in-flight frames.
+#[derive(Debug, Default)]
+pub struct ModelServer {
+    pub objects: BTreeMap<String, Value>,
+    pub rv: u64,
+    /// The oldest version a resume can start from.
+    pub floor: u64,
+    pub history: Vec<(u64, EventType, Value)>,
+    /// Active subscription ids on the current connection.
+    pub active: Vec<String>,
+    /// Frames in flight to the client; lost when the connection drops.
+    pub in_flight: VecDeque<String>,
+    pub connected: bool,
+}
+
+impl ModelServer {
+    pub fn send(&mut self, message: ServerMessage) {
+        self.in_flight.push_back(message.encode());
+    }
+
+    pub fn snapshot(&mut self, id: &str) {
+        let objects: Vec<Value> = self.objects.values().cloned().collect();
+        for object in objects {
+            self.send(ServerMessage::Event { id: id.into(), event_type: EventType::Added, object });
+        }
+        self.send(ServerMessage::Synced { id: id.into(), resource_version: self.rv.to_string() });
+    }
+
+    pub fn handle_client(&mut self, text: &str) {
+        match ClientMessage::decode(text).expect("the client sends valid frames") {
+            ClientMessage::Watch(watch) => {
+                self.active.push(watch.id.clone());
+                match watch.resource_version.map(|rv| rv.parse::<u64>().unwrap()) {
+                    None => self.snapshot(&watch.id),
+                    Some(rv) if rv >= self.floor => {
+                        let replay: Vec<_> = self.history.iter().filter(|(v, _, _)| *v > rv).cloned().collect();
+                        for (_, event_type, object) in replay {
+                            self.send(ServerMessage::Event { id: watch.id.clone(), event_type, object });
+                        }
+                        self.send(ServerMessage::Synced { id: watch.id, resource_version: self.rv.to_string() });
+                    }
+                    Some(_) => {
+                        self.send(ServerMessage::Reset { id: watch.id.clone() });
+                        self.snapshot(&watch.id);
+                    }
+                }
+            }
+            ClientMessage::Unwatch { id } => self.active.retain(|a| *a != id),
+            ClientMessage::Ping { data } => self.send(ServerMessage::Pong { data }),
+            ClientMessage::Auth { .. } => {}
+        }
+    }
+
+    pub fn change(&mut self, key: u8, delete: bool) {
+        self.rv += 1;
+        let name = format!("obj-{key}");
+        let (event_type, object) = if delete {
+            let Some(mut last) = self.objects.remove(&name) else {
+                self.rv -= 1;
+                return;
+            };
+            last["metadata"]["resourceVersion"] = json!(self.rv.to_string());
+            (EventType::Deleted, last)
+        } else {
+            let event_type = if self.objects.contains_key(&name) { EventType::Modified } else { EventType::Added };
+            let object = json!({"metadata": {"namespace": "ns", "name": name, "resourceVersion": self.rv.to_string()}, "data": self.rv});
+            self.objects.insert(name, object.clone());
+            (event_type, object)
+        };
+        self.history.push((self.rv, event_type, object.clone()));
+        // A bounded history: the oldest events fall off.
+        if self.history.len() > 8 {
+            self.floor = self.history.remove(0).0;
+        }
+        if self.connected {
+            for id in self.active.clone() {
+                self.send(ServerMessage::Event { id, event_type, object: object.clone() });
+            }
+        }
+    }
+}
+
+/// The client and the model, wired together with a fake clock.
+pub struct Harness {
+    pub core: ClientCore,
+    pub server: ModelServer,
+    pub now: u64,
+}
+
+impl Harness {
+    pub fn new(seed: u64) -> Self {
+        let mut h = Harness { core: ClientCore::new(ClientConfig { seed, ..ClientConfig::default() }), server: ModelServer { rv: 100, floor: 100, ..ModelServer::default() }, now: 0 };
+        let out = h.core.start(0);
+        h.perform(out);
+        h
+    }
+
+    pub fn perform(&mut self, outputs: Vec<Output>) {
+        for output in outputs {
+            match output {
+                Output::Connect => {
+                    self.server.connected = true;
+                    self.server.active.clear();
+                    self.server.in_flight.clear();
+                    let out = self.core.on_open(self.now);
+                    self.perform(out);
+                }
+                Output::Send(text) if self.server.connected => self.server.handle_client(&text),
+                Output::CloseSocket => self.drop_connection(),
+                _ => {}
+            }
+        }
+    }
+
+    pub fn drop_connection(&mut self) {
+        if self.server.connected {
+            self.server.connected = false;
+            self.server.active.clear();
+            self.server.in_flight.clear();
+            let out = self.core.on_close(self.now, None);
+            self.perform(out);
+        }
+    }
+
+    pub fn deliver(&mut self, n: usize) {
+        for _ in 0..n {
+            let Some(frame) = self.server.in_flight.pop_front() else { return };
+            let out = self.core.on_message(self.now, &frame);
+            self.perform(out);
+        }
+    }
+
+    /// Runs timers until connected, then delivers everything.
+    pub fn settle(&mut self) {
+        for _ in 0..100 {
+            if self.server.connected && self.server.in_flight.is_empty() {
+                return;
+            }
+            self.deliver(usize::MAX);
+            if let Some(deadline) = self.core.next_deadline() {
+                if !self.server.connected {
+                    self.now = self.now.max(deadline);
+                }
+                let out = self.core.on_tick(self.now);
+                self.perform(out);
+            }
+        }
+        panic!("the client never settled");
+    }
+
+    pub fn client_objects(&self, id: &str) -> BTreeMap<String, Value> {
+        self.core.items(id).unwrap().map(|o| (o["metadata"]["name"].as_str().unwrap().to_owned(), o.clone())).collect()
+    }
+}
