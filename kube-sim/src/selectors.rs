@@ -53,6 +53,13 @@ impl fmt::Display for Selector {
     }
 }
 
+/// A value set as it reads back: `{""}` joins to nothing, which would read as the empty set
+/// the parser refuses, so it is written `,` (the empty value, as `(,)` parses).
+fn value_set(values: &[String]) -> String {
+    let joined = values.join(",");
+    if joined.is_empty() && !values.is_empty() { ",".to_owned() } else { joined }
+}
+
 fn write_joined(f: &mut fmt::Formatter<'_>, items: &[impl fmt::Display]) -> fmt::Result {
     for (i, item) in items.iter().enumerate() {
         if i > 0 {
@@ -101,8 +108,8 @@ impl fmt::Display for LabelRequirement {
         match &self.op {
             LabelOp::Equals(v) => write!(f, "{key}={v}"),
             LabelOp::NotEquals(v) => write!(f, "{key}!={v}"),
-            LabelOp::In(vs) => write!(f, "{key} in ({})", vs.join(",")),
-            LabelOp::NotIn(vs) => write!(f, "{key} notin ({})", vs.join(",")),
+            LabelOp::In(vs) => write!(f, "{key} in ({})", value_set(vs)),
+            LabelOp::NotIn(vs) => write!(f, "{key} notin ({})", value_set(vs)),
             LabelOp::Exists => write!(f, "{key}"),
             LabelOp::DoesNotExist => write!(f, "!{key}"),
         }
