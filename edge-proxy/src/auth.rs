@@ -9,7 +9,7 @@ use base64::Engine as _;
 use serde::Deserialize;
 
 use crate::identity::Identity;
-use crate::mux::{TOKEN_PROTOCOL_PREFIX, origin_allowed};
+use crate::mux::TOKEN_PROTOCOL_PREFIX;
 
 /// How requests without a token are treated.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, clap::ValueEnum)]
@@ -62,6 +62,18 @@ impl IntoResponse for Refusal {
     }
 }
 
+/// Whether the request's `Origin` (if any) is allowed: listed, or the same host as the request.
+pub fn origin_allowed(headers: &HeaderMap, allowed: &[String]) -> bool {
+    let Some(origin) = headers.get(header::ORIGIN) else { return true };
+    let Ok(origin) = origin.to_str() else { return false };
+    if allowed.iter().any(|a| a == origin || a == "*") {
+        return true;
+    }
+    let host = headers.get(header::HOST).and_then(|h| h.to_str().ok());
+    let origin_host = origin.strip_prefix("http://").or_else(|| origin.strip_prefix("https://"));
+    matches!((origin_host, host), (Some(o), Some(h)) if o.eq_ignore_ascii_case(h))
+}
+
 /// The request's bearer token: `Authorization: Bearer`, else the token subprotocol. A token
 /// subprotocol that is not base64url of UTF-8 is a refusal, never "no token".
 pub fn request_token(headers: &HeaderMap) -> Result<Option<String>, Refusal> {
@@ -108,6 +120,16 @@ mod tests {
             h.append(*k, v.parse().unwrap());
         }
         h
+    }
+
+    #[test]
+    fn origins() {
+        let allowed = vec!["http://localhost:5173".to_owned()];
+        assert!(origin_allowed(&headers(&[]), &allowed), "non-browser clients send no Origin");
+        assert!(origin_allowed(&headers(&[("origin", "http://localhost:5173"), ("host", "127.0.0.1:8080")]), &allowed));
+        assert!(origin_allowed(&headers(&[("origin", "http://127.0.0.1:8080"), ("host", "127.0.0.1:8080")]), &[]));
+        assert!(!origin_allowed(&headers(&[("origin", "https://evil.example"), ("host", "127.0.0.1:8080")]), &allowed));
+        assert!(!origin_allowed(&headers(&[("origin", "http://127.0.0.1:8081"), ("host", "127.0.0.1:8080")]), &[]));
     }
 
     #[test]

@@ -49,18 +49,6 @@ impl Default for MuxSettings {
     }
 }
 
-/// Whether the request's `Origin` (if any) is allowed: listed, or the same host as the request.
-pub fn origin_allowed(headers: &HeaderMap, allowed: &[String]) -> bool {
-    let Some(origin) = headers.get(header::ORIGIN) else { return true };
-    let Ok(origin) = origin.to_str() else { return false };
-    if allowed.iter().any(|a| a == origin || a == "*") {
-        return true;
-    }
-    let host = headers.get(header::HOST).and_then(|h| h.to_str().ok());
-    let origin_host = origin.strip_prefix("http://").or_else(|| origin.strip_prefix("https://"));
-    matches!((origin_host, host), (Some(o), Some(h)) if o.eq_ignore_ascii_case(h))
-}
-
 /// The offered subprotocols, split.
 fn offered_protocols(headers: &HeaderMap) -> impl Iterator<Item = &str> {
     headers
@@ -94,27 +82,4 @@ pub async fn handler(State(app): State<Arc<AppState>>, headers: HeaderMap, upgra
         .max_message_size(settings.max_message_bytes)
         .max_frame_size(settings.max_message_bytes)
         .on_upgrade(move |socket| session::run(socket, app, token))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
-        let mut h = HeaderMap::new();
-        for (k, v) in pairs {
-            h.append(*k, v.parse().unwrap());
-        }
-        h
-    }
-
-    #[test]
-    fn origins() {
-        let allowed = vec!["http://localhost:5173".to_owned()];
-        assert!(origin_allowed(&headers(&[]), &allowed), "non-browser clients send no Origin");
-        assert!(origin_allowed(&headers(&[("origin", "http://localhost:5173"), ("host", "127.0.0.1:8080")]), &allowed));
-        assert!(origin_allowed(&headers(&[("origin", "http://127.0.0.1:8080"), ("host", "127.0.0.1:8080")]), &[]));
-        assert!(!origin_allowed(&headers(&[("origin", "https://evil.example"), ("host", "127.0.0.1:8080")]), &allowed));
-        assert!(!origin_allowed(&headers(&[("origin", "http://127.0.0.1:8081"), ("host", "127.0.0.1:8080")]), &[]));
-    }
 }
