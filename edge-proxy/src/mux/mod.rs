@@ -11,12 +11,12 @@ use std::time::Duration;
 use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::State;
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, header};
 use axum::response::{IntoResponse, Response};
 use kubemux_protocol::frames::SUBPROTOCOL;
 
 use crate::AppState;
-use crate::auth::admit;
+use crate::auth::{Refusal, admit};
 use crate::identity::Identity;
 
 /// The token subprotocol prefix browsers use (the API server's convention).
@@ -66,7 +66,7 @@ pub async fn handler(State(app): State<Arc<AppState>>, headers: HeaderMap, upgra
         Err(refusal) => return refusal.into_response(),
     };
     if !offered_protocols(&headers).any(|p| p == SUBPROTOCOL) {
-        return (StatusCode::BAD_REQUEST, format!("the client must offer the WebSocket subprotocol {SUBPROTOCOL}\n")).into_response();
+        return Refusal { code: 400, reason: "BadRequest", message: format!("the client must offer the WebSocket subprotocol {SUBPROTOCOL}") }.into_response();
     }
     let upgrade = match upgrade {
         Ok(upgrade) => upgrade,
