@@ -167,3 +167,35 @@ fn settings(args: &Args, file: &FileConfig, matches: &ArgMatches) -> ProxySettin
         ..ProxySettings::default()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings_from(argv: &[&str], file: &FileConfig) -> ProxySettings {
+        let matches = Args::command().try_get_matches_from(argv).unwrap();
+        let args = Args::from_arg_matches(&matches).unwrap();
+        settings(&args, file, &matches)
+    }
+
+    #[test]
+    fn flags_given_on_the_command_line_win_over_the_file_and_the_file_over_defaults() {
+        let file = FileConfig { linger: Some(Duration::from_secs(7)), history: Some(5), auth_mode: Some(AuthMode::Token), ..FileConfig::default() };
+        let settings = settings_from(&["kubemux-proxy", "--linger", "3", "--max-subscriptions", "512"], &file);
+        assert_eq!(settings.registry.linger, Duration::from_secs(3), "the flag wins");
+        assert_eq!(settings.registry.history, 5, "the file wins over the flag's default");
+        assert_eq!(settings.auth.mode, AuthMode::Token);
+        assert_eq!(settings.mux.max_subscriptions, 512, "a flag given with its default value still counts as given");
+        let defaults = settings_from(&["kubemux-proxy"], &FileConfig::default());
+        assert_eq!((defaults.registry.history, defaults.terminal.grace, defaults.auth.mode), (1024, Duration::from_secs(5), AuthMode::Proxy));
+        assert_eq!(defaults.terminal.dead_after, Duration::from_secs(60));
+    }
+
+    #[test]
+    fn durations_on_the_command_line_are_refused_not_panicked_on() {
+        for value in ["-1", "NaN", "inf", "1e300"] {
+            let error = Args::command().try_get_matches_from(["kubemux-proxy", "--terminal-grace", value]).unwrap_err().to_string();
+            assert!(error.contains("finite number of seconds") || error.contains("too long"), "{value}: {error}");
+        }
+    }
+}
