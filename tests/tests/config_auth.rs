@@ -147,3 +147,39 @@ async fn the_binary_refuses_an_invalid_config_file_naming_its_position() {
     assert!(!status.success() && stderr.contains("finite number of seconds"), "a flag is refused, not a panic: {stderr}");
     assert!(!stderr.contains("panicked"), "{stderr}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_binary_serves_the_clusters_a_config_file_names_and_flags_override_it() {
+    use tokio::io::AsyncBufReadExt as _;
+    let sim = sim_with_users().await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("kubeconfig.json"), serde_json::to_string(&kubeconfig(&[("one", &sim.url(), Some("admin-token")), ("two", &sim.url(), None)])).unwrap()).unwrap();
+    std::fs::write(dir.path().join("token"), "alice-token\n").unwrap();
+    let config = dir.path().join("proxy.yaml");
+    let yaml = format!(
+        "listen: 127.0.0.1:9\nauth:\n  mode: token\nclusters:\n  - kubeconfig: kubeconfig.json\n    allContexts: true\n  - name: direct\n    server: {}\n    tokenFile: token\n",
+        sim.url()
+    );
+    std::fs::write(&config, yaml).unwrap();
+    // --listen on the command line wins over the file's (unusable) port 9.
+    let mut child = tokio::process::Command::new(proxy_binary())
+        .args(["--config", config.to_str().unwrap(), "--listen", "127.0.0.1:0"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("the proxy starts");
+    let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let line = tokio::time::timeout(Duration::from_secs(30), lines.next_line()).await.expect("the proxy says where it listens").unwrap().expect("a line");
+    let base = line.rsplit(' ').next().unwrap().to_owned();
+    let clusters = http::get(&format!("{base}/clusters")).await.body;
+    for name in ["\"one\"", "\"two\"", "\"direct\""] {
+        assert!(clusters.contains(name), "{name} in {clusters}");
+    }
+    // The file's token mode holds: no token, 401. The token file is the proxy's own identity
+    // (health checks); a client's token acts as itself.
+    assert_status(&send(&format!("{base}/clusters/direct/api/v1/namespaces/demo/pods"), &[]).await, 401, "token mode from the file");
+    let alice = send(&format!("{base}/clusters/direct/api/v1/namespaces/kube-system/pods"), &[("authorization", "Bearer alice-token".to_owned())]).await;
+    assert_status(&alice, 403, "alice through the direct cluster");
+    child.kill().await.unwrap();
+}
