@@ -81,7 +81,9 @@ pub fn request_token(headers: &HeaderMap) -> Result<Option<String>, Refusal> {
         && let Some((scheme, token)) = value.split_once(' ')
         && scheme.eq_ignore_ascii_case("bearer")
     {
-        return Ok(Some(token.trim().to_owned()));
+        // An empty bearer is no token, as the API server reads it.
+        let token = token.trim();
+        return Ok((!token.is_empty()).then(|| token.to_owned()));
     }
     let offered = headers.get_all(header::SEC_WEBSOCKET_PROTOCOL).iter().filter_map(|v| v.to_str().ok()).flat_map(|v| v.split(',')).map(str::trim);
     let Some(encoded) = offered.filter_map(|p| p.strip_prefix(TOKEN_PROTOCOL_PREFIX)).next() else { return Ok(None) };
@@ -146,6 +148,7 @@ mod tests {
     fn modes() {
         let token = AuthSettings { mode: AuthMode::Token, allow_anonymous_remote: false };
         assert_eq!(admit(&headers(&[]), &[], &token).unwrap_err().code, 401);
+        assert_eq!(admit(&headers(&[("authorization", "Bearer  ")]), &[], &token).unwrap_err().code, 401, "an empty bearer is no token");
         assert_eq!(admit(&headers(&[("authorization", "Bearer t")]), &[], &token), Ok(Identity::token("t")));
         assert_eq!(admit(&headers(&[]), &[], &AuthSettings::default()), Ok(Identity::Proxy));
         let evil = headers(&[("origin", "https://evil.example"), ("host", "127.0.0.1:8080")]);
