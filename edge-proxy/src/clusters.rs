@@ -2,11 +2,11 @@
 //! with a `kube::Client` per identity and a health status for `GET /clusters`.
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use kube::config::{AuthInfo, KubeConfigOptions, Kubeconfig};
+use kube::config::{AuthInfo, Context, KubeConfigOptions, Kubeconfig, NamedAuthInfo, NamedCluster, NamedContext};
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
@@ -88,6 +88,41 @@ impl Cluster {
     }
 }
 
+/// Where a cluster named in the config file comes from (`config`).
+#[derive(Clone)]
+pub enum ClusterSource {
+    /// A kubeconfig's context (its current context when `None`).
+    Kubeconfig {
+        /// The cluster's name.
+        name: String,
+        /// The kubeconfig, already read.
+        kubeconfig: Kubeconfig,
+        /// The context.
+        context: Option<String>,
+    },
+    /// An API server given by URL, CA file and token file.
+    Server {
+        /// The cluster's name.
+        name: String,
+        /// The API server's URL.
+        server: String,
+        /// A PEM file of the CA that signed the server's certificate.
+        certificate_authority: Option<PathBuf>,
+        /// A file holding the proxy's bearer token (re-read as kube does).
+        token_file: Option<PathBuf>,
+    },
+}
+
+/// Never prints a kubeconfig (it may hold credentials).
+impl std::fmt::Debug for ClusterSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ClusterSource::Kubeconfig { name, context, .. } => f.debug_struct("Kubeconfig").field("name", name).field("context", context).finish_non_exhaustive(),
+            ClusterSource::Server { name, server, .. } => f.debug_struct("Server").field("name", name).field("server", server).finish_non_exhaustive(),
+        }
+    }
+}
+
 /// Every known cluster, by name.
 #[derive(Default, Clone)]
 pub struct Clusters {
@@ -134,6 +169,35 @@ impl Clusters {
                 .await
                 .map_err(|e| ClustersError::Context { context: context.name.clone(), source: Box::new(e) })?;
             configs.push((context.name.clone(), config));
+        }
+        Clusters::from_configs(configs)
+    }
+
+    /// The clusters a config file names, built as discovery builds them.
+    pub async fn from_sources(sources: Vec<ClusterSource>) -> Result<Clusters, ClustersError> {
+        let mut configs = Vec::new();
+        for source in sources {
+            let (name, kubeconfig, context) = match source {
+                ClusterSource::Kubeconfig { name, kubeconfig, context } => (name, kubeconfig, context),
+                ClusterSource::Server { name, server, certificate_authority, token_file } => {
+                    // The same path kube takes for a kubeconfig, so CA and token files behave alike.
+                    let kubeconfig = Kubeconfig {
+                        clusters: vec![NamedCluster {
+                            name: name.clone(),
+                            cluster: Some(kube::config::Cluster { server: Some(server), certificate_authority: certificate_authority.map(|p| p.display().to_string()), ..Default::default() }),
+                            ..NamedCluster::default()
+                        }],
+                        auth_infos: vec![NamedAuthInfo { name: name.clone(), auth_info: Some(AuthInfo { token_file: token_file.map(|p| p.display().to_string()), ..AuthInfo::default() }), ..NamedAuthInfo::default() }],
+                        contexts: vec![NamedContext { name: name.clone(), context: Some(Context { cluster: name.clone(), user: Some(name.clone()), ..Context::default() }), ..NamedContext::default() }],
+                        current_context: Some(name.clone()),
+                        ..Kubeconfig::default()
+                    };
+                    (name, kubeconfig, None)
+                }
+            };
+            let options = KubeConfigOptions { context, ..KubeConfigOptions::default() };
+            let config = kube::Config::from_custom_kubeconfig(kubeconfig, &options).await.map_err(|e| ClustersError::Context { context: name.clone(), source: Box::new(e) })?;
+            configs.push((name, config));
         }
         Clusters::from_configs(configs)
     }

@@ -9,7 +9,9 @@
 //! - `/clusters/{cluster}/…/pods/{pod}/exec|attach` ([`terminal`]): terminals that leave no
 //!   shell behind; every other `/clusters/{cluster}/{api path}` ([`passthrough`]).
 
+pub mod auth;
 pub mod clusters;
+pub mod config;
 pub mod demo;
 pub mod http;
 pub mod identity;
@@ -55,6 +57,8 @@ pub struct ProxySettings {
     pub terminal: TerminalSettings,
     /// A built web app to serve at `/`.
     pub static_dir: Option<std::path::PathBuf>,
+    /// Token or proxy mode, and whether proxy mode may listen off loopback.
+    pub auth: auth::AuthSettings,
 }
 
 impl Default for ProxySettings {
@@ -67,6 +71,7 @@ impl Default for ProxySettings {
             health_interval: Duration::from_secs(10),
             terminal: TerminalSettings::default(),
             static_dir: None,
+            auth: auth::AuthSettings::default(),
         }
     }
 }

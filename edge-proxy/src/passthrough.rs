@@ -4,7 +4,8 @@
 //! streamed as they arrive. So `kubectl --server http://PROXY/clusters/NAME` works.
 //!
 //! Identity is the connection's, as everywhere in the proxy: the client's bearer token
-//! (`Authorization` or the token subprotocol), else the proxy's own credentials. The client's
+//! (`Authorization` or the token subprotocol), else (in proxy auth mode) the proxy's own
+//! credentials; [`crate::auth::admit`] decides. The client's
 //! `Authorization` never goes upstream as such (the cluster's client sets it), and
 //! `Impersonate-*` headers only go upstream with the client's own token: with the proxy's
 //! credentials they would let anyone act as whoever the proxy may impersonate.
@@ -19,7 +20,7 @@ use kubemux_protocol::frames::Status;
 
 use crate::AppState;
 use crate::identity::Identity;
-use crate::mux::{connection_token, origin_allowed};
+use crate::auth::admit;
 use crate::upstream_error::{Classified, classify};
 
 /// The largest request body passed through. Request bodies are read whole before they go
@@ -58,16 +59,15 @@ pub(crate) async fn forward(app: &AppState, request: Request) -> Response {
     let Some((cluster_name, rest)) = split_cluster_path(request.uri().path()) else {
         return status_response(404, "NotFound", "the path must be /clusters/{cluster}/{api path}");
     };
-    // A page on another origin could otherwise make the browser send requests here that run
-    // with the proxy's credentials.
-    if !origin_allowed(request.headers(), &app.settings.allowed_origins) {
-        tracing::info!(origin = ?request.headers().get(header::ORIGIN), "refused a pass-through request from a disallowed origin");
-        return status_response(403, "Forbidden", "origin not allowed");
-    }
+    // The origin check: a page on another origin could otherwise make the browser send
+    // requests here that run with the proxy's credentials.
+    let identity = match admit(request.headers(), &app.settings.allowed_origins, &app.settings.auth) {
+        Ok(identity) => identity,
+        Err(refusal) => return refusal.into_response(),
+    };
     let Some(cluster) = app.registry.clusters().get(&cluster_name) else {
         return status_response(404, "NotFound", &format!("cluster \"{cluster_name}\" not found"));
     };
-    let identity = connection_token(request.headers()).map_or(Identity::Proxy, |t| Identity::token(&t));
     let client = match cluster.client(&identity) {
         Ok(client) => client,
         Err(error) => return status_into_response(&upstream_failure(&cluster_name, &error)),

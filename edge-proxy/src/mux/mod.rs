@@ -1,5 +1,5 @@
 //! `GET /mux`: the multiplexer socket of `docs/PROTOCOL.md` §1. Everything that can refuse a
-//! connection (origin, subprotocol) is checked before the upgrade, so a browser gets an HTTP
+//! connection (origin and token through [`crate::auth::admit`], subprotocol) is checked before the upgrade, so a browser gets an HTTP
 //! status instead of a socket that dies.
 
 pub mod outbox;
@@ -11,12 +11,13 @@ use std::time::Duration;
 use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::State;
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, header};
 use axum::response::{IntoResponse, Response};
-use base64::Engine as _;
 use kubemux_protocol::frames::SUBPROTOCOL;
 
 use crate::AppState;
+use crate::auth::{Refusal, admit};
+use crate::identity::Identity;
 
 /// The token subprotocol prefix browsers use (the API server's convention).
 pub const TOKEN_PROTOCOL_PREFIX: &str = "base64url.bearer.authorization.k8s.io.";
@@ -48,18 +49,6 @@ impl Default for MuxSettings {
     }
 }
 
-/// Whether the request's `Origin` (if any) is allowed: listed, or the same host as the request.
-pub fn origin_allowed(headers: &HeaderMap, allowed: &[String]) -> bool {
-    let Some(origin) = headers.get(header::ORIGIN) else { return true };
-    let Ok(origin) = origin.to_str() else { return false };
-    if allowed.iter().any(|a| a == origin || a == "*") {
-        return true;
-    }
-    let host = headers.get(header::HOST).and_then(|h| h.to_str().ok());
-    let origin_host = origin.strip_prefix("http://").or_else(|| origin.strip_prefix("https://"));
-    matches!((origin_host, host), (Some(o), Some(h)) if o.eq_ignore_ascii_case(h))
-}
-
 /// The offered subprotocols, split.
 fn offered_protocols(headers: &HeaderMap) -> impl Iterator<Item = &str> {
     headers
@@ -70,69 +59,27 @@ fn offered_protocols(headers: &HeaderMap) -> impl Iterator<Item = &str> {
         .map(str::trim)
 }
 
-/// The connection's bearer token: `Authorization: Bearer`, or the token subprotocol.
-pub fn connection_token(headers: &HeaderMap) -> Option<String> {
-    if let Some(value) = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok())
-        && let Some((scheme, token)) = value.split_once(' ')
-        && scheme.eq_ignore_ascii_case("bearer")
-    {
-        return Some(token.trim().to_owned());
-    }
-    offered_protocols(headers)
-        .find_map(|p| p.strip_prefix(TOKEN_PROTOCOL_PREFIX))
-        .and_then(|encoded| base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(encoded.trim_end_matches('=')).ok())
-        .and_then(|bytes| String::from_utf8(bytes).ok())
-}
-
 /// The `/mux` handler.
 pub async fn handler(State(app): State<Arc<AppState>>, headers: HeaderMap, upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>) -> Response {
-    if !origin_allowed(&headers, &app.settings.allowed_origins) {
-        tracing::info!(origin = ?headers.get(header::ORIGIN), "refused /mux upgrade from a disallowed origin");
-        return (StatusCode::FORBIDDEN, "origin not allowed\n").into_response();
-    }
+    let identity = match admit(&headers, &app.settings.allowed_origins, &app.settings.auth) {
+        Ok(identity) => identity,
+        Err(refusal) => return refusal.into_response(),
+    };
     if !offered_protocols(&headers).any(|p| p == SUBPROTOCOL) {
-        return (StatusCode::BAD_REQUEST, format!("the client must offer the WebSocket subprotocol {SUBPROTOCOL}\n")).into_response();
+        return Refusal { code: 400, reason: "BadRequest", message: format!("the client must offer the WebSocket subprotocol {SUBPROTOCOL}") }.into_response();
     }
     let upgrade = match upgrade {
         Ok(upgrade) => upgrade,
         Err(rejection) => return rejection.into_response(),
     };
-    let token = connection_token(&headers);
+    let token = match identity {
+        Identity::Token(token) => Some(token.to_string()),
+        Identity::Proxy => None,
+    };
     let settings = app.settings.mux.clone();
     upgrade
         .protocols([SUBPROTOCOL])
         .max_message_size(settings.max_message_bytes)
         .max_frame_size(settings.max_message_bytes)
         .on_upgrade(move |socket| session::run(socket, app, token))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
-        let mut h = HeaderMap::new();
-        for (k, v) in pairs {
-            h.append(*k, v.parse().unwrap());
-        }
-        h
-    }
-
-    #[test]
-    fn origins() {
-        let allowed = vec!["http://localhost:5173".to_owned()];
-        assert!(origin_allowed(&headers(&[]), &allowed), "non-browser clients send no Origin");
-        assert!(origin_allowed(&headers(&[("origin", "http://localhost:5173"), ("host", "127.0.0.1:8080")]), &allowed));
-        assert!(origin_allowed(&headers(&[("origin", "http://127.0.0.1:8080"), ("host", "127.0.0.1:8080")]), &[]));
-        assert!(!origin_allowed(&headers(&[("origin", "https://evil.example"), ("host", "127.0.0.1:8080")]), &allowed));
-        assert!(!origin_allowed(&headers(&[("origin", "http://127.0.0.1:8081"), ("host", "127.0.0.1:8080")]), &[]));
-    }
-
-    #[test]
-    fn tokens() {
-        assert_eq!(connection_token(&headers(&[("authorization", "Bearer abc")])).as_deref(), Some("abc"));
-        let h = headers(&[("sec-websocket-protocol", "kubemux.v1, base64url.bearer.authorization.k8s.io.YWJj")]);
-        assert_eq!(connection_token(&h).as_deref(), Some("abc"));
-        assert_eq!(connection_token(&headers(&[("sec-websocket-protocol", "kubemux.v1")])), None);
-    }
 }

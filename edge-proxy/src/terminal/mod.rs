@@ -23,14 +23,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::{FromRequestParts, Request, State, WebSocketUpgrade};
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use kubemux_protocol::channel::ChannelProtocol;
 use tokio_util::task::TaskTracker;
 
 use crate::AppState;
-use crate::identity::Identity;
-use crate::mux::{TOKEN_PROTOCOL_PREFIX, connection_token, origin_allowed};
+use crate::auth::admit;
+use crate::mux::TOKEN_PROTOCOL_PREFIX;
 use crate::passthrough;
 use session::SessionPlan;
 use teardown::SessionKind;
@@ -126,10 +126,10 @@ async fn handle(app: Arc<AppState>, kind: SessionKind, request: Request) -> Resp
         // Not a WebSocket: whatever it is, the API server answers it.
         Err(_) => return passthrough::forward(&app, Request::from_parts(parts, body)).await,
     };
-    if !origin_allowed(&parts.headers, &app.settings.allowed_origins) {
-        tracing::info!(origin = ?parts.headers.get(header::ORIGIN), "refused a terminal upgrade from a disallowed origin");
-        return (StatusCode::FORBIDDEN, "origin not allowed\n").into_response();
-    }
+    let identity = match admit(&parts.headers, &app.settings.allowed_origins, &app.settings.auth) {
+        Ok(identity) => identity,
+        Err(refusal) => return refusal.into_response(),
+    };
     // Kubernetes negotiates in the client's order. Read from the header itself: axum's
     // `requested_protocols()` is a sorted set, which would pick v4 over v5 for kube's
     // "v5.channel.k8s.io, v4.channel.k8s.io". The token protocol is never a candidate, so it
@@ -160,7 +160,6 @@ async fn handle(app: Arc<AppState>, kind: SessionKind, request: Request) -> Resp
         }
     };
     let flags = StreamFlags::parse(&query);
-    let identity = connection_token(&parts.headers).map_or(Identity::Proxy, |t| Identity::token(&t));
     let plan = SessionPlan {
         kind,
         cluster,

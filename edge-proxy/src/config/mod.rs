@@ -1,0 +1,320 @@
+//! `--config PATH`: the proxy's settings as YAML (JSON is YAML), every flag with a camelCase
+//! key (`docs/config.example.yaml` documents each with its default). Validation is total: an
+//! unknown key, a wrong type, a duplicate cluster name, a missing file, a malformed address or a
+//! duration that is negative, NaN or infinite is a [`ConfigError`] naming the file, line,
+//! column and key, and what would be valid. Nothing here panics on any input.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use kube::config::Kubeconfig;
+use serde::Deserialize;
+use serde::de::IgnoredAny;
+use serde_saphyr::{Location, Spanned};
+
+use crate::auth::AuthMode;
+use crate::clusters::ClusterSource;
+
+/// A config file, validated. `None` is a key the file does not give.
+#[derive(Debug, Default)]
+pub struct FileConfig {
+    /// `listen`.
+    pub listen: Option<SocketAddr>,
+    /// `allowedOrigins`.
+    pub allowed_origins: Option<Vec<String>>,
+    /// `auth.mode`.
+    pub auth_mode: Option<AuthMode>,
+    /// `auth.allowAnonymousRemote`.
+    pub allow_anonymous_remote: Option<bool>,
+    /// `clusters`, resolved (an `allContexts` entry is one source per context).
+    pub clusters: Option<Vec<ClusterSource>>,
+    /// `maxSubscriptions`.
+    pub max_subscriptions: Option<usize>,
+    /// `maxMessageBytes`.
+    pub max_message_bytes: Option<usize>,
+    /// `maxQueuedBytes`.
+    pub max_queued_bytes: Option<usize>,
+    /// `history`.
+    pub history: Option<usize>,
+    /// `upstreamIdleTimeout` (seconds).
+    pub upstream_idle_timeout: Option<Duration>,
+    /// `linger` (seconds).
+    pub linger: Option<Duration>,
+    /// `terminalGrace` (seconds).
+    pub terminal_grace: Option<Duration>,
+    /// `terminalPingInterval` (seconds).
+    pub terminal_ping_interval: Option<Duration>,
+    /// `static`.
+    pub static_dir: Option<PathBuf>,
+}
+
+/// Why a config file was refused.
+#[derive(Debug)]
+pub enum ConfigError {
+    /// The file could not be read.
+    Read {
+        /// The file.
+        file: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The file says something invalid at a place in it.
+    At {
+        /// The file.
+        file: PathBuf,
+        /// 1-based line (0 when unknown).
+        line: u64,
+        /// 1-based column (0 when unknown).
+        column: u64,
+        /// The key, as a path (`clusters[1].name`), or empty when there is none.
+        key: String,
+        /// What is wrong and what would be valid.
+        message: String,
+    },
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ConfigError::Read { file, source } => write!(f, "{}: cannot read the config file: {source}", file.display()),
+            ConfigError::At { file, line, column, key, message } if key.is_empty() => write!(f, "{}:{line}:{column}: {message}", file.display()),
+            ConfigError::At { file, line, column, key, message } => write!(f, "{}:{line}:{column}: {key}: {message}", file.display()),
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct RawConfig {
+    listen: Option<Spanned<String>>,
+    allowed_origins: Option<Vec<String>>,
+    auth: Option<RawAuth>,
+    clusters: Option<Vec<Spanned<RawCluster>>>,
+    max_subscriptions: Option<usize>,
+    max_message_bytes: Option<usize>,
+    max_queued_bytes: Option<usize>,
+    history: Option<usize>,
+    upstream_idle_timeout: Option<Spanned<f64>>,
+    linger: Option<Spanned<f64>>,
+    terminal_grace: Option<Spanned<f64>>,
+    terminal_ping_interval: Option<Spanned<f64>>,
+    #[serde(rename = "static")]
+    static_dir: Option<Spanned<PathBuf>>,
+    forwards: Option<Spanned<IgnoredAny>>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct RawAuth {
+    mode: Option<AuthMode>,
+    allow_anonymous_remote: Option<bool>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct RawCluster {
+    name: Option<Spanned<String>>,
+    kubeconfig: Option<Spanned<PathBuf>>,
+    context: Option<Spanned<String>>,
+    all_contexts: Option<Spanned<bool>>,
+    server: Option<Spanned<String>>,
+    certificate_authority: Option<Spanned<PathBuf>>,
+    token_file: Option<Spanned<PathBuf>>,
+}
+
+/// Reads and validates a config file. Relative paths in it are relative to the file's folder.
+pub fn load(file: &Path) -> Result<FileConfig, ConfigError> {
+    let text = std::fs::read_to_string(file).map_err(|source| ConfigError::Read { file: file.to_owned(), source })?;
+    parse(file, &text)
+}
+
+/// Validates a config file's text (`file` names it in errors and anchors relative paths).
+pub fn parse(file: &Path, text: &str) -> Result<FileConfig, ConfigError> {
+    let at_position = |line: u64, column: u64, key: &str, message: String| ConfigError::At { file: file.to_owned(), line, column, key: key.to_owned(), message };
+    let at = |location: Location, key: &str, message: String| at_position(location.line(), location.column(), key, message);
+    // An empty file is an empty config.
+    if text.trim().is_empty() {
+        return Ok(FileConfig::default());
+    }
+    let raw: RawConfig = serde_saphyr::from_str(text).map_err(|error| {
+        let error = error.without_snippet();
+        let location = error.location().unwrap_or(Location::UNKNOWN);
+        let key = key_on_line(text, location.line());
+        let message = error.to_string();
+        // The library's message ends with its own "at line L column C": the prefix says it.
+        let mut message = message.split(" at line ").next().unwrap_or(&message).to_owned();
+        if let Some(hint) = hint(&key) {
+            message = format!("{message}: {hint}");
+        }
+        at(location, &key, message)
+    })?;
+    let base = file.parent().unwrap_or(Path::new("."));
+    let resolve = |path: &Path| if path.is_absolute() { path.to_owned() } else { base.join(path) };
+    let existing_file = |spanned: &Spanned<PathBuf>, key: &str| {
+        let path = resolve(&spanned.value);
+        if path.is_file() { Ok(path) } else { Err(at(spanned.referenced, key, format!("no such file: {} (give the path of a readable file)", path.display()))) }
+    };
+    if let Some(forwards) = &raw.forwards {
+        // The value of a block sequence starts on the next line: point at the key when it is
+        // written at the top level.
+        let line = text.lines().position(|l| l.starts_with("forwards:")).and_then(|l| u64::try_from(l + 1).ok());
+        let (line, column) = line.map_or((forwards.referenced.line(), forwards.referenced.column()), |line| (line, 1));
+        return Err(at_position(line, column, "forwards", "reserved for port-forwards; not supported yet".to_owned()));
+    }
+    let seconds = |spanned: &Option<Spanned<f64>>, key: &str| -> Result<Option<Duration>, ConfigError> {
+        let Some(spanned) = spanned else { return Ok(None) };
+        seconds(spanned.value).map(Some).map_err(|message| at(spanned.referenced, key, message))
+    };
+    let listen = match &raw.listen {
+        None => None,
+        Some(spanned) => Some(spanned.value.parse::<SocketAddr>().map_err(|_| {
+            at(spanned.referenced, "listen", format!("{:?} is not an address: give IP:PORT, like 127.0.0.1:8080 or [::1]:8080", spanned.value))
+        })?),
+    };
+    let static_dir = match &raw.static_dir {
+        None => None,
+        Some(spanned) => {
+            let path = resolve(&spanned.value);
+            if !path.is_dir() {
+                return Err(at(spanned.referenced, "static", format!("no such directory: {} (give the folder of a built web app)", path.display())));
+            }
+            Some(path)
+        }
+    };
+    let clusters = match &raw.clusters {
+        None => None,
+        Some(entries) => {
+            let mut sources = Vec::new();
+            let mut seen: HashMap<String, Location> = HashMap::new();
+            for (index, entry) in entries.iter().enumerate() {
+                let key = |field: &str| format!("clusters[{index}].{field}");
+                let cluster = &entry.value;
+                let mut named = |name: String, location: Location, key: String, source: ClusterSource| -> Result<(), ConfigError> {
+                    if let Some(first) = seen.get(&name) {
+                        return Err(at(location, &key, format!("duplicate cluster name {name:?} (first at line {} column {}): cluster names must be unique", first.line(), first.column())));
+                    }
+                    seen.insert(name, location);
+                    sources.push(source);
+                    Ok(())
+                };
+                let all_contexts = cluster.all_contexts.as_ref().is_some_and(|a| a.value);
+                match (&cluster.kubeconfig, &cluster.server) {
+                    (Some(_), Some(server)) => return Err(at(server.referenced, &key("server"), "give either kubeconfig or server, not both".to_owned())),
+                    (None, None) => return Err(at(entry.referenced, &format!("clusters[{index}]"), "a cluster needs kubeconfig (a file) or server (a URL)".to_owned())),
+                    (Some(path), None) => {
+                        let path_value = existing_file(path, &key("kubeconfig"))?;
+                        let kubeconfig = Kubeconfig::read_from(&path_value).map_err(|e| at(path.referenced, &key("kubeconfig"), format!("not a kubeconfig: {e}")))?;
+                        if all_contexts {
+                            if let Some(name) = &cluster.name {
+                                return Err(at(name.referenced, &key("name"), "an allContexts entry names its clusters after the contexts: drop name".to_owned()));
+                            }
+                            if let Some(context) = &cluster.context {
+                                return Err(at(context.referenced, &key("context"), "an allContexts entry takes every context: drop context".to_owned()));
+                            }
+                            for context in &kubeconfig.contexts {
+                                let source = ClusterSource::Kubeconfig { name: context.name.clone(), kubeconfig: kubeconfig.clone(), context: Some(context.name.clone()) };
+                                named(context.name.clone(), entry.referenced, key("allContexts"), source)?;
+                            }
+                            continue;
+                        }
+                        let Some(name) = &cluster.name else { return Err(at(entry.referenced, &key("name"), "missing: every cluster needs a name (or allContexts: true)".to_owned())) };
+                        let context = match &cluster.context {
+                            None => {
+                                if kubeconfig.current_context.is_none() {
+                                    return Err(at(path.referenced, &key("context"), format!("{} has no current context: give context", path_value.display())));
+                                }
+                                None
+                            }
+                            Some(context) => {
+                                if !kubeconfig.contexts.iter().any(|c| c.name == context.value) {
+                                    let known: Vec<&str> = kubeconfig.contexts.iter().map(|c| c.name.as_str()).collect();
+                                    return Err(at(context.referenced, &key("context"), format!("no context {:?} in {}: valid: {known:?}", context.value, path_value.display())));
+                                }
+                                Some(context.value.clone())
+                            }
+                        };
+                        named(name.value.clone(), name.referenced, key("name"), ClusterSource::Kubeconfig { name: name.value.clone(), kubeconfig, context })?;
+                    }
+                    (None, Some(server)) => {
+                        for (field, present) in [("context", cluster.context.as_ref().map(|c| c.referenced)), ("allContexts", cluster.all_contexts.as_ref().map(|c| c.referenced))] {
+                            if let Some(location) = present {
+                                return Err(at(location, &key(field), "only for an entry with kubeconfig".to_owned()));
+                            }
+                        }
+                        let url = server.value.parse::<http::Uri>().ok().filter(|u| matches!(u.scheme_str(), Some("https" | "http")) && u.host().is_some());
+                        if url.is_none() {
+                            return Err(at(server.referenced, &key("server"), format!("{:?} is not a URL: give https://HOST[:PORT]", server.value)));
+                        }
+                        let certificate_authority = cluster.certificate_authority.as_ref().map(|ca| existing_file(ca, &key("certificateAuthority"))).transpose()?;
+                        let token_file = cluster.token_file.as_ref().map(|t| existing_file(t, &key("tokenFile"))).transpose()?;
+                        let Some(name) = &cluster.name else { return Err(at(entry.referenced, &key("name"), "missing: every cluster needs a name".to_owned())) };
+                        let source = ClusterSource::Server { name: name.value.clone(), server: server.value.clone(), certificate_authority, token_file };
+                        named(name.value.clone(), name.referenced, key("name"), source)?;
+                    }
+                }
+            }
+            Some(sources)
+        }
+    };
+    Ok(FileConfig {
+        listen,
+        allowed_origins: raw.allowed_origins,
+        auth_mode: raw.auth.as_ref().and_then(|a| a.mode),
+        allow_anonymous_remote: raw.auth.as_ref().and_then(|a| a.allow_anonymous_remote),
+        clusters,
+        max_subscriptions: raw.max_subscriptions,
+        max_message_bytes: raw.max_message_bytes,
+        max_queued_bytes: raw.max_queued_bytes,
+        history: raw.history,
+        upstream_idle_timeout: seconds(&raw.upstream_idle_timeout, "upstreamIdleTimeout")?,
+        linger: seconds(&raw.linger, "linger")?,
+        terminal_grace: seconds(&raw.terminal_grace, "terminalGrace")?,
+        terminal_ping_interval: seconds(&raw.terminal_ping_interval, "terminalPingInterval")?,
+        static_dir,
+    })
+}
+
+/// A number of seconds as a duration: refuses negative, NaN, infinite and too-large values
+/// with a message saying what is valid (the flags' value parser too).
+pub fn seconds(value: f64) -> Result<Duration, String> {
+    if !value.is_finite() || value < 0.0 {
+        return Err(format!("{value} is not a duration: give a finite number of seconds, 0 or more (like 5 or 0.5)"));
+    }
+    Duration::try_from_secs_f64(value).map_err(|_| format!("{value} seconds is too long: give a finite number of seconds, 0 or more (like 5 or 0.5)"))
+}
+
+/// `seconds` for clap: parses the flag's text first.
+pub fn parse_seconds(text: &str) -> Result<Duration, String> {
+    let value: f64 = text.trim().parse().map_err(|_| format!("{text:?} is not a number of seconds (like 5 or 0.5)"))?;
+    seconds(value)
+}
+
+/// What a key takes, for type errors whose message names only the type.
+fn hint(key: &str) -> Option<&'static str> {
+    Some(match key {
+        "maxSubscriptions" | "maxMessageBytes" | "maxQueuedBytes" | "history" => "give a whole number, 0 or more",
+        "upstreamIdleTimeout" | "linger" | "terminalGrace" | "terminalPingInterval" => "give a number of seconds, 0 or more",
+        "allowAnonymousRemote" | "allContexts" => "give true or false",
+        "allowedOrigins" => "give a list of origins, like [\"https://dash.example.com\"]",
+        "clusters" => "give a list of clusters, each a mapping with name and kubeconfig or server",
+        _ => return None,
+    })
+}
+
+/// The key written on a 1-based line, for errors the YAML library reports by position only.
+fn key_on_line(text: &str, line: u64) -> String {
+    let Some(content) = usize::try_from(line).ok().and_then(|l| l.checked_sub(1)).and_then(|l| text.lines().nth(l)) else { return String::new() };
+    let content = content.trim_start().trim_start_matches("- ").trim_start();
+    match content.split_once(':') {
+        Some((key, _)) if !key.is_empty() && !key.contains(['{', '[', '"', ' ']) => key.to_owned(),
+        _ => String::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests;

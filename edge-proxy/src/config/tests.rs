@@ -1,0 +1,142 @@
+use super::*;
+
+const FILE: &str = "/etc/kubemux/proxy.yaml";
+
+/// The error for `text`, with its position and key.
+fn refusal(text: &str) -> (u64, u64, String, String) {
+    match parse(Path::new(FILE), text) {
+        Err(ConfigError::At { line, column, key, message, .. }) => {
+            let shown = parse(Path::new(FILE), text).unwrap_err().to_string();
+            assert!(shown.starts_with(&format!("{FILE}:{line}:{column}: ")), "{shown}");
+            (line, column, key, message)
+        }
+        Err(other) => panic!("unexpected error: {other}"),
+        Ok(_) => panic!("accepted: {text}"),
+    }
+}
+
+/// A folder of its own under the temp dir, with a kubeconfig of two contexts.
+fn folder(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("kubemux-config-{name}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let kubeconfig = "apiVersion: v1\nkind: Config\ncurrent-context: a\nclusters: [{name: c, cluster: {server: 'https://127.0.0.1:6443'}}]\n\
+        contexts: [{name: a, context: {cluster: c, user: u}}, {name: b, context: {cluster: c, user: u}}]\nusers: [{name: u, user: {token: t}}]\n";
+    std::fs::write(dir.join("kubeconfig"), kubeconfig).unwrap();
+    dir
+}
+
+#[test]
+fn an_unknown_key_is_named_with_its_position_and_the_valid_keys() {
+    let (line, column, key, message) = refusal("listen: 127.0.0.1:8080\nlistne: 1\n");
+    assert_eq!((line, key.as_str()), (2, "listne"));
+    assert_eq!(column, 1);
+    assert!(message.contains("listne") && message.contains("listen"), "{message}");
+    let (line, _, key, message) = refusal("auth:\n  mode: token\n  allowAnonymus: true\n");
+    assert_eq!((line, key.as_str()), (3, "allowAnonymus"));
+    assert!(message.contains("allowAnonymousRemote"), "{message}");
+}
+
+#[test]
+fn a_wrong_type_is_named_with_its_position() {
+    let (line, column, key, message) = refusal("history: lots\n");
+    assert_eq!((line, column, key.as_str()), (1, 10, "history"));
+    assert!(message.contains("whole number"), "{message}");
+    let (line, _, key, message) = refusal("auth:\n  mode: nobody\n");
+    assert_eq!((line, key.as_str()), (2, "mode"));
+    assert!(message.contains("token") && message.contains("proxy"), "{message}");
+}
+
+#[test]
+fn durations_must_be_finite_and_not_negative() {
+    for (text, key) in [("linger: -1\n", "linger"), ("terminalGrace: .nan\n", "terminalGrace"), ("upstreamIdleTimeout: .inf\n", "upstreamIdleTimeout"), ("terminalPingInterval: 1e300\n", "terminalPingInterval")] {
+        let (line, column, got, message) = refusal(text);
+        assert_eq!((line, got.as_str()), (1, key), "{text}");
+        assert_eq!(column as usize, key.len() + 3, "{text}");
+        assert!(message.contains("finite number of seconds, 0 or more"), "{message}");
+    }
+    assert_eq!(parse(Path::new(FILE), "terminalGrace: 0.5\n").unwrap().terminal_grace, Some(Duration::from_millis(500)));
+    assert!(parse_seconds("-1").is_err() && parse_seconds("NaN").is_err() && parse_seconds("inf").is_err() && parse_seconds("x").is_err());
+    assert_eq!(parse_seconds("2.5"), Ok(Duration::from_millis(2500)));
+}
+
+#[test]
+fn a_malformed_address_is_refused() {
+    let (line, column, key, message) = refusal("# proxy\nlisten: localhost\n");
+    assert_eq!((line, column, key.as_str()), (2, 9, "listen"));
+    assert!(message.contains("IP:PORT"), "{message}");
+}
+
+#[test]
+fn forwards_is_reserved() {
+    let (line, _, key, message) = refusal("forwards:\n  - pod: x\n");
+    assert_eq!((line, key.as_str()), (1, "forwards"));
+    assert_eq!(message, "reserved for port-forwards; not supported yet");
+}
+
+#[test]
+fn a_duplicate_cluster_name_names_both_places() {
+    let dir = folder("duplicate");
+    let text = "clusters:\n  - name: prod\n    kubeconfig: kubeconfig\n  - name: prod\n    kubeconfig: kubeconfig\n    context: b\n";
+    let error = parse(&dir.join("proxy.yaml"), text).unwrap_err();
+    let ConfigError::At { line, column, key, message, .. } = &error else { panic!("{error}") };
+    assert_eq!((*line, *column, key.as_str()), (4, 11, "clusters[1].name"));
+    assert!(message.contains("duplicate cluster name \"prod\" (first at line 2 column 11)"), "{message}");
+    // allContexts names its clusters after the contexts, which may collide too.
+    let text = "clusters:\n  - name: a\n    kubeconfig: kubeconfig\n  - kubeconfig: kubeconfig\n    allContexts: true\n";
+    let error = parse(&dir.join("proxy.yaml"), text).unwrap_err().to_string();
+    assert!(error.contains("clusters[1].allContexts") && error.contains("duplicate cluster name \"a\""), "{error}");
+}
+
+#[test]
+fn missing_files_and_contexts_are_refused() {
+    let dir = folder("missing");
+    let file = dir.join("proxy.yaml");
+    let error = parse(&file, "clusters:\n  - name: x\n    kubeconfig: nope.kubeconfig\n").unwrap_err().to_string();
+    assert!(error.starts_with(&format!("{}:3:17: clusters[0].kubeconfig: no such file: ", file.display())), "{error}");
+    let error = parse(&file, "clusters:\n  - name: x\n    server: https://10.0.0.1\n    tokenFile: /nonexistent/token\n").unwrap_err().to_string();
+    assert!(error.contains(":4:16: clusters[0].tokenFile: no such file: /nonexistent/token"), "{error}");
+    let error = parse(&file, "clusters:\n  - name: x\n    kubeconfig: kubeconfig\n    context: c\n").unwrap_err().to_string();
+    assert!(error.contains(":4:14: clusters[0].context: no context \"c\"") && error.contains("[\"a\", \"b\"]"), "{error}");
+    let error = parse(&file, "clusters:\n  - name: x\n    server: 10.0.0.1\n").unwrap_err().to_string();
+    assert!(error.contains(":3:13: clusters[0].server: ") && error.contains("https://"), "{error}");
+    let error = parse(&file, "static: /nonexistent/www\n").unwrap_err().to_string();
+    assert!(error.contains(":1:9: static: no such directory"), "{error}");
+}
+
+#[test]
+fn clusters_resolve_to_sources() {
+    let dir = folder("sources");
+    let text = "clusters:\n  - name: prod\n    kubeconfig: kubeconfig\n  - kubeconfig: kubeconfig\n    allContexts: true\n";
+    let config = parse(&dir.join("proxy.yaml"), text).unwrap();
+    let sources: Vec<(String, Option<String>)> = config.clusters.unwrap().into_iter().map(|c| match c {
+        ClusterSource::Kubeconfig { name, context, .. } => (name, context),
+        ClusterSource::Server { name, .. } => (name, None),
+    }).collect();
+    assert_eq!(sources, [("prod".into(), None), ("a".into(), Some("a".into())), ("b".into(), Some("b".into()))]);
+}
+
+#[test]
+fn the_example_documents_every_key_and_validates() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/config.example.yaml");
+    let config = load(&path).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(config.listen, Some("127.0.0.1:8080".parse().unwrap()));
+    assert_eq!(config.auth_mode, Some(AuthMode::Proxy));
+    assert_eq!(config.terminal_grace, Some(Duration::from_secs(5)));
+    let names: Vec<String> = config.clusters.unwrap().iter().map(|c| match c {
+        ClusterSource::Kubeconfig { name, .. } | ClusterSource::Server { name, .. } => name.clone(),
+    }).collect();
+    assert_eq!(names, ["prod", "prod-admin", "prod-viewer", "edge"]);
+    // Every key of the file format appears in the example.
+    let text = std::fs::read_to_string(&path).unwrap();
+    for key in ["listen", "allowedOrigins", "auth", "mode", "allowAnonymousRemote", "clusters", "name", "kubeconfig", "context", "allContexts", "server", "certificateAuthority", "tokenFile", "forwards", "maxSubscriptions", "maxMessageBytes", "maxQueuedBytes", "history", "upstreamIdleTimeout", "linger", "terminalGrace", "terminalPingInterval", "static"] {
+        assert!(text.contains(&format!("{key}:")), "the example documents {key}");
+    }
+}
+
+#[test]
+fn nothing_panics_on_odd_input() {
+    for text in ["[1, 2]", "listen: [1]", "clusters: 3", "clusters:\n  - 3\n", "auth: true", "{", "a: &x\n  b: *x\n", "history: -1", "maxSubscriptions: 1e99", "\u{0}"] {
+        assert!(parse(Path::new(FILE), text).is_err(), "{text:?} was accepted");
+    }
+    assert!(parse(Path::new(FILE), "").is_ok() && parse(Path::new(FILE), "{}").is_ok());
+}
