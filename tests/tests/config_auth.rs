@@ -4,13 +4,11 @@
 //! refuses to start, with one clear message, on an anonymous remote listener or an invalid
 //! config file.
 
-use std::path::PathBuf;
 use std::process::Stdio;
-use std::sync::OnceLock;
 use std::time::Duration;
 
 use kube_sim::{Seed, Sim, SimConfig, User};
-use kubemux_e2e::{ProxyProcess, kubeconfig};
+use kubemux_e2e::{ProxyProcess, kubeconfig, proxy_binary};
 use kubemux_protocol::frames::SUBPROTOCOL;
 use kubemux_proxy::ProxySettings;
 use kubemux_proxy::auth::{AuthMode, AuthSettings};
@@ -95,25 +93,6 @@ async fn a_token_subprotocol_that_does_not_decode_is_refused_in_every_mode() {
         let exec = send(&format!("{base}/clusters/sim/api/v1/namespaces/demo/pods/toolbox/exec?command=sh&stdout=true"), &upgrade_headers("v5.channel.k8s.io, base64url.bearer.authorization.k8s.io.%%%")).await;
         assert_status(&exec, 400, &format!("exec with a bad token in {mode:?} mode"));
     }
-}
-
-/// The proxy binary, built (or found up to date) in this test's target directory and profile.
-fn proxy_binary() -> PathBuf {
-    static BUILT: OnceLock<PathBuf> = OnceLock::new();
-    BUILT
-        .get_or_init(|| {
-            let deps = std::env::current_exe().expect("the test binary's path");
-            let profile = deps.parent().and_then(std::path::Path::parent).expect("<target>/<profile>/deps").to_owned();
-            let target = profile.parent().expect("a target directory");
-            let mut build = std::process::Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
-            build.current_dir(env!("CARGO_MANIFEST_DIR")).args(["build", "--quiet", "-p", "kubemux-proxy", "--bin", "kubemux-proxy", "--target-dir"]).arg(target);
-            if profile.ends_with("release") {
-                build.arg("--release");
-            }
-            assert!(build.status().expect("cargo runs").success(), "cargo build -p kubemux-proxy failed");
-            profile.join("kubemux-proxy")
-        })
-        .clone()
 }
 
 /// Runs the binary with `args` and returns its exit status and standard error; it must exit
