@@ -49,7 +49,7 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
     println!(
         "cargo xtask fuzz: installs cargo-fuzz from crates.io when missing (cargo install cargo-fuzz --locked); \
          uses the nightly toolchain when rustup has one, else stable with RUSTC_BOOTSTRAP=1; builds fuzz/ \
-         (its own workspace, target dir fuzz/target) and runs {} target(s) for {seconds} s each.",
+         (its own workspace, built into the fuzz-target directory beside the build cache) and runs {} target(s) for {seconds} s each.",
         targets.len()
     );
     let runs = fuzz(&repo, &targets, seconds)?;
@@ -92,8 +92,8 @@ fn fuzz(repo: &Workspace, targets: &[&'static str], seconds: u64) -> anyhow::Res
     ensure_cargo_fuzz(repo)?;
     let toolchain = toolchain()?;
     let dir = repo.root.join("fuzz");
-    workspace::run(cargo_fuzz(&toolchain, &dir).arg("build"))?;
-    targets.iter().map(|target| run_target(&toolchain, &dir, target, seconds)).collect()
+    workspace::run(cargo_fuzz(repo, &toolchain, &dir).arg("build"))?;
+    targets.iter().map(|target| run_target(repo, &toolchain, &dir, target, seconds)).collect()
 }
 
 fn ensure_cargo_fuzz(repo: &Workspace) -> anyhow::Result<()> {
@@ -119,11 +119,13 @@ fn toolchain() -> anyhow::Result<Toolchain> {
     Ok(Toolchain::StableBootstrap)
 }
 
-/// `cargo fuzz` in `fuzz/`, under the toolchain, building into `fuzz/target` (not the shared
-/// cache: sanitizer builds share nothing with ordinary ones).
-fn cargo_fuzz(toolchain: &Toolchain, dir: &Path) -> Command {
+/// `cargo fuzz` in `fuzz/`, under the toolchain, building into `fuzz-target` beside the
+/// shared build cache: sanitizer builds share nothing with ordinary ones, but a fresh clone
+/// (CI) should not spend minutes rebuilding kube-sim's dependencies with sanitizers.
+fn cargo_fuzz(repo: &Workspace, toolchain: &Toolchain, dir: &Path) -> Command {
     let mut command = Command::new("cargo");
-    command.current_dir(dir).env_remove("CARGO_TARGET_DIR").env_remove("RUSTUP_TOOLCHAIN");
+    let target_dir = repo.target_dir.with_file_name("fuzz-target");
+    command.current_dir(dir).env("CARGO_TARGET_DIR", target_dir).env_remove("RUSTUP_TOOLCHAIN");
     match toolchain {
         Toolchain::Nightly => {
             command.arg("+nightly");
@@ -136,11 +138,11 @@ fn cargo_fuzz(toolchain: &Toolchain, dir: &Path) -> Command {
     command
 }
 
-fn run_target(toolchain: &Toolchain, dir: &Path, target: &'static str, seconds: u64) -> anyhow::Result<Run> {
+fn run_target(repo: &Workspace, toolchain: &Toolchain, dir: &Path, target: &'static str, seconds: u64) -> anyhow::Result<Run> {
     let work = std::env::temp_dir().join(format!("kubemux-fuzz-{}-{target}", std::process::id()));
     std::fs::create_dir_all(&work).with_context(|| format!("creating {}", work.display()))?;
     let seed: PathBuf = dir.join("corpus").join(target);
-    let mut command = cargo_fuzz(toolchain, dir);
+    let mut command = cargo_fuzz(repo, toolchain, dir);
     command
         .args(["run", target])
         .arg(&work)
