@@ -12,7 +12,6 @@
 pub mod auth;
 pub mod clusters;
 pub mod config;
-pub mod demo;
 pub mod http;
 pub mod identity;
 pub mod logging;

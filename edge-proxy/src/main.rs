@@ -9,7 +9,6 @@ use clap::{ArgMatches, CommandFactory as _, FromArgMatches as _, Parser};
 use kubemux_proxy::auth::{AuthMode, AuthSettings};
 use kubemux_proxy::clusters::Clusters;
 use kubemux_proxy::config::{self, FileConfig};
-use kubemux_proxy::demo::Demo;
 use kubemux_proxy::mux::MuxSettings;
 use kubemux_proxy::registry::RegistrySettings;
 use kubemux_proxy::terminal::TerminalSettings;
@@ -68,17 +67,6 @@ struct Args {
     /// Serve a built web app from this directory at `/` (the demo app: `www/dist`).
     #[arg(long = "static", value_name = "DIR")]
     static_dir: Option<PathBuf>,
-    /// Run with embedded simulated clusters (`demo`, `staging`, and `demo-viewer`, restricted to
-    /// one namespace) instead of a kubeconfig. Their terminals run real processes on this
-    /// machine, so demo mode only listens on loopback unless `--demo-allow-remote` is given.
-    #[arg(long, conflicts_with = "kubeconfig")]
-    demo: bool,
-    /// Let --demo listen on a non-loopback address.
-    #[arg(long, requires = "demo")]
-    demo_allow_remote: bool,
-    /// Changes per second in the demo clusters.
-    #[arg(long, default_value_t = 2.0, requires = "demo")]
-    demo_churn: f64,
 }
 
 #[tokio::main]
@@ -104,13 +92,10 @@ async fn run() -> anyhow::Result<()> {
     let given = |id: &str| matches.value_source(id).is_some_and(|source| source != ValueSource::DefaultValue);
     let settings = settings(&args, &file, &matches);
     settings.auth.check_listen(settings.listen).map_err(anyhow::Error::msg)?;
-    let (demo, clusters) = if args.demo {
-        let (demo, clusters) = Demo::start(settings.listen, args.demo_allow_remote, args.demo_churn).await?;
-        (Some(demo), clusters)
-    } else if let (false, Some(sources)) = (given("kubeconfig"), file.clusters.clone()) {
-        (None, Clusters::from_sources(sources).await?)
+    let clusters = if let (false, Some(sources)) = (given("kubeconfig"), file.clusters.clone()) {
+        Clusters::from_sources(sources).await?
     } else {
-        (None, Clusters::discover(args.kubeconfig.as_deref()).await?)
+        Clusters::discover(args.kubeconfig.as_deref()).await?
     };
     let proxy = Proxy::start(settings, clusters).await?;
     println!("kubemux-proxy listening on http://{}", proxy.addr());
@@ -121,9 +106,6 @@ async fn run() -> anyhow::Result<()> {
     }
     tracing::info!("shutting down");
     proxy.shutdown().await;
-    if let Some(demo) = demo {
-        demo.shutdown().await;
-    }
     Ok(())
 }
 

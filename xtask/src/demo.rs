@@ -1,4 +1,4 @@
-//! `cargo xtask demo`: the web app served by `kubemux-proxy --demo` (the proxy with embedded
+//! `cargo xtask demo`: the web app served by `kubemux-demo` (the proxy with embedded
 //! simulated clusters), until Ctrl-C.
 
 use std::io::{BufRead as _, BufReader};
@@ -31,7 +31,7 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
     println!(
         "cargo xtask demo: installs what is missing (rustup target wasm32-unknown-unknown; wasm-bindgen-cli from \
          crates.io at the version in Cargo.lock; npm binaryen for wasm-opt; the web app's npm packages), builds the \
-         npm package kubemux, the web app and kubemux-proxy, then runs the proxy in demo mode: two simulated \
+         npm package kubemux, the web app and kubemux-demo, then runs it: the proxy over two simulated \
          clusters embedded in it, the web app served on {listen}.\n\
          build cache: {}",
         repo.target_dir.display()
@@ -40,16 +40,16 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
     summary.step("node + npm", www::ensure_node);
     wasm::build_steps(&mut summary, &repo);
     summary.step("web app (www/dist)", || www::build(&repo));
-    summary.step("kubemux-proxy", || {
-        workspace::run(repo.cargo().args(["build", "--package", "kubemux-proxy", "--bin", "kubemux-proxy"]))?;
+    summary.step("kubemux-demo", || {
+        workspace::run(repo.cargo().args(["build", "--package", "kubemux-demo", "--bin", "kubemux-demo"]))?;
         Ok(Outcome::Ready("built".to_owned()))
     });
     summary.finish()?;
 
-    let binary = repo.target_dir.join("debug/kubemux-proxy");
+    let binary = repo.target_dir.join("debug/kubemux-demo");
     let mut command = Command::new(&binary);
     command
-        .args(["--demo", "--listen", &listen, "--static"])
+        .args(["--listen", &listen, "--static"])
         .arg(repo.root.join("www/dist"))
         .stdin(Stdio::null())
         .stdout(Stdio::piped());
@@ -61,7 +61,7 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
     stdout.read_line(&mut first).context("reading the proxy's first line")?;
     let Some(url) = first.trim_end().strip_prefix(ANNOUNCEMENT).map(str::to_owned) else {
         stop(&mut proxy)?;
-        bail!("kubemux-proxy did not start (is {listen} free? `cargo xtask demo --listen 127.0.0.1:PORT` picks another); its first line was {first:?}");
+        bail!("kubemux-demo did not start (is {listen} free? `cargo xtask demo --listen 127.0.0.1:PORT` picks another); its first line was {first:?}");
     };
 
     // From here on, Ctrl-C, SIGTERM and the simulator's own exit arrive as values from
@@ -92,7 +92,7 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
             Signal::SIGCHLD => {
                 if let Some(status) = proxy.try_wait()? {
                     let _ = relay.join();
-                    bail!("kubemux-proxy exited on its own ({status})");
+                    bail!("kubemux-demo exited on its own ({status})");
                 }
             }
             signal => break signal,
@@ -121,7 +121,7 @@ fn stop(sim: &mut Child) -> anyhow::Result<()> {
         }
         std::thread::sleep(Duration::from_millis(50));
     }
-    eprintln!("kubemux-proxy did not stop within {GRACE:?} of SIGTERM; killing it");
+    eprintln!("kubemux-demo did not stop within {GRACE:?} of SIGTERM; killing it");
     sim.kill()?;
     sim.wait()?;
     Ok(())

@@ -60,10 +60,29 @@ fn run_once(passed: &[String]) -> anyhow::Result<()> {
         Ok(Outcome::Ready("passed".to_owned()))
     });
     summary.step("kubectl tests", || kubectl_tests(&repo, passed, workspace::run));
+    summary.step("kubemux-proxy links no simulator", || proxy_links_no_simulator(&repo));
     wasm::test_steps(&mut summary, &repo);
     www::test_steps(&mut summary, &repo);
     fuzz::test_steps(&mut summary, &repo);
     summary.finish()
+}
+
+/// The production proxy's dependency tree (normal and build edges, as the binary links them)
+/// holds no kube-sim: the simulators are `kubemux-demo`'s.
+fn proxy_links_no_simulator(repo: &Workspace) -> anyhow::Result<Outcome> {
+    let output = repo
+        .cargo()
+        .args(["tree", "--package", "kubemux-proxy", "--edges", "normal,build", "--prefix", "none", "--format", "{p}"])
+        .output()
+        .context("running cargo tree")?;
+    if !output.status.success() {
+        bail!("cargo tree -p kubemux-proxy failed: {}", String::from_utf8_lossy(&output.stderr));
+    }
+    let tree = String::from_utf8_lossy(&output.stdout);
+    if let Some(line) = tree.lines().find(|line| line.split_whitespace().next() == Some("kube-sim")) {
+        bail!("kubemux-proxy depends on the simulator ({line}); only kubemux-demo and the tests may");
+    }
+    Ok(Outcome::Ready(format!("{} crates in its tree, none of them kube-sim", tree.lines().count())))
 }
 
 /// Whether a missing tool fails the run instead of skipping its tests.

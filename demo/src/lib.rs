@@ -1,4 +1,6 @@
-//! `--demo`: the proxy with embedded simulators, so the demo needs no cluster.
+//! `kubemux-demo`: the proxy with embedded simulators, so the demo needs no cluster. A binary of
+//! its own, so the production `kubemux-proxy` links no simulator (`cargo tree -p kubemux-proxy`
+//! shows no kube-sim).
 //!
 //! Three clusters over two kube-sim instances: `demo` and `staging` with full access, and
 //! `demo-viewer`, the `demo` simulator seen by a user restricted to the `demo` namespace, so a
@@ -9,7 +11,7 @@ use std::net::SocketAddr;
 
 use kube_sim::{Seed, Sim, SimConfig, User};
 
-use crate::clusters::{Clusters, ClustersError};
+use kubemux_proxy::clusters::{Clusters, ClustersError};
 
 /// The embedded simulators; dropping them stops them (and every process they started).
 pub struct Demo {
@@ -19,11 +21,11 @@ pub struct Demo {
 /// Why demo mode could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum DemoError {
-    /// `--demo` on an address other machines can reach, without `--demo-allow-remote`.
+    /// An address other machines can reach, without `--allow-remote`.
     #[error(
-        "refusing --demo on {0}: demo clusters run real processes on this machine for every terminal, \
-         so only this machine may reach them. Listen on 127.0.0.1, or pass --demo-allow-remote if you \
-         really mean to let others run commands here"
+        "refusing to serve the demo on {0}: demo clusters run real processes on this machine for every \
+         terminal, so only this machine may reach them. Listen on 127.0.0.1, or pass --allow-remote if \
+         you really mean to let others run commands here"
     )]
     NotLoopback(SocketAddr),
     /// A simulator failed to start.
