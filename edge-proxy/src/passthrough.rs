@@ -21,6 +21,7 @@ use kubemux_protocol::frames::Status;
 use crate::AppState;
 use crate::identity::Identity;
 use crate::auth::admit;
+use crate::registry::{MAX_URI_BYTES, joined_length};
 use crate::upstream_error::{Classified, classify};
 
 /// The largest request body passed through. Request bodies are read whole before they go
@@ -76,6 +77,14 @@ pub(crate) async fn forward(app: &AppState, request: Request) -> Response {
         Some(query) => format!("{rest}?{query}"),
         None => rest,
     };
+    // The request came in as a valid URI, but the cluster URL's own path goes in front of it
+    // upstream (a cluster behind Rancher's `/k8s/clusters/ID`, say), which can push it past
+    // what a URI may hold.
+    let length = joined_length(&cluster.url(), &path_and_query);
+    if length > MAX_URI_BYTES {
+        let message = format!("the request to cluster \"{cluster_name}\" would be {length} bytes long with the cluster URL's path, over the limit of {MAX_URI_BYTES} bytes");
+        return status_response(414, "RequestURITooLong", &message);
+    }
     let (parts, body) = request.into_parts();
     let body = match axum::body::to_bytes(body, MAX_REQUEST_BODY).await {
         Ok(body) => body,

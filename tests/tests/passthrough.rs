@@ -124,6 +124,26 @@ async fn watches_stream_through() {
 /// The connection's identity applies: the client's bearer token reaches the cluster (and its
 /// refusals come back as they are); the proxy's `Authorization` is its own business; a foreign
 /// Origin is refused before anything runs with the proxy's credentials.
+/// A cluster whose URL has a path of its own (as behind Rancher's `/k8s/clusters/ID`): a
+/// request that fits in a URI on its way in can outgrow one once that path goes in front. The
+/// proxy answers 414 with a Status instead of panicking in kube's request builder (which
+/// dropped the connection).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_too_long_for_the_clusters_url_is_a_414() {
+    let sim = demo_sim(vec![]).await;
+    let base = format!("{}/{}", sim.url(), "p".repeat(200));
+    let proxy = ProxyProcess::start(settings(), kubeconfig(&[("sim", &base, None)]));
+    let path = "/clusters/sim/api/v1/pods?labelSelector=";
+    let url = format!("{}{path}{}", proxy.http_url(), "a".repeat(65_400 - path.len()));
+    let response = http::get(&url).await;
+    assert_eq!(response.status, 414, "{}", response.body);
+    assert!(response.body.contains("RequestURITooLong") && response.body.contains("65534"), "{}", response.body);
+    // The proxy lives on.
+    assert_eq!(http_get(proxy.addr(), "/healthz").await.0, 200);
+    proxy.stop();
+    sim.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn identity_and_origin_rules() {
     let sim = demo_sim(vec![User::parse("admin:admin-token:*").unwrap(), User::parse("alice:alice-token:demo").unwrap()]).await;

@@ -13,6 +13,8 @@
 mod cache;
 mod catch_up;
 mod request;
+
+pub(crate) use request::{MAX_URI_BYTES, joined_length};
 mod upstream;
 
 use std::collections::HashMap;

@@ -15,7 +15,17 @@ use serde_json::value::RawValue;
 use super::WatchKey;
 
 /// The longest path and query the `http` crate accepts in a URI (`u16::MAX - 1`, its `MAX_LEN`).
-pub(super) const MAX_URI_BYTES: usize = 65_534;
+pub(crate) const MAX_URI_BYTES: usize = 65_534;
+
+/// The length of the URI kube builds for `path_and_query` on the cluster at `cluster_url`: kube
+/// joins the cluster URL's own path in front (and panics if the result does not fit).
+pub(crate) fn joined_length(cluster_url: &str, path_and_query: &str) -> usize {
+    base_path_length(cluster_url).saturating_add(path_and_query.len())
+}
+
+fn base_path_length(cluster_url: &str) -> usize {
+    cluster_url.parse::<http::Uri>().map(|uri| uri.path().trim_end_matches('/').len()).unwrap_or(0)
+}
 
 /// Why an upstream request could not be built.
 #[derive(Debug, thiserror::Error)]
@@ -65,7 +75,7 @@ pub(super) struct Requests {
 impl Requests {
     /// The requests for `key` on the cluster at `cluster_url`.
     pub(super) fn new(key: &WatchKey, cluster_url: &str) -> Requests {
-        let base_path = cluster_url.parse::<http::Uri>().map(|uri| uri.path().trim_end_matches('/').len()).unwrap_or(0);
+        let base_path = base_path_length(cluster_url);
         let selectors = [("labelSelector", &key.query.label_selector), ("fieldSelector", &key.query.field_selector)]
             .into_iter()
             .filter_map(|(name, value)| value.clone().map(|value| (name, value)))
