@@ -56,11 +56,7 @@ async fn run() -> anyhow::Result<()> {
     settings.auth.check_listen(settings.listen).map_err(anyhow::Error::msg)?;
     let proxy = Proxy::start(settings, clusters).await?;
     println!("kubemux-proxy listening on http://{}", proxy.addr());
-    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = terminate.recv() => {}
-    }
+    kubemux_proxy::shutdown_signal().await?;
     tracing::info!("shutting down");
     proxy.shutdown().await;
     demo.shutdown().await;

@@ -159,3 +159,12 @@ impl Proxy {
         let _ = tokio::time::timeout(Duration::from_secs(10), self.server).await;
     }
 }
+
+/// Waits for what ends a proxy process: Ctrl-C (SIGINT) or SIGTERM.
+pub async fn shutdown_signal() -> std::io::Result<()> {
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        result = tokio::signal::ctrl_c() => result,
+        _ = terminate.recv() => Ok(()),
+    }
+}

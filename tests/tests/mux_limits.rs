@@ -56,26 +56,6 @@ async fn policy_is_checked_before_the_upgrade() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_message_over_the_limit_closes_with_1009() {
-    let sim = empty_sim().await;
-    let proxy = ProxyProcess::start(settings(MuxSettings::default()), kubeconfig(&[("sim", &sim.url(), None)]));
-    let (mut socket, _) = tokio_tungstenite::connect_async(request(&proxy.mux_url(), None, Some(SUBPROTOCOL))).await.unwrap();
-    let big = format!(r#"{{"op":"ping","data":"{}"}}"#, "x".repeat(65 * 1024));
-    socket.send(Message::Text(big.into())).await.unwrap();
-    let close = tokio::time::timeout(Duration::from_secs(10), async {
-        while let Some(message) = socket.next().await {
-            if let Ok(Message::Close(frame)) = message {
-                return frame.map(|f| u16::from(f.code));
-            }
-        }
-        None
-    })
-    .await
-    .unwrap();
-    assert_eq!(close, Some(1009));
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_513th_subscription_is_refused_and_the_others_live_on() {
     let sim = empty_sim().await;
     let api = sim_client(&sim).await;
