@@ -218,7 +218,9 @@ impl Outbox {
         inner.ready.retain(|r| r != id);
         let cost: usize = items.iter().map(Item::cost).sum();
         self.overflow(&mut inner, cost, Some(id));
-        let queue = inner.subs.get_mut(id).expect("spared by the overflow");
+        // `overflow` spares `id`, so its queue is still there; were it not, the sequence has
+        // nowhere to go, which is what `Dropped` says.
+        let Some(queue) = inner.subs.get_mut(id) else { return Pushed::Dropped };
         queue.frames.extend(items);
         queue.bytes = cost;
         let queued = !queue.frames.is_empty();

@@ -85,6 +85,8 @@ impl CatchUp {
         let inject_panic = self.inject_panic;
         let forwarded = async {
             if inject_panic {
+                // Reachable only from a test: `RegistrySettings::inject_panic` is doc-hidden,
+                // `None` by default, and no flag or config key sets it.
                 panic!("injected panic in a catch-up task (test hook)");
             }
             forward(self.client, &self.requests, self.from, self.to, &self.sink).await

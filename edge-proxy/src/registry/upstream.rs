@@ -533,6 +533,8 @@ impl Upstream {
     /// Handles one line of the watch stream.
     fn on_line(&mut self, line: &str) -> Line {
         if self.settings.panics(TaskKind::Upstream, &self.key) {
+            // Reachable only from a test: `RegistrySettings::inject_panic` is doc-hidden, `None`
+            // by default, and no flag or config key sets it.
             panic!("injected panic in an upstream task (test hook)");
         }
         let Ok(event) = serde_json::from_str::<WatchLine<'_>>(line) else {
