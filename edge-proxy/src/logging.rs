@@ -61,9 +61,14 @@ pub fn init() {
     tracing_subscriber::fmt().with_env_filter(from_env()).with_writer(std::io::stderr).init();
     std::panic::set_hook(Box::new(|info| {
         let location = info.location().map(|l| format!("{}:{}", l.file(), l.line())).unwrap_or_default();
-        let message = info.payload().downcast_ref::<&str>().map(|s| (*s).to_owned()).or_else(|| info.payload().downcast_ref::<String>().cloned()).unwrap_or_default();
+        let message = panic_message(info.payload());
         tracing::error!(target: "kubemux_proxy::panic", %location, "panic: {message}");
     }));
+}
+
+/// What a panic said (its `&str` or `String` payload), for the one line it gets in the log.
+pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> &str {
+    payload.downcast_ref::<&str>().copied().or_else(|| payload.downcast_ref::<String>().map(String::as_str)).unwrap_or("(no message)")
 }
 
 /// Whether a directive (`target[span{field}]=level`, or a bare level) names a capped library or

@@ -17,7 +17,8 @@ use serde::Deserialize;
 use tokio::sync::mpsc;
 
 use super::request::{Requests, WatchLine, parse_event_type};
-use super::{Command, Sink, WatchKey, panic_message};
+use super::{Command, Sink, WatchKey};
+use crate::logging::panic_message;
 use crate::metrics::{Metrics, TaskKind};
 
 /// How a catch-up ended.

@@ -89,10 +89,6 @@ impl RegistrySettings {
     }
 }
 
-/// What a caught panic said, for the one log line it gets.
-fn panic_message(payload: &(dyn std::any::Any + Send)) -> &str {
-    payload.downcast_ref::<&str>().copied().or_else(|| payload.downcast_ref::<String>().map(String::as_str)).unwrap_or("(no message)")
-}
 
 /// The fatal error of a subscription whose `task` panicked.
 fn internal_error(task: TaskKind, key: &WatchKey) -> Status {

@@ -28,7 +28,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::cache::{ObjectJson, Resume, WatchCache};
 use super::request::{Requests, WatchLine, parse_event_type};
-use super::{Command, RegistrySettings, Sink, WatchKey, WatchRegistry, catch_up, internal_error, panic_message};
+use super::{Command, RegistrySettings, Sink, WatchKey, WatchRegistry, catch_up, internal_error};
+use crate::logging::panic_message;
 use crate::clusters::Cluster;
 use crate::metrics::{Metrics, ResetCause, TaskKind};
 use crate::upstream_error::{Classified, classify};
@@ -43,6 +44,8 @@ pub(super) struct Upstream {
     reports: mpsc::WeakUnboundedSender<Command>,
     registry: Weak<WatchRegistry>,
     settings: RegistrySettings,
+    /// Whether the test hook makes this task panic on its first watch line (decided once).
+    inject_panic: bool,
     metrics: Arc<Metrics>,
     shutdown: CancellationToken,
     cache: WatchCache,
@@ -141,6 +144,7 @@ impl Upstream {
     ) -> Upstream {
         let cache = WatchCache::new(settings.history);
         let requests = Requests::new(&key, &cluster.url());
+        let inject_panic = settings.panics(TaskKind::Upstream, &key);
         metrics.upstream_watches.inc();
         Upstream {
             key,
@@ -150,6 +154,7 @@ impl Upstream {
             commands,
             reports,
             registry,
+            inject_panic,
             settings,
             metrics,
             shutdown,
@@ -532,7 +537,7 @@ impl Upstream {
 
     /// Handles one line of the watch stream.
     fn on_line(&mut self, line: &str) -> Line {
-        if self.settings.panics(TaskKind::Upstream, &self.key) {
+        if self.inject_panic {
             // Reachable only from a test: `RegistrySettings::inject_panic` is doc-hidden, `None`
             // by default, and no flag or config key sets it.
             panic!("injected panic in an upstream task (test hook)");
