@@ -23,7 +23,7 @@ pub enum AuthMode {
 }
 
 /// The auth settings of a proxy.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct AuthSettings {
     /// Token or proxy mode.
     pub mode: AuthMode,

@@ -1,4 +1,4 @@
-//! The plain HTTP endpoints: `/clusters`, `/healthz`, `/readyz`, `/metrics`.
+//! The plain HTTP endpoints: `/clusters`, `/healthz`, `/readyz`, `/metrics`, `/config/status`.
 
 use std::sync::Arc;
 
@@ -14,8 +14,8 @@ use crate::clusters::Health;
 /// `GET /clusters`: `[{"name","status","version"}]`.
 pub async fn clusters(State(app): State<Arc<AppState>>) -> Json<Value> {
     let list: Vec<Value> = app
-        .registry
-        .clusters()
+        .snapshot()
+        .clusters
         .iter()
         .map(|c| {
             let (health, version) = c.health();
@@ -30,15 +30,24 @@ pub async fn healthz() -> &'static str {
     "ok\n"
 }
 
-/// `GET /readyz`: ready once every cluster has been checked at least once (a cluster being
-/// down does not make the proxy unready: its other clusters still work).
+/// `GET /readyz`: ready once every cluster the proxy started with has been checked at least
+/// once (a cluster being down does not make the proxy unready: its other clusters still work;
+/// nor does a cluster a reload adds, which is checked at once but must not take a serving
+/// replica out of its load balancer).
 pub async fn readyz(State(app): State<Arc<AppState>>) -> Response {
-    let pending: Vec<&str> = app.registry.clusters().iter().filter(|c| c.health().0 == Health::Unknown).map(|c| c.name.as_str()).collect();
+    let snapshot = app.snapshot();
+    let pending: Vec<&str> = if app.live.checked() { Vec::new() } else { snapshot.clusters.iter().filter(|c| c.health().0 == Health::Unknown).map(|c| c.name.as_str()).collect() };
     if pending.is_empty() {
         "ok\n".into_response()
     } else {
         (StatusCode::SERVICE_UNAVAILABLE, format!("waiting for the first health check of: {}\n", pending.join(", "))).into_response()
     }
+}
+
+/// `GET /config/status`: the generation in force, when it was loaded, the last reload's
+/// result and error, and what needs a restart.
+pub async fn config_status(State(app): State<Arc<AppState>>) -> Json<Value> {
+    Json(app.live.status())
 }
 
 /// `GET /metrics`: Prometheus text format.

@@ -5,6 +5,8 @@
 //! - [`registry`]: one upstream list+watch per (cluster, path, query, identity), shared by every
 //!   subscriber, with a local store and a ring of recent events for resuming clients.
 //! - [`clusters`]: the API servers, one per kubeconfig context, with health checks.
+//! - [`live`]: the configuration in force as snapshots, and its one owner; [`reload`]: what
+//!   sets off a reload (the files changing, SIGHUP).
 //! - `/clusters`, `/healthz`, `/readyz`, `/metrics` ([`http`], [`metrics`]).
 //! - `/clusters/{cluster}/…/pods/{pod}/exec|attach` ([`terminal`]): terminals that leave no
 //!   shell behind; every other `/clusters/{cluster}/{api path}` ([`passthrough`]).
@@ -14,11 +16,13 @@ pub mod clusters;
 pub mod config;
 pub mod http;
 pub mod identity;
+pub mod live;
 pub mod logging;
 pub mod metrics;
 pub mod mux;
 pub mod passthrough;
 pub mod registry;
+pub mod reload;
 pub mod terminal;
 pub mod upstream_error;
 pub mod web;
@@ -34,13 +38,14 @@ use axum::routing::{any, get};
 use tokio_util::sync::CancellationToken;
 
 use crate::clusters::Clusters;
+use crate::live::{Live, Loader, Snapshot};
 use crate::metrics::Metrics;
 use crate::mux::MuxSettings;
 use crate::registry::{RegistrySettings, WatchRegistry};
 use crate::terminal::{TerminalSettings, Terminals};
 
 /// Everything configurable about a proxy.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ProxySettings {
     /// Address to listen on.
     pub listen: SocketAddr,
@@ -77,8 +82,8 @@ impl Default for ProxySettings {
 
 /// What every handler shares.
 pub struct AppState {
-    /// The proxy's settings.
-    pub settings: ProxySettings,
+    /// The configuration in force and its owner.
+    pub live: Arc<Live>,
     /// Upstream watches.
     pub registry: Arc<WatchRegistry>,
     /// Metrics.
@@ -89,15 +94,28 @@ pub struct AppState {
     pub terminals: Arc<Terminals>,
 }
 
+impl AppState {
+    /// The configuration in force.
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        self.live.snapshot()
+    }
+
+    /// The settings in force.
+    pub fn settings(&self) -> Arc<ProxySettings> {
+        self.live.snapshot().settings.clone()
+    }
+}
+
 /// The proxy's routes.
 pub fn router(app: Arc<AppState>) -> Router {
-    let static_dir = app.settings.static_dir.clone();
+    let static_dir = app.settings().static_dir.clone();
     let routes = Router::new()
         .route("/mux", get(mux::handler))
         .route("/clusters", get(http::clusters))
         .route("/healthz", get(http::healthz))
         .route("/readyz", get(http::readyz))
         .route("/metrics", get(http::metrics))
+        .route("/config/status", get(http::config_status))
         .route("/clusters/{cluster}/api/v1/namespaces/{namespace}/pods/{pod}/exec", any(terminal::exec))
         .route("/clusters/{cluster}/api/v1/namespaces/{namespace}/pods/{pod}/attach", any(terminal::attach))
         .route("/clusters/{cluster}/{*path}", any(passthrough::handler))
@@ -117,15 +135,29 @@ pub struct Proxy {
 }
 
 impl Proxy {
-    /// Binds and serves.
+    /// Binds and serves a configuration that never reloads.
     pub async fn start(settings: ProxySettings, clusters: Clusters) -> std::io::Result<Proxy> {
-        let listener = tokio::net::TcpListener::bind(settings.listen).await?;
+        let metrics = Arc::new(Metrics::default());
+        Proxy::serve(Live::fixed(settings, clusters, metrics.clone()), metrics).await
+    }
+
+    /// Loads the first configuration from `loader` (refusing an invalid one), binds and
+    /// serves, and reloads whenever the files it came from change or SIGHUP arrives.
+    pub async fn start_live(loader: Box<dyn Loader>) -> anyhow::Result<Proxy> {
+        let metrics = Arc::new(Metrics::default());
+        let live = Live::load(loader, metrics.clone()).await.map_err(anyhow::Error::msg)?;
+        let proxy = Proxy::serve(live.clone(), metrics).await?;
+        tokio::spawn(reload::run(live, proxy.app.shutdown.clone()));
+        Ok(proxy)
+    }
+
+    async fn serve(live: Arc<Live>, metrics: Arc<Metrics>) -> std::io::Result<Proxy> {
+        let listener = tokio::net::TcpListener::bind(live.snapshot().settings.listen).await?;
         let addr = listener.local_addr()?;
         let shutdown = CancellationToken::new();
-        let metrics = Arc::new(Metrics::default());
-        let registry = WatchRegistry::new(clusters.clone(), settings.registry.clone(), metrics.clone(), shutdown.clone());
-        tokio::spawn(clusters.run_health_checks(settings.health_interval, shutdown.clone()));
-        let app = Arc::new(AppState { settings, registry, metrics, shutdown: shutdown.clone(), terminals: Arc::default() });
+        let registry = WatchRegistry::new(live.clone(), metrics.clone(), shutdown.clone());
+        tokio::spawn(live.clone().run_health_checks(shutdown.clone()));
+        let app = Arc::new(AppState { live, registry, metrics, shutdown: shutdown.clone(), terminals: Arc::default() });
         let routes = router(app.clone());
         let server = tokio::spawn(async move {
             let serve = axum::serve(listener.tap_io(|tcp| {
@@ -155,7 +187,7 @@ impl Proxy {
     pub async fn shutdown(self) {
         self.app.shutdown.cancel();
         // A session's teardown is capped at the grace; the margin lets it finish its close.
-        self.app.terminals.drain(self.app.settings.terminal.grace + Duration::from_secs(1)).await;
+        self.app.terminals.drain(self.app.settings().terminal.grace.saturating_add(Duration::from_secs(1))).await;
         let _ = tokio::time::timeout(Duration::from_secs(10), self.server).await;
     }
 }

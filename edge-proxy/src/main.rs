@@ -7,8 +7,9 @@ use std::time::Duration;
 use clap::parser::ValueSource;
 use clap::{ArgMatches, CommandFactory as _, FromArgMatches as _, Parser};
 use kubemux_proxy::auth::{AuthMode, AuthSettings};
-use kubemux_proxy::clusters::Clusters;
+use kubemux_proxy::clusters;
 use kubemux_proxy::config::{self, FileConfig};
+use kubemux_proxy::live::{Candidate, Loader};
 use kubemux_proxy::mux::MuxSettings;
 use kubemux_proxy::registry::RegistrySettings;
 use kubemux_proxy::terminal::TerminalSettings;
@@ -84,25 +85,43 @@ async fn run() -> anyhow::Result<()> {
     kubemux_proxy::logging::init();
     let matches = Args::command().get_matches();
     let args = Args::from_arg_matches(&matches)?;
-    let file = match &args.config {
-        Some(path) => config::load(path)?,
-        None => FileConfig::default(),
-    };
-    // A flag given on the command line wins over the file; the file wins over a flag's default.
-    let given = |id: &str| matches.value_source(id).is_some_and(|source| source != ValueSource::DefaultValue);
-    let settings = settings(&args, &file, &matches);
-    settings.auth.check_listen(settings.listen).map_err(anyhow::Error::msg)?;
-    let clusters = if let (false, Some(sources)) = (given("kubeconfig"), file.clusters.clone()) {
-        Clusters::from_sources(sources).await?
-    } else {
-        Clusters::discover(args.kubeconfig.as_deref()).await?
-    };
-    let proxy = Proxy::start(settings, clusters).await?;
+    let proxy = Proxy::start_live(Box::new(Source { args, matches })).await?;
     println!("kubemux-proxy listening on http://{}", proxy.addr());
     kubemux_proxy::shutdown_signal().await?;
     tracing::info!("shutting down");
     proxy.shutdown().await;
     Ok(())
+}
+
+/// The configuration's source: the config file (if any) under the command line's flags, and
+/// the clusters it names or else those kubeconfig discovery finds. Read again on every reload,
+/// so a flag keeps winning over the file.
+struct Source {
+    args: Args,
+    matches: ArgMatches,
+}
+
+impl Loader for Source {
+    fn load(&self) -> Result<Candidate, String> {
+        let file = match &self.args.config {
+            Some(path) => config::load(path).map_err(|e| e.to_string())?,
+            None => FileConfig::default(),
+        };
+        let kubeconfig_given = self.matches.value_source("kubeconfig").is_some_and(|source| source != ValueSource::DefaultValue);
+        let sources = match file.clusters.clone() {
+            Some(sources) if !kubeconfig_given => sources,
+            _ => clusters::discover(self.args.kubeconfig.as_deref()).map_err(|e| e.to_string())?,
+        };
+        Ok(Candidate { settings: settings(&self.args, &file, &self.matches), sources })
+    }
+
+    fn file(&self) -> Option<PathBuf> {
+        self.args.config.clone()
+    }
+
+    fn files(&self) -> Vec<PathBuf> {
+        self.args.config.iter().cloned().collect()
+    }
 }
 
 /// The proxy's settings: each from its flag when given on the command line, else from the

@@ -33,6 +33,9 @@ pub struct Metrics {
     resets: Family<Labels, Counter>,
     errors: Family<Labels, Counter>,
     task_panics: Family<Labels, Counter>,
+    config_reloads: Family<Labels, Counter>,
+    /// The generation of the configuration in force (`/config/status`).
+    pub config_generation: Gauge,
     /// Exec and attach sessions and their teardowns.
     pub terminals: crate::terminal::metrics::TerminalMetrics,
 }
@@ -97,6 +100,8 @@ impl Default for Metrics {
             resets: Family::default(),
             errors: Family::default(),
             task_panics: Family::default(),
+            config_reloads: Family::default(),
+            config_generation: Gauge::default(),
             terminals: Default::default(),
             registry: Registry::default(),
         };
@@ -111,6 +116,8 @@ impl Default for Metrics {
         registry.register("resets", "Subscription resets by cause", metrics.resets.clone());
         registry.register("errors", "Error frames by reason", metrics.errors.clone());
         registry.register("task_panics", "Panics contained at a task's boundary, by task", metrics.task_panics.clone());
+        registry.register("config_reloads", "Config reloads by result (applied, unchanged, rejected)", metrics.config_reloads.clone());
+        registry.register("config_generation", "Generation of the configuration in force", metrics.config_generation.clone());
         metrics.terminals.register(&mut registry);
         Metrics { registry, ..metrics }
     }
@@ -130,6 +137,11 @@ impl Metrics {
     /// Counts a panic contained at the boundary of a `task`.
     pub fn task_panic(&self, task: TaskKind) {
         self.task_panics.get_or_create(&vec![("task", task.as_str().to_owned())]).inc();
+    }
+
+    /// Counts a config reload by its result.
+    pub fn config_reload(&self, result: &'static str) {
+        self.config_reloads.get_or_create(&vec![("result", result.to_owned())]).inc();
     }
 
     /// The text exposition.

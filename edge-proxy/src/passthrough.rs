@@ -60,13 +60,14 @@ pub(crate) async fn forward(app: &AppState, request: Request) -> Response {
     let Some((cluster_name, rest)) = split_cluster_path(request.uri().path()) else {
         return status_response(404, "NotFound", "the path must be /clusters/{cluster}/{api path}");
     };
+    let snapshot = app.snapshot();
     // The origin check: a page on another origin could otherwise make the browser send
     // requests here that run with the proxy's credentials.
-    let identity = match admit(request.headers(), &app.settings.allowed_origins, &app.settings.auth) {
+    let identity = match admit(request.headers(), &snapshot.settings.allowed_origins, &snapshot.settings.auth) {
         Ok(identity) => identity,
         Err(refusal) => return refusal.into_response(),
     };
-    let Some(cluster) = app.registry.clusters().get(&cluster_name) else {
+    let Some(cluster) = snapshot.clusters.get(&cluster_name) else {
         return status_response(404, "NotFound", &format!("cluster \"{cluster_name}\" not found"));
     };
     let client = match cluster.client(&identity) {

@@ -217,7 +217,7 @@ pub fn parse(file: &Path, text: &str) -> Result<FileConfig, ConfigError> {
                                 return Err(at(context.referenced, &key("context"), "an allContexts entry takes every context: drop context".to_owned()));
                             }
                             for context in &kubeconfig.contexts {
-                                let source = ClusterSource::Kubeconfig { name: context.name.clone(), kubeconfig: kubeconfig.clone(), context: Some(context.name.clone()) };
+                                let source = ClusterSource::Kubeconfig { name: context.name.clone(), kubeconfig: kubeconfig.clone(), context: Some(context.name.clone()), file: Some(path_value.clone()) };
                                 named(context.name.clone(), entry.referenced, key("allContexts"), source)?;
                             }
                             continue;
@@ -238,7 +238,7 @@ pub fn parse(file: &Path, text: &str) -> Result<FileConfig, ConfigError> {
                                 Some(context.value.clone())
                             }
                         };
-                        named(name.value.clone(), name.referenced, key("name"), ClusterSource::Kubeconfig { name: name.value.clone(), kubeconfig, context })?;
+                        named(name.value.clone(), name.referenced, key("name"), ClusterSource::Kubeconfig { name: name.value.clone(), kubeconfig, context, file: Some(path_value) })?;
                     }
                     (None, Some(server)) => {
                         for (field, present) in [("context", cluster.context.as_ref().map(|c| c.referenced)), ("allContexts", cluster.all_contexts.as_ref().map(|c| c.referenced))] {

@@ -110,7 +110,7 @@ fn clusters_resolve_to_sources() {
     let config = parse(&dir.join("proxy.yaml"), text).unwrap();
     let sources: Vec<(String, Option<String>)> = config.clusters.unwrap().into_iter().map(|c| match c {
         ClusterSource::Kubeconfig { name, context, .. } => (name, context),
-        ClusterSource::Server { name, .. } => (name, None),
+        ClusterSource::Server { name, .. } | ClusterSource::InCluster { name } => (name, None),
     }).collect();
     assert_eq!(sources, [("prod".into(), None), ("a".into(), Some("a".into())), ("b".into(), Some("b".into()))]);
 }
@@ -122,9 +122,7 @@ fn the_example_documents_every_key_and_validates() {
     assert_eq!(config.listen, Some("127.0.0.1:8080".parse().unwrap()));
     assert_eq!(config.auth_mode, Some(AuthMode::Proxy));
     assert_eq!(config.terminal_grace, Some(Duration::from_secs(5)));
-    let names: Vec<String> = config.clusters.unwrap().iter().map(|c| match c {
-        ClusterSource::Kubeconfig { name, .. } | ClusterSource::Server { name, .. } => name.clone(),
-    }).collect();
+    let names: Vec<&str> = config.clusters.as_deref().unwrap_or_default().iter().map(ClusterSource::name).collect();
     assert_eq!(names, ["prod", "prod-admin", "prod-viewer", "edge"]);
     // Every key of the file format appears in the example.
     let text = std::fs::read_to_string(&path).unwrap();

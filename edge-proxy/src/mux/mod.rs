@@ -23,7 +23,7 @@ use crate::identity::Identity;
 pub const TOKEN_PROTOCOL_PREFIX: &str = "base64url.bearer.authorization.k8s.io.";
 
 /// Limits and timers of `/mux` connections (`docs/PROTOCOL.md` §5–6).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct MuxSettings {
     /// Subscriptions per connection.
     pub max_subscriptions: usize,
@@ -61,7 +61,8 @@ fn offered_protocols(headers: &HeaderMap) -> impl Iterator<Item = &str> {
 
 /// The `/mux` handler.
 pub async fn handler(State(app): State<Arc<AppState>>, headers: HeaderMap, upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>) -> Response {
-    let identity = match admit(&headers, &app.settings.allowed_origins, &app.settings.auth) {
+    let settings = app.settings();
+    let identity = match admit(&headers, &settings.allowed_origins, &settings.auth) {
         Ok(identity) => identity,
         Err(refusal) => return refusal.into_response(),
     };
@@ -76,10 +77,9 @@ pub async fn handler(State(app): State<Arc<AppState>>, headers: HeaderMap, upgra
         Identity::Token(token) => Some(token.to_string()),
         Identity::Proxy => None,
     };
-    let settings = app.settings.mux.clone();
     upgrade
         .protocols([SUBPROTOCOL])
-        .max_message_size(settings.max_message_bytes)
-        .max_frame_size(settings.max_message_bytes)
+        .max_message_size(settings.mux.max_message_bytes)
+        .max_frame_size(settings.mux.max_message_bytes)
         .on_upgrade(move |socket| session::run(socket, app, token))
 }

@@ -14,6 +14,7 @@ use axum::extract::ws::{CloseFrame, Message, WebSocket};
 use futures::{SinkExt, StreamExt};
 use kubemux_protocol::frames::{ClientMessage, DecodeErrorKind, ServerMessage, Status, Watch, WatchRequestError};
 
+use super::MuxSettings;
 use super::outbox::{Outbox, Outgoing};
 use crate::AppState;
 use crate::identity::Identity;
@@ -31,6 +32,8 @@ struct Active {
 
 struct Session {
     app: Arc<AppState>,
+    /// The limits in force when the connection opened.
+    settings: MuxSettings,
     outbox: Arc<Outbox>,
     subscriptions: HashMap<Arc<str>, Active>,
     /// Tokens set with `auth`, per cluster.
@@ -47,13 +50,14 @@ fn millis_since(epoch: Instant) -> u64 {
 /// Runs the connection to its end.
 pub(super) async fn run(socket: WebSocket, app: Arc<AppState>, connection_token: Option<String>) {
     app.metrics.connections.inc();
-    let settings = app.settings.mux.clone();
+    // The connection keeps the limits in force when it opened (a reload changes new ones).
+    let settings = app.settings().mux.clone();
     let outbox = Outbox::new(settings.max_queued_bytes, app.metrics.clone());
     let (socket_tx, mut socket_rx) = socket.split();
     let epoch = Instant::now();
     let last_seen = Arc::new(AtomicU64::new(0));
-    let mut writer = tokio::spawn(write_loop(socket_tx, outbox.clone(), app.clone(), last_seen.clone(), epoch));
-    let mut session = Session { app: app.clone(), outbox: outbox.clone(), subscriptions: HashMap::new(), tokens: HashMap::new(), connection_token };
+    let mut writer = tokio::spawn(write_loop(socket_tx, outbox.clone(), app.clone(), settings.clone(), last_seen.clone(), epoch));
+    let mut session = Session { app: app.clone(), settings, outbox: outbox.clone(), subscriptions: HashMap::new(), tokens: HashMap::new(), connection_token };
     loop {
         tokio::select! {
             message = socket_rx.next() => {
@@ -108,10 +112,10 @@ async fn write_loop(
     mut socket: futures::stream::SplitSink<WebSocket, Message>,
     outbox: Arc<Outbox>,
     app: Arc<AppState>,
+    settings: MuxSettings,
     last_seen: Arc<AtomicU64>,
     epoch: Instant,
 ) {
-    let settings = &app.settings.mux;
     let mut ping = tokio::time::interval(settings.ping_interval);
     ping.tick().await;
     loop {
@@ -231,11 +235,11 @@ impl Session {
             self.outbox.push_control(error_frame(id, id.is_some(), Status::failure(400, "BadRequest", error.to_string())));
             return;
         }
-        if self.subscriptions.len() >= self.app.settings.mux.max_subscriptions {
-            let limit = self.app.settings.mux.max_subscriptions;
+        if self.subscriptions.len() >= self.settings.max_subscriptions {
+            let limit = self.settings.max_subscriptions;
             return self.subscription_error(&id, true, Status::failure(429, "TooManyRequests", format!("this connection already has {limit} subscriptions")));
         }
-        let Some(cluster) = self.app.registry.clusters().get(&watch.cluster) else {
+        let Some(cluster) = self.app.snapshot().clusters.get(&watch.cluster) else {
             return self.subscription_error(&id, true, Status::failure(404, "NotFound", format!("cluster {:?} not found", watch.cluster)));
         };
         let id: Arc<str> = Arc::from(id);
@@ -261,7 +265,7 @@ impl Session {
     /// resuming from what it was last sent.
     fn auth(&mut self, cluster: String, token: String) {
         self.tokens.insert(cluster.clone(), token);
-        let Some(target) = self.app.registry.clusters().get(&cluster) else { return };
+        let Some(target) = self.app.snapshot().clusters.get(&cluster) else { return };
         let identity = self.identity(&cluster);
         let moving = self.subscriptions.iter_mut().filter(|(_, a)| a.cluster == cluster && a.identity != identity && !a.sink.is_ended());
         for (id, active) in moving {

@@ -26,8 +26,9 @@ use kubemux_protocol::frames::{EventType, ServerMessage, Status, WatchQuery, enc
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::clusters::{Cluster, Clusters};
+use crate::clusters::Cluster;
 use crate::identity::Identity;
+use crate::live::Live;
 use crate::metrics::{Metrics, TaskKind};
 use crate::mux::outbox::{Item, Outbox, Pushed};
 
@@ -47,7 +48,7 @@ pub struct WatchKey {
 }
 
 /// Settings of upstream watches.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct RegistrySettings {
     /// Ring entries kept per upstream watch for resuming subscribers.
     pub history: usize,
@@ -318,26 +319,27 @@ pub struct WatchRegistry {
     // Commands are unbounded so that a subscribe or unsubscribe (including from `Drop`) never
     // waits or fails; their number is bounded by the per-connection subscription limit.
     watches: Mutex<HashMap<WatchKey, Entry>>,
-    clusters: Clusters,
-    settings: RegistrySettings,
+    /// Where clusters and settings come from: an upstream task follows its cluster through
+    /// reloads by looking it up here when it is retired.
+    live: Arc<Live>,
     metrics: Arc<Metrics>,
     next_sub: AtomicU64,
     shutdown: CancellationToken,
 }
 
 impl WatchRegistry {
-    /// A registry over `clusters`.
-    pub fn new(clusters: Clusters, settings: RegistrySettings, metrics: Arc<Metrics>, shutdown: CancellationToken) -> Arc<WatchRegistry> {
-        Arc::new(WatchRegistry { watches: Mutex::new(HashMap::new()), clusters, settings, metrics, next_sub: AtomicU64::new(1), shutdown })
+    /// A registry over the clusters `live` has in force.
+    pub fn new(live: Arc<Live>, metrics: Arc<Metrics>, shutdown: CancellationToken) -> Arc<WatchRegistry> {
+        Arc::new(WatchRegistry { watches: Mutex::new(HashMap::new()), live, metrics, next_sub: AtomicU64::new(1), shutdown })
     }
 
     fn map(&self) -> MutexGuard<'_, HashMap<WatchKey, Entry>> {
         self.watches.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// The clusters behind the registry.
-    pub fn clusters(&self) -> &Clusters {
-        &self.clusters
+    /// The cluster in force under `name` now, if any.
+    fn cluster(&self, name: &str) -> Option<Arc<Cluster>> {
+        self.live.snapshot().clusters.get(name)
     }
 
     /// Upstream watches running now.
@@ -346,7 +348,8 @@ impl WatchRegistry {
     }
 
     /// Subscribes `sink` to the upstream watch of `key`, starting one if needed. The caller has
-    /// checked that the cluster exists.
+    /// looked `cluster` up in the snapshot in force; if a reload retires it meanwhile, the task
+    /// notices at once (its token is cancelled) and follows the reload.
     pub fn subscribe(self: &Arc<Self>, key: WatchKey, cluster: Arc<Cluster>, sink: Arc<Sink>, resume: Option<String>) -> Subscription {
         let sub_id = self.next_sub.fetch_add(1, Ordering::Relaxed);
         let mut map = self.map();
@@ -362,7 +365,9 @@ impl WatchRegistry {
         let task_id = self.next_sub.fetch_add(1, Ordering::Relaxed);
         map.insert(key.clone(), Entry { task: task_id, commands: tx.clone() });
         drop(map);
-        let task = upstream::Upstream::new(key, task_id, cluster, (rx, tx.downgrade()), Arc::downgrade(self), self.settings.clone(), self.metrics.clone(), self.shutdown.clone());
+        // Settings as they are now: a reload changes those of upstream watches started after it.
+        let settings = self.live.snapshot().settings.registry.clone();
+        let task = upstream::Upstream::new(key, task_id, cluster, (rx, tx.downgrade()), Arc::downgrade(self), settings, self.metrics.clone(), self.shutdown.clone());
         tokio::spawn(task.run());
         Subscription { sub_id, commands: tx }
     }

@@ -11,7 +11,10 @@
 //!  └──────────────────────┘
 //! ```
 //! Commands (subscribe, unsubscribe, resync) are handled in every state, so a slow or failing
-//! upstream never blocks a connection.
+//! upstream never blocks a connection. So is a reload that retires the task's cluster: the task
+//! follows it to the cluster that replaced it (the watch restarts from the version it holds, so
+//! subscribers carry on without a `reset` when the new server's versions do) or, when the
+//! cluster was removed, ends every subscription with one fatal 404.
 
 use std::collections::{BTreeMap, HashMap};
 use std::panic::AssertUnwindSafe;
@@ -84,6 +87,16 @@ enum Line {
 enum Next {
     Continue,
     Retire,
+}
+
+/// How waiting for some work while serving commands ended.
+enum Served<T> {
+    /// The work finished.
+    Done(T),
+    /// The task should retire (linger over, channel closed, shutdown).
+    Retire,
+    /// A reload retired the task's cluster: follow it ([`Upstream::follow`]).
+    Moved,
 }
 
 #[derive(Deserialize, Default)]
@@ -386,27 +399,49 @@ impl Upstream {
         self.attempt = self.attempt.saturating_add(1);
         let delay = Duration::try_from_secs_f64(ceiling.as_secs_f64() * (0.5 + fastrand::f64() * 0.5)).unwrap_or(ceiling);
         match self.serving(tokio::time::sleep(delay)).await {
-            Some(()) if !self.may_retire() => Next::Continue,
-            _ => Next::Retire,
+            Served::Done(()) if !self.may_retire() => Next::Continue,
+            Served::Moved => self.follow(),
+            Served::Done(()) | Served::Retire => Next::Retire,
         }
     }
 
-    /// Waits for `work` while serving commands, the linger timer and shutdown, so that a slow or
-    /// failing upstream never keeps a subscriber waiting for an answer. `None`: retire instead.
-    async fn serving<T>(&mut self, work: impl std::future::Future<Output = T>) -> Option<T> {
+    /// Waits for `work` while serving commands, the linger timer, reloads and shutdown, so that
+    /// a slow or failing upstream never keeps a subscriber waiting for an answer.
+    async fn serving<T>(&mut self, work: impl std::future::Future<Output = T>) -> Served<T> {
         tokio::pin!(work);
+        let retired = self.cluster.retired().clone();
         loop {
             let linger = self.linger_deadline();
             tokio::select! {
-                result = &mut work => return Some(result),
-                command = self.commands.recv() => if let Next::Retire = self.command(command) { return None },
+                result = &mut work => return Served::Done(result),
+                command = self.commands.recv() => if let Next::Retire = self.command(command) { return Served::Retire },
                 _ = sleep_until(linger) => {
                     if self.may_retire() {
-                        return None;
+                        return Served::Retire;
                     }
                 }
-                _ = self.shutdown.cancelled() => return None,
+                _ = retired.cancelled() => return Served::Moved,
+                _ = self.shutdown.cancelled() => return Served::Retire,
             }
+        }
+    }
+
+    /// A reload retired this task's cluster: carries on against the cluster that replaced it,
+    /// from the version the cache holds, or ends every subscription if it was removed.
+    fn follow(&mut self) -> Next {
+        let replacement = self.registry.upgrade().and_then(|registry| registry.cluster(&self.key.cluster));
+        match replacement {
+            Some(cluster) if !Arc::ptr_eq(&cluster, &self.cluster) => {
+                tracing::info!(cluster = %self.key.cluster, path = %self.key.path, "cluster settings changed; the upstream watch restarts against them");
+                self.requests = Requests::new(&self.key, &cluster.url());
+                self.cluster = cluster;
+                // A new server or new credentials deserve a prompt first try.
+                self.attempt = 0;
+                Next::Continue
+            }
+            // Retired with no other cluster of its name in force: it was removed (the same one
+            // still in force cannot be, as a cluster is retired only once it has left the set).
+            _ => self.fail(Status::failure(404, "NotFound", format!("cluster {} was removed from the proxy's configuration; this subscription has ended", self.key.cluster))),
         }
     }
 
@@ -430,8 +465,10 @@ impl Upstream {
             Ok(client) => client,
             Err(error) => return self.fail(Status::failure(500, "InternalError", format!("cannot build a client for cluster {}: {error}", self.key.cluster))),
         };
-        let Some(result) = self.serving(list_all(client, self.requests.clone(), self.settings.page_size)).await else {
-            return Next::Retire;
+        let result = match self.serving(list_all(client, self.requests.clone(), self.settings.page_size)).await {
+            Served::Done(result) => result,
+            Served::Moved => return self.follow(),
+            Served::Retire => return Next::Retire,
         };
         match result {
             Ok((objects, rv)) => {
@@ -470,8 +507,10 @@ impl Upstream {
             Ok(request) => request,
             Err(error) => return self.fail(error.status()),
         };
-        let Some(stream) = self.serving(client.request_stream(request)).await else {
-            return Next::Retire;
+        let stream = match self.serving(client.request_stream(request)).await {
+            Served::Done(stream) => stream,
+            Served::Moved => return self.follow(),
+            Served::Retire => return Next::Retire,
         };
         let stream = match stream {
             Ok(stream) => stream,
@@ -489,6 +528,7 @@ impl Upstream {
         let started = Instant::now();
         let mut received = 0u64;
         let mut lines = Box::pin(stream).lines();
+        let retired = self.cluster.retired().clone();
         loop {
             let idle_deadline = Instant::now().checked_add(self.settings.idle_timeout);
             let linger = self.linger_deadline();
@@ -524,6 +564,7 @@ impl Upstream {
                         return Next::Retire;
                     }
                 }
+                _ = retired.cancelled() => return self.follow(),
                 _ = self.shutdown.cancelled() => return Next::Retire,
             }
         }

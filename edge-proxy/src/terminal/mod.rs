@@ -36,7 +36,7 @@ use session::SessionPlan;
 use teardown::SessionKind;
 
 /// Timers and limits of terminal sessions.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct TerminalSettings {
     /// How often the proxy pings the client (browsers answer pings but never send them).
     pub ping_interval: Duration,
@@ -112,6 +112,7 @@ pub async fn attach(State(app): State<Arc<AppState>>, request: Request) -> Respo
 }
 
 async fn handle(app: Arc<AppState>, kind: SessionKind, request: Request) -> Response {
+    let settings = app.settings();
     let Some((cluster, rest)) = passthrough::split_cluster_path(request.uri().path()) else {
         return passthrough::status_response(404, "NotFound", "not found");
     };
@@ -126,7 +127,7 @@ async fn handle(app: Arc<AppState>, kind: SessionKind, request: Request) -> Resp
         // Not a WebSocket: whatever it is, the API server answers it.
         Err(_) => return passthrough::forward(&app, Request::from_parts(parts, body)).await,
     };
-    let identity = match admit(&parts.headers, &app.settings.allowed_origins, &app.settings.auth) {
+    let identity = match admit(&parts.headers, &settings.allowed_origins, &settings.auth) {
         Ok(identity) => identity,
         Err(refusal) => return refusal.into_response(),
     };
@@ -172,7 +173,7 @@ async fn handle(app: Arc<AppState>, kind: SessionKind, request: Request) -> Resp
         tty: flags.tty,
         stdin: flags.stdin,
     };
-    let max = app.settings.terminal.max_message_bytes;
+    let max = settings.terminal.max_message_bytes;
     let tracker = app.terminals.tracker.clone();
     upgrade
         .max_message_size(max)

@@ -55,6 +55,8 @@ pub(super) enum Trigger {
     PingTimeout,
     /// The proxy is shutting down.
     Shutdown,
+    /// A reload removed the session's cluster.
+    ClusterRemoved,
 }
 
 impl Trigger {
@@ -64,6 +66,7 @@ impl Trigger {
             Trigger::Disconnect => "disconnect",
             Trigger::PingTimeout => "ping_timeout",
             Trigger::Shutdown => "shutdown",
+            Trigger::ClusterRemoved => "cluster_removed",
         }
     }
 }
@@ -103,7 +106,7 @@ impl Drop for OpenGauge {
 
 /// Runs an upgraded session to its end.
 pub(super) async fn run(socket: WebSocket, plan: SessionPlan, app: Arc<AppState>) {
-    let settings = app.settings.terminal.clone();
+    let settings = app.settings().terminal.clone();
     app.metrics.terminals.open.inc();
     let _open = OpenGauge(app.clone());
     let mut tasks = Tasks(Vec::new());
@@ -114,8 +117,8 @@ pub(super) async fn run(socket: WebSocket, plan: SessionPlan, app: Arc<AppState>
     tasks.add(&client_writer);
 
     // The client was accepted first, so a failure reaches it as a Status it can show (§2.2).
-    let connection = match dial(&app, &plan, &settings).await {
-        Ok(connection) => connection,
+    let (connection, removed) = match dial(&app, &plan, &settings).await {
+        Ok(dialled) => dialled,
         Err(status) => {
             app.metrics.terminals.dial_failure(status.code);
             tracing::info!(cluster = %plan.cluster, namespace = %plan.namespace, pod = %plan.pod, code = status.code, reason = %status.reason, "terminal upstream refused");
@@ -149,6 +152,7 @@ pub(super) async fn run(socket: WebSocket, plan: SessionPlan, app: Arc<AppState>
             trigger = client_reader(&mut client_stream, &codec, &to_upstream, settings.dead_after) => Some(trigger),
             _ = ended.wait_for(|s| s.ended) => None,
             _ = app.shutdown.cancelled() => Some(Trigger::Shutdown),
+            _ = removed.cancelled() => Some(Trigger::ClusterRemoved),
         }
     };
 
@@ -162,7 +166,11 @@ pub(super) async fn run(socket: WebSocket, plan: SessionPlan, app: Arc<AppState>
     };
 
     // The client side is gone (or about to be, on shutdown): from here on nothing waits for it.
-    let (code, reason) = if trigger == Trigger::Shutdown { (1001, "proxy shutting down") } else { (1000, "") };
+    let (code, reason) = match trigger {
+        Trigger::Shutdown => (1001, "proxy shutting down"),
+        Trigger::ClusterRemoved => (1001, "cluster removed from the proxy's configuration"),
+        _ => (1000, ""),
+    };
     let _ = to_client.try_send(ToClient::Close(code, reason));
     detached.cancel();
     drop(to_client);
@@ -194,20 +202,17 @@ pub(super) async fn run(socket: WebSocket, plan: SessionPlan, app: Arc<AppState>
     }
 }
 
-/// Dials the upstream exec/attach endpoint; on failure, the Status to show the client.
-async fn dial(app: &AppState, plan: &SessionPlan, settings: &TerminalSettings) -> Result<kube::client::Connection, kubemux_protocol::frames::Status> {
+/// Dials the upstream exec/attach endpoint, and says when its cluster is removed; on failure,
+/// the Status to show the client.
+async fn dial(app: &AppState, plan: &SessionPlan, settings: &TerminalSettings) -> Result<(kube::client::Connection, CancellationToken), kubemux_protocol::frames::Status> {
     use kubemux_protocol::frames::Status;
-    let cluster = app
-        .registry
-        .clusters()
-        .get(&plan.cluster)
-        .ok_or_else(|| Status::failure(404, "NotFound", format!("cluster \"{}\" not found", plan.cluster)))?;
+    let cluster = app.snapshot().clusters.get(&plan.cluster).ok_or_else(|| Status::failure(404, "NotFound", format!("cluster \"{}\" not found", plan.cluster)))?;
     let client = cluster.client(&plan.identity).map_err(|e| upstream_failure(&plan.cluster, &e))?;
     let request = http::Request::get(plan.upstream_path.as_str())
         .body(Vec::new())
         .map_err(|e| Status::failure(400, "BadRequest", format!("invalid request: {e}")))?;
     match tokio::time::timeout(settings.dial_timeout, client.connect(request)).await {
-        Ok(Ok(connection)) => Ok(connection),
+        Ok(Ok(connection)) => Ok((connection, cluster.removed().clone())),
         Ok(Err(error)) => Err(upstream_failure(&plan.cluster, &error)),
         Err(_) => Err(Status::failure(504, "Timeout", format!("cluster {} did not answer the {} request in time", plan.cluster, plan.kind.as_str()))),
     }
