@@ -230,14 +230,29 @@ impl ClusterSource {
         let (kubeconfig, context) = match self {
             ClusterSource::Kubeconfig { kubeconfig, context, .. } => (kubeconfig.clone(), context.clone()),
             ClusterSource::Server { name, server, certificate_authority, token_file } => {
-                // The same path kube takes for a kubeconfig, so CA and token files behave alike.
+                // The token is read here, trimmed as client-go trims it (a file written with
+                // `echo` ends in a newline, which kube would send as part of the header), and
+                // given inline: the proxy watches the file and rebuilds the cluster when it is
+                // rotated, so kube's own re-reading is not needed.
+                let token = match token_file {
+                    None => None,
+                    Some(path) => {
+                        let text = std::fs::read_to_string(path).map_err(|e| format!("token file {}: {e}", path.display()))?;
+                        let token = text.trim();
+                        if token.is_empty() {
+                            return Err(format!("token file {} is empty", path.display()).into());
+                        }
+                        Some(secrecy::SecretString::from(token.to_owned()))
+                    }
+                };
+                // The same path kube takes for a kubeconfig, so the CA file behaves alike.
                 let kubeconfig = Kubeconfig {
                     clusters: vec![NamedCluster {
                         name: name.clone(),
                         cluster: Some(kube::config::Cluster { server: Some(server.clone()), certificate_authority: certificate_authority.as_ref().map(|p| p.display().to_string()), ..Default::default() }),
                         ..NamedCluster::default()
                     }],
-                    auth_infos: vec![NamedAuthInfo { name: name.clone(), auth_info: Some(AuthInfo { token_file: token_file.as_ref().map(|p| p.display().to_string()), ..AuthInfo::default() }), ..NamedAuthInfo::default() }],
+                    auth_infos: vec![NamedAuthInfo { name: name.clone(), auth_info: Some(AuthInfo { token, ..AuthInfo::default() }), ..NamedAuthInfo::default() }],
                     contexts: vec![NamedContext { name: name.clone(), context: Some(Context { cluster: name.clone(), user: Some(name.clone()), ..Context::default() }), ..NamedContext::default() }],
                     current_context: Some(name.clone()),
                     ..Kubeconfig::default()

@@ -65,6 +65,9 @@ struct Args {
     /// Seconds between pings to terminal clients; three missed intervals end the session.
     #[arg(long, default_value = "20", value_parser = config::parse_seconds, allow_negative_numbers = true)]
     terminal_ping_interval: Duration,
+    /// Seconds between health checks of every cluster (`/clusters`).
+    #[arg(long, default_value = "10", value_parser = config::parse_seconds, allow_negative_numbers = true)]
+    health_interval: Duration,
     /// Serve a built web app from this directory at `/` (the demo app: `www/dist`).
     #[arg(long = "static", value_name = "DIR")]
     static_dir: Option<PathBuf>,
@@ -153,6 +156,7 @@ fn settings(args: &Args, file: &FileConfig, matches: &ArgMatches) -> ProxySettin
             dead_after: ping_interval.saturating_mul(3),
             ..TerminalSettings::default()
         },
+        health_interval: pick(matches, "health_interval", args.health_interval, file.health_interval),
         static_dir: pick(matches, "static_dir", args.static_dir.clone(), file.static_dir.clone().map(Some)),
         auth: AuthSettings {
             mode: pick(matches, "auth_mode", args.auth_mode, file.auth_mode),

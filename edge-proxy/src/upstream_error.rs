@@ -27,6 +27,7 @@ pub fn classify(cluster: &str, error: &kube::Error) -> Classified {
             status
         }
         kube::Error::SerdeError(e) => Status::failure(502, "BadGateway", format!("cluster {cluster} sent an unreadable response: {e}")),
+        other if let Some(fault) = proxy_fault(other) => Status::failure(500, "InternalError", format!("proxy misconfiguration for cluster {cluster}: {fault}: {}", error_chain(other))),
         other => Status::failure(503, "ServiceUnavailable", format!("cluster {cluster} unreachable: {}", error_chain(other))),
     };
     match status.code {
@@ -34,6 +35,27 @@ pub fn classify(cluster: &str, error: &kube::Error) -> Classified {
         400 | 403 | 404 | 405 | 406 | 415 | 422 => Classified::Fatal(status),
         _ => Classified::Retry(status),
     }
+}
+
+/// Whether a failure is the proxy's own configuration at fault rather than the cluster: its
+/// credentials cannot be used (an unreadable or malformed token, a failing exec plugin), or the
+/// server's certificate does not verify with the CA the proxy was given. Such an error is
+/// reported as the proxy's (a 500 that says what to fix), not as the cluster being unreachable;
+/// it is still retried, since fixing the file reloads the cluster and heals it.
+fn proxy_fault(error: &kube::Error) -> Option<&'static str> {
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(current) = cause {
+        if current.downcast_ref::<kube::client::AuthError>().is_some() {
+            return Some("its credentials cannot be used (fix the kubeconfig or token file; the proxy reloads when it changes)");
+        }
+        // rustls' verification errors reach here boxed inside hyper's connect error, as text
+        // only: "invalid peer certificate: UnknownIssuer" and the like.
+        if current.to_string().contains("invalid peer certificate") {
+            return Some("the server's TLS certificate does not verify with the configured CA (fix certificateAuthority or the kubeconfig's CA)");
+        }
+        cause = current.source();
+    }
+    None
 }
 
 /// An error with its causes, for messages that say why ("connection refused").
@@ -49,4 +71,26 @@ fn error_chain(error: &dyn std::error::Error) -> String {
         source = cause.source();
     }
     text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unusable_credentials_are_the_proxys_fault_and_retried() {
+        let invalid = http::HeaderValue::from_str("line\nbreak").unwrap_err();
+        let error = kube::Error::Auth(kube::client::AuthError::InvalidBearerToken(invalid));
+        let Classified::Retry(status) = classify("prod", &error) else { panic!("retried: a fixed file reloads the cluster") };
+        assert_eq!(status.code, 500);
+        assert!(status.message.starts_with("proxy misconfiguration for cluster prod: its credentials cannot be used"), "{}", status.message);
+    }
+
+    #[test]
+    fn a_connection_failure_is_the_clusters() {
+        let error = kube::Error::Service("connection refused".into());
+        let Classified::Retry(status) = classify("prod", &error) else { panic!() };
+        assert_eq!((status.code, status.reason.as_str()), (503, "ServiceUnavailable"));
+        assert!(status.message.contains("cluster prod unreachable"), "{}", status.message);
+    }
 }

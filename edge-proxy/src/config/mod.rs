@@ -47,6 +47,8 @@ pub struct FileConfig {
     pub terminal_grace: Option<Duration>,
     /// `terminalPingInterval` (seconds).
     pub terminal_ping_interval: Option<Duration>,
+    /// `healthInterval` (seconds).
+    pub health_interval: Option<Duration>,
     /// `static`.
     pub static_dir: Option<PathBuf>,
 }
@@ -103,6 +105,7 @@ struct RawConfig {
     linger: Option<Spanned<f64>>,
     terminal_grace: Option<Spanned<f64>>,
     terminal_ping_interval: Option<Spanned<f64>>,
+    health_interval: Option<Spanned<f64>>,
     #[serde(rename = "static")]
     static_dir: Option<Spanned<PathBuf>>,
     forwards: Option<Spanned<IgnoredAny>>,
@@ -275,6 +278,7 @@ pub fn parse(file: &Path, text: &str) -> Result<FileConfig, ConfigError> {
         linger: seconds(&raw.linger, "linger")?,
         terminal_grace: seconds(&raw.terminal_grace, "terminalGrace")?,
         terminal_ping_interval: seconds(&raw.terminal_ping_interval, "terminalPingInterval")?,
+        health_interval: seconds(&raw.health_interval, "healthInterval")?,
         static_dir,
     })
 }
@@ -298,7 +302,7 @@ pub fn parse_seconds(text: &str) -> Result<Duration, String> {
 fn hint(key: &str) -> Option<&'static str> {
     Some(match key {
         "maxSubscriptions" | "maxMessageBytes" | "maxQueuedBytes" | "history" => "give a whole number, 0 or more",
-        "upstreamIdleTimeout" | "linger" | "terminalGrace" | "terminalPingInterval" => "give a number of seconds, 0 or more",
+        "upstreamIdleTimeout" | "linger" | "terminalGrace" | "terminalPingInterval" | "healthInterval" => "give a number of seconds, 0 or more",
         "allowAnonymousRemote" | "allContexts" => "give true or false",
         "allowedOrigins" => "give a list of origins, like [\"https://dash.example.com\"]",
         "clusters" => "give a list of clusters, each a mapping with name and kubeconfig or server",
