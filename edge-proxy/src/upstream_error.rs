@@ -30,11 +30,24 @@ pub fn classify(cluster: &str, error: &kube::Error) -> Classified {
         other if let Some(fault) = proxy_fault(other) => Status::failure(500, "InternalError", format!("proxy misconfiguration for cluster {cluster}: {fault}: {}", error_chain(other))),
         other => Status::failure(503, "ServiceUnavailable", format!("cluster {cluster} unreachable: {}", error_chain(other))),
     };
+    if too_large_version(&status) {
+        // The server is behind the version the proxy holds: its history is not the one the
+        // version came from (a cluster whose server a reload changed, an etcd restored from a
+        // backup). Waiting will not make it catch up; relisting does, as a 410 would.
+        return Classified::Expired(status);
+    }
     match status.code {
         410 => Classified::Expired(status),
         400 | 403 | 404 | 405 | 406 | 415 | 422 => Classified::Fatal(status),
         _ => Classified::Retry(status),
     }
+}
+
+/// Whether the API server refused a version as newer than its own (`ResourceVersionTooLarge`,
+/// answered as a 504 with that cause).
+pub(crate) fn too_large_version(status: &Status) -> bool {
+    let causes = status.rest.get("details").and_then(|d| d.get("causes")).and_then(|c| c.as_array());
+    causes.is_some_and(|causes| causes.iter().any(|c| c.get("reason").and_then(|r| r.as_str()) == Some("ResourceVersionTooLarge")))
 }
 
 /// Whether a failure is the proxy's own configuration at fault rather than the cluster: its
@@ -84,6 +97,17 @@ mod tests {
         let Classified::Retry(status) = classify("prod", &error) else { panic!("retried: a fixed file reloads the cluster") };
         assert_eq!(status.code, 500);
         assert!(status.message.starts_with("proxy misconfiguration for cluster prod: its credentials cannot be used"), "{}", status.message);
+    }
+
+    #[test]
+    fn a_version_newer_than_the_server_relists() {
+        let status = serde_json::from_value(serde_json::json!({
+            "kind": "Status", "apiVersion": "v1", "status": "Failure", "code": 504, "reason": "Timeout",
+            "message": "Timeout: Too large resource version: 20, current: 10",
+            "details": {"causes": [{"reason": "ResourceVersionTooLarge", "message": "Too large resource version"}], "retryAfterSeconds": 1}
+        }))
+        .unwrap();
+        assert!(matches!(classify("prod", &kube::Error::Api(Box::new(status))), Classified::Expired(_)));
     }
 
     #[test]

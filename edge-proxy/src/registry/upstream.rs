@@ -615,7 +615,7 @@ impl Upstream {
             }
             _ => {
                 let status: Status = serde_json::from_str(object).unwrap_or_else(|_| Status::failure(500, "InternalError", "unreadable ERROR event"));
-                if status.code == 410 {
+                if status.code == 410 || crate::upstream_error::too_large_version(&status) {
                     tracing::info!(cluster = %self.key.cluster, path = %self.key.path, "upstream version expired; relisting");
                     self.cache.expire();
                     return Line::Relist;
