@@ -7,11 +7,13 @@
 //! - `cargo xtask www`: build the demo web app into `www/dist/`.
 //! - `cargo xtask bench [SECTION...]`: run benchmarks and write them into BENCHMARKS.md.
 //! - `cargo xtask fuzz [--seconds N] [TARGET...]`: run the fuzz targets in `fuzz/`.
+//! - `cargo xtask stress [--seeds N]`: many randomized proxy lifecycles (reloads, clients, shutdown).
 
 mod bench;
 mod demo;
 mod fuzz;
 mod steps;
+mod stress;
 mod test;
 mod wasm;
 mod workspace;
@@ -35,6 +37,8 @@ commands:
   fuzz [--seconds N] [TARGET...]
                        install cargo-fuzz if missing and run every fuzz target (or those named)
                        for N seconds (default 60) from fuzz/corpus; prints runs, corpus, crashes
+  stress [--seeds N]   run N (default 5000) seeded lifecycle schedules of the proxy: reloads,
+                       clients connecting, watching and vanishing, health ticks and shutdown
 
 Builds go to $CARGO_TARGET_DIR, or $HOME/.cache/kubemux/target when it is not set.";
 
@@ -50,6 +54,7 @@ fn main() -> ExitCode {
         Some((command, rest)) if command == "www" && rest.is_empty() => www::run(),
         Some((command, rest)) if command == "bench" => bench::run(rest),
         Some((command, rest)) if command == "fuzz" => fuzz::run(rest),
+        Some((command, rest)) if command == "stress" => stress::run(rest),
         Some((command, _)) if matches!(command.as_str(), "help" | "-h" | "--help") => {
             println!("{USAGE}");
             Ok(())
