@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use clap::Parser;
 use kubemux_demo::Demo;
 use kubemux_proxy::auth::AuthSettings;
+use kubemux_proxy::config::FileSource;
 use kubemux_proxy::{Proxy, ProxySettings};
 
 /// The kubemux demo: live pod tables, events and terminals over simulated clusters (`demo`,
@@ -27,6 +28,11 @@ struct Args {
     /// Let others reach the demo (and run commands on this machine through its terminals).
     #[arg(long)]
     allow_remote: bool,
+    /// Where the demo keeps its proxy config (`proxy.yaml`, kept between runs: edit it while
+    /// the demo runs to add clusters) and its clusters' kubeconfigs (default:
+    /// $HOME/.cache/kubemux/demo).
+    #[arg(long, value_name = "DIR")]
+    config_dir: Option<PathBuf>,
 }
 
 #[tokio::main]
@@ -44,18 +50,24 @@ async fn run() -> anyhow::Result<()> {
     kubemux_proxy::logging::init();
     let args = Args::parse();
     anyhow::ensure!(args.churn.is_finite() && args.churn >= 0.0, "--churn takes a number of changes per second, 0 or more (got {})", args.churn);
-    let (demo, clusters) = Demo::start(args.listen, args.allow_remote, args.churn).await?;
-    // The demo's users act with the simulators' admin credentials: proxy mode, which off
-    // loopback needs the same explicit yes as above.
-    let settings = ProxySettings {
-        listen: args.listen,
-        static_dir: args.static_dir,
-        auth: AuthSettings { allow_anonymous_remote: args.allow_remote, ..AuthSettings::default() },
-        ..ProxySettings::default()
+    let folder = match args.config_dir.clone() {
+        Some(folder) => folder,
+        None => PathBuf::from(std::env::var_os("HOME").ok_or_else(|| anyhow::anyhow!("HOME is not set: give --config-dir"))?).join(".cache/kubemux/demo"),
     };
-    settings.auth.check_listen(settings.listen).map_err(anyhow::Error::msg)?;
-    let proxy = Proxy::start(settings, clusters).await?;
+    let (demo, config) = Demo::start(args.listen, args.allow_remote, args.churn, &folder).await?;
+    // The demo's users act with the simulators' admin credentials: proxy mode, which off
+    // loopback needs the same explicit yes as above. The demo's flags win over the file.
+    let (listen, static_dir, allow_remote) = (args.listen, args.static_dir.clone(), args.allow_remote);
+    let base = ProxySettings { listen, static_dir: static_dir.clone(), auth: AuthSettings { allow_anonymous_remote: allow_remote, ..AuthSettings::default() }, ..ProxySettings::default() };
+    let pinned = move |mut settings: ProxySettings| {
+        settings.listen = listen;
+        settings.static_dir.clone_from(&static_dir);
+        settings.auth.allow_anonymous_remote = allow_remote;
+        settings
+    };
+    let proxy = Proxy::start_live(Box::new(FileSource { file: config.clone(), base, pinned: Box::new(pinned) })).await?;
     println!("kubemux-proxy listening on http://{}", proxy.addr());
+    println!("config: {} (edit it while the demo runs: the proxy reloads it)", config.display());
     kubemux_proxy::shutdown_signal().await?;
     tracing::info!("shutting down");
     proxy.shutdown().await;

@@ -83,7 +83,8 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
     println!(
         "\nThe kubemux demo is running: open {url}/ in a browser.\n\
          Clusters: demo and staging (simulated, with churn), and demo-viewer (the demo cluster as a user \
-         restricted to the demo namespace, so one panel shows a 403).\n\n\
+         restricted to the demo namespace, so one panel shows a 403), from the config file named above: \
+         edit it while the demo runs to add a cluster (README, Configuration).\n\n\
          Press Ctrl-C to stop."
     );
 

@@ -53,6 +53,64 @@ pub struct FileConfig {
     pub static_dir: Option<PathBuf>,
 }
 
+impl FileConfig {
+    /// `settings` with every key the file gives put over it.
+    pub fn apply_to(&self, mut settings: crate::ProxySettings) -> crate::ProxySettings {
+        fn put<T: Clone>(slot: &mut T, value: &Option<T>) {
+            if let Some(value) = value {
+                *slot = value.clone();
+            }
+        }
+        put(&mut settings.listen, &self.listen);
+        put(&mut settings.allowed_origins, &self.allowed_origins);
+        put(&mut settings.auth.mode, &self.auth_mode);
+        put(&mut settings.auth.allow_anonymous_remote, &self.allow_anonymous_remote);
+        put(&mut settings.mux.max_subscriptions, &self.max_subscriptions);
+        put(&mut settings.mux.max_message_bytes, &self.max_message_bytes);
+        put(&mut settings.mux.max_queued_bytes, &self.max_queued_bytes);
+        put(&mut settings.registry.history, &self.history);
+        put(&mut settings.registry.idle_timeout, &self.upstream_idle_timeout);
+        put(&mut settings.registry.linger, &self.linger);
+        put(&mut settings.terminal.grace, &self.terminal_grace);
+        if let Some(interval) = self.terminal_ping_interval {
+            settings.terminal.ping_interval = interval;
+            settings.terminal.dead_after = interval.saturating_mul(3);
+        }
+        put(&mut settings.health_interval, &self.health_interval);
+        if self.static_dir.is_some() {
+            settings.static_dir = self.static_dir.clone();
+        }
+        settings
+    }
+}
+
+/// A config file as the source of a live proxy's configuration: its keys over `base`, then
+/// `pinned` over those (what a caller's own flags fix). Read again on every reload.
+pub struct FileSource {
+    /// The config file.
+    pub file: PathBuf,
+    /// Settings for the keys the file leaves out.
+    pub base: crate::ProxySettings,
+    /// Settings that win over the file's.
+    pub pinned: Box<dyn Fn(crate::ProxySettings) -> crate::ProxySettings + Send + Sync>,
+}
+
+impl crate::live::Loader for FileSource {
+    fn load(&self) -> Result<crate::live::Candidate, String> {
+        let file = load(&self.file).map_err(|e| e.to_string())?;
+        let settings = (self.pinned)(file.apply_to(self.base.clone()));
+        Ok(crate::live::Candidate { settings, sources: file.clusters.unwrap_or_default() })
+    }
+
+    fn file(&self) -> Option<PathBuf> {
+        Some(self.file.clone())
+    }
+
+    fn files(&self) -> Vec<PathBuf> {
+        vec![self.file.clone()]
+    }
+}
+
 /// Why a config file was refused.
 #[derive(Debug)]
 pub enum ConfigError {
