@@ -112,6 +112,46 @@ pub fn admit(headers: &HeaderMap, allowed_origins: &[String], auth: &AuthSetting
     }
 }
 
+/// The identity a request acts as: [`admit`] against the settings in force, as an extractor, so
+/// every handler that needs one gets it the same way, and a refusal is answered before the
+/// handler (and any upgrade) runs.
+pub struct Admitted(pub Identity);
+
+impl axum::extract::FromRequestParts<std::sync::Arc<crate::AppState>> for Admitted {
+    type Rejection = Refusal;
+
+    async fn from_request_parts(parts: &mut axum::http::request::Parts, app: &std::sync::Arc<crate::AppState>) -> Result<Self, Refusal> {
+        let settings = app.settings();
+        admit(&parts.headers, &settings.allowed_origins, &settings.auth).map(Admitted)
+    }
+}
+
+/// The cluster a `/clusters/{cluster}/{api path}` request names, looked up in the snapshot in
+/// force, and the API path after it. Extract it after [`Admitted`], so that a request that may
+/// not use the proxy learns nothing of which clusters exist.
+pub struct Target {
+    /// The cluster's name, percent-decoded.
+    pub name: String,
+    /// The cluster.
+    pub cluster: std::sync::Arc<crate::clusters::Cluster>,
+    /// The API path after `/clusters/{cluster}`, still percent-encoded.
+    pub rest: String,
+}
+
+impl axum::extract::FromRequestParts<std::sync::Arc<crate::AppState>> for Target {
+    type Rejection = Refusal;
+
+    async fn from_request_parts(parts: &mut axum::http::request::Parts, app: &std::sync::Arc<crate::AppState>) -> Result<Self, Refusal> {
+        let Some((name, rest)) = crate::passthrough::split_cluster_path(parts.uri.path()) else {
+            return Err(Refusal { code: 404, reason: "NotFound", message: "the path must be /clusters/{cluster}/{api path}".to_owned() });
+        };
+        match app.snapshot().clusters.get(&name) {
+            Some(cluster) => Ok(Target { name, cluster, rest }),
+            None => Err(Refusal { code: 404, reason: "NotFound", message: format!("cluster \"{name}\" not found") }),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -10,17 +10,15 @@
 //! `Impersonate-*` headers only go upstream with the client's own token: with the proxy's
 //! credentials they would let anyone act as whoever the proxy may impersonate.
 
-use std::sync::Arc;
 
 use axum::body::Body;
-use axum::extract::{Request, State};
+use axum::extract::Request;
 use axum::http::{HeaderMap, HeaderName, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use kubemux_protocol::frames::Status;
 
-use crate::AppState;
+use crate::auth::{Admitted, Target};
 use crate::identity::Identity;
-use crate::auth::admit;
 use crate::registry::{MAX_URI_BYTES, joined_length};
 use crate::upstream_error::{Classified, classify};
 
@@ -50,26 +48,13 @@ const DROPPED_REQUEST_HEADERS: &[&str] = &[
 const DROPPED_RESPONSE_HEADERS: &[&str] = &["connection", "keep-alive", "proxy-connection", "te", "trailer", "transfer-encoding", "upgrade"];
 
 /// The pass-through handler.
-pub async fn handler(State(app): State<Arc<AppState>>, request: Request) -> Response {
-    forward(&app, request).await
+pub async fn handler(Admitted(identity): Admitted, target: Target, request: Request) -> Response {
+    forward(identity, target, request).await
 }
 
-/// Sends `request` (whose path starts with `/clusters/{cluster}`) to that cluster and returns
-/// its answer.
-pub(crate) async fn forward(app: &AppState, request: Request) -> Response {
-    let Some((cluster_name, rest)) = split_cluster_path(request.uri().path()) else {
-        return status_response(404, "NotFound", "the path must be /clusters/{cluster}/{api path}");
-    };
-    let snapshot = app.snapshot();
-    // The origin check: a page on another origin could otherwise make the browser send
-    // requests here that run with the proxy's credentials.
-    let identity = match admit(request.headers(), &snapshot.settings.allowed_origins, &snapshot.settings.auth) {
-        Ok(identity) => identity,
-        Err(refusal) => return refusal.into_response(),
-    };
-    let Some(cluster) = snapshot.clusters.get(&cluster_name) else {
-        return status_response(404, "NotFound", &format!("cluster \"{cluster_name}\" not found"));
-    };
+/// Sends `request` to its cluster, acting as `identity`, and returns its answer.
+pub(crate) async fn forward(identity: Identity, target: Target, request: Request) -> Response {
+    let Target { name: cluster_name, cluster, rest } = target;
     let client = match cluster.client(&identity) {
         Ok(client) => client,
         Err(error) => return status_into_response(&upstream_failure(&cluster_name, &error)),

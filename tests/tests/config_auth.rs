@@ -57,6 +57,9 @@ async fn token_mode_refuses_requests_without_a_token_with_a_401_status() {
     assert_eq!(status["reason"], "Unauthorized");
     let passthrough = send(&format!("{base}/clusters/sim/api/v1/namespaces/demo/pods"), &[]).await;
     assert_status(&passthrough, 401, "pass-through without a token");
+    // Admission comes before the cluster lookup: without a token nobody learns which exist.
+    let unknown = send(&format!("{base}/clusters/no-such-cluster/api/v1/pods"), &[]).await;
+    assert_status(&unknown, 401, "an unknown cluster without a token");
     let exec = send(&format!("{base}/clusters/sim/api/v1/namespaces/demo/pods/toolbox/exec?command=sh&stdout=true"), &upgrade_headers("v5.channel.k8s.io")).await;
     assert_status(&exec, 401, "exec without a token");
     // The proxy's own (admin) credentials were not used for any of them.

@@ -16,7 +16,7 @@ use axum::response::{IntoResponse, Response};
 use kubemux_protocol::frames::SUBPROTOCOL;
 
 use crate::AppState;
-use crate::auth::{Refusal, admit};
+use crate::auth::{Admitted, Refusal};
 use crate::identity::Identity;
 
 /// The token subprotocol prefix browsers use (the API server's convention).
@@ -60,12 +60,13 @@ fn offered_protocols(headers: &HeaderMap) -> impl Iterator<Item = &str> {
 }
 
 /// The `/mux` handler.
-pub async fn handler(State(app): State<Arc<AppState>>, headers: HeaderMap, upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>) -> Response {
+pub async fn handler(
+    State(app): State<Arc<AppState>>,
+    Admitted(identity): Admitted,
+    headers: HeaderMap,
+    upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+) -> Response {
     let settings = app.settings();
-    let identity = match admit(&headers, &settings.allowed_origins, &settings.auth) {
-        Ok(identity) => identity,
-        Err(refusal) => return refusal.into_response(),
-    };
     if !offered_protocols(&headers).any(|p| p == SUBPROTOCOL) {
         return Refusal { code: 400, reason: "BadRequest", message: format!("the client must offer the WebSocket subprotocol {SUBPROTOCOL}") }.into_response();
     }

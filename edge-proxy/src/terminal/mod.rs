@@ -29,7 +29,7 @@ use kubemux_protocol::channel::ChannelProtocol;
 use tokio_util::task::TaskTracker;
 
 use crate::AppState;
-use crate::auth::admit;
+use crate::auth::{Admitted, Refusal, Target};
 use crate::mux::TOKEN_PROTOCOL_PREFIX;
 use crate::passthrough;
 use session::SessionPlan;
@@ -102,16 +102,19 @@ impl Terminals {
 }
 
 /// `/clusters/{cluster}/api/v1/namespaces/{ns}/pods/{pod}/exec`.
-pub async fn exec(State(app): State<Arc<AppState>>, request: Request) -> Response {
-    handle(app, SessionKind::Exec, request).await
+///
+/// A cluster that does not exist is told after the upgrade, as the API server's refusals are
+/// (§2.2: a browser cannot read an HTTP error body), so the target is looked up but not required.
+pub async fn exec(State(app): State<Arc<AppState>>, Admitted(identity): Admitted, target: Result<Target, Refusal>, request: Request) -> Response {
+    handle(app, SessionKind::Exec, identity, target, request).await
 }
 
 /// `/clusters/{cluster}/api/v1/namespaces/{ns}/pods/{pod}/attach`.
-pub async fn attach(State(app): State<Arc<AppState>>, request: Request) -> Response {
-    handle(app, SessionKind::Attach, request).await
+pub async fn attach(State(app): State<Arc<AppState>>, Admitted(identity): Admitted, target: Result<Target, Refusal>, request: Request) -> Response {
+    handle(app, SessionKind::Attach, identity, target, request).await
 }
 
-async fn handle(app: Arc<AppState>, kind: SessionKind, request: Request) -> Response {
+async fn handle(app: Arc<AppState>, kind: SessionKind, identity: crate::identity::Identity, target: Result<Target, Refusal>, request: Request) -> Response {
     let settings = app.settings();
     let Some((cluster, rest)) = passthrough::split_cluster_path(request.uri().path()) else {
         return passthrough::status_response(404, "NotFound", "not found");
@@ -125,11 +128,12 @@ async fn handle(app: Arc<AppState>, kind: SessionKind, request: Request) -> Resp
     let mut upgrade = match WebSocketUpgrade::from_request_parts(&mut parts, &()).await {
         Ok(upgrade) => upgrade,
         // Not a WebSocket: whatever it is, the API server answers it.
-        Err(_) => return passthrough::forward(&app, Request::from_parts(parts, body)).await,
-    };
-    let identity = match admit(&parts.headers, &settings.allowed_origins, &settings.auth) {
-        Ok(identity) => identity,
-        Err(refusal) => return refusal.into_response(),
+        Err(_) => {
+            return match target {
+                Ok(target) => passthrough::forward(identity, target, Request::from_parts(parts, body)).await,
+                Err(refusal) => refusal.into_response(),
+            };
+        }
     };
     // Kubernetes negotiates in the client's order. Read from the header itself: axum's
     // `requested_protocols()` is a sorted set, which would pick v4 over v5 for kube's
