@@ -117,3 +117,52 @@ async fn exec_with_stdin_echoes_it_back() {
     assert_eq!(output.stdout, input, "cat echoes stdin, and ends when stdin is closed");
     sim.shutdown().await;
 }
+
+/// The kube-sim binary, run as a user would, with `--write-kubeconfig`; stopped when dropped.
+struct SimProcess {
+    child: tokio::process::Child,
+    kubeconfig: String,
+    _dir: tempfile::TempDir,
+}
+
+impl SimProcess {
+    async fn start(args: &[&str]) -> SimProcess {
+        let dir = tempfile::Builder::new().prefix("kube-sim-bin-").tempdir().expect("a temporary directory");
+        let path = dir.path().join("kubeconfig");
+        let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_kube-sim"))
+            .arg("--write-kubeconfig")
+            .arg(&path)
+            .args(args)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("kube-sim starts");
+        let mut lines = BufReader::new(child.stdout.take().expect("piped stdout")).lines();
+        let line = within("kube-sim's listening line", lines.next_line()).await.expect("read kube-sim's stdout").expect("a line");
+        assert!(line.starts_with("kube-sim listening on http://"), "{line}");
+        // The file exists before the line is printed.
+        let kubeconfig = std::fs::read_to_string(&path).expect("the kubeconfig was written");
+        SimProcess { child, kubeconfig, _dir: dir }
+    }
+}
+
+impl Drop for SimProcess {
+    fn drop(&mut self) {
+        let _ = self.child.start_kill();
+    }
+}
+
+#[tokio::test]
+#[ignore = "needs kubectl: cargo xtask test runs it when kubectl is on PATH"]
+async fn written_kubeconfig_is_accepted_for_plain_http() {
+    // Anonymous: kubectl reads no credentials from a kubeconfig whose server is plain HTTP
+    // (client-go's `IsConfigTransportTLS`), so a token would never be sent.
+    let sim = SimProcess::start(&[]).await;
+    assert!(sim.kubeconfig.contains("insecure-skip-tls-verify: true"), "client-node needs it for http://:\n{}", sim.kubeconfig);
+    let kubectl = Kubectl::new(&sim.kubeconfig);
+    let stdout = kubectl.ok(&["get", "pods", "-n", "default", "toolbox", "-o", "name"], None).await;
+    assert_eq!(stdout.trim(), "pod/toolbox");
+    let stdout = kubectl.ok(&["config", "view", "--raw", "-o", "jsonpath={.clusters[0].cluster.insecure-skip-tls-verify}"], None).await;
+    assert_eq!(stdout, "true");
+}
