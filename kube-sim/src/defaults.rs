@@ -55,6 +55,7 @@ fn pod(object: &mut Value) {
     spec.entry("nodeName").or_insert(json!("sim-node-1"));
     spec.entry("serviceAccountName").or_insert(json!("default"));
     spec.entry("containers").or_insert(json!([]));
+    let node = spec.get("nodeName").and_then(Value::as_str).unwrap_or_default().to_owned();
     let containers: Vec<(String, String)> = spec["containers"]
         .as_array()
         .into_iter()
@@ -86,7 +87,7 @@ fn pod(object: &mut Value) {
     object["status"] = json!({
         "phase": "Running",
         "conditions": conditions,
-        "hostIP": "10.0.0.1",
+        "hostIP": crate::seed::node_ip(&node),
         "podIP": format!("10.244.{}.{}", fastrand::u8(0..=255), fastrand::u8(1..=254)),
         "startTime": now,
         "containerStatuses": statuses,

@@ -84,7 +84,12 @@ pub static SECRETS: ResourceDef = ResourceDef {
 /// core/v1 events.
 pub static EVENTS: ResourceDef = ResourceDef {
     group: "", version: "v1", plural: "events", singular: "event", kind: "Event",
-    namespaced: true, short_names: &["ev"], field_labels: &["involvedObject.name", "involvedObject.kind", "involvedObject.namespace", "reason", "type"], generation: false,
+    namespaced: true, short_names: &["ev"], field_labels: &["involvedObject.name", "involvedObject.kind", "involvedObject.namespace", "involvedObject.uid", "reason", "type"], generation: false,
+};
+/// core/v1 nodes (cluster-scoped): the machines pods name in `spec.nodeName`.
+pub static NODES: ResourceDef = ResourceDef {
+    group: "", version: "v1", plural: "nodes", singular: "node", kind: "Node",
+    namespaced: false, short_names: &["no"], field_labels: &["spec.unschedulable"], generation: false,
 };
 /// apps/v1 deployments.
 pub static DEPLOYMENTS: ResourceDef = ResourceDef {
@@ -92,8 +97,14 @@ pub static DEPLOYMENTS: ResourceDef = ResourceDef {
     namespaced: true, short_names: &["deploy"], field_labels: &[], generation: true,
 };
 
+/// coordination.k8s.io/v1 leases: each node's heartbeat lease lives in `kube-node-lease`.
+pub static LEASES: ResourceDef = ResourceDef {
+    group: "coordination.k8s.io", version: "v1", plural: "leases", singular: "lease", kind: "Lease",
+    namespaced: true, short_names: &[], field_labels: &[], generation: false,
+};
+
 /// Every served resource.
-pub static ALL: [&ResourceDef; 7] = [&NAMESPACES, &PODS, &SERVICES, &CONFIGMAPS, &SECRETS, &EVENTS, &DEPLOYMENTS];
+pub static ALL: [&ResourceDef; 9] = [&NAMESPACES, &NODES, &PODS, &SERVICES, &CONFIGMAPS, &SECRETS, &EVENTS, &DEPLOYMENTS, &LEASES];
 
 /// Looks a resource up by group, version and plural.
 pub fn find(group: &str, version: &str, plural: &str) -> Option<&'static ResourceDef> {
@@ -152,6 +163,9 @@ pub fn api_resource_list(group: &str, version: &str) -> Option<Value> {
             entry["categories"] = json!(["all"]);
         }
         resources.push(entry);
+        if std::ptr::eq(*r, &NODES) {
+            resources.push(json!({"name": "nodes/status", "singularName": "", "namespaced": false, "kind": "Node", "verbs": ["get", "patch", "update"]}));
+        }
         if r.is_pods() {
             for (sub, kind, verbs) in [
                 ("pods/exec", "PodExecOptions", json!(["create", "get"])),

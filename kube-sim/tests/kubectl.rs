@@ -166,3 +166,25 @@ async fn written_kubeconfig_is_accepted_for_plain_http() {
     let stdout = kubectl.ok(&["config", "view", "--raw", "-o", "jsonpath={.clusters[0].cluster.insecure-skip-tls-verify}"], None).await;
     assert_eq!(stdout, "true");
 }
+
+#[tokio::test]
+#[ignore = "needs kubectl: cargo xtask test runs it when kubectl is on PATH"]
+async fn nodes_are_listed_and_described() {
+    let sim = common::start(Seed::Demo).await;
+    let kubectl = kubectl(&sim);
+    let stdout = kubectl.ok(&["get", "nodes", "-o", "name"], None).await;
+    assert_eq!(stdout.lines().collect::<Vec<_>>(), ["node/sim-node-1", "node/sim-node-2"]);
+    let described = kubectl.ok(&["describe", "node", "sim-node-1"], None).await;
+    for expected in ["Name:               sim-node-1", "HolderIdentity:  sim-node-1", "KubeletReady", "kubelet is posting ready status", "InternalIP:  10.0.0.1", "Capacity:", "Allocatable:", "Kubelet Version:            v1.32.0", "Container Runtime Version:  containerd://1.7.22"] {
+        assert!(described.contains(expected), "{expected:?} missing from kubectl describe node:\n{described}");
+    }
+    // The pods scheduled there, found by kubectl's `spec.nodeName` field selector.
+    let (_, pods) = sim.state().store.list(&kube_sim::resources::PODS, None);
+    let on_node: Vec<&str> = pods.iter().filter(|p| p["spec"]["nodeName"] == "sim-node-1").filter_map(|p| p["metadata"]["name"].as_str()).collect();
+    assert!(!on_node.is_empty());
+    let section = described.split("Non-terminated Pods:").nth(1).expect("a pods section");
+    for pod in on_node {
+        assert!(section.contains(pod), "{pod} missing from the node's pods:\n{described}");
+    }
+    sim.shutdown().await;
+}
