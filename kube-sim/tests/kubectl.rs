@@ -58,6 +58,8 @@ async fn get_watch_sees_a_new_pod() {
     loop {
         let line = next_line().await;
         if line.split_whitespace().next() == Some("watched-pod") {
+            // The watch event's object is a Table row: the server's columns, not NAME and AGE.
+            assert_eq!(line.split_whitespace().take(4).collect::<Vec<_>>(), ["watched-pod", "1/1", "Running", "0"], "{line}");
             break;
         }
     }
@@ -186,5 +188,55 @@ async fn nodes_are_listed_and_described() {
     for pod in on_node {
         assert!(section.contains(pod), "{pod} missing from the node's pods:\n{described}");
     }
+    sim.shutdown().await;
+}
+
+/// kubectl's rows, each split into its columns (at runs of two or more spaces, since a column
+/// such as RESTARTS may hold `1 (5s ago)`).
+fn table_rows(stdout: &str) -> Vec<Vec<String>> {
+    stdout
+        .lines()
+        .map(|line| line.split("  ").map(str::trim).filter(|cell| !cell.is_empty()).map(str::to_owned).collect())
+        .collect()
+}
+
+#[tokio::test]
+#[ignore = "needs kubectl: cargo xtask test runs it when kubectl is on PATH"]
+async fn get_prints_the_servers_columns() {
+    let sim = common::start(Seed::Demo).await;
+    let kubectl = kubectl(&sim);
+    let pod_of = |name: &str| sim.state().store.get(&kube_sim::resources::PODS, "demo", name).expect("a listed pod exists");
+
+    let rows = table_rows(&kubectl.ok(&["get", "pods", "-n", "demo"], None).await);
+    assert_eq!(rows[0], ["NAME", "READY", "STATUS", "RESTARTS", "AGE"]);
+    for row in &rows[1..] {
+        let containers = pod_of(&row[0])["spec"]["containers"].as_array().map_or(0, Vec::len);
+        assert_eq!(row[1..4], [format!("{containers}/{containers}"), "Running".to_owned(), "0".to_owned()], "{row:?}");
+    }
+
+    let rows = table_rows(&kubectl.ok(&["get", "pods", "-n", "demo", "-o", "wide"], None).await);
+    assert_eq!(rows[0], ["NAME", "READY", "STATUS", "RESTARTS", "AGE", "IP", "NODE", "NOMINATED NODE", "READINESS GATES"]);
+    for row in &rows[1..] {
+        let pod = pod_of(&row[0]);
+        assert_eq!(row[5..], [pod["status"]["podIP"].as_str().unwrap(), pod["spec"]["nodeName"].as_str().unwrap(), "<none>", "<none>"], "{row:?}");
+    }
+
+    let rows = table_rows(&kubectl.ok(&["get", "pod", &rows[1][0], "-n", "demo"], None).await);
+    assert_eq!((rows.len(), &rows[1][2]), (2, &"Running".to_owned()), "a get of one object is a one-row Table: {rows:?}");
+
+    let rows = table_rows(&kubectl.ok(&["get", "deployments", "-n", "demo"], None).await);
+    assert_eq!(rows, [vec!["NAME", "READY", "UP-TO-DATE", "AVAILABLE", "AGE"], vec!["api", "2/2", "2", "2", &rows[1][4]], vec!["web", "3/3", "3", "3", &rows[2][4]]]);
+    let rows = table_rows(&kubectl.ok(&["get", "services", "-n", "demo", "api"], None).await);
+    assert_eq!(rows[0], ["NAME", "TYPE", "CLUSTER-IP", "EXTERNAL-IP", "PORT(S)", "AGE"]);
+    assert_eq!((&rows[1][1], &rows[1][3], &rows[1][4]), (&"ClusterIP".to_owned(), &"<none>".to_owned(), &"8080/TCP,9090/TCP".to_owned()));
+    let rows = table_rows(&kubectl.ok(&["get", "nodes"], None).await);
+    assert_eq!(rows[0], ["NAME", "STATUS", "ROLES", "AGE", "VERSION"]);
+    assert_eq!(rows[1..].iter().map(|r| (r[0].as_str(), r[1].as_str(), r[4].as_str())).collect::<Vec<_>>(), [("sim-node-1", "Ready", "v1.32.0"), ("sim-node-2", "Ready", "v1.32.0")]);
+    let rows = table_rows(&kubectl.ok(&["get", "configmaps", "-n", "demo", "web-config"], None).await);
+    assert_eq!(rows[0..2], [vec!["NAME", "DATA", "AGE"], vec!["web-config", "2", &rows[1][2]]]);
+    let rows = table_rows(&kubectl.ok(&["get", "secrets", "-n", "demo"], None).await);
+    assert_eq!(rows[0..2], [vec!["NAME", "TYPE", "DATA", "AGE"], vec!["api-credentials", "Opaque", "2", &rows[1][3]]]);
+    let rows = table_rows(&kubectl.ok(&["get", "namespaces", "demo"], None).await);
+    assert_eq!(rows[0..2], [vec!["NAME", "STATUS", "AGE"], vec!["demo", "Active", &rows[1][2]]]);
     sim.shutdown().await;
 }

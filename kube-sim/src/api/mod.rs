@@ -7,6 +7,7 @@
 pub mod hooks;
 mod list;
 mod objects;
+mod table;
 mod watch;
 
 use std::collections::HashMap;
@@ -235,11 +236,13 @@ async fn collection(
     match *request.method() {
         Method::GET if query.flag("watch") => {
             identity.authorize("watch", resource, ns)?;
-            watch::watch(state, resource, namespace, &query).await
+            let table = table::requested(request.headers(), &query)?;
+            watch::watch(state, resource, namespace, &query, table).await
         }
         Method::GET => {
             identity.authorize("list", resource, ns)?;
-            list::list(state, resource, ns, &query).await
+            let table = table::requested(request.headers(), &query)?;
+            list::list(state, resource, ns, &query, table).await
         }
         Method::POST => {
             let body = read_json(request, resource.kind).await?;
@@ -293,7 +296,10 @@ async fn object(
         (None | Some("status"), &Method::GET) => {
             identity.authorize("get", resource, auth_ns)?;
             let object = state.store.get(resource, &ns, &name).ok_or_else(|| ApiError::not_found(resource.plural, &name))?;
-            Ok(json_response(200, &object))
+            match table::requested(request.headers(), &query)? {
+                Some(table) => Ok(json_response(200, &table.object(resource, &object))),
+                None => Ok(json_response(200, &object)),
+            }
         }
         (None | Some("status"), &Method::PUT) => {
             identity.authorize("update", resource, auth_ns)?;
