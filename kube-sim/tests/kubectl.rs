@@ -68,13 +68,19 @@ async fn get_watch_sees_a_new_pod() {
     sim.shutdown().await;
 }
 
+/// A temporary `.yaml` file for kubectl's `-f`, and its path.
+fn manifest_file() -> (tempfile::NamedTempFile, String) {
+    let manifest = tempfile::Builder::new().prefix("kube-sim-manifest-").suffix(".yaml").tempfile().expect("a manifest file");
+    let path = manifest.path().to_str().expect("a UTF-8 path").to_owned();
+    (manifest, path)
+}
+
 #[tokio::test]
 #[ignore = "needs kubectl: cargo xtask test runs it when kubectl is on PATH"]
 async fn apply_creates_then_updates_a_config_map() {
     let sim = common::start(Seed::Demo).await;
     let kubectl = kubectl(&sim);
-    let manifest = tempfile::Builder::new().prefix("kube-sim-manifest-").suffix(".yaml").tempfile().expect("a manifest file");
-    let path = manifest.path().to_str().expect("a UTF-8 path").to_owned();
+    let (_manifest, path) = manifest_file();
     let write = |greeting: &str, extra: &str| {
         let yaml = format!("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: applied\n  namespace: demo\n  labels:\n    app: applied\ndata:\n  greeting: {greeting}\n{extra}");
         std::fs::write(&path, yaml).expect("write the manifest");
@@ -238,5 +244,53 @@ async fn get_prints_the_servers_columns() {
     assert_eq!(rows[0..2], [vec!["NAME", "TYPE", "DATA", "AGE"], vec!["api-credentials", "Opaque", "2", &rows[1][3]]]);
     let rows = table_rows(&kubectl.ok(&["get", "namespaces", "demo"], None).await);
     assert_eq!(rows[0..2], [vec!["NAME", "STATUS", "AGE"], vec!["demo", "Active", &rows[1][2]]]);
+    sim.shutdown().await;
+}
+
+#[tokio::test]
+#[ignore = "needs kubectl: cargo xtask test runs it when kubectl is on PATH"]
+async fn server_dry_runs_store_nothing() {
+    let sim = common::start(Seed::Demo).await;
+    let kubectl = kubectl(&sim);
+    let http = Http::new(&sim);
+    let (_manifest, path) = manifest_file();
+    let write = |greeting: &str| {
+        let yaml = format!("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: dry\n  namespace: demo\ndata:\n  greeting: {greeting}\n");
+        std::fs::write(&path, yaml).expect("write the manifest");
+    };
+    let stored = || sim.state().store.get(&kube_sim::resources::CONFIGMAPS, "demo", "dry").map(|cm| cm["data"]["greeting"].clone());
+
+    write("hello");
+    let out = kubectl.ok(&["apply", "--dry-run=server", "-f", &path], None).await;
+    assert_eq!(out.trim(), "configmap/dry created (server dry run)");
+    assert_eq!(stored(), None, "a dry-run create stores nothing");
+    kubectl.ok(&["apply", "-f", &path], None).await;
+    assert_eq!(stored(), Some(json!("hello")));
+
+    // From here on, a watch and the revision counter must see nothing until the marker.
+    let rv = sim.state().store.current_rv();
+    let (status, mut events) = http.stream(&format!("/api/v1/namespaces/demo/configmaps?watch=true&resourceVersion={rv}")).await;
+    assert_eq!(status, 200);
+
+    write("bonjour");
+    let out = kubectl.ok(&["apply", "--dry-run=server", "-f", &path], None).await;
+    assert_eq!(out.trim(), "configmap/dry configured (server dry run)");
+    let diff = kubectl.run(&["diff", "-f", &path], None).await;
+    let shown = String::from_utf8_lossy(&diff.stdout);
+    assert_eq!(diff.status.code(), Some(1), "kubectl diff exits 1 when there are differences: {shown}{}", String::from_utf8_lossy(&diff.stderr));
+    assert!(shown.contains("-  greeting: hello") && shown.contains("+  greeting: bonjour"), "{shown}");
+    let out = kubectl.ok(&["delete", "configmap", "dry", "-n", "demo", "--dry-run=server"], None).await;
+    assert_eq!(out.trim(), "configmap \"dry\" deleted (server dry run)");
+    let out = kubectl.ok(&["delete", "configmaps", "-n", "demo", "--all", "--dry-run=server"], None).await;
+    assert!(out.contains("configmap \"dry\" deleted (server dry run)"), "{out}");
+    assert_eq!(stored(), Some(json!("hello")), "nothing was changed or deleted");
+    assert_eq!(sim.state().store.current_rv(), rv, "no revision consumed");
+
+    // An unknown dryRun value is refused as the API server refuses it.
+    http.post("/api/v1/namespaces/demo/configmaps?dryRun=Some", &json!({"metadata": {"name": "x"}})).await.status(422, "Invalid");
+
+    http.post("/api/v1/namespaces/demo/configmaps", &json!({"metadata": {"name": "marker"}})).await.ok();
+    let first = events.next_event().await;
+    assert_eq!((first["type"].as_str(), first["object"]["metadata"]["name"].as_str()), (Some("ADDED"), Some("marker")), "the watch saw a dry run: {first}");
     sim.shutdown().await;
 }

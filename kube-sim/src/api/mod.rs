@@ -106,6 +106,11 @@ impl Query {
         self.0.get(key).and_then(|v| v.first()).map(String::as_str)
     }
 
+    /// Every value of `key`, in order.
+    pub(crate) fn all(&self, key: &str) -> &[String] {
+        self.0.get(key).map_or(&[], Vec::as_slice)
+    }
+
     /// `key` as a Kubernetes boolean (`true`/`1`).
     fn flag(&self, key: &str) -> bool {
         self.get(key).is_some_and(|v| v == "1" || v.eq_ignore_ascii_case("true"))
@@ -253,13 +258,14 @@ async fn collection(
             };
             let target_ns = if resource.is_namespaces() { body.pointer("/metadata/name").and_then(Value::as_str) } else { Some(ns) };
             identity.authorize("create", resource, target_ns.filter(|n| !n.is_empty()))?;
-            objects::reject_dry_run(&query)?;
-            let created = state.store.create(resource, ns, body)?;
+            let write = objects::dry_run(&query, "CreateOptions")?;
+            let created = state.store.create_with(resource, ns, body, write)?;
             Ok(json_response(201, &created))
         }
         Method::DELETE => {
             identity.authorize("deletecollection", resource, ns)?;
-            objects::delete_collection(state, resource, ns, &query)
+            let body = read_bytes(request).await?;
+            objects::delete_collection(state, resource, ns, &query, &body)
         }
         _ => Err(ApiError::method_not_allowed(format!("the server does not allow this method on the requested resource: {}", request.method()))),
     }
@@ -303,27 +309,28 @@ async fn object(
         }
         (None | Some("status"), &Method::PUT) => {
             identity.authorize("update", resource, auth_ns)?;
-            objects::reject_dry_run(&query)?;
+            let write = objects::dry_run(&query, "UpdateOptions")?;
             let body = read_json(request, resource.kind).await?;
             let updated = if sub.is_some() {
-                objects::update_status(&state, resource, &ns, &name, body)?
+                objects::update_status(&state, resource, &ns, &name, body, write)?
             } else {
-                state.store.update(resource, &ns, &name, body)?
+                state.store.update_with(resource, &ns, &name, body, write)?
             };
             Ok(json_response(200, &updated))
         }
         (None | Some("status"), &Method::PATCH) => {
             identity.authorize("patch", resource, auth_ns)?;
-            objects::reject_dry_run(&query)?;
+            let write = objects::dry_run(&query, "PatchOptions")?;
             let content_type = request.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
             let body = read_bytes(request).await?;
-            let patched = objects::patch(&state, resource, &ns, &name, &content_type, &body, sub.is_some())?;
+            let patched = objects::patch(&state, resource, &ns, &name, &content_type, &body, sub.is_some(), write)?;
             Ok(json_response(200, &patched))
         }
         (None, &Method::DELETE) => {
             identity.authorize("delete", resource, auth_ns)?;
-            objects::reject_dry_run(&query)?;
-            let deleted = state.store.delete(resource, &ns, &name)?;
+            let body = read_bytes(request).await?;
+            let write = objects::delete_dry_run(&query, &body)?;
+            let deleted = state.store.delete_with(resource, &ns, &name, write)?;
             Ok(json_response(200, &deleted))
         }
         (None | Some("status"), _) => Err(ApiError::method_not_allowed(format!("the server does not allow this method on the requested resource: {method}"))),

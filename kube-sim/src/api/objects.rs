@@ -12,13 +12,34 @@ use crate::SimState;
 use crate::resources::{PODS, ResourceDef};
 use crate::selectors::Selector;
 use crate::status::ApiError;
+use crate::store::Write;
 
-/// Server-side dry runs are not simulated; saying so beats silently writing.
-pub(super) fn reject_dry_run(query: &Query) -> Result<(), ApiError> {
-    match query.get("dryRun") {
-        Some(v) if !v.is_empty() => Err(ApiError::bad_request("kube-sim does not support dryRun; retry without it")),
-        _ => Ok(()),
+/// The `dryRun` parameter of a write whose options are of kind `options` (`CreateOptions`, ...):
+/// every value must be `All`, as the API server's `ValidateDryRun` requires (422 otherwise).
+pub(super) fn dry_run(query: &Query, options: &str) -> Result<Write, ApiError> {
+    dry_run_values(query.all("dryRun").iter().map(String::as_str), options)
+}
+
+/// A delete's `dryRun`, from the query or, as kubectl and client-go send it, from the
+/// `DeleteOptions` body.
+pub(super) fn delete_dry_run(query: &Query, body: &[u8]) -> Result<Write, ApiError> {
+    let options: Value = match body.iter().all(u8::is_ascii_whitespace) {
+        true => Value::Null,
+        false => serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("error decoding DeleteOptions: {e}")))?,
+    };
+    let from_body = options.get("dryRun").and_then(Value::as_array).into_iter().flatten().map(|v| v.as_str().unwrap_or_default());
+    dry_run_values(query.all("dryRun").iter().map(String::as_str).chain(from_body), "DeleteOptions")
+}
+
+fn dry_run_values<'a>(values: impl Iterator<Item = &'a str>, options: &str) -> Result<Write, ApiError> {
+    let values: Vec<&str> = values.collect();
+    if values.is_empty() {
+        return Ok(Write::Commit);
     }
+    if let Some(bad) = values.iter().find(|v| **v != "All") {
+        return Err(ApiError::invalid(options, "", &[("dryRun", "FieldValueNotSupported", format!("Unsupported value: {bad:?}: supported values: \"All\""))]));
+    }
+    Ok(Write::DryRun)
 }
 
 /// RFC 7386 JSON merge patch. Strategic merge patches from kubectl are applied the same way
@@ -67,6 +88,7 @@ pub(super) fn patch(
     content_type: &str,
     body: &[u8],
     status_only: bool,
+    write: Write,
 ) -> Result<Arc<Value>, ApiError> {
     let media = content_type.split(';').next().unwrap_or_default().trim();
     let bad_json = |e: serde_json::Error| ApiError::bad_request(format!("error decoding patch: {e}"));
@@ -84,7 +106,7 @@ pub(super) fn patch(
         "application/json-patch+json" => Kind::Json(serde_json::from_slice(body).map_err(bad_json)?),
         other => return Err(ApiError::unsupported_media_type(other)),
     };
-    state.store.modify(resource, namespace, name, |object| {
+    state.store.modify_with(resource, namespace, name, write, |object| {
         let mut patched = object.clone();
         match &kind {
             Kind::Merge(p) => merge_patch(&mut patched, p),
@@ -109,8 +131,8 @@ fn set_status(mut object: Value, status: Option<Value>) -> Value {
 }
 
 /// `PUT .../status`: only the status of the body is taken.
-pub(super) fn update_status(state: &SimState, resource: &'static ResourceDef, namespace: &str, name: &str, body: Value) -> Result<Arc<Value>, ApiError> {
-    state.store.modify(resource, namespace, name, |object| {
+pub(super) fn update_status(state: &SimState, resource: &'static ResourceDef, namespace: &str, name: &str, body: Value, write: Write) -> Result<Arc<Value>, ApiError> {
+    state.store.modify_with(resource, namespace, name, write, |object| {
         if let Some(rv) = body.pointer("/metadata/resourceVersion").and_then(Value::as_str)
             && !rv.is_empty()
             && Some(rv) != object.pointer("/metadata/resourceVersion").and_then(Value::as_str)
@@ -123,7 +145,8 @@ pub(super) fn update_status(state: &SimState, resource: &'static ResourceDef, na
 }
 
 /// `DELETE <collection>`: deletes every object matching the selectors, returns the list.
-pub(super) fn delete_collection(state: &SimState, resource: &'static ResourceDef, namespace: Option<&str>, query: &Query) -> Result<Response, ApiError> {
+pub(super) fn delete_collection(state: &SimState, resource: &'static ResourceDef, namespace: Option<&str>, query: &Query, body: &[u8]) -> Result<Response, ApiError> {
+    let write = delete_dry_run(query, body)?;
     let selector = Selector::parse(query.get("labelSelector"), query.get("fieldSelector"), resource)?;
     let (_, items) = state.store.list(resource, namespace);
     let mut deleted = Vec::new();
@@ -131,7 +154,7 @@ pub(super) fn delete_collection(state: &SimState, resource: &'static ResourceDef
         let ns = item["metadata"]["namespace"].as_str().unwrap_or_default();
         let name = item["metadata"]["name"].as_str().unwrap_or_default();
         // Already gone (deleted concurrently) is fine for a collection delete.
-        if let Ok(last) = state.store.delete(resource, ns, name) {
+        if let Ok(last) = state.store.delete_with(resource, ns, name, write) {
             deleted.push(last);
         }
     }
