@@ -115,7 +115,7 @@ fn step(state: &SimState, beat: u64) -> Result<(), crate::status::ApiError> {
             }
         }
         _ => {
-            let replacement = restart_pod(store, &ns, &name)?;
+            let replacement = restart_pod(state, &ns, &name)?;
             let new_name = replacement["metadata"]["name"].as_str().unwrap_or_default().to_owned();
             record_event(state, &ns, &name, "Killing", "Stopping container", "Normal")?;
             record_event(state, &ns, &new_name, "Scheduled", &format!("Successfully assigned {ns}/{new_name} to sim-node-1"), "Normal")?;

@@ -23,6 +23,7 @@ use tokio_util::sync::CancellationToken;
 pub mod api;
 pub mod auth;
 mod churn;
+pub mod controller;
 mod defaults;
 pub mod kubeconfig;
 pub mod resources;
@@ -97,6 +98,8 @@ pub struct SimState {
     pub hooks: api::hooks::HookState,
     /// Cancelled when the simulator shuts down.
     pub shutdown: CancellationToken,
+    /// The deployment and replicaset controllers' lock.
+    pub controllers: controller::Controllers,
 }
 
 /// A running simulator. Dropping it shuts the simulator down; [`Sim::shutdown`] also waits.
@@ -129,6 +132,7 @@ impl Sim {
             runtime: Arc::new(runtime::Runtime::new(sandbox_root, shutdown.clone())),
             hooks: api::hooks::HookState::default(),
             shutdown: shutdown.clone(),
+            controllers: controller::Controllers::default(),
             addr,
             config,
         });
@@ -136,6 +140,7 @@ impl Sim {
         seed::seed(&state.store, state.config.seed)?;
         state.hooks.set_churn_rate(state.config.churn_per_second);
         tokio::spawn(churn::run(state.clone()));
+        tokio::spawn(controller::run(state.clone()));
         let app = api::router(state.clone());
         let token = shutdown.clone();
         let server = tokio::spawn(async move {

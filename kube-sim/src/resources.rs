@@ -48,6 +48,11 @@ impl ResourceDef {
         std::ptr::eq(self, &PODS)
     }
 
+    /// Whether the type has a `/scale` subresource (autoscaling/v1 `Scale`).
+    pub fn has_scale(&self) -> bool {
+        std::ptr::eq(self, &DEPLOYMENTS) || std::ptr::eq(self, &REPLICASETS)
+    }
+
     /// Whether this is the `Namespace` type.
     pub fn is_namespaces(&self) -> bool {
         std::ptr::eq(self, &NAMESPACES)
@@ -97,6 +102,11 @@ pub static DEPLOYMENTS: ResourceDef = ResourceDef {
     namespaced: true, short_names: &["deploy"], field_labels: &[], generation: true,
 };
 
+/// apps/v1 replicasets, which the deployment controller makes.
+pub static REPLICASETS: ResourceDef = ResourceDef {
+    group: "apps", version: "v1", plural: "replicasets", singular: "replicaset", kind: "ReplicaSet",
+    namespaced: true, short_names: &["rs"], field_labels: &["status.replicas"], generation: true,
+};
 /// coordination.k8s.io/v1 leases: each node's heartbeat lease lives in `kube-node-lease`.
 pub static LEASES: ResourceDef = ResourceDef {
     group: "coordination.k8s.io", version: "v1", plural: "leases", singular: "lease", kind: "Lease",
@@ -104,7 +114,7 @@ pub static LEASES: ResourceDef = ResourceDef {
 };
 
 /// Every served resource.
-pub static ALL: [&ResourceDef; 9] = [&NAMESPACES, &NODES, &PODS, &SERVICES, &CONFIGMAPS, &SECRETS, &EVENTS, &DEPLOYMENTS, &LEASES];
+pub static ALL: [&ResourceDef; 10] = [&NAMESPACES, &NODES, &PODS, &SERVICES, &CONFIGMAPS, &SECRETS, &EVENTS, &DEPLOYMENTS, &REPLICASETS, &LEASES];
 
 /// Looks a resource up by group, version and plural.
 pub fn find(group: &str, version: &str, plural: &str) -> Option<&'static ResourceDef> {
@@ -159,10 +169,15 @@ pub fn api_resource_list(group: &str, version: &str) -> Option<Value> {
         if !r.short_names.is_empty() {
             entry["shortNames"] = json!(r.short_names);
         }
-        if matches!(r.plural, "pods" | "services" | "deployments") {
+        if matches!(r.plural, "pods" | "services" | "deployments" | "replicasets") {
             entry["categories"] = json!(["all"]);
         }
         resources.push(entry);
+        if r.has_scale() {
+            resources.push(json!({"name": format!("{}/scale", r.plural), "singularName": "", "namespaced": true, "group": "autoscaling",
+                                  "version": "v1", "kind": "Scale", "verbs": ["get", "patch", "update"]}));
+            resources.push(json!({"name": format!("{}/status", r.plural), "singularName": "", "namespaced": true, "kind": r.kind, "verbs": ["get", "patch", "update"]}));
+        }
         if std::ptr::eq(*r, &NODES) {
             resources.push(json!({"name": "nodes/status", "singularName": "", "namespaced": false, "kind": "Node", "verbs": ["get", "patch", "update"]}));
         }

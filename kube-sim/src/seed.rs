@@ -36,7 +36,7 @@ pub fn seed(store: &Store, seed: Seed) -> Result<(), ApiError> {
         ("kube-system", "coredns", 2, &[("coredns", "registry.k8s.io/coredns/coredns:v1.11.3", &[53, 9153])]),
         ("kube-system", "metrics-server", 1, &[("metrics-server", "registry.k8s.io/metrics-server/metrics-server:v0.7.2", &[10250])]),
     ];
-    for (i, (ns, app, replicas, containers)) in workloads.iter().enumerate() {
+    for (ns, app, replicas, containers) in &workloads {
         let containers: Vec<Value> = containers
             .iter()
             .map(|(name, image, ports)| {
@@ -50,16 +50,6 @@ pub fn seed(store: &Store, seed: Seed) -> Result<(), ApiError> {
             "metadata": {"name": app, "labels": {"app": app}},
             "spec": {"replicas": replicas, "selector": {"matchLabels": {"app": app}}, "template": template}
         }))?;
-        let hash = format!("{:x}", 0x5f6d7c8b9u64 + i as u64 * 0x1111);
-        for r in 0..*replicas {
-            let mut spec = template["spec"].clone();
-            // Round robin over the nodes.
-            spec["nodeName"] = json!(node_name(1 + ((i as u64 + r as u64) % u64::from(NODE_COUNT)) as u8));
-            store.create(&PODS, ns, json!({
-                "metadata": {"generateName": format!("{app}-{hash}-"), "labels": labels},
-                "spec": spec
-            }))?;
-        }
         let ports: Vec<Value> = template["spec"]["containers"][0]["ports"]
             .as_array()
             .into_iter()
@@ -85,6 +75,8 @@ pub fn seed(store: &Store, seed: Seed) -> Result<(), ApiError> {
         "type": "Opaque",
         "data": {"username": "ZGVtbw==", "password": "bm90LWEtcmVhbC1zZWNyZXQ="}
     }))?;
+    // The deployments' ReplicaSets and pods, as the controllers make them.
+    crate::controller::settle(store);
     for ns in namespaces {
         store.create(&CONFIGMAPS, ns, json!({"metadata": {"name": "kube-root-ca.crt"}, "data": {"ca.crt": "-----BEGIN CERTIFICATE-----\nkube-sim has no TLS\n-----END CERTIFICATE-----\n"}}))?;
     }

@@ -294,3 +294,58 @@ async fn server_dry_runs_store_nothing() {
     assert_eq!((first["type"].as_str(), first["object"]["metadata"]["name"].as_str()), (Some("ADDED"), Some("marker")), "the watch saw a dry run: {first}");
     sim.shutdown().await;
 }
+
+#[tokio::test]
+#[ignore = "needs kubectl: cargo xtask test runs it when kubectl is on PATH"]
+async fn deployments_scale_and_roll_out() {
+    let sim = common::start(Seed::Demo).await;
+    let kubectl = kubectl(&sim);
+    let http = Http::new(&sim);
+    let (_manifest, path) = manifest_file();
+    std::fs::write(&path, "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: shop\n  namespace: demo\nspec:\n  replicas: 2\n  selector:\n    matchLabels: {app: shop}\n  strategy:\n    rollingUpdate: {maxSurge: 1, maxUnavailable: 0}\n  template:\n    metadata:\n      labels: {app: shop}\n    spec:\n      containers:\n      - {name: shop, image: 'nginx:1.27'}\n").expect("write the manifest");
+    let shop_pods = || {
+        let (_, pods) = sim.state().store.list(&kube_sim::resources::PODS, Some("demo"));
+        pods.into_iter().filter(|p| p["metadata"]["labels"]["app"] == "shop").collect::<Vec<_>>()
+    };
+    let ready = |pod: &serde_json::Value| pod["status"]["conditions"].as_array().into_iter().flatten().any(|c| c["type"] == "Ready" && c["status"] == "True");
+
+    assert_eq!(kubectl.ok(&["apply", "-f", &path], None).await.trim(), "deployment.apps/shop created");
+    let out = kubectl.ok(&["rollout", "status", "deployment/shop", "-n", "demo", "--timeout=60s"], None).await;
+    assert!(out.contains("successfully rolled out"), "{out}");
+    let pods = shop_pods();
+    assert_eq!(pods.len(), 2);
+    assert!(pods.iter().all(|p| ready(p) && p["metadata"]["ownerReferences"][0]["kind"] == "ReplicaSet" && p["metadata"]["labels"]["pod-template-hash"].is_string()), "{pods:?}");
+
+    assert_eq!(kubectl.ok(&["scale", "deployment/shop", "-n", "demo", "--replicas=3"], None).await.trim(), "deployment.apps/shop scaled");
+    kubectl.ok(&["rollout", "status", "deployment/shop", "-n", "demo", "--timeout=60s"], None).await;
+    let before: Vec<String> = shop_pods().iter().map(|p| p["metadata"]["name"].as_str().unwrap_or_default().to_owned()).collect();
+    assert_eq!(before.len(), 3, "{before:?}");
+
+    // Every change to the shop pods during the rollout, from here on.
+    let rv = sim.state().store.current_rv();
+    let (_, mut events) = http.stream(&format!("/api/v1/namespaces/demo/pods?watch=true&labelSelector=app%3Dshop&resourceVersion={rv}")).await;
+    assert_eq!(kubectl.ok(&["rollout", "restart", "deployment/shop", "-n", "demo"], None).await.trim(), "deployment.apps/shop restarted");
+    let out = kubectl.ok(&["rollout", "status", "deployment/shop", "-n", "demo", "--timeout=60s"], None).await;
+    assert!(out.contains("successfully rolled out"), "{out}");
+
+    let after: Vec<String> = shop_pods().iter().map(|p| p["metadata"]["name"].as_str().unwrap_or_default().to_owned()).collect();
+    assert_eq!(after.len(), 3);
+    assert!(after.iter().all(|p| !before.contains(p)), "every pod was replaced: {before:?} -> {after:?}");
+    // Pods are ready when created, so the live ones are the available ones: with maxSurge 1
+    // and maxUnavailable 0, between 3 and 4 at every moment.
+    let mut live: std::collections::BTreeSet<String> = before.iter().cloned().collect();
+    while live.iter().collect::<Vec<_>>() != after.iter().collect::<std::collections::BTreeSet<_>>().into_iter().collect::<Vec<_>>() {
+        let event = events.next_event().await;
+        let name = event["object"]["metadata"]["name"].as_str().unwrap_or_default().to_owned();
+        match event["type"].as_str() {
+            Some("ADDED") => live.insert(name),
+            Some("DELETED") => live.remove(&name),
+            _ => continue,
+        };
+        assert!((3..=4).contains(&live.len()), "{} pods live after {event}", live.len());
+    }
+    let deployment = sim.state().store.get(&kube_sim::resources::DEPLOYMENTS, "demo", "shop").expect("the deployment");
+    assert_eq!(deployment["metadata"]["generation"], 3, "created, scaled, restarted");
+    assert_eq!(deployment["status"]["observedGeneration"], 3);
+    sim.shutdown().await;
+}

@@ -7,6 +7,7 @@
 pub mod hooks;
 mod list;
 mod objects;
+mod scale;
 mod table;
 mod watch;
 
@@ -299,6 +300,7 @@ async fn object(
             identity.authorize("get", resource, auth_ns)?;
             objects::logs(&state, &ns, &name, &query)
         }
+        (Some("scale"), _) if resource.has_scale() => scale::serve(&state, identity, resource, &ns, &name, &query, request).await,
         (None | Some("status"), &Method::GET) => {
             identity.authorize("get", resource, auth_ns)?;
             let object = state.store.get(resource, &ns, &name).ok_or_else(|| ApiError::not_found(resource.plural, &name))?;

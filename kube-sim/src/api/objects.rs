@@ -79,7 +79,52 @@ fn strip_directives(value: &mut Value) {
     }
 }
 
+/// A PATCH body, decoded by its content type.
+enum PatchBody {
+    Merge(Value),
+    Json(json_patch::Patch),
+}
+
+impl PatchBody {
+    /// Decodes `body` as `content_type` says: merge, strategic merge (its directives dropped)
+    /// or JSON patch; any other type is 415.
+    fn parse(content_type: &str, body: &[u8]) -> Result<PatchBody, ApiError> {
+        let media = content_type.split(';').next().unwrap_or_default().trim();
+        let bad_json = |e: serde_json::Error| ApiError::bad_request(format!("error decoding patch: {e}"));
+        Ok(match media {
+            "application/merge-patch+json" => PatchBody::Merge(serde_json::from_slice(body).map_err(bad_json)?),
+            "application/strategic-merge-patch+json" => {
+                let mut value: Value = serde_json::from_slice(body).map_err(bad_json)?;
+                strip_directives(&mut value);
+                PatchBody::Merge(value)
+            }
+            "application/json-patch+json" => PatchBody::Json(serde_json::from_slice(body).map_err(bad_json)?),
+            other => return Err(ApiError::unsupported_media_type(other)),
+        })
+    }
+
+    /// `target` with the patch applied; it must stay an object.
+    fn apply(&self, target: &Value, kind: &str, name: &str) -> Result<Value, ApiError> {
+        let mut patched = target.clone();
+        match self {
+            PatchBody::Merge(p) => merge_patch(&mut patched, p),
+            PatchBody::Json(p) => json_patch::patch(&mut patched, p).map_err(|e| ApiError::invalid(kind, name, &[("patch", "FieldValueInvalid", e.to_string())]))?,
+        }
+        if !patched.is_object() {
+            return Err(ApiError::bad_request("the patch must leave an object"));
+        }
+        Ok(patched)
+    }
+}
+
+/// Applies a PATCH body of `content_type` to `target` (what `/scale` patches: a view of an
+/// object rather than the object).
+pub(super) fn apply_patch(target: &Value, content_type: &str, body: &[u8], kind: &str, name: &str) -> Result<Value, ApiError> {
+    PatchBody::parse(content_type, body)?.apply(target, kind, name)
+}
+
 /// `PATCH` an object (or its status).
+#[allow(clippy::too_many_arguments)]
 pub(super) fn patch(
     state: &SimState,
     resource: &'static ResourceDef,
@@ -90,31 +135,9 @@ pub(super) fn patch(
     status_only: bool,
     write: Write,
 ) -> Result<Arc<Value>, ApiError> {
-    let media = content_type.split(';').next().unwrap_or_default().trim();
-    let bad_json = |e: serde_json::Error| ApiError::bad_request(format!("error decoding patch: {e}"));
-    enum Kind {
-        Merge(Value),
-        Json(json_patch::Patch),
-    }
-    let kind = match media {
-        "application/merge-patch+json" => Kind::Merge(serde_json::from_slice(body).map_err(bad_json)?),
-        "application/strategic-merge-patch+json" => {
-            let mut value: Value = serde_json::from_slice(body).map_err(bad_json)?;
-            strip_directives(&mut value);
-            Kind::Merge(value)
-        }
-        "application/json-patch+json" => Kind::Json(serde_json::from_slice(body).map_err(bad_json)?),
-        other => return Err(ApiError::unsupported_media_type(other)),
-    };
+    let patch = PatchBody::parse(content_type, body)?;
     state.store.modify_with(resource, namespace, name, write, |object| {
-        let mut patched = object.clone();
-        match &kind {
-            Kind::Merge(p) => merge_patch(&mut patched, p),
-            Kind::Json(p) => json_patch::patch(&mut patched, p).map_err(|e| ApiError::invalid(resource.kind, name, &[("patch", "FieldValueInvalid", e.to_string())]))?,
-        }
-        if !patched.is_object() {
-            return Err(ApiError::bad_request("the patch must leave an object"));
-        }
+        let patched = patch.apply(object, resource.kind, name)?;
         *object = if status_only { set_status(object.clone(), patched.get("status").cloned()) } else { patched };
         Ok(())
     })
