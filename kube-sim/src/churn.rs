@@ -84,10 +84,16 @@ fn step(state: &SimState, beat: u64) -> Result<(), crate::status::ApiError> {
     let name = pod["metadata"]["name"].as_str().unwrap_or_default().to_owned();
     match fastrand::u8(0..100) {
         0..60 => {
-            store.modify(&PODS, &ns, &name, |p| {
+            let pod = store.modify(&PODS, &ns, &name, |p| {
                 set_in(p, &["metadata", "annotations", "kube-sim/heartbeat"], json!(beat.to_string()));
                 Ok(())
             })?;
+            // The container serves a request and logs it.
+            if let Some(container) = pod.pointer("/spec/containers/0/name").and_then(Value::as_str) {
+                let uid = pod["metadata"]["uid"].as_str().unwrap_or_default();
+                let line = format!("10.244.0.1 - - \"GET /healthz HTTP/1.1\" 200 2 \"-\" \"kube-probe/1.32\" beat={beat}");
+                crate::logs::with_start(state, &pod, container, |start| state.logs.append(uid, container, start, line));
+            }
         }
         60..85 => {
             // A container restarts: its count goes up and it is briefly not ready.
@@ -102,6 +108,10 @@ fn step(state: &SimState, beat: u64) -> Result<(), crate::status::ApiError> {
                 }
                 Ok(())
             })?;
+            if let Some(pod) = store.get(&PODS, &ns, &name) {
+                let uid = pod["metadata"]["uid"].as_str().unwrap_or_default();
+                crate::logs::with_start(state, &pod, &container, |start| state.logs.restart(uid, &container, start, chrono::Utc::now()));
+            }
             record_event(state, &ns, &name, "BackOff", &format!("Back-off restarting failed container {container} in pod {name}"), "Warning")?;
         }
         85..95 => {

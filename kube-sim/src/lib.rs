@@ -26,6 +26,7 @@ mod churn;
 pub mod controller;
 mod defaults;
 pub mod kubeconfig;
+pub mod logs;
 pub mod resources;
 pub mod runtime;
 mod seed;
@@ -100,6 +101,8 @@ pub struct SimState {
     pub shutdown: CancellationToken,
     /// The deployment and replicaset controllers' lock.
     pub controllers: controller::Controllers,
+    /// Every container's log.
+    pub logs: logs::ContainerLogs,
 }
 
 /// A running simulator. Dropping it shuts the simulator down; [`Sim::shutdown`] also waits.
@@ -133,6 +136,7 @@ impl Sim {
             hooks: api::hooks::HookState::default(),
             shutdown: shutdown.clone(),
             controllers: controller::Controllers::default(),
+            logs: logs::ContainerLogs::default(),
             addr,
             config,
         });

@@ -30,25 +30,46 @@ async fn get_pods_in_all_namespaces() {
     sim.shutdown().await;
 }
 
+/// A kubectl that keeps running (`get -w`, `logs -f`), read line by line.
+struct Streaming {
+    child: tokio::process::Child,
+    lines: tokio::io::Lines<BufReader<tokio::process::ChildStdout>>,
+}
+
+impl Streaming {
+    fn spawn(kubectl: &Kubectl, args: &[&str]) -> Streaming {
+        let mut child = kubectl.command(args).spawn().expect("kubectl starts");
+        let lines = BufReader::new(child.stdout.take().expect("piped stdout")).lines();
+        Streaming { child, lines }
+    }
+
+    async fn next_line(&mut self) -> String {
+        within("a line from kubectl", self.lines.next_line()).await.expect("read kubectl's stdout").expect("kubectl still running")
+    }
+
+    async fn stop(mut self) {
+        self.child.start_kill().expect("stop kubectl");
+        let _ = self.child.wait().await;
+    }
+}
+
 #[tokio::test]
 #[ignore = "needs kubectl: cargo xtask test runs it when kubectl is on PATH"]
 async fn get_watch_sees_a_new_pod() {
     let sim = common::start(Seed::Demo).await;
     let kubectl = kubectl(&sim);
     let http = Http::new(&sim);
-    let mut child = kubectl.command(&["get", "pods", "-w", "-n", "demo"]).spawn().expect("kubectl starts");
-    let mut lines = BufReader::new(child.stdout.take().expect("piped stdout")).lines();
-    let mut next_line = async || within("a line from kubectl get -w", lines.next_line()).await.expect("read kubectl's stdout").expect("kubectl still watching");
+    let mut watch = Streaming::spawn(&kubectl, &["get", "pods", "-w", "-n", "demo"]);
 
     // The initial listing: every demo pod once.
     let mut expected = common::pods_of(&sim, "demo", "web");
     expected.extend(common::pods_of(&sim, "demo", "api"));
     expected.push("redis-0".to_owned());
     expected.sort();
-    assert!(next_line().await.starts_with("NAME"), "a header first");
+    assert!(watch.next_line().await.starts_with("NAME"), "a header first");
     let mut listed = Vec::new();
     while listed.len() < expected.len() {
-        listed.push(next_line().await.split_whitespace().next().expect("a name column").to_owned());
+        listed.push(watch.next_line().await.split_whitespace().next().expect("a name column").to_owned());
     }
     listed.sort();
     assert_eq!(listed, expected);
@@ -56,15 +77,14 @@ async fn get_watch_sees_a_new_pod() {
     let pod = json!({"metadata": {"name": "watched-pod", "labels": {"app": "watched"}}, "spec": {"containers": [{"name": "c", "image": "busybox:1.36"}]}});
     http.post("/api/v1/namespaces/demo/pods", &pod).await.ok();
     loop {
-        let line = next_line().await;
+        let line = watch.next_line().await;
         if line.split_whitespace().next() == Some("watched-pod") {
             // The watch event's object is a Table row: the server's columns, not NAME and AGE.
             assert_eq!(line.split_whitespace().take(4).collect::<Vec<_>>(), ["watched-pod", "1/1", "Running", "0"], "{line}");
             break;
         }
     }
-    child.start_kill().expect("stop kubectl");
-    let _ = child.wait().await;
+    watch.stop().await;
     sim.shutdown().await;
 }
 
@@ -347,5 +367,54 @@ async fn deployments_scale_and_roll_out() {
     let deployment = sim.state().store.get(&kube_sim::resources::DEPLOYMENTS, "demo", "shop").expect("the deployment");
     assert_eq!(deployment["metadata"]["generation"], 3, "created, scaled, restarted");
     assert_eq!(deployment["status"]["observedGeneration"], 3);
+    sim.shutdown().await;
+}
+
+#[tokio::test]
+#[ignore = "needs kubectl: cargo xtask test runs it when kubectl is on PATH"]
+async fn logs_tail_limit_previous_and_timestamps() {
+    let sim = common::start(Seed::Demo).await;
+    let kubectl = kubectl(&sim);
+    let all = kubectl.ok(&["logs", "toolbox"], None).await;
+    assert_eq!(all, "kube-sim: container shell of pod default/toolbox started\nkube-sim: ready\n");
+    assert_eq!(kubectl.ok(&["logs", "toolbox", "--tail=1"], None).await, "kube-sim: ready\n");
+    assert_eq!(kubectl.ok(&["logs", "toolbox", "--limit-bytes=8"], None).await, "kube-sim");
+    assert_eq!(kubectl.ok(&["logs", "toolbox", "--since=1h"], None).await, all);
+    let stamped = kubectl.ok(&["logs", "toolbox", "--timestamps", "--tail=1"], None).await;
+    let (stamp, text) = stamped.trim_end().split_once(' ').expect("a timestamp, a space, the line");
+    assert!(chrono::DateTime::parse_from_rfc3339(stamp).is_ok() && text == "kube-sim: ready", "{stamped}");
+    let refused = kubectl.run(&["logs", "toolbox", "--previous"], None).await;
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("previous terminated container \"shell\" in pod \"toolbox\" not found"), "{refused:?}");
+
+    // A restart keeps the old container's log for --previous.
+    let state = sim.state();
+    let pod = state.store.get(&kube_sim::resources::PODS, "default", "toolbox").expect("the toolbox pod");
+    let uid = pod["metadata"]["uid"].as_str().expect("a uid");
+    kube_sim::logs::with_start(state, &pod, "shell", |start| {
+        state.logs.append(uid, "shell", start, "last words".to_owned());
+        state.logs.restart(uid, "shell", start, chrono::Utc::now());
+    });
+    assert_eq!(kubectl.ok(&["logs", "toolbox", "--previous", "--tail=1"], None).await, "last words\n");
+    assert_eq!(kubectl.ok(&["logs", "toolbox"], None).await, all, "the new container's log starts afresh");
+    sim.shutdown().await;
+}
+
+#[tokio::test]
+#[ignore = "needs kubectl: cargo xtask test runs it when kubectl is on PATH"]
+async fn logs_follow_streams_what_the_container_writes() {
+    let sim = common::start(Seed::Demo).await;
+    let kubectl = kubectl(&sim);
+    let http = Http::new(&sim);
+    let mut follow = Streaming::spawn(&kubectl, &["logs", "-f", "toolbox"]);
+    assert_eq!(follow.next_line().await, "kube-sim: container shell of pod default/toolbox started");
+    assert_eq!(follow.next_line().await, "kube-sim: ready");
+
+    // A process in the container writes to the container's log after kubectl started.
+    kubectl.ok(&["exec", "toolbox", "--", "sh", "-c", "echo written-after-start >> container.log"], None).await;
+    assert_eq!(follow.next_line().await, "written-after-start");
+    http.stats_when("the follow to be streaming", |s| s["logFollows"] == 1).await;
+
+    follow.stop().await;
+    http.stats_when("the follow to end once kubectl is gone", |s| s["logFollows"] == 0).await;
     sim.shutdown().await;
 }

@@ -236,6 +236,7 @@ async fn stats(State(state): State<Arc<SimState>>) -> Json<Value> {
         "listRequests": hooks.list_requests.load(Ordering::Relaxed),
         "execSessions": state.runtime.live_exec_sessions(),
         "execSessionsTotal": state.runtime.exec_sessions_total(),
+        "logFollows": state.logs.open_follows(),
         "resourceVersion": state.store.current_rv().to_string(),
     }))
 }

@@ -298,7 +298,7 @@ async fn object(
         }
         (Some("log"), &Method::GET) if resource.is_pods() => {
             identity.authorize("get", resource, auth_ns)?;
-            objects::logs(&state, &ns, &name, &query)
+            objects::logs(&state, &ns, &name, &query).await
         }
         (Some("scale"), _) if resource.has_scale() => scale::serve(&state, identity, resource, &ns, &name, &query, request).await,
         (None | Some("status"), &Method::GET) => {

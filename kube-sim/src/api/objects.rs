@@ -12,7 +12,9 @@ use crate::SimState;
 use crate::resources::{PODS, ResourceDef};
 use crate::selectors::Selector;
 use crate::status::ApiError;
+use crate::logs::Line;
 use crate::store::Write;
+use chrono::{DateTime, Utc};
 
 /// The `dryRun` parameter of a write whose options are of kind `options` (`CreateOptions`, ...):
 /// every value must be `All`, as the API server's `ValidateDryRun` requires (422 otherwise).
@@ -186,25 +188,148 @@ pub(super) fn delete_collection(state: &SimState, resource: &'static ResourceDef
     Ok(json_response(200, &body))
 }
 
-/// `GET .../pods/{name}/log`: a few plausible lines per container (the simulator runs no
-/// container main process that writes logs).
-pub(super) fn logs(state: &SimState, namespace: &str, name: &str, query: &Query) -> Result<Response, ApiError> {
-    let pod = state.store.get(&PODS, namespace, name).ok_or_else(|| ApiError::not_found("pods", name))?;
-    let containers: Vec<&str> = pod["spec"]["containers"].as_array().into_iter().flatten().filter_map(|c| c["name"].as_str()).collect();
-    let container = match query.get("container") {
-        Some(c) if containers.contains(&c) => c,
-        Some(c) => return Err(ApiError::bad_request(format!("container {c} is not valid for pod {name}"))),
-        None if containers.len() == 1 => containers[0],
-        None => {
-            return Err(ApiError::bad_request(format!(
-                "a container name must be specified for pod {name}, choose one of: [{}]",
-                containers.join(" ")
-            )));
+/// What a log request asked for (`PodLogOptions`).
+struct LogOptions {
+    container: String,
+    follow: bool,
+    previous: bool,
+    timestamps: bool,
+    tail_lines: Option<usize>,
+    since: Option<DateTime<Utc>>,
+    limit_bytes: Option<usize>,
+}
+
+impl LogOptions {
+    /// Parses and validates the query as the API server does: a value that is not a number is
+    /// 400, one out of range 422 `Invalid`.
+    fn parse(query: &Query, pod: &Value, name: &str) -> Result<LogOptions, ApiError> {
+        let containers: Vec<&str> = pod["spec"]["containers"].as_array().into_iter().flatten().filter_map(|c| c["name"].as_str()).collect();
+        let container = match (query.get("container"), containers.as_slice()) {
+            (Some(c), _) if containers.contains(&c) => c,
+            (Some(c), _) => return Err(ApiError::bad_request(format!("container {c} is not valid for pod {name}"))),
+            (None, [only]) => only,
+            (None, _) => {
+                return Err(ApiError::bad_request(format!("a container name must be specified for pod {name}, choose one of: [{}]", containers.join(" "))));
+            }
+        };
+        let number = |key: &str| -> Result<Option<i64>, ApiError> {
+            query.get(key).filter(|v| !v.is_empty()).map(|v| v.parse::<i64>().map_err(|_| ApiError::bad_request(format!("{key}: invalid value {v:?}: must be an integer")))).transpose()
+        };
+        let invalid = |field: &str, value: i64, rule: &str| ApiError::invalid("PodLogOptions", name, &[(field, "FieldValueInvalid", format!("Invalid value: {value}: {rule}"))]);
+        let tail_lines = match number("tailLines")? {
+            Some(n) if n < 0 => return Err(invalid("tailLines", n, "must be greater than or equal to 0")),
+            n => n.map(|n| usize::try_from(n).unwrap_or(usize::MAX)),
+        };
+        let limit_bytes = match number("limitBytes")? {
+            Some(n) if n < 1 => return Err(invalid("limitBytes", n, "must be greater than 0")),
+            n => n.map(|n| usize::try_from(n).unwrap_or(usize::MAX)),
+        };
+        let since_seconds = match number("sinceSeconds")? {
+            Some(n) if n < 1 => return Err(invalid("sinceSeconds", n, "must be greater than 0")),
+            n => n,
+        };
+        let since_time = query
+            .get("sinceTime")
+            .filter(|v| !v.is_empty())
+            .map(|v| DateTime::parse_from_rfc3339(v).map(|t| t.with_timezone(&Utc)).map_err(|e| ApiError::bad_request(format!("sinceTime: invalid value {v:?}: {e}"))))
+            .transpose()?;
+        let since = match (since_seconds, since_time) {
+            (Some(_), Some(_)) => {
+                return Err(ApiError::invalid("PodLogOptions", name, &[("", "FieldValueForbidden", "Forbidden: at most one of `sinceTime` or `sinceSeconds` may be specified".to_owned())]));
+            }
+            (Some(seconds), None) => Utc::now().checked_sub_signed(chrono::TimeDelta::try_seconds(seconds).unwrap_or(chrono::TimeDelta::MAX)),
+            (None, time) => time,
+        };
+        Ok(LogOptions {
+            container: container.to_owned(),
+            follow: query.flag("follow"),
+            previous: query.flag("previous"),
+            timestamps: query.flag("timestamps"),
+            tail_lines,
+            since,
+            limit_bytes,
+        })
+    }
+
+    fn render(&self, line: &Line) -> String {
+        if self.timestamps {
+            format!("{} {}\n", line.at.to_rfc3339_opts(chrono::SecondsFormat::Nanos, true), line.text)
+        } else {
+            format!("{}\n", line.text)
         }
+    }
+}
+
+/// Cuts `text` to at most `budget` bytes (at a character boundary) and charges it.
+fn charge(text: &mut String, budget: &mut Option<usize>) {
+    if let Some(left) = budget {
+        let mut cut = (*left).min(text.len());
+        while !text.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        text.truncate(cut);
+        *left -= cut;
+    }
+}
+
+/// `GET .../pods/{name}/log`: the container's log (`logs`), with `tailLines`, `sinceSeconds`,
+/// `sinceTime`, `timestamps`, `limitBytes` and `previous`; with `follow=true`, a stream of
+/// what the container writes until the client goes, the pod goes or `limitBytes` is reached.
+pub(super) async fn logs(state: &Arc<SimState>, namespace: &str, name: &str, query: &Query) -> Result<Response, ApiError> {
+    let pod = state.store.get(&PODS, namespace, name).ok_or_else(|| ApiError::not_found("pods", name))?;
+    let options = LogOptions::parse(query, &pod, name)?;
+    let uid = pod["metadata"]["uid"].as_str().unwrap_or_default().to_owned();
+    let read = crate::logs::with_start(state, &pod, &options.container, |start| state.logs.read(&uid, &options.container, start, options.previous));
+    let Some((lines, cursor)) = read else {
+        return Err(ApiError::bad_request(format!("previous terminated container {:?} in pod {name:?} not found", options.container)));
     };
-    let started = pod.pointer("/status/startTime").and_then(Value::as_str).unwrap_or_default();
-    let text = format!("{started} kube-sim: container {container} of pod {namespace}/{name} started\n{started} kube-sim: ready\n");
-    Ok(([(header::CONTENT_TYPE, "text/plain")], text).into_response())
+    let lines: Vec<&Line> = lines.iter().filter(|l| options.since.is_none_or(|since| l.at >= since)).collect();
+    let tail = options.tail_lines.unwrap_or(usize::MAX).min(lines.len());
+    let mut text: String = lines[lines.len() - tail..].iter().map(|l| options.render(l)).collect();
+    let mut budget = options.limit_bytes;
+    charge(&mut text, &mut budget);
+    if !options.follow || options.previous || budget == Some(0) {
+        return Ok(([(header::CONTENT_TYPE, "text/plain")], text).into_response());
+    }
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<bytes::Bytes, std::convert::Infallible>>(16);
+    let _ = tx.try_send(Ok(text.into()));
+    tokio::spawn(follow(state.clone(), pod, options, cursor, budget, tx));
+    let body = axum::body::Body::from_stream(futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|item| (item, rx)) }));
+    Ok(([(header::CONTENT_TYPE, "text/plain")], body).into_response())
+}
+
+/// How often a follow looks at `container.log` for lines processes appended.
+const FILE_POLL: std::time::Duration = std::time::Duration::from_millis(200);
+
+async fn follow(state: Arc<SimState>, pod: Arc<Value>, options: LogOptions, mut cursor: crate::logs::Cursor, mut budget: Option<usize>, tx: tokio::sync::mpsc::Sender<Result<bytes::Bytes, std::convert::Infallible>>) {
+    let _counted = state.logs.follow();
+    let namespace = pod["metadata"]["namespace"].as_str().unwrap_or_default();
+    let name = pod["metadata"]["name"].as_str().unwrap_or_default();
+    let uid = pod["metadata"]["uid"].as_str().unwrap_or_default();
+    loop {
+        let (lines, next, mut written) = crate::logs::with_start(&state, &pod, &options.container, |start| state.logs.since(uid, &options.container, start, cursor));
+        cursor = next;
+        for line in &lines {
+            let mut text = options.render(line);
+            charge(&mut text, &mut budget);
+            if !text.is_empty() && tx.send(Ok(text.into())).await.is_err() {
+                return;
+            }
+            if budget == Some(0) {
+                return;
+            }
+        }
+        tokio::select! {
+            _ = written.changed() => {}
+            _ = tokio::time::sleep(FILE_POLL) => {}
+            _ = tx.closed() => return,
+            _ = state.shutdown.cancelled() => return,
+        }
+        // The container's log ends with its pod.
+        if state.store.get(&PODS, namespace, name).is_none_or(|p| p["metadata"]["uid"] != uid) {
+            return;
+        }
+    }
 }
 
 #[cfg(test)]
