@@ -51,6 +51,7 @@ fn pod(object: &mut Value) {
     spec.entry("restartPolicy").or_insert(json!("Always"));
     spec.entry("nodeName").or_insert(json!("sim-node-1"));
     spec.entry("serviceAccountName").or_insert(json!("default"));
+    spec.entry("schedulerName").or_insert(json!("default-scheduler"));
     spec.entry("containers").or_insert(json!([]));
     let node = spec.get("nodeName").and_then(Value::as_str).unwrap_or_default().to_owned();
     let containers: Vec<(String, String)> = spec["containers"]

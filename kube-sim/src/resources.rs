@@ -69,7 +69,7 @@ pub static NAMESPACES: ResourceDef = ResourceDef {
 /// core/v1 pods.
 pub static PODS: ResourceDef = ResourceDef {
     group: "", version: "v1", plural: "pods", singular: "pod", kind: "Pod",
-    namespaced: true, short_names: &["po"], field_labels: &["status.phase", "spec.nodeName", "status.podIP", "spec.restartPolicy", "spec.serviceAccountName"], generation: false,
+    namespaced: true, short_names: &["po"], field_labels: &["spec.nodeName", "spec.restartPolicy", "spec.schedulerName", "spec.serviceAccountName", "spec.hostNetwork", "status.phase", "status.podIP", "status.nominatedNodeName"], generation: false,
 };
 /// core/v1 services.
 pub static SERVICES: ResourceDef = ResourceDef {
@@ -89,7 +89,10 @@ pub static SECRETS: ResourceDef = ResourceDef {
 /// core/v1 events.
 pub static EVENTS: ResourceDef = ResourceDef {
     group: "", version: "v1", plural: "events", singular: "event", kind: "Event",
-    namespaced: true, short_names: &["ev"], field_labels: &["involvedObject.name", "involvedObject.kind", "involvedObject.namespace", "involvedObject.uid", "reason", "type"], generation: false,
+    namespaced: true, short_names: &["ev"], field_labels: &[
+        "involvedObject.kind", "involvedObject.namespace", "involvedObject.name", "involvedObject.uid", "involvedObject.apiVersion",
+        "involvedObject.resourceVersion", "involvedObject.fieldPath", "reason", "reportingComponent", "source", "type",
+    ], generation: false,
 };
 /// core/v1 nodes (cluster-scoped): the machines pods name in `spec.nodeName`.
 pub static NODES: ResourceDef = ResourceDef {

@@ -418,3 +418,40 @@ async fn logs_follow_streams_what_the_container_writes() {
     http.stats_when("the follow to end once kubectl is gone", |s| s["logFollows"] == 0).await;
     sim.shutdown().await;
 }
+
+#[tokio::test]
+#[ignore = "needs kubectl: cargo xtask test runs it when kubectl is on PATH"]
+async fn field_selectors_kubectl_uses() {
+    let sim = common::start(Seed::Demo).await;
+    let kubectl = kubectl(&sim);
+    let http = Http::new(&sim);
+    let web = common::pods_of(&sim, "demo", "web");
+    let about = |pod: &str, reason: &str| {
+        let uid = sim.state().store.get(&kube_sim::resources::PODS, "demo", pod).map(|p| p["metadata"]["uid"].clone());
+        json!({"metadata": {"generateName": format!("{pod}.")}, "involvedObject": {"kind": "Pod", "apiVersion": "v1", "namespace": "demo", "name": pod, "uid": uid},
+               "reason": reason, "message": format!("{reason} happened"), "type": "Normal", "source": {"component": "kubelet", "host": "sim-node-1"}})
+    };
+    http.post("/api/v1/namespaces/demo/events", &about(&web[0], "Pulled")).await.ok();
+    http.post("/api/v1/namespaces/demo/events", &about(&web[1], "Started")).await.ok();
+
+    let rows = table_rows(&kubectl.ok(&["events", "-n", "demo", "--for", &format!("pod/{}", web[0])], None).await);
+    assert_eq!(rows.len(), 2, "a header and the one event about {}: {rows:?}", web[0]);
+    assert!(rows[1].contains(&"Pulled".to_owned()) && rows[1].contains(&format!("Pod/{}", web[0])), "{rows:?}");
+    let described = kubectl.ok(&["describe", "pod", "-n", "demo", &web[1]], None).await;
+    assert!(described.contains("Started happened") && !described.contains("Pulled happened"), "events by involvedObject.uid:\n{described}");
+
+    let on_node: Vec<String> = table_rows(&kubectl.ok(&["get", "pods", "-A", "--field-selector", "spec.nodeName=sim-node-2,status.phase=Running", "--no-headers"], None).await)
+        .into_iter()
+        .map(|row| format!("{}/{}", row[0], row[1]))
+        .collect();
+    let (_, pods) = sim.state().store.list(&kube_sim::resources::PODS, None);
+    let expected: Vec<String> = pods.iter().filter(|p| p["spec"]["nodeName"] == "sim-node-2").map(|p| format!("{}/{}", p["metadata"]["namespace"].as_str().unwrap_or_default(), p["metadata"]["name"].as_str().unwrap_or_default())).collect();
+    assert!(!expected.is_empty());
+    assert_eq!(on_node, expected);
+    assert_eq!(kubectl.ok(&["get", "pods", "-n", "default", "--field-selector", "spec.schedulerName=default-scheduler,spec.serviceAccountName=default,spec.restartPolicy=Always", "-o", "name"], None).await.lines().count(), 2);
+
+    let refused = kubectl.run(&["get", "pods", "--field-selector", "spec.color=blue"], None).await;
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("field label not supported: spec.color"), "{}", String::from_utf8_lossy(&refused.stderr));
+    sim.shutdown().await;
+}
