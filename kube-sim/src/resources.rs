@@ -53,6 +53,16 @@ impl ResourceDef {
         std::ptr::eq(self, &DEPLOYMENTS) || std::ptr::eq(self, &REPLICASETS)
     }
 
+    /// Whether this is a review: created and answered, never stored, listed or watched.
+    pub fn is_review(&self) -> bool {
+        std::ptr::eq(self, &SELF_SUBJECT_ACCESS_REVIEWS) || std::ptr::eq(self, &SELF_SUBJECT_RULES_REVIEWS)
+    }
+
+    /// The verbs discovery lists.
+    pub fn verbs(&self) -> &'static [&'static str] {
+        if self.is_review() { &["create"] } else { VERBS }
+    }
+
     /// Whether this is the `Namespace` type.
     pub fn is_namespaces(&self) -> bool {
         std::ptr::eq(self, &NAMESPACES)
@@ -116,8 +126,22 @@ pub static LEASES: ResourceDef = ResourceDef {
     namespaced: true, short_names: &[], field_labels: &[], generation: false,
 };
 
+/// authorization.k8s.io/v1 selfsubjectaccessreviews: "may I?", create-only.
+pub static SELF_SUBJECT_ACCESS_REVIEWS: ResourceDef = ResourceDef {
+    group: "authorization.k8s.io", version: "v1", plural: "selfsubjectaccessreviews", singular: "selfsubjectaccessreview", kind: "SelfSubjectAccessReview",
+    namespaced: false, short_names: &[], field_labels: &[], generation: false,
+};
+/// authorization.k8s.io/v1 selfsubjectrulesreviews: "what may I do in this namespace?", create-only.
+pub static SELF_SUBJECT_RULES_REVIEWS: ResourceDef = ResourceDef {
+    group: "authorization.k8s.io", version: "v1", plural: "selfsubjectrulesreviews", singular: "selfsubjectrulesreview", kind: "SelfSubjectRulesReview",
+    namespaced: false, short_names: &[], field_labels: &[], generation: false,
+};
+
 /// Every served resource.
-pub static ALL: [&ResourceDef; 10] = [&NAMESPACES, &NODES, &PODS, &SERVICES, &CONFIGMAPS, &SECRETS, &EVENTS, &DEPLOYMENTS, &REPLICASETS, &LEASES];
+pub static ALL: [&ResourceDef; 12] = [
+    &NAMESPACES, &NODES, &PODS, &SERVICES, &CONFIGMAPS, &SECRETS, &EVENTS, &DEPLOYMENTS, &REPLICASETS, &LEASES,
+    &SELF_SUBJECT_ACCESS_REVIEWS, &SELF_SUBJECT_RULES_REVIEWS,
+];
 
 /// Looks a resource up by group, version and plural.
 pub fn find(group: &str, version: &str, plural: &str) -> Option<&'static ResourceDef> {
@@ -168,7 +192,7 @@ pub fn api_resource_list(group: &str, version: &str) -> Option<Value> {
     let mut resources = Vec::new();
     for r in ALL.iter().filter(|r| r.group == group && r.version == version) {
         let mut entry = json!({"name": r.plural, "singularName": r.singular, "namespaced": r.namespaced,
-                               "kind": r.kind, "verbs": VERBS});
+                               "kind": r.kind, "verbs": r.verbs()});
         if !r.short_names.is_empty() {
             entry["shortNames"] = json!(r.short_names);
         }
@@ -227,7 +251,8 @@ pub fn openapi_group_version(path: &str) -> Option<Value> {
         _ => return None,
     };
     let mut paths = serde_json::Map::new();
-    for r in ALL.iter().filter(|r| r.group == group && r.version == version) {
+    // Reviews have no PATCH for kubectl's validation probe to find.
+    for r in ALL.iter().filter(|r| r.group == group && r.version == version && !r.is_review()) {
         let base = r.group_version_path();
         let item = if r.namespaced {
             format!("{base}/namespaces/{{namespace}}/{}/{{name}}", r.plural)
@@ -243,7 +268,7 @@ pub fn openapi_group_version(path: &str) -> Option<Value> {
             "responses": {"200": {"description": "OK"}}
         }}));
     }
-    if paths.is_empty() {
+    if !ALL.iter().any(|r| r.group == group && r.version == version) {
         return None;
     }
     Some(json!({"openapi": "3.0.0", "info": {"title": "Kubernetes", "version": "v1.32.0"},

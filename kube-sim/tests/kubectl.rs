@@ -455,3 +455,58 @@ async fn field_selectors_kubectl_uses() {
     assert!(String::from_utf8_lossy(&refused.stderr).contains("field label not supported: spec.color"), "{}", String::from_utf8_lossy(&refused.stderr));
     sim.shutdown().await;
 }
+
+/// A plain-HTTP front for `sim` that adds `Authorization: Bearer <token>` to every request:
+/// kubectl sends no credentials to a plain-HTTP server itself, so a user behind an
+/// authenticating proxy is how kubectl acts as someone there.
+async fn authenticating_proxy(sim: &Sim, token: &str) -> (Kubectl, tokio::task::JoinHandle<()>) {
+    let mut config = kube::Config::new(sim.url().parse().expect("the simulator URL is a URI"));
+    config.auth_info.token = Some(token.to_owned().into());
+    let client = kube::Client::try_from(config).expect("a client with the token");
+    let app = axum::Router::new().fallback(move |request: axum::extract::Request| {
+        let client = client.clone();
+        async move {
+            let (parts, body) = request.into_parts();
+            let bytes = axum::body::to_bytes(body, usize::MAX).await.unwrap_or_default();
+            match client.send(axum::http::Request::from_parts(parts, kube::client::Body::from(bytes.to_vec()))).await {
+                Ok(response) => response.map(axum::body::Body::new),
+                Err(error) => axum::response::IntoResponse::into_response((axum::http::StatusCode::BAD_GATEWAY, error.to_string())),
+            }
+        }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("a port for the proxy");
+    let url = format!("http://{}", listener.local_addr().expect("its address"));
+    let task = tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    (Kubectl::for_server(&url), task)
+}
+
+#[tokio::test]
+#[ignore = "needs kubectl: cargo xtask test runs it when kubectl is on PATH"]
+async fn auth_can_i_answers_from_the_users_namespaces() {
+    let users = ["root:root-token:*", "alice:alice-token:demo"].map(|u| kube_sim::User::parse(u).expect("a user"));
+    let sim = common::start_with(kube_sim::SimConfig { users: users.to_vec(), ..Default::default() }).await;
+    let (root, root_proxy) = authenticating_proxy(&sim, "root-token").await;
+    let (alice, alice_proxy) = authenticating_proxy(&sim, "alice-token").await;
+
+    assert_eq!(root.ok(&["auth", "can-i", "create", "pods"], None).await.trim(), "yes");
+    assert_eq!(root.ok(&["auth", "can-i", "list", "nodes"], None).await.trim(), "yes");
+    assert_eq!(alice.ok(&["auth", "can-i", "create", "pods", "-n", "demo"], None).await.trim(), "yes");
+    let denied = alice.run(&["auth", "can-i", "create", "pods", "-n", "default"], None).await;
+    assert_eq!((String::from_utf8_lossy(&denied.stdout).trim(), denied.status.code()), ("no", Some(1)), "{}", String::from_utf8_lossy(&denied.stderr));
+    let denied = alice.run(&["auth", "can-i", "list", "nodes"], None).await;
+    assert_eq!(String::from_utf8_lossy(&denied.stdout).trim(), "no", "cluster-scoped is beyond her namespaces");
+
+    let rows = |out: String| table_rows(&out).into_iter().map(|r| r.join(" ")).collect::<Vec<_>>();
+    let everything = rows(root.ok(&["auth", "can-i", "--list"], None).await);
+    assert!(everything.contains(&"*.* [] [] [*]".to_owned()) && everything.contains(&"[*] [] [*]".to_owned()), "{everything:?}");
+    let in_demo = rows(alice.ok(&["auth", "can-i", "--list", "-n", "demo"], None).await);
+    assert!(in_demo.contains(&"*.* [] [] [*]".to_owned()), "{in_demo:?}");
+    let in_default = rows(alice.ok(&["auth", "can-i", "--list", "-n", "default"], None).await);
+    assert!(!in_default.iter().any(|r| r.starts_with("*.*")), "{in_default:?}");
+    assert!(in_default.contains(&"selfsubjectaccessreviews.authorization.k8s.io [] [] [create]".to_owned()), "{in_default:?}");
+    root_proxy.abort();
+    alice_proxy.abort();
+    sim.shutdown().await;
+}

@@ -7,6 +7,8 @@
 pub mod hooks;
 mod list;
 mod objects;
+mod protobuf;
+mod reviews;
 mod scale;
 mod table;
 mod watch;
@@ -239,6 +241,14 @@ async fn collection(
     request: Request,
 ) -> Result<Response, ApiError> {
     let ns = namespace.as_deref();
+    if resource.is_review() {
+        // Anyone may ask; nothing is kept to list or watch.
+        if request.method() != Method::POST {
+            return Err(ApiError::method_not_allowed(format!("the server does not allow this method on the requested resource: {}", request.method())));
+        }
+        let body = read_json(request, resource.kind).await?;
+        return Ok(json_response(201, &reviews::answer(identity, resource, body)?));
+    }
     match *request.method() {
         Method::GET if query.flag("watch") => {
             identity.authorize("watch", resource, ns)?;
@@ -286,6 +296,9 @@ async fn object(
     let ns = namespace.clone().unwrap_or_default();
     let method = request.method().clone();
     let auth_ns = scope(resource, namespace.as_deref(), Some(&name));
+    if resource.is_review() {
+        return Err(ApiError::no_route());
+    }
     match (sub.as_deref(), &method) {
         (Some(kind @ ("exec" | "attach" | "portforward")), &Method::GET | &Method::POST) if resource.is_pods() => {
             identity.authorize("create", resource, auth_ns)?;
@@ -353,7 +366,16 @@ async fn read_bytes(request: Request) -> Result<bytes::Bytes, ApiError> {
 /// server's words (apiserver's `transformDecodeError` around apimachinery's JSON serializer),
 /// with Go's own texts where serde's differ: a cut-off body, valid JSON that is not an object.
 /// `null` decodes to an empty object there, and does here.
+///
+/// A body of another media type is 415, except protobuf for the kinds `protobuf` can read.
 async fn read_json(request: Request, kind: &str) -> Result<Value, ApiError> {
+    let media = request.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or_default();
+    let media = media.split(';').next().unwrap_or_default().trim().to_ascii_lowercase();
+    match media.as_str() {
+        "" | "application/json" | "*/*" => {}
+        protobuf::MEDIA_TYPE => return protobuf::decode(kind, &read_bytes(request).await?),
+        other => return Err(ApiError::unsupported_media_type(other)),
+    }
     let bytes = read_bytes(request).await?;
     let detail = match serde_json::from_slice::<Value>(&bytes) {
         Ok(Value::Null) => return Ok(Value::Object(serde_json::Map::new())),
