@@ -374,7 +374,7 @@ async fn read_json(request: Request, kind: &str) -> Result<Value, ApiError> {
     match media.as_str() {
         "" | "application/json" | "*/*" => {}
         protobuf::MEDIA_TYPE => return protobuf::decode(kind, &read_bytes(request).await?),
-        other => return Err(ApiError::unsupported_media_type(other)),
+        other => return Err(ApiError::unsupported_body_type(other)),
     }
     let bytes = read_bytes(request).await?;
     let detail = match serde_json::from_slice::<Value>(&bytes) {

@@ -85,7 +85,7 @@ struct RulesReviewSpec {
 
 /// The body as the JSON object it encodes, for `expected_kind`.
 pub(super) fn decode(expected_kind: &str, body: &[u8]) -> Result<Value, ApiError> {
-    let unsupported = || ApiError::unsupported_media_type(MEDIA_TYPE);
+    let unsupported = || ApiError::unsupported_body_type(MEDIA_TYPE);
     let envelope = body.strip_prefix(MAGIC).ok_or_else(|| ApiError::bad_request("the protobuf body lacks the k8s envelope"))?;
     let unknown = Unknown::decode(envelope).map_err(|e| ApiError::bad_request(format!("error decoding protobuf: {e}")))?;
     let type_meta = unknown.type_meta.unwrap_or_default();
