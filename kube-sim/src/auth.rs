@@ -87,6 +87,57 @@ impl Identity {
     }
 }
 
+/// Non-resource paths every authenticated user may `get` (the API server's
+/// `system:discovery` and `system:public-info-viewer` roles).
+const PUBLIC_PATHS: &[&str] = &["/api", "/api/*", "/apis", "/apis/*", "/healthz", "/livez", "/readyz", "/openapi", "/openapi/*", "/version", "/version/"];
+
+impl Identity {
+    /// Whether this identity may act on resources in `namespace` (`None`: cluster scope or
+    /// every namespace), whatever the verb: the namespace rule every request is held to.
+    pub fn allows_resource(&self, namespace: Option<&str>) -> bool {
+        self.may_use(namespace)
+    }
+
+    /// Whether this identity may `verb` the non-resource `path`: an admin anything, everyone
+    /// else a `get` of discovery and health paths.
+    pub fn allows_path(&self, verb: &str, path: &str) -> bool {
+        if self.may_use(None) {
+            return true;
+        }
+        verb == "get" && PUBLIC_PATHS.iter().any(|p| match p.strip_suffix('*') {
+            Some(prefix) => path.starts_with(prefix),
+            None => path == *p,
+        })
+    }
+
+    /// What this identity may do in `namespace`, as `SelfSubjectRulesReview` rules: everything
+    /// where it may use the namespace; elsewhere only what every user may (ask these questions,
+    /// read discovery).
+    pub fn rules(&self, namespace: &str) -> (Vec<Rule>, Vec<Rule>) {
+        let ask = Rule { verbs: vec!["create"], groups: vec!["authorization.k8s.io"], resources: vec!["selfsubjectaccessreviews", "selfsubjectrulesreviews"] };
+        let everything = Rule { verbs: vec!["*"], groups: vec!["*"], resources: vec!["*"] };
+        let paths = if self.may_use(None) {
+            vec![Rule { verbs: vec!["*"], groups: Vec::new(), resources: vec!["*"] }]
+        } else {
+            vec![Rule { verbs: vec!["get"], groups: Vec::new(), resources: PUBLIC_PATHS.to_vec() }]
+        };
+        let resources = if self.may_use(Some(namespace).filter(|n| !n.is_empty())) { vec![ask, everything] } else { vec![ask] };
+        (resources, paths)
+    }
+}
+
+/// One rule of a rules review: verbs on resources of API groups (`groups` is empty for
+/// non-resource rules, whose `resources` are URL paths).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rule {
+    /// Verbs, or `*`.
+    pub verbs: Vec<&'static str>,
+    /// API groups, or `*`.
+    pub groups: Vec<&'static str>,
+    /// Resources (or paths), or `*`.
+    pub resources: Vec<&'static str>,
+}
+
 /// The token a request carries, from `Authorization: Bearer` or the WebSocket subprotocol.
 pub fn request_token(headers: &HeaderMap) -> Option<String> {
     if let Some(value) = headers.get(axum::http::header::AUTHORIZATION).and_then(|v| v.to_str().ok()) {

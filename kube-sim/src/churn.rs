@@ -82,12 +82,19 @@ fn step(state: &SimState, beat: u64) -> Result<(), crate::status::ApiError> {
     let pod = &pods[fastrand::usize(..pods.len())];
     let ns = pod["metadata"]["namespace"].as_str().unwrap_or_default().to_owned();
     let name = pod["metadata"]["name"].as_str().unwrap_or_default().to_owned();
+    let uid = pod["metadata"]["uid"].as_str().unwrap_or_default();
     match fastrand::u8(0..100) {
         0..60 => {
-            store.modify(&PODS, &ns, &name, |p| {
+            let pod = store.modify(&PODS, &ns, &name, |p| {
                 set_in(p, &["metadata", "annotations", "kube-sim/heartbeat"], json!(beat.to_string()));
                 Ok(())
             })?;
+            // The container serves a request and logs it.
+            if let Some(container) = pod.pointer("/spec/containers/0/name").and_then(Value::as_str) {
+                let uid = pod["metadata"]["uid"].as_str().unwrap_or_default();
+                let line = format!("10.244.0.1 - - \"GET /healthz HTTP/1.1\" 200 2 \"-\" \"kube-probe/1.32\" beat={beat}");
+                crate::logs::with_start(state, &pod, container, |start| state.logs.append(uid, container, start, line));
+            }
         }
         60..85 => {
             // A container restarts: its count goes up and it is briefly not ready.
@@ -102,7 +109,11 @@ fn step(state: &SimState, beat: u64) -> Result<(), crate::status::ApiError> {
                 }
                 Ok(())
             })?;
-            record_event(state, &ns, &name, "BackOff", &format!("Back-off restarting failed container {container} in pod {name}"), "Warning")?;
+            if let Some(pod) = store.get(&PODS, &ns, &name) {
+                let uid = pod["metadata"]["uid"].as_str().unwrap_or_default();
+                crate::logs::with_start(state, &pod, &container, |start| state.logs.restart(uid, &container, start, chrono::Utc::now()));
+            }
+            record_event(state, &ns, (&name, uid), "BackOff", &format!("Back-off restarting failed container {container} in pod {name}"), "Warning")?;
         }
         85..95 => {
             let maps: Vec<Arc<Value>> = store.list(&CONFIGMAPS, Some(&ns)).1.into_iter().filter(|c| c["metadata"]["name"] != "kube-root-ca.crt").collect();
@@ -115,20 +126,23 @@ fn step(state: &SimState, beat: u64) -> Result<(), crate::status::ApiError> {
             }
         }
         _ => {
-            let replacement = restart_pod(store, &ns, &name)?;
-            let new_name = replacement["metadata"]["name"].as_str().unwrap_or_default().to_owned();
-            record_event(state, &ns, &name, "Killing", "Stopping container", "Normal")?;
-            record_event(state, &ns, &new_name, "Scheduled", &format!("Successfully assigned {ns}/{new_name} to sim-node-1"), "Normal")?;
+            let replacement = restart_pod(state, &ns, &name)?;
+            let new_name = replacement["metadata"]["name"].as_str().unwrap_or_default();
+            let new_uid = replacement["metadata"]["uid"].as_str().unwrap_or_default();
+            let node = replacement["spec"]["nodeName"].as_str().unwrap_or("sim-node-1");
+            record_event(state, &ns, (&name, uid), "Killing", "Stopping container", "Normal")?;
+            record_event(state, &ns, (new_name, new_uid), "Scheduled", &format!("Successfully assigned {ns}/{new_name} to {node}"), "Normal")?;
         }
     }
     Ok(())
 }
 
-fn record_event(state: &SimState, ns: &str, pod: &str, reason: &str, message: &str, kind: &str) -> Result<(), crate::status::ApiError> {
+/// Records an Event about the pod `(name, uid)`, as the kubelet would.
+fn record_event(state: &SimState, ns: &str, (pod, uid): (&str, &str), reason: &str, message: &str, kind: &str) -> Result<(), crate::status::ApiError> {
     let store = &state.store;
     store.create(&EVENTS, ns, json!({
         "metadata": {"generateName": format!("{pod}.")},
-        "involvedObject": {"kind": "Pod", "namespace": ns, "name": pod, "apiVersion": "v1"},
+        "involvedObject": {"kind": "Pod", "namespace": ns, "name": pod, "uid": uid, "apiVersion": "v1"},
         "reason": reason,
         "message": message,
         "type": kind,

@@ -1,7 +1,7 @@
-//! What the rest of a cluster would fill in on create: the scheduler and kubelet for pods
-//! (node, IP, running status), the service controller for cluster IPs, the deployment
-//! controller for replica counts. The simulator has no controllers, so new objects are born in
-//! their settled state.
+//! What the rest of a cluster would fill in on create: the API server's defaults, the
+//! scheduler and kubelet for pods (node, IP, running status), the service controller for
+//! cluster IPs. Pods are born in their settled state; deployments and replicasets get their
+//! status from `controller`.
 
 use serde_json::{Value, json};
 
@@ -17,15 +17,12 @@ pub fn on_create(resource: &'static ResourceDef, object: &mut Value) {
         spec.entry("type").or_insert(json!("ClusterIP"));
         spec.entry("clusterIP").or_insert_with(|| json!(format!("10.96.{}.{}", fastrand::u8(0..=255), fastrand::u8(1..=254))));
     } else if std::ptr::eq(resource, &DEPLOYMENTS) {
-        let replicas = object.pointer("/spec/replicas").and_then(Value::as_i64).unwrap_or(1);
-        ensure_object(object, "spec").entry("replicas").or_insert(json!(replicas));
-        ensure_object(object, "status").extend([
-            ("observedGeneration".to_owned(), json!(1)),
-            ("replicas".to_owned(), json!(replicas)),
-            ("updatedReplicas".to_owned(), json!(replicas)),
-            ("readyReplicas".to_owned(), json!(replicas)),
-            ("availableReplicas".to_owned(), json!(replicas)),
-        ]);
+        // The API server's defaults; the status is the deployment controller's.
+        let spec = ensure_object(object, "spec");
+        spec.entry("replicas").or_insert(json!(1));
+        spec.entry("revisionHistoryLimit").or_insert(json!(10));
+        spec.entry("progressDeadlineSeconds").or_insert(json!(600));
+        spec.entry("strategy").or_insert(json!({"type": "RollingUpdate", "rollingUpdate": {"maxSurge": "25%", "maxUnavailable": "25%"}}));
     } else if std::ptr::eq(resource, &NAMESPACES) {
         ensure_object(object, "spec").entry("finalizers").or_insert(json!(["kubernetes"]));
         ensure_object(object, "status").entry("phase").or_insert(json!("Active"));
@@ -54,7 +51,9 @@ fn pod(object: &mut Value) {
     spec.entry("restartPolicy").or_insert(json!("Always"));
     spec.entry("nodeName").or_insert(json!("sim-node-1"));
     spec.entry("serviceAccountName").or_insert(json!("default"));
+    spec.entry("schedulerName").or_insert(json!("default-scheduler"));
     spec.entry("containers").or_insert(json!([]));
+    let node = spec.get("nodeName").and_then(Value::as_str).unwrap_or_default().to_owned();
     let containers: Vec<(String, String)> = spec["containers"]
         .as_array()
         .into_iter()
@@ -86,7 +85,7 @@ fn pod(object: &mut Value) {
     object["status"] = json!({
         "phase": "Running",
         "conditions": conditions,
-        "hostIP": "10.0.0.1",
+        "hostIP": crate::seed::node_ip(&node),
         "podIP": format!("10.244.{}.{}", fastrand::u8(0..=255), fastrand::u8(1..=254)),
         "startTime": now,
         "containerStatuses": statuses,

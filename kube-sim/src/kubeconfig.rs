@@ -11,6 +11,10 @@ pub const NAME: &str = "kube-sim";
 /// Renders a kubeconfig (YAML) with one cluster, context and user, all named `kube-sim`, the
 /// context's namespace `default`, and `current-context: kube-sim`.
 ///
+/// A plain-HTTP server gets `insecure-skip-tls-verify: true`: client-node refuses an `http://`
+/// cluster without it, and kubectl, kube-rs and the Python client accept it (there is no
+/// certificate to verify).
+///
 /// With no users configured the simulator admits anonymous requests, so the user carries no
 /// credentials. Otherwise it carries the token of the first user with access to every namespace
 /// (`*`), or of the first user when none has.
@@ -21,13 +25,14 @@ pub fn render(server_url: &str, users: &[Arc<User>]) -> String {
         None => " {}".to_owned(),
     };
     let name = quote(NAME);
+    let insecure = if server_url.starts_with("http://") { "\n    insecure-skip-tls-verify: true" } else { "" };
     format!(
         "apiVersion: v1
 kind: Config
 clusters:
 - name: {name}
   cluster:
-    server: {server}
+    server: {server}{insecure}
 contexts:
 - name: {name}
   context:
@@ -87,6 +92,8 @@ mod tests {
         assert_eq!(config["current-context"], "kube-sim", "{yaml}");
         assert_eq!(config["clusters"][0]["name"], "kube-sim");
         assert_eq!(config["clusters"][0]["cluster"]["server"], server);
+        let plain_http = server.starts_with("http://");
+        assert_eq!(config["clusters"][0]["cluster"]["insecure-skip-tls-verify"].as_bool(), plain_http.then_some(true), "{yaml}");
         assert_eq!(
             config["contexts"][0],
             json!({"name": "kube-sim", "context": {"cluster": "kube-sim", "user": "kube-sim", "namespace": "default"}})
@@ -99,6 +106,7 @@ mod tests {
     #[test]
     fn anonymous_without_users() {
         check("http://127.0.0.1:6443", &[], None);
+        check("https://127.0.0.1:6443", &[], None);
     }
 
     #[test]

@@ -23,8 +23,10 @@ use tokio_util::sync::CancellationToken;
 pub mod api;
 pub mod auth;
 mod churn;
+pub mod controller;
 mod defaults;
 pub mod kubeconfig;
+pub mod logs;
 pub mod resources;
 pub mod runtime;
 mod seed;
@@ -97,6 +99,10 @@ pub struct SimState {
     pub hooks: api::hooks::HookState,
     /// Cancelled when the simulator shuts down.
     pub shutdown: CancellationToken,
+    /// The deployment and replicaset controllers' lock.
+    pub controllers: controller::Controllers,
+    /// Every container's log.
+    pub logs: logs::ContainerLogs,
 }
 
 /// A running simulator. Dropping it shuts the simulator down; [`Sim::shutdown`] also waits.
@@ -129,6 +135,8 @@ impl Sim {
             runtime: Arc::new(runtime::Runtime::new(sandbox_root, shutdown.clone())),
             hooks: api::hooks::HookState::default(),
             shutdown: shutdown.clone(),
+            controllers: controller::Controllers::default(),
+            logs: logs::ContainerLogs::default(),
             addr,
             config,
         });
@@ -136,6 +144,7 @@ impl Sim {
         seed::seed(&state.store, state.config.seed)?;
         state.hooks.set_churn_rate(state.config.churn_per_second);
         tokio::spawn(churn::run(state.clone()));
+        tokio::spawn(controller::run(state.clone()));
         let app = api::router(state.clone());
         let token = shutdown.clone();
         let server = tokio::spawn(async move {

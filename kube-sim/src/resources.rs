@@ -48,6 +48,21 @@ impl ResourceDef {
         std::ptr::eq(self, &PODS)
     }
 
+    /// Whether the type has a `/scale` subresource (autoscaling/v1 `Scale`).
+    pub fn has_scale(&self) -> bool {
+        std::ptr::eq(self, &DEPLOYMENTS) || std::ptr::eq(self, &REPLICASETS)
+    }
+
+    /// Whether this is a review: created and answered, never stored, listed or watched.
+    pub fn is_review(&self) -> bool {
+        std::ptr::eq(self, &SELF_SUBJECT_ACCESS_REVIEWS) || std::ptr::eq(self, &SELF_SUBJECT_RULES_REVIEWS)
+    }
+
+    /// The verbs discovery lists.
+    pub fn verbs(&self) -> &'static [&'static str] {
+        if self.is_review() { &["create"] } else { VERBS }
+    }
+
     /// Whether this is the `Namespace` type.
     pub fn is_namespaces(&self) -> bool {
         std::ptr::eq(self, &NAMESPACES)
@@ -64,7 +79,7 @@ pub static NAMESPACES: ResourceDef = ResourceDef {
 /// core/v1 pods.
 pub static PODS: ResourceDef = ResourceDef {
     group: "", version: "v1", plural: "pods", singular: "pod", kind: "Pod",
-    namespaced: true, short_names: &["po"], field_labels: &["status.phase", "spec.nodeName", "status.podIP", "spec.restartPolicy", "spec.serviceAccountName"], generation: false,
+    namespaced: true, short_names: &["po"], field_labels: &["spec.nodeName", "spec.restartPolicy", "spec.schedulerName", "spec.serviceAccountName", "spec.hostNetwork", "status.phase", "status.podIP", "status.nominatedNodeName"], generation: false,
 };
 /// core/v1 services.
 pub static SERVICES: ResourceDef = ResourceDef {
@@ -84,7 +99,15 @@ pub static SECRETS: ResourceDef = ResourceDef {
 /// core/v1 events.
 pub static EVENTS: ResourceDef = ResourceDef {
     group: "", version: "v1", plural: "events", singular: "event", kind: "Event",
-    namespaced: true, short_names: &["ev"], field_labels: &["involvedObject.name", "involvedObject.kind", "involvedObject.namespace", "reason", "type"], generation: false,
+    namespaced: true, short_names: &["ev"], field_labels: &[
+        "involvedObject.kind", "involvedObject.namespace", "involvedObject.name", "involvedObject.uid", "involvedObject.apiVersion",
+        "involvedObject.resourceVersion", "involvedObject.fieldPath", "reason", "reportingComponent", "source", "type",
+    ], generation: false,
+};
+/// core/v1 nodes (cluster-scoped): the machines pods name in `spec.nodeName`.
+pub static NODES: ResourceDef = ResourceDef {
+    group: "", version: "v1", plural: "nodes", singular: "node", kind: "Node",
+    namespaced: false, short_names: &["no"], field_labels: &["spec.unschedulable"], generation: false,
 };
 /// apps/v1 deployments.
 pub static DEPLOYMENTS: ResourceDef = ResourceDef {
@@ -92,8 +115,33 @@ pub static DEPLOYMENTS: ResourceDef = ResourceDef {
     namespaced: true, short_names: &["deploy"], field_labels: &[], generation: true,
 };
 
+/// apps/v1 replicasets, which the deployment controller makes.
+pub static REPLICASETS: ResourceDef = ResourceDef {
+    group: "apps", version: "v1", plural: "replicasets", singular: "replicaset", kind: "ReplicaSet",
+    namespaced: true, short_names: &["rs"], field_labels: &["status.replicas"], generation: true,
+};
+/// coordination.k8s.io/v1 leases: each node's heartbeat lease lives in `kube-node-lease`.
+pub static LEASES: ResourceDef = ResourceDef {
+    group: "coordination.k8s.io", version: "v1", plural: "leases", singular: "lease", kind: "Lease",
+    namespaced: true, short_names: &[], field_labels: &[], generation: false,
+};
+
+/// authorization.k8s.io/v1 selfsubjectaccessreviews: "may I?", create-only.
+pub static SELF_SUBJECT_ACCESS_REVIEWS: ResourceDef = ResourceDef {
+    group: "authorization.k8s.io", version: "v1", plural: "selfsubjectaccessreviews", singular: "selfsubjectaccessreview", kind: "SelfSubjectAccessReview",
+    namespaced: false, short_names: &[], field_labels: &[], generation: false,
+};
+/// authorization.k8s.io/v1 selfsubjectrulesreviews: "what may I do in this namespace?", create-only.
+pub static SELF_SUBJECT_RULES_REVIEWS: ResourceDef = ResourceDef {
+    group: "authorization.k8s.io", version: "v1", plural: "selfsubjectrulesreviews", singular: "selfsubjectrulesreview", kind: "SelfSubjectRulesReview",
+    namespaced: false, short_names: &[], field_labels: &[], generation: false,
+};
+
 /// Every served resource.
-pub static ALL: [&ResourceDef; 7] = [&NAMESPACES, &PODS, &SERVICES, &CONFIGMAPS, &SECRETS, &EVENTS, &DEPLOYMENTS];
+pub static ALL: [&ResourceDef; 12] = [
+    &NAMESPACES, &NODES, &PODS, &SERVICES, &CONFIGMAPS, &SECRETS, &EVENTS, &DEPLOYMENTS, &REPLICASETS, &LEASES,
+    &SELF_SUBJECT_ACCESS_REVIEWS, &SELF_SUBJECT_RULES_REVIEWS,
+];
 
 /// Looks a resource up by group, version and plural.
 pub fn find(group: &str, version: &str, plural: &str) -> Option<&'static ResourceDef> {
@@ -144,14 +192,22 @@ pub fn api_resource_list(group: &str, version: &str) -> Option<Value> {
     let mut resources = Vec::new();
     for r in ALL.iter().filter(|r| r.group == group && r.version == version) {
         let mut entry = json!({"name": r.plural, "singularName": r.singular, "namespaced": r.namespaced,
-                               "kind": r.kind, "verbs": VERBS});
+                               "kind": r.kind, "verbs": r.verbs()});
         if !r.short_names.is_empty() {
             entry["shortNames"] = json!(r.short_names);
         }
-        if matches!(r.plural, "pods" | "services" | "deployments") {
+        if matches!(r.plural, "pods" | "services" | "deployments" | "replicasets") {
             entry["categories"] = json!(["all"]);
         }
         resources.push(entry);
+        if r.has_scale() {
+            resources.push(json!({"name": format!("{}/scale", r.plural), "singularName": "", "namespaced": true, "group": "autoscaling",
+                                  "version": "v1", "kind": "Scale", "verbs": ["get", "patch", "update"]}));
+            resources.push(json!({"name": format!("{}/status", r.plural), "singularName": "", "namespaced": true, "kind": r.kind, "verbs": ["get", "patch", "update"]}));
+        }
+        if std::ptr::eq(*r, &NODES) {
+            resources.push(json!({"name": "nodes/status", "singularName": "", "namespaced": false, "kind": "Node", "verbs": ["get", "patch", "update"]}));
+        }
         if r.is_pods() {
             for (sub, kind, verbs) in [
                 ("pods/exec", "PodExecOptions", json!(["create", "get"])),
@@ -195,7 +251,8 @@ pub fn openapi_group_version(path: &str) -> Option<Value> {
         _ => return None,
     };
     let mut paths = serde_json::Map::new();
-    for r in ALL.iter().filter(|r| r.group == group && r.version == version) {
+    // Reviews have no PATCH for kubectl's validation probe to find.
+    for r in ALL.iter().filter(|r| r.group == group && r.version == version && !r.is_review()) {
         let base = r.group_version_path();
         let item = if r.namespaced {
             format!("{base}/namespaces/{{namespace}}/{}/{{name}}", r.plural)
@@ -211,7 +268,7 @@ pub fn openapi_group_version(path: &str) -> Option<Value> {
             "responses": {"200": {"description": "OK"}}
         }}));
     }
-    if paths.is_empty() {
+    if !ALL.iter().any(|r| r.group == group && r.version == version) {
         return None;
     }
     Some(json!({"openapi": "3.0.0", "info": {"title": "Kubernetes", "version": "v1.32.0"},

@@ -3,7 +3,8 @@
 use serde_json::{Value, json};
 
 use crate::Seed;
-use crate::resources::{CONFIGMAPS, DEPLOYMENTS, NAMESPACES, PODS, SECRETS, SERVICES};
+use crate::resources::{CONFIGMAPS, DEPLOYMENTS, LEASES, NAMESPACES, NODES, PODS, SECRETS, SERVICES};
+use crate::store::now_timestamp;
 use crate::status::ApiError;
 use crate::store::Store;
 
@@ -14,13 +15,17 @@ pub const CHURN_LABEL: &str = "kube-sim/churn";
 pub fn seed(store: &Store, seed: Seed) -> Result<(), ApiError> {
     let namespaces: &[&str] = match seed {
         Seed::Empty => &["default"],
-        Seed::Demo => &["default", "kube-system", "demo"],
+        Seed::Demo => &["default", "kube-system", "kube-node-lease", "demo"],
     };
     for ns in namespaces {
         store.create(&NAMESPACES, "", json!({"metadata": {"name": ns, "labels": {"kubernetes.io/metadata.name": ns}}}))?;
     }
     if seed == Seed::Empty {
         return Ok(());
+    }
+    for number in 1..=NODE_COUNT {
+        let node = store.create(&NODES, "", node(number))?;
+        store.create(&LEASES, "kube-node-lease", node_lease(&node))?;
     }
     // (namespace, app, replicas, node, containers as (name, image, ports))
     type Container = (&'static str, &'static str, &'static [u16]);
@@ -31,7 +36,7 @@ pub fn seed(store: &Store, seed: Seed) -> Result<(), ApiError> {
         ("kube-system", "coredns", 2, &[("coredns", "registry.k8s.io/coredns/coredns:v1.11.3", &[53, 9153])]),
         ("kube-system", "metrics-server", 1, &[("metrics-server", "registry.k8s.io/metrics-server/metrics-server:v0.7.2", &[10250])]),
     ];
-    for (i, (ns, app, replicas, containers)) in workloads.iter().enumerate() {
+    for (ns, app, replicas, containers) in &workloads {
         let containers: Vec<Value> = containers
             .iter()
             .map(|(name, image, ports)| {
@@ -45,15 +50,6 @@ pub fn seed(store: &Store, seed: Seed) -> Result<(), ApiError> {
             "metadata": {"name": app, "labels": {"app": app}},
             "spec": {"replicas": replicas, "selector": {"matchLabels": {"app": app}}, "template": template}
         }))?;
-        let hash = format!("{:x}", 0x5f6d7c8b9u64 + i as u64 * 0x1111);
-        for r in 0..*replicas {
-            let mut spec = template["spec"].clone();
-            spec["nodeName"] = json!(format!("sim-node-{}", 1 + (i as i64 + r) % 2));
-            store.create(&PODS, ns, json!({
-                "metadata": {"generateName": format!("{app}-{hash}-"), "labels": labels},
-                "spec": spec
-            }))?;
-        }
         let ports: Vec<Value> = template["spec"]["containers"][0]["ports"]
             .as_array()
             .into_iter()
@@ -79,10 +75,81 @@ pub fn seed(store: &Store, seed: Seed) -> Result<(), ApiError> {
         "type": "Opaque",
         "data": {"username": "ZGVtbw==", "password": "bm90LWEtcmVhbC1zZWNyZXQ="}
     }))?;
+    // The deployments' ReplicaSets and pods, as the controllers make them.
+    crate::controller::settle(store);
     for ns in namespaces {
         store.create(&CONFIGMAPS, ns, json!({"metadata": {"name": "kube-root-ca.crt"}, "data": {"ca.crt": "-----BEGIN CERTIFICATE-----\nkube-sim has no TLS\n-----END CERTIFICATE-----\n"}}))?;
     }
     Ok(())
+}
+
+/// How many nodes the demo seed has: `sim-node-1` … `sim-node-N`.
+pub const NODE_COUNT: u8 = 2;
+
+/// The name of node `number`.
+pub fn node_name(number: u8) -> String {
+    format!("sim-node-{number}")
+}
+
+/// The address of a node, by name: `10.0.0.N` for `sim-node-N` (what pods on it carry as
+/// `status.hostIP`), `10.0.0.1` for any other name.
+pub fn node_ip(name: &str) -> String {
+    let number = name.strip_prefix("sim-node-").and_then(|n| n.parse::<u8>().ok()).unwrap_or(1);
+    format!("10.0.0.{number}")
+}
+
+/// A Ready node as a kubelet registers it: capacity, allocatable, addresses, nodeInfo and the
+/// four conditions `kubectl describe node` shows.
+fn node(number: u8) -> Value {
+    let name = node_name(number);
+    let now = now_timestamp();
+    let condition = |kind: &str, status: &str, reason: &str, message: &str| {
+        json!({"type": kind, "status": status, "reason": reason, "message": message,
+               "lastHeartbeatTime": now, "lastTransitionTime": now})
+    };
+    let capacity = json!({"cpu": "4", "memory": "16375828Ki", "pods": "110", "ephemeral-storage": "102626232Ki", "hugepages-2Mi": "0"});
+    let allocatable = json!({"cpu": "3800m", "memory": "15868Mi", "pods": "110", "ephemeral-storage": "94580335255", "hugepages-2Mi": "0"});
+    json!({
+        "metadata": {"name": name, "labels": {
+            "kubernetes.io/hostname": name, "kubernetes.io/os": "linux", "kubernetes.io/arch": "amd64",
+            "beta.kubernetes.io/os": "linux", "beta.kubernetes.io/arch": "amd64"}},
+        "spec": {"podCIDR": format!("10.244.{number}.0/24"), "podCIDRs": [format!("10.244.{number}.0/24")]},
+        "status": {
+            "capacity": capacity,
+            "allocatable": allocatable,
+            "conditions": [
+                condition("MemoryPressure", "False", "KubeletHasSufficientMemory", "kubelet has sufficient memory available"),
+                condition("DiskPressure", "False", "KubeletHasNoDiskPressure", "kubelet has no disk pressure"),
+                condition("PIDPressure", "False", "KubeletHasSufficientPID", "kubelet has sufficient PID available"),
+                condition("Ready", "True", "KubeletReady", "kubelet is posting ready status"),
+            ],
+            "addresses": [{"type": "InternalIP", "address": node_ip(&name)}, {"type": "Hostname", "address": name}],
+            "daemonEndpoints": {"kubeletEndpoint": {"Port": 10250}},
+            "nodeInfo": {
+                "machineID": format!("{:032x}", u128::from(number)),
+                "systemUUID": format!("00000000-0000-0000-0000-{:012x}", number),
+                "bootID": format!("00000000-0000-0000-0000-b00{:09x}", number),
+                "kernelVersion": "6.8.0-kube-sim",
+                "osImage": "kube-sim (simulated)",
+                "containerRuntimeVersion": "containerd://1.7.22",
+                "kubeletVersion": "v1.32.0",
+                "kubeProxyVersion": "v1.32.0",
+                "operatingSystem": "linux",
+                "architecture": "amd64"
+            }
+        }
+    })
+}
+
+/// The heartbeat lease a kubelet keeps for its node (`kubectl describe node` shows its holder
+/// and renew time), owned by the node.
+fn node_lease(node: &Value) -> Value {
+    let name = node["metadata"]["name"].clone();
+    let renewed = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
+    json!({
+        "metadata": {"name": name, "ownerReferences": [{"apiVersion": "v1", "kind": "Node", "name": name, "uid": node["metadata"]["uid"]}]},
+        "spec": {"holderIdentity": name, "leaseDurationSeconds": 40, "renewTime": renewed}
+    })
 }
 
 #[cfg(test)]
@@ -96,9 +163,13 @@ mod tests {
         let (_, pods) = store.list(&PODS, None);
         assert!(pods.len() >= 6);
         let namespaces: std::collections::BTreeSet<_> = pods.iter().map(|p| p["metadata"]["namespace"].as_str().unwrap().to_owned()).collect();
-        assert_eq!(namespaces.len(), 3);
+        assert_eq!(namespaces.len(), 3, "pods in default, kube-system and demo");
         assert!(pods.iter().all(|p| p["status"]["phase"] == "Running"));
         assert!(!store.list(&SERVICES, None).1.is_empty() && !store.list(&CONFIGMAPS, None).1.is_empty());
+        // Every node a pod names is served.
+        let nodes: Vec<String> = store.list(&NODES, None).1.iter().map(|n| n["metadata"]["name"].as_str().unwrap().to_owned()).collect();
+        assert_eq!(nodes, ["sim-node-1", "sim-node-2"]);
+        assert!(pods.iter().all(|p| nodes.iter().any(|n| p["spec"]["nodeName"] == n.as_str())));
         let empty = Store::new(1, 1000);
         seed(&empty, Seed::Empty).unwrap();
         assert_eq!(empty.list(&NAMESPACES, None).1.len(), 1);

@@ -137,13 +137,20 @@ impl fmt::Display for FieldRequirement {
     }
 }
 
-/// The value at a dotted path as a field selector compares it: scalars as text, anything
-/// missing (or not a scalar) as the empty string, as the server's field sets render them.
-fn field_value(object: &Value, path: &str) -> String {
+/// The value of a field label as a field selector compares it: the field at the label's dotted
+/// path (`source` is the event's `source.component`), scalars as text, anything missing (or not
+/// a scalar) as the empty string, or as `false` for a boolean label, as the server's field sets
+/// render them.
+fn field_value(object: &Value, label: &str) -> String {
+    let path = match label {
+        "source" => "source.component",
+        other => other,
+    };
     let found = path.split('.').try_fold(object, |value, segment| value.get(segment));
     match found {
         Some(Value::String(s)) => s.clone(),
         Some(value @ (Value::Bool(_) | Value::Number(_))) => value.to_string(),
+        _ if matches!(label, "spec.hostNetwork" | "spec.unschedulable") => "false".to_owned(),
         _ => String::new(),
     }
 }
@@ -698,10 +705,28 @@ mod tests {
             ("status.podIP=", true),
             ("status.podIP!=", false),
             ("spec.restartPolicy!=Always", true),
+            ("spec.hostNetwork=false", true),
+            ("spec.schedulerName=", true),
+            ("status.nominatedNodeName=", true),
         ];
         for (field, expected) in table {
             check_match("", field, &pod, *expected);
         }
+        let event = json!({"involvedObject": {"kind": "Pod", "name": "web-1", "namespace": "demo", "uid": "u1", "apiVersion": "v1", "fieldPath": "spec.containers{c}"},
+                           "reason": "BackOff", "type": "Warning", "source": {"component": "kubelet", "host": "sim-node-1"}});
+        for (field, expected) in [
+            ("involvedObject.kind=Pod,involvedObject.apiVersion=v1,involvedObject.name=web-1", true),
+            ("involvedObject.uid=u1,involvedObject.namespace=demo,involvedObject.fieldPath=spec.containers{c}", true),
+            ("involvedObject.resourceVersion=", true),
+            ("reason=BackOff,type=Warning,source=kubelet", true),
+            ("source=sim-node-1", false),
+            ("reportingComponent=", true),
+        ] {
+            let selector = Selector::parse(None, Some(field), &crate::resources::EVENTS).unwrap_or_else(|e| panic!("{field}: {e}"));
+            assert_eq!(selector.matches(&event), expected, "{field}");
+        }
+        let hosts = Selector::parse(None, Some("spec.hostNetwork=false"), &PODS).unwrap();
+        assert!(hosts.matches(&json!({"spec": {}})), "a missing boolean is false");
         check_match("app", "metadata.name=web-1", &pod, false);
     }
 

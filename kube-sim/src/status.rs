@@ -106,6 +106,11 @@ impl ApiError {
         Self::new(415, "UnsupportedMediaType", format!("the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/strategic-merge-patch+json; got {content_type:?}"))
     }
 
+    /// 415 `UnsupportedMediaType` for a create or update body: kube-sim reads JSON.
+    pub fn unsupported_body_type(content_type: &str) -> Self {
+        Self::new(415, "UnsupportedMediaType", format!("the body of the request was in an unknown format - accepted media types include: application/json; got {content_type:?}"))
+    }
+
     /// 422 `Invalid`, with one cause per field.
     pub fn invalid(kind: &str, name: &str, causes: &[(&str, &str, String)]) -> Self {
         let list: Vec<String> = causes.iter().map(|(field, _, msg)| format!("{field}: {msg}")).collect();

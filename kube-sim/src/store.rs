@@ -37,6 +37,17 @@ impl EventType {
     }
 }
 
+/// Whether a write is stored, or only checked and answered (`dryRun=All`): a dry run validates
+/// as usual and returns what would be stored, but stores nothing, records no history, wakes no
+/// watch and consumes no revision.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Write {
+    /// Store the change.
+    Commit,
+    /// Check the change and answer it, storing nothing.
+    DryRun,
+}
+
 /// One change, at one revision.
 #[derive(Debug)]
 pub struct Event {
@@ -203,7 +214,12 @@ impl Store {
 
     /// Creates an object. Fills in name (from `generateName`), namespace, uid,
     /// creationTimestamp, generation and resourceVersion, and applies the simulator's defaults.
-    pub fn create(&self, resource: &'static ResourceDef, namespace: &str, mut object: Value) -> Result<Arc<Value>, ApiError> {
+    pub fn create(&self, resource: &'static ResourceDef, namespace: &str, object: Value) -> Result<Arc<Value>, ApiError> {
+        self.create_with(resource, namespace, object, Write::Commit)
+    }
+
+    /// [`Store::create`], or its dry run.
+    pub fn create_with(&self, resource: &'static ResourceDef, namespace: &str, mut object: Value, write: Write) -> Result<Arc<Value>, ApiError> {
         prepare_body(resource, namespace, &mut object)?;
         let mut inner = self.lock();
         let generated = meta_str(&object, "name").is_none_or(str::is_empty);
@@ -228,13 +244,23 @@ impl Store {
         }
         meta.remove("deletionTimestamp");
         crate::defaults::on_create(resource, &mut object);
+        if write == Write::DryRun {
+            // Nothing was stored, so the answer has no version yet, as the API server's.
+            meta_remove(&mut object, "resourceVersion");
+            return Ok(Arc::new(object));
+        }
         Ok(inner.commit(&self.latest, &self.events, resource, key, EventType::Added, object))
     }
 
     /// Replaces an object (PUT). A non-empty `metadata.resourceVersion` in the body must match
     /// the stored one, or the update fails with 409 Conflict.
     pub fn update(&self, resource: &'static ResourceDef, namespace: &str, name: &str, object: Value) -> Result<Arc<Value>, ApiError> {
-        self.modify(resource, namespace, name, |current| {
+        self.update_with(resource, namespace, name, object, Write::Commit)
+    }
+
+    /// [`Store::update`], or its dry run.
+    pub fn update_with(&self, resource: &'static ResourceDef, namespace: &str, name: &str, object: Value, write: Write) -> Result<Arc<Value>, ApiError> {
+        self.modify_with(resource, namespace, name, write, |current| {
             let mut object = object;
             prepare_body(resource, namespace, &mut object)?;
             if meta_str(&object, "name").is_some_and(|n| n != name) {
@@ -259,6 +285,18 @@ impl Store {
         resource: &'static ResourceDef,
         namespace: &str,
         name: &str,
+        change: impl FnOnce(&mut Value) -> Result<(), ApiError>,
+    ) -> Result<Arc<Value>, ApiError> {
+        self.modify_with(resource, namespace, name, Write::Commit, change)
+    }
+
+    /// [`Store::modify`], or its dry run (which answers with the current resourceVersion).
+    pub fn modify_with(
+        &self,
+        resource: &'static ResourceDef,
+        namespace: &str,
+        name: &str,
+        write: Write,
         change: impl FnOnce(&mut Value) -> Result<(), ApiError>,
     ) -> Result<Arc<Value>, ApiError> {
         let mut inner = self.lock();
@@ -290,15 +328,29 @@ impl Store {
         if object == *current {
             return Ok(current);
         }
+        if write == Write::DryRun {
+            return Ok(Arc::new(object));
+        }
         Ok(inner.commit(&self.latest, &self.events, resource, key, EventType::Modified, object))
     }
 
     /// Deletes an object and returns its last state. Deleting a namespace deletes everything
     /// in it first.
     pub fn delete(&self, resource: &'static ResourceDef, namespace: &str, name: &str) -> Result<Arc<Value>, ApiError> {
+        self.delete_with(resource, namespace, name, Write::Commit)
+    }
+
+    /// [`Store::delete`], or its dry run (which answers with the object as it is, marked for
+    /// deletion, and deletes nothing, not even a namespace's contents).
+    pub fn delete_with(&self, resource: &'static ResourceDef, namespace: &str, name: &str, write: Write) -> Result<Arc<Value>, ApiError> {
         let mut inner = self.lock();
         let key = (namespace.to_owned(), name.to_owned());
         let current = inner.objects[resource_index(resource)].get(&key).cloned().ok_or_else(|| ApiError::not_found(resource.plural, name))?;
+        let mut last = (*current).clone();
+        last["metadata"]["deletionTimestamp"] = json!(now_timestamp());
+        if write == Write::DryRun {
+            return Ok(Arc::new(last));
+        }
         if resource.is_namespaces() {
             for member in resources::ALL.iter().copied().filter(|r| r.namespaced) {
                 let keys: Vec<_> = inner.objects[resource_index(member)].range((name.to_owned(), String::new())..).take_while(|((ns, _), _)| ns == name).map(|(k, _)| k.clone()).collect();
@@ -308,8 +360,6 @@ impl Store {
                 }
             }
         }
-        let mut last = (*current).clone();
-        last["metadata"]["deletionTimestamp"] = json!(now_timestamp());
         Ok(inner.commit(&self.latest, &self.events, resource, key, EventType::Deleted, last))
     }
 
@@ -357,6 +407,12 @@ impl Inner {
         // No receivers is fine: the kubelet may not be running (e.g. in unit tests).
         let _ = events.send(event);
         object
+    }
+}
+
+fn meta_remove(object: &mut Value, field: &str) {
+    if let Some(meta) = object.get_mut("metadata").and_then(Value::as_object_mut) {
+        meta.remove(field);
     }
 }
 

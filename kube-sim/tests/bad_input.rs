@@ -170,3 +170,23 @@ async fn huge_watch_timeout_is_served() {
     still_serving(&http).await;
     sim.shutdown().await;
 }
+
+#[tokio::test]
+async fn bodies_kube_sim_cannot_read_are_415_and_reviews_are_create_only() {
+    let (sim, http) = demo().await;
+    let protobuf = http.send(Method::POST, "/api/v1/namespaces/demo/configmaps", Some("application/vnd.kubernetes.protobuf"), b"k8s\0\x0a\x00".to_vec()).await;
+    expect_status(&http, protobuf, 415, "UnsupportedMediaType", "application/vnd.kubernetes.protobuf").await;
+    let cbor = http.send(Method::PUT, "/api/v1/namespaces/demo/configmaps/web-config", Some("application/cbor"), vec![0xa0]).await;
+    expect_status(&http, cbor, 415, "UnsupportedMediaType", "application/cbor").await;
+
+    let review = serde_json::json!({"kind": "SelfSubjectAccessReview", "apiVersion": "authorization.k8s.io/v1",
+                                    "spec": {"resourceAttributes": {"namespace": "demo", "verb": "get", "resource": "pods"}}});
+    let answered = http.post("/apis/authorization.k8s.io/v1/selfsubjectaccessreviews", &review).await;
+    assert_eq!(answered.status, 201);
+    assert_eq!(answered.json()["status"]["allowed"], true);
+    let empty = http.post("/apis/authorization.k8s.io/v1/selfsubjectaccessreviews", &serde_json::json!({"spec": {}})).await;
+    expect_status(&http, empty, 422, "Invalid", "exactly one of nonResourceAttributes or resourceAttributes").await;
+    let listed = http.get("/apis/authorization.k8s.io/v1/selfsubjectaccessreviews").await;
+    expect_status(&http, listed, 405, "MethodNotAllowed", "does not allow this method").await;
+    sim.shutdown().await;
+}

@@ -80,14 +80,15 @@ async fn watcher_relists_after_compaction() {
     let mut store: BTreeMap<String, String> = watcher.initial_list().await.iter().map(|p| (key(p), rv(p))).collect();
     assert_eq!(store.keys().cloned().collect::<Vec<_>>(), common::all_pods(&sim));
 
-    // A change the watcher sees live, then the compaction.
-    let web = common::pods_of(&sim, "demo", "web")[0].clone();
-    Api::<Pod>::namespaced(client, "demo").delete(&web, &Default::default()).await.expect("delete a pod");
+    // A change the watcher sees live, then the compaction. The pod is one no ReplicaSet owns,
+    // so nothing replaces it.
+    let unowned = "redis-0";
+    Api::<Pod>::namespaced(client, "demo").delete(unowned, &Default::default()).await.expect("delete a pod");
     match watcher.next().await {
-        watcher::Event::Delete(pod) => assert_eq!(pod.name_any(), web),
+        watcher::Event::Delete(pod) => assert_eq!(pod.name_any(), unowned),
         other => panic!("expected the live delete, got {other:?}"),
     }
-    store.remove(&format!("demo/{web}"));
+    store.remove(&format!("demo/{unowned}"));
     http.hook("/_sim/compact").await;
 
     // kube-rs surfaces the in-stream 410, then relists: Init, the current objects, InitDone.

@@ -30,25 +30,46 @@ async fn get_pods_in_all_namespaces() {
     sim.shutdown().await;
 }
 
+/// A kubectl that keeps running (`get -w`, `logs -f`), read line by line.
+struct Streaming {
+    child: tokio::process::Child,
+    lines: tokio::io::Lines<BufReader<tokio::process::ChildStdout>>,
+}
+
+impl Streaming {
+    fn spawn(kubectl: &Kubectl, args: &[&str]) -> Streaming {
+        let mut child = kubectl.command(args).spawn().expect("kubectl starts");
+        let lines = BufReader::new(child.stdout.take().expect("piped stdout")).lines();
+        Streaming { child, lines }
+    }
+
+    async fn next_line(&mut self) -> String {
+        within("a line from kubectl", self.lines.next_line()).await.expect("read kubectl's stdout").expect("kubectl still running")
+    }
+
+    async fn stop(mut self) {
+        self.child.start_kill().expect("stop kubectl");
+        let _ = self.child.wait().await;
+    }
+}
+
 #[tokio::test]
 #[ignore = "needs kubectl: cargo xtask test runs it when kubectl is on PATH"]
 async fn get_watch_sees_a_new_pod() {
     let sim = common::start(Seed::Demo).await;
     let kubectl = kubectl(&sim);
     let http = Http::new(&sim);
-    let mut child = kubectl.command(&["get", "pods", "-w", "-n", "demo"]).spawn().expect("kubectl starts");
-    let mut lines = BufReader::new(child.stdout.take().expect("piped stdout")).lines();
-    let mut next_line = async || within("a line from kubectl get -w", lines.next_line()).await.expect("read kubectl's stdout").expect("kubectl still watching");
+    let mut watch = Streaming::spawn(&kubectl, &["get", "pods", "-w", "-n", "demo"]);
 
     // The initial listing: every demo pod once.
     let mut expected = common::pods_of(&sim, "demo", "web");
     expected.extend(common::pods_of(&sim, "demo", "api"));
     expected.push("redis-0".to_owned());
     expected.sort();
-    assert!(next_line().await.starts_with("NAME"), "a header first");
+    assert!(watch.next_line().await.starts_with("NAME"), "a header first");
     let mut listed = Vec::new();
     while listed.len() < expected.len() {
-        listed.push(next_line().await.split_whitespace().next().expect("a name column").to_owned());
+        listed.push(watch.next_line().await.split_whitespace().next().expect("a name column").to_owned());
     }
     listed.sort();
     assert_eq!(listed, expected);
@@ -56,14 +77,22 @@ async fn get_watch_sees_a_new_pod() {
     let pod = json!({"metadata": {"name": "watched-pod", "labels": {"app": "watched"}}, "spec": {"containers": [{"name": "c", "image": "busybox:1.36"}]}});
     http.post("/api/v1/namespaces/demo/pods", &pod).await.ok();
     loop {
-        let line = next_line().await;
+        let line = watch.next_line().await;
         if line.split_whitespace().next() == Some("watched-pod") {
+            // The watch event's object is a Table row: the server's columns, not NAME and AGE.
+            assert_eq!(line.split_whitespace().take(4).collect::<Vec<_>>(), ["watched-pod", "1/1", "Running", "0"], "{line}");
             break;
         }
     }
-    child.start_kill().expect("stop kubectl");
-    let _ = child.wait().await;
+    watch.stop().await;
     sim.shutdown().await;
+}
+
+/// A temporary `.yaml` file for kubectl's `-f`, and its path.
+fn manifest_file() -> (tempfile::NamedTempFile, String) {
+    let manifest = tempfile::Builder::new().prefix("kube-sim-manifest-").suffix(".yaml").tempfile().expect("a manifest file");
+    let path = manifest.path().to_str().expect("a UTF-8 path").to_owned();
+    (manifest, path)
 }
 
 #[tokio::test]
@@ -71,8 +100,7 @@ async fn get_watch_sees_a_new_pod() {
 async fn apply_creates_then_updates_a_config_map() {
     let sim = common::start(Seed::Demo).await;
     let kubectl = kubectl(&sim);
-    let manifest = tempfile::Builder::new().prefix("kube-sim-manifest-").suffix(".yaml").tempfile().expect("a manifest file");
-    let path = manifest.path().to_str().expect("a UTF-8 path").to_owned();
+    let (_manifest, path) = manifest_file();
     let write = |greeting: &str, extra: &str| {
         let yaml = format!("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: applied\n  namespace: demo\n  labels:\n    app: applied\ndata:\n  greeting: {greeting}\n{extra}");
         std::fs::write(&path, yaml).expect("write the manifest");
@@ -115,5 +143,370 @@ async fn exec_with_stdin_echoes_it_back() {
     let output = kubectl.run(&["exec", "-i", "toolbox", "--", "cat"], Some(input)).await;
     assert!(output.status.success(), "kubectl exec -i failed ({}): {}", output.status, String::from_utf8_lossy(&output.stderr));
     assert_eq!(output.stdout, input, "cat echoes stdin, and ends when stdin is closed");
+    sim.shutdown().await;
+}
+
+/// The kube-sim binary, run as a user would, with `--write-kubeconfig`; stopped when dropped.
+struct SimProcess {
+    child: tokio::process::Child,
+    kubeconfig: String,
+    _dir: tempfile::TempDir,
+}
+
+impl SimProcess {
+    async fn start(args: &[&str]) -> SimProcess {
+        let dir = tempfile::Builder::new().prefix("kube-sim-bin-").tempdir().expect("a temporary directory");
+        let path = dir.path().join("kubeconfig");
+        let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_kube-sim"))
+            .arg("--write-kubeconfig")
+            .arg(&path)
+            .args(args)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("kube-sim starts");
+        let mut lines = BufReader::new(child.stdout.take().expect("piped stdout")).lines();
+        let line = within("kube-sim's listening line", lines.next_line()).await.expect("read kube-sim's stdout").expect("a line");
+        assert!(line.starts_with("kube-sim listening on http://"), "{line}");
+        // The file exists before the line is printed.
+        let kubeconfig = std::fs::read_to_string(&path).expect("the kubeconfig was written");
+        SimProcess { child, kubeconfig, _dir: dir }
+    }
+}
+
+impl Drop for SimProcess {
+    fn drop(&mut self) {
+        let _ = self.child.start_kill();
+    }
+}
+
+#[tokio::test]
+#[ignore = "needs kubectl: cargo xtask test runs it when kubectl is on PATH"]
+async fn written_kubeconfig_is_accepted_for_plain_http() {
+    // Anonymous: kubectl reads no credentials from a kubeconfig whose server is plain HTTP
+    // (client-go's `IsConfigTransportTLS`), so a token would never be sent.
+    let sim = SimProcess::start(&[]).await;
+    assert!(sim.kubeconfig.contains("insecure-skip-tls-verify: true"), "client-node needs it for http://:\n{}", sim.kubeconfig);
+    let kubectl = Kubectl::new(&sim.kubeconfig);
+    let stdout = kubectl.ok(&["get", "pods", "-n", "default", "toolbox", "-o", "name"], None).await;
+    assert_eq!(stdout.trim(), "pod/toolbox");
+    let stdout = kubectl.ok(&["config", "view", "--raw", "-o", "jsonpath={.clusters[0].cluster.insecure-skip-tls-verify}"], None).await;
+    assert_eq!(stdout, "true");
+}
+
+#[tokio::test]
+#[ignore = "needs kubectl: cargo xtask test runs it when kubectl is on PATH"]
+async fn nodes_are_listed_and_described() {
+    let sim = common::start(Seed::Demo).await;
+    let kubectl = kubectl(&sim);
+    let stdout = kubectl.ok(&["get", "nodes", "-o", "name"], None).await;
+    assert_eq!(stdout.lines().collect::<Vec<_>>(), ["node/sim-node-1", "node/sim-node-2"]);
+    let described = kubectl.ok(&["describe", "node", "sim-node-1"], None).await;
+    for expected in ["Name:               sim-node-1", "HolderIdentity:  sim-node-1", "KubeletReady", "kubelet is posting ready status", "InternalIP:  10.0.0.1", "Capacity:", "Allocatable:", "Kubelet Version:            v1.32.0", "Container Runtime Version:  containerd://1.7.22"] {
+        assert!(described.contains(expected), "{expected:?} missing from kubectl describe node:\n{described}");
+    }
+    // The pods scheduled there, found by kubectl's `spec.nodeName` field selector.
+    let (_, pods) = sim.state().store.list(&kube_sim::resources::PODS, None);
+    let on_node: Vec<&str> = pods.iter().filter(|p| p["spec"]["nodeName"] == "sim-node-1").filter_map(|p| p["metadata"]["name"].as_str()).collect();
+    assert!(!on_node.is_empty());
+    let section = described.split("Non-terminated Pods:").nth(1).expect("a pods section");
+    for pod in on_node {
+        assert!(section.contains(pod), "{pod} missing from the node's pods:\n{described}");
+    }
+    sim.shutdown().await;
+}
+
+/// kubectl's rows, each split into its columns (at runs of two or more spaces, since a column
+/// such as RESTARTS may hold `1 (5s ago)`).
+fn table_rows(stdout: &str) -> Vec<Vec<String>> {
+    stdout
+        .lines()
+        .map(|line| line.split("  ").map(str::trim).filter(|cell| !cell.is_empty()).map(str::to_owned).collect())
+        .collect()
+}
+
+#[tokio::test]
+#[ignore = "needs kubectl: cargo xtask test runs it when kubectl is on PATH"]
+async fn get_prints_the_servers_columns() {
+    let sim = common::start(Seed::Demo).await;
+    let kubectl = kubectl(&sim);
+    let pod_of = |name: &str| sim.state().store.get(&kube_sim::resources::PODS, "demo", name).expect("a listed pod exists");
+
+    let rows = table_rows(&kubectl.ok(&["get", "pods", "-n", "demo"], None).await);
+    assert_eq!(rows[0], ["NAME", "READY", "STATUS", "RESTARTS", "AGE"]);
+    for row in &rows[1..] {
+        let containers = pod_of(&row[0])["spec"]["containers"].as_array().map_or(0, Vec::len);
+        assert_eq!(row[1..4], [format!("{containers}/{containers}"), "Running".to_owned(), "0".to_owned()], "{row:?}");
+    }
+
+    let rows = table_rows(&kubectl.ok(&["get", "pods", "-n", "demo", "-o", "wide"], None).await);
+    assert_eq!(rows[0], ["NAME", "READY", "STATUS", "RESTARTS", "AGE", "IP", "NODE", "NOMINATED NODE", "READINESS GATES"]);
+    for row in &rows[1..] {
+        let pod = pod_of(&row[0]);
+        assert_eq!(row[5..], [pod["status"]["podIP"].as_str().unwrap(), pod["spec"]["nodeName"].as_str().unwrap(), "<none>", "<none>"], "{row:?}");
+    }
+
+    let rows = table_rows(&kubectl.ok(&["get", "pod", &rows[1][0], "-n", "demo"], None).await);
+    assert_eq!((rows.len(), &rows[1][2]), (2, &"Running".to_owned()), "a get of one object is a one-row Table: {rows:?}");
+
+    let rows = table_rows(&kubectl.ok(&["get", "deployments", "-n", "demo"], None).await);
+    assert_eq!(rows, [vec!["NAME", "READY", "UP-TO-DATE", "AVAILABLE", "AGE"], vec!["api", "2/2", "2", "2", &rows[1][4]], vec!["web", "3/3", "3", "3", &rows[2][4]]]);
+    let rows = table_rows(&kubectl.ok(&["get", "services", "-n", "demo", "api"], None).await);
+    assert_eq!(rows[0], ["NAME", "TYPE", "CLUSTER-IP", "EXTERNAL-IP", "PORT(S)", "AGE"]);
+    assert_eq!((&rows[1][1], &rows[1][3], &rows[1][4]), (&"ClusterIP".to_owned(), &"<none>".to_owned(), &"8080/TCP,9090/TCP".to_owned()));
+    let rows = table_rows(&kubectl.ok(&["get", "nodes"], None).await);
+    assert_eq!(rows[0], ["NAME", "STATUS", "ROLES", "AGE", "VERSION"]);
+    assert_eq!(rows[1..].iter().map(|r| (r[0].as_str(), r[1].as_str(), r[4].as_str())).collect::<Vec<_>>(), [("sim-node-1", "Ready", "v1.32.0"), ("sim-node-2", "Ready", "v1.32.0")]);
+    let rows = table_rows(&kubectl.ok(&["get", "configmaps", "-n", "demo", "web-config"], None).await);
+    assert_eq!(rows[0..2], [vec!["NAME", "DATA", "AGE"], vec!["web-config", "2", &rows[1][2]]]);
+    let rows = table_rows(&kubectl.ok(&["get", "secrets", "-n", "demo"], None).await);
+    assert_eq!(rows[0..2], [vec!["NAME", "TYPE", "DATA", "AGE"], vec!["api-credentials", "Opaque", "2", &rows[1][3]]]);
+    let rows = table_rows(&kubectl.ok(&["get", "namespaces", "demo"], None).await);
+    assert_eq!(rows[0..2], [vec!["NAME", "STATUS", "AGE"], vec!["demo", "Active", &rows[1][2]]]);
+    sim.shutdown().await;
+}
+
+#[tokio::test]
+#[ignore = "needs kubectl: cargo xtask test runs it when kubectl is on PATH"]
+async fn server_dry_runs_store_nothing() {
+    let sim = common::start(Seed::Demo).await;
+    let kubectl = kubectl(&sim);
+    let http = Http::new(&sim);
+    let (_manifest, path) = manifest_file();
+    let write = |greeting: &str| {
+        let yaml = format!("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: dry\n  namespace: demo\ndata:\n  greeting: {greeting}\n");
+        std::fs::write(&path, yaml).expect("write the manifest");
+    };
+    let stored = || sim.state().store.get(&kube_sim::resources::CONFIGMAPS, "demo", "dry").map(|cm| cm["data"]["greeting"].clone());
+
+    write("hello");
+    let out = kubectl.ok(&["apply", "--dry-run=server", "-f", &path], None).await;
+    assert_eq!(out.trim(), "configmap/dry created (server dry run)");
+    assert_eq!(stored(), None, "a dry-run create stores nothing");
+    kubectl.ok(&["apply", "-f", &path], None).await;
+    assert_eq!(stored(), Some(json!("hello")));
+
+    // From here on, a watch and the revision counter must see nothing until the marker.
+    let rv = sim.state().store.current_rv();
+    let (status, mut events) = http.stream(&format!("/api/v1/namespaces/demo/configmaps?watch=true&resourceVersion={rv}")).await;
+    assert_eq!(status, 200);
+
+    write("bonjour");
+    let out = kubectl.ok(&["apply", "--dry-run=server", "-f", &path], None).await;
+    assert_eq!(out.trim(), "configmap/dry configured (server dry run)");
+    let diff = kubectl.run(&["diff", "-f", &path], None).await;
+    let shown = String::from_utf8_lossy(&diff.stdout);
+    assert_eq!(diff.status.code(), Some(1), "kubectl diff exits 1 when there are differences: {shown}{}", String::from_utf8_lossy(&diff.stderr));
+    assert!(shown.contains("-  greeting: hello") && shown.contains("+  greeting: bonjour"), "{shown}");
+    let out = kubectl.ok(&["delete", "configmap", "dry", "-n", "demo", "--dry-run=server"], None).await;
+    assert_eq!(out.trim(), "configmap \"dry\" deleted (server dry run)");
+    let out = kubectl.ok(&["delete", "configmaps", "-n", "demo", "--all", "--dry-run=server"], None).await;
+    assert!(out.contains("configmap \"dry\" deleted (server dry run)"), "{out}");
+    assert_eq!(stored(), Some(json!("hello")), "nothing was changed or deleted");
+    assert_eq!(sim.state().store.current_rv(), rv, "no revision consumed");
+
+    // An unknown dryRun value is refused as the API server refuses it.
+    http.post("/api/v1/namespaces/demo/configmaps?dryRun=Some", &json!({"metadata": {"name": "x"}})).await.status(422, "Invalid");
+
+    http.post("/api/v1/namespaces/demo/configmaps", &json!({"metadata": {"name": "marker"}})).await.ok();
+    let first = events.next_event().await;
+    assert_eq!((first["type"].as_str(), first["object"]["metadata"]["name"].as_str()), (Some("ADDED"), Some("marker")), "the watch saw a dry run: {first}");
+    sim.shutdown().await;
+}
+
+#[tokio::test]
+#[ignore = "needs kubectl: cargo xtask test runs it when kubectl is on PATH"]
+async fn deployments_scale_and_roll_out() {
+    let sim = common::start(Seed::Demo).await;
+    let kubectl = kubectl(&sim);
+    let http = Http::new(&sim);
+    let (_manifest, path) = manifest_file();
+    std::fs::write(&path, "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: shop\n  namespace: demo\nspec:\n  replicas: 2\n  selector:\n    matchLabels: {app: shop}\n  strategy:\n    rollingUpdate: {maxSurge: 1, maxUnavailable: 0}\n  template:\n    metadata:\n      labels: {app: shop}\n    spec:\n      containers:\n      - {name: shop, image: 'nginx:1.27'}\n").expect("write the manifest");
+    let shop_pods = || {
+        let (_, pods) = sim.state().store.list(&kube_sim::resources::PODS, Some("demo"));
+        pods.into_iter().filter(|p| p["metadata"]["labels"]["app"] == "shop").collect::<Vec<_>>()
+    };
+    let ready = |pod: &serde_json::Value| pod["status"]["conditions"].as_array().into_iter().flatten().any(|c| c["type"] == "Ready" && c["status"] == "True");
+
+    assert_eq!(kubectl.ok(&["apply", "-f", &path], None).await.trim(), "deployment.apps/shop created");
+    let out = kubectl.ok(&["rollout", "status", "deployment/shop", "-n", "demo", "--timeout=60s"], None).await;
+    assert!(out.contains("successfully rolled out"), "{out}");
+    let pods = shop_pods();
+    assert_eq!(pods.len(), 2);
+    assert!(pods.iter().all(|p| ready(p) && p["metadata"]["ownerReferences"][0]["kind"] == "ReplicaSet" && p["metadata"]["labels"]["pod-template-hash"].is_string()), "{pods:?}");
+
+    assert_eq!(kubectl.ok(&["scale", "deployment/shop", "-n", "demo", "--replicas=3"], None).await.trim(), "deployment.apps/shop scaled");
+    kubectl.ok(&["rollout", "status", "deployment/shop", "-n", "demo", "--timeout=60s"], None).await;
+    let before: Vec<String> = shop_pods().iter().map(|p| p["metadata"]["name"].as_str().unwrap_or_default().to_owned()).collect();
+    assert_eq!(before.len(), 3, "{before:?}");
+
+    // Every change to the shop pods during the rollout, from here on.
+    let rv = sim.state().store.current_rv();
+    let (_, mut events) = http.stream(&format!("/api/v1/namespaces/demo/pods?watch=true&labelSelector=app%3Dshop&resourceVersion={rv}")).await;
+    assert_eq!(kubectl.ok(&["rollout", "restart", "deployment/shop", "-n", "demo"], None).await.trim(), "deployment.apps/shop restarted");
+    let out = kubectl.ok(&["rollout", "status", "deployment/shop", "-n", "demo", "--timeout=60s"], None).await;
+    assert!(out.contains("successfully rolled out"), "{out}");
+
+    let after: Vec<String> = shop_pods().iter().map(|p| p["metadata"]["name"].as_str().unwrap_or_default().to_owned()).collect();
+    assert_eq!(after.len(), 3);
+    assert!(after.iter().all(|p| !before.contains(p)), "every pod was replaced: {before:?} -> {after:?}");
+    // Pods are ready when created, so the live ones are the available ones: with maxSurge 1
+    // and maxUnavailable 0, between 3 and 4 at every moment.
+    let mut live: std::collections::BTreeSet<String> = before.iter().cloned().collect();
+    while live.iter().collect::<Vec<_>>() != after.iter().collect::<std::collections::BTreeSet<_>>().into_iter().collect::<Vec<_>>() {
+        let event = events.next_event().await;
+        let name = event["object"]["metadata"]["name"].as_str().unwrap_or_default().to_owned();
+        match event["type"].as_str() {
+            Some("ADDED") => live.insert(name),
+            Some("DELETED") => live.remove(&name),
+            _ => continue,
+        };
+        assert!((3..=4).contains(&live.len()), "{} pods live after {event}", live.len());
+    }
+    let deployment = sim.state().store.get(&kube_sim::resources::DEPLOYMENTS, "demo", "shop").expect("the deployment");
+    assert_eq!(deployment["metadata"]["generation"], 3, "created, scaled, restarted");
+    assert_eq!(deployment["status"]["observedGeneration"], 3);
+    sim.shutdown().await;
+}
+
+#[tokio::test]
+#[ignore = "needs kubectl: cargo xtask test runs it when kubectl is on PATH"]
+async fn logs_tail_limit_previous_and_timestamps() {
+    let sim = common::start(Seed::Demo).await;
+    let kubectl = kubectl(&sim);
+    let all = kubectl.ok(&["logs", "toolbox"], None).await;
+    assert_eq!(all, "kube-sim: container shell of pod default/toolbox started\nkube-sim: ready\n");
+    assert_eq!(kubectl.ok(&["logs", "toolbox", "--tail=1"], None).await, "kube-sim: ready\n");
+    assert_eq!(kubectl.ok(&["logs", "toolbox", "--limit-bytes=8"], None).await, "kube-sim");
+    assert_eq!(kubectl.ok(&["logs", "toolbox", "--since=1h"], None).await, all);
+    let stamped = kubectl.ok(&["logs", "toolbox", "--timestamps", "--tail=1"], None).await;
+    let (stamp, text) = stamped.trim_end().split_once(' ').expect("a timestamp, a space, the line");
+    assert!(chrono::DateTime::parse_from_rfc3339(stamp).is_ok() && text == "kube-sim: ready", "{stamped}");
+    let refused = kubectl.run(&["logs", "toolbox", "--previous"], None).await;
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("previous terminated container \"shell\" in pod \"toolbox\" not found"), "{refused:?}");
+
+    // A restart keeps the old container's log for --previous.
+    let state = sim.state();
+    let pod = state.store.get(&kube_sim::resources::PODS, "default", "toolbox").expect("the toolbox pod");
+    let uid = pod["metadata"]["uid"].as_str().expect("a uid");
+    kube_sim::logs::with_start(state, &pod, "shell", |start| {
+        state.logs.append(uid, "shell", start, "last words".to_owned());
+        state.logs.restart(uid, "shell", start, chrono::Utc::now());
+    });
+    assert_eq!(kubectl.ok(&["logs", "toolbox", "--previous", "--tail=1"], None).await, "last words\n");
+    assert_eq!(kubectl.ok(&["logs", "toolbox"], None).await, all, "the new container's log starts afresh");
+    sim.shutdown().await;
+}
+
+#[tokio::test]
+#[ignore = "needs kubectl: cargo xtask test runs it when kubectl is on PATH"]
+async fn logs_follow_streams_what_the_container_writes() {
+    let sim = common::start(Seed::Demo).await;
+    let kubectl = kubectl(&sim);
+    let http = Http::new(&sim);
+    let mut follow = Streaming::spawn(&kubectl, &["logs", "-f", "toolbox"]);
+    assert_eq!(follow.next_line().await, "kube-sim: container shell of pod default/toolbox started");
+    assert_eq!(follow.next_line().await, "kube-sim: ready");
+
+    // A process in the container writes to the container's log after kubectl started.
+    kubectl.ok(&["exec", "toolbox", "--", "sh", "-c", "echo written-after-start >> container.log"], None).await;
+    assert_eq!(follow.next_line().await, "written-after-start");
+    http.stats_when("the follow to be streaming", |s| s["logFollows"] == 1).await;
+
+    follow.stop().await;
+    http.stats_when("the follow to end once kubectl is gone", |s| s["logFollows"] == 0).await;
+    sim.shutdown().await;
+}
+
+#[tokio::test]
+#[ignore = "needs kubectl: cargo xtask test runs it when kubectl is on PATH"]
+async fn field_selectors_kubectl_uses() {
+    let sim = common::start(Seed::Demo).await;
+    let kubectl = kubectl(&sim);
+    let http = Http::new(&sim);
+    let web = common::pods_of(&sim, "demo", "web");
+    let about = |pod: &str, reason: &str| {
+        let uid = sim.state().store.get(&kube_sim::resources::PODS, "demo", pod).map(|p| p["metadata"]["uid"].clone());
+        json!({"metadata": {"generateName": format!("{pod}.")}, "involvedObject": {"kind": "Pod", "apiVersion": "v1", "namespace": "demo", "name": pod, "uid": uid},
+               "reason": reason, "message": format!("{reason} happened"), "type": "Normal", "source": {"component": "kubelet", "host": "sim-node-1"}})
+    };
+    http.post("/api/v1/namespaces/demo/events", &about(&web[0], "Pulled")).await.ok();
+    http.post("/api/v1/namespaces/demo/events", &about(&web[1], "Started")).await.ok();
+
+    let rows = table_rows(&kubectl.ok(&["events", "-n", "demo", "--for", &format!("pod/{}", web[0])], None).await);
+    assert_eq!(rows.len(), 2, "a header and the one event about {}: {rows:?}", web[0]);
+    assert!(rows[1].contains(&"Pulled".to_owned()) && rows[1].contains(&format!("Pod/{}", web[0])), "{rows:?}");
+    let described = kubectl.ok(&["describe", "pod", "-n", "demo", &web[1]], None).await;
+    assert!(described.contains("Started happened") && !described.contains("Pulled happened"), "events by involvedObject.uid:\n{described}");
+
+    let on_node: Vec<String> = table_rows(&kubectl.ok(&["get", "pods", "-A", "--field-selector", "spec.nodeName=sim-node-2,status.phase=Running", "--no-headers"], None).await)
+        .into_iter()
+        .map(|row| format!("{}/{}", row[0], row[1]))
+        .collect();
+    let (_, pods) = sim.state().store.list(&kube_sim::resources::PODS, None);
+    let expected: Vec<String> = pods.iter().filter(|p| p["spec"]["nodeName"] == "sim-node-2").map(|p| format!("{}/{}", p["metadata"]["namespace"].as_str().unwrap_or_default(), p["metadata"]["name"].as_str().unwrap_or_default())).collect();
+    assert!(!expected.is_empty());
+    assert_eq!(on_node, expected);
+    assert_eq!(kubectl.ok(&["get", "pods", "-n", "default", "--field-selector", "spec.schedulerName=default-scheduler,spec.serviceAccountName=default,spec.restartPolicy=Always", "-o", "name"], None).await.lines().count(), 2);
+
+    let refused = kubectl.run(&["get", "pods", "--field-selector", "spec.color=blue"], None).await;
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("field label not supported: spec.color"), "{}", String::from_utf8_lossy(&refused.stderr));
+    sim.shutdown().await;
+}
+
+/// A plain-HTTP front for `sim` that adds `Authorization: Bearer <token>` to every request:
+/// kubectl sends no credentials to a plain-HTTP server itself, so a user behind an
+/// authenticating proxy is how kubectl acts as someone there.
+async fn authenticating_proxy(sim: &Sim, token: &str) -> (Kubectl, tokio::task::JoinHandle<()>) {
+    let mut config = kube::Config::new(sim.url().parse().expect("the simulator URL is a URI"));
+    config.auth_info.token = Some(token.to_owned().into());
+    let client = kube::Client::try_from(config).expect("a client with the token");
+    let app = axum::Router::new().fallback(move |request: axum::extract::Request| {
+        let client = client.clone();
+        async move {
+            let (parts, body) = request.into_parts();
+            let bytes = axum::body::to_bytes(body, usize::MAX).await.unwrap_or_default();
+            match client.send(axum::http::Request::from_parts(parts, kube::client::Body::from(bytes.to_vec()))).await {
+                Ok(response) => response.map(axum::body::Body::new),
+                Err(error) => axum::response::IntoResponse::into_response((axum::http::StatusCode::BAD_GATEWAY, error.to_string())),
+            }
+        }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("a port for the proxy");
+    let url = format!("http://{}", listener.local_addr().expect("its address"));
+    let task = tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    (Kubectl::for_server(&url), task)
+}
+
+#[tokio::test]
+#[ignore = "needs kubectl: cargo xtask test runs it when kubectl is on PATH"]
+async fn auth_can_i_answers_from_the_users_namespaces() {
+    let users = ["root:root-token:*", "alice:alice-token:demo"].map(|u| kube_sim::User::parse(u).expect("a user"));
+    let sim = common::start_with(kube_sim::SimConfig { users: users.to_vec(), ..Default::default() }).await;
+    let (root, root_proxy) = authenticating_proxy(&sim, "root-token").await;
+    let (alice, alice_proxy) = authenticating_proxy(&sim, "alice-token").await;
+
+    assert_eq!(root.ok(&["auth", "can-i", "create", "pods"], None).await.trim(), "yes");
+    assert_eq!(root.ok(&["auth", "can-i", "list", "nodes"], None).await.trim(), "yes");
+    assert_eq!(alice.ok(&["auth", "can-i", "create", "pods", "-n", "demo"], None).await.trim(), "yes");
+    let denied = alice.run(&["auth", "can-i", "create", "pods", "-n", "default"], None).await;
+    assert_eq!((String::from_utf8_lossy(&denied.stdout).trim(), denied.status.code()), ("no", Some(1)), "{}", String::from_utf8_lossy(&denied.stderr));
+    let denied = alice.run(&["auth", "can-i", "list", "nodes"], None).await;
+    assert_eq!(String::from_utf8_lossy(&denied.stdout).trim(), "no", "cluster-scoped is beyond her namespaces");
+
+    let rows = |out: String| table_rows(&out).into_iter().map(|r| r.join(" ")).collect::<Vec<_>>();
+    let everything = rows(root.ok(&["auth", "can-i", "--list"], None).await);
+    assert!(everything.contains(&"*.* [] [] [*]".to_owned()) && everything.contains(&"[*] [] [*]".to_owned()), "{everything:?}");
+    let in_demo = rows(alice.ok(&["auth", "can-i", "--list", "-n", "demo"], None).await);
+    assert!(in_demo.contains(&"*.* [] [] [*]".to_owned()), "{in_demo:?}");
+    let in_default = rows(alice.ok(&["auth", "can-i", "--list", "-n", "default"], None).await);
+    assert!(!in_default.iter().any(|r| r.starts_with("*.*")), "{in_default:?}");
+    assert!(in_default.contains(&"selfsubjectaccessreviews.authorization.k8s.io [] [] [create]".to_owned()), "{in_default:?}");
+    root_proxy.abort();
+    alice_proxy.abort();
     sim.shutdown().await;
 }

@@ -175,15 +175,35 @@ async fn clear_faults(State(state): State<Arc<SimState>>) -> Json<Value> {
 }
 
 async fn restart(State(state): State<Arc<SimState>>, Path((namespace, name)): Path<(String, String)>) -> Response {
-    match restart_pod(&state.store, &namespace, &name) {
+    match restart_pod(&state, &namespace, &name) {
         Ok(pod) => Json(pod).into_response(),
         Err(error) => error.into_response(),
     }
 }
 
-/// Deletes a pod and creates its replacement: a new name (same prefix), the same labels,
-/// annotations and spec, a fresh status. What a ReplicaSet does after a pod dies.
-pub fn restart_pod(store: &Store, namespace: &str, name: &str) -> Result<Value, ApiError> {
+/// Deletes a pod and returns its replacement: a new name (same prefix), the same labels,
+/// annotations and spec, a fresh status. A pod of a ReplicaSet is replaced by its ReplicaSet;
+/// any other pod is recreated here, as if something owned it.
+pub fn restart_pod(state: &SimState, namespace: &str, name: &str) -> Result<Value, ApiError> {
+    let store = &state.store;
+    state.controllers.exclusive(|| {
+        let pod = store.get(&PODS, namespace, name).ok_or_else(|| ApiError::not_found("pods", name))?;
+        match crate::controller::owner_of(store, &pod) {
+            Some(set) => {
+                store.delete(&PODS, namespace, name)?;
+                let before: Vec<String> = store.list(&PODS, Some(namespace)).1.iter().filter_map(|p| p["metadata"]["name"].as_str().map(str::to_owned)).collect();
+                crate::controller::sync_replica_set(store, &set)?;
+                let (_, pods) = store.list(&PODS, Some(namespace));
+                let replacement = pods.iter().find(|p| p["metadata"]["name"].as_str().is_some_and(|n| !before.iter().any(|b| b == n)));
+                replacement.map(|p| (**p).clone()).ok_or_else(|| ApiError::internal(format!("replicaset {} made no replacement for {name}", set["metadata"]["name"])))
+            }
+            None => recreate(store, namespace, name),
+        }
+    })
+}
+
+/// Deletes an unowned pod and creates it again under a new name with the same prefix.
+fn recreate(store: &Store, namespace: &str, name: &str) -> Result<Value, ApiError> {
     let old = store.delete(&PODS, namespace, name)?;
     let prefix = match old.pointer("/metadata/generateName").and_then(Value::as_str) {
         Some(prefix) if !prefix.is_empty() => prefix.to_owned(),
@@ -216,6 +236,7 @@ async fn stats(State(state): State<Arc<SimState>>) -> Json<Value> {
         "listRequests": hooks.list_requests.load(Ordering::Relaxed),
         "execSessions": state.runtime.live_exec_sessions(),
         "execSessionsTotal": state.runtime.exec_sessions_total(),
+        "logFollows": state.logs.open_follows(),
         "resourceVersion": state.store.current_rv().to_string(),
     }))
 }

@@ -10,6 +10,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde_json::{Value, json};
 
+use super::table::TableRequest;
 use super::{Query, json_response};
 use crate::SimState;
 use crate::resources::ResourceDef;
@@ -116,7 +117,7 @@ fn key_of(object: &Value) -> (String, String) {
 }
 
 /// Serves a list.
-pub(super) async fn list(state: &Arc<SimState>, resource: &'static ResourceDef, namespace: Option<&str>, query: &Query) -> Result<Response, ApiError> {
+pub(super) async fn list(state: &Arc<SimState>, resource: &'static ResourceDef, namespace: Option<&str>, query: &Query, table: Option<TableRequest>) -> Result<Response, ApiError> {
     state.hooks.list_requests.fetch_add(1, Ordering::Relaxed);
     validate_list_options(query, false)?;
     let selector = Selector::parse(query.get("labelSelector"), query.get("fieldSelector"), resource)?;
@@ -172,7 +173,10 @@ pub(super) async fn list(state: &Arc<SimState>, resource: &'static ResourceDef, 
             metadata["remainingItemCount"] = json!(remaining);
         }
     }
-    let body = json!({"kind": resource.list_kind(), "apiVersion": resource.api_version(), "metadata": metadata, "items": page});
+    let body = match table {
+        Some(table) => table.list(resource, metadata, &page),
+        None => json!({"kind": resource.list_kind(), "apiVersion": resource.api_version(), "metadata": metadata, "items": page}),
+    };
     Ok(json_response(200, &body))
 }
 

@@ -7,6 +7,10 @@
 pub mod hooks;
 mod list;
 mod objects;
+mod protobuf;
+mod reviews;
+mod scale;
+mod table;
 mod watch;
 
 use std::collections::HashMap;
@@ -103,6 +107,11 @@ impl Query {
     /// The first value of `key`.
     pub(crate) fn get(&self, key: &str) -> Option<&str> {
         self.0.get(key).and_then(|v| v.first()).map(String::as_str)
+    }
+
+    /// Every value of `key`, in order.
+    pub(crate) fn all(&self, key: &str) -> &[String] {
+        self.0.get(key).map_or(&[], Vec::as_slice)
     }
 
     /// `key` as a Kubernetes boolean (`true`/`1`).
@@ -232,14 +241,24 @@ async fn collection(
     request: Request,
 ) -> Result<Response, ApiError> {
     let ns = namespace.as_deref();
+    if resource.is_review() {
+        // Anyone may ask; nothing is kept to list or watch.
+        if request.method() != Method::POST {
+            return Err(ApiError::method_not_allowed(format!("the server does not allow this method on the requested resource: {}", request.method())));
+        }
+        let body = read_json(request, resource.kind).await?;
+        return Ok(json_response(201, &reviews::answer(identity, resource, body)?));
+    }
     match *request.method() {
         Method::GET if query.flag("watch") => {
             identity.authorize("watch", resource, ns)?;
-            watch::watch(state, resource, namespace, &query).await
+            let table = table::requested(request.headers(), &query)?;
+            watch::watch(state, resource, namespace, &query, table).await
         }
         Method::GET => {
             identity.authorize("list", resource, ns)?;
-            list::list(state, resource, ns, &query).await
+            let table = table::requested(request.headers(), &query)?;
+            list::list(state, resource, ns, &query, table).await
         }
         Method::POST => {
             let body = read_json(request, resource.kind).await?;
@@ -250,13 +269,14 @@ async fn collection(
             };
             let target_ns = if resource.is_namespaces() { body.pointer("/metadata/name").and_then(Value::as_str) } else { Some(ns) };
             identity.authorize("create", resource, target_ns.filter(|n| !n.is_empty()))?;
-            objects::reject_dry_run(&query)?;
-            let created = state.store.create(resource, ns, body)?;
+            let write = objects::dry_run(&query, "CreateOptions")?;
+            let created = state.store.create_with(resource, ns, body, write)?;
             Ok(json_response(201, &created))
         }
         Method::DELETE => {
             identity.authorize("deletecollection", resource, ns)?;
-            objects::delete_collection(state, resource, ns, &query)
+            let body = read_bytes(request).await?;
+            objects::delete_collection(state, resource, ns, &query, &body)
         }
         _ => Err(ApiError::method_not_allowed(format!("the server does not allow this method on the requested resource: {}", request.method()))),
     }
@@ -276,6 +296,9 @@ async fn object(
     let ns = namespace.clone().unwrap_or_default();
     let method = request.method().clone();
     let auth_ns = scope(resource, namespace.as_deref(), Some(&name));
+    if resource.is_review() {
+        return Err(ApiError::no_route());
+    }
     match (sub.as_deref(), &method) {
         (Some(kind @ ("exec" | "attach" | "portforward")), &Method::GET | &Method::POST) if resource.is_pods() => {
             identity.authorize("create", resource, auth_ns)?;
@@ -288,36 +311,41 @@ async fn object(
         }
         (Some("log"), &Method::GET) if resource.is_pods() => {
             identity.authorize("get", resource, auth_ns)?;
-            objects::logs(&state, &ns, &name, &query)
+            objects::logs(&state, &ns, &name, &query).await
         }
+        (Some("scale"), _) if resource.has_scale() => scale::serve(&state, identity, resource, &ns, &name, &query, request).await,
         (None | Some("status"), &Method::GET) => {
             identity.authorize("get", resource, auth_ns)?;
             let object = state.store.get(resource, &ns, &name).ok_or_else(|| ApiError::not_found(resource.plural, &name))?;
-            Ok(json_response(200, &object))
+            match table::requested(request.headers(), &query)? {
+                Some(table) => Ok(json_response(200, &table.object(resource, &object))),
+                None => Ok(json_response(200, &object)),
+            }
         }
         (None | Some("status"), &Method::PUT) => {
             identity.authorize("update", resource, auth_ns)?;
-            objects::reject_dry_run(&query)?;
+            let write = objects::dry_run(&query, "UpdateOptions")?;
             let body = read_json(request, resource.kind).await?;
             let updated = if sub.is_some() {
-                objects::update_status(&state, resource, &ns, &name, body)?
+                objects::update_status(&state, resource, &ns, &name, body, write)?
             } else {
-                state.store.update(resource, &ns, &name, body)?
+                state.store.update_with(resource, &ns, &name, body, write)?
             };
             Ok(json_response(200, &updated))
         }
         (None | Some("status"), &Method::PATCH) => {
             identity.authorize("patch", resource, auth_ns)?;
-            objects::reject_dry_run(&query)?;
+            let write = objects::dry_run(&query, "PatchOptions")?;
             let content_type = request.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
             let body = read_bytes(request).await?;
-            let patched = objects::patch(&state, resource, &ns, &name, &content_type, &body, sub.is_some())?;
+            let patched = objects::patch(&state, resource, &ns, &name, &content_type, &body, sub.is_some(), write)?;
             Ok(json_response(200, &patched))
         }
         (None, &Method::DELETE) => {
             identity.authorize("delete", resource, auth_ns)?;
-            objects::reject_dry_run(&query)?;
-            let deleted = state.store.delete(resource, &ns, &name)?;
+            let body = read_bytes(request).await?;
+            let write = objects::delete_dry_run(&query, &body)?;
+            let deleted = state.store.delete_with(resource, &ns, &name, write)?;
             Ok(json_response(200, &deleted))
         }
         (None | Some("status"), _) => Err(ApiError::method_not_allowed(format!("the server does not allow this method on the requested resource: {method}"))),
@@ -338,7 +366,16 @@ async fn read_bytes(request: Request) -> Result<bytes::Bytes, ApiError> {
 /// server's words (apiserver's `transformDecodeError` around apimachinery's JSON serializer),
 /// with Go's own texts where serde's differ: a cut-off body, valid JSON that is not an object.
 /// `null` decodes to an empty object there, and does here.
+///
+/// A body of another media type is 415, except protobuf for the kinds `protobuf` can read.
 async fn read_json(request: Request, kind: &str) -> Result<Value, ApiError> {
+    let media = request.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or_default();
+    let media = media.split(';').next().unwrap_or_default().trim().to_ascii_lowercase();
+    match media.as_str() {
+        "" | "application/json" | "*/*" => {}
+        protobuf::MEDIA_TYPE => return protobuf::decode(kind, &read_bytes(request).await?),
+        other => return Err(ApiError::unsupported_body_type(other)),
+    }
     let bytes = read_bytes(request).await?;
     let detail = match serde_json::from_slice::<Value>(&bytes) {
         Ok(Value::Null) => return Ok(Value::Object(serde_json::Map::new())),

@@ -17,6 +17,7 @@ use tokio::sync::mpsc;
 use tokio::time::{Instant, sleep_until};
 
 use super::Query;
+use super::table::TableRequest;
 use super::list::{RequestedVersion, TOO_LARGE_WAIT, validate_list_options};
 use crate::SimState;
 use crate::resources::ResourceDef;
@@ -33,9 +34,19 @@ struct WatchRequest {
     bookmarks: bool,
     send_initial_events: bool,
     deadline: Instant,
+    /// Events' objects as one-row Tables (`kubectl get -w`).
+    table: Option<TableRequest>,
 }
 
 impl WatchRequest {
+    /// The line for an ADDED, MODIFIED or DELETED event, its object as the client asked.
+    fn change_line(&self, kind: &str, object: &Value) -> Bytes {
+        match &self.table {
+            Some(table) => event_line(kind, &table.object(self.resource, object)),
+            None => event_line(kind, object),
+        }
+    }
+
     fn wants(&self, event: &Event) -> bool {
         std::ptr::eq(event.resource, self.resource) && self.namespace.as_ref().is_none_or(|ns| *ns == event.namespace)
     }
@@ -92,7 +103,7 @@ fn expired_error(expired: Expired) -> ApiError {
 const NEVER: Duration = Duration::from_secs(30 * 365 * 86_400);
 
 /// Serves a watch: validates, then answers 200 at once and streams from a task.
-pub(super) async fn watch(state: &Arc<SimState>, resource: &'static ResourceDef, namespace: Option<String>, query: &Query) -> Result<Response, ApiError> {
+pub(super) async fn watch(state: &Arc<SimState>, resource: &'static ResourceDef, namespace: Option<String>, query: &Query, table: Option<TableRequest>) -> Result<Response, ApiError> {
     validate_list_options(query, true)?;
     let selector = Selector::parse(query.get("labelSelector"), query.get("fieldSelector"), resource)?;
     let start = RequestedVersion::parse(query)?;
@@ -110,6 +121,7 @@ pub(super) async fn watch(state: &Arc<SimState>, resource: &'static ResourceDef,
         send_initial_events: flag("sendInitialEvents"),
         // A timeout past what the clock can add is a watch that does not time out.
         deadline: Instant::now().checked_add(timeout).unwrap_or_else(|| Instant::now() + NEVER),
+        table,
     };
     state.hooks.watch_requests.fetch_add(1, Ordering::Relaxed);
     // A small buffer: a client that stops reading holds back only its own watch.
@@ -158,7 +170,7 @@ async fn run_watch(state: &SimState, request: &WatchRequest, tx: &mpsc::Sender<R
         RequestedVersion::Latest | RequestedVersion::Any => {
             let (rv, items) = state.store.list(request.resource, request.namespace.as_deref());
             for item in items.iter().filter(|o| request.selector.matches(o)) {
-                if !send(event_line("ADDED", item)).await {
+                if !send(request.change_line("ADDED", item)).await {
                     return End::Quiet;
                 }
             }
@@ -177,7 +189,7 @@ async fn run_watch(state: &SimState, request: &WatchRequest, tx: &mpsc::Sender<R
                 // "Not older than X": the current state is newer than X.
                 let (now, items) = state.store.list(request.resource, request.namespace.as_deref());
                 for item in items.iter().filter(|o| request.selector.matches(o)) {
-                    if !send(event_line("ADDED", item)).await {
+                    if !send(request.change_line("ADDED", item)).await {
                         return End::Quiet;
                     }
                 }
@@ -237,7 +249,7 @@ async fn deliver(state: &SimState, request: &WatchRequest, cursor: &mut u64, tx:
     let (events, upto) = state.store.events_since(*cursor).map_err(|expired| End::Error(expired_error(expired)))?;
     for event in events.iter().filter(|e| request.wants(e)) {
         if let Some((kind, object)) = request.translate(event) {
-            tx.send(Ok(event_line(kind.as_str(), &object))).await.map_err(|_| End::Quiet)?;
+            tx.send(Ok(request.change_line(kind.as_str(), &object))).await.map_err(|_| End::Quiet)?;
         }
     }
     *cursor = upto;

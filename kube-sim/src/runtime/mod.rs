@@ -148,7 +148,7 @@ impl Runtime {
     }
 
     /// `<sandbox_root>/<ns>/<pod>/<container>`.
-    fn sandbox_dir(&self, namespace: &str, pod: &str, container: &str) -> PathBuf {
+    pub(crate) fn sandbox_dir(&self, namespace: &str, pod: &str, container: &str) -> PathBuf {
         self.sandbox_root.join(path_component(namespace)).join(path_component(pod)).join(path_component(container))
     }
 
