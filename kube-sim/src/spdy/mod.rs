@@ -229,6 +229,9 @@ pub enum EncodeError {
     /// zlib failed.
     #[error("compression failed")]
     Compression,
+    /// A frame with a header block given to [`encode_plain`]: it needs the [`Encoder`].
+    #[error("a frame with headers needs the connection's encoder")]
+    NeedsHeaderContext,
 }
 
 /// Reads frames out of the bytes of one direction of a connection, owning that direction's
@@ -360,8 +363,6 @@ impl Encoder {
 
     /// Appends `frame`'s bytes to `out`.
     pub fn encode(&mut self, frame: &Frame, out: &mut BytesMut) -> Result<(), EncodeError> {
-        let sid = |id: u32| id & 0x7fff_ffff;
-        let fin_flag = |fin: bool| if fin { FLAG_FIN } else { 0 };
         match frame {
             Frame::SynStream { stream_id, associated_to, priority, slot, fin, unidirectional, headers } => {
                 let block = self.headers.compress(headers)?;
@@ -380,46 +381,7 @@ impl Encoder {
                 out.put_u32(sid(*stream_id));
                 out.put_slice(&block);
             }
-            Frame::RstStream { stream_id, status } => {
-                control_header(out, kind::RST_STREAM, 0, 8)?;
-                out.put_u32(sid(*stream_id));
-                out.put_u32(*status);
-            }
-            Frame::Settings { clear, entries } => {
-                let length = entries.len().checked_mul(8).and_then(|n| n.checked_add(4)).ok_or(EncodeError::PayloadTooLarge)?;
-                control_header(out, kind::SETTINGS, if *clear { FLAG_CLEAR_SETTINGS } else { 0 }, length)?;
-                out.put_u32(u32::try_from(entries.len()).map_err(|_| EncodeError::PayloadTooLarge)?);
-                for entry in entries {
-                    out.put_u32(u32::from(entry.flags) << 24 | (entry.id & 0x00ff_ffff));
-                    out.put_u32(entry.value);
-                }
-            }
-            Frame::Ping { id } => {
-                control_header(out, kind::PING, 0, 4)?;
-                out.put_u32(*id);
-            }
-            Frame::GoAway { last_good_stream_id, status } => {
-                control_header(out, kind::GOAWAY, 0, 8)?;
-                out.put_u32(sid(*last_good_stream_id));
-                out.put_u32(*status);
-            }
-            Frame::WindowUpdate { stream_id, delta } => {
-                control_header(out, kind::WINDOW_UPDATE, 0, 8)?;
-                out.put_u32(sid(*stream_id));
-                out.put_u32(delta & 0x7fff_ffff);
-            }
-            Frame::Data { stream_id, fin, data } => {
-                if data.len() > MAX_DATA_LENGTH {
-                    return Err(EncodeError::PayloadTooLarge);
-                }
-                out.put_u32(sid(*stream_id));
-                put_flags_length(out, fin_flag(*fin), data.len());
-                out.put_slice(data);
-            }
-            Frame::Unknown { frame_type, flags, payload } => {
-                control_header(out, *frame_type, *flags, payload.len())?;
-                out.put_slice(payload);
-            }
+            _ => encode_plain(frame, out)?,
         }
         Ok(())
     }
@@ -430,6 +392,76 @@ impl Encoder {
         self.encode(frame, &mut out)?;
         Ok(out.freeze())
     }
+}
+
+fn sid(id: u32) -> u32 {
+    id & 0x7fff_ffff
+}
+
+fn fin_flag(fin: bool) -> u8 {
+    if fin { FLAG_FIN } else { 0 }
+}
+
+/// Appends a frame that carries no header block (everything but SYN_STREAM, SYN_REPLY and
+/// HEADERS) to `out`. It needs no compression context, so any task may encode one; the
+/// order on the wire only matters against frames of the same stream.
+pub fn encode_plain(frame: &Frame, out: &mut BytesMut) -> Result<(), EncodeError> {
+    match frame {
+        Frame::SynStream { .. } | Frame::SynReply { .. } | Frame::Headers { .. } => return Err(EncodeError::NeedsHeaderContext),
+        Frame::RstStream { stream_id, status } => {
+            control_header(out, kind::RST_STREAM, 0, 8)?;
+            out.put_u32(sid(*stream_id));
+            out.put_u32(*status);
+        }
+        Frame::Settings { clear, entries } => {
+            let length = entries.len().checked_mul(8).and_then(|n| n.checked_add(4)).ok_or(EncodeError::PayloadTooLarge)?;
+            control_header(out, kind::SETTINGS, if *clear { FLAG_CLEAR_SETTINGS } else { 0 }, length)?;
+            out.put_u32(u32::try_from(entries.len()).map_err(|_| EncodeError::PayloadTooLarge)?);
+            for entry in entries {
+                out.put_u32(u32::from(entry.flags) << 24 | (entry.id & 0x00ff_ffff));
+                out.put_u32(entry.value);
+            }
+        }
+        Frame::Ping { id } => {
+            control_header(out, kind::PING, 0, 4)?;
+            out.put_u32(*id);
+        }
+        Frame::GoAway { last_good_stream_id, status } => {
+            control_header(out, kind::GOAWAY, 0, 8)?;
+            out.put_u32(sid(*last_good_stream_id));
+            out.put_u32(*status);
+        }
+        Frame::WindowUpdate { stream_id, delta } => {
+            control_header(out, kind::WINDOW_UPDATE, 0, 8)?;
+            out.put_u32(sid(*stream_id));
+            out.put_u32(delta & 0x7fff_ffff);
+        }
+        Frame::Data { stream_id, fin, data } => {
+            if data.len() > MAX_DATA_LENGTH {
+                return Err(EncodeError::PayloadTooLarge);
+            }
+            out.put_u32(sid(*stream_id));
+            put_flags_length(out, fin_flag(*fin), data.len());
+            out.put_slice(data);
+        }
+        Frame::Unknown { frame_type, flags, payload } => {
+            control_header(out, *frame_type, *flags, payload.len())?;
+            out.put_slice(payload);
+        }
+    }
+    Ok(())
+}
+
+/// A DATA frame as bytes of its own.
+pub fn data_frame(stream_id: u32, fin: bool, data: &[u8]) -> Result<Bytes, EncodeError> {
+    plain_to_bytes(&Frame::Data { stream_id, fin, data: Bytes::copy_from_slice(data) })
+}
+
+/// A frame without a header block as bytes of its own.
+pub fn plain_to_bytes(frame: &Frame) -> Result<Bytes, EncodeError> {
+    let mut out = BytesMut::new();
+    encode_plain(frame, &mut out)?;
+    Ok(out.freeze())
 }
 
 fn control_header(out: &mut BytesMut, frame_type: u16, flags: u8, length: usize) -> Result<(), EncodeError> {
