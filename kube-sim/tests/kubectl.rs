@@ -259,3 +259,58 @@ async fn port_forward_to_a_refused_port_reports_the_kubelets_error() {
     assert!(stderr.contains("connection refused"), "{stderr}");
     sim.shutdown().await;
 }
+
+/// What a load balancer's idle cut does to kubectl: the SPDY connection drops without a word,
+/// kubectl 1.32 says "lost connection to pod" and exits. (A stream-pair cut leaves it running:
+/// the next local connection works.)
+#[tokio::test]
+#[ignore = "needs kubectl: cargo xtask test runs it when kubectl is on PATH"]
+async fn port_forward_cuts_end_a_stream_or_the_whole_kubectl() {
+    let sim = common::start(Seed::Demo).await;
+    let kubectl = kubectl(&sim);
+    let http = Http::new(&sim);
+    let pod = common::pods_of(&sim, "default", "hello")[0].clone();
+    let (mut child, local) = port_forward(&kubectl, &format!("pod/{pod}"), 8000, true).await;
+
+    // A local connection held open, its stream pair cut: the local connection ends, kubectl stays.
+    let mut held = tokio::net::TcpStream::connect(("127.0.0.1", local)).await.expect("connect to kubectl");
+    tokio::io::AsyncWriteExt::write_all(&mut held, b"held").await.expect("write");
+    let mut buf = [0u8; 4];
+    within("the held echo", tokio::io::AsyncReadExt::read_exact(&mut held, &mut buf)).await.expect("echo");
+    let cut = http.hook(&format!("/_sim/portforward/cut?namespace=default&pod={pod}")).await;
+    assert_eq!(cut["cut"], 1);
+    let ended = within("the cut local connection to end", tokio::io::AsyncReadExt::read(&mut held, &mut buf)).await;
+    assert!(matches!(ended, Ok(0) | Err(_)), "{ended:?}");
+    assert_eq!(echo_through(local, b"still forwarding").await, b"still forwarding");
+
+    assert_eq!(http.hook("/_sim/portforward/cut?scope=connections").await["cut"], 1);
+    let status = within("kubectl to exit after the cut", child.wait()).await.expect("kubectl exits");
+    let mut stderr = String::new();
+    tokio::io::AsyncReadExt::read_to_string(&mut child.stderr.take().expect("piped stderr"), &mut stderr).await.expect("read stderr");
+    assert!(!status.success(), "kubectl fails: {stderr}");
+    assert!(stderr.contains("lost connection to pod"), "{stderr}");
+    sim.shutdown().await;
+}
+
+/// A withheld SYN_REPLY is kubectl's "error creating error stream … Timeout occurred"
+/// (`portforward-anchors.md` §2 #5): spdystream waits 30 s for the reply, then gives up on that
+/// local connection. This test waits those 30 s.
+#[tokio::test]
+#[ignore = "needs kubectl: cargo xtask test runs it when kubectl is on PATH"]
+async fn port_forward_without_a_syn_reply_times_out_like_kubectl_does() {
+    let sim = common::start(Seed::Demo).await;
+    let kubectl = kubectl(&sim);
+    let http = Http::new(&sim);
+    let pod = common::pods_of(&sim, "default", "hello")[0].clone();
+    let (mut child, local) = port_forward(&kubectl, &format!("pod/{pod}"), 8000, false).await;
+    http.hook("/_sim/portforward/withhold-replies?count=1").await;
+    let mut socket = tokio::net::TcpStream::connect(("127.0.0.1", local)).await.expect("connect to kubectl");
+    let mut buf = [0u8; 1];
+    let ended = kubemux_testkit::wait::within_for(std::time::Duration::from_secs(45), "kubectl to give up on the stream", tokio::io::AsyncReadExt::read(&mut socket, &mut buf)).await;
+    assert!(matches!(ended, Ok(0) | Err(_)), "{ended:?}");
+    child.start_kill().expect("stop kubectl");
+    let output = within("kubectl's end", child.wait_with_output()).await.expect("kubectl's output");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("error creating error stream") && stderr.contains("Timeout occurred"), "{stderr}");
+    sim.shutdown().await;
+}
