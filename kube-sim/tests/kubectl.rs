@@ -155,6 +155,12 @@ async fn echo_through(local: u16, payload: &[u8]) -> Vec<u8> {
     back
 }
 
+/// Waits for kubectl to exit by itself; its status and stderr.
+async fn exit_of(child: tokio::process::Child, what: &str) -> (std::process::ExitStatus, String) {
+    let output = within(what, child.wait_with_output()).await.expect("kubectl exits");
+    (output.status, String::from_utf8_lossy(&output.stderr).into_owned())
+}
+
 /// Which transport the simulator sees kubectl's SPDY connection on.
 async fn forward_transport(http: &Http) -> String {
     kubemux_testkit::wait::poll("kubectl's SPDY connection", common::DEADLINE, || async {
@@ -249,11 +255,9 @@ async fn port_forward_to_a_refused_port_reports_the_kubelets_error() {
     let http = Http::new(&sim);
     let pod = common::pods_of(&sim, "default", "hello")[0].clone();
     http.hook(&format!("/_sim/portforward/refuse?port=8000&pod={pod}")).await;
-    let (mut child, local) = port_forward(&kubectl, &format!("pod/{pod}"), 8000, true).await;
+    let (child, local) = port_forward(&kubectl, &format!("pod/{pod}"), 8000, true).await;
     assert_eq!(echo_through(local, b"nobody home").await, b"", "a refused connection closes with nothing");
-    let status = within("kubectl to exit after the error", child.wait()).await.expect("kubectl exits");
-    let mut stderr = String::new();
-    tokio::io::AsyncReadExt::read_to_string(&mut child.stderr.take().expect("piped stderr"), &mut stderr).await.expect("read stderr");
+    let (status, stderr) = exit_of(child, "kubectl to exit after the error").await;
     assert!(!status.success(), "kubectl fails: {stderr}");
     assert!(stderr.contains(&format!("error forwarding port 8000 to pod {pod}, uid ")), "{stderr}");
     assert!(stderr.contains("connection refused"), "{stderr}");
@@ -270,7 +274,7 @@ async fn port_forward_cuts_end_a_stream_or_the_whole_kubectl() {
     let kubectl = kubectl(&sim);
     let http = Http::new(&sim);
     let pod = common::pods_of(&sim, "default", "hello")[0].clone();
-    let (mut child, local) = port_forward(&kubectl, &format!("pod/{pod}"), 8000, true).await;
+    let (child, local) = port_forward(&kubectl, &format!("pod/{pod}"), 8000, true).await;
 
     // A local connection held open, its stream pair cut: the local connection ends, kubectl stays.
     let mut held = tokio::net::TcpStream::connect(("127.0.0.1", local)).await.expect("connect to kubectl");
@@ -284,9 +288,7 @@ async fn port_forward_cuts_end_a_stream_or_the_whole_kubectl() {
     assert_eq!(echo_through(local, b"still forwarding").await, b"still forwarding");
 
     assert_eq!(http.hook("/_sim/portforward/cut?scope=connections").await["cut"], 1);
-    let status = within("kubectl to exit after the cut", child.wait()).await.expect("kubectl exits");
-    let mut stderr = String::new();
-    tokio::io::AsyncReadExt::read_to_string(&mut child.stderr.take().expect("piped stderr"), &mut stderr).await.expect("read stderr");
+    let (status, stderr) = exit_of(child, "kubectl to exit after the cut").await;
     assert!(!status.success(), "kubectl fails: {stderr}");
     assert!(stderr.contains("lost connection to pod"), "{stderr}");
     sim.shutdown().await;
