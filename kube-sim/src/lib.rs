@@ -31,6 +31,7 @@ pub mod resources;
 pub mod runtime;
 mod seed;
 pub mod selectors;
+pub mod spdy;
 pub mod status;
 pub mod store;
 

@@ -14,8 +14,15 @@ use crate::steps::{Outcome, Summary};
 use crate::workspace::{self, Workspace, command_line, find_on_path};
 
 /// Every target in `fuzz/fuzz_targets/`, in the order they run.
-pub const TARGETS: [&str; 6] =
-    ["client_frame_decode", "server_frame_decode", "channel_roundtrip", "selector_parse", "request_path", "client_core_schedule"];
+pub const TARGETS: [&str; 7] = [
+    "client_frame_decode",
+    "server_frame_decode",
+    "channel_roundtrip",
+    "selector_parse",
+    "request_path",
+    "client_core_schedule",
+    "spdy_codec",
+];
 
 /// Seconds per target when `--seconds` is not given.
 const DEFAULT_SECONDS: u64 = 60;

@@ -107,6 +107,7 @@ pub fn router() -> Router<Arc<SimState>> {
         .route("/churn", post(set_churn))
         .route("/processes", get(processes))
         .route("/stats", get(stats))
+        .nest("/portforward", super::forward_hooks::router())
 }
 
 async fn compact(State(state): State<Arc<SimState>>) -> Json<Value> {

@@ -4,6 +4,7 @@
 //! and `/apis/apps/v1/deployments` are the same shape), so every non-hook request goes through
 //! [`dispatch`], which parses the path into a [`Target`] once.
 
+mod forward_hooks;
 pub mod hooks;
 mod list;
 mod objects;

@@ -13,7 +13,9 @@
 //! - [`remotecommand`]: the exec/attach channel session; [`exec`] and [`attach`] set it up.
 //! - [`process`]: starting processes under a PTY or on pipes; [`output`] fans their output
 //!   out; [`registry`] tracks them until they are reaped.
-//! - [`portforward`]: the legacy port-forward channel session.
+//! - [`portforward`]: the legacy port-forward channel session; [`spdy_forward`]: the SPDY/3.1
+//!   session kubectl speaks (WebSocket tunnel or `Upgrade: SPDY/3.1`); [`forwards`]: the open
+//!   SPDY forwards and their fault hooks.
 //! - [`kubelet`]: per-pod echo listeners and container lifecycles.
 
 use std::path::PathBuf;
@@ -34,6 +36,7 @@ use crate::store::{Event, EventType};
 
 mod attach;
 mod exec;
+pub mod forwards;
 mod kubelet;
 mod options;
 pub(crate) use options::query_pairs;
@@ -42,6 +45,7 @@ mod portforward;
 mod process;
 mod registry;
 mod remotecommand;
+mod spdy_forward;
 mod ws;
 
 /// Processes, sandboxes and pod port listeners of the simulated node.
@@ -53,6 +57,7 @@ pub struct Runtime {
     stop: CancellationToken,
     registry: Arc<registry::ProcessRegistry>,
     pods: kubelet::PodTable,
+    forwards: Arc<forwards::PortForwards>,
     mains: attach::MainProcesses,
     live_exec: AtomicUsize,
     exec_total: AtomicU64,
@@ -77,6 +82,7 @@ impl Runtime {
             stop: shutdown.child_token(),
             registry: Arc::default(),
             pods: kubelet::PodTable::default(),
+            forwards: Arc::default(),
             mains: attach::MainProcesses::default(),
             live_exec: AtomicUsize::new(0),
             exec_total: AtomicU64::new(0),
@@ -135,6 +141,11 @@ impl Runtime {
     /// "containerPort", "address"}`.
     pub fn listeners_json(&self) -> Value {
         self.pods.to_json()
+    }
+
+    /// Open SPDY port-forwards and their fault hooks (`/_sim/portforward`).
+    pub fn port_forwards(&self) -> &forwards::PortForwards {
+        &self.forwards
     }
 
     /// Exec sessions whose client is still connected, for `/_sim/stats`.
@@ -205,7 +216,9 @@ impl Drop for Runtime {
 /// Serves `GET /api/v1/namespaces/{ns}/pods/{pod}/{exec|attach|portforward}`; the router
 /// calls it after authentication and authorization. Validates like the API server (query,
 /// pod, container, phase, upgrade, subprotocol; each failure a `Status` response), then
-/// upgrades to a WebSocket and runs the session.
+/// upgrades to a WebSocket and runs the session. A port-forward that asks for SPDY (the
+/// `SPDY/3.1+portforward.k8s.io` tunnel, or `POST` with `Upgrade: SPDY/3.1`) goes to the
+/// SPDY session instead.
 pub async fn serve(state: Arc<SimState>, sub: Subresource, namespace: String, pod: String, request: Request) -> Response {
     match handshake(&state, sub, &namespace, &pod, request).await {
         Ok(response) => response,
@@ -229,6 +242,13 @@ enum Requested {
 async fn handshake(state: &Arc<SimState>, sub: Subresource, namespace: &str, name: &str, request: Request) -> Result<Response, ApiError> {
     // The API server's order: options, then the pod, then the container and its phase, and
     // only then the upgrade itself.
+    if sub == Subresource::PortForward
+        && let Some(transport) = spdy_forward::requested(request.headers())
+    {
+        // kubectl's SPDY (tunnelled or not) names its ports per stream, not in the query.
+        let pod = state.store.get(&PODS, namespace, name).ok_or_else(|| ApiError::not_found("pods", name))?;
+        return spdy_forward::upgrade(state.runtime.clone(), request, transport, pod, namespace, name).await;
+    }
     let query = request.uri().query().unwrap_or("");
     let parsed = match sub {
         Subresource::Exec => Parsed::Streams(options::parse_stream_options(query, true)?),

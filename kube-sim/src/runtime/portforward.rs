@@ -31,7 +31,7 @@ pub(crate) const PORT_ANNOTATION_PREFIX: &str = "kube-sim/port-";
 
 /// Where one forwarded port goes.
 #[derive(Debug, Clone)]
-enum Target {
+pub(super) enum Target {
     /// Connect here; the forward also ends when `lifetime` (the pod or container) ends.
     Connect { address: String, lifetime: Option<CancellationToken> },
     /// Nothing listens on that port in the pod.
@@ -40,11 +40,11 @@ enum Target {
 
 /// One requested port.
 #[derive(Debug, Clone)]
-struct PortPlan {
-    port: u16,
-    target: Target,
+pub(super) struct PortPlan {
+    pub port: u16,
+    pub target: Target,
     /// The runtime's message when nothing accepts the connection.
-    refused: String,
+    pub refused: String,
 }
 
 /// Everything an upgraded port-forward needs, decided before the upgrade.
@@ -68,22 +68,26 @@ pub(crate) fn plan(runtime: &Runtime, pod: &Value, namespace: &str, name: &str, 
     // The request may have beaten the kubelet to this pod's first event.
     runtime.ensure_pod(pod);
     let uid = pod_uid(pod);
-    let ports = ports
-        .iter()
-        .map(|&port| {
-            let target = match annotation(pod, &format!("{PORT_ANNOTATION_PREFIX}{port}")) {
-                Some(address) => {
-                    Target::Connect { address: address.trim().to_owned(), lifetime: runtime.pods.lifetime(namespace, name, uid) }
-                }
-                None => match runtime.pods.listener(namespace, name, uid, port) {
-                    Some((addr, lifetime)) => Target::Connect { address: addr.to_string(), lifetime: Some(lifetime) },
-                    None => Target::Nothing,
-                },
-            };
-            PortPlan { port, target, refused: refused_message(port, name, uid) }
-        })
-        .collect();
+    let ports = ports.iter().map(|&port| resolve_port(runtime, pod, namespace, name, port)).collect();
     ForwardPlan { protocol, ports, pod: name.to_owned(), uid: uid.to_owned() }
+}
+
+/// Where `port` of the pod goes now: nowhere when a hook refuses it, else the pod's redirect
+/// annotation, else the pod's own listener (of this incarnation: a pod replaced since has none).
+pub(super) fn resolve_port(runtime: &Runtime, pod: &Value, namespace: &str, name: &str, port: u16) -> PortPlan {
+    let uid = pod_uid(pod);
+    let target = if runtime.forwards.is_refused(namespace, name, port) {
+        Target::Nothing
+    } else {
+        match annotation(pod, &format!("{PORT_ANNOTATION_PREFIX}{port}")) {
+            Some(address) => Target::Connect { address: address.trim().to_owned(), lifetime: runtime.pods.lifetime(namespace, name, uid) },
+            None => match runtime.pods.listener(namespace, name, uid, port) {
+                Some((addr, lifetime)) => Target::Connect { address: addr.to_string(), lifetime: Some(lifetime) },
+                None => Target::Nothing,
+            },
+        }
+    };
+    PortPlan { port, target, refused: refused_message(port, name, uid) }
 }
 
 /// Runs an upgraded port-forward until every port is done, the client goes, or shutdown.
