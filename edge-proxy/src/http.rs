@@ -30,11 +30,14 @@ pub async fn healthz() -> &'static str {
     "ok\n"
 }
 
-/// `GET /readyz`: ready once every cluster the proxy started with has been checked at least
+/// `GET /readyz`: 503 from the moment a shutdown starts (the drain); otherwise ready once every cluster the proxy started with has been checked at least
 /// once (a cluster being down does not make the proxy unready: its other clusters still work;
 /// nor does a cluster a reload adds, which is checked at once but must not take a serving
 /// replica out of its load balancer).
 pub async fn readyz(State(app): State<Arc<AppState>>) -> Response {
+    if app.draining.is_cancelled() {
+        return (StatusCode::SERVICE_UNAVAILABLE, "draining: this proxy is shutting down\n").into_response();
+    }
     let snapshot = app.snapshot();
     let pending: Vec<&str> = if app.live.checked() { Vec::new() } else { snapshot.clusters.iter().filter(|c| c.health().0 == Health::Unknown).map(|c| c.name.as_str()).collect() };
     if pending.is_empty() {

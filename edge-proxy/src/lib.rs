@@ -63,6 +63,10 @@ pub struct ProxySettings {
     pub static_dir: Option<std::path::PathBuf>,
     /// Token or proxy mode, and whether proxy mode may listen off loopback.
     pub auth: auth::AuthSettings,
+    /// How long a shutdown keeps serving after `/readyz` turns 503, so that load balancers stop
+    /// sending new connections before the open ones are closed. The binary's `--drain-period`
+    /// (`drainPeriod`) defaults to 5 s; an embedder's default is none.
+    pub drain: Duration,
 }
 
 impl Default for ProxySettings {
@@ -76,6 +80,7 @@ impl Default for ProxySettings {
             terminal: TerminalSettings::default(),
             static_dir: None,
             auth: auth::AuthSettings::default(),
+            drain: Duration::ZERO,
         }
     }
 }
@@ -92,6 +97,11 @@ pub struct AppState {
     pub shutdown: CancellationToken,
     /// Live terminal sessions, which shutdown waits for.
     pub terminals: Arc<Terminals>,
+    /// Cancelled when a shutdown starts: `/readyz` answers 503 from then on, while everything
+    /// else keeps working for the drain period.
+    pub draining: CancellationToken,
+    /// Open `/mux` sessions, which shutdown waits for so that each sends its close frame.
+    pub sessions: tokio_util::task::TaskTracker,
 }
 
 impl AppState {
@@ -157,7 +167,15 @@ impl Proxy {
         let shutdown = CancellationToken::new();
         let registry = WatchRegistry::new(live.clone(), metrics.clone(), shutdown.clone());
         tokio::spawn(live.clone().run_health_checks(shutdown.clone()));
-        let app = Arc::new(AppState { live, registry, metrics, shutdown: shutdown.clone(), terminals: Arc::default() });
+        let app = Arc::new(AppState {
+            live,
+            registry,
+            metrics,
+            shutdown: shutdown.clone(),
+            terminals: Arc::default(),
+            draining: CancellationToken::new(),
+            sessions: tokio_util::task::TaskTracker::new(),
+        });
         let routes = router(app.clone());
         let server = tokio::spawn(async move {
             let serve = axum::serve(listener.tap_io(|tcp| {
@@ -182,15 +200,33 @@ impl Proxy {
         &self.app
     }
 
-    /// Closes every connection with 1001 ("going away": clients reconnect at once) and stops.
-    /// Terminal sessions first run their teardown, for up to `terminal.grace`. Idempotent.
+    /// Drains and stops: `/readyz` turns 503 at once while everything keeps working for the
+    /// drain period (load balancers take the replica out first), then every `/mux` connection
+    /// closes with 1001 ("going away": clients reconnect at once, elsewhere) and is waited for
+    /// until its close frame is out, terminal sessions run their teardown for up to
+    /// `terminal.grace`, and the server stops.
     pub async fn shutdown(self) {
+        let settings = self.app.settings();
+        self.app.draining.cancel();
+        if !settings.drain.is_zero() {
+            tracing::info!(drain = ?settings.drain, "draining: /readyz answers 503; serving on until the drain period is over");
+            tokio::time::sleep(settings.drain).await;
+        }
         self.app.shutdown.cancel();
+        self.app.sessions.close();
+        // A session's writer gives its close frame this long to go out (`mux::session`).
+        if tokio::time::timeout(SESSION_CLOSE_WAIT, self.app.sessions.wait()).await.is_err() {
+            tracing::warn!("some /mux connections did not close in time");
+        }
         // A session's teardown is capped at the grace; the margin lets it finish its close.
-        self.app.terminals.drain(self.app.settings().terminal.grace.saturating_add(Duration::from_secs(1))).await;
+        self.app.terminals.drain(settings.terminal.grace.saturating_add(Duration::from_secs(1))).await;
         let _ = tokio::time::timeout(Duration::from_secs(10), self.server).await;
     }
 }
+
+/// How long shutdown waits for `/mux` sessions to send their close frames: a session's writer
+/// waits up to 5 s for a dead peer.
+const SESSION_CLOSE_WAIT: Duration = Duration::from_secs(6);
 
 /// Waits for what ends a proxy process: Ctrl-C (SIGINT) or SIGTERM.
 pub async fn shutdown_signal() -> std::io::Result<()> {

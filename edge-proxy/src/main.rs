@@ -68,6 +68,10 @@ struct Args {
     /// Seconds between health checks of every cluster (`/clusters`).
     #[arg(long, default_value = "10", value_parser = config::parse_seconds, allow_negative_numbers = true)]
     health_interval: Duration,
+    /// Seconds a shutdown (SIGTERM) keeps serving after /readyz turns 503, before /mux
+    /// connections close with 1001: long enough for load balancers to stop sending new ones.
+    #[arg(long, default_value = "5", value_parser = config::parse_seconds, allow_negative_numbers = true)]
+    drain_period: Duration,
     /// Serve a built web app from this directory at `/` (the demo app: `www/dist`).
     #[arg(long = "static", value_name = "DIR")]
     static_dir: Option<PathBuf>,
@@ -157,6 +161,7 @@ fn settings(args: &Args, file: &FileConfig, matches: &ArgMatches) -> ProxySettin
             ..TerminalSettings::default()
         },
         health_interval: pick(matches, "health_interval", args.health_interval, file.health_interval),
+        drain: pick(matches, "drain_period", args.drain_period, file.drain_period),
         static_dir: pick(matches, "static_dir", args.static_dir.clone(), file.static_dir.clone().map(Some)),
         auth: AuthSettings {
             mode: pick(matches, "auth_mode", args.auth_mode, file.auth_mode),

@@ -130,7 +130,12 @@ async fn clusters_added_and_removed_by_editing_the_file_leave_the_others_streami
     client.watch("on-a", "a", PODS, None).await.unwrap();
     let view = client.wait_for(Duration::from_secs(10), "a's snapshot", |v| v.synced.contains_key("on-a")).await.unwrap();
     let before = view.events["on-a"];
-    let a_watches = watch_requests(&a).await;
+    // The upstream watch opens after the list that gave the snapshot: wait for it to be open.
+    let a_watches = poll("a's upstream watch open", Duration::from_secs(5), || async {
+        let count = watch_requests(&a).await;
+        if count > 0 { Ok(count) } else { Err("no watch yet".to_owned()) }
+    })
+    .await;
 
     // Add b by saving the file.
     setup.write(&["a", "b"], "");
@@ -253,7 +258,11 @@ async fn a_rotated_token_file_heals_a_401_and_a_reload_to_no_clusters_and_back_k
 
     // Rotate again to another valid token: the watch restarts with it and the subscriber carries
     // on from the version it holds, with no reset.
-    let watches = watch_requests(&a).await;
+    let watches = poll("the upstream watch open", Duration::from_secs(5), || async {
+        let count = watch_requests(&a).await;
+        if count > 0 { Ok(count) } else { Err("no watch yet".to_owned()) }
+    })
+    .await;
     std::fs::write(&token, "other-token\n").unwrap();
     poll("the watch restarted with the new token", Duration::from_secs(5), || async { if watch_requests(&a).await > watches { Ok(()) } else { Err("not yet".to_owned()) } }).await;
     let before = client.view().events["on-a"];

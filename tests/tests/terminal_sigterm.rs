@@ -20,7 +20,8 @@ use terminal_support::*;
 
 /// Starts the binary with a 5 s terminal grace.
 async fn start_proxy(binary: &Path, kubeconfig: &Path) -> (Child, SocketAddr) {
-    start_binary(binary, &["--kubeconfig".as_ref(), kubeconfig.as_os_str(), "--terminal-grace".as_ref(), "5".as_ref()], "warn", Stdio::inherit()).await
+    // No drain period: this test is about the teardown that follows it (`drain.rs` has the drain).
+    start_binary(binary, &["--kubeconfig".as_ref(), kubeconfig.as_os_str(), "--terminal-grace".as_ref(), "5".as_ref(), "--drain-period".as_ref(), "0".as_ref()], "warn", Stdio::inherit()).await
 }
 
 fn sigterm(child: &Child) {

@@ -49,6 +49,8 @@ pub struct FileConfig {
     pub terminal_ping_interval: Option<Duration>,
     /// `healthInterval` (seconds).
     pub health_interval: Option<Duration>,
+    /// `drainPeriod` (seconds).
+    pub drain_period: Option<Duration>,
     /// `static`.
     pub static_dir: Option<PathBuf>,
 }
@@ -77,6 +79,7 @@ impl FileConfig {
             settings.terminal.dead_after = interval.saturating_mul(3);
         }
         put(&mut settings.health_interval, &self.health_interval);
+        put(&mut settings.drain, &self.drain_period);
         if self.static_dir.is_some() {
             settings.static_dir = self.static_dir.clone();
         }
@@ -164,6 +167,7 @@ struct RawConfig {
     terminal_grace: Option<Spanned<f64>>,
     terminal_ping_interval: Option<Spanned<f64>>,
     health_interval: Option<Spanned<f64>>,
+    drain_period: Option<Spanned<f64>>,
     #[serde(rename = "static")]
     static_dir: Option<Spanned<PathBuf>>,
     forwards: Option<Spanned<IgnoredAny>>,
@@ -337,6 +341,7 @@ pub fn parse(file: &Path, text: &str) -> Result<FileConfig, ConfigError> {
         terminal_grace: seconds(&raw.terminal_grace, "terminalGrace")?,
         terminal_ping_interval: seconds(&raw.terminal_ping_interval, "terminalPingInterval")?,
         health_interval: seconds(&raw.health_interval, "healthInterval")?,
+        drain_period: seconds(&raw.drain_period, "drainPeriod")?,
         static_dir,
     })
 }
@@ -360,7 +365,7 @@ pub fn parse_seconds(text: &str) -> Result<Duration, String> {
 fn hint(key: &str) -> Option<&'static str> {
     Some(match key {
         "maxSubscriptions" | "maxMessageBytes" | "maxQueuedBytes" | "history" => "give a whole number, 0 or more",
-        "upstreamIdleTimeout" | "linger" | "terminalGrace" | "terminalPingInterval" | "healthInterval" => "give a number of seconds, 0 or more",
+        "upstreamIdleTimeout" | "linger" | "terminalGrace" | "terminalPingInterval" | "healthInterval" | "drainPeriod" => "give a number of seconds, 0 or more",
         "allowAnonymousRemote" | "allContexts" => "give true or false",
         "allowedOrigins" => "give a list of origins, like [\"https://dash.example.com\"]",
         "clusters" => "give a list of clusters, each a mapping with name and kubeconfig or server",

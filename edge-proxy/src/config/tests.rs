@@ -126,7 +126,7 @@ fn the_example_documents_every_key_and_validates() {
     assert_eq!(names, ["prod", "prod-admin", "prod-viewer", "edge"]);
     // Every key of the file format appears in the example.
     let text = std::fs::read_to_string(&path).unwrap();
-    for key in ["listen", "allowedOrigins", "auth", "mode", "allowAnonymousRemote", "clusters", "name", "kubeconfig", "context", "allContexts", "server", "certificateAuthority", "tokenFile", "forwards", "maxSubscriptions", "maxMessageBytes", "maxQueuedBytes", "history", "upstreamIdleTimeout", "linger", "terminalGrace", "terminalPingInterval", "healthInterval", "static"] {
+    for key in ["listen", "allowedOrigins", "auth", "mode", "allowAnonymousRemote", "clusters", "name", "kubeconfig", "context", "allContexts", "server", "certificateAuthority", "tokenFile", "forwards", "maxSubscriptions", "maxMessageBytes", "maxQueuedBytes", "history", "upstreamIdleTimeout", "linger", "terminalGrace", "terminalPingInterval", "healthInterval", "drainPeriod", "static"] {
         assert!(text.contains(&format!("{key}:")), "the example documents {key}");
     }
 }

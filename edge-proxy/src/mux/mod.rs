@@ -82,5 +82,9 @@ pub async fn handler(
         .protocols([SUBPROTOCOL])
         .max_message_size(settings.mux.max_message_bytes)
         .max_frame_size(settings.mux.max_message_bytes)
-        .on_upgrade(move |socket| session::run(socket, app, token))
+        .on_upgrade(move |socket| {
+            // Tracked, so that shutdown waits for the session's close frame to go out.
+            let sessions = app.sessions.clone();
+            sessions.track_future(session::run(socket, app, token))
+        })
 }
