@@ -172,11 +172,7 @@ pub(super) async fn run(socket: WebSocket, plan: SessionPlan, app: Arc<AppState>
     let mut teardown_state = state.clone();
     let outcome = tokio::time::timeout(cap, teardown::run(plan.kind, &sequence, &codec, &to_upstream, &mut teardown_state, settings.close_wait))
         .await
-        .unwrap_or_else(|_| match plan.kind {
-            SessionKind::Attach => Outcome::Detached,
-            SessionKind::Exec if state.borrow().finished() => Outcome::StatusReceived,
-            SessionKind::Exec => Outcome::SuspectedOrphan,
-        });
+        .unwrap_or_else(|_| teardown::outcome(plan.kind, &state.borrow()));
     app.metrics.terminals.teardown(plan.kind.as_str(), trigger.as_str(), outcome.as_str());
     let identity = match plan.identity {
         Identity::Proxy => "proxy",
