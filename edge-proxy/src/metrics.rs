@@ -65,6 +65,10 @@ pub enum TaskKind {
     Upstream,
     /// A resuming subscriber's catch-up watch.
     CatchUp,
+    /// One of a terminal session's tasks (its supervisor, a socket's reader or writer).
+    Terminal,
+    /// A `/mux` connection's session.
+    MuxSession,
 }
 
 impl TaskKind {
@@ -72,6 +76,8 @@ impl TaskKind {
         match self {
             TaskKind::Upstream => "upstream",
             TaskKind::CatchUp => "catch_up",
+            TaskKind::Terminal => "terminal",
+            TaskKind::MuxSession => "mux_session",
         }
     }
 }

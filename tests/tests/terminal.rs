@@ -18,7 +18,7 @@ use kubemux_e2e::{ProxyProcess, kubeconfig, sim_client};
 use kubemux_testkit::wait::poll;
 use kubemux_protocol::channel::{self, ChannelProtocol, Decoded, ExecOutcome};
 use kubemux_proxy::ProxySettings;
-use kubemux_proxy::terminal::TerminalSettings;
+use kubemux_proxy::terminal::{InjectedPanic, TerminalSettings};
 use serde_json::{Value, json};
 use tokio::io::AsyncReadExt as _;
 use tokio::time::Instant;
@@ -184,10 +184,13 @@ async fn a_client_that_closes_stdin_before_it_goes_leaves_no_shell() {
         }
     }
     futures::future::join_all(sessions).await;
-    // Every teardown saw its shell's exit status: a close of the upstream is not counted as one.
+    // Every session ended with its shell's exit status seen: in the teardown, or before it when
+    // the burst's one `exit` reached a shell at its prompt and it ended first. A close of the
+    // upstream is not counted as a status.
     let all = (2 * ShellState::ALL.len()) as f64;
-    poll("every teardown counted", DEADLINE, || async {
-        match exec_teardowns(proxy.addr(), "status_received").await {
+    poll("every session to be counted", DEADLINE, || async {
+        let ended = metric(&http_get(proxy.addr(), "/metrics").await.1, "kubemux_terminal_ends_total{kind=\"exec\"}");
+        match exec_teardowns(proxy.addr(), "status_received").await + ended {
             n if n == all => Ok(()),
             n => Err(format!("{n} of {all} with a status")),
         }
@@ -235,6 +238,48 @@ async fn a_client_that_goes_before_the_prompt_leaves_no_shell() {
     let left: Vec<i32> = sim_pids(&sim_api).await.difference(&before).copied().collect();
     assert!(left.is_empty(), "shells left: {left:?}");
     proxy.stop();
+    sim.shutdown().await;
+}
+
+/// A panic in a terminal session (in its supervisor, or in the reader of its upstream) stays in
+/// that session: its client is closed with 1011, the teardown still ends its shell, the panic
+/// is counted, and another session on the same proxy goes on undisturbed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panic_in_a_terminal_session_still_ends_its_shell() {
+    let sim = demo_sim(vec![]).await;
+    let sim_api = sim_client(&sim).await;
+    let hooks = [InjectedPanic::Supervisor(b"panic-in-supervisor".to_vec()), InjectedPanic::UpstreamReader(b"panic-in-reader".to_vec())];
+    for hook in hooks {
+        let (InjectedPanic::Supervisor(marker) | InjectedPanic::UpstreamReader(marker)) = hook.clone();
+        let marker = String::from_utf8(marker).expect("an ASCII marker");
+        let terminal = TerminalSettings { inject_panic: Some(hook.clone()), ..TerminalSettings::default() };
+        let proxy = ProxyProcess::start(ProxySettings { terminal, ..settings() }, kubeconfig(&[("sim", &sim.url(), None)]));
+        let path = format!("/clusters/sim{TOOLBOX_SH}");
+        let mut bystander = Terminal::new(connect(proxy.addr(), &path, V5, &[]).await.expect("the upgrade").0);
+        let bystander_pid = bystander.shell_pid().await;
+        let mut doomed = Terminal::new(connect(proxy.addr(), &path, V5, &[]).await.expect("the upgrade").0);
+        let pid = doomed.shell_pid().await;
+        let members = session_members(pid);
+
+        // The supervisor reads the marker from the client; the upstream's reader, from the
+        // terminal's echo of it.
+        let hit = Instant::now();
+        doomed.type_text(&marker).await;
+        let (_, _, code) = read_to_close(&mut doomed.ws).await;
+        assert_eq!(code, Some(1011), "{hook:?}: the client learns of an internal error");
+        assert_session_gone(&sim_api, pid, &members, hit, &format!("after a panic ({hook:?})")).await;
+        poll("the panic to be counted", DEADLINE, || async {
+            let (_, metrics) = http_get(proxy.addr(), "/metrics").await;
+            if metric(&metrics, "kubemux_task_panics_total{task=\"terminal\"}") == 1.0 { Ok(()) } else { Err(metrics) }
+        })
+        .await;
+
+        bystander.type_text("echo still-$((40+2))\r").await;
+        bystander.read_until("the other session's output", |text| text.contains("still-42").then_some(())).await;
+        assert!(process_running(bystander_pid), "{hook:?}: the other session's shell runs on");
+        bystander.leave(Departure::CloseFrame).await;
+        proxy.stop();
+    }
     sim.shutdown().await;
 }
 

@@ -95,6 +95,8 @@ fn internal_error(task: TaskKind, key: &WatchKey) -> Status {
     let what = match task {
         TaskKind::Upstream => "upstream watch",
         TaskKind::CatchUp => "catch-up watch",
+        // Not registry tasks: their panics end a connection, not a subscription.
+        TaskKind::Terminal | TaskKind::MuxSession => "session",
     };
     Status::failure(500, "InternalError", format!("the proxy hit an internal error in the {what} of {} on cluster {}; this subscription has ended", key.path, key.cluster))
 }

@@ -9,7 +9,6 @@ use std::time::Duration;
 
 use kubemux_protocol::channel::{self, ExecOutcome, WsPayload};
 use tokio::sync::{mpsc, watch};
-use tokio::time::Instant;
 
 use super::TerminalSettings;
 use super::codec::Codec;
@@ -156,7 +155,14 @@ pub async fn run(
             }
             Step::Stdin(_) => {}
             Step::Wait(duration) => {
-                let _ = tokio::time::timeout(*duration, state.wait_for(UpstreamState::finished)).await;
+                // A reader that is gone (it panicked) can report nothing: the pause still
+                // passes in full, since the shell needs it between the keystrokes.
+                let status_or_end = async {
+                    if state.wait_for(UpstreamState::finished).await.is_err() {
+                        std::future::pending::<()>().await;
+                    }
+                };
+                let _ = tokio::time::timeout(*duration, status_or_end).await;
             }
             Step::CloseStdin => {
                 let _ = upstream.send(ToUpstream::Frame(channel::encode_close(channel::STDIN))).await;
@@ -164,8 +170,7 @@ pub async fn run(
         }
     }
     let _ = upstream.send(ToUpstream::Close).await;
-    let deadline = Instant::now() + close_wait;
-    let _ = tokio::time::timeout_at(deadline, state.wait_for(|s| s.ended)).await;
+    let _ = tokio::time::timeout(close_wait, state.wait_for(|s| s.ended)).await;
     outcome(kind, &state.borrow())
 }
 
