@@ -68,6 +68,10 @@ pub enum TaskKind {
     Upstream,
     /// A resuming subscriber's catch-up watch.
     CatchUp,
+    /// One of a terminal session's tasks (its supervisor, a socket's reader or writer).
+    Terminal,
+    /// A `/mux` connection's session.
+    MuxSession,
 }
 
 impl TaskKind {
@@ -75,6 +79,8 @@ impl TaskKind {
         match self {
             TaskKind::Upstream => "upstream",
             TaskKind::CatchUp => "catch_up",
+            TaskKind::Terminal => "terminal",
+            TaskKind::MuxSession => "mux_session",
         }
     }
 }

@@ -10,7 +10,7 @@ mod terminal_support;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use futures::StreamExt as _;
+use futures::{SinkExt as _, StreamExt as _};
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, AttachParams};
 use kube_sim::{Seed, Sim, SimConfig, User};
@@ -18,7 +18,7 @@ use kubemux_e2e::{ProxyProcess, kubeconfig, sim_client};
 use kubemux_testkit::wait::poll;
 use kubemux_protocol::channel::{self, ChannelProtocol, Decoded, ExecOutcome};
 use kubemux_proxy::ProxySettings;
-use kubemux_proxy::terminal::TerminalSettings;
+use kubemux_proxy::terminal::{InjectedPanic, TerminalSettings};
 use serde_json::{Value, json};
 use tokio::io::AsyncReadExt as _;
 use tokio::time::Instant;
@@ -94,13 +94,18 @@ async fn no_process_outlives_its_client_20_rounds() {
         futures::future::join_all(sessions).await;
     }
 
-    // Every teardown saw its shell's exit status; none is a suspected orphan.
-    let (_, metrics) = http_get(proxy.addr(), "/metrics").await;
+    // Every teardown saw its shell's exit status; none is a suspected orphan. A teardown is
+    // counted once it has closed the upstream, a little after its shell is gone: polled.
     let per_departure = (ROUNDS * ShellState::ALL.len()) as f64;
-    for trigger in ["close_frame", "disconnect"] {
-        let series = format!("kubemux_terminal_teardowns_total{{kind=\"exec\",trigger=\"{trigger}\",outcome=\"status_received\"}}");
-        assert_eq!(metric(&metrics, &series), per_departure, "{series}\n{metrics}");
-    }
+    let metrics = poll("every teardown to be counted", DEADLINE, || async {
+        let (_, metrics) = http_get(proxy.addr(), "/metrics").await;
+        let counted = ["close_frame", "disconnect"].iter().all(|trigger| {
+            let series = format!("kubemux_terminal_teardowns_total{{kind=\"exec\",trigger=\"{trigger}\",outcome=\"status_received\"}}");
+            metric(&metrics, &series) == per_departure
+        });
+        if counted { Ok(metrics) } else { Err(metrics) }
+    })
+    .await;
     assert!(!metrics.contains("outcome=\"suspected_orphan\""), "{metrics}");
     proxy.stop();
     sim.shutdown().await;
@@ -123,10 +128,154 @@ async fn a_client_that_stops_answering_pings_is_torn_down() {
     let silent = Instant::now();
     let gone_by = silent + Duration::from_secs(1);
     assert_session_gone(&sim_api, pid, &members, gone_by, "a silent client").await;
-    let (_, metrics) = http_get(proxy.addr(), "/metrics").await;
-    assert_eq!(metric(&metrics, "kubemux_terminal_teardowns_total{kind=\"exec\",trigger=\"ping_timeout\",outcome=\"status_received\"}"), 1.0, "{metrics}");
+    // The teardown is counted once it has closed the upstream too, a little after the shell
+    // is gone: `/metrics` pushes nothing, so it is polled.
+    let series = "kubemux_terminal_teardowns_total{kind=\"exec\",trigger=\"ping_timeout\",outcome=\"status_received\"}";
+    poll("the ping-timeout teardown to be counted", DEADLINE, || async {
+        let (_, metrics) = http_get(proxy.addr(), "/metrics").await;
+        if metric(&metrics, series) == 1.0 { Ok(()) } else { Err(metrics) }
+    })
+    .await;
     drop(term);
     proxy.stop();
+    sim.shutdown().await;
+}
+
+/// The teardowns `/metrics` has counted for exec sessions, by outcome.
+async fn exec_teardowns(proxy: SocketAddr, outcome: &str) -> f64 {
+    let (_, metrics) = http_get(proxy, "/metrics").await;
+    ["close_frame", "disconnect"]
+        .iter()
+        .map(|trigger| metric(&metrics, &format!("kubemux_terminal_teardowns_total{{kind=\"exec\",trigger=\"{trigger}\",outcome=\"{outcome}\"}}")))
+        .sum()
+}
+
+/// A client that half-closes stdin (v5 CLOSE) before it goes, as kubectl does at the end of
+/// its input and as the browser `Terminal` once did on `close()`, right after its Ctrl-C and
+/// one `exit\r` (which the Ctrl-C can swallow when the two arrive together: the flake). A
+/// runtime drops stdin after that CLOSE, so had the proxy passed it on, its teardown's
+/// keystrokes would have gone nowhere and the shell would live on. Deterministic: the client
+/// types no `exit`, so nothing here ends the shell but the teardown (at the prompt, in `sleep`,
+/// in a nested shell, in `cat`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_closes_stdin_before_it_goes_leaves_no_shell() {
+    let sim = demo_sim(vec![]).await;
+    let sim_api = sim_client(&sim).await;
+    let proxy = ProxyProcess::start(settings(), kubeconfig(&[("sim", &sim.url(), None)]));
+    let mut sessions = Vec::new();
+    for departure in [Departure::CloseFrame, Departure::TcpDrop] {
+        for state in ShellState::ALL {
+            let (proxy, sim_api) = (proxy.addr(), &sim_api);
+            sessions.push(async move {
+                let (ws, _) = connect(proxy, &format!("/clusters/sim{TOOLBOX_SH}"), V5, &[]).await.expect("the upgrade through the proxy");
+                let mut term = Terminal::new(ws);
+                let pid = term.shell_pid().await;
+                term.enter(pid, state).await;
+                let members = session_members(pid);
+                let left = Instant::now();
+                // The old browser close with its `exit` lost to the Ctrl-C: stdin closed at once.
+                for frame in [&b"\x00\x03"[..], &[255, 0]] {
+                    within("a write", term.ws.send(Message::Binary(frame.to_vec().into()))).await.expect("the session takes it");
+                }
+                term.leave(departure).await;
+                assert_session_gone(sim_api, pid, &members, left, &format!("stdin closed first, then {departure:?}, {state:?}")).await;
+            });
+        }
+    }
+    futures::future::join_all(sessions).await;
+    // Every teardown saw its shell's exit status: a close of the upstream is not counted as one.
+    let all = (2 * ShellState::ALL.len()) as f64;
+    poll("every teardown counted", DEADLINE, || async {
+        match exec_teardowns(proxy.addr(), "status_received").await {
+            n if n == all => Ok(()),
+            n => Err(format!("{n} of {all} with a status")),
+        }
+    })
+    .await;
+    assert_eq!(exec_teardowns(proxy.addr(), "suspected_orphan").await, 0.0);
+    proxy.stop();
+    sim.shutdown().await;
+}
+
+/// The earliest a client can go: right after the connected frame, before the shell has printed
+/// its prompt (or even started). The teardown's Ctrl-C then meets a shell still starting, its
+/// `exit` a line read later; every shell must still end, with its status seen. Sessions run
+/// eight at a time, so that some start under load.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_goes_before_the_prompt_leaves_no_shell() {
+    const ROUNDS: usize = 4;
+    let sim = demo_sim(vec![]).await;
+    let sim_api = sim_client(&sim).await;
+    let proxy = ProxyProcess::start(settings(), kubeconfig(&[("sim", &sim.url(), None)]));
+    let before = sim_pids(&sim_api).await;
+    for round in 0..ROUNDS {
+        let mut sessions = Vec::new();
+        for (i, departure) in [Departure::CloseFrame, Departure::TcpDrop].into_iter().cycle().take(8).enumerate() {
+            let proxy = proxy.addr();
+            sessions.push(async move {
+                // bash, as the browser starts it; `$0` names the session in `/_sim/processes`.
+                let path = format!("/clusters/sim/api/v1/namespaces/default/pods/toolbox/exec?container=shell&command=sh&command=-c&command=exec%20bash&command=early-{round}-{i}&stdin=true&stdout=true&tty=true");
+                let (mut ws, _) = connect(proxy, &path, V5, &[]).await.expect("the upgrade through the proxy");
+                let connected = within("the connected frame", ws.next()).await;
+                assert!(matches!(&connected, Some(Ok(Message::Binary(data))) if data[..] == [1]), "{connected:?}");
+                Terminal::new(ws).leave(departure).await;
+            });
+        }
+        futures::future::join_all(sessions).await;
+    }
+    let all = (ROUNDS * 8) as f64;
+    poll("every early teardown to see its shell's status", DEADLINE, || async {
+        match (exec_teardowns(proxy.addr(), "status_received").await, exec_teardowns(proxy.addr(), "suspected_orphan").await) {
+            (ended, 0.0) if ended == all => Ok(()),
+            (ended, orphans) => Err(format!("{ended} of {all} with a status, {orphans} suspected orphans")),
+        }
+    })
+    .await;
+    let left: Vec<i32> = sim_pids(&sim_api).await.difference(&before).copied().collect();
+    assert!(left.is_empty(), "shells left: {left:?}");
+    proxy.stop();
+    sim.shutdown().await;
+}
+
+/// A panic in a terminal session (in its supervisor, or in the reader of its upstream) stays in
+/// that session: its client is closed with 1011, the teardown still ends its shell, the panic
+/// is counted, and another session on the same proxy goes on undisturbed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panic_in_a_terminal_session_still_ends_its_shell() {
+    let sim = demo_sim(vec![]).await;
+    let sim_api = sim_client(&sim).await;
+    let hooks = [InjectedPanic::Supervisor(b"panic-in-supervisor".to_vec()), InjectedPanic::UpstreamReader(b"panic-in-reader".to_vec())];
+    for hook in hooks {
+        let (InjectedPanic::Supervisor(marker) | InjectedPanic::UpstreamReader(marker)) = hook.clone();
+        let marker = String::from_utf8(marker).expect("an ASCII marker");
+        let terminal = TerminalSettings { inject_panic: Some(hook.clone()), ..TerminalSettings::default() };
+        let proxy = ProxyProcess::start(ProxySettings { terminal, ..settings() }, kubeconfig(&[("sim", &sim.url(), None)]));
+        let path = format!("/clusters/sim{TOOLBOX_SH}");
+        let mut bystander = Terminal::new(connect(proxy.addr(), &path, V5, &[]).await.expect("the upgrade").0);
+        let bystander_pid = bystander.shell_pid().await;
+        let mut doomed = Terminal::new(connect(proxy.addr(), &path, V5, &[]).await.expect("the upgrade").0);
+        let pid = doomed.shell_pid().await;
+        let members = session_members(pid);
+
+        // The supervisor reads the marker from the client; the upstream's reader, from the
+        // terminal's echo of it.
+        let hit = Instant::now();
+        doomed.type_text(&marker).await;
+        let (_, _, code) = read_to_close(&mut doomed.ws).await;
+        assert_eq!(code, Some(1011), "{hook:?}: the client learns of an internal error");
+        assert_session_gone(&sim_api, pid, &members, hit, &format!("after a panic ({hook:?})")).await;
+        poll("the panic to be counted", DEADLINE, || async {
+            let (_, metrics) = http_get(proxy.addr(), "/metrics").await;
+            if metric(&metrics, "kubemux_task_panics_total{task=\"terminal\"}") == 1.0 { Ok(()) } else { Err(metrics) }
+        })
+        .await;
+
+        bystander.type_text("echo still-$((40+2))\r").await;
+        bystander.read_until("the other session's output", |text| text.contains("still-42").then_some(())).await;
+        assert!(process_running(bystander_pid), "{hook:?}: the other session's shell runs on");
+        bystander.leave(Departure::CloseFrame).await;
+        proxy.stop();
+    }
     sim.shutdown().await;
 }
 

@@ -205,9 +205,9 @@ export class Terminal {
   /** Sets the terminal size (whole numbers, 1–65535). Throws after `close()` or once the session ended. */
   resize(cols: number, rows: number): void;
   /**
-   * Ends the session from the browser side: Ctrl-C, `exit\r` and the end of stdin go to the shell;
-   * the socket closes when the process reports its end or after a brief wait. No callback is
-   * called afterwards. Idempotent.
+   * Ends the session: the socket closes at once, and the proxy ends the shell (Ctrl-C, then
+   * `exit` up to three times and Ctrl-D, as a user would). No callback is called afterwards.
+   * Idempotent.
    */
   close(): void;
   /** The command of the current (or last) attempt, e.g. `["sh"]` after a fallback. */

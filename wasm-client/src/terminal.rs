@@ -10,9 +10,12 @@
 //! - with shell candidates, an `InternalError` 500 status before any output means the binary
 //!   is missing, and the next candidate gets a new socket; input typed meanwhile is held back
 //!   and goes to the shell that starts;
-//! - `close()` ends the shell from the browser side (Ctrl-C, `exit\r`, v5 CLOSE of stdin, a
-//!   brief wait for the status) before closing the socket; the proxy runs its own teardown
-//!   when a socket just drops;
+//! - `close()` closes the socket, and the proxy's teardown ends the shell (Ctrl-C, `exit\r` up
+//!   to three times, Ctrl-D, then CLOSE of stdin: `edge-proxy/src/terminal/teardown.rs`), as it
+//!   does for a socket that just drops. The browser types nothing of its own: a second, shorter
+//!   sequence (one `exit\r`, stdin closed at once) lost its `exit\r` to the Ctrl-C when the two
+//!   reached the shell together, and its early CLOSE of stdin left the proxy's keystrokes
+//!   nowhere to go (a runtime drops stdin after CLOSE), so the shell outlived the terminal;
 //! - a dropped socket ends the terminal: it is reported and never reconnected, because a new
 //!   connection would be a new process.
 
@@ -36,10 +39,6 @@ const PENDING_LIMIT: usize = 64 * 1024;
 /// With more shells to try, a connected session counts as started once it printed something
 /// or after this long without a status (a missing binary is reported at once).
 const CONFIRM_MS: f64 = 400.0;
-/// `close()`: from Ctrl-C to `exit\r`, so the line discipline flushes what was typed.
-const INTERRUPT_PAUSE_MS: f64 = 100.0;
-/// `close()`: how long to wait for the status after `exit\r` and CLOSE of stdin.
-const STATUS_WAIT_MS: f64 = 1500.0;
 
 /// An interactive shell (or command) in a pod's container, through a kubemux proxy
 /// (`new Terminal(proxyUrl, { cluster, namespace, pod, … })`). Never reconnects on its own.
@@ -62,34 +61,19 @@ enum Phase {
     Starting,
     /// Running; `onOpen` was delivered.
     Open,
-    /// `close()` was called; the graceful exit is under way. Nothing is delivered any more.
-    Closing,
     /// Over: exited, failed, dropped or closed.
     Ended,
 }
 
-/// What the pending timer does when it fires.
-#[derive(Clone, Copy)]
-enum Step {
-    /// The session counts as started.
-    Confirm,
-    /// `close()`, after Ctrl-C: type `exit\r`, half-close stdin, wait for the status.
-    Exit,
-    /// `close()`: the status did not come in time; close the socket.
-    Finish,
-}
-
 /// How frames are encoded and decoded. v5 and v4 frame data identically (binary, the channel
-/// byte first; v5 only adds the client's CLOSE signal), and the only protocols offered are
-/// these two. Passing one constant to every `channel::encode`/`decode` call also lets the
+/// byte first; v5 only adds the client's CLOSE signal, which a terminal never sends: the
+/// proxy's teardown does, last), and the only protocols offered are these two. Passing one constant to every `channel::encode`/`decode` call also lets the
 /// optimiser drop their base64 paths, which would otherwise cost the package about 2 KiB.
 const FRAMING: ChannelProtocol = ChannelProtocol::V4;
 
 /// One exec attempt's socket. Dropping it detaches the handlers and closes the socket.
 struct Attempt {
     ws: WebSocket,
-    /// Whether the server chose `v5.channel.k8s.io` (which has the CLOSE signal).
-    v5: bool,
     connected: bool,
     output_seen: bool,
     sent_size: Option<TerminalSize>,
@@ -119,8 +103,8 @@ impl Attempt {
     }
 }
 
+/// The pending confirmation of a start (shell fallback), the only timer.
 struct Timer {
-    step: Step,
     handle: JsValue,
     _callback: Closure<dyn FnMut()>,
 }
@@ -152,8 +136,8 @@ struct Session {
     callbacks: Callbacks,
     /// Calls into the application, made once the session is no longer borrowed.
     notes: Vec<(Function, JsValue)>,
-    /// The session keeps itself alive until it has ended, so the graceful exit of `close()`
-    /// completes even when the handle is freed at once.
+    /// The session keeps itself alive until it has ended: its socket's and timer's callbacks
+    /// hold only weak references.
     keep_alive: Option<Rc<RefCell<Session>>>,
 }
 
@@ -262,11 +246,10 @@ impl Terminal {
         Ok(())
     }
 
-    /// Ends the session: Ctrl-C, `exit\r` and (v5) the end of stdin go to the shell, then the
-    /// socket closes once the status arrives or after a brief wait. No callback is called
-    /// afterwards. Closing twice is harmless.
+    /// Ends the session: the socket closes at once, and the proxy ends the shell (Ctrl-C,
+    /// `exit`, Ctrl-D, as a user would), whether or not the session had started. No callback is
+    /// called afterwards. Closing twice is harmless.
     pub fn close(&self) {
-        let weak = Rc::downgrade(&self.session);
         let keep = {
             let mut session = self.session.borrow_mut();
             if session.user_closed {
@@ -276,20 +259,9 @@ impl Terminal {
             session.callbacks = Callbacks::default();
             session.notes.clear();
             session.pending.clear();
-            match session.phase {
-                Phase::Ended | Phase::Closing => None,
-                _ if session.attempt.as_ref().is_some_and(|a| a.connected) => {
-                    session.phase = Phase::Closing;
-                    if let Some(attempt) = &session.attempt {
-                        attempt.send_channel(channel::STDIN, &[0x03]);
-                    }
-                    session.arm(&weak, Step::Exit, INTERRUPT_PAUSE_MS);
-                    None
-                }
-                // Not connected yet: nothing runs on this socket's behalf that the proxy's
-                // own teardown would not end.
-                _ => session.finish(),
-            }
+            // Typing `exit` from here would race the proxy's teardown, which already knows how
+            // (with pauses the line discipline needs, and retries for nested shells).
+            session.finish()
         };
         drop(keep);
     }
@@ -358,7 +330,7 @@ impl Session {
         };
         ws.set_onmessage(Some(on_message.as_ref().unchecked_ref()));
         ws.set_onclose(Some(on_close.as_ref().unchecked_ref()));
-        self.attempt = Some(Attempt { ws, v5: false, connected: false, output_seen: false, sent_size: None, _on_message: on_message, _on_close: on_close });
+        self.attempt = Some(Attempt { ws, connected: false, output_seen: false, sent_size: None, _on_message: on_message, _on_close: on_close });
         Ok(())
     }
 
@@ -367,8 +339,6 @@ impl Session {
         match channel::decode(FRAMING, bytes) {
             Ok(Decoded::Data { channel: channel::STDOUT | channel::STDERR, payload }) => {
                 if !attempt.connected {
-                    // The browser accepts only a protocol that was offered: v5, else v4.
-                    attempt.v5 = attempt.ws.protocol() == ChannelProtocol::V5.name();
                     attempt.connected = true;
                     self.on_connected(weak);
                 }
@@ -400,16 +370,14 @@ impl Session {
         if self.index + 1 == self.candidates.len() {
             self.confirm();
         } else {
-            self.arm(weak, Step::Confirm, CONFIRM_MS);
+            self.arm(weak, CONFIRM_MS);
         }
     }
 
     /// The session has started: tell the application and send the input held back.
     fn confirm(&mut self) {
         self.phase = Phase::Open;
-        if matches!(self.timer, Some(Timer { step: Step::Confirm, .. })) {
-            self.timer = None;
-        }
+        self.timer = None;
         if let Some(attempt) = &self.attempt
             && !self.pending.is_empty()
         {
@@ -426,9 +394,6 @@ impl Session {
 
     /// Channel 3: how the process ended (or why it never started).
     fn on_status(&mut self, weak: &Weak<RefCell<Session>>, payload: &[u8]) -> Option<Shared> {
-        if self.phase == Phase::Closing {
-            return self.finish();
-        }
         let output_seen = self.attempt.as_ref().is_some_and(|a| a.output_seen);
         match ExecOutcome::parse(payload) {
             Ok(ExecOutcome::Success) => self.end(Some(0), None),
@@ -466,9 +431,6 @@ impl Session {
     /// The socket closed.
     fn on_close(&mut self, code: u16) -> Option<Shared> {
         self.attempt.as_ref()?;
-        if self.phase == Phase::Closing {
-            return self.finish();
-        }
         let connected = self.attempt.as_ref().is_some_and(|a| a.connected);
         let what = if connected { "lost; no new session is started" } else { "refused or could not be opened" };
         let message = format!("the terminal's connection was {what} (WebSocket close code {})", u32::from(code));
@@ -515,45 +477,26 @@ impl Session {
         }
     }
 
-    /// Replaces the pending timer.
-    fn arm(&mut self, weak: &Weak<RefCell<Session>>, step: Step, ms: f64) {
+    /// Replaces the pending timer: after `ms`, a session still starting counts as started.
+    fn arm(&mut self, weak: &Weak<RefCell<Session>>, ms: f64) {
         self.timer = None;
         self.timer_id += 1;
         let id = self.timer_id;
         let weak = weak.clone();
         let callback = Closure::<dyn FnMut()>::new(move || {
-            run(&weak, |session, weak| {
+            run(&weak, |session, _| {
                 if session.timer_id != id {
                     return None;
                 }
                 session.timer = None;
-                session.on_timer(weak, step)
+                if session.phase == Phase::Starting {
+                    session.confirm();
+                }
+                None
             });
         });
         let handle = js::set_timeout(callback.as_ref().unchecked_ref(), ms);
-        self.timer = Some(Timer { step, handle, _callback: callback });
-    }
-
-    fn on_timer(&mut self, weak: &Weak<RefCell<Session>>, step: Step) -> Option<Shared> {
-        match step {
-            Step::Confirm => {
-                if self.phase == Phase::Starting {
-                    self.confirm();
-                }
-                None
-            }
-            Step::Exit => {
-                if let Some(attempt) = &self.attempt {
-                    attempt.send_channel(channel::STDIN, b"exit\r");
-                    if attempt.v5 {
-                        attempt.send(channel::encode_close(channel::STDIN));
-                    }
-                }
-                self.arm(weak, Step::Finish, STATUS_WAIT_MS);
-                None
-            }
-            Step::Finish => self.finish(),
-        }
+        self.timer = Some(Timer { handle, _callback: callback });
     }
 }
 

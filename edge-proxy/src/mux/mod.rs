@@ -35,6 +35,10 @@ pub struct MuxSettings {
     pub ping_interval: Duration,
     /// A connection that sends nothing (not even a pong) for this long is dropped.
     pub dead_after: Duration,
+    /// A test hook: a `ping` message whose `data` is this panics the connection's session, to
+    /// prove the panic is contained; `None` but in tests.
+    #[doc(hidden)]
+    pub inject_panic: Option<String>,
 }
 
 impl Default for MuxSettings {
@@ -45,6 +49,7 @@ impl Default for MuxSettings {
             max_queued_bytes: 16 * 1024 * 1024,
             ping_interval: Duration::from_secs(30),
             dead_after: Duration::from_secs(90),
+            inject_panic: None,
         }
     }
 }

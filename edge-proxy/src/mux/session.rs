@@ -3,21 +3,25 @@
 //!
 //! Nothing a message does closes the connection except a policy breach (too big); every other
 //! problem becomes an `error` frame for the one subscription it concerns (DESIGN.md
-//! invariant 1).
+//! invariant 1). A panic in the session ends its own connection only: close 1011, its
+//! subscriptions detached, `kubemux_task_panics_total{task="mux_session"}` counted.
 
 use std::collections::HashMap;
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use axum::extract::ws::{CloseFrame, Message, WebSocket};
-use futures::{SinkExt, StreamExt};
+use futures::{FutureExt as _, SinkExt, StreamExt};
 use kubemux_protocol::frames::{ClientMessage, DecodeErrorKind, ServerMessage, Status, Watch, WatchRequestError};
 
 use super::MuxSettings;
 use super::outbox::{Outbox, Outgoing};
 use crate::AppState;
 use crate::identity::Identity;
+use crate::logging::panic_message;
+use crate::metrics::TaskKind;
 use crate::registry::{Sink, Subscription, WatchKey};
 
 /// One active subscription of this connection.
@@ -57,7 +61,33 @@ pub(super) async fn run(socket: WebSocket, app: Arc<AppState>, connection_token:
     let epoch = Instant::now();
     let last_seen = Arc::new(AtomicU64::new(0));
     let mut writer = tokio::spawn(write_loop(socket_tx, outbox.clone(), app.clone(), settings.clone(), last_seen.clone(), epoch));
-    let mut session = Session { app: app.clone(), settings, outbox: outbox.clone(), subscriptions: HashMap::new(), tokens: HashMap::new(), connection_token };
+    let session = Session { app: app.clone(), settings, outbox: outbox.clone(), subscriptions: HashMap::new(), tokens: HashMap::new(), connection_token };
+    let read = read_loop(session, &mut socket_rx, &outbox, &app, &last_seen, epoch, &mut writer);
+    if let Err(panic) = AssertUnwindSafe(read).catch_unwind().await {
+        // The session was dropped while unwinding, detaching its subscriptions (`Drop`).
+        app.metrics.task_panic(TaskKind::MuxSession);
+        tracing::error!(task = %TaskKind::MuxSession, panic = panic_message(panic.as_ref()), "a proxy task panicked; its /mux connection is closed with 1011");
+        outbox.close(1011, "internal error");
+    }
+    outbox.close(1000, "");
+    // The writer ends after sending the close frame; don't wait forever on a dead peer.
+    if !writer.is_finished() {
+        let _ = tokio::time::timeout(Duration::from_secs(5), &mut writer).await;
+        writer.abort();
+    }
+    app.metrics.connections.dec();
+}
+
+/// Reads the client until the connection ends.
+async fn read_loop(
+    mut session: Session,
+    socket_rx: &mut futures::stream::SplitStream<WebSocket>,
+    outbox: &Outbox,
+    app: &AppState,
+    last_seen: &AtomicU64,
+    epoch: Instant,
+    writer: &mut tokio::task::JoinHandle<()>,
+) {
     loop {
         tokio::select! {
             message = socket_rx.next() => {
@@ -83,17 +113,10 @@ pub(super) async fn run(socket: WebSocket, app: Arc<AppState>, connection_token:
                 outbox.close(1001, "proxy shutting down");
                 break;
             }
-            _ = &mut writer => break,
+            _ = &mut *writer => break,
         }
     }
-    session.end();
-    outbox.close(1000, "");
-    // The writer ends after sending the close frame; don't wait forever on a dead peer.
-    if !writer.is_finished() {
-        let _ = tokio::time::timeout(Duration::from_secs(5), &mut writer).await;
-        writer.abort();
-    }
-    app.metrics.connections.dec();
+    drop(session);
 }
 
 /// Whether a read failed because the client's message or frame exceeded the limit. axum wraps
@@ -116,8 +139,9 @@ async fn write_loop(
     last_seen: Arc<AtomicU64>,
     epoch: Instant,
 ) {
-    let mut ping = tokio::time::interval(settings.ping_interval);
-    ping.tick().await;
+    // A sleep re-armed after each ping, not an `Interval`, which panics on a zero period.
+    let ping = tokio::time::sleep(settings.ping_interval);
+    tokio::pin!(ping);
     loop {
         tokio::select! {
             next = outbox.next() => match next {
@@ -141,7 +165,8 @@ async fn write_loop(
                 }
                 None => break,
             },
-            _ = ping.tick() => {
+            _ = &mut ping => {
+                ping.set(tokio::time::sleep(settings.ping_interval));
                 let silent = millis_since(epoch).saturating_sub(last_seen.load(Ordering::Relaxed));
                 if silent > u64::try_from(settings.dead_after.as_millis()).unwrap_or(u64::MAX) {
                     tracing::info!("dropping a mux connection that stopped answering");
@@ -193,6 +218,13 @@ impl Session {
             Ok(ClientMessage::Unwatch { id }) => self.unwatch(&id),
             Ok(ClientMessage::Auth { cluster, token }) => self.auth(cluster, token),
             Ok(ClientMessage::Ping { data }) => {
+                if let Some(marker) = &self.settings.inject_panic
+                    && data.as_str() == Some(marker.as_str())
+                {
+                    // Reachable only from a test: `MuxSettings::inject_panic` is doc-hidden,
+                    // `None` by default, and no flag or config key sets it.
+                    panic!("injected panic in a mux session (test hook)");
+                }
                 self.outbox.push_control(ServerMessage::Pong { data }.encode());
             }
             Err(error) => {
@@ -288,7 +320,12 @@ impl Session {
         }
     }
 
-    fn end(&mut self) {
+}
+
+/// However the session ends, a panic included, its subscriptions leave their upstreams and the
+/// gauge.
+impl Drop for Session {
+    fn drop(&mut self) {
         for (_, active) in self.subscriptions.drain() {
             active.sink.detach();
             self.app.metrics.subscriptions.dec();

@@ -12,11 +12,12 @@ use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::{AsyncBufReadExt, FutureExt, StreamExt};
+use futures::{FutureExt, StreamExt};
 use serde::Deserialize;
 use tokio::sync::mpsc;
 
 use super::request::{Requests, WatchLine, parse_event_type};
+use super::upstream::watch_lines;
 use super::{Command, Sink, WatchKey};
 use crate::logging::panic_message;
 use crate::metrics::{Metrics, TaskKind};
@@ -74,6 +75,8 @@ pub(super) struct CatchUp {
     pub(super) report: mpsc::WeakUnboundedSender<Command>,
     /// How long the hand-over may take.
     pub(super) within: Duration,
+    /// The longest watch line it buffers; a longer one ends the catch-up (a reset).
+    pub(super) max_line_bytes: usize,
     pub(super) metrics: Arc<Metrics>,
     /// The test hook: panic as it starts.
     pub(super) inject_panic: bool,
@@ -90,7 +93,7 @@ impl CatchUp {
                 // `None` by default, and no flag or config key sets it.
                 panic!("injected panic in a catch-up task (test hook)");
             }
-            forward(self.client, &self.requests, self.from, self.to, &self.sink).await
+            forward(self.client, &self.requests, self.from, self.to, &self.sink, self.max_line_bytes).await
         };
         let outcome = match AssertUnwindSafe(tokio::time::timeout(self.within, forwarded)).catch_unwind().await {
             Ok(Ok(true)) => Outcome::Confirmed,
@@ -107,11 +110,12 @@ impl CatchUp {
     }
 }
 
-async fn forward(client: kube::Client, requests: &Requests, from: u64, to: u64, sink: &Sink) -> bool {
+async fn forward(client: kube::Client, requests: &Requests, from: u64, to: u64, sink: &Sink, max_line_bytes: usize) -> bool {
     // A request the shared watch could build is one this can: failing, the subscriber is reset.
     let Ok(request) = requests.watch(&from.to_string(), None) else { return false };
     let Ok(stream) = client.request_stream(request).await else { return false };
-    let mut lines = Box::pin(stream).lines();
+    // An over-long line ends it like any other error: the subscriber gets a reset.
+    let mut lines = watch_lines(stream, max_line_bytes);
     while let Some(Ok(line)) = lines.next().await {
         let Ok(event) = serde_json::from_str::<WatchLine<'_>>(&line) else { return false };
         let Ok(Versioned { metadata: Version { resource_version } }) = serde_json::from_str::<Versioned>(event.object.get()) else {

@@ -67,10 +67,18 @@ pub struct RegistrySettings {
     /// How long a resuming subscriber's catch-up watch may take to reach the shared watch
     /// before it gets a `reset` instead.
     pub catch_up_timeout: Duration,
+    /// The longest upstream watch line (one event: its object's JSON) buffered; a longer one is
+    /// an error of that watch, retried with backoff, so a broken or hostile API server cannot
+    /// make the proxy hold an unbounded line. Default [`DEFAULT_MAX_LINE_BYTES`].
+    pub max_line_bytes: usize,
     /// A test hook that makes a task panic, to prove panics are contained; `None` but in tests.
     #[doc(hidden)]
     pub inject_panic: Option<InjectedPanic>,
 }
+
+/// The default [`RegistrySettings::max_line_bytes`]: 16 MiB, far past any object Kubernetes
+/// stores (etcd refuses requests over 1.5 MiB by default, the API server bodies over 3 MiB).
+pub const DEFAULT_MAX_LINE_BYTES: usize = 16 * 1024 * 1024;
 
 /// Test hook: the `task` serving a watch with `label_selector` panics (an upstream task on its
 /// first watch line, a catch-up task as it starts).
@@ -96,6 +104,8 @@ fn internal_error(task: TaskKind, key: &WatchKey) -> Status {
     let what = match task {
         TaskKind::Upstream => "upstream watch",
         TaskKind::CatchUp => "catch-up watch",
+        // Not registry tasks: their panics end a connection, not a subscription.
+        TaskKind::Terminal | TaskKind::MuxSession => "session",
     };
     Status::failure(500, "InternalError", format!("the proxy hit an internal error in the {what} of {} on cluster {}; this subscription has ended", key.path, key.cluster))
 }
@@ -111,6 +121,7 @@ impl Default for RegistrySettings {
             backoff_base: Duration::from_millis(500),
             backoff_cap: Duration::from_secs(30),
             catch_up_timeout: Duration::from_secs(3),
+            max_line_bytes: DEFAULT_MAX_LINE_BYTES,
             inject_panic: None,
         }
     }

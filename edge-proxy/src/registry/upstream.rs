@@ -21,12 +21,14 @@ use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
-use futures::{AsyncBufReadExt, FutureExt, StreamExt};
+use futures::{AsyncBufRead, FutureExt, StreamExt};
 use kubemux_protocol::frames::Status;
 use serde::Deserialize;
 use serde_json::{Map, Value};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
+use tokio_util::codec::{FramedRead, LinesCodec, LinesCodecError};
+use tokio_util::compat::{Compat, FuturesAsyncReadCompatExt as _};
 use tokio_util::sync::CancellationToken;
 
 use super::cache::{ObjectJson, Resume, WatchCache};
@@ -288,6 +290,7 @@ impl Upstream {
             sub_id,
             report: self.reports.clone(),
             within: self.settings.catch_up_timeout,
+            max_line_bytes: self.settings.max_line_bytes,
             metrics: self.metrics.clone(),
             inject_panic: self.settings.panics(TaskKind::CatchUp, &self.key),
         };
@@ -527,7 +530,7 @@ impl Upstream {
         };
         let started = Instant::now();
         let mut received = 0u64;
-        let mut lines = Box::pin(stream).lines();
+        let mut lines = watch_lines(stream, self.settings.max_line_bytes);
         let retired = self.cluster.retired().clone();
         loop {
             let idle_deadline = Instant::now().checked_add(self.settings.idle_timeout);
@@ -548,7 +551,12 @@ impl Upstream {
                             Line::Failed(status) => return self.back_off(status).await,
                         }
                     }
-                    Some(Err(error)) => {
+                    Some(Err(LinesCodecError::MaxLineLengthExceeded)) => {
+                        let max = self.settings.max_line_bytes;
+                        let message = format!("cluster {} sent a watch event longer than the proxy's limit of {max} bytes", self.key.cluster);
+                        return self.back_off(Status::failure(502, "BadGateway", message)).await;
+                    }
+                    Some(Err(LinesCodecError::Io(error))) => {
                         tracing::debug!(cluster = %self.key.cluster, %error, "upstream watch stream broke; resuming");
                         break;
                     }
@@ -675,4 +683,11 @@ impl Drop for Upstream {
     fn drop(&mut self) {
         self.leave();
     }
+}
+
+/// The lines of a watch response, none longer than `max` bytes: past it, the reader yields
+/// `MaxLineLengthExceeded` instead of buffering on (which `AsyncBufReadExt::lines` would do
+/// without end).
+pub(super) fn watch_lines<S: AsyncBufRead + Send>(stream: S, max: usize) -> FramedRead<Compat<std::pin::Pin<Box<S>>>, LinesCodec> {
+    FramedRead::new(Box::pin(stream).compat(), LinesCodec::new_with_max_length(max))
 }

@@ -44,15 +44,14 @@ impl Codec {
     pub fn from_client(&self, data: &[u8]) -> FromClient {
         match channel::decode(self.client, data) {
             Ok(Decoded::Empty) => FromClient::Drop("empty message"),
+            // A TTY's stdin never reaches EOF by closing (§4.4), so there is nothing to pass on
+            // or emulate; and passing it on would cost the teardown its keystrokes, since a
+            // runtime drops stdin after a CLOSE (CRI-O; containerd detaches the output): the
+            // shell of a client that half-closed stdin and then left would live on. The
+            // teardown sends CLOSE itself, last, once typing is over.
+            Ok(Decoded::Close { channel: channel::STDIN }) if self.stdin && self.tty => FromClient::Drop("stdin close on a TTY session"),
             Ok(Decoded::Close { channel: channel::STDIN }) if self.stdin => {
-                if self.upstream.supports_close() {
-                    FromClient::Forward(channel::encode_close(channel::STDIN))
-                } else if !self.tty {
-                    FromClient::EndUpstream
-                } else {
-                    // A TTY's stdin never reaches EOF by closing (§4.4): nothing to emulate.
-                    FromClient::Drop("stdin close on a v4 TTY upstream")
-                }
+                if self.upstream.supports_close() { FromClient::Forward(channel::encode_close(channel::STDIN)) } else { FromClient::EndUpstream }
             }
             Ok(Decoded::Close { .. }) => FromClient::Drop("close of a stream the client does not write"),
             Ok(Decoded::Data { channel: channel::STDIN, payload }) if self.stdin => {
@@ -165,12 +164,14 @@ mod tests {
 
     #[test]
     fn close_signal_translation() {
-        // v5 on both sides: passed through.
+        // v5 on both sides, no TTY: passed through (the process's EOF).
         assert_eq!(codec(V5, V5, false).from_client(&[255, 0]), FromClient::Forward(bin(&[255, 0])));
-        assert_eq!(codec(V5, V5, true).from_client(&[255, 0]), FromClient::Forward(bin(&[255, 0])));
-        // v4 upstream: a non-TTY EOF can only be emulated by closing; a TTY's is ignored.
-        assert_eq!(codec(V5, V4, false).from_client(&[255, 0]), FromClient::EndUpstream);
+        // A TTY's is never passed on, whatever the upstream: after it the teardown's keystrokes
+        // would be dropped, and the shell would outlive its client.
+        assert!(matches!(codec(V5, V5, true).from_client(&[255, 0]), FromClient::Drop(_)));
         assert!(matches!(codec(V5, V4, true).from_client(&[255, 0]), FromClient::Drop(_)));
+        // v4 upstream, no TTY: the EOF can only be emulated by closing.
+        assert_eq!(codec(V5, V4, false).from_client(&[255, 0]), FromClient::EndUpstream);
         // Malformed close signals and closes of other streams go nowhere.
         assert!(matches!(codec(V5, V5, false).from_client(&[255, 0, 1]), FromClient::Drop(_)));
         assert!(matches!(codec(V5, V5, false).from_client(&[255, 1]), FromClient::Drop(_)));

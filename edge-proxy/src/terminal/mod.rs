@@ -61,6 +61,20 @@ pub struct TerminalSettings {
     pub queue: usize,
     /// How long dialing the upstream may take.
     pub dial_timeout: Duration,
+    /// A test hook that makes a session's task panic, to prove panics are contained; `None` but
+    /// in tests.
+    #[doc(hidden)]
+    pub inject_panic: Option<InjectedPanic>,
+}
+
+/// Test hook: which task of a terminal session panics, and on what bytes.
+#[doc(hidden)]
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum InjectedPanic {
+    /// The supervisor (the client's reader), on a client message containing these bytes.
+    Supervisor(Vec<u8>),
+    /// The upstream's reader, on process output containing these bytes.
+    UpstreamReader(Vec<u8>),
 }
 
 impl Default for TerminalSettings {
@@ -77,6 +91,7 @@ impl Default for TerminalSettings {
             max_message_bytes: 1024 * 1024,
             queue: 32,
             dial_timeout: Duration::from_secs(30),
+            inject_panic: None,
         }
     }
 }

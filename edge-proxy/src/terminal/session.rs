@@ -8,25 +8,34 @@
 //! client socket ◀── client writer ◀── [bounded] ◀── upstream reader ◀── upstream socket
 //!                   (pings too)                       (publishes the status)
 //! ```
+//!
+//! A panic stops at the session (DESIGN.md invariant 3 holds through one): a panic in a socket's
+//! reader or writer, or in the supervisor, is counted in `kubemux_task_panics_total{task="terminal"}`
+//! and makes the supervisor close the client with 1011 and run the teardown, which can still
+//! type into the shell unless the upstream's writer is the task that died.
 
+use std::any::Any;
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::ws::{self, WebSocket};
 use bytes::Bytes;
-use futures::{Sink, SinkExt as _, Stream, StreamExt as _};
+use futures::{FutureExt as _, Sink, SinkExt as _, Stream, StreamExt as _};
 use kubemux_protocol::channel::{ChannelProtocol, WsPayload};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
-use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tungstenite::Message as UpstreamMessage;
 
 use super::codec::{Codec, FromClient};
 use super::teardown::{self, Outcome, SessionKind, TeardownSequence, ToUpstream, UpstreamState};
-use super::TerminalSettings;
+use super::{InjectedPanic, TerminalSettings};
 use crate::AppState;
 use crate::identity::Identity;
+use crate::logging::panic_message;
+use crate::metrics::TaskKind;
 use crate::passthrough::upstream_failure;
 
 /// Everything a session needs, decided before the upgrade.
@@ -57,6 +66,8 @@ pub(super) enum Trigger {
     Shutdown,
     /// A reload removed the session's cluster.
     ClusterRemoved,
+    /// One of the session's own tasks panicked.
+    InternalError,
 }
 
 impl Trigger {
@@ -67,6 +78,7 @@ impl Trigger {
             Trigger::PingTimeout => "ping_timeout",
             Trigger::Shutdown => "shutdown",
             Trigger::ClusterRemoved => "cluster_removed",
+            Trigger::InternalError => "internal_error",
         }
     }
 }
@@ -104,8 +116,47 @@ impl Drop for OpenGauge {
     }
 }
 
-/// Runs an upgraded session to its end.
+/// Counts and logs a panic contained in a session's `part`.
+fn panicked(app: &AppState, part: &str, panic: &(dyn Any + Send)) {
+    app.metrics.task_panic(TaskKind::Terminal);
+    tracing::error!(task = %TaskKind::Terminal, part, panic = panic_message(panic), "a proxy task panicked; its terminal session is torn down");
+}
+
+/// Runs one of the session's tasks; if it panics, counts it and cancels `broken`, on which the
+/// supervisor tears the session down.
+async fn contained(app: Arc<AppState>, part: &'static str, broken: CancellationToken, task: impl Future<Output = ()>) {
+    if let Err(panic) = AssertUnwindSafe(task).catch_unwind().await {
+        panicked(&app, part, panic.as_ref());
+        broken.cancel();
+    }
+}
+
+/// The test hook's bytes for `which` task, if the hook is set for it.
+fn injected(settings: &TerminalSettings, which: fn(&InjectedPanic) -> Option<&Vec<u8>>) -> Option<Vec<u8>> {
+    settings.inject_panic.as_ref().and_then(which).filter(|marker| !marker.is_empty()).cloned()
+}
+
+/// Panics if `data` contains `marker`: the test hook, never set outside tests.
+fn test_hook(marker: &Option<Vec<u8>>, data: &[u8], task: &str) {
+    if let Some(marker) = marker
+        && data.windows(marker.len()).any(|window| window == marker.as_slice())
+    {
+        // Reachable only from a test: `TerminalSettings::inject_panic` is doc-hidden, `None`
+        // by default, and no flag or config key sets it.
+        panic!("injected panic in a terminal {task} (test hook)");
+    }
+}
+
+/// Runs an upgraded session to its end. A panic in the supervisor or in one of the session's
+/// tasks still runs the teardown; one anywhere else (the dial, the teardown itself) stops here,
+/// counted, and drops both sockets with the session.
 pub(super) async fn run(socket: WebSocket, plan: SessionPlan, app: Arc<AppState>) {
+    if let Err(panic) = AssertUnwindSafe(serve(socket, plan, app.clone())).catch_unwind().await {
+        panicked(&app, "session", panic.as_ref());
+    }
+}
+
+async fn serve(socket: WebSocket, plan: SessionPlan, app: Arc<AppState>) {
     let settings = app.settings().terminal.clone();
     app.metrics.terminals.open.inc();
     let _open = OpenGauge(app.clone());
@@ -113,7 +164,8 @@ pub(super) async fn run(socket: WebSocket, plan: SessionPlan, app: Arc<AppState>
 
     let (client_sink, mut client_stream) = socket.split();
     let (to_client, client_rx) = mpsc::channel(settings.queue);
-    let client_writer = tokio::spawn(client_writer(client_sink, client_rx, settings.ping_interval));
+    let broken = CancellationToken::new();
+    let client_writer = tokio::spawn(contained(app.clone(), "client writer", broken.clone(), client_writer(client_sink, client_rx, settings.ping_interval)));
     tasks.add(&client_writer);
 
     // The client was accepted first, so a failure reaches it as a Status it can show (§2.2).
@@ -139,22 +191,34 @@ pub(super) async fn run(socket: WebSocket, plan: SessionPlan, app: Arc<AppState>
 
     let (upstream_sink, upstream_stream) = connection.into_stream().split();
     let (to_upstream, upstream_rx) = mpsc::channel(settings.queue);
-    let upstream_writer = tokio::spawn(upstream_writer(upstream_sink, upstream_rx));
+    let upstream_writer = tokio::spawn(contained(app.clone(), "upstream writer", broken.clone(), upstream_writer(upstream_sink, upstream_rx)));
     tasks.add(&upstream_writer);
     let (state_tx, state) = watch::channel(UpstreamState::default());
     let detached = CancellationToken::new();
-    let upstream_reader = tokio::spawn(upstream_reader(upstream_stream, codec, to_client.clone(), state_tx, detached.clone()));
+    let panic_on_output = injected(&settings, |p| if let InjectedPanic::UpstreamReader(m) = p { Some(m) } else { None });
+    let reader = upstream_reader(upstream_stream, codec, to_client.clone(), state_tx, detached.clone(), panic_on_output);
+    let upstream_reader = tokio::spawn(contained(app.clone(), "upstream reader", broken.clone(), reader));
     tasks.add(&upstream_reader);
 
-    let trigger = {
+    let panic_on_input = injected(&settings, |p| if let InjectedPanic::Supervisor(m) = p { Some(m) } else { None });
+    let supervised = AssertUnwindSafe(async {
         let mut ended = state.clone();
         tokio::select! {
-            trigger = client_reader(&mut client_stream, &codec, &to_upstream, settings.dead_after) => Some(trigger),
-            _ = ended.wait_for(|s| s.ended) => None,
+            trigger = client_reader(&mut client_stream, &codec, &to_upstream, settings.dead_after, &panic_on_input) => Some(trigger),
+            // An error is the reader gone without saying the upstream ended: it panicked, and
+            // `broken` says so. It must never pass for the process's end, which skips the teardown.
+            Ok(_) = ended.wait_for(|s| s.ended) => None,
             _ = app.shutdown.cancelled() => Some(Trigger::Shutdown),
             _ = removed.cancelled() => Some(Trigger::ClusterRemoved),
+            _ = broken.cancelled() => Some(Trigger::InternalError),
         }
-    };
+    })
+    .catch_unwind()
+    .await;
+    let trigger = supervised.unwrap_or_else(|panic| {
+        panicked(&app, "supervisor", panic.as_ref());
+        Some(Trigger::InternalError)
+    });
 
     let Some(trigger) = trigger else {
         // The process ended and the upstream reader has forwarded everything, status included.
@@ -169,7 +233,8 @@ pub(super) async fn run(socket: WebSocket, plan: SessionPlan, app: Arc<AppState>
     let (code, reason) = match trigger {
         Trigger::Shutdown => (1001, "proxy shutting down"),
         Trigger::ClusterRemoved => (1001, "cluster removed from the proxy's configuration"),
-        _ => (1000, ""),
+        Trigger::InternalError => (1011, "internal error"),
+        Trigger::CloseFrame | Trigger::Disconnect | Trigger::PingTimeout => (1000, ""),
     };
     let _ = to_client.try_send(ToClient::Close(code, reason));
     detached.cancel();
@@ -180,11 +245,7 @@ pub(super) async fn run(socket: WebSocket, plan: SessionPlan, app: Arc<AppState>
     let mut teardown_state = state.clone();
     let outcome = tokio::time::timeout(cap, teardown::run(plan.kind, &sequence, &codec, &to_upstream, &mut teardown_state, settings.close_wait))
         .await
-        .unwrap_or_else(|_| match plan.kind {
-            SessionKind::Attach => Outcome::Detached,
-            SessionKind::Exec if state.borrow().finished() => Outcome::StatusReceived,
-            SessionKind::Exec => Outcome::SuspectedOrphan,
-        });
+        .unwrap_or_else(|_| teardown::outcome(plan.kind, &state.borrow()));
     app.metrics.terminals.teardown(plan.kind.as_str(), trigger.as_str(), outcome.as_str());
     let identity = match plan.identity {
         Identity::Proxy => "proxy",
@@ -220,12 +281,14 @@ async fn dial(app: &AppState, plan: &SessionPlan, settings: &TerminalSettings) -
 
 /// Reads the client until it goes away, forwarding what it sends upstream (in order, through
 /// the one upstream writer). A slow upstream slows this reader: the channel is bounded.
-async fn client_reader<S>(stream: &mut S, codec: &Codec, to_upstream: &mpsc::Sender<ToUpstream>, dead_after: Duration) -> Trigger
+async fn client_reader<S>(stream: &mut S, codec: &Codec, to_upstream: &mpsc::Sender<ToUpstream>, dead_after: Duration, panic_on: &Option<Vec<u8>>) -> Trigger
 where
     S: Stream<Item = Result<ws::Message, axum::Error>> + Unpin,
 {
     loop {
-        let message = match tokio::time::timeout_at(Instant::now() + dead_after, stream.next()).await {
+        // `timeout`, not `timeout_at(now + dead_after)`: the sum panics for a setting too long
+        // for the clock, which `timeout` reads as "never".
+        let message = match tokio::time::timeout(dead_after, stream.next()).await {
             Err(_) => return Trigger::PingTimeout,
             Ok(None | Some(Err(_))) => return Trigger::Disconnect,
             Ok(Some(Ok(message))) => message,
@@ -237,6 +300,7 @@ where
             ws::Message::Close(_) => return Trigger::CloseFrame,
             ws::Message::Ping(_) | ws::Message::Pong(_) => continue,
         };
+        test_hook(panic_on, &data, "supervisor");
         match codec.from_client(&data) {
             FromClient::Forward(payload) => {
                 if to_upstream.send(ToUpstream::Frame(payload)).await.is_err() {
@@ -261,6 +325,7 @@ async fn upstream_reader<S>(
     to_client: mpsc::Sender<ToClient>,
     state: watch::Sender<UpstreamState>,
     detached: CancellationToken,
+    panic_on: Option<Vec<u8>>,
 ) where
     S: Stream<Item = Result<UpstreamMessage, tungstenite::Error>> + Unpin,
 {
@@ -271,6 +336,7 @@ async fn upstream_reader<S>(
             UpstreamMessage::Close(_) => break,
             UpstreamMessage::Ping(_) | UpstreamMessage::Pong(_) | UpstreamMessage::Frame(_) => continue,
         };
+        test_hook(&panic_on, &data, "upstream reader");
         let out = codec.from_upstream(&data);
         if let Some(status) = out.status {
             // Published before forwarding: a teardown must see it even if the client is stuck.
@@ -315,8 +381,11 @@ async fn client_writer<S>(mut sink: S, mut rx: mpsc::Receiver<ToClient>, ping_in
 where
     S: Sink<ws::Message> + Unpin,
 {
-    let mut ping = tokio::time::interval_at(Instant::now() + ping_interval, ping_interval);
-    ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // A sleep re-armed after each ping, not an `Interval`: that panics on a zero period and on
+    // a first tick too far for the clock, and `sleep` takes both (a zero one pings on every
+    // turn of the loop, which is what was asked for).
+    let ping = tokio::time::sleep(ping_interval);
+    tokio::pin!(ping);
     loop {
         tokio::select! {
             message = rx.recv() => match message {
@@ -331,10 +400,11 @@ where
                 }
                 None => return,
             },
-            _ = ping.tick() => {
+            _ = &mut ping => {
                 if sink.send(ws::Message::Ping(Bytes::new())).await.is_err() {
                     return;
                 }
+                ping.set(tokio::time::sleep(ping_interval));
             }
         }
     }

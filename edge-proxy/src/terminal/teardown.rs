@@ -9,7 +9,6 @@ use std::time::Duration;
 
 use kubemux_protocol::channel::{self, ExecOutcome, WsPayload};
 use tokio::sync::{mpsc, watch};
-use tokio::time::Instant;
 
 use super::TerminalSettings;
 use super::codec::Codec;
@@ -54,9 +53,10 @@ pub const EOF: &[u8] = b"\x04";
 /// How a teardown ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
-    /// The upstream reported the process's end (or closed the session): nothing is left.
+    /// The upstream reported the process's end: nothing is left.
     StatusReceived,
-    /// Every step ran and no status came: the process may live on.
+    /// Every step ran and no status came: the process may live on. An upstream that merely
+    /// closed (after the proxy's own close, say) is no proof of an exit.
     SuspectedOrphan,
     /// An attach session: the main process is the container's, never the proxy's to end.
     Detached,
@@ -155,7 +155,14 @@ pub async fn run(
             }
             Step::Stdin(_) => {}
             Step::Wait(duration) => {
-                let _ = tokio::time::timeout(*duration, state.wait_for(UpstreamState::finished)).await;
+                // A reader that is gone (it panicked) can report nothing: the pause still
+                // passes in full, since the shell needs it between the keystrokes.
+                let status_or_end = async {
+                    if state.wait_for(UpstreamState::finished).await.is_err() {
+                        std::future::pending::<()>().await;
+                    }
+                };
+                let _ = tokio::time::timeout(*duration, status_or_end).await;
             }
             Step::CloseStdin => {
                 let _ = upstream.send(ToUpstream::Frame(channel::encode_close(channel::STDIN))).await;
@@ -163,12 +170,17 @@ pub async fn run(
         }
     }
     let _ = upstream.send(ToUpstream::Close).await;
-    let deadline = Instant::now() + close_wait;
-    let _ = tokio::time::timeout_at(deadline, state.wait_for(|s| s.ended)).await;
-    let finished = state.borrow().finished();
+    let _ = tokio::time::timeout(close_wait, state.wait_for(|s| s.ended)).await;
+    outcome(kind, &state.borrow())
+}
+
+/// How a teardown of `kind` went, given what the upstream has said so far: only a status proves
+/// that the process ended. The upstream ending is not enough: it ends when the proxy closes it,
+/// with the shell still running.
+pub fn outcome(kind: SessionKind, state: &UpstreamState) -> Outcome {
     match kind {
         SessionKind::Attach => Outcome::Detached,
-        SessionKind::Exec if finished => Outcome::StatusReceived,
+        SessionKind::Exec if state.status.is_some() => Outcome::StatusReceived,
         SessionKind::Exec => Outcome::SuspectedOrphan,
     }
 }
@@ -278,5 +290,28 @@ mod tests {
         assert_eq!(run(SessionKind::Attach, &plan, &c, &tx, &mut state, s.close_wait).await, Outcome::Detached);
         drop(tx);
         drain.await.unwrap();
+    }
+
+    /// An upstream that stops taking input (a runtime that dropped stdin) and closes only when
+    /// the proxy closes it: no status ever came, so the shell may live on, and the teardown
+    /// must say so rather than count the close as an exit.
+    #[tokio::test(start_paused = true)]
+    async fn an_upstream_closed_by_the_proxy_is_no_exit() {
+        let s = TerminalSettings::default();
+        let c = codec(ChannelProtocol::V5, true, true);
+        let (tx, mut rx) = mpsc::channel(64);
+        let (state_tx, mut state) = watch::channel(UpstreamState::default());
+        let upstream = tokio::spawn(async move {
+            while let Some(message) = rx.recv().await {
+                if let ToUpstream::Close = message {
+                    state_tx.send_modify(|s| s.ended = true);
+                }
+            }
+        });
+        let plan = TeardownSequence::plan(SessionKind::Exec, &c, &s);
+        assert_eq!(run(SessionKind::Exec, &plan, &c, &tx, &mut state, s.close_wait).await, Outcome::SuspectedOrphan);
+        assert!(state.borrow().ended);
+        drop(tx);
+        upstream.await.unwrap();
     }
 }
