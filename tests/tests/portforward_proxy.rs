@@ -121,6 +121,35 @@ async fn next_text(socket: &mut ws::Ws, what: &str) -> String {
     }
 }
 
+/// A port nothing accepts: the kubelet's text reaches the client on the port's error channel as
+/// the cluster framed it, after the port prefixes, and the socket then closes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_error_channel_passes_through() {
+    let (sim, proxy) = stack(settings()).await;
+    let pod = pod_of_app(&sim, "default", "hello");
+    let direct = kubemux_e2e::sim_client(&sim).await;
+    kubemux_e2e::hook(&direct, "POST", &format!("/_sim/portforward/refuse?port={ECHO_PORT}&namespace=default&pod={pod}")).await;
+    let path = format!("/clusters/sim/api/v1/namespaces/default/pods/{pod}/portforward?ports={ECHO_PORT}");
+    let (mut socket, _) = ws::connect(proxy.addr(), &path, "v4.channel.k8s.io", &[]).await.expect("the upgrade");
+    let mut frames = Vec::new();
+    let close = loop {
+        match within("the error and the close", socket.next()).await {
+            Some(Ok(Message::Binary(data))) => frames.push(data.to_vec()),
+            Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
+            Some(Ok(Message::Close(frame))) => break frame,
+            other => panic!("expected binary frames and a close, got {other:?}"),
+        }
+    };
+    let prefix = ECHO_PORT.to_le_bytes();
+    assert!(frames.contains(&vec![0, prefix[0], prefix[1]]) && frames.contains(&vec![1, prefix[0], prefix[1]]), "{frames:?}");
+    let error: Vec<u8> = frames.iter().filter(|f| f.first() == Some(&1) && f.len() > 3).flat_map(|f| f[1..].to_vec()).collect();
+    let error = String::from_utf8_lossy(&error);
+    assert!(error.starts_with(&format!("error forwarding port {ECHO_PORT} to pod {pod}")) && error.contains("connection refused"), "{error}");
+    assert_eq!(close.map(|c| u16::from(c.code)), Some(1000), "the cluster's close is passed on");
+    proxy.stop();
+    sim.shutdown().await;
+}
+
 /// A missing, empty, zero, out-of-range or non-numeric port is a 400 Status before any upgrade,
 /// as Kubernetes answers it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -147,10 +176,10 @@ async fn token_mode_refuses_before_the_upgrade() {
     let pod = pod_of_app(&sim, "default", "hello");
     let path = format!("/clusters/sim/api/v1/namespaces/default/pods/{pod}/portforward?ports={ECHO_PORT}");
     for protocol in ["v4.channel.k8s.io", "SPDY/3.1+portforward.k8s.io"] {
-        let refused = ws::connect(proxy.addr(), &path, protocol, &[]).await.err().expect("no upgrade without a token");
+        let refused = ws::connect(proxy.addr(), &path, protocol, &[]).await.err().unwrap_or_else(|| panic!("{protocol}: upgraded without a token"));
         assert_eq!(refused.status, 401, "{protocol}: {}", refused.body);
         let foreign = [("origin", "https://evil.example"), ("authorization", "Bearer t")];
-        let refused = ws::connect(proxy.addr(), &path, protocol, &foreign).await.err().expect("no upgrade from a foreign origin");
+        let refused = ws::connect(proxy.addr(), &path, protocol, &foreign).await.err().unwrap_or_else(|| panic!("{protocol}: upgraded from a foreign origin"));
         assert_eq!(refused.status, 403, "{protocol}: {}", refused.body);
     }
     let spdy = raw_request(proxy.addr(), &format!("POST {path} HTTP/1.1\r\nHost: {}\r\nConnection: Upgrade\r\nUpgrade: SPDY/3.1\r\nX-Stream-Protocol-Version: portforward.k8s.io\r\nContent-Length: 0\r\n\r\n", proxy.addr())).await;

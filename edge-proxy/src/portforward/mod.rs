@@ -196,7 +196,7 @@ pub async fn handler(State(app): State<Arc<AppState>>, Admitted(identity): Admit
                 }
                 match channel_protocol(&parts.headers) {
                     Ok(protocol) => protocol.map(ChannelProtocol::name),
-                    Err(refusal) => return refused(&metrics, transport, refusal),
+                    Err(message) => return refused(&metrics, transport, status_response(400, "BadRequest", &message)),
                 }
             };
             let upgraded = match upstream::dial(dial, &Handshake::WebSocket(protocol)).await {
@@ -224,8 +224,8 @@ fn refused(metrics: &metrics::PortForwardMetrics, transport: Transport, response
 
 /// The legacy protocol to speak, as the kubelet picks it: the first the client offers of
 /// `v4.channel.k8s.io` and `v4.base64.channel.k8s.io`; none offered is the unnamed binary
-/// protocol (`Ok(None)`); only others offered is a 400.
-fn channel_protocol(headers: &HeaderMap) -> Result<Option<ChannelProtocol>, Response> {
+/// protocol (`Ok(None)`); only others offered is refused (a 400 with this message).
+fn channel_protocol(headers: &HeaderMap) -> Result<Option<ChannelProtocol>, String> {
     let offered: Vec<&str> = offered_protocols(headers).collect();
     if offered.is_empty() {
         return Ok(None);
@@ -234,7 +234,7 @@ fn channel_protocol(headers: &HeaderMap) -> Result<Option<ChannelProtocol>, Resp
         Some(protocol) => Ok(Some(protocol)),
         None => {
             let supported = ChannelProtocol::PORT_FORWARD.map(ChannelProtocol::name);
-            Err(status_response(400, "BadRequest", &format!("requested protocol(s) are not supported: {offered:?}; supported: {supported:?}")))
+            Err(format!("requested protocol(s) are not supported: {offered:?}; supported: {supported:?}"))
         }
     }
 }
@@ -283,6 +283,6 @@ mod tests {
         let token_only = headers(&[("sec-websocket-protocol", "base64url.bearer.authorization.k8s.io.dA")]);
         assert_eq!(channel_protocol(&token_only).ok(), Some(None), "the token protocol is no candidate");
         let exec_only = headers(&[("sec-websocket-protocol", "v5.channel.k8s.io")]);
-        assert_eq!(channel_protocol(&exec_only).map_err(|r| r.status()).err(), Some(StatusCode::BAD_REQUEST));
+        assert!(channel_protocol(&exec_only).is_err_and(|message| message.contains("v5.channel.k8s.io")));
     }
 }

@@ -109,9 +109,10 @@ pub(super) async fn dial(dial: Dial<'_>, handshake: &Handshake) -> Result<Upgrad
         }
     }
     let headers = response.headers().clone();
-    match hyper::upgrade::on(response).await {
-        Ok(upgraded) => Ok(Upgraded { io: TokioIo::new(upgraded), headers }),
-        Err(error) => Err(bad_upgrade(dial.cluster_name, &format!("an upgrade that did not complete ({error})"))),
+    match tokio::time::timeout(dial.timeout, hyper::upgrade::on(response)).await {
+        Ok(Ok(upgraded)) => Ok(Upgraded { io: TokioIo::new(upgraded), headers }),
+        Ok(Err(error)) => Err(bad_upgrade(dial.cluster_name, &format!("an upgrade that did not complete ({error})"))),
+        Err(_) => Err(bad_upgrade(dial.cluster_name, "an upgrade that did not complete in time")),
     }
 }
 
