@@ -8,7 +8,7 @@
 use futures::{SinkExt as _, StreamExt as _};
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::Api;
-use kube_sim::{Seed, Sim, SimConfig};
+use kube_sim::{Seed, Sim, SimConfig, User};
 use kubemux_e2e::{ProxyProcess, kubeconfig};
 use kubemux_proxy::ProxySettings;
 use kubemux_proxy::auth::{AuthMode, AuthSettings};
@@ -30,6 +30,10 @@ async fn demo_sim() -> Sim {
     Sim::start(SimConfig { seed: Seed::Demo, ..SimConfig::default() }).await.expect("the simulator starts")
 }
 
+async fn demo_sim_with(users: Vec<User>) -> Sim {
+    Sim::start(SimConfig { seed: Seed::Demo, users, ..SimConfig::default() }).await.expect("the simulator starts")
+}
+
 /// A pod of the demo deployment `app` in `namespace`: the seed generates their names.
 fn pod_of_app(sim: &Sim, namespace: &str, app: &str) -> String {
     let (_, pods) = sim.state().store.list(&kube_sim::resources::PODS, Some(namespace));
@@ -48,9 +52,41 @@ async fn stack(settings: ProxySettings) -> (Sim, ProxyProcess) {
 }
 
 fn through_proxy(proxy: &ProxyProcess) -> kube::Client {
+    through_proxy_as(proxy, None)
+}
+
+fn through_proxy_as(proxy: &ProxyProcess, token: Option<&str>) -> kube::Client {
     let mut config = kube::Config::new(format!("{}/clusters/sim", proxy.http_url()).parse().unwrap());
     config.default_retry = false;
+    config.auth_info.token = token.map(|t| t.to_owned().into());
     kube::Client::try_from(config).expect("a client")
+}
+
+/// The client's own token is the identity upstream: a user of namespace `demo` forwards to a
+/// pod there, and the cluster's 403 for `default` reaches it as the cluster's Status.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_clients_token_is_the_identity_upstream() {
+    let sim = demo_sim_with(vec![User::parse("alice:alice-token:demo").unwrap()]).await;
+    let token_mode = ProxySettings { auth: AuthSettings { mode: AuthMode::Token, allow_anonymous_remote: false }, ..settings() };
+    let proxy = ProxyProcess::start(token_mode, kubeconfig(&[("sim", &sim.url(), None)]));
+    let alice = through_proxy_as(&proxy, Some("alice-token"));
+    let api_pod = pod_of_app(&sim, "demo", "api");
+    let mut forwarder = within("port-forward to start", Api::<Pod>::namespaced(alice.clone(), "demo").portforward(&api_pod, &[8080])).await.expect("alice may forward in demo");
+    let mut stream = forwarder.take_stream(8080).expect("a stream for port 8080");
+    stream.write_all(b"as alice").await.expect("write");
+    let mut back = [0u8; 8];
+    within("the echo", stream.read_exact(&mut back)).await.expect("read");
+    assert_eq!(&back, b"as alice");
+    drop(stream);
+    within("the forwarder to finish", forwarder.join()).await.expect("a clean end");
+    let hello = pod_of_app(&sim, "default", "hello");
+    match Api::<Pod>::namespaced(alice, "default").portforward(&hello, &[ECHO_PORT]).await {
+        Err(kube::Error::Api(status)) => assert_eq!((status.code, status.reason.as_str()), (403, "Forbidden"), "{status:?}"),
+        Err(other) => panic!("expected the cluster's 403 Status, got {other:?}"),
+        Ok(_) => panic!("alice forwarded to a pod outside her namespace"),
+    }
+    proxy.stop();
+    sim.shutdown().await;
 }
 
 fn payload(seed: u32, len: u32) -> Vec<u8> {
