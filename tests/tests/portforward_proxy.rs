@@ -243,6 +243,7 @@ async fn raw_request(addr: std::net::SocketAddr, request: &str) -> String {
 async fn kubectl_forwards(websockets: bool) {
     let (sim, proxy) = stack(settings()).await;
     let kubectl = Kubectl::for_server(&format!("{}/clusters/sim", proxy.http_url()));
+    let direct = kubemux_e2e::sim_client(&sim).await;
     let pod = pod_of_app(&sim, "default", "hello");
     for target in [format!("pod/{pod}"), "svc/hello".to_owned()] {
         let (mut child, local) = kubectl.port_forward(&target, ECHO_PORT, websockets).await;
@@ -256,6 +257,10 @@ async fn kubectl_forwards(websockets: bool) {
         for (same, i) in futures::future::join_all(connections).await {
             assert!(same, "{target}: connection {i} of 20 got other bytes back");
         }
+        // The cluster saw kubectl's own transport: the proxy relays, it does not translate.
+        let listed = kubemux_e2e::hook(&direct, "GET", "/_sim/portforward").await;
+        let sim_transport = if websockets { "websocket" } else { "spdy" };
+        assert_eq!(listed["connections"][0]["transport"].as_str(), Some(sim_transport), "{target}: {listed}");
         child.start_kill().expect("stop kubectl");
         let _ = child.wait().await;
     }
