@@ -200,6 +200,10 @@ async fn bad_ports_are_refused_before_the_upgrade() {
         assert_eq!((status["kind"].as_str(), status["reason"].as_str()), (Some("Status"), Some("BadRequest")), "{status}");
         assert!(status["message"].as_str().unwrap_or_default().contains(words), "{query:?}: {status}");
     }
+    // No upgrade at all goes to the cluster, which says what is missing.
+    let plain = kubemux_testkit::http::get(&format!("{}/clusters/sim/api/v1/namespaces/default/pods/{pod}/portforward?ports={ECHO_PORT}", proxy.http_url())).await;
+    assert_eq!(plain.status.as_u16(), 400, "{}", plain.body);
+    assert!(plain.body.contains("Upgrade request required"), "{}", plain.body);
     proxy.stop();
     sim.shutdown().await;
 }
