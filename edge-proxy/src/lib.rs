@@ -21,6 +21,7 @@ pub mod logging;
 pub mod metrics;
 pub mod mux;
 pub mod passthrough;
+pub mod portforward;
 pub mod registry;
 pub mod reload;
 pub mod terminal;
@@ -128,6 +129,7 @@ pub fn router(app: Arc<AppState>) -> Router {
         .route("/config/status", get(http::config_status))
         .route("/clusters/{cluster}/api/v1/namespaces/{namespace}/pods/{pod}/exec", any(terminal::exec))
         .route("/clusters/{cluster}/api/v1/namespaces/{namespace}/pods/{pod}/attach", any(terminal::attach))
+        .route("/clusters/{cluster}/api/v1/namespaces/{namespace}/pods/{pod}/portforward", any(portforward::handler))
         .route("/clusters/{cluster}/{*path}", any(passthrough::handler))
         .with_state(app);
     let routes = match static_dir {

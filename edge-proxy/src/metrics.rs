@@ -38,6 +38,8 @@ pub struct Metrics {
     pub config_generation: Gauge,
     /// Exec and attach sessions and their teardowns.
     pub terminals: crate::terminal::metrics::TerminalMetrics,
+    /// Port-forwards through the proxy.
+    pub port_forwards: std::sync::Arc<crate::portforward::metrics::PortForwardMetrics>,
 }
 
 /// Why a subscription was reset.
@@ -109,6 +111,7 @@ impl Default for Metrics {
             config_reloads: Family::default(),
             config_generation: Gauge::default(),
             terminals: Default::default(),
+            port_forwards: Default::default(),
             registry: Registry::default(),
         };
         registry.register("connections", "Open /mux connections", metrics.connections.clone());
@@ -125,6 +128,7 @@ impl Default for Metrics {
         registry.register("config_reloads", "Config reloads by result (applied, unchanged, rejected)", metrics.config_reloads.clone());
         registry.register("config_generation", "Generation of the configuration in force", metrics.config_generation.clone());
         metrics.terminals.register(&mut registry);
+        metrics.port_forwards.register(&mut registry);
         Metrics { registry, ..metrics }
     }
 }

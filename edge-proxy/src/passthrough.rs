@@ -103,7 +103,9 @@ pub(crate) async fn forward(identity: Identity, target: Target, request: Request
     out
 }
 
-fn copy_request_headers(from: &HeaderMap, to: &mut HeaderMap, identity: &Identity) {
+/// Copies the end-to-end request headers a cluster may see (the port-forward upgrade uses the
+/// same rules).
+pub(crate) fn copy_request_headers(from: &HeaderMap, to: &mut HeaderMap, identity: &Identity) {
     // Headers named in `Connection` are hop-by-hop too (RFC 9110 §7.6.1).
     let listed: Vec<String> = from
         .get_all(header::CONNECTION)

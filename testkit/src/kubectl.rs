@@ -78,4 +78,41 @@ impl Kubectl {
         assert!(output.status.success(), "kubectl {} failed ({}): {}", args.join(" "), output.status, String::from_utf8_lossy(&output.stderr));
         String::from_utf8(output.stdout).expect("UTF-8 output")
     }
+
+    /// `kubectl port-forward --address 127.0.0.1 TARGET :REMOTE`, over the WebSocket tunnel
+    /// (kubectl 1.31+'s default) or, with `websockets` false, over `Upgrade: SPDY/3.1`
+    /// (`KUBECTL_PORT_FORWARD_WEBSOCKETS=false`). Returns kubectl (killed on drop) and the
+    /// local port it printed; fails with kubectl's stderr when it does not start forwarding.
+    pub async fn port_forward(&self, target: &str, remote: u16, websockets: bool) -> (tokio::process::Child, u16) {
+        use tokio::io::AsyncBufReadExt as _;
+        let remote = format!(":{remote}");
+        let mut command = self.command(&["port-forward", "--address", "127.0.0.1", target, &remote]);
+        command.env("KUBECTL_PORT_FORWARD_WEBSOCKETS", if websockets { "true" } else { "false" });
+        let mut child = command.spawn().expect("kubectl starts");
+        let mut lines = tokio::io::BufReader::new(child.stdout.take().expect("piped stdout")).lines();
+        // "Forwarding from 127.0.0.1:NNNNN -> PORT"
+        let line = within("kubectl's Forwarding line", lines.next_line()).await.expect("read kubectl's stdout").unwrap_or_default();
+        let Some(local) = line.strip_prefix("Forwarding from 127.0.0.1:").and_then(|rest| rest.split_whitespace().next()).and_then(|p| p.parse().ok()) else {
+            let output = within("kubectl to exit", child.wait_with_output()).await.expect("kubectl exits");
+            panic!("kubectl port-forward did not start: {line:?}; stderr: {}", String::from_utf8_lossy(&output.stderr));
+        };
+        // Keep reading stdout ("Handling connection for …") so kubectl never blocks on the pipe.
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        (child, local)
+    }
+}
+
+/// Connects to a local forwarded port, writes `payload`, half-closes, and reads to the end.
+pub async fn echo_through(local: u16, payload: &[u8]) -> Vec<u8> {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let mut socket = within("the local connection", tokio::net::TcpStream::connect(("127.0.0.1", local))).await.expect("connect to the forwarded port");
+    let (mut read, mut write) = socket.split();
+    let send = async {
+        write.write_all(payload).await.expect("write to the forwarded port");
+        write.shutdown().await.expect("half-close");
+    };
+    let mut back = Vec::new();
+    let (_, received) = within("the echo through the forwarded port", futures::future::join(send, read.read_to_end(&mut back))).await;
+    received.expect("read from the forwarded port");
+    back
 }

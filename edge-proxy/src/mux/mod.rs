@@ -54,8 +54,8 @@ impl Default for MuxSettings {
     }
 }
 
-/// The offered subprotocols, split.
-fn offered_protocols(headers: &HeaderMap) -> impl Iterator<Item = &str> {
+/// The offered subprotocols, split (port-forward negotiates from the same list).
+pub(crate) fn offered_protocols(headers: &HeaderMap) -> impl Iterator<Item = &str> {
     headers
         .get_all(header::SEC_WEBSOCKET_PROTOCOL)
         .iter()
