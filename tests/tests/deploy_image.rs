@@ -39,7 +39,11 @@ fn image() -> Image {
 impl Image {
     /// The entrypoint with `args`, inside the root, as the image's user; killed when dropped.
     fn command(&self, args: &[&str]) -> Command {
-        let mut command = Command::new("chroot");
+        // Found on the test's PATH: the child's environment is cleared, PATH with it.
+        let chroot = std::env::var_os("PATH")
+            .and_then(|path| std::env::split_paths(&path).map(|dir| dir.join("chroot")).find(|p| p.is_file()))
+            .expect("chroot (coreutils) on PATH");
+        let mut command = Command::new(chroot);
         command
             .arg(format!("--userspec={}", self.user))
             .arg(&self.root)
