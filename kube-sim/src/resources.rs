@@ -315,3 +315,28 @@ pub fn openapi_group_version(path: &str) -> Option<Value> {
     Some(json!({"openapi": "3.0.0", "info": {"title": "Kubernetes", "version": "v1.32.0"},
                 "paths": paths, "components": {"schemas": {}}}))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// kubectl maps a kind to its resource through discovery: each group listed once, and
+    /// every type in its group's resource list.
+    #[test]
+    fn discovery_lists_each_group_once_and_every_type_in_it() {
+        let list = api_group_list();
+        let names: Vec<&str> = list["groups"].as_array().unwrap().iter().map(|g| g["name"].as_str().unwrap()).collect();
+        let mut unique = names.clone();
+        unique.sort_unstable();
+        unique.dedup();
+        assert_eq!(names.len(), unique.len(), "a group listed twice: {names:?}");
+        for r in ALL {
+            let resources = api_resource_list(r.group, r.version).unwrap();
+            let kinds: Vec<&str> = resources["resources"].as_array().unwrap().iter().map(|e| e["kind"].as_str().unwrap()).collect();
+            assert!(kinds.contains(&r.kind), "{} missing from {}: {kinds:?}", r.kind, r.api_version());
+            assert!(r.group.is_empty() || names.contains(&r.group), "{} not in /apis", r.group);
+        }
+        assert!(find("rbac.authorization.k8s.io", "v1", "clusterrolebindings").is_some_and(|r| !r.namespaced));
+        assert!(find("policy", "v1", "poddisruptionbudgets").is_some_and(|r| r.namespaced));
+    }
+}

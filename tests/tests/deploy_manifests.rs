@@ -98,6 +98,9 @@ fn check_deployment(items: &[Value]) {
     assert!(mount["subPath"].is_null() && mount["subPathExpr"].is_null(), "the config is mounted with a subPath: {mount}");
     let volumes = spec["volumes"].as_array().expect("volumes");
     let volume = volumes.iter().find(|v| v["name"] == mount["name"]).expect("the mounted volume");
+    // A fixed name: an edit then updates the ConfigMap in place and reloads the proxies; a
+    // hashed generator name would roll every pod instead.
+    assert_eq!(the(items, "ConfigMap")["metadata"]["name"], "kubemux-proxy-config");
     assert_eq!(volume["configMap"]["name"], the(items, "ConfigMap")["metadata"]["name"], "the mount is the proxy's ConfigMap");
 
     // The kubelet kills the pod when the grace period ends: terminals must get their
