@@ -80,17 +80,59 @@ async fn the_image_runs_as_a_numeric_non_root_user_with_a_ca_bundle() {
     assert_eq!(String::from_utf8_lossy(&output.stdout).trim(), format!("kubemux-proxy {}", env!("CARGO_PKG_VERSION")));
 }
 
+/// `/etc/kubemux` laid out as the kubelet lays out a mounted ConfigMap: each version in a
+/// folder of its own, `..data` pointing at the current one, `config.yaml` pointing through
+/// `..data`; an update swaps `..data` with a rename.
+struct ConfigMapMount {
+    dir: PathBuf,
+    versions: u32,
+}
+
+impl ConfigMapMount {
+    fn new(dir: PathBuf) -> ConfigMapMount {
+        if dir.exists() {
+            std::fs::remove_dir_all(&dir).expect("clear the config folder of an earlier run");
+        }
+        std::fs::create_dir_all(&dir).expect("a config folder in the root");
+        std::os::unix::fs::symlink("..data/config.yaml", dir.join("config.yaml")).expect("the config.yaml link");
+        ConfigMapMount { dir, versions: 0 }
+    }
+
+    fn publish(&mut self, config: &str) {
+        self.versions += 1;
+        let version = format!("..version_{}", self.versions);
+        std::fs::create_dir(self.dir.join(&version)).expect("a version folder");
+        std::fs::write(self.dir.join(&version).join("config.yaml"), config).expect("write the config");
+        std::os::unix::fs::symlink(&version, self.dir.join("..data_tmp")).expect("the ..data_tmp link");
+        std::fs::rename(self.dir.join("..data_tmp"), self.dir.join("..data")).expect("swap ..data");
+    }
+}
+
+fn clusters_config(sims: &[(&str, &Sim)]) -> String {
+    sims.iter().fold(String::from("listen: 127.0.0.1:0\nclusters:\n"), |yaml, (name, sim)| yaml + &format!("  - name: {name}\n    server: {}\n", sim.url()))
+}
+
+/// Polls `/clusters` until it lists exactly `names`, each `ok`.
+async fn clusters_ok(base: &str, names: &[&str]) {
+    poll(&format!("{names:?} ok in /clusters"), DEADLINE, || async {
+        let answer = http::get(&format!("{base}/clusters")).await;
+        let clusters: serde_json::Value = serde_json::from_str(&answer.body).map_err(|e| format!("{e}: {}", answer.body))?;
+        let listed = clusters.as_array().map(|all| all.iter().filter(|c| c["status"] == "ok").filter_map(|c| c["name"].as_str()).collect::<Vec<_>>());
+        if listed.as_deref() == Some(names) && clusters.as_array().is_some_and(|all| all.len() == names.len()) { Ok(()) } else { Err(answer.body) }
+    })
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs the image's unpacked root: cargo xtask test builds the image and runs it"]
-async fn the_image_serves_a_cluster_and_exits_0_on_sigterm() {
+async fn the_image_serves_reloads_a_configmap_swap_and_exits_0_on_sigterm() {
     let image = image();
-    let sim = Sim::start(SimConfig::default()).await.expect("the simulator starts");
-    // The config where the Deployment mounts it; the simulator on the host's loopback, which
+    let first = Sim::start(SimConfig::default()).await.expect("the simulator starts");
+    let second = Sim::start(SimConfig::default()).await.expect("the simulator starts");
+    // The config where the Deployment mounts it; the simulators on the host's loopback, which
     // the chroot shares.
-    let config_dir = image.root.join("etc/kubemux");
-    std::fs::create_dir_all(&config_dir).expect("a config folder in the root");
-    let config = format!("listen: 127.0.0.1:0\nclusters:\n  - name: sim\n    server: {}\n", sim.url());
-    std::fs::write(config_dir.join("config.yaml"), config).expect("write the config");
+    let mut mount = ConfigMapMount::new(image.root.join("etc/kubemux"));
+    mount.publish(&clusters_config(&[("sim", &first)]));
 
     let mut proxy = image.command(&["--config", "/etc/kubemux/config.yaml"]).spawn().expect("chroot starts");
     let pid = proxy.id().expect("a running proxy");
@@ -99,17 +141,14 @@ async fn the_image_serves_a_cluster_and_exits_0_on_sigterm() {
 
     let health = http::get(&format!("{base}/healthz")).await;
     assert_eq!((health.status.as_u16(), health.body.as_str()), (200, "ok\n"));
-    poll("the cluster ok in /clusters", DEADLINE, || async {
-        let answer = http::get(&format!("{base}/clusters")).await;
-        let clusters: serde_json::Value = serde_json::from_str(&answer.body).map_err(|e| format!("{e}: {}", answer.body))?;
-        match clusters.as_array().map(Vec::as_slice) {
-            Some([cluster]) if cluster["name"] == "sim" && cluster["status"] == "ok" => Ok(()),
-            _ => Err(answer.body),
-        }
-    })
-    .await;
+    clusters_ok(&base, &["sim"]).await;
     let ready = http::get(&format!("{base}/readyz")).await;
     assert_eq!(ready.status.as_u16(), 200, "{}", ready.body);
+
+    // A ConfigMap update, as the kubelet applies it: the proxy, reading only what the image
+    // and the mount give it, reloads and serves the added cluster.
+    mount.publish(&clusters_config(&[("sim", &first), ("sim-2", &second)]));
+    clusters_ok(&base, &["sim", "sim-2"]).await;
 
     // chroot execs the proxy, so the process is the proxy, and it runs as the image's user.
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("the proxy's /proc status");
