@@ -121,7 +121,7 @@ pub fn ensure_debian(packages: &[&str], provides: &[&str]) -> anyhow::Result<Out
     }
     println!("installing Debian's {names} with apt-get (needs root)");
     workspace::run(Command::new("apt-get").arg("update"))?;
-    workspace::run(Command::new("apt-get").args(["install", "-y", "--no-install-recommends"]).args(packages))?;
+    workspace::run(Command::new("apt-get").args(["install", "-y"]).args(packages))?;
     if !present() {
         bail!("apt-get installed {names} but {} is still missing", provides.join(", "));
     }
