@@ -137,10 +137,47 @@ pub static SELF_SUBJECT_RULES_REVIEWS: ResourceDef = ResourceDef {
     namespaced: false, short_names: &[], field_labels: &[], generation: false,
 };
 
+/// core/v1 serviceaccounts: the identity a Deployment's pods run as (`deploy/kubernetes`).
+pub static SERVICEACCOUNTS: ResourceDef = ResourceDef {
+    group: "", version: "v1", plural: "serviceaccounts", singular: "serviceaccount", kind: "ServiceAccount",
+    namespaced: true, short_names: &["sa"], field_labels: &[], generation: false,
+};
+
+// RBAC objects are stored and served, not enforced: the simulator's authorization is its
+// users' namespaces (`auth.rs`). They are here so manifests that grant a service account its
+// rights apply (`kubectl apply --dry-run=server` of `deploy/kubernetes`).
+
+/// rbac.authorization.k8s.io/v1 roles.
+pub static ROLES: ResourceDef = ResourceDef {
+    group: "rbac.authorization.k8s.io", version: "v1", plural: "roles", singular: "role", kind: "Role",
+    namespaced: true, short_names: &[], field_labels: &[], generation: false,
+};
+/// rbac.authorization.k8s.io/v1 rolebindings.
+pub static ROLEBINDINGS: ResourceDef = ResourceDef {
+    group: "rbac.authorization.k8s.io", version: "v1", plural: "rolebindings", singular: "rolebinding", kind: "RoleBinding",
+    namespaced: true, short_names: &[], field_labels: &[], generation: false,
+};
+/// rbac.authorization.k8s.io/v1 clusterroles (cluster-scoped).
+pub static CLUSTERROLES: ResourceDef = ResourceDef {
+    group: "rbac.authorization.k8s.io", version: "v1", plural: "clusterroles", singular: "clusterrole", kind: "ClusterRole",
+    namespaced: false, short_names: &[], field_labels: &[], generation: false,
+};
+/// rbac.authorization.k8s.io/v1 clusterrolebindings (cluster-scoped).
+pub static CLUSTERROLEBINDINGS: ResourceDef = ResourceDef {
+    group: "rbac.authorization.k8s.io", version: "v1", plural: "clusterrolebindings", singular: "clusterrolebinding", kind: "ClusterRoleBinding",
+    namespaced: false, short_names: &[], field_labels: &[], generation: false,
+};
+/// policy/v1 poddisruptionbudgets: stored, not acted on (the simulator evicts nothing).
+pub static PODDISRUPTIONBUDGETS: ResourceDef = ResourceDef {
+    group: "policy", version: "v1", plural: "poddisruptionbudgets", singular: "poddisruptionbudget", kind: "PodDisruptionBudget",
+    namespaced: true, short_names: &["pdb"], field_labels: &[], generation: true,
+};
+
 /// Every served resource.
-pub static ALL: [&ResourceDef; 12] = [
-    &NAMESPACES, &NODES, &PODS, &SERVICES, &CONFIGMAPS, &SECRETS, &EVENTS, &DEPLOYMENTS, &REPLICASETS, &LEASES,
-    &SELF_SUBJECT_ACCESS_REVIEWS, &SELF_SUBJECT_RULES_REVIEWS,
+pub static ALL: [&ResourceDef; 18] = [
+    &NAMESPACES, &NODES, &PODS, &SERVICES, &CONFIGMAPS, &SECRETS, &EVENTS, &SERVICEACCOUNTS, &DEPLOYMENTS, &REPLICASETS, &LEASES,
+    &SELF_SUBJECT_ACCESS_REVIEWS, &SELF_SUBJECT_RULES_REVIEWS, &ROLES, &ROLEBINDINGS, &CLUSTERROLES, &CLUSTERROLEBINDINGS,
+    &PODDISRUPTIONBUDGETS,
 ];
 
 /// Looks a resource up by group, version and plural.
@@ -150,8 +187,12 @@ pub fn find(group: &str, version: &str, plural: &str) -> Option<&'static Resourc
 
 /// The groups other than core, with their versions.
 fn groups() -> Vec<(&'static str, &'static str)> {
-    let mut groups: Vec<_> = ALL.iter().filter(|r| !r.group.is_empty()).map(|r| (r.group, r.version)).collect();
-    groups.dedup();
+    let mut groups: Vec<(&'static str, &'static str)> = Vec::new();
+    for gv in ALL.iter().filter(|r| !r.group.is_empty()).map(|r| (r.group, r.version)) {
+        if !groups.contains(&gv) {
+            groups.push(gv);
+        }
+    }
     groups
 }
 
@@ -273,4 +314,29 @@ pub fn openapi_group_version(path: &str) -> Option<Value> {
     }
     Some(json!({"openapi": "3.0.0", "info": {"title": "Kubernetes", "version": "v1.32.0"},
                 "paths": paths, "components": {"schemas": {}}}))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// kubectl maps a kind to its resource through discovery: each group listed once, and
+    /// every type in its group's resource list.
+    #[test]
+    fn discovery_lists_each_group_once_and_every_type_in_it() {
+        let list = api_group_list();
+        let names: Vec<&str> = list["groups"].as_array().unwrap().iter().map(|g| g["name"].as_str().unwrap()).collect();
+        let mut unique = names.clone();
+        unique.sort_unstable();
+        unique.dedup();
+        assert_eq!(names.len(), unique.len(), "a group listed twice: {names:?}");
+        for r in ALL {
+            let resources = api_resource_list(r.group, r.version).unwrap();
+            let kinds: Vec<&str> = resources["resources"].as_array().unwrap().iter().map(|e| e["kind"].as_str().unwrap()).collect();
+            assert!(kinds.contains(&r.kind), "{} missing from {}: {kinds:?}", r.kind, r.api_version());
+            assert!(r.group.is_empty() || names.contains(&r.group), "{} not in /apis", r.group);
+        }
+        assert!(find("rbac.authorization.k8s.io", "v1", "clusterrolebindings").is_some_and(|r| !r.namespaced));
+        assert!(find("policy", "v1", "poddisruptionbudgets").is_some_and(|r| r.namespaced));
+    }
 }

@@ -17,5 +17,5 @@ pub mod wait;
 pub mod ws;
 
 #[cfg(feature = "proxy")]
-pub use proxy::{KubeconfigFile, ProxyProcess, kubeconfig, proxy_binary, start_binary};
+pub use proxy::{KubeconfigFile, ProxyProcess, announced_addr, kubeconfig, proxy_binary, start_binary};
 pub use sim::{hook, list, same_objects, sim_client};

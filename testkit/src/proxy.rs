@@ -149,7 +149,6 @@ impl KubeconfigFile {
 /// stderr going to `stderr`; returns it, killed on drop, with the address it announced on its
 /// first line of stdout.
 pub async fn start_binary(binary: &Path, args: &[&std::ffi::OsStr], rust_log: &str, stderr: std::process::Stdio) -> (tokio::process::Child, SocketAddr) {
-    use tokio::io::AsyncBufReadExt as _;
     let mut child = tokio::process::Command::new(binary)
         .args(["--listen", "127.0.0.1:0"])
         .args(args)
@@ -159,8 +158,16 @@ pub async fn start_binary(binary: &Path, args: &[&std::ffi::OsStr], rust_log: &s
         .kill_on_drop(true)
         .spawn()
         .expect("the proxy starts");
+    let addr = announced_addr(&mut child).await;
+    (child, addr)
+}
+
+/// The address a proxy process started with its stdout piped announces on its first line
+/// (`kubemux-proxy listening on http://ADDR`), within the deadline.
+pub async fn announced_addr(child: &mut tokio::process::Child) -> SocketAddr {
+    use tokio::io::AsyncBufReadExt as _;
     let mut lines = tokio::io::BufReader::new(child.stdout.take().expect("piped stdout")).lines();
     let first = crate::wait::within("the proxy's listening line", lines.next_line()).await.expect("stdout reads").expect("a first line");
     let addr = first.strip_prefix("kubemux-proxy listening on http://").unwrap_or_else(|| panic!("unexpected first line: {first}"));
-    (child, addr.parse().expect("an address"))
+    addr.parse().expect("an address")
 }

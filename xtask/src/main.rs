@@ -8,10 +8,12 @@
 //! - `cargo xtask bench [SECTION...]`: run benchmarks and write them into BENCHMARKS.md.
 //! - `cargo xtask fuzz [--seconds N] [TARGET...]`: run the fuzz targets in `fuzz/`.
 //! - `cargo xtask stress [--seeds N]`: many randomized proxy lifecycles (reloads, clients, shutdown).
+//! - `cargo xtask image`: the proxy's container image (static musl binary, `FROM scratch`).
 
 mod bench;
 mod demo;
 mod fuzz;
+mod image;
 mod steps;
 mod stress;
 mod test;
@@ -39,6 +41,8 @@ commands:
                        for N seconds (default 60) from fuzz/corpus; prints runs, corpus, crashes
   stress [--seeds N]   run N (default 5000) seeded lifecycle schedules of the proxy: reloads,
                        clients connecting, watching and vanishing, health ticks and shutdown
+  image                build the container image localhost/kubemux-proxy (deploy/Containerfile):
+                       a static musl kubemux-proxy FROM scratch, with podman, offline
 
 Builds go to $CARGO_TARGET_DIR, or $HOME/.cache/kubemux/target when it is not set.";
 
@@ -55,6 +59,7 @@ fn main() -> ExitCode {
         Some((command, rest)) if command == "bench" => bench::run(rest),
         Some((command, rest)) if command == "fuzz" => fuzz::run(rest),
         Some((command, rest)) if command == "stress" => stress::run(rest),
+        Some((command, rest)) if command == "image" && rest.is_empty() => image::run(),
         Some((command, _)) if matches!(command.as_str(), "help" | "-h" | "--help") => {
             println!("{USAGE}");
             Ok(())

@@ -8,9 +8,9 @@
 use std::fmt::Write as _;
 use std::process::Command;
 
-use anyhow::bail;
+use anyhow::{Context as _, bail};
 
-use crate::workspace::find_on_path;
+use crate::workspace::{self, find_on_path};
 
 /// How a step that did not fail ended.
 pub enum Outcome {
@@ -96,4 +96,34 @@ pub fn ensure_kubectl() -> anyhow::Result<Outcome> {
     let found = format!("{} ({version})", path.display());
     println!("found {found}");
     Ok(Outcome::Ready(found))
+}
+
+/// A Rust standard library for `target`, through rustup.
+pub fn ensure_rust_target(target: &str) -> anyhow::Result<Outcome> {
+    let installed = Command::new("rustup").args(["target", "list", "--installed"]).output().context("running rustup")?;
+    if String::from_utf8_lossy(&installed.stdout).lines().any(|line| line.trim() == target) {
+        println!("found the {target} target");
+        return Ok(Outcome::Ready("installed".to_owned()));
+    }
+    println!("installing the {target} target with rustup");
+    workspace::run(Command::new("rustup").args(["target", "add", target]))?;
+    Ok(Outcome::Ready("installed now".to_owned()))
+}
+
+/// Debian's `packages`, installed with apt-get (as root) unless every file in `provides` is
+/// there already; says which it found or installed.
+pub fn ensure_debian(packages: &[&str], provides: &[&str]) -> anyhow::Result<Outcome> {
+    let present = || provides.iter().all(|file| std::path::Path::new(file).exists());
+    let names = packages.join(" ");
+    if present() {
+        println!("found {} (Debian {names})", provides.join(", "));
+        return Ok(Outcome::Ready(format!("{names}: found")));
+    }
+    println!("installing Debian's {names} with apt-get (needs root)");
+    workspace::run(Command::new("apt-get").arg("update"))?;
+    workspace::run(Command::new("apt-get").args(["install", "-y"]).args(packages))?;
+    if !present() {
+        bail!("apt-get installed {names} but {} is still missing", provides.join(", "));
+    }
+    Ok(Outcome::Ready(format!("{names}: installed now")))
 }

@@ -8,10 +8,10 @@ use anyhow::{Context as _, bail};
 
 use crate::steps::{Outcome, Summary, ensure_kubectl};
 use crate::workspace::{self, Workspace, find_on_path};
-use crate::{fuzz, wasm, www};
+use crate::{fuzz, image, wasm, www};
 
 /// The kubectl tests: `#[ignore]`d for a plain `cargo test`, run here with `--ignored`.
-const KUBECTL_TESTS: &[(&str, &str)] = &[("kube-sim", "kubectl"), ("kubemux-e2e", "passthrough")];
+const KUBECTL_TESTS: &[(&str, &str)] = &[("kube-sim", "kubectl"), ("kubemux-e2e", "passthrough"), ("kubemux-e2e", "deploy_manifests")];
 
 /// `cargo xtask test [--repeat N] [-- ARGS...]`, after [`parse`].
 pub fn run((repeat, passed): (Option<u32>, &[String])) -> anyhow::Result<()> {
@@ -44,11 +44,13 @@ pub fn parse(args: &[String]) -> anyhow::Result<(Option<u32>, &[String])> {
 fn run_once(passed: &[String]) -> anyhow::Result<()> {
     let repo = Workspace::locate()?;
     println!(
-        "cargo xtask test: checks for kubectl (optional); runs cargo test --workspace, then the kubectl tests when \
-         kubectl is on PATH (required under CI or KUBEMUX_REQUIRE_TOOLS=1); then for the browser \
+        "cargo xtask test: checks for kubectl (optional); runs cargo test --workspace, then the kubectl tests \
+         (among them kubectl kustomize + apply --dry-run=server of deploy/kubernetes) when kubectl is on PATH (required under CI or KUBEMUX_REQUIRE_TOOLS=1); then for the browser \
          client installs what is missing (Debian chromium + chromium-driver with apt-get, rustup target \
          wasm32-unknown-unknown, wasm-bindgen-cli from crates.io at the Cargo.lock version, npm binaryen), \
-         builds the npm package and runs the browser tests in headless Chromium; then builds the web app \
+         builds the npm package and runs the browser tests in headless Chromium; then builds the container image \
+         (static musl kubemux-proxy, podman; skipped without podman or root unless required) and runs it from its \
+         unpacked root against a kube-sim (deploy_image); then builds the web app \
          (npm ci, vite build), kubemux-proxy and kube-sim, and runs its Playwright tests (www e2e).\n\
          build cache: {}",
         repo.target_dir.display()
@@ -62,6 +64,7 @@ fn run_once(passed: &[String]) -> anyhow::Result<()> {
     summary.step("kubectl tests", || kubectl_tests(&repo, passed, workspace::run));
     summary.step("kubemux-proxy links no simulator", || proxy_links_no_simulator(&repo));
     wasm::test_steps(&mut summary, &repo);
+    image::test_steps(&mut summary, &repo, tools_required());
     www::test_steps(&mut summary, &repo);
     fuzz::test_steps(&mut summary, &repo);
     summary.finish()

@@ -13,7 +13,7 @@ use std::process::{Child, Command, Stdio};
 
 use anyhow::{Context as _, bail};
 
-use crate::steps::{Outcome, Summary};
+use crate::steps::{self, Outcome, Summary};
 use crate::workspace::{self, Workspace, find_on_path};
 
 const TARGET: &str = "wasm32-unknown-unknown";
@@ -59,14 +59,7 @@ pub fn build_steps(summary: &mut Summary, repo: &Workspace) {
 
 /// The wasm32 standard library, through rustup.
 pub fn ensure_wasm_target() -> anyhow::Result<Outcome> {
-    let installed = Command::new("rustup").args(["target", "list", "--installed"]).output().context("running rustup")?;
-    if String::from_utf8_lossy(&installed.stdout).lines().any(|line| line.trim() == TARGET) {
-        println!("found the {TARGET} target");
-        return Ok(Outcome::Ready("installed".to_owned()));
-    }
-    println!("installing the {TARGET} target with rustup");
-    workspace::run(Command::new("rustup").args(["target", "add", TARGET]))?;
-    Ok(Outcome::Ready("installed now".to_owned()))
+    steps::ensure_rust_target(TARGET)
 }
 
 /// The wasm-bindgen version locked in Cargo.lock (the crate pins it with `=`).
