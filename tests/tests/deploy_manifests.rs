@@ -106,8 +106,10 @@ fn check_deployment(items: &[Value]) {
     // The kubelet kills the pod when the grace period ends: terminals must get their
     // terminalGrace within it, with time left to close connections.
     let grace = spec["terminationGracePeriodSeconds"].as_f64().expect("terminationGracePeriodSeconds");
-    let terminal_grace = proxy_config(items).terminal_grace.expect("terminalGrace set in the ConfigMap").as_secs_f64();
-    assert!(terminal_grace < grace, "terminalGrace {terminal_grace} s does not fit in the pod's {grace} s grace period");
+    let config = proxy_config(items);
+    let terminal_grace = config.terminal_grace.expect("terminalGrace set in the ConfigMap").as_secs_f64();
+    let drain = config.drain_period.expect("drainPeriod set in the ConfigMap").as_secs_f64();
+    assert!(drain + terminal_grace < grace, "drainPeriod {drain} s + terminalGrace {terminal_grace} s do not fit in the pod's {grace} s grace period");
 
     let account = spec["serviceAccountName"].as_str().expect("a service account");
     assert!(items.iter().any(|item| item["kind"] == "ServiceAccount" && item["metadata"]["name"] == account), "no ServiceAccount {account}");
