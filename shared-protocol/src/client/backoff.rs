@@ -1,7 +1,8 @@
 //! Reconnect delays: exponential backoff with full jitter, from a seeded generator so that tests
 //! are deterministic and the core needs no randomness of its own.
 
-/// Backoff settings (`docs/PROTOCOL.md` §5: 0.5 s doubling to 30 s, reset after 60 s up).
+/// Backoff settings (`docs/PROTOCOL.md` §5: 0.5 s doubling to 30 s, reset once a connection
+/// has resynced every subscription, or has stayed up 60 s).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BackoffConfig {
     /// The first delay's ceiling, in milliseconds.
@@ -73,6 +74,12 @@ impl Backoff {
     /// A short random delay for "reconnect at once, with a little jitter" (server going away).
     pub fn small_jitter_ms(&mut self) -> u64 {
         self.rng.up_to(self.config.base_ms.min(1000))
+    }
+
+    /// A connection did what a connection is for (every subscription resynced on it): the next
+    /// failure starts again from the base. Escalation is for attempts that fail.
+    pub fn reset(&mut self) {
+        self.attempt = 0;
     }
 
     /// Called when a connection closes after being up for `up_ms`: a long-lived connection

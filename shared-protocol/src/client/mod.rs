@@ -420,6 +420,13 @@ impl ClientCore {
                 if swapped {
                     out.push(Output::Changed { id });
                 }
+                // Every subscription is consistent again on this connection (a closed
+                // connection makes synced ones stale, so this counts this connection only):
+                // it succeeded, and the next failure must not wait as if many had failed. A
+                // client moved between proxy replicas by restarts reconnects at once each time.
+                if self.subs.values().all(|s| matches!(s.state, SubscriptionState::Synced | SubscriptionState::Failed)) {
+                    self.backoff.reset();
+                }
             }
             ServerMessage::Reset { id } => {
                 let Some(sub) = self.subs.get_mut(&id) else { return out };

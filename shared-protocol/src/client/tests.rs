@@ -134,6 +134,54 @@ fn reconnect_resends_watches_with_resume_points_after_backoff() {
     ]);
 }
 
+/// The reconnect delay `on_close` scheduled.
+fn reconnect_delay(out: &[Output]) -> u64 {
+    match out.first() {
+        Some(Output::State(ConnectionState::Reconnecting { delay_ms })) => *delay_ms,
+        other => panic!("no reconnect scheduled: {other:?}"),
+    }
+}
+
+#[test]
+fn a_connection_that_resyncs_every_subscription_resets_the_backoff_and_failing_ones_escalate() {
+    let mut h = Harness::new(11);
+    let out = h.core.watch("pods", "c", "/api/v1/pods", None).unwrap();
+    h.perform(out);
+    h.deliver(usize::MAX);
+    assert_eq!(h.core.subscription_state("pods"), Some(SubscriptionState::Synced));
+    // Ten drops in a row (a proxy replica restarting under the client), each followed by a
+    // connection that resyncs: every delay stays within the first ceiling (0.5 s), where a
+    // backoff that counted them as failures would be at 30 s by now.
+    for round in 0..10 {
+        h.now += 1_000;
+        h.server.connected = false;
+        h.server.active.clear();
+        h.server.in_flight.clear();
+        let out = h.core.on_close(h.now, Some(1006));
+        let delay = reconnect_delay(&out);
+        assert!(delay <= 500, "round {round}: {delay} ms after a successful connection");
+        h.now += delay;
+        let out = h.core.on_tick(h.now);
+        h.perform(out);
+        h.deliver(usize::MAX);
+        assert_eq!(h.core.subscription_state("pods"), Some(SubscriptionState::Synced), "round {round}");
+    }
+    // Connections that open and drop before resyncing are failures: the ceiling grows.
+    let mut ceiling_passed = false;
+    for _ in 0..8 {
+        h.now += 10;
+        h.server.connected = false;
+        let out = h.core.on_close(h.now, Some(1011));
+        let delay = reconnect_delay(&out);
+        ceiling_passed |= delay > 500;
+        h.now += delay;
+        let out = h.core.on_tick(h.now);
+        assert_eq!(out.last(), Some(&Output::Connect));
+        h.core.on_open(h.now);
+    }
+    assert!(ceiling_passed, "eight failed connections in a row escalated past the first ceiling");
+}
+
 #[test]
 fn pings_and_dead_connection_detection() {
     let mut h = Harness::new(1);
