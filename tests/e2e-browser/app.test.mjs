@@ -10,7 +10,7 @@ import assert from "node:assert/strict";
 import { copyFileSync, mkdirSync } from "node:fs";
 import { join } from "node:path";
 import { after, before, beforeEach, test } from "node:test";
-import { artifact, kill, packageHasTerminal, repoRoot, restartProxy, simGet, simPost, startStack } from "./harness.mjs";
+import { artifact, kill, packageHasTerminal, repoRoot, restartProxy, simGet, simPost, startStack, writeKubeconfig } from "./harness.mjs";
 
 const VIEWPORT = { width: 1600, height: 1000 };
 
@@ -163,6 +163,31 @@ test("the pods table fills from the simulator and shows churn within seconds", {
   await page.screenshot({ path: artifact("overview-light.png") });
   await app.check();
   await app.close();
+});
+
+test("a cluster added to the proxy's kubeconfig appears in the clusters list with a live panel, and goes when removed", { timeout: 60_000 }, async () => {
+  const app = await openApp();
+  const { page } = app;
+  try {
+    await waitLive(page, "pods:demo");
+    assert.equal(await page.locator('.nav-item[data-cluster="added"]').count(), 0);
+    // The proxy reloads the file it was started with; the page follows through GET /clusters.
+    writeKubeconfig(stack.dir, stack.simA, stack.simB, { added: true });
+    await page.locator('.nav-item[data-cluster="added"][data-status="ok"]').waitFor({ timeout: 20_000 });
+    await waitLive(page, "pods:added", 20_000);
+    const rows = await podRows(page, "added");
+    assert.ok(rows.length >= 5, `the added cluster's pods are listed (got ${rows.length})`);
+    // demo kept streaming through the reload: its panel is still live.
+    await waitLive(page, "pods:demo");
+    writeKubeconfig(stack.dir, stack.simA, stack.simB);
+    await page.locator('.nav-item[data-cluster="added"]').waitFor({ state: "detached", timeout: 20_000 });
+    await panel(page, "pods:added").waitFor({ state: "detached", timeout: 10_000 });
+    await waitLive(page, "pods:demo");
+    await app.check();
+  } finally {
+    writeKubeconfig(stack.dir, stack.simA, stack.simB);
+    await app.close();
+  }
 });
 
 test("the demo-viewer panel shows its 403 while the other panels keep updating", { timeout: 60_000 }, async () => {

@@ -14,7 +14,7 @@ import { spawn, spawnSync } from "node:child_process";
 import { createReadStream, statSync } from "node:fs";
 import { createServer, request } from "node:http";
 import { connect } from "node:net";
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, renameSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
 import { createInterface } from "node:readline";
@@ -128,10 +128,12 @@ export async function startSim(name) {
  * The proxy's kubeconfig: `demo` (sim A as admin), `staging` (sim B as admin) and
  * `demo-viewer` (sim A as the viewer, who may read namespace `demo` only).
  */
-export function writeKubeconfig(dir, simA, simB) {
+export function writeKubeconfig(dir, simA, simB, { added = false } = {}) {
   const file = join(dir, "kubeconfig");
+  // Written aside and renamed over, as editors save: the proxy reloads the file it watches.
+  const aside = join(dir, "kubeconfig.new");
   writeFileSync(
-    file,
+    aside,
     `apiVersion: v1
 kind: Config
 clusters:
@@ -165,10 +167,11 @@ contexts:
     cluster: sim-a
     user: viewer-a
     namespace: demo
-current-context: demo
+${added ? "- name: added\n  context:\n    cluster: sim-b\n    user: admin-b\n" : ""}current-context: demo
 `,
     { mode: 0o600 },
   );
+  renameSync(aside, file);
   return file;
 }
 
