@@ -127,6 +127,7 @@ fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
     file.write_all(text.as_bytes())
 }
 
+// Test code: its unwraps and expects are the assertions (a failure is the test failing).
 #[cfg(test)]
 mod tests {
     use super::*;

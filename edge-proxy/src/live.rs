@@ -115,10 +115,18 @@ pub struct Live {
     metrics: Arc<Metrics>,
     /// Set once every cluster of the first generation has been health-checked (`/readyz`).
     checked: AtomicBool,
+    /// The files of the last configuration read from the source (valid or not): what a change
+    /// to reloads. Kept from the reload that read them, so nothing reads the source twice.
+    files: Mutex<Vec<PathBuf>>,
 }
 
-fn now() -> DateTime<Utc> {
-    Utc::now()
+/// The files a candidate reads: the loader's own (the config file) and its clusters'.
+fn files_of(loader: &dyn Loader, candidate: &Candidate) -> Vec<PathBuf> {
+    let mut files = loader.files();
+    files.extend(candidate.sources.iter().flat_map(ClusterSource::files));
+    files.sort();
+    files.dedup();
+    files
 }
 
 impl Live {
@@ -130,14 +138,17 @@ impl Live {
     /// The first configuration from `loader`; refuses to start on an invalid one.
     pub async fn load(loader: Box<dyn Loader>, metrics: Arc<Metrics>) -> Result<Arc<Live>, String> {
         let candidate = loader.load()?;
+        let files = files_of(loader.as_ref(), &candidate);
         let clusters = Clusters::default().rebuild(candidate.sources).await.map_err(|e| e.to_string())?;
         candidate.settings.auth.check_listen(candidate.settings.listen)?;
-        Ok(Live::with(candidate.settings, clusters, Some(loader), metrics))
+        let live = Live::with(candidate.settings, clusters, Some(loader), metrics);
+        *live.files.lock().unwrap_or_else(|p| p.into_inner()) = files;
+        Ok(live)
     }
 
     fn with(settings: ProxySettings, clusters: Clusters, loader: Option<Box<dyn Loader>>, metrics: Arc<Metrics>) -> Arc<Live> {
         let settings = Arc::new(settings);
-        let snapshot = Arc::new(Snapshot { generation: 1, loaded_at: now(), settings: settings.clone(), clusters });
+        let snapshot = Arc::new(Snapshot { generation: 1, loaded_at: Utc::now(), settings: settings.clone(), clusters });
         metrics.config_generation.set(1);
         Arc::new(Live {
             snapshots: watch::Sender::new(snapshot),
@@ -147,6 +158,7 @@ impl Live {
             status: Mutex::new(ReloadStatus::default()),
             metrics,
             checked: AtomicBool::new(false),
+            files: Mutex::new(Vec::new()),
         })
     }
 
@@ -165,19 +177,12 @@ impl Live {
         self.loader.is_some()
     }
 
-    /// The files whose change is a reload: the config file and every file its clusters name.
+    /// The files whose change is a reload: the config file and every file its clusters name,
+    /// as the last read of the source found them. A file named by an entry that was rejected is
+    /// among them, so that fixing it is seen; when the file itself could not be read, the files
+    /// of the read before stay watched.
     pub fn watched_files(&self) -> Vec<PathBuf> {
-        let Some(loader) = &self.loader else { return Vec::new() };
-        let mut files = loader.files();
-        // The candidate's clusters, not only those in force: a file named by an entry that was
-        // rejected must be watched too, so that fixing it is seen.
-        match loader.load() {
-            Ok(candidate) => files.extend(candidate.sources.iter().flat_map(ClusterSource::files)),
-            Err(_) => files.extend(self.snapshot().clusters.iter().flat_map(|c| c.files().iter().cloned())),
-        }
-        files.sort();
-        files.dedup();
-        files
+        self.files.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     /// Reads the source again and applies what changed. Never runs beside another reload.
@@ -186,7 +191,7 @@ impl Live {
         let outcome = self.try_reload().await;
         self.metrics.config_reload(outcome.label());
         let mut status = self.status.lock().unwrap_or_else(|p| p.into_inner());
-        let at = now();
+        let at = Utc::now();
         status.last_attempt = Some((at, outcome.label()));
         match &outcome {
             Outcome::Rejected(message) => {
@@ -208,6 +213,7 @@ impl Live {
             Ok(candidate) => candidate,
             Err(message) => return Outcome::Rejected(message),
         };
+        *self.files.lock().unwrap_or_else(|p| p.into_inner()) = files_of(loader.as_ref(), &candidate);
         let mut settings = candidate.settings;
         // What is bound at start stays bound; the status says a restart would change it.
         let mut restart_needed = Vec::new();
@@ -236,7 +242,7 @@ impl Live {
             return Outcome::Unchanged;
         }
         let generation = current.generation + 1;
-        let next = Arc::new(Snapshot { generation, loaded_at: now(), settings: Arc::new(settings), clusters });
+        let next = Arc::new(Snapshot { generation, loaded_at: Utc::now(), settings: Arc::new(settings), clusters });
         // Publish first, retire second: see the module's comment.
         self.snapshots.send_replace(next.clone());
         self.metrics.config_generation.set(i64::try_from(generation).unwrap_or(i64::MAX));

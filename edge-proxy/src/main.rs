@@ -6,13 +6,10 @@ use std::time::Duration;
 
 use clap::parser::ValueSource;
 use clap::{ArgMatches, CommandFactory as _, FromArgMatches as _, Parser};
-use kubemux_proxy::auth::{AuthMode, AuthSettings};
+use kubemux_proxy::auth::AuthMode;
 use kubemux_proxy::clusters;
 use kubemux_proxy::config::{self, FileConfig};
 use kubemux_proxy::live::{Candidate, Loader};
-use kubemux_proxy::mux::MuxSettings;
-use kubemux_proxy::registry::RegistrySettings;
-use kubemux_proxy::terminal::TerminalSettings;
 use kubemux_proxy::{Proxy, ProxySettings};
 
 /// One WebSocket per browser for any number of Kubernetes watches, terminals that leave no
@@ -131,43 +128,34 @@ impl Loader for Source {
     }
 }
 
-/// The proxy's settings: each from its flag when given on the command line, else from the
-/// config file, else the flag's default.
+/// The proxy's settings: the flags' defaults, the config file's keys over them, and the flags
+/// given on the command line over both. One mapping of keys to settings, `FileConfig::apply_to`,
+/// serves all three.
 fn settings(args: &Args, file: &FileConfig, matches: &ArgMatches) -> ProxySettings {
-    fn pick<T>(matches: &ArgMatches, id: &str, flag: T, from_file: Option<T>) -> T {
-        let given = matches.value_source(id).is_some_and(|source| source != ValueSource::DefaultValue);
-        if given { flag } else { from_file.unwrap_or(flag) }
-    }
-    let ping_interval = pick(matches, "terminal_ping_interval", args.terminal_ping_interval, file.terminal_ping_interval);
-    ProxySettings {
-        listen: pick(matches, "listen", args.listen, file.listen),
-        allowed_origins: pick(matches, "allowed_origins", args.allowed_origins.clone(), file.allowed_origins.clone()),
-        mux: MuxSettings {
-            max_subscriptions: pick(matches, "max_subscriptions", args.max_subscriptions, file.max_subscriptions),
-            max_message_bytes: pick(matches, "max_message_bytes", args.max_message_bytes, file.max_message_bytes),
-            max_queued_bytes: pick(matches, "max_queued_bytes", args.max_queued_bytes, file.max_queued_bytes),
-            ..MuxSettings::default()
-        },
-        registry: RegistrySettings {
-            history: pick(matches, "history", args.history, file.history),
-            idle_timeout: pick(matches, "upstream_idle_timeout", Duration::from_secs(args.upstream_idle_timeout), file.upstream_idle_timeout),
-            linger: pick(matches, "linger", Duration::from_secs(args.linger), file.linger),
-            ..RegistrySettings::default()
-        },
-        terminal: TerminalSettings {
-            grace: pick(matches, "terminal_grace", args.terminal_grace, file.terminal_grace),
-            ping_interval,
-            dead_after: ping_interval.saturating_mul(3),
-            ..TerminalSettings::default()
-        },
-        health_interval: pick(matches, "health_interval", args.health_interval, file.health_interval),
-        drain: pick(matches, "drain_period", args.drain_period, file.drain_period),
-        static_dir: pick(matches, "static_dir", args.static_dir.clone(), file.static_dir.clone().map(Some)),
-        auth: AuthSettings {
-            mode: pick(matches, "auth_mode", args.auth_mode, file.auth_mode),
-            allow_anonymous_remote: pick(matches, "allow_anonymous_remote", args.allow_anonymous_remote, file.allow_anonymous_remote),
-        },
-        ..ProxySettings::default()
+    let defaults = flags(args, matches, false).apply_to(ProxySettings::default());
+    flags(args, matches, true).apply_to(file.apply_to(defaults))
+}
+
+/// The flags as config keys: every flag, or only those given on the command line.
+fn flags(args: &Args, matches: &ArgMatches, only_given: bool) -> FileConfig {
+    let take = |id: &str| !only_given || matches.value_source(id).is_some_and(|source| source != ValueSource::DefaultValue);
+    FileConfig {
+        listen: take("listen").then_some(args.listen),
+        allowed_origins: take("allowed_origins").then(|| args.allowed_origins.clone()),
+        auth_mode: take("auth_mode").then_some(args.auth_mode),
+        allow_anonymous_remote: take("allow_anonymous_remote").then_some(args.allow_anonymous_remote),
+        max_subscriptions: take("max_subscriptions").then_some(args.max_subscriptions),
+        max_message_bytes: take("max_message_bytes").then_some(args.max_message_bytes),
+        max_queued_bytes: take("max_queued_bytes").then_some(args.max_queued_bytes),
+        history: take("history").then_some(args.history),
+        upstream_idle_timeout: take("upstream_idle_timeout").then(|| Duration::from_secs(args.upstream_idle_timeout)),
+        linger: take("linger").then(|| Duration::from_secs(args.linger)),
+        terminal_grace: take("terminal_grace").then_some(args.terminal_grace),
+        terminal_ping_interval: take("terminal_ping_interval").then_some(args.terminal_ping_interval),
+        health_interval: take("health_interval").then_some(args.health_interval),
+        drain_period: take("drain_period").then_some(args.drain_period),
+        static_dir: take("static_dir").then(|| args.static_dir.clone()).flatten(),
+        clusters: None,
     }
 }
 
