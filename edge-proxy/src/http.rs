@@ -1,4 +1,5 @@
-//! The plain HTTP endpoints: `/clusters`, `/healthz`, `/readyz`, `/metrics`, `/config/status`.
+//! The plain HTTP endpoints: `/clusters`, `/healthz`, `/readyz`, `/metrics`, `/config/status`,
+//! `/config/check`, `/forwards`.
 
 use std::sync::Arc;
 
@@ -56,4 +57,15 @@ pub async fn config_status(State(app): State<Arc<AppState>>) -> Json<Value> {
 /// `GET /metrics`: Prometheus text format.
 pub async fn metrics(State(app): State<Arc<AppState>>) -> Response {
     ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], app.metrics.render()).into_response()
+}
+
+/// `POST /config/check`: what a reload would change now, changing nothing (a dry run of the
+/// config file as it is on disk, forwards' ports included).
+pub async fn config_check(State(app): State<Arc<AppState>>) -> Json<Value> {
+    Json(app.live.check().await)
+}
+
+/// `GET /forwards`: every forward with its state, reason, pod, connections and bytes.
+pub async fn forwards(State(app): State<Arc<AppState>>) -> Json<Value> {
+    Json(app.forwards.to_json())
 }

@@ -14,6 +14,7 @@
 pub mod auth;
 pub mod clusters;
 pub mod config;
+pub mod forward;
 pub mod http;
 pub mod identity;
 pub mod live;
@@ -68,6 +69,8 @@ pub struct ProxySettings {
     /// sending new connections before the open ones are closed. The binary's `--drain-period`
     /// (`drainPeriod`) defaults to 5 s; an embedder's default is none.
     pub drain: Duration,
+    /// Port-forwards the proxy keeps (`forwards:`).
+    pub forwards: Vec<forward::spec::ForwardSpec>,
 }
 
 impl Default for ProxySettings {
@@ -82,6 +85,7 @@ impl Default for ProxySettings {
             static_dir: None,
             auth: auth::AuthSettings::default(),
             drain: Duration::ZERO,
+            forwards: Vec::new(),
         }
     }
 }
@@ -103,6 +107,8 @@ pub struct AppState {
     pub draining: CancellationToken,
     /// Open `/mux` sessions, which shutdown waits for so that each sends its close frame.
     pub sessions: tokio_util::task::TaskTracker,
+    /// The port-forwards of the configuration in force.
+    pub forwards: Arc<forward::Forwards>,
 }
 
 impl AppState {
@@ -127,6 +133,8 @@ pub fn router(app: Arc<AppState>) -> Router {
         .route("/readyz", get(http::readyz))
         .route("/metrics", get(http::metrics))
         .route("/config/status", get(http::config_status))
+        .route("/config/check", axum::routing::post(http::config_check))
+        .route("/forwards", get(http::forwards))
         .route("/clusters/{cluster}/api/v1/namespaces/{namespace}/pods/{pod}/exec", any(terminal::exec))
         .route("/clusters/{cluster}/api/v1/namespaces/{namespace}/pods/{pod}/attach", any(terminal::attach))
         .route("/clusters/{cluster}/api/v1/namespaces/{namespace}/pods/{pod}/portforward", any(portforward::handler))
@@ -169,7 +177,20 @@ impl Proxy {
         let shutdown = CancellationToken::new();
         let registry = WatchRegistry::new(live.clone(), metrics.clone(), shutdown.clone());
         tokio::spawn(live.clone().run_health_checks(shutdown.clone()));
+        let forwards = forward::Forwards::new(forward::Env { live: live.clone(), registry: registry.clone(), metrics: metrics.clone() });
+        live.attach_forwards(&forwards);
+        {
+            // The first forwards: a local address in use leaves that forward Failed, retrying,
+            // instead of keeping the proxy from starting. (Unknown clusters were refused when
+            // the configuration was loaded.)
+            let snapshot = live.snapshot();
+            match forwards.stage(&snapshot.settings.forwards, &snapshot.clusters, false) {
+                Ok(staged) => forwards.apply(staged),
+                Err(errors) => tracing::error!(?errors, "forwards not started"),
+            }
+        }
         let app = Arc::new(AppState {
+            forwards,
             live,
             registry,
             metrics,
@@ -215,6 +236,7 @@ impl Proxy {
             tokio::time::sleep(settings.drain).await;
         }
         self.app.shutdown.cancel();
+        self.app.forwards.stop_all();
         self.app.sessions.close();
         // A session's writer gives its close frame this long to go out (`mux::session`).
         if tokio::time::timeout(SESSION_CLOSE_WAIT, self.app.sessions.wait()).await.is_err() {

@@ -22,7 +22,7 @@
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::Duration;
 
 use chrono::{DateTime, SecondsFormat, Utc};
@@ -32,6 +32,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::ProxySettings;
 use crate::clusters::{ClusterSource, Clusters};
+use crate::forward::{Forwards, Staged};
 use crate::metrics::Metrics;
 
 /// The configuration in force: settings and clusters, never changed once published.
@@ -79,6 +80,9 @@ pub enum Outcome {
         removed: Vec<String>,
         /// Clusters whose server, CA or credentials changed.
         changed: Vec<String>,
+        /// Forwards added, removed and changed (a changed one is restarted; the others are
+        /// not touched).
+        forwards: ForwardDiff,
     },
     /// The source says what is in force already.
     Unchanged,
@@ -94,6 +98,30 @@ impl Outcome {
             Outcome::Rejected(_) => "rejected",
         }
     }
+}
+
+/// What a reload does to the forwards.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ForwardDiff {
+    /// New forwards.
+    pub added: Vec<String>,
+    /// Forwards stopped.
+    pub removed: Vec<String>,
+    /// Forwards restarted with a new spec.
+    pub changed: Vec<String>,
+}
+
+/// A candidate validated against the configuration in force, with its forwards' listeners
+/// bound: what a reload publishes, or what a dry run describes.
+struct Prepared {
+    settings: ProxySettings,
+    clusters: Clusters,
+    restart_needed: Vec<String>,
+    added: Vec<String>,
+    removed: Vec<String>,
+    changed: Vec<String>,
+    forwards: ForwardDiff,
+    staged: Option<Staged>,
 }
 
 #[derive(Default)]
@@ -118,6 +146,8 @@ pub struct Live {
     /// The files of the last configuration read from the source (valid or not): what a change
     /// to reloads. Kept from the reload that read them, so nothing reads the source twice.
     files: Mutex<Vec<PathBuf>>,
+    /// The forward manager, once the proxy serving this configuration has one.
+    forwards: OnceLock<Weak<Forwards>>,
 }
 
 /// The files a candidate reads: the loader's own (the config file) and its clusters'.
@@ -141,6 +171,10 @@ impl Live {
         let files = files_of(loader.as_ref(), &candidate);
         let clusters = Clusters::default().rebuild(candidate.sources).await.map_err(|e| e.to_string())?;
         candidate.settings.auth.check_listen(candidate.settings.listen)?;
+        let unknown = crate::forward::check_clusters(&candidate.settings.forwards, &clusters);
+        if !unknown.is_empty() {
+            return Err(unknown.join("; "));
+        }
         let live = Live::with(candidate.settings, clusters, Some(loader), metrics);
         *live.files.lock().unwrap_or_else(|p| p.into_inner()) = files;
         Ok(live)
@@ -159,7 +193,17 @@ impl Live {
             metrics,
             checked: AtomicBool::new(false),
             files: Mutex::new(Vec::new()),
+            forwards: OnceLock::new(),
         })
+    }
+
+    /// Hands the forward manager to the reloads (once, by the proxy that serves this).
+    pub fn attach_forwards(&self, forwards: &Arc<Forwards>) {
+        let _ = self.forwards.set(Arc::downgrade(forwards));
+    }
+
+    fn forward_manager(&self) -> Option<Arc<Forwards>> {
+        self.forwards.get().and_then(Weak::upgrade)
     }
 
     /// The configuration in force.
@@ -198,8 +242,8 @@ impl Live {
                 tracing::error!(error = %message, "config reload rejected; the configuration in force stays");
                 status.last_error = Some((at, message.clone()));
             }
-            Outcome::Applied { generation, added, removed, changed } => {
-                tracing::info!(generation, ?added, ?removed, ?changed, "config reloaded");
+            Outcome::Applied { generation, added, removed, changed, forwards } => {
+                tracing::info!(generation, ?added, ?removed, ?changed, forwards_added = ?forwards.added, forwards_removed = ?forwards.removed, forwards_changed = ?forwards.changed, "config reloaded");
                 status.last_error = None;
             }
             Outcome::Unchanged => status.last_error = None,
@@ -208,39 +252,14 @@ impl Live {
     }
 
     async fn try_reload(&self) -> Outcome {
-        let Some(loader) = &self.loader else { return Outcome::Rejected("this proxy was started without a config source to reload".to_owned()) };
-        let candidate = match loader.load() {
-            Ok(candidate) => candidate,
+        let current = self.snapshot();
+        let prepared = match self.prepare(&current).await {
+            Ok(Some(prepared)) => prepared,
+            Ok(None) => return Outcome::Unchanged,
             Err(message) => return Outcome::Rejected(message),
         };
-        *self.files.lock().unwrap_or_else(|p| p.into_inner()) = files_of(loader.as_ref(), &candidate);
-        let mut settings = candidate.settings;
-        // What is bound at start stays bound; the status says a restart would change it.
-        let mut restart_needed = Vec::new();
-        if settings.listen != self.started.listen {
-            restart_needed.push(format!("listen: {} is in force; {} needs a restart", self.started.listen, settings.listen));
-            settings.listen = self.started.listen;
-        }
-        if settings.static_dir != self.started.static_dir {
-            let shown = |dir: &Option<PathBuf>| dir.as_ref().map_or_else(|| "none".to_owned(), |d| d.display().to_string());
-            restart_needed.push(format!("static: {} is in force; {} needs a restart", shown(&self.started.static_dir), shown(&settings.static_dir)));
-            settings.static_dir = self.started.static_dir.clone();
-        }
-        if let Err(message) = settings.auth.check_listen(self.started.listen) {
-            return Outcome::Rejected(message);
-        }
-        let current = self.snapshot();
-        let clusters = match current.clusters.rebuild(candidate.sources).await {
-            Ok(clusters) => clusters,
-            Err(error) => return Outcome::Rejected(error.to_string()),
-        };
+        let Prepared { settings, clusters, restart_needed, added, removed, changed, forwards, staged } = prepared;
         self.status.lock().unwrap_or_else(|p| p.into_inner()).restart_needed = restart_needed;
-        let added: Vec<String> = clusters.names().filter(|n| !current.clusters.contains(n)).map(str::to_owned).collect();
-        let removed: Vec<String> = current.clusters.names().filter(|n| !clusters.contains(n)).map(str::to_owned).collect();
-        let changed: Vec<String> = clusters.names().filter(|n| current.clusters.contains(n) && !current.clusters.same(&clusters, n)).map(str::to_owned).collect();
-        if added.is_empty() && removed.is_empty() && changed.is_empty() && *current.settings == settings {
-            return Outcome::Unchanged;
-        }
         let generation = current.generation + 1;
         let next = Arc::new(Snapshot { generation, loaded_at: Utc::now(), settings: Arc::new(settings), clusters });
         // Publish first, retire second: see the module's comment.
@@ -254,7 +273,72 @@ impl Live {
                 }
             }
         }
-        Outcome::Applied { generation, added, removed, changed }
+        if let (Some(manager), Some(staged)) = (self.forward_manager(), staged) {
+            manager.apply(staged);
+        }
+        Outcome::Applied { generation, added, removed, changed, forwards }
+    }
+
+    /// Reads the source and validates what it says against `current`: `None` when it says
+    /// what is in force. The forwards' new listeners are bound here, so an address in use
+    /// rejects the candidate before anything changes.
+    async fn prepare(&self, current: &Snapshot) -> Result<Option<Prepared>, String> {
+        let Some(loader) = &self.loader else { return Err("this proxy was started without a config source to reload".to_owned()) };
+        let candidate = loader.load()?;
+        *self.files.lock().unwrap_or_else(|p| p.into_inner()) = files_of(loader.as_ref(), &candidate);
+        let mut settings = candidate.settings;
+        // What is bound at start stays bound; the status says a restart would change it.
+        let mut restart_needed = Vec::new();
+        if settings.listen != self.started.listen {
+            restart_needed.push(format!("listen: {} is in force; {} needs a restart", self.started.listen, settings.listen));
+            settings.listen = self.started.listen;
+        }
+        if settings.static_dir != self.started.static_dir {
+            let shown = |dir: &Option<PathBuf>| dir.as_ref().map_or_else(|| "none".to_owned(), |d| d.display().to_string());
+            restart_needed.push(format!("static: {} is in force; {} needs a restart", shown(&self.started.static_dir), shown(&settings.static_dir)));
+            settings.static_dir = self.started.static_dir.clone();
+        }
+        settings.auth.check_listen(self.started.listen)?;
+        let clusters = current.clusters.rebuild(candidate.sources).await.map_err(|e| e.to_string())?;
+        let (staged, forwards) = match self.forward_manager() {
+            Some(manager) => {
+                let staged = manager.stage(&settings.forwards, &clusters, true).map_err(|errors| errors.join("; "))?;
+                let (added, removed, changed) = staged.diff(&manager.names());
+                (Some(staged), ForwardDiff { added, removed, changed })
+            }
+            None => {
+                let unknown = crate::forward::check_clusters(&settings.forwards, &clusters);
+                if !unknown.is_empty() {
+                    return Err(unknown.join("; "));
+                }
+                (None, ForwardDiff::default())
+            }
+        };
+        let added: Vec<String> = clusters.names().filter(|n| !current.clusters.contains(n)).map(str::to_owned).collect();
+        let removed: Vec<String> = current.clusters.names().filter(|n| !clusters.contains(n)).map(str::to_owned).collect();
+        let changed: Vec<String> = clusters.names().filter(|n| current.clusters.contains(n) && !current.clusters.same(&clusters, n)).map(str::to_owned).collect();
+        if added.is_empty() && removed.is_empty() && changed.is_empty() && *current.settings == settings {
+            return Ok(None);
+        }
+        Ok(Some(Prepared { settings, clusters, restart_needed, added, removed, changed, forwards, staged }))
+    }
+
+    /// `POST /config/check`: what a reload would do now, changing nothing (a dry run). The
+    /// same validation as a reload, the forwards' new ports included.
+    pub async fn check(&self) -> Value {
+        let _one_at_a_time = self.reloading.lock().await;
+        let current = self.snapshot();
+        match self.prepare(&current).await {
+            Ok(None) => json!({"valid": true, "changes": false}),
+            Ok(Some(prepared)) => json!({
+                "valid": true,
+                "changes": true,
+                "clusters": {"added": prepared.added, "removed": prepared.removed, "changed": prepared.changed},
+                "forwards": {"added": prepared.forwards.added, "removed": prepared.forwards.removed, "changed": prepared.forwards.changed},
+                "restartNeeded": prepared.restart_needed,
+            }),
+            Err(message) => json!({"valid": false, "error": message}),
+        }
     }
 
     /// `GET /config/status`: the generation in force, when it was loaded, the last reload and

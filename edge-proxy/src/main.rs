@@ -156,6 +156,7 @@ fn flags(args: &Args, matches: &ArgMatches, only_given: bool) -> FileConfig {
         drain_period: take("drain_period").then_some(args.drain_period),
         static_dir: take("static_dir").then(|| args.static_dir.clone()).flatten(),
         clusters: None,
+        forwards: None,
     }
 }
 

@@ -40,6 +40,8 @@ pub struct Metrics {
     pub terminals: crate::terminal::metrics::TerminalMetrics,
     /// Port-forwards through the proxy.
     pub port_forwards: std::sync::Arc<crate::portforward::metrics::PortForwardMetrics>,
+    /// The forward manager's forwards.
+    pub forwards: std::sync::Arc<crate::forward::metrics::ForwardMetrics>,
 }
 
 /// Why a subscription was reset.
@@ -112,6 +114,7 @@ impl Default for Metrics {
             config_generation: Gauge::default(),
             terminals: Default::default(),
             port_forwards: Default::default(),
+            forwards: Default::default(),
             registry: Registry::default(),
         };
         registry.register("connections", "Open /mux connections", metrics.connections.clone());
@@ -129,6 +132,7 @@ impl Default for Metrics {
         registry.register("config_generation", "Generation of the configuration in force", metrics.config_generation.clone());
         metrics.terminals.register(&mut registry);
         metrics.port_forwards.register(&mut registry);
+        metrics.forwards.register(&mut registry);
         Metrics { registry, ..metrics }
     }
 }

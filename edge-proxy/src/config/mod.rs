@@ -12,11 +12,11 @@ use std::time::Duration;
 
 use kube::config::Kubeconfig;
 use serde::Deserialize;
-use serde::de::IgnoredAny;
 use serde_saphyr::{Location, Spanned};
 
 use crate::auth::AuthMode;
 use crate::clusters::ClusterSource;
+use crate::forward::spec::{ForwardSpec, Origin, PortRef, Target};
 
 /// A config file, validated. `None` is a key the file does not give.
 #[derive(Debug, Default)]
@@ -53,6 +53,8 @@ pub struct FileConfig {
     pub drain_period: Option<Duration>,
     /// `static`.
     pub static_dir: Option<PathBuf>,
+    /// `forwards`.
+    pub forwards: Option<Vec<ForwardSpec>>,
 }
 
 impl FileConfig {
@@ -83,6 +85,7 @@ impl FileConfig {
         if self.static_dir.is_some() {
             settings.static_dir = self.static_dir.clone();
         }
+        put(&mut settings.forwards, &self.forwards);
         settings
     }
 }
@@ -170,7 +173,29 @@ struct RawConfig {
     drain_period: Option<Spanned<f64>>,
     #[serde(rename = "static")]
     static_dir: Option<Spanned<PathBuf>>,
-    forwards: Option<Spanned<IgnoredAny>>,
+    forwards: Option<Vec<Spanned<RawForward>>>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct RawForward {
+    name: Option<Spanned<String>>,
+    cluster: Option<Spanned<String>>,
+    namespace: Option<Spanned<String>>,
+    target: Option<Spanned<String>>,
+    port: Option<Spanned<RawPort>>,
+    local_port: Option<Spanned<u16>>,
+    bind: Option<Spanned<String>>,
+    reconnect_initial: Option<Spanned<f64>>,
+    reconnect_max: Option<Spanned<f64>>,
+    connect_timeout: Option<Spanned<f64>>,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum RawPort {
+    Number(u16),
+    Name(String),
 }
 
 #[derive(Deserialize)]
@@ -224,13 +249,6 @@ pub fn parse(file: &Path, text: &str) -> Result<FileConfig, ConfigError> {
         let path = resolve(&spanned.value);
         if path.is_file() { Ok(path) } else { Err(at(spanned.referenced, key, format!("no such file: {} (give the path of a readable file)", path.display()))) }
     };
-    if let Some(forwards) = &raw.forwards {
-        // The value of a block sequence starts on the next line: point at the key when it is
-        // written at the top level.
-        let line = text.lines().position(|l| l.starts_with("forwards:")).and_then(|l| u64::try_from(l + 1).ok());
-        let (line, column) = line.map_or((forwards.referenced.line(), forwards.referenced.column()), |line| (line, 1));
-        return Err(at_position(line, column, "forwards", "reserved for port-forwards; not supported yet".to_owned()));
-    }
     let seconds = |spanned: &Option<Spanned<f64>>, key: &str| -> Result<Option<Duration>, ConfigError> {
         let Some(spanned) = spanned else { return Ok(None) };
         seconds(spanned.value).map(Some).map_err(|message| at(spanned.referenced, key, message))
@@ -326,7 +344,12 @@ pub fn parse(file: &Path, text: &str) -> Result<FileConfig, ConfigError> {
             Some(sources)
         }
     };
+    let forwards = match &raw.forwards {
+        None => None,
+        Some(entries) => Some(forwards(file, entries, &at)?),
+    };
     Ok(FileConfig {
+        forwards,
         listen,
         allowed_origins: raw.allowed_origins,
         auth_mode: raw.auth.as_ref().and_then(|a| a.mode),
@@ -344,6 +367,64 @@ pub fn parse(file: &Path, text: &str) -> Result<FileConfig, ConfigError> {
         drain_period: seconds(&raw.drain_period, "drainPeriod")?,
         static_dir,
     })
+}
+
+/// Validates `forwards`: names unique, the keys every forward needs, targets and ports that
+/// parse, and no two forwards on one local address. Whether its cluster exists is checked when
+/// the clusters are known (`forward::Forwards::stage`), naming the entry's `origin`.
+fn forwards(file: &Path, entries: &[Spanned<RawForward>], at: &dyn Fn(Location, &str, String) -> ConfigError) -> Result<Vec<ForwardSpec>, ConfigError> {
+    let mut specs: Vec<ForwardSpec> = Vec::new();
+    let mut names: HashMap<String, Location> = HashMap::new();
+    let mut addresses: HashMap<SocketAddr, (String, Location)> = HashMap::new();
+    for (index, entry) in entries.iter().enumerate() {
+        let key = |field: &str| format!("forwards[{index}].{field}");
+        let raw = &entry.value;
+        let missing = |field: &str, what: &str| at(entry.referenced, &key(field), format!("missing: every forward needs {field} ({what})"));
+        let Some(name) = &raw.name else { return Err(missing("name", "unique, its id everywhere")) };
+        let Some(cluster) = &raw.cluster else { return Err(missing("cluster", "a cluster's name")) };
+        let Some(target) = &raw.target else { return Err(missing("target", "service/NAME, deployment/NAME, statefulset/NAME, pod/NAME or a label selector")) };
+        let Some(port) = &raw.port else { return Err(missing("port", "a service or container port, by number or name")) };
+        let Some(local_port) = &raw.local_port else { return Err(missing("localPort", "the local port, 0 for any free one")) };
+        if name.value.is_empty() || name.value.len() > 63 || !name.value.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.') {
+            return Err(at(name.referenced, &key("name"), format!("{:?} is not a forward name: give 1 to 63 letters, digits, '-', '_' or '.'", name.value)));
+        }
+        if let Some(first) = names.get(&name.value) {
+            return Err(at(name.referenced, &key("name"), format!("duplicate forward name {:?} (first at line {} column {}): forward names must be unique", name.value, first.line(), first.column())));
+        }
+        names.insert(name.value.clone(), name.referenced);
+        let target_value = Target::parse(&target.value).map_err(|message| at(target.referenced, &key("target"), message))?;
+        let port_value = match &port.value {
+            RawPort::Number(0) => return Err(at(port.referenced, &key("port"), "0 is not a port: give 1 to 65535 or a port name".to_owned())),
+            RawPort::Number(n) => PortRef::Number(*n),
+            RawPort::Name(name) if !name.is_empty() && name.len() <= 15 && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-') => PortRef::Name(name.clone()),
+            RawPort::Name(name) => return Err(at(port.referenced, &key("port"), format!("{name:?} is not a port: give 1 to 65535 or a port name (lowercase letters, digits and '-', up to 15)"))),
+        };
+        let mut spec = ForwardSpec::new(&name.value, &cluster.value, "default", target_value, port_value, local_port.value);
+        if let Some(namespace) = &raw.namespace {
+            spec.namespace = namespace.value.clone();
+        }
+        if let Some(bind) = &raw.bind {
+            spec.bind = bind.value.parse().map_err(|_| at(bind.referenced, &key("bind"), format!("{:?} is not an IP address: give one like 127.0.0.1 or ::1", bind.value)))?;
+        }
+        for (field, slot, value) in [("reconnectInitial", &mut spec.reconnect_initial, &raw.reconnect_initial), ("reconnectMax", &mut spec.reconnect_max, &raw.reconnect_max), ("connectTimeout", &mut spec.connect_timeout, &raw.connect_timeout)] {
+            if let Some(value) = value {
+                *slot = seconds(value.value).map_err(|message| at(value.referenced, &key(field), message))?;
+            }
+        }
+        if spec.reconnect_max < spec.reconnect_initial {
+            let location = raw.reconnect_max.as_ref().map_or(entry.referenced, |r| r.referenced);
+            return Err(at(location, &key("reconnectMax"), "must be at least reconnectInitial".to_owned()));
+        }
+        if spec.local_port != 0 {
+            if let Some((other, first)) = addresses.get(&spec.local_addr()) {
+                return Err(at(local_port.referenced, &key("localPort"), format!("{} is forward {other:?}'s too (line {} column {}): two forwards cannot share a local address", spec.local_addr(), first.line(), first.column())));
+            }
+            addresses.insert(spec.local_addr(), (spec.name.clone(), local_port.referenced));
+        }
+        spec.origin = Origin(format!("{}:{}:{}: forwards[{index}]", file.display(), entry.referenced.line(), entry.referenced.column()));
+        specs.push(spec);
+    }
+    Ok(specs)
 }
 
 /// A number of seconds as a duration: refuses negative, NaN, infinite and too-large values
@@ -369,6 +450,9 @@ fn hint(key: &str) -> Option<&'static str> {
         "allowAnonymousRemote" | "allContexts" => "give true or false",
         "allowedOrigins" => "give a list of origins, like [\"https://dash.example.com\"]",
         "clusters" => "give a list of clusters, each a mapping with name and kubeconfig or server",
+        "forwards" => "give a list of forwards, each a mapping with name, cluster, target, port and localPort",
+        "localPort" => "give a port number, 0 to 65535 (0: any free port)",
+        "reconnectInitial" | "reconnectMax" | "connectTimeout" => "give a number of seconds, 0 or more",
         _ => return None,
     })
 }

@@ -67,10 +67,43 @@ fn a_malformed_address_is_refused() {
 }
 
 #[test]
-fn forwards_is_reserved() {
-    let (line, _, key, message) = refusal("forwards:\n  - pod: x\n");
-    assert_eq!((line, key.as_str()), (1, "forwards"));
-    assert_eq!(message, "reserved for port-forwards; not supported yet");
+fn forwards_parse_with_their_defaults() {
+    let text = "forwards:\n  - name: web\n    cluster: demo\n    namespace: demo\n    target: service/web\n    port: http\n    localPort: 18080\n  - name: db\n    cluster: demo\n    target: app=db\n    port: 5432\n    localPort: 0\n    bind: '::1'\n    reconnectInitial: 0.5\n    reconnectMax: 4\n    connectTimeout: 3\n";
+    let forwards = parse(Path::new(FILE), text).unwrap().forwards.unwrap();
+    let web = &forwards[0];
+    assert_eq!((web.name.as_str(), web.namespace.as_str(), &web.target, &web.port, web.local_addr()), ("web", "demo", &Target::Service("web".into()), &PortRef::Name("http".into()), "127.0.0.1:18080".parse().unwrap()));
+    assert_eq!((web.reconnect_initial, web.reconnect_max, web.connect_timeout), (Duration::from_secs(1), Duration::from_secs(10), Duration::from_secs(30)));
+    assert_eq!(web.origin.to_string(), format!("{FILE}:2:5: forwards[0]"));
+    let db = &forwards[1];
+    assert_eq!((db.namespace.as_str(), &db.target, db.local_addr()), ("default", &Target::Selector("app=db".into()), "[::1]:0".parse().unwrap()));
+    assert_eq!((db.reconnect_initial, db.reconnect_max, db.connect_timeout), (Duration::from_millis(500), Duration::from_secs(4), Duration::from_secs(3)));
+}
+
+#[test]
+fn a_bad_forward_is_named_with_its_position() {
+    let entry = |extra: &str| format!("forwards:\n  - name: web\n    cluster: demo\n    target: service/web\n    port: 80\n    localPort: 18080\n{extra}");
+    let (line, _, key, message) = refusal("forwards:\n  - name: web\n    cluster: demo\n    port: 80\n    localPort: 1\n");
+    assert_eq!((line, key.as_str()), (2, "forwards[0].target"));
+    assert!(message.starts_with("missing: every forward needs target"), "{message}");
+    let (line, column, key, message) = refusal(&entry("  - name: web\n    cluster: demo\n    target: pod/x\n    port: 80\n    localPort: 18081\n"));
+    assert_eq!((line, column, key.as_str()), (7, 11, "forwards[1].name"));
+    assert!(message.contains("duplicate forward name \"web\" (first at line 2 column 11)"), "{message}");
+    let (line, _, key, message) = refusal(&entry("  - name: api\n    cluster: demo\n    target: pod/x\n    port: 80\n    localPort: 18080\n"));
+    assert_eq!((line, key.as_str()), (11, "forwards[1].localPort"));
+    assert!(message.contains("127.0.0.1:18080 is forward \"web\"'s too"), "{message}");
+    let (line, _, key, message) = refusal(&entry("    bind: localhost\n"));
+    assert_eq!((line, key.as_str()), (7, "forwards[0].bind"));
+    assert!(message.contains("not an IP address"), "{message}");
+    let (_, _, key, message) = refusal("forwards:\n  - name: web\n    cluster: demo\n    target: job/x\n    port: 80\n    localPort: 1\n");
+    assert_eq!(key, "forwards[0].target");
+    assert!(message.contains("service/NAME"), "{message}");
+    let (_, _, key, _) = refusal("forwards:\n  - name: web\n    cluster: demo\n    target: pod/x\n    port: 0\n    localPort: 1\n");
+    assert_eq!(key, "forwards[0].port");
+    let (line, _, key, message) = refusal("forwards:\n  - name: web\n    cluster: demo\n    target: pod/x\n    port: 80\n    localPort: 70000\n");
+    assert_eq!((line, key.as_str()), (6, "localPort"));
+    assert!(message.contains("0 to 65535"), "{message}");
+    let (_, _, key, _) = refusal(&entry("    reconnectInitial: 5\n    reconnectMax: 1\n"));
+    assert_eq!(key, "forwards[0].reconnectMax");
 }
 
 #[test]
@@ -124,9 +157,12 @@ fn the_example_documents_every_key_and_validates() {
     assert_eq!(config.terminal_grace, Some(Duration::from_secs(5)));
     let names: Vec<&str> = config.clusters.as_deref().unwrap_or_default().iter().map(ClusterSource::name).collect();
     assert_eq!(names, ["prod", "prod-admin", "prod-viewer", "edge"]);
+    let forwards = config.forwards.unwrap_or_default();
+    assert_eq!(forwards.len(), 1);
+    assert_eq!((forwards[0].name.as_str(), forwards[0].local_port, forwards[0].connect_timeout), ("web", 18080, Duration::from_secs(30)));
     // Every key of the file format appears in the example.
     let text = std::fs::read_to_string(&path).unwrap();
-    for key in ["listen", "allowedOrigins", "auth", "mode", "allowAnonymousRemote", "clusters", "name", "kubeconfig", "context", "allContexts", "server", "certificateAuthority", "tokenFile", "forwards", "maxSubscriptions", "maxMessageBytes", "maxQueuedBytes", "history", "upstreamIdleTimeout", "linger", "terminalGrace", "terminalPingInterval", "healthInterval", "drainPeriod", "static"] {
+    for key in ["listen", "allowedOrigins", "auth", "mode", "allowAnonymousRemote", "clusters", "name", "kubeconfig", "context", "allContexts", "server", "certificateAuthority", "tokenFile", "forwards", "maxSubscriptions", "maxMessageBytes", "maxQueuedBytes", "history", "upstreamIdleTimeout", "linger", "terminalGrace", "terminalPingInterval", "healthInterval", "drainPeriod", "static", "namespace", "target", "port", "localPort", "bind", "reconnectInitial", "reconnectMax", "connectTimeout"] {
         assert!(text.contains(&format!("{key}:")), "the example documents {key}");
     }
 }

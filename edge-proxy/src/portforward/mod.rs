@@ -19,7 +19,7 @@
 
 pub mod metrics;
 mod relay;
-mod upstream;
+pub(crate) mod upstream;
 
 use std::sync::Arc;
 

@@ -19,11 +19,11 @@ use crate::identity::Identity;
 use crate::passthrough::{copy_request_headers, status_response, upstream_failure};
 
 /// The connection upstream once the cluster answered 101.
-pub(super) type UpstreamIo = TokioIo<hyper::upgrade::Upgraded>;
+pub(crate) type UpstreamIo = TokioIo<hyper::upgrade::Upgraded>;
 
 /// What is asked of the cluster.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(super) enum Handshake {
+pub(crate) enum Handshake {
     /// A WebSocket offering exactly this subprotocol (`None`: no subprotocol header at all).
     WebSocket(Option<&'static str>),
     /// `Upgrade: SPDY/3.1`; the client's `X-Stream-Protocol-Version` values go along.
@@ -31,13 +31,13 @@ pub(super) enum Handshake {
 }
 
 /// A cluster that upgraded: the connection and the 101's headers.
-pub(super) struct Upgraded {
+pub(crate) struct Upgraded {
     pub io: UpstreamIo,
     pub headers: HeaderMap,
 }
 
 /// Everything needed to dial.
-pub(super) struct Dial<'a> {
+pub(crate) struct Dial<'a> {
     pub cluster_name: &'a str,
     pub client: kube::Client,
     /// The API path and query, as the client sent them.
@@ -51,7 +51,7 @@ pub(super) struct Dial<'a> {
 /// Sends the upgrade request. `Err` is the answer for the client: the cluster's own refusal
 /// (status and body as sent, so a 404 for a missing pod or a 403 reaches kubectl as is), or a
 /// Status for a cluster that failed or answered something that is no upgrade.
-pub(super) async fn dial(dial: Dial<'_>, handshake: &Handshake) -> Result<Upgraded, Response> {
+pub(crate) async fn dial(dial: Dial<'_>, handshake: &Handshake) -> Result<Upgraded, Response> {
     let mut request = http::Request::get(dial.path_and_query);
     if *handshake == Handshake::Spdy {
         // kubectl's fallback is a POST, as is the API server's own request to the kubelet.

@@ -175,8 +175,23 @@ async fn clear_faults(State(state): State<Arc<SimState>>) -> Json<Value> {
     Json(json!([]))
 }
 
-async fn restart(State(state): State<Arc<SimState>>, Path((namespace, name)): Path<(String, String)>) -> Response {
-    match restart_pod(&state, &namespace, &name) {
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RestartQuery {
+    grace_period_seconds: Option<f64>,
+}
+
+async fn restart(State(state): State<Arc<SimState>>, Path((namespace, name)): Path<(String, String)>, query: Result<AxumQuery<RestartQuery>, axum::extract::rejection::QueryRejection>) -> Response {
+    let Ok(AxumQuery(RestartQuery { grace_period_seconds })) = query else {
+        return ApiError::bad_request("expected ?gracePeriodSeconds=N (optional)").into_response();
+    };
+    let grace = grace_period_seconds.unwrap_or(0.0);
+    if !(0.0..=600.0).contains(&grace) {
+        return ApiError::bad_request("gracePeriodSeconds must be between 0 and 600").into_response();
+    }
+    let grace = Duration::from_secs_f64(grace);
+    let restarted = if grace.is_zero() { restart_pod(&state, &namespace, &name) } else { restart_gracefully(&state, &namespace, &name, grace) };
+    match restarted {
         Ok(pod) => Json(pod).into_response(),
         Err(error) => error.into_response(),
     }
@@ -192,20 +207,74 @@ pub fn restart_pod(state: &SimState, namespace: &str, name: &str) -> Result<Valu
         match crate::controller::owner_of(store, &pod) {
             Some(set) => {
                 store.delete(&PODS, namespace, name)?;
-                let before: Vec<String> = store.list(&PODS, Some(namespace)).1.iter().filter_map(|p| p["metadata"]["name"].as_str().map(str::to_owned)).collect();
-                crate::controller::sync_replica_set(store, &set)?;
-                let (_, pods) = store.list(&PODS, Some(namespace));
-                let replacement = pods.iter().find(|p| p["metadata"]["name"].as_str().is_some_and(|n| !before.iter().any(|b| b == n)));
-                replacement.map(|p| (**p).clone()).ok_or_else(|| ApiError::internal(format!("replicaset {} made no replacement for {name}", set["metadata"]["name"])))
+                replace_from_set(store, namespace, name, &set)
             }
-            None => recreate(store, namespace, name),
+            None => {
+                let old = store.delete(&PODS, namespace, name)?;
+                recreate(store, namespace, name, &old)
+            }
         }
     })
 }
 
-/// Deletes an unowned pod and creates it again under a new name with the same prefix.
-fn recreate(store: &Store, namespace: &str, name: &str) -> Result<Value, ApiError> {
-    let old = store.delete(&PODS, namespace, name)?;
+/// A restart as a kubelet does a graceful deletion: the pod turns terminating at once
+/// (`deletionTimestamp`, `deletionGracePeriodSeconds`, Ready and ContainersReady `False`), its
+/// replacement is made at once, and the old pod (its processes and port listeners, so its open
+/// connections) lives until the grace period is over, then goes.
+fn restart_gracefully(state: &Arc<SimState>, namespace: &str, name: &str, grace: Duration) -> Result<Value, ApiError> {
+    let store = &state.store;
+    let replacement = state.controllers.exclusive(|| {
+        let pod = store.get(&PODS, namespace, name).ok_or_else(|| ApiError::not_found("pods", name))?;
+        if pod.pointer("/metadata/deletionTimestamp").is_some_and(|t| !t.is_null()) {
+            return Err(ApiError::conflict("pods", name));
+        }
+        let ends = chrono::Utc::now() + chrono::Duration::from_std(grace).unwrap_or_default();
+        let old = store.modify(&PODS, namespace, name, |pod| {
+            pod["metadata"]["deletionTimestamp"] = json!(ends.to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
+            pod["metadata"]["deletionGracePeriodSeconds"] = json!(grace.as_secs());
+            for condition in pod.pointer_mut("/status/conditions").and_then(Value::as_array_mut).into_iter().flatten() {
+                if condition["type"] == "Ready" || condition["type"] == "ContainersReady" {
+                    condition["status"] = json!("False");
+                }
+            }
+            Ok(())
+        })?;
+        let uid = old.pointer("/metadata/uid").and_then(Value::as_str).map(str::to_owned);
+        let replacement = match crate::controller::owner_of(store, &old) {
+            Some(set) => replace_from_set(store, namespace, name, &set),
+            None => recreate(store, namespace, name, &old),
+        }?;
+        Ok((replacement, uid))
+    })?;
+    let (replacement, uid) = replacement;
+    let state = state.clone();
+    let (namespace, name) = (namespace.to_owned(), name.to_owned());
+    tokio::spawn(async move {
+        tokio::time::sleep(grace).await;
+        // Only the pod that was terminating: a pod made since under the same name stays.
+        if store_uid(&state.store, &namespace, &name) == uid {
+            let _ = state.controllers.exclusive(|| state.store.delete(&PODS, &namespace, &name));
+        }
+    });
+    Ok(replacement)
+}
+
+fn store_uid(store: &Store, namespace: &str, name: &str) -> Option<String> {
+    store.get(&PODS, namespace, name).and_then(|p| p.pointer("/metadata/uid").and_then(Value::as_str).map(str::to_owned))
+}
+
+/// The pod a ReplicaSet made to replace `name` (gone or terminating).
+fn replace_from_set(store: &Store, namespace: &str, name: &str, set: &Value) -> Result<Value, ApiError> {
+    let before: Vec<String> = store.list(&PODS, Some(namespace)).1.iter().filter_map(|p| p["metadata"]["name"].as_str().map(str::to_owned)).collect();
+    crate::controller::sync_replica_set(store, set)?;
+    let (_, pods) = store.list(&PODS, Some(namespace));
+    let replacement = pods.iter().find(|p| p["metadata"]["name"].as_str().is_some_and(|n| !before.iter().any(|b| b == n)));
+    replacement.map(|p| (**p).clone()).ok_or_else(|| ApiError::internal(format!("replicaset {} made no replacement for {name}", set["metadata"]["name"])))
+}
+
+/// Creates an unowned pod (`old`, deleted or terminating) again under a new name with the
+/// same prefix.
+fn recreate(store: &Store, namespace: &str, name: &str, old: &Value) -> Result<Value, ApiError> {
     let prefix = match old.pointer("/metadata/generateName").and_then(Value::as_str) {
         Some(prefix) if !prefix.is_empty() => prefix.to_owned(),
         _ => match name.rsplit_once('-') {

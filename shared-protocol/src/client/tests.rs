@@ -2,13 +2,10 @@
 //! rule, and a property test that random schedules of changes, disconnects, proxy restarts, 410s
 //! and slow-consumer resets always end with the client's cache equal to the server's state.
 
-use std::collections::BTreeMap;
-
 use proptest::prelude::*;
-use serde_json::{Value, json};
 
 use super::*;
-use super::model::{Harness, ModelServer};
+use super::model::Harness;
 
 #[derive(Debug, Clone)]
 enum Step {

@@ -1,0 +1,211 @@
+//! The forward manager: the port-forwards of the config file's `forwards:`, each a local
+//! listener whose connections are carried to a Ready pod of its target, kept through pod
+//! restarts and rollouts, reloaded with the rest of the configuration.
+//!
+//! - [`spec`]: the configuration and the pure rules (targets, selectors, port mapping,
+//!   readiness).
+//! - [`resolver`]: the Ready pods of a target, from the registry's shared watches.
+//! - [`worker`]: one task per forward owning its listener, pick and state; one task per
+//!   connection.
+//! - [`tunnel`]: a connection carried over the port-forward WebSocket.
+//!
+//! Race-free by construction: the running set is changed only by [`Forwards::stage`] and
+//! [`Forwards::apply`], which `Live` calls inside its one-at-a-time reload (and once at
+//! start), so there is one live worker per name; a worker is stopped by cancelling its token,
+//! which is idempotent; nothing a worker uses is shared and mutated (each reads the snapshot in
+//! force and its own spec).
+//!
+//! A reload is a diff by name: an unchanged forward is kept (its listener and connections
+//! untouched), a changed one is replaced (reusing its listener when the address stays), a
+//! removed one is stopped (its connections end), a new one starts. A new local address that is
+//! taken (by a forward that stays, or by another process) rejects the whole reload with every
+//! reason; the forwards in force stay.
+
+pub mod metrics;
+pub mod resolver;
+pub mod spec;
+pub mod tunnel;
+pub mod worker;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use serde_json::Value;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use crate::clusters::Clusters;
+use crate::live::Live;
+use crate::metrics::Metrics;
+use crate::registry::WatchRegistry;
+use metrics::ForwardCounters;
+use spec::ForwardSpec;
+use worker::ForwardStatus;
+
+/// What forward workers use: the configuration in force, the registry, the metrics.
+#[derive(Clone)]
+pub struct Env {
+    /// The configuration in force.
+    pub live: Arc<Live>,
+    /// The shared watches.
+    pub registry: Arc<WatchRegistry>,
+    /// Metrics.
+    pub metrics: Arc<Metrics>,
+}
+
+struct Running {
+    spec: Arc<ForwardSpec>,
+    listener: Option<Arc<TcpListener>>,
+    stop: CancellationToken,
+    status: watch::Receiver<ForwardStatus>,
+    counters: Arc<ForwardCounters>,
+}
+
+/// One step of a staged change.
+enum Step {
+    Keep,
+    Start { spec: Arc<ForwardSpec>, listener: Result<Arc<TcpListener>, String> },
+}
+
+/// A change validated and ready to apply: every new listener is bound already.
+pub struct Staged {
+    steps: Vec<(String, Step)>,
+    stop: Vec<String>,
+}
+
+impl Staged {
+    /// Names of forwards added, removed and changed.
+    pub fn diff(&self, running: &[String]) -> (Vec<String>, Vec<String>, Vec<String>) {
+        let mut added = Vec::new();
+        let mut changed = Vec::new();
+        for (name, step) in &self.steps {
+            if let Step::Start { .. } = step {
+                if running.contains(name) { changed.push(name.clone()) } else { added.push(name.clone()) }
+            }
+        }
+        let removed = self.stop.iter().filter(|n| !self.steps.iter().any(|(s, _)| s == *n)).cloned().collect();
+        (added, removed, changed)
+    }
+}
+
+/// The running forwards.
+pub struct Forwards {
+    env: Env,
+    running: Mutex<BTreeMap<String, Running>>,
+}
+
+/// Errors of forwards whose cluster is not configured.
+pub fn check_clusters(forwards: &[ForwardSpec], clusters: &Clusters) -> Vec<String> {
+    forwards
+        .iter()
+        .filter(|f| !clusters.contains(&f.cluster))
+        .map(|f| {
+            let known: Vec<&str> = clusters.names().collect();
+            format!("{}.cluster: no cluster {:?} (configured: {known:?})", f.origin, f.cluster)
+        })
+        .collect()
+}
+
+impl Forwards {
+    /// No forwards yet.
+    pub fn new(env: Env) -> Arc<Forwards> {
+        Arc::new(Forwards { env, running: Mutex::new(BTreeMap::new()) })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Running>> {
+        self.running.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Names of the running forwards.
+    pub fn names(&self) -> Vec<String> {
+        self.lock().keys().cloned().collect()
+    }
+
+    /// Validates `forwards` against those running and binds what is new. `strict` (a reload):
+    /// an address that cannot be bound is an error; otherwise (the start) that forward starts
+    /// `Failed` and keeps trying.
+    pub fn stage(&self, forwards: &[ForwardSpec], clusters: &Clusters, strict: bool) -> Result<Staged, Vec<String>> {
+        let mut errors = check_clusters(forwards, clusters);
+        let running = self.lock();
+        let mut steps = Vec::new();
+        let kept: Vec<&str> = forwards.iter().filter(|f| running.get(&f.name).is_some_and(|r| *r.spec == **f)).map(|f| f.name.as_str()).collect();
+        for forward in forwards {
+            if kept.contains(&forward.name.as_str()) {
+                steps.push((forward.name.clone(), Step::Keep));
+                continue;
+            }
+            let address = forward.local_addr();
+            // A fixed address held by a forward that stays is a conflict; one held by a
+            // forward that goes (or is replaced) is handed over.
+            let holder = (forward.local_port != 0).then(|| running.iter().find(|(_, r)| r.spec.local_port != 0 && r.spec.local_addr() == address)).flatten();
+            let listener = match holder {
+                Some((name, _)) if kept.contains(&name.as_str()) => {
+                    errors.push(format!("{}.localPort: {address} is in use by forward {name:?}, which stays", forward.origin));
+                    continue;
+                }
+                Some((_, Running { listener: Some(listener), .. })) => Ok(listener.clone()),
+                _ => worker::bind(address),
+            };
+            if let Err(why) = &listener
+                && strict
+            {
+                errors.push(format!("{}.localPort: {why} (in use by another process?)", forward.origin));
+                continue;
+            }
+            steps.push((forward.name.clone(), Step::Start { spec: Arc::new(forward.clone()), listener }));
+        }
+        if !errors.is_empty() {
+            return Err(errors);
+        }
+        let stop = running.keys().filter(|name| !kept.contains(&name.as_str())).cloned().collect();
+        Ok(Staged { steps, stop })
+    }
+
+    /// Applies a staged change: stops what goes, starts what is new.
+    pub fn apply(&self, staged: Staged) {
+        let mut running = self.lock();
+        for name in &staged.stop {
+            if let Some(old) = running.remove(name) {
+                old.stop.cancel();
+                if !staged.steps.iter().any(|(n, _)| n == name) {
+                    old.counters.remove();
+                }
+            }
+        }
+        for (name, step) in staged.steps {
+            let Step::Start { spec, listener } = step else { continue };
+            let counters = self.env.metrics.forwards.counters(&name);
+            let (status_tx, status) = watch::channel(ForwardStatus::starting());
+            let stop = CancellationToken::new();
+            let kept_listener = listener.as_ref().ok().cloned();
+            let start = worker::Start { env: self.env.clone(), spec: spec.clone(), listener, status: status_tx, counters: counters.clone(), stop: stop.clone() };
+            tokio::spawn(worker::run(start));
+            running.insert(name, Running { spec, listener: kept_listener, stop, status, counters });
+        }
+    }
+
+    /// Stops every forward (shutdown).
+    pub fn stop_all(&self) {
+        for (_, running) in std::mem::take(&mut *self.lock()) {
+            running.stop.cancel();
+        }
+    }
+
+    /// `GET /forwards`.
+    pub fn to_json(&self) -> Value {
+        let running = self.lock();
+        Value::Array(running.values().map(|r| r.status.borrow().to_json(&r.spec, &r.counters)).collect())
+    }
+
+    /// The status of one forward, and a receiver of its changes.
+    pub fn status(&self, name: &str) -> Option<watch::Receiver<ForwardStatus>> {
+        self.lock().get(name).map(|r| r.status.clone())
+    }
+
+    /// The bound address of a forward.
+    pub fn local_addr(&self, name: &str) -> Option<SocketAddr> {
+        self.lock().get(name).and_then(|r| r.status.borrow().local)
+    }
+}

@@ -1,0 +1,303 @@
+//! The forward manager (`forwards:` in the config file), end to end: a real config file, the
+//! proxy in-process, kube-sim's pods (echo servers on their container ports) behind real
+//! local TCP listeners. Each test asserts what a user of a port-forward tool cares about:
+//! bytes arrive intact, a restart or a rollout costs no connection, a forbidden forward says so
+//! at once instead of hanging, a reload leaves kept forwards' connections alone and refuses a
+//! port that is taken.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use kube_sim::{Seed, Sim, SimConfig, User};
+use kubemux_e2e::kubeconfig;
+use kubemux_proxy::config::FileSource;
+use kubemux_proxy::forward::worker::{ForwardStatus, Reason, State};
+use kubemux_proxy::live::Outcome;
+use kubemux_proxy::{Proxy, ProxySettings};
+use kubemux_testkit::sim::{hook, sim_client};
+use kubemux_testkit::wait::{changed_until, within, within_for};
+use serde_json::Value;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// A folder of its own with the simulator's kubeconfig (`token`: as which user).
+fn folder(name: &str, sim: &Sim, token: Option<&str>) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("kubemux-forwards-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = kubeconfig(&[("sim", &sim.url(), token)]);
+    std::fs::write(dir.join("sim.kubeconfig"), serde_json::to_string(&config).unwrap()).unwrap();
+    dir
+}
+
+/// The config file: the simulator as cluster `sim`, and these forwards (YAML list entries).
+fn write_config(dir: &Path, forwards: &str) {
+    let text = format!("clusters:\n  - name: sim\n    kubeconfig: sim.kubeconfig\nforwards:{}\n", if forwards.is_empty() { " []".to_owned() } else { format!("\n{forwards}") });
+    // Saved by rename, as editors do, so the proxy's watch never reads half a file.
+    std::fs::write(dir.join("proxy.yaml.tmp"), text).unwrap();
+    std::fs::rename(dir.join("proxy.yaml.tmp"), dir.join("proxy.yaml")).unwrap();
+}
+
+fn forward(name: &str, namespace: &str, target: &str, port: &str, local_port: u16) -> String {
+    format!("  - name: {name}\n    cluster: sim\n    namespace: {namespace}\n    target: {target}\n    port: {port}\n    localPort: {local_port}\n    reconnectInitial: 0.2\n    reconnectMax: 1\n")
+}
+
+async fn start(dir: &Path) -> Proxy {
+    let base = ProxySettings { listen: "127.0.0.1:0".parse().unwrap(), ..ProxySettings::default() };
+    let source = FileSource { file: dir.join("proxy.yaml"), base, pinned: Box::new(|s| s) };
+    Proxy::start_live(Box::new(source)).await.expect("the proxy starts")
+}
+
+async fn sim(users: Vec<User>) -> Sim {
+    Sim::start(SimConfig { seed: Seed::Demo, churn_per_second: 0.0, users, ..SimConfig::default() }).await.unwrap()
+}
+
+/// Waits for a forward's status to satisfy `wanted`.
+async fn status_until(proxy: &Proxy, name: &str, what: &str, wanted: impl FnMut(&ForwardStatus) -> bool) -> ForwardStatus {
+    let mut status = proxy.app().forwards.status(name).unwrap_or_else(|| panic!("no forward {name}"));
+    changed_until(&mut status, Duration::from_secs(15), what, wanted).await
+}
+
+async fn active(proxy: &Proxy, name: &str) -> ForwardStatus {
+    status_until(proxy, name, &format!("forward {name} Active"), |s| s.state == State::Active).await
+}
+
+/// One connection through the forward: `payload` out, its echo back, then close.
+async fn echo(port: u16, payload: &[u8]) -> Result<(), String> {
+    let mut socket = TcpStream::connect(("127.0.0.1", port)).await.map_err(|e| format!("connect: {e}"))?;
+    let (mut read, mut write) = socket.split();
+    let send = async {
+        write.write_all(payload).await.map_err(|e| format!("write: {e}"))?;
+        Ok::<_, String>(())
+    };
+    let receive = async {
+        let mut back = vec![0u8; payload.len()];
+        read.read_exact(&mut back).await.map_err(|e| format!("read after {} bytes: {e}", payload.len()))?;
+        if back != payload { Err("the echo differs from what was sent".to_owned()) } else { Ok(()) }
+    };
+    let (sent, received) = tokio::join!(send, receive);
+    sent.and(received)
+}
+
+fn pattern(len: usize, seed: u8) -> Vec<u8> {
+    (0..len).map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed)).collect()
+}
+
+fn forwards_json(proxy: &Proxy) -> Vec<Value> {
+    proxy.app().forwards.to_json().as_array().cloned().unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_service_forward_carries_many_connections_intact_both_ways() {
+    let sim = sim(vec![]).await;
+    let dir = folder("service", &sim, None);
+    // service/web's port 80 maps to the pods' container port 80 (named p80 on the service).
+    write_config(&dir, &forward("web", "demo", "service/web", "p80", 0));
+    let proxy = start(&dir).await;
+    let status = active(&proxy, "web").await;
+    let pod = status.pod.clone().expect("a pod is picked");
+    assert!(pod.starts_with("web-"), "{pod}");
+    let port = status.local.expect("bound").port();
+    // 24 connections at once, each 256 KiB both ways.
+    let size = 256 * 1024;
+    let results = within_for(Duration::from_secs(60), "24 echoes", futures::future::join_all((0..24u8).map(|i| {
+        let payload = pattern(size, i);
+        async move { echo(port, &payload).await }
+    })))
+    .await;
+    let failed: Vec<&String> = results.iter().filter_map(|r| r.as_ref().err()).collect();
+    assert!(failed.is_empty(), "{failed:?}");
+    let listed = forwards_json(&proxy);
+    let web = &listed[0];
+    assert_eq!((web["name"].as_str(), web["state"].as_str(), web["target"].as_str(), web["pod"].as_str()), (Some("web"), Some("Active"), Some("service/web"), Some(pod.as_str())));
+    assert!(web["bytesIn"].as_u64() >= Some(24 * size as u64) && web["bytesOut"].as_u64() >= Some(24 * size as u64), "{web}");
+    assert_eq!(web["localPort"].as_u64(), Some(u64::from(port)));
+    let metrics = proxy.app().metrics.render();
+    assert!(metrics.contains("kubemux_forward_state{forward=\"web\",state=\"Active\"} 1"), "{metrics}");
+    proxy.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn twenty_pod_restarts_cost_no_connection() {
+    let sim = sim(vec![]).await;
+    let api = sim_client(&sim).await;
+    let dir = folder("restarts", &sim, None);
+    // deployment/hello: one replica, container port 8000.
+    write_config(&dir, &forward("hello", "default", "deployment/hello", "8000", 0));
+    let proxy = start(&dir).await;
+    let first = active(&proxy, "hello").await;
+    let port = first.local.expect("bound").port();
+    // Two clients open connections back to back, each an echo, until told to stop.
+    let stop = Arc::new(AtomicBool::new(false));
+    let (done, failures) = (Arc::new(tokio::sync::watch::Sender::new(0u64)), Arc::new(std::sync::Mutex::new(Vec::<String>::new())));
+    let clients: Vec<_> = (0..2u8)
+        .map(|client| {
+            let (stop, done, failures) = (stop.clone(), done.clone(), failures.clone());
+            tokio::spawn(async move {
+                let payload = pattern(4096, client);
+                while !stop.load(Ordering::Relaxed) {
+                    match tokio::time::timeout(Duration::from_secs(20), echo(port, &payload)).await {
+                        Ok(Ok(())) => done.send_modify(|n| *n += 1),
+                        Ok(Err(why)) => failures.lock().unwrap().push(why),
+                        Err(_) => failures.lock().unwrap().push("an echo took over 20 s".to_owned()),
+                    }
+                }
+            })
+        })
+        .collect();
+    let mut pod = first.pod.clone().expect("a pod");
+    let mut pods = vec![pod.clone()];
+    for restart in 1..=20 {
+        // A graceful restart, as `kubectl delete pod` or a node drain does: the old pod turns
+        // terminating (not Ready) and lives on for its grace period; its replacement is made.
+        let replacement = hook(&api, "POST", &format!("/_sim/pods/default/{pod}/restart?gracePeriodSeconds=1")).await;
+        let next = replacement["metadata"]["name"].as_str().expect("the replacement's name").to_owned();
+        let status = status_until(&proxy, "hello", &format!("restart {restart}: the forward on {next}"), |s| s.pod.as_deref() == Some(next.as_str()) && s.state == State::Active).await;
+        assert_eq!(status.reason, None);
+        pod = next;
+        pods.push(pod.clone());
+        // Connections reach the new pod before the next restart.
+        let before = *done.borrow();
+        changed_until(&mut done.subscribe(), Duration::from_secs(10), "connections through the new pod", |n| *n >= before + 3).await;
+    }
+    stop.store(true, Ordering::Relaxed);
+    for client in clients {
+        within("the clients to stop", client).await.unwrap();
+    }
+    let failures = failures.lock().unwrap().clone();
+    assert!(failures.is_empty(), "{} failed connections of {}: {failures:?}", failures.len(), *done.borrow());
+    assert_eq!(pods.len(), 21, "{pods:?}");
+    assert!(*done.borrow() >= 60);
+    proxy.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forbidden_forward_fails_at_once_and_says_why() {
+    let users = ["admin:admin-token:*", "viewer:viewer-token:default"].map(|u| User::parse(u).unwrap()).to_vec();
+    let sim = sim(users).await;
+    let dir = folder("forbidden", &sim, Some("viewer-token"));
+    write_config(&dir, &forward("web", "demo", "service/web", "80", 0));
+    let proxy = start(&dir).await;
+    let status = status_until(&proxy, "web", "the forward Failed", |s| s.state == State::Failed).await;
+    assert_eq!(status.reason, Some(Reason::Forbidden), "{status:?}");
+    assert!(status.message.as_deref().is_some_and(|m| m.contains("demo")), "{status:?}");
+    // A connection is closed at once, not held for the connect timeout (30 s).
+    let mut socket = TcpStream::connect(("127.0.0.1", status.local.expect("bound").port())).await.unwrap();
+    let mut buffer = [0u8; 1];
+    let read = within_for(Duration::from_secs(5), "the forbidden forward closing its connection", socket.read(&mut buffer)).await;
+    assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
+    proxy.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_ready_pod_waits_and_the_refusing_app_degrades() {
+    let sim = sim(vec![]).await;
+    let api = sim_client(&sim).await;
+    let dir = folder("waits", &sim, None);
+    write_config(&dir, &forward("later", "demo", "app=later", "80", 0));
+    let proxy = start(&dir).await;
+    let status = status_until(&proxy, "later", "no Ready pod", |s| s.reason == Some(Reason::NoReadyPod)).await;
+    assert_eq!(status.state, State::Reconnecting);
+    let port = status.local.expect("bound").port();
+    // A connection made now waits for a pod instead of failing.
+    let waiting = tokio::spawn(async move { echo(port, b"made before the pod").await });
+    let pod = serde_json::json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "later-0", "labels": {"app": "later"}}, "spec": {"containers": [{"name": "web", "image": "nginx", "ports": [{"containerPort": 80}]}]}});
+    let request = http::Request::post("/api/v1/namespaces/demo/pods").header("content-type", "application/json").body(pod.to_string().into_bytes()).unwrap();
+    api.request_text(request).await.unwrap();
+    let status = active(&proxy, "later").await;
+    assert_eq!(status.pod.as_deref(), Some("later-0"));
+    within("the waiting connection's echo", waiting).await.unwrap().unwrap();
+
+    // The app refuses (the kubelet's error channel): the connection ends, the forward says
+    // Degraded with the reason, and the next connection after the app is back works.
+    hook(&api, "POST", "/_sim/portforward/refuse?port=80").await;
+    let refused = echo(port, b"refused").await;
+    assert!(refused.is_err(), "{refused:?}");
+    let status = status_until(&proxy, "later", "Degraded: target refused", |s| s.state == State::Degraded).await;
+    assert_eq!(status.reason, Some(Reason::TargetRefused));
+    hook(&api, "DELETE", "/_sim/portforward/refuse").await;
+    echo(port, b"back").await.unwrap();
+    active(&proxy, "later").await;
+    proxy.shutdown().await;
+}
+
+/// One echo on a connection held open.
+async fn exchange(socket: &mut TcpStream, text: &[u8]) {
+    socket.write_all(text).await.unwrap();
+    let mut back = vec![0u8; text.len()];
+    within("an echo on the held connection", socket.read_exact(&mut back)).await.unwrap();
+    assert_eq!(back, text);
+}
+
+/// A free local port, for a forward with a fixed one.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reloads_keep_add_remove_and_refuse_a_taken_port_whole() {
+    let sim = sim(vec![]).await;
+    let dir = folder("reload", &sim, None);
+    let (kept_port, removed_port) = (free_port(), free_port());
+    let kept = forward("kept", "demo", "service/web", "80", kept_port);
+    write_config(&dir, &format!("{kept}{}", forward("removed", "demo", "deployment/api", "8080", removed_port)));
+    let proxy = start(&dir).await;
+    active(&proxy, "kept").await;
+    active(&proxy, "removed").await;
+    // A long-lived connection through the kept forward.
+    let mut held = TcpStream::connect(("127.0.0.1", kept_port)).await.unwrap();
+    exchange(&mut held, b"before").await;
+
+    // A dry run says what a change would do and changes nothing.
+    write_config(&dir, &format!("{kept}{}", forward("added", "demo", "pod/redis-0", "6379", 0)));
+    let check = proxy.app().live.check().await;
+    assert_eq!(check["valid"], true, "{check}");
+    assert_eq!((check["forwards"]["added"][0].as_str(), check["forwards"]["removed"][0].as_str()), (Some("added"), Some("removed")), "{check}");
+    // Keep one, remove one, add one. (The file watch may have applied it already.)
+    let outcome = within("a reload", proxy.app().live.reload()).await;
+    assert!(matches!(&outcome, Outcome::Applied { forwards, .. } if forwards.added == ["added"] && forwards.removed == ["removed"] && forwards.changed.is_empty()) || outcome == Outcome::Unchanged, "{outcome:?}");
+    let names: Vec<String> = forwards_json(&proxy).iter().filter_map(|f| f["name"].as_str().map(str::to_owned)).collect();
+    assert_eq!(names, ["added", "kept"]);
+    exchange(&mut held, b"after a reload that kept it").await;
+    assert!(TcpStream::connect(("127.0.0.1", removed_port)).await.is_err(), "the removed forward's port is closed");
+    let added = active(&proxy, "added").await;
+    echo(added.local.expect("bound").port(), b"redis").await.unwrap();
+
+    // A new forward on a kept forward's port: refused, naming both places in the file.
+    write_config(&dir, &format!("{kept}{}", forward("clash", "demo", "service/web", "80", kept_port)));
+    let outcome = within("a reload", proxy.app().live.reload()).await;
+    let Outcome::Rejected(message) = &outcome else { panic!("{outcome:?}") };
+    assert!(message.contains(&format!("proxy.yaml:18:16: forwards[1].localPort: 127.0.0.1:{kept_port} is forward \"kept\"'s too (line 10 column 16)")), "{message}");
+    // Two ports taken by other processes: the reload is refused with both reasons, and
+    // everything in force stays.
+    let squatters = [std::net::TcpListener::bind("127.0.0.1:0").unwrap(), std::net::TcpListener::bind("127.0.0.1:0").unwrap()];
+    let [one, two] = [0, 1].map(|i| squatters[i].local_addr().unwrap().port());
+    write_config(&dir, &format!("{kept}{}{}", forward("squat-1", "demo", "service/web", "80", one), forward("squat-2", "demo", "service/web", "80", two)));
+    let outcome = within("a reload", proxy.app().live.reload()).await;
+    let Outcome::Rejected(message) = &outcome else { panic!("{outcome:?}") };
+    for (index, port) in [(1, one), (2, two)] {
+        assert!(message.contains(&format!("proxy.yaml:{}:5: forwards[{index}].localPort: cannot listen on 127.0.0.1:{port}", 2 + 8 * index + 3)), "{message}");
+    }
+    exchange(&mut held, b"after a refused reload").await;
+    assert_eq!(forwards_json(&proxy).len(), 2);
+    let status = proxy.app().live.status();
+    assert!(status["lastError"]["message"].as_str().is_some_and(|m| m.contains("squat-") || m.contains("forwards[2]")), "{status}");
+
+    // To no forwards and back: the held connection ends with its forward; a new one works.
+    write_config(&dir, "");
+    let outcome = within("a reload", proxy.app().live.reload()).await;
+    assert!(matches!(outcome, Outcome::Applied { .. } | Outcome::Unchanged), "{outcome:?}");
+    assert!(forwards_json(&proxy).is_empty());
+    let mut buffer = [0u8; 1];
+    let read = within("the removed forward's connection to end", held.read(&mut buffer)).await;
+    assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
+    write_config(&dir, &kept);
+    let outcome = within("a reload", proxy.app().live.reload()).await;
+    assert!(matches!(outcome, Outcome::Applied { .. } | Outcome::Unchanged), "{outcome:?}");
+    active(&proxy, "kept").await;
+    echo(kept_port, b"back again").await.unwrap();
+    drop(squatters);
+    proxy.shutdown().await;
+}
