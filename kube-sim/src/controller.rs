@@ -12,6 +12,7 @@
 use std::collections::BTreeSet;
 use std::hash::{DefaultHasher, Hash as _, Hasher as _};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use serde_json::{Map, Value, json};
 use tokio::sync::broadcast::error::RecvError;
@@ -70,8 +71,11 @@ pub async fn run(state: Arc<SimState>) {
             }
             tokio::task::yield_now().await;
         }
+        let next_termination = state.controllers.exclusive(|| end_terminations(&state.store));
+        let termination_due = next_termination.map(|at| tokio::time::Instant::now() + (at - chrono::Utc::now()).to_std().unwrap_or_default());
         loop {
             let wake = tokio::select! {
+                () = async { if let Some(due) = termination_due { tokio::time::sleep_until(due).await } }, if termination_due.is_some() => true,
                 event = events.recv() => match event {
                     Ok(event) => relevant(&event),
                     Err(RecvError::Lagged(_)) => true,
@@ -86,6 +90,42 @@ pub async fn run(state: Arc<SimState>) {
         // One pass covers every change queued meanwhile (the churn can be fast).
         while events.try_recv().is_ok() {}
     }
+}
+
+/// Starts a graceful deletion as the API server and kubelet do it: `deletionTimestamp` (when
+/// the grace ends, rounded up to the second as Kubernetes writes it) and
+/// `deletionGracePeriodSeconds` set, Ready and ContainersReady `False`. The pod keeps its
+/// processes and port listeners until [`end_terminations`] deletes it; controllers stop
+/// counting it at once.
+pub(crate) fn begin_termination(store: &Store, namespace: &str, name: &str, grace: Duration) -> Result<Arc<Value>, ApiError> {
+    let grace_seconds = grace.as_secs() + u64::from(grace.subsec_nanos() > 0);
+    let ends = chrono::Utc::now() + chrono::Duration::seconds(i64::try_from(grace_seconds).unwrap_or(600)) + chrono::Duration::milliseconds(999);
+    store.modify(&PODS, namespace, name, |pod| {
+        pod["metadata"]["deletionTimestamp"] = json!(ends.to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
+        pod["metadata"]["deletionGracePeriodSeconds"] = json!(grace_seconds);
+        for condition in pod.pointer_mut("/status/conditions").and_then(Value::as_array_mut).into_iter().flatten() {
+            if condition["type"] == "Ready" || condition["type"] == "ContainersReady" {
+                condition["status"] = json!("False");
+            }
+        }
+        Ok(())
+    })
+}
+
+/// Deletes the terminating pods whose grace is over; returns when the next one's ends.
+pub(crate) fn end_terminations(store: &Store) -> Option<chrono::DateTime<chrono::Utc>> {
+    let now = chrono::Utc::now();
+    let mut next = None;
+    for pod in store.list(&PODS, None).1 {
+        let Some(ends) = pod.pointer("/metadata/deletionTimestamp").and_then(Value::as_str).and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok()) else { continue };
+        let ends = ends.with_timezone(&chrono::Utc);
+        if ends <= now {
+            let _ = store.delete(&PODS, text(&pod, "/metadata/namespace"), text(&pod, "/metadata/name"));
+        } else if next.is_none_or(|n| ends < n) {
+            next = Some(ends);
+        }
+    }
+    next
 }
 
 fn text<'a>(object: &'a Value, pointer: &str) -> &'a str {
@@ -438,7 +478,16 @@ pub(crate) fn sync_replica_set(store: &Store, set: &Value) -> Result<bool, ApiEr
             key(a).cmp(&key(b))
         });
         for pod in pods.drain(..missing.unsigned_abs() as usize) {
-            store.delete(&PODS, namespace, text(&pod, "/metadata/name"))?;
+            // A pod with a termination grace period terminates first (Ready no more, serving
+            // its open connections), and goes when the grace is over (`run`'s timer).
+            match pod.pointer("/spec/terminationGracePeriodSeconds").and_then(Value::as_f64).filter(|g| *g > 0.0) {
+                Some(grace) => {
+                    begin_termination(store, namespace, text(&pod, "/metadata/name"), Duration::from_secs_f64(grace.min(600.0)))?;
+                }
+                None => {
+                    store.delete(&PODS, namespace, text(&pod, "/metadata/name"))?;
+                }
+            }
             changed = true;
         }
     }

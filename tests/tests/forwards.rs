@@ -81,6 +81,55 @@ async fn echo(port: u16, payload: &[u8]) -> Result<(), String> {
     sent.and(received)
 }
 
+/// Two clients opening connections back to back, each an echo, until told to stop; every
+/// failure is kept.
+struct Clients {
+    stop: Arc<AtomicBool>,
+    done: Arc<tokio::sync::watch::Sender<u64>>,
+    failures: Arc<std::sync::Mutex<Vec<String>>>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Clients {
+    fn start(port: u16) -> Clients {
+        let (stop, done, failures) = (Arc::new(AtomicBool::new(false)), Arc::new(tokio::sync::watch::Sender::new(0u64)), Arc::new(std::sync::Mutex::new(Vec::new())));
+        let tasks = (0..2u8)
+            .map(|client| {
+                let (stop, done, failures) = (stop.clone(), done.clone(), failures.clone());
+                tokio::spawn(async move {
+                    let payload = pattern(4096, client);
+                    while !stop.load(Ordering::Relaxed) {
+                        match tokio::time::timeout(Duration::from_secs(20), echo(port, &payload)).await {
+                            Ok(Ok(())) => done.send_modify(|n| *n += 1),
+                            Ok(Err(why)) => failures.lock().unwrap().push(why),
+                            Err(_) => failures.lock().unwrap().push("an echo took over 20 s".to_owned()),
+                        }
+                    }
+                })
+            })
+            .collect();
+        Clients { stop, done, failures, tasks }
+    }
+
+    /// Waits for `count` more successful connections.
+    async fn more(&self, count: u64, what: &str) {
+        let before = *self.done.borrow();
+        changed_until(&mut self.done.subscribe(), Duration::from_secs(10), what, |n| *n >= before + count).await;
+    }
+
+    /// Stops the clients; fails the test if any connection failed. Returns how many succeeded.
+    async fn finish(self) -> u64 {
+        self.stop.store(true, Ordering::Relaxed);
+        for task in self.tasks {
+            within("the clients to stop", task).await.unwrap();
+        }
+        let failures = self.failures.lock().unwrap().clone();
+        let done = *self.done.borrow();
+        assert!(failures.is_empty(), "{} failed connections of {}: {failures:?}", failures.len(), done + failures.len() as u64);
+        done
+    }
+}
+
 fn pattern(len: usize, seed: u8) -> Vec<u8> {
     (0..len).map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed)).collect()
 }
@@ -129,24 +178,7 @@ async fn twenty_pod_restarts_cost_no_connection() {
     let proxy = start(&dir).await;
     let first = active(&proxy, "hello").await;
     let port = first.local.expect("bound").port();
-    // Two clients open connections back to back, each an echo, until told to stop.
-    let stop = Arc::new(AtomicBool::new(false));
-    let (done, failures) = (Arc::new(tokio::sync::watch::Sender::new(0u64)), Arc::new(std::sync::Mutex::new(Vec::<String>::new())));
-    let clients: Vec<_> = (0..2u8)
-        .map(|client| {
-            let (stop, done, failures) = (stop.clone(), done.clone(), failures.clone());
-            tokio::spawn(async move {
-                let payload = pattern(4096, client);
-                while !stop.load(Ordering::Relaxed) {
-                    match tokio::time::timeout(Duration::from_secs(20), echo(port, &payload)).await {
-                        Ok(Ok(())) => done.send_modify(|n| *n += 1),
-                        Ok(Err(why)) => failures.lock().unwrap().push(why),
-                        Err(_) => failures.lock().unwrap().push("an echo took over 20 s".to_owned()),
-                    }
-                }
-            })
-        })
-        .collect();
+    let clients = Clients::start(port);
     let mut pod = first.pod.clone().expect("a pod");
     let mut pods = vec![pod.clone()];
     for restart in 1..=20 {
@@ -159,17 +191,11 @@ async fn twenty_pod_restarts_cost_no_connection() {
         pod = next;
         pods.push(pod.clone());
         // Connections reach the new pod before the next restart.
-        let before = *done.borrow();
-        changed_until(&mut done.subscribe(), Duration::from_secs(10), "connections through the new pod", |n| *n >= before + 3).await;
+        clients.more(3, "connections through the new pod").await;
     }
-    stop.store(true, Ordering::Relaxed);
-    for client in clients {
-        within("the clients to stop", client).await.unwrap();
-    }
-    let failures = failures.lock().unwrap().clone();
-    assert!(failures.is_empty(), "{} failed connections of {}: {failures:?}", failures.len(), *done.borrow());
+    let done = clients.finish().await;
     assert_eq!(pods.len(), 21, "{pods:?}");
-    assert!(*done.borrow() >= 60);
+    assert!(done >= 60, "{done}");
     proxy.shutdown().await;
 }
 
@@ -299,5 +325,51 @@ async fn reloads_keep_add_remove_and_refuse_a_taken_port_whole() {
     active(&proxy, "kept").await;
     echo(kept_port, b"back again").await.unwrap();
     drop(squatters);
+    proxy.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rollout_costs_no_connection() {
+    use k8s_openapi::api::apps::v1::Deployment;
+    use k8s_openapi::api::core::v1::Pod;
+    use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
+    use kube::runtime::wait::{await_condition, conditions};
+
+    let sim = sim(vec![]).await;
+    let api = sim_client(&sim).await;
+    let deployments: Api<Deployment> = Api::namespaced(api.clone(), "demo");
+    let pods: Api<Pod> = Api::namespaced(api.clone(), "demo");
+    // Two replicas, a one-second termination grace: old pods serve their open connections
+    // while the rollout replaces them.
+    let deployment: Deployment = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "echo"},
+        "spec": {"replicas": 2, "selector": {"matchLabels": {"app": "echo"}}, "template": {
+            "metadata": {"labels": {"app": "echo"}},
+            "spec": {"terminationGracePeriodSeconds": 1, "containers": [{"name": "echo", "image": "echo:1", "ports": [{"containerPort": 7000}]}]}
+        }}
+    }))
+    .unwrap();
+    deployments.create(&PostParams::default(), &deployment).await.unwrap();
+    let dir = folder("rollout", &sim, None);
+    write_config(&dir, &forward("echo", "demo", "deployment/echo", "7000", 0));
+    let proxy = start(&dir).await;
+    let first = active(&proxy, "echo").await;
+    let port = first.local.expect("bound").port();
+    let old: Vec<Pod> = pods.list(&ListParams::default().labels("app=echo")).await.unwrap().items;
+    assert_eq!(old.len(), 2);
+
+    let clients = Clients::start(port);
+    clients.more(10, "connections before the rollout").await;
+    // `kubectl rollout restart`: a template annotation changes, the controller rolls.
+    let patch = serde_json::json!({"spec": {"template": {"metadata": {"annotations": {"kubectl.kubernetes.io/restartedAt": "2026-12-02T00:00:00Z"}}}}});
+    deployments.patch("echo", &PatchParams::default(), &Patch::Merge(&patch)).await.unwrap();
+    let old_names: Vec<String> = old.iter().filter_map(|p| p.metadata.name.clone()).collect();
+    status_until(&proxy, "echo", "the forward on a pod of the new template", |s| s.state == State::Active && s.pod.as_ref().is_some_and(|p| !old_names.contains(p))).await;
+    for pod in &old {
+        let (name, uid) = (pod.metadata.name.clone().unwrap(), pod.metadata.uid.clone().unwrap());
+        within_for(Duration::from_secs(30), &format!("old pod {name} to go"), await_condition(pods.clone(), &name, conditions::is_deleted(&uid))).await.unwrap();
+    }
+    clients.more(10, "connections after the rollout").await;
+    assert!(clients.finish().await >= 20);
     proxy.shutdown().await;
 }

@@ -217,50 +217,23 @@ pub fn restart_pod(state: &SimState, namespace: &str, name: &str) -> Result<Valu
     })
 }
 
-/// A restart as a kubelet does a graceful deletion: the pod turns terminating at once
-/// (`deletionTimestamp`, `deletionGracePeriodSeconds`, Ready and ContainersReady `False`), its
-/// replacement is made at once, and the old pod (its processes and port listeners, so its open
-/// connections) lives until the grace period is over, then goes.
+/// A restart as a graceful deletion ([`crate::controller::begin_termination`]): the pod turns
+/// terminating at once, its replacement is made at once, and the old pod (its processes and
+/// port listeners, so its open connections) lives until the grace period is over, when the
+/// controller deletes it.
 fn restart_gracefully(state: &Arc<SimState>, namespace: &str, name: &str, grace: Duration) -> Result<Value, ApiError> {
     let store = &state.store;
-    let replacement = state.controllers.exclusive(|| {
+    state.controllers.exclusive(|| {
         let pod = store.get(&PODS, namespace, name).ok_or_else(|| ApiError::not_found("pods", name))?;
         if pod.pointer("/metadata/deletionTimestamp").is_some_and(|t| !t.is_null()) {
             return Err(ApiError::conflict("pods", name));
         }
-        let ends = chrono::Utc::now() + chrono::Duration::from_std(grace).unwrap_or_default();
-        let old = store.modify(&PODS, namespace, name, |pod| {
-            pod["metadata"]["deletionTimestamp"] = json!(ends.to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
-            pod["metadata"]["deletionGracePeriodSeconds"] = json!(grace.as_secs());
-            for condition in pod.pointer_mut("/status/conditions").and_then(Value::as_array_mut).into_iter().flatten() {
-                if condition["type"] == "Ready" || condition["type"] == "ContainersReady" {
-                    condition["status"] = json!("False");
-                }
-            }
-            Ok(())
-        })?;
-        let uid = old.pointer("/metadata/uid").and_then(Value::as_str).map(str::to_owned);
-        let replacement = match crate::controller::owner_of(store, &old) {
+        let old = crate::controller::begin_termination(store, namespace, name, grace)?;
+        match crate::controller::owner_of(store, &old) {
             Some(set) => replace_from_set(store, namespace, name, &set),
             None => recreate(store, namespace, name, &old),
-        }?;
-        Ok((replacement, uid))
-    })?;
-    let (replacement, uid) = replacement;
-    let state = state.clone();
-    let (namespace, name) = (namespace.to_owned(), name.to_owned());
-    tokio::spawn(async move {
-        tokio::time::sleep(grace).await;
-        // Only the pod that was terminating: a pod made since under the same name stays.
-        if store_uid(&state.store, &namespace, &name) == uid {
-            let _ = state.controllers.exclusive(|| state.store.delete(&PODS, &namespace, &name));
         }
-    });
-    Ok(replacement)
-}
-
-fn store_uid(store: &Store, namespace: &str, name: &str) -> Option<String> {
-    store.get(&PODS, namespace, name).and_then(|p| p.pointer("/metadata/uid").and_then(Value::as_str).map(str::to_owned))
+    })
 }
 
 /// The pod a ReplicaSet made to replace `name` (gone or terminating).
