@@ -77,8 +77,11 @@ async fn echo(port: u16, payload: &[u8]) -> Result<(), String> {
         read.read_exact(&mut back).await.map_err(|e| format!("read after {} bytes: {e}", payload.len()))?;
         if back != payload { Err("the echo differs from what was sent".to_owned()) } else { Ok(()) }
     };
-    let (sent, received) = tokio::join!(send, receive);
-    sent.and(received)
+    // An echo that neither arrives nor fails within the deadline is a failure too.
+    match tokio::time::timeout(Duration::from_secs(15), async { tokio::join!(send, receive) }).await {
+        Ok((sent, received)) => sent.and(received),
+        Err(_) => Err(format!("no echo of {} bytes, and no error, within 15 s", payload.len())),
+    }
 }
 
 /// Two clients opening connections back to back, each an echo, until told to stop; every
@@ -316,9 +319,7 @@ async fn reloads_keep_add_remove_and_refuse_a_taken_port_whole() {
     let outcome = within("a reload", proxy.app().live.reload()).await;
     assert!(matches!(outcome, Outcome::Applied { .. } | Outcome::Unchanged), "{outcome:?}");
     assert!(forwards_json(&proxy).is_empty());
-    let mut buffer = [0u8; 1];
-    let read = within("the removed forward's connection to end", held.read(&mut buffer)).await;
-    assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
+    closed(&mut held, "the removed forward's connection to end").await;
     write_config(&dir, &kept);
     let outcome = within("a reload", proxy.app().live.reload()).await;
     assert!(matches!(outcome, Outcome::Applied { .. } | Outcome::Unchanged), "{outcome:?}");
@@ -371,5 +372,60 @@ async fn a_rollout_costs_no_connection() {
     }
     clients.more(10, "connections after the rollout").await;
     assert!(clients.finish().await >= 20);
+    proxy.shutdown().await;
+}
+
+/// Reads until the other side closes (or breaks) the connection.
+async fn closed(socket: &mut TcpStream, what: &str) {
+    let mut buffer = [0u8; 1];
+    let read = within(what, socket.read(&mut buffer)).await;
+    assert!(matches!(read, Ok(0) | Err(_)), "{what}: {read:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_black_holed_tunnel_is_noticed_within_the_ping_timeout() {
+    let sim = sim(vec![]).await;
+    let api = sim_client(&sim).await;
+    let dir = folder("blackhole", &sim, None);
+    write_config(&dir, &format!("{}    keepaliveInterval: 0.3\n", forward("redis", "demo", "pod/redis-0", "6379", 0)));
+    let proxy = start(&dir).await;
+    let port = active(&proxy, "redis").await.local.expect("bound").port();
+    let mut held = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    exchange(&mut held, b"alive").await;
+    // The tunnel goes silent (open, but nothing read or written, no pong): the forward says
+    // so and closes the connection, instead of leaving it hanging.
+    let blackholed = hook(&api, "POST", "/_sim/portforward/blackhole?pod=redis-0").await;
+    assert_eq!(blackholed["blackholed"], 1, "{blackholed}");
+    let status = status_until(&proxy, "redis", "Degraded: tunnel silent", |s| s.state == State::Degraded).await;
+    assert_eq!(status.reason, Some(Reason::TunnelSilent), "{status:?}");
+    closed(&mut held, "the silent tunnel's connection to close").await;
+    // A new connection gets a new tunnel, and the forward is Active again.
+    echo(port, b"a new tunnel").await.unwrap();
+    active(&proxy, "redis").await;
+    proxy.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_quiet_connection_outlives_the_idle_cut() {
+    let sim = sim(vec![]).await;
+    let api = sim_client(&sim).await;
+    let dir = folder("idle", &sim, None);
+    // The same pod through two forwards: one pings its tunnels, one never does.
+    let pinged = format!("{}    keepaliveInterval: 0.2\n", forward("pinged", "demo", "pod/redis-0", "6379", 0));
+    let unpinged = format!("{}    keepaliveInterval: 0\n", forward("unpinged", "demo", "pod/redis-0", "6379", 0));
+    write_config(&dir, &format!("{pinged}{unpinged}"));
+    let proxy = start(&dir).await;
+    let pinged_port = active(&proxy, "pinged").await.local.expect("bound").port();
+    let unpinged_port = active(&proxy, "unpinged").await.local.expect("bound").port();
+    // Streams idle for 1 s are cut, as load balancers and kubelets do.
+    hook(&api, "POST", "/_sim/portforward/idle-timeout?seconds=1").await;
+    let mut kept = TcpStream::connect(("127.0.0.1", pinged_port)).await.unwrap();
+    let mut cut = TcpStream::connect(("127.0.0.1", unpinged_port)).await.unwrap();
+    exchange(&mut kept, b"start").await;
+    exchange(&mut cut, b"start").await;
+    // The unpinged connection is cut for idling; the pinged one, idle as long, still works.
+    closed(&mut cut, "the unpinged connection to be cut for idling").await;
+    exchange(&mut kept, b"still here").await;
+    hook(&api, "POST", "/_sim/portforward/idle-timeout?seconds=0").await;
     proxy.shutdown().await;
 }

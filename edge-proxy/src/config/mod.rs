@@ -189,6 +189,7 @@ struct RawForward {
     reconnect_initial: Option<Spanned<f64>>,
     reconnect_max: Option<Spanned<f64>>,
     connect_timeout: Option<Spanned<f64>>,
+    keepalive_interval: Option<Spanned<f64>>,
 }
 
 #[derive(Deserialize)]
@@ -406,7 +407,7 @@ fn forwards(file: &Path, entries: &[Spanned<RawForward>], at: &dyn Fn(Location, 
         if let Some(bind) = &raw.bind {
             spec.bind = bind.value.parse().map_err(|_| at(bind.referenced, &key("bind"), format!("{:?} is not an IP address: give one like 127.0.0.1 or ::1", bind.value)))?;
         }
-        for (field, slot, value) in [("reconnectInitial", &mut spec.reconnect_initial, &raw.reconnect_initial), ("reconnectMax", &mut spec.reconnect_max, &raw.reconnect_max), ("connectTimeout", &mut spec.connect_timeout, &raw.connect_timeout)] {
+        for (field, slot, value) in [("reconnectInitial", &mut spec.reconnect_initial, &raw.reconnect_initial), ("reconnectMax", &mut spec.reconnect_max, &raw.reconnect_max), ("connectTimeout", &mut spec.connect_timeout, &raw.connect_timeout), ("keepaliveInterval", &mut spec.keepalive, &raw.keepalive_interval)] {
             if let Some(value) = value {
                 *slot = seconds(value.value).map_err(|message| at(value.referenced, &key(field), message))?;
             }
@@ -452,7 +453,7 @@ fn hint(key: &str) -> Option<&'static str> {
         "clusters" => "give a list of clusters, each a mapping with name and kubeconfig or server",
         "forwards" => "give a list of forwards, each a mapping with name, cluster, target, port and localPort",
         "localPort" => "give a port number, 0 to 65535 (0: any free port)",
-        "reconnectInitial" | "reconnectMax" | "connectTimeout" => "give a number of seconds, 0 or more",
+        "reconnectInitial" | "reconnectMax" | "connectTimeout" | "keepaliveInterval" => "give a number of seconds, 0 or more",
         _ => return None,
     })
 }

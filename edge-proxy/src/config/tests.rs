@@ -162,7 +162,7 @@ fn the_example_documents_every_key_and_validates() {
     assert_eq!((forwards[0].name.as_str(), forwards[0].local_port, forwards[0].connect_timeout), ("web", 18080, Duration::from_secs(30)));
     // Every key of the file format appears in the example.
     let text = std::fs::read_to_string(&path).unwrap();
-    for key in ["listen", "allowedOrigins", "auth", "mode", "allowAnonymousRemote", "clusters", "name", "kubeconfig", "context", "allContexts", "server", "certificateAuthority", "tokenFile", "forwards", "maxSubscriptions", "maxMessageBytes", "maxQueuedBytes", "history", "upstreamIdleTimeout", "linger", "terminalGrace", "terminalPingInterval", "healthInterval", "drainPeriod", "static", "namespace", "target", "port", "localPort", "bind", "reconnectInitial", "reconnectMax", "connectTimeout"] {
+    for key in ["listen", "allowedOrigins", "auth", "mode", "allowAnonymousRemote", "clusters", "name", "kubeconfig", "context", "allContexts", "server", "certificateAuthority", "tokenFile", "forwards", "maxSubscriptions", "maxMessageBytes", "maxQueuedBytes", "history", "upstreamIdleTimeout", "linger", "terminalGrace", "terminalPingInterval", "healthInterval", "drainPeriod", "static", "namespace", "target", "port", "localPort", "bind", "reconnectInitial", "reconnectMax", "connectTimeout", "keepaliveInterval"] {
         assert!(text.contains(&format!("{key}:")), "the example documents {key}");
     }
 }

@@ -32,6 +32,10 @@ pub struct ForwardSpec {
     /// How long an accepted connection waits for a Ready pod (during a restart or a rollout)
     /// before it is closed. Default 30 s.
     pub connect_timeout: Duration,
+    /// How often a carried connection pings its tunnel (zero: never). Below the idle limits of
+    /// load balancers and kubelets, so a quiet connection is never cut; two intervals without
+    /// a word from the tunnel close the connection. Default 15 s.
+    pub keepalive: Duration,
     /// Where the entry is written, for errors found after parsing. Never part of equality:
     /// moving an entry in its file does not change the forward.
     pub origin: Origin,
@@ -51,6 +55,7 @@ impl ForwardSpec {
             reconnect_initial: Duration::from_secs(1),
             reconnect_max: Duration::from_secs(10),
             connect_timeout: Duration::from_secs(30),
+            keepalive: Duration::from_secs(15),
             origin: Origin::default(),
         }
     }

@@ -6,6 +6,7 @@
 //! WebSocket, so a connection's failure (the app refusing, the pod going) is that connection's
 //! alone, and nothing is multiplexed that could stall its neighbours.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use axum::http::HeaderMap;
@@ -15,6 +16,7 @@ use kubemux_protocol::channel::portforward::{data_channel, error_channel};
 use kubemux_protocol::channel::ChannelProtocol;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpStream;
+use tokio::time::Instant;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::Role;
@@ -62,6 +64,9 @@ pub enum Ended {
     Refused(String),
     /// The forward was stopped.
     Stopped,
+    /// The tunnel answered no ping for this long: black-holed (a partition, a load balancer
+    /// that lost the connection); closed.
+    Silent(Duration),
 }
 
 /// Dials `…/pods/{pod}/portforward?ports={port}` with the proxy's own credentials.
@@ -92,26 +97,48 @@ pub async fn open(cluster: &Cluster, namespace: &str, pod: &str, port: u16, time
 impl Tunnel {
     /// Copies bytes between `local` and the pod until one side ends or `stop` fires. Each
     /// socket is written by one direction only; nothing is queued between them.
-    pub async fn carry(self, local: TcpStream, traffic: &Traffic, stop: &CancellationToken) -> Ended {
+    ///
+    /// `keepalive` (zero: none): a WebSocket ping that often, which keeps load balancers' and
+    /// kubelets' idle timers from cutting a quiet connection (any frame resets them) and
+    /// proves the tunnel alive; nothing at all from the tunnel for two intervals ends the
+    /// connection as [`Ended::Silent`]. The ping goes to the API server, never into the app.
+    pub async fn carry(self, local: TcpStream, traffic: &Traffic, stop: &CancellationToken, keepalive: Duration) -> Ended {
         let (mut sink, mut stream) = self.socket.split();
         let (mut local_read, mut local_write) = local.into_split();
+        let started = Instant::now();
+        // Milliseconds after `started` that the tunnel last sent anything.
+        let heard = AtomicU64::new(0);
         let ended = {
         let to_pod = async {
             let mut buffer = vec![0u8; 32 * 1024];
+            let period = if keepalive.is_zero() { Duration::from_secs(86_400) } else { keepalive };
+            let mut pings = tokio::time::interval_at(Instant::now() + period, period);
             loop {
-                let n = match local_read.read(&mut buffer[1..]).await {
-                    Ok(0) | Err(_) => {
-                        // The channel protocol has no half-close: closing the WebSocket is how
-                        // the end of input reaches the pod (as kubectl and kube-rs do). What
-                        // the pod sends before the API server's close is still delivered.
-                        let _ = sink.send(Message::Close(None)).await;
-                        return;
+                let n = tokio::select! {
+                    read = local_read.read(&mut buffer[1..]) => match read {
+                        Ok(0) | Err(_) => {
+                            // The channel protocol has no half-close: closing the WebSocket is
+                            // how the end of input reaches the pod (as kubectl and kube-rs do).
+                            // What the pod sends before the API server's close is delivered.
+                            let _ = sink.send(Message::Close(None)).await;
+                            return None;
+                        }
+                        Ok(n) => n,
+                    },
+                    _ = pings.tick(), if !keepalive.is_zero() => {
+                        let quiet = started.elapsed().saturating_sub(Duration::from_millis(heard.load(Ordering::Relaxed)));
+                        if quiet >= keepalive.saturating_mul(2) {
+                            return Some(Ended::Silent(quiet));
+                        }
+                        if sink.send(Message::Ping(Vec::new().into())).await.is_err() {
+                            return None;
+                        }
+                        continue;
                     }
-                    Ok(n) => n,
                 };
                 buffer[0] = data_channel(0);
                 if sink.send(Message::Binary(buffer[..=n].to_vec().into())).await.is_err() {
-                    return;
+                    return None;
                 }
                 traffic.bytes_out.inc_by(n as u64);
             }
@@ -121,6 +148,7 @@ impl Tunnel {
             let mut prefixed = [false, false];
             let mut error = Vec::new();
             while let Some(Ok(message)) = stream.next().await {
+                heard.store(u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX), Ordering::Relaxed);
                 let Message::Binary(frame) = message else {
                     if matches!(message, Message::Close(_)) {
                         break;
@@ -157,10 +185,13 @@ impl Tunnel {
         tokio::select! {
             // The local side closed its end: what the pod still sends is delivered, until the
             // API server's close (bounded, in case it never comes).
-            () = &mut to_pod => tokio::select! {
-                error = &mut from_pod => ended_by(error),
-                () = stop.cancelled() => Ended::Stopped,
-                () = tokio::time::sleep(CLOSE_WAIT) => Ended::Closed,
+            silent = &mut to_pod => match silent {
+                Some(silent) => silent,
+                None => tokio::select! {
+                    error = &mut from_pod => ended_by(error),
+                    () = stop.cancelled() => Ended::Stopped,
+                    () = tokio::time::sleep(CLOSE_WAIT) => Ended::Closed,
+                },
             },
             error = &mut from_pod => ended_by(error),
             () = stop.cancelled() => Ended::Stopped,

@@ -61,7 +61,8 @@ impl State {
     pub const ALL: [State; 5] = [State::Starting, State::Active, State::Degraded, State::Reconnecting, State::Failed];
 }
 
-/// Why a forward is not `Active`.
+/// Why a forward is not `Active`. A silent tunnel (pings unanswered) leaves it `Degraded`:
+/// the API server still answers new dials, but the network between may be dropping them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Reason {
     /// No pod of the target is Ready (or the target does not exist).
@@ -74,6 +75,8 @@ pub enum Reason {
     UpstreamUnreachable,
     /// The local address is taken.
     LocalPortInUse,
+    /// A tunnel answered no ping (black-holed).
+    TunnelSilent,
 }
 
 impl Reason {
@@ -85,6 +88,7 @@ impl Reason {
             Reason::TargetRefused => "target refused",
             Reason::UpstreamUnreachable => "upstream unreachable",
             Reason::LocalPortInUse => "local port in use",
+            Reason::TunnelSilent => "tunnel silent",
         }
     }
 
@@ -96,6 +100,7 @@ impl Reason {
             Reason::TargetRefused => "target_refused",
             Reason::UpstreamUnreachable => "upstream_unreachable",
             Reason::LocalPortInUse => "local_port_in_use",
+            Reason::TunnelSilent => "tunnel_silent",
         }
     }
 }
@@ -168,6 +173,8 @@ enum Report {
     Forbidden(String),
     Unreachable(String),
     Refused(String),
+    /// The tunnel went silent (no answer to pings).
+    Silent(String),
 }
 
 /// The reconnect backoff of a forward, with equal jitter: each delay is between half of and
@@ -243,7 +250,7 @@ impl View {
             return (State::Reconnecting, Some(Reason::NoReadyPod), port_problem.or_else(|| Some("no pod of the target is Ready".to_owned())));
         }
         match &self.failure {
-            Some((Reason::TargetRefused, why)) => (State::Degraded, Some(Reason::TargetRefused), Some(why.clone())),
+            Some((reason @ (Reason::TargetRefused | Reason::TunnelSilent), why)) => (State::Degraded, Some(*reason), Some(why.clone())),
             Some((reason, why)) => (State::Reconnecting, Some(*reason), Some(why.clone())),
             None => (State::Active, None, None),
         }
@@ -398,6 +405,10 @@ pub(super) async fn run(start: Start) {
                     view.failure = Some((Reason::UpstreamUnreachable, why));
                 }
                 Report::Refused(why) => view.failure = Some((Reason::TargetRefused, why)),
+                Report::Silent(why) => {
+                    counters.reconnect(Reason::UpstreamUnreachable);
+                    view.failure = Some((Reason::TunnelSilent, why));
+                }
             },
             accepted = listener.accept() => {
                 if let Ok((local, _)) = accepted {
@@ -453,9 +464,13 @@ impl Connection {
             match tunnel::open(&cluster, &self.spec.namespace, &pod, port, timeout).await {
                 Ok(tunnel) => {
                     let _ = self.reports.try_send(Report::Carried);
-                    match tunnel.carry(local, self.counters.traffic(), &self.stop).await {
+                    match tunnel.carry(local, self.counters.traffic(), &self.stop, self.spec.keepalive).await {
                         Ended::Refused(why) => {
                             let _ = self.reports.try_send(Report::Refused(why));
+                        }
+                        Ended::Silent(quiet) => {
+                            let why = format!("the tunnel to pod {pod} answered no ping for {:.1} s; its connection was closed", quiet.as_secs_f64());
+                            let _ = self.reports.try_send(Report::Silent(why));
                         }
                         Ended::Closed | Ended::Stopped => {}
                     }

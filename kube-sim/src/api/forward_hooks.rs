@@ -5,8 +5,11 @@
 //! - `POST /_sim/portforward/cut[?namespace=&pod=&scope=streams|connections]`: reset the
 //!   matching stream pairs (RST_STREAM, pod connection closed; the default), or drop the
 //!   matching connections without a word. Answers `{"cut": N}`.
-//! - `POST /_sim/portforward/idle-timeout?seconds=N`: reset stream pairs idle for N seconds
-//!   (0 turns it off).
+//! - `POST /_sim/portforward/blackhole[?namespace=&pod=]`: the matching open connections of the
+//!   channel protocol go silent (open, but nothing read, no pong, nothing written). Answers
+//!   `{"blackholed": N}`.
+//! - `POST /_sim/portforward/idle-timeout?seconds=N`: reset stream pairs (and channel-protocol
+//!   connections) idle for N seconds (0 turns it off); any frame, a ping too, is activity.
 //! - `POST /_sim/portforward/withhold-replies?count=N`: the next N SYN_STREAMs get no SYN_REPLY.
 //! - `POST /_sim/portforward/refuse?port=P[&namespace=&pod=]`: connections to port P are
 //!   refused (the kubelet's error on the error stream); `DELETE` lifts every refusal.
@@ -31,6 +34,7 @@ pub(super) fn router() -> Router<Arc<SimState>> {
     Router::new()
         .route("/", get(list))
         .route("/cut", post(cut))
+        .route("/blackhole", post(blackhole))
         .route("/idle-timeout", post(idle_timeout))
         .route("/withhold-replies", post(withhold_replies))
         .route("/refuse", post(refuse).delete(clear_refusals))
@@ -59,6 +63,19 @@ async fn cut(State(state): State<Arc<SimState>>, query: Result<Query<CutQuery>, 
         Some(_) => return ApiError::bad_request("scope must be streams or connections").into_response(),
     };
     Json(json!({"cut": cut})).into_response()
+}
+
+#[derive(Deserialize)]
+struct FilterQuery {
+    namespace: Option<String>,
+    pod: Option<String>,
+}
+
+async fn blackhole(State(state): State<Arc<SimState>>, query: Result<Query<FilterQuery>, QueryRejection>) -> Response {
+    let Ok(Query(FilterQuery { namespace, pod })) = query else {
+        return ApiError::bad_request("expected ?namespace=&pod=").into_response();
+    };
+    Json(json!({"blackholed": state.runtime.port_forwards().blackhole(&PodFilter { namespace, pod })})).into_response()
 }
 
 #[derive(Deserialize)]

@@ -1,6 +1,6 @@
-//! Open SPDY port-forwards and the faults tests inject into them (`/_sim/portforward`): which
-//! connections and stream pairs are open, cutting them, an idle timeout on stream pairs,
-//! withholding SYN_REPLY, refusing a target port.
+//! Open port-forwards and the faults tests inject into them (`/_sim/portforward`): which
+//! connections and stream pairs are open, cutting them, black-holing them, an idle timeout,
+//! withholding SYN_REPLY (SPDY), refusing a target port.
 //!
 //! Sessions and relays own their state; this table only holds, per open connection or pair,
 //! where it goes and the token that cuts it. Entries leave with their [`Registration`].
@@ -14,9 +14,12 @@ use serde_json::{Value, json};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-/// Which transport a SPDY connection came over.
+/// Which transport a port-forward connection came over.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Transport {
+    /// The legacy channel protocol over a WebSocket (`v4.channel.k8s.io`): browsers, kube-rs,
+    /// the Python client, kubemux's forwards.
+    Channel,
     /// The WebSocket tunnel, `SPDY/3.1+portforward.k8s.io` (kubectl's first try).
     WebSocket,
     /// `POST` + `Upgrade: SPDY/3.1` (kubectl's fallback).
@@ -26,6 +29,7 @@ pub enum Transport {
 impl Transport {
     fn name(self) -> &'static str {
         match self {
+            Transport::Channel => "channel",
             Transport::WebSocket => "websocket",
             Transport::Upgrade => "spdy",
         }
@@ -63,6 +67,7 @@ struct Entry {
     transport: Transport,
     kind: EntryKind,
     cut: CancellationToken,
+    blackhole: CancellationToken,
 }
 
 #[derive(Default)]
@@ -96,6 +101,8 @@ pub(crate) struct Registration {
     id: u64,
     /// Cancelled by a cut.
     pub cut: CancellationToken,
+    /// Cancelled by a black hole: the connection stays open but reads and writes nothing.
+    pub blackhole: CancellationToken,
 }
 
 impl Drop for Registration {
@@ -112,13 +119,13 @@ impl PortForwards {
 
     fn register(self: &Arc<Self>, namespace: &str, pod: &str, transport: Transport, kind: EntryKind) -> Registration {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let cut = CancellationToken::new();
-        let entry = Entry { namespace: namespace.to_owned(), pod: pod.to_owned(), transport, kind, cut: cut.clone() };
+        let (cut, blackhole) = (CancellationToken::new(), CancellationToken::new());
+        let entry = Entry { namespace: namespace.to_owned(), pod: pod.to_owned(), transport, kind, cut: cut.clone(), blackhole: blackhole.clone() };
         self.lock().entries.insert(id, entry);
-        Registration { table: self.clone(), id, cut }
+        Registration { table: self.clone(), id, cut, blackhole }
     }
 
-    /// Lists a SPDY connection to `namespace/pod`.
+    /// Lists a connection to `namespace/pod`.
     pub(crate) fn register_connection(self: &Arc<Self>, namespace: &str, pod: &str, transport: Transport) -> Registration {
         self.register(namespace, pod, transport, EntryKind::Connection)
     }
@@ -152,7 +159,20 @@ impl PortForwards {
         self.cut(filter, true)
     }
 
-    /// Stream pairs that carry no byte either way for `timeout` are reset; `None` turns it off.
+    /// The matching open connections go silent (channel-protocol WebSockets): kept open, but
+    /// nothing read (no pong either) and nothing written, as behind a load balancer that lost
+    /// its state or a network partition. New connections are not affected. Returns how many.
+    pub fn blackhole(&self, filter: &PodFilter) -> usize {
+        let table = self.lock();
+        let matching: Vec<&Entry> = table.entries.values().filter(|e| e.kind == EntryKind::Connection && filter.matches(&e.namespace, &e.pod)).collect();
+        for entry in &matching {
+            entry.blackhole.cancel();
+        }
+        matching.len()
+    }
+
+    /// Stream pairs (and channel-protocol connections) that carry no byte either way for
+    /// `timeout` are reset; `None` turns it off.
     /// Applies to open pairs at once.
     pub fn set_idle_timeout(&self, timeout: Option<Duration>) {
         self.idle_timeout.send_replace(timeout);

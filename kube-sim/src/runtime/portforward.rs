@@ -53,6 +53,7 @@ pub(crate) struct ForwardPlan {
     ports: Vec<PortPlan>,
     pod: String,
     uid: String,
+    namespace: String,
 }
 
 /// containerd's message when a pod port refuses the connection.
@@ -69,7 +70,7 @@ pub(crate) fn plan(runtime: &Runtime, pod: &Value, namespace: &str, name: &str, 
     runtime.ensure_pod(pod);
     let uid = pod_uid(pod);
     let ports = ports.iter().map(|&port| resolve_port(runtime, pod, namespace, name, port)).collect();
-    ForwardPlan { protocol, ports, pod: name.to_owned(), uid: uid.to_owned() }
+    ForwardPlan { protocol, ports, pod: name.to_owned(), uid: uid.to_owned(), namespace: namespace.to_owned() }
 }
 
 /// Where `port` of the pod goes now: nowhere when a hook refuses it, else the pod's redirect
@@ -92,8 +93,12 @@ pub(super) fn resolve_port(runtime: &Runtime, pod: &Value, namespace: &str, name
 
 /// Runs an upgraded port-forward until every port is done, the client goes, or shutdown.
 pub(crate) async fn run(runtime: Arc<Runtime>, socket: WebSocket, plan: ForwardPlan) {
-    let ForwardPlan { protocol, ports, pod, uid } = plan;
+    let ForwardPlan { protocol, ports, pod, uid, namespace } = plan;
     let stop = runtime.stop.clone();
+    let registration = runtime.forwards.register_connection(&namespace, &pod, super::forwards::Transport::Channel);
+    let mut idle_timeout = runtime.forwards.idle_timeout();
+    // Any frame either way is activity (a load balancer counts bytes, pings too).
+    let activity = Arc::new(std::sync::Mutex::new(tokio::time::Instant::now()));
     let mut conn = Connection::start(socket, stop.clone());
     for (index, p) in ports.iter().enumerate() {
         let prefix = port_prefix(p.port);
@@ -110,17 +115,39 @@ pub(crate) async fn run(runtime: Arc<Runtime>, socket: WebSocket, plan: ForwardP
         let (tx, rx) = mpsc::channel(PORT_QUEUE);
         to_pod.push(tx);
         let failure_prefix = format!("error forwarding port {} to pod {pod}, uid {uid}", p.port);
-        relays.spawn(relay(index, p, failure_prefix, rx, conn.out.clone(), protocol));
+        relays.spawn(relay(index, p, failure_prefix, rx, conn.out.clone(), protocol, activity.clone()));
     }
+    let touch = |activity: &std::sync::Mutex<tokio::time::Instant>| *activity.lock().unwrap_or_else(|p| p.into_inner()) = tokio::time::Instant::now();
     let all_done = loop {
+        let idle_deadline = idle_timeout.borrow_and_update().map(|timeout| *activity.lock().unwrap_or_else(|p| p.into_inner()) + timeout);
         tokio::select! {
             _ = stop.cancelled() => break false,
+            _ = registration.cut.cancelled() => break false,
+            _ = registration.blackhole.cancelled() => {
+                // Silent: nothing read, nothing written, the socket held open until a cut, the
+                // client's close of its side, or shutdown.
+                relays.abort_all();
+                tokio::select! {
+                    _ = stop.cancelled() => {}
+                    _ = registration.cut.cancelled() => {}
+                }
+                break false;
+            }
+            _ = idle_timeout.changed() => continue,
+            () = async { if let Some(at) = idle_deadline { tokio::time::sleep_until(at).await } }, if idle_deadline.is_some() => {
+                let last = *activity.lock().unwrap_or_else(|p| p.into_inner());
+                if idle_timeout.borrow().is_some_and(|timeout| last + timeout <= tokio::time::Instant::now()) {
+                    break false;
+                }
+                continue;
+            }
             done = relays.join_next() => {
                 if done.is_none() || relays.is_empty() {
                     break true;
                 }
             }
             message = conn.incoming.next() => {
+                touch(&activity);
                 let data = match message {
                     Some(Ok(Message::Binary(data))) => data,
                     Some(Ok(text @ Message::Text(_))) => text.into_data(),
@@ -158,6 +185,7 @@ async fn relay(
     mut from_client: mpsc::Receiver<Bytes>,
     out: mpsc::Sender<Outgoing>,
     protocol: ChannelProtocol,
+    activity: Arc<std::sync::Mutex<tokio::time::Instant>>,
 ) {
     let report = |message: String| {
         let out = out.clone();
@@ -181,6 +209,7 @@ async fn relay(
             match pod_read.read(&mut buf).await {
                 Ok(0) | Err(_) => break,
                 Ok(n) => {
+                    *activity.lock().unwrap_or_else(|p| p.into_inner()) = tokio::time::Instant::now();
                     if out.send(Outgoing::Frame(channel::encode(protocol, data_channel(index), &buf[..n]))).await.is_err() {
                         break;
                     }
@@ -236,7 +265,7 @@ mod tests {
         let (to_pod, from_client) = mpsc::channel(4);
         let (out, mut frames) = mpsc::channel(16);
         let plan = PortPlan { port: 80, target: Target::Connect { address, lifetime: None }, refused: String::new() };
-        let relay = tokio::spawn(relay(1, plan, String::new(), from_client, out, ChannelProtocol::V4));
+        let relay = tokio::spawn(relay(1, plan, String::new(), from_client, out, ChannelProtocol::V4, Arc::new(std::sync::Mutex::new(tokio::time::Instant::now()))));
         to_pod.send(Bytes::from_static(b"hello")).await.unwrap();
         let frame = tokio::time::timeout(std::time::Duration::from_secs(5), frames.recv()).await.unwrap().unwrap();
         match frame {
@@ -252,7 +281,7 @@ mod tests {
         let (_to_pod, from_client) = mpsc::channel(1);
         let (out, mut frames) = mpsc::channel(4);
         let plan = PortPlan { port: 9, target: Target::Nothing, refused: "refused!".into() };
-        relay(0, plan, String::new(), from_client, out, ChannelProtocol::V4Base64).await;
+        relay(0, plan, String::new(), from_client, out, ChannelProtocol::V4Base64, Arc::new(std::sync::Mutex::new(tokio::time::Instant::now()))).await;
         match frames.recv().await.unwrap() {
             Outgoing::Frame(kubemux_protocol::channel::WsPayload::Text(t)) => assert_eq!(t, "1cmVmdXNlZCE="),
             other => panic!("unexpected {other:?}"),

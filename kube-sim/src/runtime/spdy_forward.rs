@@ -103,6 +103,7 @@ pub(crate) async fn upgrade(
     let target = PodTarget { namespace: namespace.to_owned(), name: name.to_owned(), pod };
     let (mut parts, _body) = request.into_parts();
     match transport {
+        Transport::Channel => Err(ApiError::internal("the channel protocol is not SPDY")),
         Transport::WebSocket => {
             let upgrade = WebSocketUpgrade::from_request_parts(&mut parts, &())
                 .await
