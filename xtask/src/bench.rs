@@ -51,7 +51,7 @@ pub fn table(columns: &[String], rows: &[Vec<String>]) -> String {
 pub type SectionFn = fn(&Workspace) -> anyhow::Result<Section>;
 
 /// The sections `cargo xtask bench` knows, in the order they appear in BENCHMARKS.md when new.
-pub const SECTIONS: &[(&str, SectionFn)] = &[("proxy", proxy_section), ("terminal", terminal_section), ("client", client_section)];
+pub const SECTIONS: &[(&str, SectionFn)] = &[("proxy", proxy_section), ("terminal", terminal_section), ("forward", forward_section), ("client", client_section)];
 
 /// The multiplexer: throughput and added latency against a direct watch, memory per
 /// subscription (`tests/bench/mux.rs`).
@@ -63,6 +63,13 @@ fn proxy_section(repo: &Workspace) -> anyhow::Result<Section> {
 /// (`tests/bench/terminal.rs`).
 fn terminal_section(repo: &Workspace) -> anyhow::Result<Section> {
     program_section(repo, "terminal", "Terminals (`kubemux-proxy` exec)", "kubemux-bench-terminal")
+}
+
+/// Forwards: connect latency and echo throughput against `kubectl port-forward` to the same
+/// pod, and recovery after pod restarts (`tests/bench/forward.rs`; needs kubectl).
+fn forward_section(repo: &Workspace) -> anyhow::Result<Section> {
+    crate::steps::ensure_kubectl()?;
+    program_section(repo, "forward", "Port-forwards (`kubemux-proxy` forwards)", "kubemux-bench-forward")
 }
 
 /// Builds and runs a measuring program of the tests crate (release), which prints
