@@ -429,3 +429,31 @@ async fn a_quiet_connection_outlives_the_idle_cut() {
     hook(&api, "POST", "/_sim/portforward/idle-timeout?seconds=0").await;
     proxy.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_watchdog_restarts_a_stuck_worker_even_after_a_reload_to_none() {
+    let sim = sim(vec![]).await;
+    let dir = folder("watchdog", &sim, None);
+    let redis = forward("redis", "demo", "pod/redis-0", "6379", 0);
+    write_config(&dir, "");
+    let proxy = start(&dir).await;
+    proxy.app().forwards.set_watchdog_timeout(Duration::from_millis(1500));
+    // The watchdog outlives a configuration with no forwards at all.
+    write_config(&dir, &redis);
+    let outcome = within("a reload", proxy.app().live.reload()).await;
+    assert!(matches!(outcome, Outcome::Applied { .. } | Outcome::Unchanged), "{outcome:?}");
+    let port = active(&proxy, "redis").await.local.expect("bound").port();
+    echo(port, b"before").await.unwrap();
+    // The worker stops making progress: it accepts nothing more.
+    let mut status = proxy.app().forwards.status("redis").unwrap();
+    let stalled_at = status.borrow().since;
+    proxy.app().forwards.inject_stall("redis");
+    // The watchdog replaces it on the same listener: a new worker, Active again (since after
+    // the stall: it went through Starting).
+    changed_until(&mut status, Duration::from_secs(15), "the restarted worker Active", |s| s.state == State::Active && s.since > stalled_at).await;
+    assert_eq!(status.borrow().local.map(|a| a.port()), Some(port), "the same local port");
+    echo(port, b"after the restart").await.unwrap();
+    let metrics = proxy.app().metrics.render();
+    assert!(metrics.contains("kubemux_forward_restarts_total{forward=\"redis\"} 1"), "{metrics}");
+    proxy.shutdown().await;
+}

@@ -28,6 +28,7 @@ pub struct ForwardMetrics {
     reconnects: Family<Labels, Counter>,
     bytes: Family<Labels, Counter>,
     connections: Family<Labels, Gauge>,
+    restarts: Family<Labels, Counter>,
     recovery: Family<Labels, Histogram, fn() -> Histogram>,
 }
 
@@ -38,6 +39,7 @@ impl Default for ForwardMetrics {
             reconnects: Family::default(),
             bytes: Family::default(),
             connections: Family::default(),
+            restarts: Family::default(),
             recovery: Family::new_with_constructor(recovery_histogram),
         }
     }
@@ -50,7 +52,13 @@ impl ForwardMetrics {
         registry.register("forward_reconnects", "Retried dials and resolutions of forwards, by forward and reason", self.reconnects.clone());
         registry.register("forward_bytes", "Bytes carried by forwards, by forward and direction (in: from the pod)", self.bytes.clone());
         registry.register("forward_connections", "Local connections a forward carries now", self.connections.clone());
+        registry.register("forward_restarts", "Forward workers the watchdog restarted because they made no progress", self.restarts.clone());
         registry.register("forward_recovery_seconds", "Time from a forward leaving Active to its return", self.recovery.clone());
+    }
+
+    /// Counts a watchdog restart.
+    pub fn restarted(&self, name: &str) {
+        self.restarts.get_or_create(&vec![("forward", name.to_owned())]).inc();
     }
 
     /// The series of one forward.

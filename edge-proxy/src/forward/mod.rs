@@ -59,8 +59,12 @@ struct Running {
     spec: Arc<ForwardSpec>,
     listener: Option<Arc<TcpListener>>,
     stop: CancellationToken,
-    status: watch::Receiver<ForwardStatus>,
+    status: Arc<watch::Sender<ForwardStatus>>,
+    heartbeat: Arc<worker::Heartbeat>,
     counters: Arc<ForwardCounters>,
+    /// The worker task, aborted by the watchdog if it stops making progress (a stuck future
+    /// cannot see its stop token).
+    task: tokio::task::AbortHandle,
 }
 
 /// One step of a staged change.
@@ -94,7 +98,14 @@ impl Staged {
 pub struct Forwards {
     env: Env,
     running: Mutex<BTreeMap<String, Running>>,
+    /// A worker silent this long is restarted by the watchdog (its listener and observers
+    /// kept). Default [`WATCHDOG_TIMEOUT`].
+    watchdog_timeout: Mutex<std::time::Duration>,
 }
+
+/// The default [`Forwards`] watchdog timeout: many heartbeats, far more than any step of a
+/// healthy worker takes (a worker never awaits anything slow outside its `select!`).
+pub const WATCHDOG_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Errors of forwards whose cluster is not configured.
 pub fn check_clusters(forwards: &[ForwardSpec], clusters: &Clusters) -> Vec<String> {
@@ -109,9 +120,56 @@ pub fn check_clusters(forwards: &[ForwardSpec], clusters: &Clusters) -> Vec<Stri
 }
 
 impl Forwards {
-    /// No forwards yet.
+    /// No forwards yet; the watchdog runs (whatever the number of forwards, zero too) until
+    /// the manager is dropped.
     pub fn new(env: Env) -> Arc<Forwards> {
-        Arc::new(Forwards { env, running: Mutex::new(BTreeMap::new()) })
+        let forwards = Arc::new(Forwards { env, running: Mutex::new(BTreeMap::new()), watchdog_timeout: Mutex::new(WATCHDOG_TIMEOUT) });
+        tokio::spawn(watchdog(Arc::downgrade(&forwards)));
+        forwards
+    }
+
+    /// Sets the watchdog timeout (tests).
+    #[doc(hidden)]
+    pub fn set_watchdog_timeout(&self, timeout: std::time::Duration) {
+        *self.watchdog_timeout.lock().unwrap_or_else(|p| p.into_inner()) = timeout;
+    }
+
+    /// Test hook: the forward's worker stops making progress.
+    #[doc(hidden)]
+    pub fn inject_stall(&self, name: &str) {
+        if let Some(running) = self.lock().get(name) {
+            running.heartbeat.stall();
+        }
+    }
+
+    /// Replaces the workers that stopped beating: the old one is stopped (its connections
+    /// end), a new one starts on the same listener with the same status channel.
+    fn restart_silent(&self) {
+        let timeout = *self.watchdog_timeout.lock().unwrap_or_else(|p| p.into_inner());
+        let mut running = self.lock();
+        for (name, forward) in running.iter_mut() {
+            if forward.heartbeat.silence() < timeout {
+                continue;
+            }
+            tracing::error!(forward = %name, silence = ?forward.heartbeat.silence(), "forward worker made no progress; restarting it");
+            self.env.metrics.forwards.restarted(name);
+            forward.stop.cancel();
+            forward.task.abort();
+            forward.stop = CancellationToken::new();
+            forward.heartbeat = worker::Heartbeat::new();
+            let listener = forward.listener.clone().ok_or_else(|| "the listener is being bound again".to_owned());
+            let listener = listener.or_else(|_| worker::bind(forward.spec.local_addr()));
+            let start = worker::Start {
+                env: self.env.clone(),
+                spec: forward.spec.clone(),
+                listener,
+                status: forward.status.clone(),
+                heartbeat: forward.heartbeat.clone(),
+                counters: forward.counters.clone(),
+                stop: forward.stop.clone(),
+            };
+            forward.task = tokio::spawn(worker::run(start)).abort_handle();
+        }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Running>> {
@@ -177,12 +235,13 @@ impl Forwards {
         for (name, step) in staged.steps {
             let Step::Start { spec, listener } = step else { continue };
             let counters = self.env.metrics.forwards.counters(&name);
-            let (status_tx, status) = watch::channel(ForwardStatus::starting());
+            let status = Arc::new(watch::Sender::new(ForwardStatus::starting()));
+            let heartbeat = worker::Heartbeat::new();
             let stop = CancellationToken::new();
             let kept_listener = listener.as_ref().ok().cloned();
-            let start = worker::Start { env: self.env.clone(), spec: spec.clone(), listener, status: status_tx, counters: counters.clone(), stop: stop.clone() };
-            tokio::spawn(worker::run(start));
-            running.insert(name, Running { spec, listener: kept_listener, stop, status, counters });
+            let start = worker::Start { env: self.env.clone(), spec: spec.clone(), listener, status: status.clone(), heartbeat: heartbeat.clone(), counters: counters.clone(), stop: stop.clone() };
+            let task = tokio::spawn(worker::run(start)).abort_handle();
+            running.insert(name, Running { spec, listener: kept_listener, stop, status, heartbeat, counters, task });
         }
     }
 
@@ -201,11 +260,21 @@ impl Forwards {
 
     /// The status of one forward, and a receiver of its changes.
     pub fn status(&self, name: &str) -> Option<watch::Receiver<ForwardStatus>> {
-        self.lock().get(name).map(|r| r.status.clone())
+        self.lock().get(name).map(|r| r.status.subscribe())
     }
 
     /// The bound address of a forward.
     pub fn local_addr(&self, name: &str) -> Option<SocketAddr> {
         self.lock().get(name).and_then(|r| r.status.borrow().local)
+    }
+}
+
+/// Restarts workers that stopped making progress, until the manager goes.
+async fn watchdog(forwards: std::sync::Weak<Forwards>) {
+    let mut ticks = tokio::time::interval(worker::HEARTBEAT);
+    loop {
+        ticks.tick().await;
+        let Some(forwards) = forwards.upgrade() else { return };
+        forwards.restart_silent();
     }
 }

@@ -290,19 +290,64 @@ async fn preflight(env: &Env, spec: &ForwardSpec) -> Result<(), String> {
     }
 }
 
+/// How often a worker proves it is making progress, whatever else it is doing.
+pub(super) const HEARTBEAT: Duration = Duration::from_millis(500);
+
+/// A worker's sign of life, which the watchdog reads.
+#[derive(Debug)]
+pub(super) struct Heartbeat {
+    epoch: Instant,
+    /// Milliseconds after `epoch` of the last beat.
+    last: std::sync::atomic::AtomicU64,
+    /// Test hook: the worker stops making progress, as a worker stuck on a bug would.
+    stall: std::sync::atomic::AtomicBool,
+}
+
+impl Heartbeat {
+    pub(super) fn new() -> Arc<Heartbeat> {
+        Arc::new(Heartbeat { epoch: Instant::now(), last: Default::default(), stall: Default::default() })
+    }
+
+    fn beat(&self) {
+        let now = u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.last.store(now, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// How long since the last beat.
+    pub(super) fn silence(&self) -> Duration {
+        self.epoch.elapsed().saturating_sub(Duration::from_millis(self.last.load(std::sync::atomic::Ordering::Relaxed)))
+    }
+
+    pub(super) fn stall(&self) {
+        self.stall.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Beats, unless the test hook stalled it: then never returns.
+    async fn alive(&self) {
+        if self.stall.load(std::sync::atomic::Ordering::Relaxed) {
+            std::future::pending::<()>().await;
+        }
+        self.beat();
+    }
+}
+
 /// Everything a worker is started with.
 pub(super) struct Start {
     pub env: Env,
     pub spec: Arc<ForwardSpec>,
     pub listener: Result<Arc<TcpListener>, String>,
-    pub status: watch::Sender<ForwardStatus>,
+    /// Shared with the manager, so a worker the watchdog replaces keeps its observers.
+    pub status: Arc<watch::Sender<ForwardStatus>>,
+    pub heartbeat: Arc<Heartbeat>,
     pub counters: Arc<ForwardCounters>,
     pub stop: CancellationToken,
 }
 
 /// Runs a forward until `stop`; its connections end with it.
 pub(super) async fn run(start: Start) {
-    let Start { env, spec, listener, status, counters, stop } = start;
+    let Start { env, spec, listener, status, heartbeat, counters, stop } = start;
+    heartbeat.beat();
+    let mut beats = tokio::time::interval(HEARTBEAT);
     let connections = TaskTracker::new();
     let children = stop.child_token();
     let mut backoff = backoff(&spec, seed(&spec.name));
@@ -341,9 +386,14 @@ pub(super) async fn run(start: Start) {
             view.bound = Some(Err(why));
             publish(&mut view, &picks, reconnects);
             loop {
-                tokio::select! {
-                    () = tokio::time::sleep(next_delay(&mut backoff)) => {}
-                    () = stop.cancelled() => return,
+                let retry = tokio::time::sleep(next_delay(&mut backoff));
+                tokio::pin!(retry);
+                loop {
+                    tokio::select! {
+                        () = &mut retry => break,
+                        _ = beats.tick() => heartbeat.alive().await,
+                        () = stop.cancelled() => return,
+                    }
                 }
                 match bind(spec.local_addr()) {
                     Ok(listener) => break listener,
@@ -363,9 +413,11 @@ pub(super) async fn run(start: Start) {
     let mut checking = true;
     let mut recheck: Option<Instant> = None;
     loop {
+        heartbeat.alive().await;
         tokio::select! {
             biased;
             () = stop.cancelled() => break,
+            _ = beats.tick() => continue,
             allowed = &mut check, if checking => {
                 checking = false;
                 if allowed.is_err() {
