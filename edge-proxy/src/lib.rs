@@ -185,7 +185,7 @@ impl Proxy {
             // the configuration was loaded.)
             let snapshot = live.snapshot();
             match forwards.stage(&snapshot.settings.forwards, &snapshot.clusters, false) {
-                Ok(staged) => forwards.apply(staged),
+                Ok(staged) => forwards.apply(staged).await,
                 Err(errors) => tracing::error!(?errors, "forwards not started"),
             }
         }
@@ -236,7 +236,7 @@ impl Proxy {
             tokio::time::sleep(settings.drain).await;
         }
         self.app.shutdown.cancel();
-        self.app.forwards.stop_all();
+        self.app.forwards.stop_all().await;
         self.app.sessions.close();
         // A session's writer gives its close frame this long to go out (`mux::session`).
         if tokio::time::timeout(SESSION_CLOSE_WAIT, self.app.sessions.wait()).await.is_err() {

@@ -274,7 +274,7 @@ impl Live {
             }
         }
         if let (Some(manager), Some(staged)) = (self.forward_manager(), staged) {
-            manager.apply(staged);
+            manager.apply(staged).await;
         }
         Outcome::Applied { generation, added, removed, changed, forwards }
     }

@@ -457,3 +457,70 @@ async fn the_watchdog_restarts_a_stuck_worker_even_after_a_reload_to_none() {
     assert!(metrics.contains("kubemux_forward_restarts_total{forward=\"redis\"} 1"), "{metrics}");
     proxy.shutdown().await;
 }
+
+/// Seeded schedules of reloads (forwards added, removed, changed, kept, none at all), pod
+/// restarts, connections and a final shutdown. After every step: exactly the configured
+/// forwards run, one worker each, each carrying connections; a removed forward's port is
+/// closed; after the shutdown, every port is. `KUBEMUX_FORWARD_SEEDS` sets how many (default 6).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn randomized_schedules_keep_one_worker_per_name_and_leave_no_listener() {
+    use kubemux_protocol::client::SplitMix64;
+    let seeds: u64 = std::env::var("KUBEMUX_FORWARD_SEEDS").ok().and_then(|s| s.parse().ok()).unwrap_or(6);
+    let sim = sim(vec![]).await;
+    let api = sim_client(&sim).await;
+    let targets = [("pod/redis-0", "6379"), ("deployment/api", "8080"), ("service/web", "p80"), ("app=api", "9090")];
+    for seed in 0..seeds {
+        let mut rng = SplitMix64::new(seed);
+        let dir = folder(&format!("random-{seed}"), &sim, None);
+        write_config(&dir, "");
+        let proxy = start(&dir).await;
+        let mut ports: std::collections::BTreeMap<String, u16> = std::collections::BTreeMap::new();
+        for step in 0..12 {
+            match rng.up_to(3) {
+                0 | 1 => {
+                    // A reload: each of four names present or not, each with one of the targets.
+                    let mut text = String::new();
+                    let mut wanted = Vec::new();
+                    for index in 0..4 {
+                        if rng.up_to(2) > 0 {
+                            let (target, port) = targets[rng.up_to(3) as usize];
+                            text.push_str(&forward(&format!("f{index}"), "demo", target, port, 0));
+                            wanted.push(format!("f{index}"));
+                        }
+                    }
+                    write_config(&dir, &text);
+                    let outcome = within("a reload", proxy.app().live.reload()).await;
+                    assert!(!matches!(outcome, Outcome::Rejected(_)), "seed {seed} step {step}: {outcome:?}");
+                    let names: Vec<String> = forwards_json(&proxy).iter().filter_map(|f| f["name"].as_str().map(str::to_owned)).collect();
+                    assert_eq!(names, wanted, "seed {seed} step {step}: one worker per configured name");
+                    for (name, port) in std::mem::take(&mut ports) {
+                        if !wanted.contains(&name) {
+                            assert!(TcpStream::connect(("127.0.0.1", port)).await.is_err(), "seed {seed} step {step}: removed {name}'s port {port} is closed");
+                        }
+                    }
+                    for name in &wanted {
+                        let port = active(&proxy, name).await.local.expect("bound").port();
+                        ports.insert(name.clone(), port);
+                    }
+                }
+                2 => {
+                    // A pod of deployment/api restarted at once (no grace).
+                    let pods = kubemux_testkit::sim::list(&api, "/api/v1/namespaces/demo/pods").await;
+                    let api_pods: Vec<&String> = pods.keys().map(|(_, name)| name).filter(|n| n.starts_with("api-")).collect();
+                    if let Some(pod) = api_pods.get(rng.up_to(api_pods.len().saturating_sub(1) as u64) as usize) {
+                        hook(&api, "POST", &format!("/_sim/pods/demo/{pod}/restart")).await;
+                    }
+                }
+                _ => {}
+            }
+            // Every running forward carries a connection (waiting for a Ready pod if it must).
+            for (name, port) in &ports {
+                echo(*port, format!("seed {seed} step {step}").as_bytes()).await.unwrap_or_else(|why| panic!("seed {seed} step {step}: {name}: {why}"));
+            }
+        }
+        proxy.shutdown().await;
+        for (name, port) in &ports {
+            assert!(TcpStream::connect(("127.0.0.1", *port)).await.is_err(), "seed {seed}: {name}'s port {port} is closed after the shutdown");
+        }
+    }
+}

@@ -65,6 +65,8 @@ struct Running {
     /// The worker task, aborted by the watchdog if it stops making progress (a stuck future
     /// cannot see its stop token).
     task: tokio::task::AbortHandle,
+    /// Resolves once the worker let go of its listener.
+    released: tokio::sync::oneshot::Receiver<()>,
 }
 
 /// One step of a staged change.
@@ -157,6 +159,8 @@ impl Forwards {
             forward.task.abort();
             forward.stop = CancellationToken::new();
             forward.heartbeat = worker::Heartbeat::new();
+            let (released_tx, released) = tokio::sync::oneshot::channel();
+            forward.released = released;
             let listener = forward.listener.clone().ok_or_else(|| "the listener is being bound again".to_owned());
             let listener = listener.or_else(|_| worker::bind(forward.spec.local_addr()));
             let start = worker::Start {
@@ -165,6 +169,7 @@ impl Forwards {
                 listener,
                 status: forward.status.clone(),
                 heartbeat: forward.heartbeat.clone(),
+                released: released_tx,
                 counters: forward.counters.clone(),
                 stop: forward.stop.clone(),
             };
@@ -221,12 +226,22 @@ impl Forwards {
         Ok(Staged { steps, stop })
     }
 
-    /// Applies a staged change: stops what goes, starts what is new.
-    pub fn apply(&self, staged: Staged) {
+    /// Applies a staged change: stops what goes, starts what is new, and returns once every
+    /// stopped forward's port is closed (unless handed to its replacement).
+    pub async fn apply(&self, staged: Staged) {
+        let mut released = Vec::new();
+        self.apply_locked(staged, &mut released);
+        for port in released {
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(5), port).await;
+        }
+    }
+
+    fn apply_locked(&self, staged: Staged, released: &mut Vec<tokio::sync::oneshot::Receiver<()>>) {
         let mut running = self.lock();
         for name in &staged.stop {
             if let Some(old) = running.remove(name) {
                 old.stop.cancel();
+                released.push(old.released);
                 if !staged.steps.iter().any(|(n, _)| n == name) {
                     old.counters.remove();
                 }
@@ -239,16 +254,23 @@ impl Forwards {
             let heartbeat = worker::Heartbeat::new();
             let stop = CancellationToken::new();
             let kept_listener = listener.as_ref().ok().cloned();
-            let start = worker::Start { env: self.env.clone(), spec: spec.clone(), listener, status: status.clone(), heartbeat: heartbeat.clone(), counters: counters.clone(), stop: stop.clone() };
+            let (released_tx, released) = tokio::sync::oneshot::channel();
+            let start = worker::Start { env: self.env.clone(), spec: spec.clone(), listener, status: status.clone(), heartbeat: heartbeat.clone(), released: released_tx, counters: counters.clone(), stop: stop.clone() };
             let task = tokio::spawn(worker::run(start)).abort_handle();
-            running.insert(name, Running { spec, listener: kept_listener, stop, status, heartbeat, counters, task });
+            running.insert(name, Running { spec, listener: kept_listener, stop, status, heartbeat, counters, task, released });
         }
     }
 
-    /// Stops every forward (shutdown).
-    pub fn stop_all(&self) {
-        for (_, running) in std::mem::take(&mut *self.lock()) {
+    /// Stops every forward (shutdown), and returns once their ports are closed.
+    pub async fn stop_all(&self) {
+        let stopped = std::mem::take(&mut *self.lock());
+        let mut released = Vec::new();
+        for (_, running) in stopped {
             running.stop.cancel();
+            released.push(running.released);
+        }
+        for port in released {
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(5), port).await;
         }
     }
 

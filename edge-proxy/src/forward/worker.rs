@@ -339,13 +339,15 @@ pub(super) struct Start {
     /// Shared with the manager, so a worker the watchdog replaces keeps its observers.
     pub status: Arc<watch::Sender<ForwardStatus>>,
     pub heartbeat: Arc<Heartbeat>,
+    /// Dropped once the worker has let go of its listener.
+    pub released: tokio::sync::oneshot::Sender<()>,
     pub counters: Arc<ForwardCounters>,
     pub stop: CancellationToken,
 }
 
 /// Runs a forward until `stop`; its connections end with it.
 pub(super) async fn run(start: Start) {
-    let Start { env, spec, listener, status, heartbeat, counters, stop } = start;
+    let Start { env, spec, listener, status, heartbeat, released, counters, stop } = start;
     heartbeat.beat();
     let mut beats = tokio::time::interval(HEARTBEAT);
     let connections = TaskTracker::new();
@@ -474,6 +476,10 @@ pub(super) async fn run(start: Start) {
         publish(&mut view, &picks, reconnects);
     }
     children.cancel();
+    // The port closes now, not after the connections have wound down: whoever stopped this
+    // forward (a reload) waits for `released`.
+    drop(listener);
+    drop(released);
     connections.close();
     let _ = tokio::time::timeout(Duration::from_secs(5), connections.wait()).await;
 }
