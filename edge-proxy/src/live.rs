@@ -303,8 +303,8 @@ impl Live {
         let (staged, forwards) = match self.forward_manager() {
             Some(manager) => {
                 let staged = manager.stage(&settings.forwards, &clusters, true).map_err(|errors| errors.join("; "))?;
-                let (added, removed, changed) = staged.diff(&manager.names());
-                (Some(staged), ForwardDiff { added, removed, changed })
+                let diff = staged.diff(&manager.names());
+                (Some(staged), diff)
             }
             None => {
                 let unknown = crate::forward::check_clusters(&settings.forwards, &clusters);

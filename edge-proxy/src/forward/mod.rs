@@ -28,7 +28,6 @@ pub mod tunnel;
 pub mod worker;
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
 use serde_json::Value;
@@ -82,8 +81,8 @@ pub struct Staged {
 }
 
 impl Staged {
-    /// Names of forwards added, removed and changed.
-    pub fn diff(&self, running: &[String]) -> (Vec<String>, Vec<String>, Vec<String>) {
+    /// Forwards added, removed and changed, against the names running now.
+    pub fn diff(&self, running: &[String]) -> crate::live::ForwardDiff {
         let mut added = Vec::new();
         let mut changed = Vec::new();
         for (name, step) in &self.steps {
@@ -92,7 +91,7 @@ impl Staged {
             }
         }
         let removed = self.stop.iter().filter(|n| !self.steps.iter().any(|(s, _)| s == *n)).cloned().collect();
-        (added, removed, changed)
+        crate::live::ForwardDiff { added, removed, changed }
     }
 }
 
@@ -285,10 +284,6 @@ impl Forwards {
         self.lock().get(name).map(|r| r.status.subscribe())
     }
 
-    /// The bound address of a forward.
-    pub fn local_addr(&self, name: &str) -> Option<SocketAddr> {
-        self.lock().get(name).and_then(|r| r.status.borrow().local)
-    }
 }
 
 /// Restarts workers that stopped making progress, until the manager goes.
