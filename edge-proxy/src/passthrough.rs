@@ -45,7 +45,7 @@ const DROPPED_REQUEST_HEADERS: &[&str] = &[
 ];
 
 /// Hop-by-hop response headers: they describe the upstream connection, not the answer.
-const DROPPED_RESPONSE_HEADERS: &[&str] = &["connection", "keep-alive", "proxy-connection", "te", "trailer", "transfer-encoding", "upgrade"];
+pub(crate) const DROPPED_RESPONSE_HEADERS: &[&str] = &["connection", "keep-alive", "proxy-connection", "te", "trailer", "transfer-encoding", "upgrade"];
 
 /// The pass-through handler.
 pub async fn handler(Admitted(identity): Admitted, target: Target, request: Request) -> Response {
@@ -107,13 +107,7 @@ pub(crate) async fn forward(identity: Identity, target: Target, request: Request
 /// same rules).
 pub(crate) fn copy_request_headers(from: &HeaderMap, to: &mut HeaderMap, identity: &Identity) {
     // Headers named in `Connection` are hop-by-hop too (RFC 9110 §7.6.1).
-    let listed: Vec<String> = from
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .map(|name| name.trim().to_ascii_lowercase())
-        .collect();
+    let listed = connection_tokens(from);
     for (name, value) in from {
         let name_str = name.as_str();
         let dropped = DROPPED_REQUEST_HEADERS.contains(&name_str)
@@ -124,6 +118,12 @@ pub(crate) fn copy_request_headers(from: &HeaderMap, to: &mut HeaderMap, identit
             to.append(HeaderName::clone(name), value.clone());
         }
     }
+}
+
+/// The tokens of the `Connection` headers, lowercased: the headers they name are hop-by-hop
+/// (RFC 9110 §7.6.1), and `upgrade` asks to switch protocols.
+pub(crate) fn connection_tokens(headers: &HeaderMap) -> Vec<String> {
+    headers.get_all(header::CONNECTION).iter().filter_map(|v| v.to_str().ok()).flat_map(|v| v.split(',')).map(|name| name.trim().to_ascii_lowercase()).collect()
 }
 
 /// `(cluster, rest)` of `/clusters/{cluster}/{rest…}`: the cluster name percent-decoded, the

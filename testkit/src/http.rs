@@ -7,7 +7,7 @@ use std::fmt::Write as _;
 use bytes::Bytes;
 use http::{HeaderMap, Request};
 pub use http::{Method, StatusCode};
-use http_body_util::{BodyExt as _, Empty};
+use http_body_util::{BodyExt as _, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
@@ -47,12 +47,18 @@ pub async fn get(url: &str) -> Response {
 
 /// `method url` with `headers` and no body, read to the end.
 pub async fn request(method: Method, url: &str, headers: &[(&str, &str)]) -> Response {
-    let client: Client<HttpConnector, Empty<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
+    send(method, url, headers, Bytes::new()).await
+}
+
+/// `method url` with `headers` and `body` (sent with its length when not empty), read to the
+/// end.
+pub async fn send(method: Method, url: &str, headers: &[(&str, &str)], body: impl Into<Bytes>) -> Response {
+    let client: Client<HttpConnector, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
     let mut builder = Request::builder().method(method.clone()).uri(url);
     for (name, value) in headers {
         builder = builder.header(*name, *value);
     }
-    let request = builder.body(Empty::new()).unwrap_or_else(|e| panic!("{method} {url}: not a valid request: {e}"));
+    let request = builder.body(Full::new(body.into())).unwrap_or_else(|e| panic!("{method} {url}: not a valid request: {e}"));
     within(&format!("an answer to {method} {url}"), async {
         let response = client.request(request).await.unwrap_or_else(|e| panic!("{method} {url}: {e}"));
         let (parts, body) = response.into_parts();

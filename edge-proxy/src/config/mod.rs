@@ -16,7 +16,7 @@ use serde_saphyr::{Location, Spanned};
 
 use crate::auth::AuthMode;
 use crate::clusters::ClusterSource;
-use crate::forward::spec::{ForwardSpec, Origin, PortRef, Target};
+use crate::forward::spec::{ForwardSpec, Origin, PortRef, Probe, Target};
 
 /// A config file, validated. `None` is a key the file does not give.
 #[derive(Debug, Default)]
@@ -190,6 +190,22 @@ struct RawForward {
     reconnect_max: Option<Spanned<f64>>,
     connect_timeout: Option<Spanned<f64>>,
     keepalive_interval: Option<Spanned<f64>>,
+    probe: Option<Spanned<RawProbe>>,
+    probe_interval: Option<Spanned<f64>>,
+    probe_timeout: Option<Spanned<f64>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawProbe {
+    tcp: Option<Spanned<bool>>,
+    http: Option<Spanned<RawHttpProbe>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawHttpProbe {
+    path: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -407,9 +423,24 @@ fn forwards(file: &Path, entries: &[Spanned<RawForward>], at: &dyn Fn(Location, 
         if let Some(bind) = &raw.bind {
             spec.bind = bind.value.parse().map_err(|_| at(bind.referenced, &key("bind"), format!("{:?} is not an IP address: give one like 127.0.0.1 or ::1", bind.value)))?;
         }
-        for (field, slot, value) in [("reconnectInitial", &mut spec.reconnect_initial, &raw.reconnect_initial), ("reconnectMax", &mut spec.reconnect_max, &raw.reconnect_max), ("connectTimeout", &mut spec.connect_timeout, &raw.connect_timeout), ("keepaliveInterval", &mut spec.keepalive, &raw.keepalive_interval)] {
+        for (field, slot, value) in [
+            ("reconnectInitial", &mut spec.reconnect_initial, &raw.reconnect_initial),
+            ("reconnectMax", &mut spec.reconnect_max, &raw.reconnect_max),
+            ("connectTimeout", &mut spec.connect_timeout, &raw.connect_timeout),
+            ("keepaliveInterval", &mut spec.keepalive, &raw.keepalive_interval),
+            ("probeInterval", &mut spec.probe_interval, &raw.probe_interval),
+            ("probeTimeout", &mut spec.probe_timeout, &raw.probe_timeout),
+        ] {
             if let Some(value) = value {
                 *slot = seconds(value.value).map_err(|message| at(value.referenced, &key(field), message))?;
+            }
+        }
+        if let Some(probe) = &raw.probe {
+            spec.probe = self::probe(&probe.value, &|location, field, message| at(location, &key(field), message))?;
+        }
+        for (field, value, raw_value) in [("probeInterval", spec.probe_interval, &raw.probe_interval), ("probeTimeout", spec.probe_timeout, &raw.probe_timeout)] {
+            if value.is_zero() && let Some(raw_value) = raw_value {
+                return Err(at(raw_value.referenced, &key(field), "must be more than 0 seconds".to_owned()));
             }
         }
         if spec.reconnect_max < spec.reconnect_initial {
@@ -426,6 +457,25 @@ fn forwards(file: &Path, entries: &[Spanned<RawForward>], at: &dyn Fn(Location, 
         specs.push(spec);
     }
     Ok(specs)
+}
+
+/// A forward's `probe:`: `{tcp: true}` or `{http: {path: /healthz}}` (`path` defaults to
+/// `/`); `{tcp: false}` or `{}` is no probe.
+fn probe(raw: &RawProbe, at: &dyn Fn(Location, &str, String) -> ConfigError) -> Result<Option<Probe>, ConfigError> {
+    let tcp = raw.tcp.as_ref().is_some_and(|t| t.value);
+    match (tcp, &raw.http) {
+        (true, Some(http)) => Err(at(http.referenced, "probe", "give one of tcp: true or http: {path: ...}, not both".to_owned())),
+        (true, None) => Ok(Some(Probe::Tcp)),
+        (false, None) => Ok(None),
+        (false, Some(http)) => {
+            let Some(path) = &http.value.path else { return Ok(Some(Probe::Http { path: "/".to_owned() })) };
+            let valid = path.value.starts_with('/') && path.value.parse::<http::uri::PathAndQuery>().is_ok();
+            if !valid {
+                return Err(at(path.referenced, "probe.http.path", format!("{:?} is not a request path: give one starting with /, like /healthz", path.value)));
+            }
+            Ok(Some(Probe::Http { path: path.value.clone() }))
+        }
+    }
 }
 
 /// A number of seconds as a duration: refuses negative, NaN, infinite and too-large values
@@ -454,6 +504,9 @@ fn hint(key: &str) -> Option<&'static str> {
         "forwards" => "give a list of forwards, each a mapping with name, cluster, target, port and localPort",
         "localPort" => "give a port number, 0 to 65535 (0: any free port)",
         "reconnectInitial" | "reconnectMax" | "connectTimeout" | "keepaliveInterval" => "give a number of seconds, 0 or more",
+        "probeInterval" | "probeTimeout" => "give a number of seconds, more than 0",
+        "probe" => "give tcp: true or http: {path: /healthz}",
+        "tcp" => "give true or false",
         _ => return None,
     })
 }

@@ -107,6 +107,29 @@ fn a_bad_forward_is_named_with_its_position() {
 }
 
 #[test]
+fn probes_are_off_by_default_and_named_with_their_position_when_wrong() {
+    let entry = |extra: &str| format!("forwards:\n  - name: web\n    cluster: demo\n    target: service/web\n    port: 80\n    localPort: 18080\n{extra}");
+    let parsed = |extra: &str| parse(Path::new(FILE), &entry(extra)).unwrap().forwards.unwrap().remove(0);
+    let plain = parsed("");
+    assert_eq!((&plain.probe, plain.probe_interval, plain.probe_timeout), (&None, Duration::from_secs(10), Duration::from_secs(2)));
+    assert_eq!(parsed("    probe: {tcp: true}\n    probeInterval: 0.5\n    probeTimeout: 0.25\n").probe, Some(Probe::Tcp));
+    assert_eq!(parsed("    probe: {tcp: false}\n").probe, None);
+    assert_eq!(parsed("    probe:\n      http: {path: /healthz?full=1}\n").probe, Some(Probe::Http { path: "/healthz?full=1".into() }));
+    assert_eq!(parsed("    probe: {http: {}}\n").probe, Some(Probe::Http { path: "/".into() }));
+    let (line, _, key, message) = refusal(&entry("    probe:\n      http: {path: healthz}\n"));
+    assert_eq!((line, key.as_str()), (8, "forwards[0].probe.http.path"));
+    assert!(message.contains("starting with /"), "{message}");
+    let (line, _, key, message) = refusal(&entry("    probe: {tcp: true, http: {path: /}}\n"));
+    assert_eq!((line, key.as_str()), (7, "forwards[0].probe"));
+    assert!(message.contains("not both"), "{message}");
+    let (line, column, key, message) = refusal(&entry("    probeInterval: 0\n"));
+    assert_eq!((line, column, key.as_str()), (7, 20, "forwards[0].probeInterval"));
+    assert!(message.contains("more than 0"), "{message}");
+    let (line, _, key, _) = refusal(&entry("    probe: {udp: true}\n"));
+    assert_eq!((line, key.as_str()), (7, "probe"));
+}
+
+#[test]
 fn a_duplicate_cluster_name_names_both_places() {
     let dir = folder("duplicate");
     let text = "clusters:\n  - name: prod\n    kubeconfig: kubeconfig\n  - name: prod\n    kubeconfig: kubeconfig\n    context: b\n";
@@ -160,9 +183,10 @@ fn the_example_documents_every_key_and_validates() {
     let forwards = config.forwards.unwrap_or_default();
     assert_eq!(forwards.len(), 1);
     assert_eq!((forwards[0].name.as_str(), forwards[0].local_port, forwards[0].connect_timeout), ("web", 18080, Duration::from_secs(30)));
+    assert_eq!((&forwards[0].probe, forwards[0].probe_interval, forwards[0].probe_timeout), (&Some(Probe::Http { path: "/healthz".into() }), Duration::from_secs(10), Duration::from_secs(2)));
     // Every key of the file format appears in the example.
     let text = std::fs::read_to_string(&path).unwrap();
-    for key in ["listen", "allowedOrigins", "auth", "mode", "allowAnonymousRemote", "clusters", "name", "kubeconfig", "context", "allContexts", "server", "certificateAuthority", "tokenFile", "forwards", "maxSubscriptions", "maxMessageBytes", "maxQueuedBytes", "history", "upstreamIdleTimeout", "linger", "terminalGrace", "terminalPingInterval", "healthInterval", "drainPeriod", "static", "namespace", "target", "port", "localPort", "bind", "reconnectInitial", "reconnectMax", "connectTimeout", "keepaliveInterval"] {
+    for key in ["listen", "allowedOrigins", "auth", "mode", "allowAnonymousRemote", "clusters", "name", "kubeconfig", "context", "allContexts", "server", "certificateAuthority", "tokenFile", "forwards", "maxSubscriptions", "maxMessageBytes", "maxQueuedBytes", "history", "upstreamIdleTimeout", "linger", "terminalGrace", "terminalPingInterval", "healthInterval", "drainPeriod", "static", "namespace", "target", "port", "localPort", "bind", "reconnectInitial", "reconnectMax", "connectTimeout", "keepaliveInterval", "probe", "tcp", "http", "path", "probeInterval", "probeTimeout"] {
         assert!(text.contains(&format!("{key}:")), "the example documents {key}");
     }
 }

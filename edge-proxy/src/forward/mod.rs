@@ -8,6 +8,8 @@
 //! - [`worker`]: one task per forward owning its listener, pick and state; one task per
 //!   connection.
 //! - [`tunnel`]: a connection carried over the port-forward WebSocket.
+//! - [`reverse`]: `/forwards/{name}/…`, HTTP and WebSockets to the target over a stream the
+//!   worker opens as it would for a local connection; `probe`: the optional probe.
 //!
 //! Race-free by construction: the running set is changed only by [`Forwards::stage`] and
 //! [`Forwards::apply`], which `Live` calls inside its one-at-a-time reload (and once at
@@ -22,7 +24,9 @@
 //! reason; the forwards in force stay.
 
 pub mod metrics;
+mod probe;
 pub mod resolver;
+pub mod reverse;
 pub mod spec;
 pub mod tunnel;
 pub mod worker;
@@ -66,6 +70,8 @@ struct Running {
     task: tokio::task::AbortHandle,
     /// Resolves once the worker let go of its listener.
     released: tokio::sync::oneshot::Receiver<()>,
+    /// Requests for streams to the target, answered by the worker.
+    opens: tokio::sync::mpsc::Sender<worker::Open>,
 }
 
 /// One step of a staged change.
@@ -160,6 +166,8 @@ impl Forwards {
             forward.heartbeat = worker::Heartbeat::new();
             let (released_tx, released) = tokio::sync::oneshot::channel();
             forward.released = released;
+            let (opens_tx, opens) = tokio::sync::mpsc::channel(worker::OPEN_QUEUE);
+            forward.opens = opens_tx;
             let listener = forward.listener.clone().ok_or_else(|| "the listener is being bound again".to_owned());
             let listener = listener.or_else(|_| worker::bind(forward.spec.local_addr()));
             let start = worker::Start {
@@ -171,6 +179,7 @@ impl Forwards {
                 released: released_tx,
                 counters: forward.counters.clone(),
                 stop: forward.stop.clone(),
+                opens,
             };
             forward.task = tokio::spawn(worker::run(start)).abort_handle();
         }
@@ -254,9 +263,10 @@ impl Forwards {
             let stop = CancellationToken::new();
             let kept_listener = listener.as_ref().ok().cloned();
             let (released_tx, released) = tokio::sync::oneshot::channel();
-            let start = worker::Start { env: self.env.clone(), spec: spec.clone(), listener, status: status.clone(), heartbeat: heartbeat.clone(), released: released_tx, counters: counters.clone(), stop: stop.clone() };
+            let (opens_tx, opens) = tokio::sync::mpsc::channel(worker::OPEN_QUEUE);
+            let start = worker::Start { env: self.env.clone(), spec: spec.clone(), listener, status: status.clone(), heartbeat: heartbeat.clone(), released: released_tx, counters: counters.clone(), stop: stop.clone(), opens };
             let task = tokio::spawn(worker::run(start)).abort_handle();
-            running.insert(name, Running { spec, listener: kept_listener, stop, status, heartbeat, counters, task, released });
+            running.insert(name, Running { spec, listener: kept_listener, stop, status, heartbeat, counters, task, released, opens: opens_tx });
         }
     }
 

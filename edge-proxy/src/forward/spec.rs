@@ -36,6 +36,13 @@ pub struct ForwardSpec {
     /// load balancers and kubelets, so a quiet connection is never cut; two intervals without
     /// a word from the tunnel close the connection. Default 15 s.
     pub keepalive: Duration,
+    /// An optional probe into the app (`probe:`), off by default: no connection reaches the
+    /// app but the clients'.
+    pub probe: Option<Probe>,
+    /// How often the probe runs. Default 10 s.
+    pub probe_interval: Duration,
+    /// How long one probe may take before it counts as failed. Default 2 s.
+    pub probe_timeout: Duration,
     /// Where the entry is written, for errors found after parsing. Never part of equality:
     /// moving an entry in its file does not change the forward.
     pub origin: Origin,
@@ -56,7 +63,23 @@ impl ForwardSpec {
             reconnect_max: Duration::from_secs(10),
             connect_timeout: Duration::from_secs(30),
             keepalive: Duration::from_secs(15),
+            probe: None,
+            probe_interval: Duration::from_secs(10),
+            probe_timeout: Duration::from_secs(2),
             origin: Origin::default(),
+        }
+    }
+
+    /// The `Host` a request to the target names: the service's DNS name for a service, else
+    /// `localhost` (as through `kubectl port-forward`), with the port unless it is 80 or a name.
+    pub fn host(&self) -> String {
+        let name = match &self.target {
+            Target::Service(name) => format!("{name}.{}.svc", self.namespace),
+            _ => "localhost".to_owned(),
+        };
+        match self.port {
+            PortRef::Number(port) if port != 80 => format!("{name}:{port}"),
+            _ => name,
         }
     }
 
@@ -64,6 +87,21 @@ impl ForwardSpec {
     pub fn local_addr(&self) -> SocketAddr {
         SocketAddr::new(self.bind, self.local_port)
     }
+}
+
+/// A probe of a forward's app, through a tunnel to the picked pod like any connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Probe {
+    /// `probe: {tcp: true}`: the pod's port takes the connection. The channel protocol has no
+    /// "connected" message: the API server reports a failed dial on the port's error channel
+    /// at once, so a tunnel that carries no error for `probeTimeout` passes.
+    Tcp,
+    /// `probe: {http: {path: /healthz}}`: `GET path` answers 200–399 within `probeTimeout`
+    /// (as a Kubernetes `httpGet` probe counts it).
+    Http {
+        /// The request path, starting with `/`.
+        path: String,
+    },
 }
 
 /// Where a config entry is written (`file:line:column`), or nothing for forwards built in code.

@@ -1,4 +1,5 @@
-//! One accepted local connection carried to a pod: the port-forward WebSocket dialed with the
+//! One connection (accepted locally, or a stream asked for by `/forwards/{name}/…` or the
+//! probe) carried to a pod: the port-forward WebSocket dialed with the
 //! legacy channel protocol (`v4.channel.k8s.io`, which every API server since 1.4 and kube-sim
 //! serve), then bytes copied both ways until either side ends.
 //!
@@ -14,8 +15,7 @@ use futures::{SinkExt as _, StreamExt as _};
 use prometheus_client::metrics::counter::Counter;
 use kubemux_protocol::channel::portforward::{data_channel, error_channel};
 use kubemux_protocol::channel::ChannelProtocol;
-use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
 use tokio::time::Instant;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Message;
@@ -102,9 +102,12 @@ impl Tunnel {
     /// kubelets' idle timers from cutting a quiet connection (any frame resets them) and
     /// proves the tunnel alive; nothing at all from the tunnel for two intervals ends the
     /// connection as [`Ended::Silent`]. The ping goes to the API server, never into the app.
-    pub async fn carry(self, local: TcpStream, traffic: &Traffic, stop: &CancellationToken, keepalive: Duration) -> Ended {
+    pub async fn carry<S>(self, local: S, traffic: &Traffic, stop: &CancellationToken, keepalive: Duration) -> Ended
+    where
+        S: AsyncRead + AsyncWrite + Send,
+    {
         let (mut sink, mut stream) = self.socket.split();
-        let (mut local_read, mut local_write) = local.into_split();
+        let (mut local_read, mut local_write) = tokio::io::split(local);
         let started = Instant::now();
         // Milliseconds after `started` that the tunnel last sent anything.
         let heard = AtomicU64::new(0);

@@ -17,8 +17,9 @@ use std::time::Duration;
 use chrono::{DateTime, SecondsFormat, Utc};
 use kubemux_protocol::client::{Backoff, BackoffConfig};
 use serde_json::{Value, json};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, watch};
+use tokio::io::{AsyncRead, AsyncWrite, DuplexStream};
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -27,7 +28,7 @@ use super::Env;
 use super::metrics::ForwardCounters;
 use super::resolver::{self, Resolution};
 use super::spec::{ForwardSpec, container_port};
-use super::tunnel::{self, DialError, Ended};
+use super::tunnel::{self, DialError, Ended, Tunnel};
 
 /// A forward's state; the reason says why whenever it is not `Active`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -77,6 +78,8 @@ pub enum Reason {
     LocalPortInUse,
     /// A tunnel answered no ping (black-holed).
     TunnelSilent,
+    /// The forward's optional probe (`probe:`) failed.
+    ProbeFailed,
 }
 
 impl Reason {
@@ -89,6 +92,7 @@ impl Reason {
             Reason::UpstreamUnreachable => "upstream unreachable",
             Reason::LocalPortInUse => "local port in use",
             Reason::TunnelSilent => "tunnel silent",
+            Reason::ProbeFailed => "probe failed",
         }
     }
 
@@ -101,6 +105,7 @@ impl Reason {
             Reason::UpstreamUnreachable => "upstream_unreachable",
             Reason::LocalPortInUse => "local_port_in_use",
             Reason::TunnelSilent => "tunnel_silent",
+            Reason::ProbeFailed => "probe_failed",
         }
     }
 }
@@ -175,6 +180,51 @@ enum Report {
     Refused(String),
     /// The tunnel went silent (no answer to pings).
     Silent(String),
+    /// The probe passed, or failed and why.
+    Probed(Result<(), String>),
+}
+
+/// A request to a forward's worker for a stream to its target (`/forwards/{name}/…`): a pod
+/// picked and a tunnel opened exactly as for a new local connection.
+#[derive(Debug)]
+pub struct Open {
+    /// Answered once the tunnel is open, or with why there is none.
+    pub reply: oneshot::Sender<Result<Stream, String>>,
+}
+
+/// A byte stream to the forward's target, carried by a tunnel like an accepted connection.
+#[derive(Debug)]
+pub struct Stream {
+    /// The stream: what is written reaches the pod's port, what the pod sends is read here.
+    pub io: DuplexStream,
+    /// How the tunnel ended (the app refusing, say), once it has.
+    pub ended: oneshot::Receiver<Ended>,
+}
+
+/// Why an exchange over a [`Stream`] failed: the app's refusal, when its tunnel ends with one
+/// within a second, else `otherwise`.
+pub(super) async fn refusal_or(ended: oneshot::Receiver<Ended>, otherwise: String) -> String {
+    match tokio::time::timeout(Duration::from_secs(1), ended).await {
+        Ok(Ok(Ended::Refused(why))) => why,
+        _ => otherwise,
+    }
+}
+
+/// Stream requests queued for a worker; more wait for room (each is one HTTP request).
+pub(super) const OPEN_QUEUE: usize = 64;
+
+/// The in-memory buffer of a requested stream, each way.
+const STREAM_BUFFER: usize = 64 * 1024;
+
+/// What a connection is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Purpose {
+    /// A connection accepted on the listener: waits for a Ready pod up to `connectTimeout`.
+    Local,
+    /// A stream asked for over HTTP: answered at once when no pod is Ready.
+    Request,
+    /// The probe: like a request, but not one of the forward's connections.
+    Probe,
 }
 
 /// The reconnect backoff of a forward, with equal jitter: each delay is between half of and
@@ -202,6 +252,8 @@ struct View {
     current: Option<String>,
     /// The last connection failure since the last success.
     failure: Option<(Reason, String)>,
+    /// Why the last probe failed, until one passes.
+    probe_failure: Option<String>,
 }
 
 impl View {
@@ -249,6 +301,9 @@ impl View {
         if *pick == Pick::Wait {
             return (State::Reconnecting, Some(Reason::NoReadyPod), port_problem.or_else(|| Some("no pod of the target is Ready".to_owned())));
         }
+        if let Some(why) = &self.probe_failure {
+            return (State::Degraded, Some(Reason::ProbeFailed), Some(why.clone()));
+        }
         match &self.failure {
             Some((reason @ (Reason::TargetRefused | Reason::TunnelSilent), why)) => (State::Degraded, Some(*reason), Some(why.clone())),
             Some((reason, why)) => (State::Reconnecting, Some(*reason), Some(why.clone())),
@@ -264,29 +319,39 @@ pub(super) fn bind(addr: SocketAddr) -> Result<Arc<TcpListener>, String> {
     TcpListener::from_std(listener).map(Arc::new).map_err(|e| format!("cannot listen on {addr}: {e}"))
 }
 
-/// Asks the cluster whether the proxy's credentials may port-forward in the namespace (a
-/// SelfSubjectAccessReview), so a forbidden forward fails at once instead of at its first
-/// connection. A cluster that cannot answer (no authorization API) counts as allowed: the
-/// dial's own 403 still says so later.
+/// Asks the cluster whether the proxy's credentials may port-forward in the namespace, so a
+/// forbidden forward fails at once instead of at its first connection. A cluster that cannot
+/// answer (no authorization API) counts as allowed: the dial's own 403 still says so later.
 async fn preflight(env: &Env, spec: &ForwardSpec) -> Result<(), String> {
     let Some(cluster) = env.live.snapshot().clusters.get(&spec.cluster) else { return Err(format!("cluster {} not found", spec.cluster)) };
     let Ok(client) = cluster.client(&crate::identity::Identity::Proxy) else { return Ok(()) };
+    match may_port_forward(&client, &spec.namespace).await {
+        Ok(Err(denied)) => Err(format!("the proxy's credentials for cluster {} may not create pods/portforward in namespace {}{denied}", spec.cluster, spec.namespace)),
+        Ok(Ok(())) | Err(_) => Ok(()),
+    }
+}
+
+/// A SelfSubjectAccessReview, as `client`, of `create` on `pods/portforward` in `namespace`:
+/// `Ok(Ok(()))` allowed, `Ok(Err(": reason"))` denied (the reason, if the cluster gave one),
+/// `Err` no answer.
+pub(super) async fn may_port_forward(client: &kube::Client, namespace: &str) -> Result<Result<(), String>, String> {
     let review = json!({
         "apiVersion": "authorization.k8s.io/v1",
         "kind": "SelfSubjectAccessReview",
-        "spec": {"resourceAttributes": {"namespace": spec.namespace, "verb": "create", "resource": "pods", "subresource": "portforward"}}
+        "spec": {"resourceAttributes": {"namespace": namespace, "verb": "create", "resource": "pods", "subresource": "portforward"}}
     });
-    let Ok(request) = http::Request::post("/apis/authorization.k8s.io/v1/selfsubjectaccessreviews").header(http::header::CONTENT_TYPE, "application/json").body(review.to_string().into_bytes()) else {
-        return Ok(());
-    };
+    let request = http::Request::post("/apis/authorization.k8s.io/v1/selfsubjectaccessreviews")
+        .header(http::header::CONTENT_TYPE, "application/json")
+        .body(review.to_string().into_bytes())
+        .map_err(|e| e.to_string())?;
     match tokio::time::timeout(Duration::from_secs(10), client.request::<Value>(request)).await {
-        Ok(Ok(answer)) if answer.pointer("/status/allowed") == Some(&Value::Bool(false)) => Err(format!(
-            "the proxy's credentials for cluster {} may not create pods/portforward in namespace {}{}",
-            spec.cluster,
-            spec.namespace,
-            answer.pointer("/status/reason").and_then(Value::as_str).map(|r| format!(": {r}")).unwrap_or_default()
-        )),
-        _ => Ok(()),
+        Ok(Ok(answer)) => match answer.pointer("/status/allowed") {
+            Some(Value::Bool(true)) => Ok(Ok(())),
+            Some(Value::Bool(false)) => Ok(Err(answer.pointer("/status/reason").and_then(Value::as_str).map(|r| format!(": {r}")).unwrap_or_default())),
+            _ => Err("the access review had no answer".to_owned()),
+        },
+        Ok(Err(error)) => Err(format!("the access review failed: {error}")),
+        Err(_) => Err("the access review took over 10 s".to_owned()),
     }
 }
 
@@ -343,17 +408,19 @@ pub(super) struct Start {
     pub released: tokio::sync::oneshot::Sender<()>,
     pub counters: Arc<ForwardCounters>,
     pub stop: CancellationToken,
+    /// Requests for streams (`/forwards/{name}/…`).
+    pub opens: mpsc::Receiver<Open>,
 }
 
 /// Runs a forward until `stop`; its connections end with it.
 pub(super) async fn run(start: Start) {
-    let Start { env, spec, listener, status, heartbeat, released, counters, stop } = start;
+    let Start { env, spec, listener, status, heartbeat, released, counters, stop, mut opens } = start;
     heartbeat.beat();
     let mut beats = tokio::time::interval(HEARTBEAT);
     let connections = TaskTracker::new();
     let children = stop.child_token();
     let mut backoff = backoff(&spec, seed(&spec.name));
-    let mut view = View { bound: None, allowed: None, resolution: Resolution::default(), gone: HashSet::new(), current: None, failure: None };
+    let mut view = View { bound: None, allowed: None, resolution: Resolution::default(), gone: HashSet::new(), current: None, failure: None, probe_failure: None };
     let publish = |view: &mut View, picks: &watch::Sender<Pick>, reconnects: u64| {
         let (pick, port_problem) = view.pick(&spec);
         let (state, reason, message) = view.state(&pick, port_problem);
@@ -414,6 +481,11 @@ pub(super) async fn run(start: Start) {
     tokio::pin!(check);
     let mut checking = true;
     let mut recheck: Option<Instant> = None;
+    // The probe (off by default): one at a time, only while a pod is picked.
+    let mut probes = tokio::time::interval(spec.probe_interval.max(Duration::from_millis(1)));
+    probes.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut probing = false;
+    let connection = |purpose: Purpose| Connection { env: env.clone(), spec: spec.clone(), picks: picks.subscribe(), reports: reports_tx.clone(), counters: counters.clone(), stop: children.clone(), purpose };
     loop {
         heartbeat.alive().await;
         tokio::select! {
@@ -463,13 +535,42 @@ pub(super) async fn run(start: Start) {
                     counters.reconnect(Reason::UpstreamUnreachable);
                     view.failure = Some((Reason::TunnelSilent, why));
                 }
+                Report::Probed(outcome) => {
+                    probing = false;
+                    view.probe_failure = outcome.err();
+                }
             },
             accepted = listener.accept() => {
                 if let Ok((local, _)) = accepted {
                     let _ = local.set_nodelay(true);
-                    let connection = Connection { env: env.clone(), spec: spec.clone(), picks: picks.subscribe(), reports: reports_tx.clone(), counters: counters.clone(), stop: children.clone() };
-                    connections.spawn(connection.run(local));
+                    connections.spawn(connection(Purpose::Local).run(local, None));
                 }
+                continue;
+            }
+            Some(Open { reply }) = opens.recv() => {
+                let (ours, theirs) = tokio::io::duplex(STREAM_BUFFER);
+                connections.spawn(connection(Purpose::Request).run(ours, Some(Requested { reply, theirs })));
+                continue;
+            }
+            _ = probes.tick(), if spec.probe.is_some() && !probing => {
+                let Some(probe) = spec.probe.clone() else { continue };
+                if !matches!(*picks.borrow(), Pick::Pod { .. }) {
+                    continue;
+                }
+                probing = true;
+                let (reply, opened) = oneshot::channel();
+                let (ours, theirs) = tokio::io::duplex(STREAM_BUFFER);
+                connections.spawn(connection(Purpose::Probe).run(ours, Some(Requested { reply, theirs })));
+                let (reports, timeout, host) = (reports_tx.clone(), spec.probe_timeout, spec.host());
+                connections.spawn(async move {
+                    let outcome = match tokio::time::timeout(timeout, opened).await {
+                        Ok(Ok(Ok(stream))) => super::probe::check(&probe, stream, timeout, &host).await,
+                        Ok(Ok(Err(why))) => Err(why),
+                        Ok(Err(_)) => Err("the forward stopped".to_owned()),
+                        Err(_) => Err(format!("no tunnel within {:.1} s", timeout.as_secs_f64())),
+                    };
+                    let _ = reports.send(Report::Probed(outcome)).await;
+                });
                 continue;
             }
         }
@@ -490,7 +591,8 @@ fn seed(name: &str) -> u64 {
     name.bytes().fold(nanos, |h, b| h.rotate_left(5) ^ u64::from(b))
 }
 
-/// One accepted local connection.
+/// One connection: accepted on the listener, or a requested stream (its other end handed to
+/// the requester once the tunnel is open).
 struct Connection {
     env: Env,
     spec: Arc<ForwardSpec>,
@@ -498,61 +600,101 @@ struct Connection {
     reports: mpsc::Sender<Report>,
     counters: Arc<ForwardCounters>,
     stop: CancellationToken,
+    purpose: Purpose,
+}
+
+/// A requested stream's reply, and the end of the stream the requester gets.
+struct Requested {
+    reply: oneshot::Sender<Result<Stream, String>>,
+    theirs: DuplexStream,
 }
 
 impl Connection {
-    async fn run(mut self, local: TcpStream) {
-        let _open = self.counters.open_guard();
+    async fn run<S>(mut self, local: S, requested: Option<Requested>)
+    where
+        S: AsyncRead + AsyncWrite + Send + 'static,
+    {
+        let _open = (self.purpose != Purpose::Probe).then(|| self.counters.open_guard());
+        let (tunnel, pod) = match self.dial().await {
+            Ok(dialed) => dialed,
+            Err(why) => {
+                if let Some(Requested { reply, .. }) = requested {
+                    let _ = reply.send(Err(why));
+                }
+                return;
+            }
+        };
+        let _ = self.reports.try_send(Report::Carried);
+        let mut ended_tx = None;
+        if let Some(Requested { reply, theirs }) = requested {
+            let (tx, ended) = oneshot::channel();
+            if reply.send(Ok(Stream { io: theirs, ended })).is_err() {
+                return;
+            }
+            ended_tx = Some(tx);
+        }
+        let ended = tunnel.carry(local, self.counters.traffic(), &self.stop, self.spec.keepalive).await;
+        match &ended {
+            Ended::Refused(why) => {
+                let _ = self.reports.try_send(Report::Refused(why.clone()));
+            }
+            Ended::Silent(quiet) => {
+                let why = format!("the tunnel to pod {pod} answered no ping for {:.1} s; its connection was closed", quiet.as_secs_f64());
+                let _ = self.reports.try_send(Report::Silent(why));
+            }
+            Ended::Closed | Ended::Stopped => {}
+        }
+        if let Some(tx) = ended_tx {
+            let _ = tx.send(ended);
+        }
+    }
+
+    /// Picks a pod and opens a tunnel to it: waits for a Ready pod (a local connection, up to
+    /// `connectTimeout`), tries the next pick when a dial finds its pod gone, retries an
+    /// unreachable API server with backoff. Returns the tunnel and its pod, or why not.
+    async fn dial(&mut self) -> Result<(Tunnel, String), String> {
         let deadline = Instant::now() + self.spec.connect_timeout;
         let mut backoff = backoff(&self.spec, seed(&self.spec.name));
         loop {
             let pick = self.picks.borrow_and_update().clone();
             let (pod, port) = match pick {
-                Pick::Refuse => return,
+                Pick::Refuse => return Err("the proxy's credentials may not port-forward there".to_owned()),
                 Pick::Wait => {
+                    if self.purpose != Purpose::Local {
+                        return Err("no pod of the target is Ready".to_owned());
+                    }
                     if !self.wait_for_pick(deadline).await {
-                        return;
+                        return Err(format!("no pod of the target was Ready within {:.1} s", self.spec.connect_timeout.as_secs_f64()));
                     }
                     continue;
                 }
                 Pick::Pod { name, port } => (name, port),
             };
-            let Some(cluster) = self.env.live.snapshot().clusters.get(&self.spec.cluster) else { return };
+            let Some(cluster) = self.env.live.snapshot().clusters.get(&self.spec.cluster) else { return Err(format!("cluster {} is not configured", self.spec.cluster)) };
             let timeout = deadline.saturating_duration_since(Instant::now()).max(Duration::from_secs(1));
             match tunnel::open(&cluster, &self.spec.namespace, &pod, port, timeout).await {
-                Ok(tunnel) => {
-                    let _ = self.reports.try_send(Report::Carried);
-                    match tunnel.carry(local, self.counters.traffic(), &self.stop, self.spec.keepalive).await {
-                        Ended::Refused(why) => {
-                            let _ = self.reports.try_send(Report::Refused(why));
-                        }
-                        Ended::Silent(quiet) => {
-                            let why = format!("the tunnel to pod {pod} answered no ping for {:.1} s; its connection was closed", quiet.as_secs_f64());
-                            let _ = self.reports.try_send(Report::Silent(why));
-                        }
-                        Ended::Closed | Ended::Stopped => {}
-                    }
-                    return;
-                }
-                Err(DialError::PodGone(_)) => {
+                Ok(tunnel) => return Ok((tunnel, pod)),
+                Err(DialError::PodGone(why)) => {
                     let _ = self.reports.try_send(Report::PodGone(pod));
-                    if !self.wait_for_pick(deadline).await {
-                        return;
+                    // Gone from under a request: its next pick, if there is one already.
+                    let patient = self.purpose == Purpose::Local;
+                    if !self.wait_for_pick(if patient { deadline } else { Instant::now() + Duration::from_secs(1) }).await {
+                        return Err(why);
                     }
                 }
                 Err(DialError::Forbidden(why)) => {
-                    let _ = self.reports.try_send(Report::Forbidden(why));
-                    return;
+                    let _ = self.reports.try_send(Report::Forbidden(why.clone()));
+                    return Err(why);
                 }
                 Err(DialError::Unreachable(why)) => {
-                    let _ = self.reports.try_send(Report::Unreachable(why));
+                    let _ = self.reports.try_send(Report::Unreachable(why.clone()));
                     let delay = next_delay(&mut backoff);
-                    if Instant::now() + delay >= deadline {
-                        return;
+                    if self.purpose != Purpose::Local || Instant::now() + delay >= deadline {
+                        return Err(why);
                     }
                     tokio::select! {
                         () = tokio::time::sleep(delay) => {}
-                        () = self.stop.cancelled() => return,
+                        () = self.stop.cancelled() => return Err("the forward stopped".to_owned()),
                     }
                 }
             }
@@ -590,6 +732,7 @@ mod tests {
             gone: HashSet::new(),
             current: None,
             failure: None,
+            probe_failure: None,
         }
     }
 
@@ -621,6 +764,11 @@ mod tests {
         assert_eq!(view.state(&pick, problem), (State::Active, None, None));
         view.failure = Some((Reason::TargetRefused, "connection refused".into()));
         assert_eq!(view.state(&pick, None).0, State::Degraded);
+        // A failing probe says so over the refusal it saw; no Ready pod says more than both.
+        view.probe_failure = Some("GET /healthz answered 500".into());
+        assert_eq!(view.state(&pick, None), (State::Degraded, Some(Reason::ProbeFailed), Some("GET /healthz answered 500".into())));
+        assert_eq!(view.state(&Pick::Wait, None).1, Some(Reason::NoReadyPod));
+        view.probe_failure = None;
         view.failure = None;
         view.allowed = Some(Err("may not".into()));
         let (pick, _) = view.pick(&spec);

@@ -18,7 +18,7 @@
 //! any pass-through request does.
 
 pub mod metrics;
-mod relay;
+pub(crate) mod relay;
 pub(crate) mod upstream;
 
 use std::sync::Arc;

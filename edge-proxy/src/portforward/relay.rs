@@ -17,7 +17,7 @@ use tokio_util::sync::CancellationToken;
 use super::upstream::UpstreamIo;
 
 /// Why a relay stops besides one of its sides ending.
-pub(super) struct Stops {
+pub(crate) struct Stops {
     /// The proxy is shutting down.
     pub shutdown: CancellationToken,
     /// A reload removed the cluster.
@@ -107,7 +107,7 @@ async fn upstream_to_client(from: &mut SplitStream<Upstream>, to: &mut SplitSink
 
 /// Copies bytes between the client's upgraded connection and the cluster's (`Upgrade:
 /// SPDY/3.1`): opaque SPDY, with each side's end of input passed on as a half-close.
-pub(super) async fn bytes(client: hyper::upgrade::OnUpgrade, mut upstream: UpstreamIo, stops: Stops) {
+pub(crate) async fn bytes(client: hyper::upgrade::OnUpgrade, mut upstream: UpstreamIo, stops: Stops) {
     let mut client = match client.await {
         Ok(upgraded) => hyper_util::rt::TokioIo::new(upgraded),
         Err(error) => {
