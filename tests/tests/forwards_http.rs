@@ -228,6 +228,7 @@ async fn a_probe_of_a_refusing_port_degrades_the_forward_until_it_answers() {
     status_until(&proxy, "echo", "forward echo Active", |s| s.state == State::Active).await;
     hook(&api, "POST", "/_sim/portforward/refuse?port=6379").await;
     let status = status_until(&proxy, "echo", "Degraded: probe failed", |s| s.state == State::Degraded).await;
+    // The probe's own refused tunnel is the probe's verdict, never a "target refused" of its own.
     assert_eq!(status.reason, Some(Reason::ProbeFailed), "{status:?}");
     assert!(status.message.as_deref().is_some_and(|m| m.contains("connection refused")), "{status:?}");
     hook(&api, "DELETE", "/_sim/portforward/refuse").await;

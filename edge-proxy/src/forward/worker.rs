@@ -1,6 +1,8 @@
 //! One forward's worker: the one task that owns its listener, its resolver, its pick of a pod
 //! and its state; every accepted connection is a task of its own that asks the worker's pick
-//! where to go and reports back how it went.
+//! where to go and reports back how it went. A stream asked for by `/forwards/{name}/…` or the
+//! probe ([`Open`]) is the same task over an in-memory duplex stream, one end handed back once
+//! its tunnel is open; it never waits for a Ready pod.
 //!
 //! Make-before-break: the pick changes the moment the resolution does (a pod deleted, no
 //! longer Ready or terminating, a new Ready pod), so new connections go to a Ready pod at once
@@ -269,6 +271,10 @@ impl View {
             return (Pick::Wait, None);
         };
         let name = name_of(pod);
+        if self.current.as_deref() != Some(name.as_str()) {
+            // A probe's verdict was about the pod it reached, not this one.
+            self.probe_failure = None;
+        }
         self.current = Some(name.clone());
         match container_port(&spec.target, self.resolution.owner.as_deref(), &spec.port, pod) {
             Ok(port) => (Pick::Pod { name, port }, None),
@@ -634,7 +640,9 @@ impl Connection {
             ended_tx = Some(tx);
         }
         let ended = tunnel.carry(local, self.counters.traffic(), &self.stop, self.spec.keepalive).await;
-        match &ended {
+        // How a probe's tunnel ended is the probe's verdict to give (`Report::Probed`).
+        let reported = if self.purpose == Purpose::Probe { &Ended::Closed } else { &ended };
+        match reported {
             Ended::Refused(why) => {
                 let _ = self.reports.try_send(Report::Refused(why.clone()));
             }
@@ -768,7 +776,11 @@ mod tests {
         view.probe_failure = Some("GET /healthz answered 500".into());
         assert_eq!(view.state(&pick, None), (State::Degraded, Some(Reason::ProbeFailed), Some("GET /healthz answered 500".into())));
         assert_eq!(view.state(&Pick::Wait, None).1, Some(Reason::NoReadyPod));
-        view.probe_failure = None;
+        view.pick(&spec);
+        assert!(view.probe_failure.is_some(), "the same pod keeps its probe's verdict");
+        view.current = Some("web-z".into());
+        view.pick(&spec);
+        assert_eq!(view.probe_failure, None, "a new pod is not judged by the old one's probe");
         view.failure = None;
         view.allowed = Some(Err("may not".into()));
         let (pick, _) = view.pick(&spec);
