@@ -31,6 +31,7 @@ pub struct Metrics {
     /// full (each is reset once its client drains).
     pub overflows: Counter,
     resets: Family<Labels, Counter>,
+    resumes: Family<Labels, Counter>,
     errors: Family<Labels, Counter>,
     task_panics: Family<Labels, Counter>,
     config_reloads: Family<Labels, Counter>,
@@ -61,6 +62,30 @@ impl ResetCause {
             ResetCause::Expired => "expired",
             ResetCause::Overflow => "overflow",
             ResetCause::ResumeUnavailable => "resume_unavailable",
+        }
+    }
+}
+
+/// How a subscription that came with a resume point was answered (`docs/PROTOCOL.md` §4).
+#[derive(Debug, Clone, Copy)]
+pub enum ResumeOutcome {
+    /// From the upstream watch's history: the events after the version.
+    Replay,
+    /// From the store: the objects changed since the version, the keys held, `synced`.
+    Inventory,
+    /// A catch-up watch from the version that reached the hand-over.
+    CatchUp,
+    /// `reset` and a snapshot (including a catch-up that could not confirm its hand-over).
+    Reset,
+}
+
+impl ResumeOutcome {
+    fn as_str(self) -> &'static str {
+        match self {
+            ResumeOutcome::Replay => "replay",
+            ResumeOutcome::Inventory => "inventory",
+            ResumeOutcome::CatchUp => "catch_up",
+            ResumeOutcome::Reset => "reset",
         }
     }
 }
@@ -108,6 +133,7 @@ impl Default for Metrics {
             queued_bytes: Gauge::default(),
             overflows: Counter::default(),
             resets: Family::default(),
+            resumes: Family::default(),
             errors: Family::default(),
             task_panics: Family::default(),
             config_reloads: Family::default(),
@@ -126,6 +152,7 @@ impl Default for Metrics {
         registry.register("queued_bytes", "Bytes queued for clients", metrics.queued_bytes.clone());
         registry.register("overflows", "Subscriptions whose queue overflowed", metrics.overflows.clone());
         registry.register("resets", "Subscription resets by cause", metrics.resets.clone());
+        registry.register("resumes", "Subscriptions that came with a resume point, by how they were answered (replay, inventory, catch_up, reset)", metrics.resumes.clone());
         registry.register("errors", "Error frames by reason", metrics.errors.clone());
         registry.register("task_panics", "Panics contained at a task's boundary, by task", metrics.task_panics.clone());
         registry.register("config_reloads", "Config reloads by result (applied, unchanged, rejected)", metrics.config_reloads.clone());
@@ -141,6 +168,11 @@ impl Metrics {
     /// Counts a reset.
     pub fn reset(&self, cause: ResetCause) {
         self.resets.get_or_create(&vec![("cause", cause.as_str().to_owned())]).inc();
+    }
+
+    /// Counts a resume by its outcome.
+    pub fn resume(&self, outcome: ResumeOutcome) {
+        self.resumes.get_or_create(&vec![("outcome", outcome.as_str().to_owned())]).inc();
     }
 
     /// Counts an error frame by its Status reason.
@@ -175,11 +207,13 @@ mod tests {
         let m = Metrics::default();
         m.connections.inc();
         m.reset(ResetCause::Overflow);
+        m.resume(ResumeOutcome::Inventory);
         m.error("Forbidden");
         m.task_panic(TaskKind::CatchUp);
         let text = m.render();
         assert!(text.contains("kubemux_connections 1"), "{text}");
         assert!(text.contains("kubemux_resets_total{cause=\"overflow\"} 1"), "{text}");
+        assert!(text.contains("kubemux_resumes_total{outcome=\"inventory\"} 1"), "{text}");
         assert!(text.contains("kubemux_errors_total{reason=\"Forbidden\"} 1"), "{text}");
         assert!(text.contains("kubemux_task_panics_total{task=\"catch_up\"} 1"), "{text}");
     }

@@ -5,6 +5,8 @@
 //! and `id`, then the op's own fields. A [`DecodeError`] therefore carries the `id` whenever
 //! the message had one.
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
@@ -78,6 +80,29 @@ pub struct Watch {
     /// The version the client holds; absent means "send me a snapshot".
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resource_version: Option<String>,
+    /// How the client accepts being resumed (`docs/PROTOCOL.md` §2, §4); absent, or a value
+    /// this version does not know, means by replay or `reset` only.
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "known_resume_mode")]
+    pub resume: Option<ResumeMode>,
+}
+
+/// What a resuming client accepts besides a replay and a `reset` (`"resume"` of `watch`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ResumeMode {
+    /// `"inventory"`: the client understands the `inventory` frame, so the server may answer a
+    /// resume it holds no history for from its store: the objects changed since the client's
+    /// version, in key order, then the keys it holds, then `synced` (§4).
+    Inventory,
+}
+
+/// `resume` is a string; one this version does not know is ignored (read as absent), so a
+/// later client degrades to replay-or-reset on an older server instead of failing its watch.
+fn known_resume_mode<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Option<ResumeMode>, D::Error> {
+    Ok(match Option::<String>::deserialize(deserializer)?.as_deref() {
+        Some("inventory") => Some(ResumeMode::Inventory),
+        _ => None,
+    })
 }
 
 /// A message from client to server.
@@ -180,6 +205,15 @@ pub enum ServerMessage {
         /// The version the view is consistent at.
         #[serde(rename = "resourceVersion")]
         resource_version: String,
+    },
+    /// The keys the server holds at the version of the `synced` that follows, by namespace
+    /// (`""` for cluster-scoped objects): the client drops every object it holds that is not
+    /// listed. Sent only in answer to a `watch` with `"resume":"inventory"` (§3, §4).
+    Inventory {
+        /// Subscription id.
+        id: String,
+        /// Namespace → the names in it.
+        keys: BTreeMap<String, Vec<String>>,
     },
     /// The server cannot continue from where the client is: a snapshot follows.
     Reset {
@@ -308,6 +342,18 @@ impl Fields {
             "synced" => ServerMessage::Synced { id: self.string("id")?, resource_version: self.string("resourceVersion")? },
             "bookmark" => ServerMessage::Bookmark { id: self.string("id")?, resource_version: self.string("resourceVersion")? },
             "reset" => ServerMessage::Reset { id: self.string("id")? },
+            "inventory" => {
+                let id = self.string("id")?;
+                let Some(Value::Object(namespaces)) = self.map.remove("keys") else { return Err(self.invalid("missing object field `keys`".into())) };
+                let mut keys = BTreeMap::new();
+                for (namespace, names) in namespaces {
+                    let Value::Array(names) = names else { return Err(self.invalid(format!("keys.{namespace:?} must be an array of names"))) };
+                    let names: Option<Vec<String>> = names.into_iter().map(|name| if let Value::String(name) = name { Some(name) } else { None }).collect();
+                    let Some(names) = names else { return Err(self.invalid(format!("keys.{namespace:?} must be an array of names"))) };
+                    keys.insert(namespace, names);
+                }
+                ServerMessage::Inventory { id, keys }
+            }
             "error" => {
                 let id = match self.map.remove("id") {
                     Some(Value::String(id)) => Some(id),
@@ -348,7 +394,7 @@ impl ClientMessage {
 impl ServerMessage {
     /// Decodes a server message.
     pub fn decode(text: &str) -> Result<ServerMessage, DecodeError> {
-        decode_head(text, &["event", "synced", "reset", "bookmark", "error", "pong"])?.server_message()
+        decode_head(text, &["event", "synced", "inventory", "reset", "bookmark", "error", "pong"])?.server_message()
     }
 
     /// Encodes a server message.
@@ -369,6 +415,38 @@ pub fn encode_event_raw(id: &str, event_type: EventType, object_json: &str) -> S
     out.push_str("\",\"object\":");
     out.push_str(object_json);
     out.push('}');
+    out
+}
+
+/// Encodes an `inventory` frame from keys in `(namespace, name)` order, as a store sorted by key
+/// yields them, without building the map [`ServerMessage::Inventory`] holds: for 10,000 objects
+/// the frame is about the length of their names, written once.
+pub fn encode_inventory_raw<'a>(id: &str, keys: impl IntoIterator<Item = (&'a str, &'a str)>) -> String {
+    let quoted = |text: &str| serde_json::to_string(text).expect("strings serialise");
+    let mut out = String::from("{\"op\":\"inventory\",\"id\":");
+    out.push_str(&quoted(id));
+    out.push_str(",\"keys\":{");
+    let mut namespace: Option<&str> = None;
+    for (ns, name) in keys {
+        match namespace {
+            Some(current) if current == ns => out.push(','),
+            Some(_) => {
+                out.push_str("],");
+                namespace = None;
+            }
+            None => {}
+        }
+        if namespace.is_none() {
+            out.push_str(&quoted(ns));
+            out.push_str(":[");
+            namespace = Some(ns);
+        }
+        out.push_str(&quoted(name));
+    }
+    if namespace.is_some() {
+        out.push(']');
+    }
+    out.push_str("}}");
     out
 }
 
@@ -458,11 +536,23 @@ mod tests {
                 path: "/api/v1/namespaces/default/pods".into(),
                 query: Some(WatchQuery { label_selector: Some("app=web".into()), field_selector: None }),
                 resource_version: Some("1042".into()),
+                resume: None,
+            }),
+        );
+        check_client(
+            r#"{"op":"watch","id":"pods","cluster":"prod","path":"/api/v1/pods","resourceVersion":"1042","resume":"inventory"}"#,
+            ClientMessage::Watch(Watch {
+                id: "pods".into(),
+                cluster: "prod".into(),
+                path: "/api/v1/pods".into(),
+                query: None,
+                resource_version: Some("1042".into()),
+                resume: Some(ResumeMode::Inventory),
             }),
         );
         check_client(
             r#"{"op":"watch","id":"n","cluster":"c","path":"/api/v1/nodes"}"#,
-            ClientMessage::Watch(Watch { id: "n".into(), cluster: "c".into(), path: "/api/v1/nodes".into(), query: None, resource_version: None }),
+            ClientMessage::Watch(Watch { id: "n".into(), cluster: "c".into(), path: "/api/v1/nodes".into(), query: None, resource_version: None, resume: None }),
         );
         check_client(r#"{"op":"unwatch","id":"pods"}"#, ClientMessage::Unwatch { id: "pods".into() });
         check_client(r#"{"op":"auth","cluster":"prod","token":"t"}"#, ClientMessage::Auth { cluster: "prod".into(), token: "t".into() });
@@ -481,6 +571,11 @@ mod tests {
         );
         check_server(r#"{"op":"synced","id":"pods","resourceVersion":"1050"}"#, ServerMessage::Synced { id: "pods".into(), resource_version: "1050".into() });
         check_server(r#"{"op":"reset","id":"pods"}"#, ServerMessage::Reset { id: "pods".into() });
+        check_server(
+            r#"{"op":"inventory","id":"pods","keys":{"":["node-1"],"demo":["web-1","web-2"]}}"#,
+            ServerMessage::Inventory { id: "pods".into(), keys: BTreeMap::from([("".into(), vec!["node-1".into()]), ("demo".into(), vec!["web-1".into(), "web-2".into()])]) },
+        );
+        check_server(r#"{"op":"inventory","id":"pods","keys":{}}"#, ServerMessage::Inventory { id: "pods".into(), keys: BTreeMap::new() });
         check_server(r#"{"op":"bookmark","id":"pods","resourceVersion":"1099"}"#, ServerMessage::Bookmark { id: "pods".into(), resource_version: "1099".into() });
         let mut status = Status::failure(503, "ServiceUnavailable", "cluster prod unreachable: connection refused");
         status.rest.remove("metadata");
@@ -497,6 +592,38 @@ mod tests {
         let raw = encode_event_raw("pods \"x\"", EventType::Added, &object.to_string());
         let typed = ServerMessage::Event { id: "pods \"x\"".into(), event_type: EventType::Added, object };
         assert_eq!(ServerMessage::decode(&raw).unwrap(), typed);
+    }
+
+    #[test]
+    fn raw_inventory_encoding_matches_the_typed_one() {
+        let keys = [("", "node-1"), ("demo", "web-\"1"), ("demo", "web-2"), ("kube-system", "dns")];
+        let raw = encode_inventory_raw("pods \"x\"", keys);
+        let typed = ServerMessage::Inventory {
+            id: "pods \"x\"".into(),
+            keys: BTreeMap::from([("".into(), vec!["node-1".into()]), ("demo".into(), vec!["web-\"1".into(), "web-2".into()]), ("kube-system".into(), vec!["dns".into()])]),
+        };
+        assert_eq!(ServerMessage::decode(&raw).unwrap(), typed, "{raw}");
+        assert_eq!(ServerMessage::decode(&encode_inventory_raw("p", [])).unwrap(), ServerMessage::Inventory { id: "p".into(), keys: BTreeMap::new() });
+    }
+
+    /// `resume` is optional and forward-compatible: a value this version does not know is read
+    /// as absent (the server answers as to a client without it); a value that is not a string
+    /// is a malformed watch, with its id.
+    #[test]
+    fn resume_modes_this_version_does_not_know_are_ignored() {
+        let watch = |resume: &str| ClientMessage::decode(&format!(r#"{{"op":"watch","id":"w","cluster":"c","path":"/api/v1/pods","resourceVersion":"5","resume":{resume}}}"#));
+        let mode = |resume: &str| match watch(resume) {
+            Ok(ClientMessage::Watch(watch)) => watch.resume,
+            other => panic!("{resume}: {other:?}"),
+        };
+        assert_eq!(mode(r#""inventory""#), Some(ResumeMode::Inventory));
+        assert_eq!(mode(r#""digest-v2""#), None);
+        assert_eq!(mode("null"), None);
+        for bad in ["5", "true", r#"["inventory"]"#] {
+            let error = watch(bad).unwrap_err();
+            assert_eq!(error.id.as_deref(), Some("w"), "{bad}");
+            assert!(matches!(error.kind, DecodeErrorKind::InvalidFields { .. }), "{bad}: {error:?}");
+        }
     }
 
     #[test]
@@ -524,6 +651,10 @@ mod tests {
             r#"{"op":"synced","id":"p"}"#,
             r#"{"op":"error","id":"p","status":{"code":500}}"#,
             r#"{"op":"error","id":"p","fatal":true,"status":"boom"}"#,
+            r#"{"op":"inventory","id":"p"}"#,
+            r#"{"op":"inventory","id":"p","keys":["a"]}"#,
+            r#"{"op":"inventory","id":"p","keys":{"ns":"a"}}"#,
+            r#"{"op":"inventory","id":"p","keys":{"ns":["a",5]}}"#,
         ] {
             let error = server(bad);
             assert_eq!(error.id.as_deref(), Some("p"), "{bad}");
@@ -541,7 +672,7 @@ mod tests {
         for bad in ["", "api/v1/pods", "/api/v1", "/api/v1/namespaces/default/pods/web-1", "/api/v1/../pods", "/api/v1/po%64s", "/api/v1/pods?watch=1", "/api/v2/pods", "/apis/apps/v1/namespaces/Default/pods", "/api/v1/pods/"] {
             assert!(!validate_collection_path(bad), "{bad}");
         }
-        let mut w = Watch { id: "x".repeat(129), cluster: "c".into(), path: "/api/v1/pods".into(), query: None, resource_version: None };
+        let mut w = Watch { id: "x".repeat(129), cluster: "c".into(), path: "/api/v1/pods".into(), query: None, resource_version: None, resume: None };
         assert_eq!(w.validate(), Err(WatchRequestError::BadId));
         w.id = "ok".into();
         assert_eq!(w.validate(), Ok(()));

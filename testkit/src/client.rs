@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use futures::{SinkExt, StreamExt};
 use kubemux_protocol::client::{ClientConfig, ClientCore, ConnectionState, Output, SubscriptionState};
-use kubemux_protocol::frames::{Status, SUBPROTOCOL, WatchQuery};
+use kubemux_protocol::frames::{EventType, Status, SUBPROTOCOL, WatchQuery};
 use serde_json::Value;
 use tokio::net::TcpStream;
 use tokio::sync::{Notify, mpsc, oneshot};
@@ -16,6 +16,9 @@ use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+/// One event a subscription received: its type and the object's namespace and name.
+pub type Received = (EventType, (String, String));
 
 /// What the client has seen so far.
 #[derive(Debug, Default, Clone)]
@@ -28,6 +31,8 @@ pub struct View {
     pub resets: HashMap<String, usize>,
     /// Events per subscription.
     pub events: HashMap<String, usize>,
+    /// Every event per subscription, in order.
+    pub received: HashMap<String, Vec<Received>>,
     /// `synced` frames per subscription.
     pub synced: HashMap<String, usize>,
     /// Each subscription's visible objects, by namespace/name.
@@ -53,6 +58,7 @@ enum Command {
     Unwatch(String),
     Auth(String, String),
     Send(String),
+    Retarget(String),
 }
 
 /// A client connected to one proxy URL, reconnecting on its own.
@@ -100,6 +106,12 @@ impl NativeClient {
         let _ = self.commands.send(Command::Auth(cluster.into(), token.into()));
     }
 
+    /// Connects to `url` from the next connection on (another proxy replica, as a load balancer
+    /// would send it); the current connection, if any, carries on.
+    pub fn retarget(&self, url: &str) {
+        let _ = self.commands.send(Command::Retarget(url.into()));
+    }
+
     /// Sends a raw text frame on the current socket (for bad-input tests).
     pub fn send_raw(&self, text: &str) {
         let _ = self.commands.send(Command::Send(text.into()));
@@ -142,7 +154,7 @@ async fn open(url: &str) -> anyhow::Result<Socket> {
     Ok(socket)
 }
 
-async fn drive(url: String, config: ClientConfig, mut commands: mpsc::UnboundedReceiver<Command>, view: Arc<Mutex<View>>, changed: Arc<Notify>) {
+async fn drive(mut url: String, config: ClientConfig, mut commands: mpsc::UnboundedReceiver<Command>, view: Arc<Mutex<View>>, changed: Arc<Notify>) {
     let epoch = Instant::now();
     let now = move || u64::try_from(epoch.elapsed().as_millis()).unwrap_or(u64::MAX);
     let mut core = ClientCore::new(config);
@@ -191,6 +203,7 @@ async fn drive(url: String, config: ClientConfig, mut commands: mpsc::UnboundedR
                 Some(Command::Unwatch(id)) => pending.extend(core.unwatch(&id).unwrap_or_default()),
                 Some(Command::Auth(cluster, token)) => pending.extend(core.auth(&cluster, &token).unwrap_or_default()),
                 Some(Command::Send(text)) => pending.push(Output::Send(text)),
+                Some(Command::Retarget(to)) => url = to,
             },
             message = async { socket.as_mut().expect("guarded").next().await }, if socket.is_some() => match message {
                 Some(Ok(Message::Text(text))) => pending.extend(core.on_message(now(), text.as_str())),
@@ -216,7 +229,12 @@ fn record(view: &mut View, core: &ClientCore, output: Output) {
         Output::State(state) => view.states.push(state),
         Output::Error { id, fatal, status } => view.errors.push((id, fatal, status)),
         Output::Reset { id } => *view.resets.entry(id).or_default() += 1,
-        Output::Event { id, .. } => *view.events.entry(id).or_default() += 1,
+        Output::Event { id, event_type, object } => {
+            let meta = &object["metadata"];
+            let key = (meta["namespace"].as_str().unwrap_or_default().to_owned(), meta["name"].as_str().unwrap_or_default().to_owned());
+            view.received.entry(id.clone()).or_default().push((event_type, key));
+            *view.events.entry(id).or_default() += 1;
+        }
         Output::Synced { id, .. } => *view.synced.entry(id).or_default() += 1,
         Output::SubscriptionState { id, state } => {
             view.sub_states.insert(id, state);

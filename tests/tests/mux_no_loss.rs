@@ -60,8 +60,8 @@ async fn proxy_killed_and_restarted_repeatedly() {
     }
     let view = assert_converges(&sim, &client, PODS).await;
     assert!(view.opens() >= 5, "{:?}", view.states);
-    // Each new proxy replayed what the client missed from an upstream watch at the client's
-    // version instead of resetting it.
+    // Each new proxy answered the resume from its store (the objects changed since the client's
+    // version and the keys it holds) instead of resetting it.
     assert_eq!(view.resets.get("pods"), None, "resumed without a reset after every restart");
 }
 

@@ -85,7 +85,11 @@ async fn frames_until(socket: &mut Socket, id: &str, last: impl Fn(&ServerMessag
             let Message::Text(text) = message else { continue };
             let frame = ServerMessage::decode(text.as_str()).unwrap();
             let ours = match &frame {
-                ServerMessage::Event { id: i, .. } | ServerMessage::Reset { id: i } | ServerMessage::Synced { id: i, .. } | ServerMessage::Bookmark { id: i, .. } => i == id,
+                ServerMessage::Event { id: i, .. }
+                | ServerMessage::Reset { id: i }
+                | ServerMessage::Synced { id: i, .. }
+                | ServerMessage::Bookmark { id: i, .. }
+                | ServerMessage::Inventory { id: i, .. } => i == id,
                 ServerMessage::Error { id: i, .. } => i.as_deref() == Some(id),
                 ServerMessage::Pong { .. } => false,
             };

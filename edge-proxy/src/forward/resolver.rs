@@ -62,7 +62,8 @@ impl Collection {
                 self.error = None;
             }
             ServerMessage::Error { status, .. } => self.error = Some(status.clone()),
-            ServerMessage::Bookmark { .. } | ServerMessage::Pong { .. } => {}
+            // Inventories answer `"resume":"inventory"`, which the resolver never sends.
+            ServerMessage::Bookmark { .. } | ServerMessage::Inventory { .. } | ServerMessage::Pong { .. } => {}
         }
     }
 }

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use axum::extract::ws::{CloseFrame, Message, WebSocket};
 use futures::{FutureExt as _, SinkExt, StreamExt};
-use kubemux_protocol::frames::{ClientMessage, DecodeErrorKind, ServerMessage, Status, Watch, WatchRequestError};
+use kubemux_protocol::frames::{ClientMessage, DecodeErrorKind, ResumeMode, ServerMessage, Status, Watch, WatchRequestError};
 
 use super::MuxSettings;
 use super::outbox::{Outbox, Outgoing};
@@ -22,7 +22,7 @@ use crate::AppState;
 use crate::identity::Identity;
 use crate::logging::panic_message;
 use crate::metrics::TaskKind;
-use crate::registry::{Sink, Subscription, WatchKey};
+use crate::registry::{ResumeFrom, Sink, Subscription, WatchKey};
 
 /// One active subscription of this connection.
 struct Active {
@@ -277,10 +277,11 @@ impl Session {
         let id: Arc<str> = Arc::from(id);
         let query = watch.query.unwrap_or_default();
         self.outbox.add_subscription(&id);
-        let sink = Sink::new(self.outbox.clone(), id.clone(), self.app.metrics.clone());
+        let sink = Sink::resuming(self.outbox.clone(), id.clone(), self.app.metrics.clone(), watch.resource_version.clone());
         let identity = self.identity(&watch.cluster);
         let key = WatchKey { cluster: watch.cluster.clone(), path: watch.path.clone(), query: query.clone(), identity: identity.clone() };
-        let upstream = self.app.registry.subscribe(key, cluster, sink.clone(), watch.resource_version);
+        let resume = watch.resource_version.map(|version| ResumeFrom::new(version, watch.resume == Some(ResumeMode::Inventory)));
+        let upstream = self.app.registry.subscribe(key, cluster, sink.clone(), resume);
         self.app.metrics.subscriptions.inc();
         self.subscriptions.insert(id, Active { cluster: watch.cluster, identity, path: watch.path, query, sink, upstream });
     }
@@ -303,9 +304,11 @@ impl Session {
         for (id, active) in moving {
             active.sink.detach();
             let resume = active.sink.last_resource_version();
-            let sink = Sink::new(self.outbox.clone(), id.clone(), self.app.metrics.clone());
+            let sink = Sink::resuming(self.outbox.clone(), id.clone(), self.app.metrics.clone(), resume.clone());
             let key = WatchKey { cluster: cluster.clone(), path: active.path.clone(), query: active.query.clone(), identity: identity.clone() };
-            active.upstream = self.app.registry.subscribe(key, target.clone(), sink.clone(), resume);
+            // The client sent no `watch` for this: it expects events in version order, so the
+            // move resumes without an inventory.
+            active.upstream = self.app.registry.subscribe(key, target.clone(), sink.clone(), resume.map(|version| ResumeFrom::new(version, false)));
             active.sink = sink;
             active.identity = identity.clone();
         }

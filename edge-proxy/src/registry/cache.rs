@@ -3,7 +3,9 @@
 //!
 //! Resource versions stay opaque (API Concepts: compare only for equality): a resume point is
 //! served from the ring only if it is exactly a version the ring recorded (an event's, a
-//! bookmark's, or the list's).
+//! bookmark's, or the list's). Only where every version is an integer, as etcd's revisions are
+//! (`integer_version`), does the store also answer "what changed after V" by comparing each
+//! object's version with V ([`WatchCache::changed_since`], `docs/PROTOCOL.md` §4's inventory).
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
@@ -12,6 +14,31 @@ use kubemux_protocol::frames::EventType;
 
 /// One object as JSON text, shared by every subscriber's frame.
 pub type ObjectJson = Arc<str>;
+
+/// An object's namespace (`""` when cluster-scoped) and name.
+pub type ObjectKey = (String, String);
+
+/// One stored object: its text, and its `metadata.resourceVersion` if that is an integer.
+#[derive(Debug, Clone)]
+pub struct Stored {
+    json: ObjectJson,
+    version: Option<u64>,
+}
+
+impl Stored {
+    /// An object with its `metadata.resourceVersion` (`None` if it had none).
+    pub fn new(json: ObjectJson, resource_version: Option<&str>) -> Stored {
+        Stored { json, version: resource_version.and_then(integer_version) }
+    }
+}
+
+/// A resource version the proxy can order: a positive integer, written as the API server
+/// writes one. `"0"` is not a version but "any" (the API server replays its current objects,
+/// in name order), and `"+7"` or `"07"` would be sent upstream as another string.
+pub fn integer_version(rv: &str) -> Option<u64> {
+    let number = rv.parse::<u64>().ok().filter(|n| *n > 0)?;
+    (number.to_string() == rv).then_some(number)
+}
 
 /// A recorded version: an event, or a marker (list or bookmark) with no event.
 #[derive(Debug, Clone)]
@@ -32,7 +59,7 @@ pub enum Resume {
 /// The store and ring of one upstream watch.
 #[derive(Debug)]
 pub struct WatchCache {
-    objects: BTreeMap<(String, String), ObjectJson>,
+    objects: BTreeMap<ObjectKey, Stored>,
     rv: Option<String>,
     ring: VecDeque<RingEntry>,
     capacity: usize,
@@ -55,17 +82,17 @@ impl WatchCache {
     }
 
     /// Replaces everything with a fresh list.
-    pub fn replace(&mut self, objects: BTreeMap<(String, String), ObjectJson>, rv: String) {
+    pub fn replace(&mut self, objects: BTreeMap<ObjectKey, Stored>, rv: String) {
         self.objects = objects;
         self.ring.clear();
         self.mark(rv);
     }
 
     /// Applies one watch event.
-    pub fn apply(&mut self, event_type: EventType, key: (String, String), object: ObjectJson, rv: String) {
+    pub fn apply(&mut self, event_type: EventType, key: ObjectKey, object: ObjectJson, rv: String) {
         match event_type {
             EventType::Added | EventType::Modified => {
-                self.objects.insert(key, object.clone());
+                self.objects.insert(key, Stored::new(object.clone(), Some(&rv)));
             }
             EventType::Deleted => {
                 self.objects.remove(&key);
@@ -92,7 +119,25 @@ impl WatchCache {
 
     /// The current objects, in key order.
     pub fn snapshot(&self) -> impl Iterator<Item = &ObjectJson> {
-        self.objects.values()
+        self.objects.values().map(|stored| &stored.json)
+    }
+
+    /// The keys held, in order: what an `inventory` frame lists.
+    pub fn keys(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.objects.keys().map(|(namespace, name)| (namespace.as_str(), name.as_str()))
+    }
+
+    /// The objects whose version is after `version`, in key order: what changed since a client
+    /// consistent at `version` (an object at or before it is as that client holds it). `None`
+    /// when some object's version is not an integer, so the store cannot tell.
+    pub fn changed_since(&self, version: u64) -> Option<Vec<ObjectJson>> {
+        let mut changed = Vec::new();
+        for stored in self.objects.values() {
+            if stored.version? > version {
+                changed.push(stored.json.clone());
+            }
+        }
+        Some(changed)
     }
 
     /// How many objects.
@@ -120,6 +165,34 @@ mod tests {
 
     fn key(n: &str) -> (String, String) {
         ("ns".into(), n.into())
+    }
+
+    fn stored(json: &str, rv: &str) -> Stored {
+        Stored::new(json.into(), Some(rv))
+    }
+
+    #[test]
+    fn changed_since_compares_integer_versions_only() {
+        let mut cache = WatchCache::new(4);
+        cache.replace(BTreeMap::from([(key("a"), stored("{a}", "5")), (key("c"), stored("{c}", "9"))]), "10".into());
+        cache.apply(EventType::Added, key("b"), "{b}".into(), "12".into());
+        cache.apply(EventType::Modified, key("c"), "{c2}".into(), "13".into());
+        cache.apply(EventType::Deleted, key("a"), "{a-}".into(), "14".into());
+        let changed = |cache: &WatchCache, v| cache.changed_since(v).map(|objects| objects.iter().map(|o| o.to_string()).collect::<Vec<_>>());
+        assert_eq!(changed(&cache, 8), Some(vec!["{b}".to_owned(), "{c2}".to_owned()]), "in key order, each at its current state");
+        assert_eq!(changed(&cache, 12), Some(vec!["{c2}".to_owned()]));
+        assert_eq!(changed(&cache, 14), Some(vec![]));
+        assert_eq!(cache.keys().collect::<Vec<_>>(), vec![("ns", "b"), ("ns", "c")]);
+        cache.apply(EventType::Added, key("d"), "{d}".into(), "opaque".into());
+        assert_eq!(changed(&cache, 8), None, "a version the proxy cannot order: the store cannot tell");
+    }
+
+    #[test]
+    fn integer_versions_are_positive_and_canonical() {
+        assert_eq!(integer_version("5"), Some(5));
+        for rv in ["0", "", "+5", "05", "-1", "5a", " 5"] {
+            assert_eq!(integer_version(rv), None, "{rv:?}");
+        }
     }
 
     #[test]

@@ -16,6 +16,7 @@ use futures::{FutureExt, StreamExt};
 use serde::Deserialize;
 use tokio::sync::mpsc;
 
+use super::cache::integer_version;
 use super::request::{Requests, WatchLine, parse_event_type};
 use super::upstream::watch_lines;
 use super::{Command, Sink, WatchKey};
@@ -44,18 +45,11 @@ struct Version {
     resource_version: String,
 }
 
-/// Whether a catch-up from `from` to `to` can be tried: both versions, `from` older.
+/// Whether a catch-up (or an inventory) from `from` to `to` can be tried: both versions
+/// integers ([`integer_version`]), `from` older.
 pub(super) fn applicable(from: &str, to: &str) -> Option<(u64, u64)> {
-    let (from, to) = (version(from)?, version(to)?);
+    let (from, to) = (integer_version(from)?, integer_version(to)?);
     (from < to).then_some((from, to))
-}
-
-/// A resource version the proxy can catch up from: a positive integer, written as the API
-/// server writes one. `"0"` is not a version but "any" (the API server replays its current
-/// objects, in name order), and `"+7"` or `"07"` would be sent upstream as another string.
-fn version(rv: &str) -> Option<u64> {
-    let number = rv.parse::<u64>().ok().filter(|n| *n > 0)?;
-    (number.to_string() == rv).then_some(number)
 }
 
 /// One subscriber's catch-up.

@@ -22,7 +22,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use kubemux_protocol::frames::{EventType, ServerMessage, Status, WatchQuery, encode_event_raw};
+use kubemux_protocol::frames::{EventType, ServerMessage, Status, WatchQuery, encode_event_raw, encode_inventory_raw};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -31,8 +31,31 @@ use crate::identity::Identity;
 use crate::live::Live;
 use crate::metrics::{Metrics, TaskKind};
 use crate::mux::outbox::{Item, Outbox, Pushed};
+use cache::ObjectJson;
 
 pub use cache::{Resume, WatchCache};
+
+/// Where a subscriber resumes from: the version its client holds, and whether that client
+/// accepts an inventory (`"resume":"inventory"`, `docs/PROTOCOL.md` §4).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResumeFrom {
+    version: String,
+    inventory: bool,
+    /// A catch-up's hand-over to the shared history (counted as the catch-up's outcome).
+    hand_over: bool,
+}
+
+impl ResumeFrom {
+    /// A client's resume point; `inventory` when it sent `"resume":"inventory"`.
+    pub fn new(version: String, inventory: bool) -> ResumeFrom {
+        ResumeFrom { version, inventory, hand_over: false }
+    }
+
+    /// Where a confirmed catch-up joins the shared history.
+    fn hand_over(version: String) -> ResumeFrom {
+        ResumeFrom { version, inventory: false, hand_over: true }
+    }
+}
 
 /// What makes two subscriptions share an upstream watch.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -128,6 +151,10 @@ impl Default for RegistrySettings {
 }
 
 /// Where one subscription's frames go: its connection's outbox, under its id.
+///
+/// It remembers the last version it sent, which is where the subscription resumes when `auth`
+/// moves it to another identity; a sink made for a resuming client starts at the client's
+/// version ([`Sink::resuming`]), so a move before anything was sent resumes from there.
 #[derive(Debug)]
 pub struct Sink {
     outbox: Arc<Outbox>,
@@ -145,7 +172,12 @@ pub struct Sink {
 impl Sink {
     /// A sink for subscription `id` of a connection.
     pub fn new(outbox: Arc<Outbox>, id: Arc<str>, metrics: Arc<Metrics>) -> Arc<Sink> {
-        Arc::new(Sink { outbox, id, metrics, last_rv: Mutex::new(None), detached: AtomicBool::new(false), ended: AtomicBool::new(false) })
+        Sink::resuming(outbox, id, metrics, None)
+    }
+
+    /// A sink for subscription `id` whose client holds `version`.
+    pub fn resuming(outbox: Arc<Outbox>, id: Arc<str>, metrics: Arc<Metrics>, version: Option<String>) -> Arc<Sink> {
+        Arc::new(Sink { outbox, id, metrics, last_rv: Mutex::new(version), detached: AtomicBool::new(false), ended: AtomicBool::new(false) })
     }
 
     /// Stops this sink: nothing more it is given is queued.
@@ -252,6 +284,17 @@ impl Sink {
         self.synced(rv);
     }
 
+    /// Sends an inventory resume: `MODIFIED` for each changed object (in key order, so none of
+    /// them is a resume point: the last version sent stays the client's), the `inventory` of
+    /// `keys`, and `synced` at `rv`.
+    pub fn inventory<'a>(&self, changed: &[ObjectJson], keys: impl IntoIterator<Item = (&'a str, &'a str)>, rv: &str) {
+        for object in changed {
+            self.event(EventType::Modified, object, None);
+        }
+        self.push(encode_inventory_raw(&self.id, keys));
+        self.synced(rv);
+    }
+
     /// Replaces whatever is queued with `reset`, the snapshot and `synced`.
     pub fn reset_with_snapshot(&self, objects: Vec<Arc<str>>, rv: &str) {
         if self.detached.load(Ordering::Acquire) {
@@ -280,7 +323,7 @@ fn metric_reason(reason: &str) -> &str {
 }
 
 enum Command {
-    Subscribe { sub_id: u64, sink: Arc<Sink>, resume: Option<String> },
+    Subscribe { sub_id: u64, sink: Arc<Sink>, resume: Option<ResumeFrom> },
     Unsubscribe { sub_id: u64 },
     Resync { sub_id: u64 },
     /// A catch-up watch finished.
@@ -361,7 +404,7 @@ impl WatchRegistry {
     /// Subscribes `sink` to the upstream watch of `key`, starting one if needed. The caller has
     /// looked `cluster` up in the snapshot in force; if a reload retires it meanwhile, the task
     /// notices at once (its token is cancelled) and follows the reload.
-    pub fn subscribe(self: &Arc<Self>, key: WatchKey, cluster: Arc<Cluster>, sink: Arc<Sink>, resume: Option<String>) -> Subscription {
+    pub fn subscribe(self: &Arc<Self>, key: WatchKey, cluster: Arc<Cluster>, sink: Arc<Sink>, resume: Option<ResumeFrom>) -> Subscription {
         let sub_id = self.next_sub.fetch_add(1, Ordering::Relaxed);
         let mut map = self.map();
         let mut command = Command::Subscribe { sub_id, sink, resume };
@@ -426,6 +469,32 @@ mod tests {
             frames.push(frame);
         }
         assert!(frames.iter().any(|f| f.contains(r#""fatal":true"#) && f.contains("no longer allowed")), "{frames:?}");
+    }
+
+    /// An inventory resume is the changed objects, the inventory and `synced`, and its events
+    /// (in key order) never become the subscription's resume point: until `synced`, a move to
+    /// another identity resumes from the client's own version.
+    #[tokio::test]
+    async fn an_inventory_resume_is_a_resume_point_only_at_its_synced() {
+        let metrics = Arc::new(Metrics::default());
+        let outbox = Outbox::new(1 << 20, metrics.clone());
+        let id: Arc<str> = Arc::from("cm");
+        outbox.add_subscription(&id);
+        let sink = Sink::resuming(outbox.clone(), id, metrics, Some("5".into()));
+        sink.event(EventType::Modified, r#"{"metadata":{"name":"b","resourceVersion":"8"}}"#, None);
+        assert_eq!(sink.last_resource_version().as_deref(), Some("5"));
+        let changed: Vec<ObjectJson> = vec![Arc::from(r#"{"metadata":{"name":"a","resourceVersion":"9"}}"#)];
+        sink.inventory(&changed, [("", "a"), ("", "b")], "9");
+        assert_eq!(sink.last_resource_version().as_deref(), Some("9"));
+        let mut frames = Vec::new();
+        while outbox.queued_bytes() > 0 {
+            let Some(Outgoing::Text(frame)) = outbox.next().await else { panic!() };
+            frames.push(ServerMessage::decode(&frame).unwrap());
+        }
+        assert!(
+            matches!(&frames[..], [ServerMessage::Event { .. }, ServerMessage::Event { event_type: EventType::Modified, .. }, ServerMessage::Inventory { keys, .. }, ServerMessage::Synced { resource_version, .. }] if keys[""] == ["a", "b"] && resource_version == "9"),
+            "{frames:?}"
+        );
     }
 
     #[test]

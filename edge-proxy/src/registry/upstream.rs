@@ -31,12 +31,12 @@ use tokio_util::codec::{FramedRead, LinesCodec, LinesCodecError};
 use tokio_util::compat::{Compat, FuturesAsyncReadCompatExt as _};
 use tokio_util::sync::CancellationToken;
 
-use super::cache::{ObjectJson, Resume, WatchCache};
+use super::cache::{ObjectJson, ObjectKey, Resume, Stored, WatchCache};
 use super::request::{Requests, WatchLine, parse_event_type};
-use super::{Command, RegistrySettings, Sink, WatchKey, WatchRegistry, catch_up, internal_error};
+use super::{Command, RegistrySettings, ResumeFrom, Sink, WatchKey, WatchRegistry, catch_up, internal_error};
 use crate::logging::panic_message;
 use crate::clusters::Cluster;
-use crate::metrics::{Metrics, ResetCause, TaskKind};
+use crate::metrics::{Metrics, ResetCause, ResumeOutcome, TaskKind};
 use crate::upstream_error::{Classified, classify};
 
 pub(super) struct Upstream {
@@ -57,7 +57,7 @@ pub(super) struct Upstream {
     /// Subscribers that have their snapshot or replay.
     subscribers: HashMap<u64, Arc<Sink>>,
     /// Subscribers waiting for the first (or next) list.
-    waiting: Vec<(u64, Arc<Sink>, Option<String>)>,
+    waiting: Vec<(u64, Arc<Sink>, Option<ResumeFrom>)>,
     /// Subscribers replaying what they missed from an upstream watch of their own, with the
     /// version at which they join the shared stream.
     catching_up: HashMap<u64, CatchingUp>,
@@ -252,10 +252,12 @@ impl Upstream {
                     }
                 } else if self.cache.resource_version().is_none() {
                     // Mid-relist: served (and if need be reset) after the list.
-                    self.waiting.push((sub_id, sink, Some(join_at)));
+                    self.waiting.push((sub_id, sink, Some(ResumeFrom::hand_over(join_at))));
                 } else if outcome == catch_up::Outcome::Confirmed {
-                    self.serve(sub_id, sink, Some(join_at));
+                    self.metrics.resume(ResumeOutcome::CatchUp);
+                    self.serve(sub_id, sink, Some(ResumeFrom::hand_over(join_at)));
                 } else {
+                    self.metrics.resume(ResumeOutcome::Reset);
                     self.reset(sub_id, sink);
                 }
                 Next::Continue
@@ -278,7 +280,10 @@ impl Upstream {
     fn catch_up(&mut self, sub_id: u64, sink: Arc<Sink>, from: u64, join_at: String, to: u64) {
         let client = match self.cluster.client(&self.key.identity) {
             Ok(client) => client,
-            Err(_) => return self.reset(sub_id, sink),
+            Err(_) => {
+                self.metrics.resume(ResumeOutcome::Reset);
+                return self.reset(sub_id, sink);
+            }
         };
         let catch_up = catch_up::CatchUp {
             client,
@@ -298,8 +303,8 @@ impl Upstream {
         self.catching_up.insert(sub_id, CatchingUp { sink, join_at, task: task.abort_handle() });
     }
 
-    /// Gives a subscriber its snapshot, replay or reset, then live events.
-    fn serve(&mut self, sub_id: u64, sink: Arc<Sink>, resume: Option<String>) {
+    /// Gives a subscriber its snapshot, replay, inventory, catch-up or reset, then live events.
+    fn serve(&mut self, sub_id: u64, sink: Arc<Sink>, resume: Option<ResumeFrom>) {
         if sink.is_detached() {
             // Unwatched (or moved to another identity) before it was served: no work for it.
             return;
@@ -311,18 +316,35 @@ impl Upstream {
         let rv = self.cache.resource_version().expect("serve is called with a listed cache").to_owned();
         match resume {
             None => sink.snapshot(self.cache.snapshot().cloned().collect(), &rv),
-            Some(from) => match self.cache.resume_from(&from) {
+            Some(from) => match self.cache.resume_from(&from.version) {
                 Resume::Replay(events) => {
+                    if !from.hand_over {
+                        self.metrics.resume(ResumeOutcome::Replay);
+                    }
                     for (event_type, object) in &events {
                         sink.event(*event_type, object, resource_version_of(object).as_deref());
                     }
                     sink.synced(&rv);
                 }
                 Resume::Unavailable => {
-                    return match catch_up::applicable(&from, &rv) {
-                        Some((from, to)) => self.catch_up(sub_id, sink, from, rv, to),
-                        None => self.reset(sub_id, sink),
-                    };
+                    let versions = catch_up::applicable(&from.version, &rv);
+                    // The store answers at once, with no upstream request, for a client that
+                    // takes an inventory: what changed after its version (an object at or
+                    // before it is as the client holds it), then the keys held now.
+                    let changed = versions.filter(|_| from.inventory).and_then(|(from, _)| self.cache.changed_since(from));
+                    match (changed, versions) {
+                        (Some(changed), _) => {
+                            self.metrics.resume(ResumeOutcome::Inventory);
+                            sink.inventory(&changed, self.cache.keys(), &rv);
+                        }
+                        (None, Some((from, to))) => {
+                            return self.catch_up(sub_id, sink, from, rv, to);
+                        }
+                        (None, None) => {
+                            self.metrics.resume(ResumeOutcome::Reset);
+                            return self.reset(sub_id, sink);
+                        }
+                    }
                 }
             },
         }
@@ -649,7 +671,7 @@ fn resource_version_of(object: &str) -> Option<String> {
 
 /// Lists every page; items get the `kind` and `apiVersion` that built-in lists leave out, so
 /// snapshot objects look like watch objects.
-async fn list_all(client: kube::Client, requests: Requests, page_size: u32) -> Result<(BTreeMap<(String, String), ObjectJson>, String), ListError> {
+async fn list_all(client: kube::Client, requests: Requests, page_size: u32) -> Result<(BTreeMap<ObjectKey, Stored>, String), ListError> {
     let mut objects = BTreeMap::new();
     let mut continue_token: Option<String> = None;
     loop {
@@ -666,7 +688,8 @@ async fn list_all(client: kube::Client, requests: Requests, page_size: u32) -> R
             let meta = item.get("metadata");
             let name = meta.and_then(|m| m.get("name")).and_then(Value::as_str).unwrap_or_default().to_owned();
             let namespace = meta.and_then(|m| m.get("namespace")).and_then(Value::as_str).unwrap_or_default().to_owned();
-            objects.insert((namespace, name), Arc::from(Value::Object(item).to_string()));
+            let version = meta.and_then(|m| m.get("resourceVersion")).and_then(Value::as_str).map(str::to_owned);
+            objects.insert((namespace, name), Stored::new(Arc::from(Value::Object(item).to_string()), version.as_deref()));
         }
         match page.metadata.continue_token.filter(|c| !c.is_empty()) {
             Some(token) => continue_token = Some(token),

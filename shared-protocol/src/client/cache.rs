@@ -1,6 +1,6 @@
 //! The per-subscription object cache, keyed by namespace and name.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde_json::Value;
 
@@ -32,6 +32,19 @@ impl ObjectCache {
                 self.objects.remove(&key);
             }
         }
+    }
+
+    /// Whether an object with `object`'s key is held.
+    pub fn holds(&self, object: &Value) -> bool {
+        object_key(object).is_some_and(|key| self.objects.contains_key(&key))
+    }
+
+    /// Drops every object whose key `keys` (namespace → names, as an `inventory` frame lists
+    /// them) does not list, and returns the dropped objects' last states, in key order.
+    pub fn drop_unlisted(&mut self, keys: &BTreeMap<String, Vec<String>>) -> Vec<Value> {
+        let listed: BTreeSet<(&str, &str)> = keys.iter().flat_map(|(namespace, names)| names.iter().map(move |name| (namespace.as_str(), name.as_str()))).collect();
+        let unlisted: Vec<(String, String)> = self.objects.keys().filter(|(namespace, name)| !listed.contains(&(namespace.as_str(), name.as_str()))).cloned().collect();
+        unlisted.into_iter().filter_map(|key| self.objects.remove(&key)).collect()
     }
 
     /// The objects, in key order.

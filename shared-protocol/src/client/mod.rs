@@ -23,7 +23,7 @@ use serde_json::Value;
 pub use backoff::{Backoff, BackoffConfig, SplitMix64};
 pub use cache::{ObjectCache, object_key};
 
-use crate::frames::{ClientMessage, EventType, ServerMessage, Status, Watch, WatchQuery, WatchRequestError};
+use crate::frames::{ClientMessage, EventType, ResumeMode, ServerMessage, Status, Watch, WatchQuery, WatchRequestError};
 
 /// Client settings; the defaults are `docs/PROTOCOL.md` §5's.
 #[derive(Debug, Clone)]
@@ -36,11 +36,16 @@ pub struct ClientConfig {
     pub backoff: BackoffConfig,
     /// Seed of the jitter generator.
     pub seed: u64,
+    /// Resume with `"resume":"inventory"` (`docs/PROTOCOL.md` §4), so that a proxy replica
+    /// without the subscription's history answers from its store (the objects changed since
+    /// the resume point, then the keys it holds) instead of a wait and a `reset`. On by default;
+    /// off, the core behaves as a client that predates the `inventory` frame.
+    pub inventory_resume: bool,
 }
 
 impl Default for ClientConfig {
     fn default() -> Self {
-        ClientConfig { ping_interval_ms: 30_000, dead_after_ms: 75_000, backoff: BackoffConfig::default(), seed: 0x006b_7562_656d_7578 }
+        ClientConfig { ping_interval_ms: 30_000, dead_after_ms: 75_000, backoff: BackoffConfig::default(), seed: 0x006b_7562_656d_7578, inventory_resume: true }
     }
 }
 
@@ -155,6 +160,21 @@ struct Subscription {
     cache: ObjectCache,
     /// The cache being rebuilt after a reset; swapped in at `synced`.
     rebuilding: Option<ObjectCache>,
+    /// What the frames up to the next `synced` are.
+    awaiting: Awaiting,
+}
+
+/// What a subscription's frames up to its next `synced` are, which decides whether an event
+/// or a bookmark moves the resume point.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Awaiting {
+    /// Live events, a snapshot, or a replay in version order: each replayed or live event (and
+    /// each bookmark) is a resume point; snapshot events never are (there is none yet).
+    InOrder,
+    /// The answer to a resume sent with `"resume":"inventory"`: it may be the changed objects
+    /// in key order, not version order, so only the `synced` that ends it is a resume point; a
+    /// connection lost before it resumes from the version sent, again.
+    Inventory,
 }
 
 impl Subscription {
@@ -165,8 +185,14 @@ impl Subscription {
             path: self.path.clone(),
             query: self.query.clone(),
             resource_version: self.resume.clone(),
+            resume: (self.awaiting == Awaiting::Inventory).then_some(ResumeMode::Inventory),
         })
         .encode()
+    }
+
+    /// The cache that events go to: the one being rebuilt, else the visible one.
+    fn receiving(&mut self) -> &mut ObjectCache {
+        self.rebuilding.as_mut().unwrap_or(&mut self.cache)
     }
 }
 
@@ -225,7 +251,7 @@ impl ClientCore {
             return Err(ClientError::Closed);
         }
         let query = query.filter(|q| !q.is_empty());
-        Watch { id: id.to_owned(), cluster: cluster.to_owned(), path: path.to_owned(), query: query.clone(), resource_version: None }.validate()?;
+        Watch { id: id.to_owned(), cluster: cluster.to_owned(), path: path.to_owned(), query: query.clone(), resource_version: None, resume: None }.validate()?;
         if self.subs.contains_key(id) {
             return Err(ClientError::DuplicateId(id.to_owned()));
         }
@@ -237,6 +263,7 @@ impl ClientCore {
             state: SubscriptionState::Syncing,
             cache: ObjectCache::default(),
             rebuilding: None,
+            awaiting: Awaiting::InOrder,
         };
         let mut out = vec![Output::SubscriptionState { id: id.to_owned(), state: SubscriptionState::Syncing }];
         if self.is_open() {
@@ -300,6 +327,7 @@ impl ClientCore {
                 // the new state aside so nothing of the old one survives it.
                 sub.rebuilding = (!sub.cache.is_empty() || sub.rebuilding.is_some()).then(ObjectCache::default);
             }
+            sub.awaiting = if sub.resume.is_some() && self.config.inventory_resume { Awaiting::Inventory } else { Awaiting::InOrder };
             out.push(Output::Send(sub.watch_message(id)));
         }
         out
@@ -389,14 +417,21 @@ impl ClientCore {
                 }
                 out.push(Output::Error { id: Some(id), fatal, status });
             }
-            ServerMessage::Event { id, event_type, object } => {
+            ServerMessage::Event { id, mut event_type, object } => {
                 let Some(sub) = self.subs.get_mut(&id) else { return out };
                 // Snapshot events come in key order, not version order: only a replay or live
-                // event (the client already has a resume point) moves the resume point.
+                // event (the client already has a resume point) moves the resume point, and
+                // not while an inventory may be coming (its changed objects are in key order).
                 if sub.resume.is_some()
+                    && sub.awaiting == Awaiting::InOrder
                     && let Some(rv) = resource_version_of(&object)
                 {
                     sub.resume = Some(rv);
+                }
+                if sub.awaiting == Awaiting::Inventory && event_type == EventType::Modified && !sub.receiving().holds(&object) {
+                    // The server sends what changed since the resume point without knowing
+                    // what the client holds: to the application, an object it never had is new.
+                    event_type = EventType::Added;
                 }
                 match &mut sub.rebuilding {
                     Some(aside) => aside.apply(event_type, &object),
@@ -407,9 +442,22 @@ impl ClientCore {
                 }
                 out.insert(0, Output::Event { id, event_type, object });
             }
+            ServerMessage::Inventory { id, keys } => {
+                let Some(sub) = self.subs.get_mut(&id) else { return out };
+                let visible = sub.rebuilding.is_none();
+                let dropped = sub.receiving().drop_unlisted(&keys);
+                if visible && !dropped.is_empty() {
+                    out.push(Output::Changed { id: id.clone() });
+                }
+                // Each object the server no longer holds reaches the application as deleted,
+                // in its last known state, before the view changes.
+                let deleted = dropped.into_iter().map(|object| Output::Event { id: id.clone(), event_type: EventType::Deleted, object });
+                out.splice(0..0, deleted);
+            }
             ServerMessage::Synced { id, resource_version } => {
                 let Some(sub) = self.subs.get_mut(&id) else { return out };
                 sub.resume = Some(resource_version.clone());
+                sub.awaiting = Awaiting::InOrder;
                 let swapped = sub.rebuilding.take().map(|aside| sub.cache = aside).is_some();
                 let state_changed = sub.state != SubscriptionState::Synced;
                 sub.state = SubscriptionState::Synced;
@@ -431,6 +479,7 @@ impl ClientCore {
             ServerMessage::Reset { id } => {
                 let Some(sub) = self.subs.get_mut(&id) else { return out };
                 sub.resume = None;
+                sub.awaiting = Awaiting::InOrder;
                 sub.rebuilding = Some(ObjectCache::default());
                 let state_changed = sub.state != SubscriptionState::Syncing;
                 sub.state = SubscriptionState::Syncing;
@@ -440,7 +489,9 @@ impl ClientCore {
                 }
             }
             ServerMessage::Bookmark { id, resource_version } => {
-                if let Some(sub) = self.subs.get_mut(&id) {
+                if let Some(sub) = self.subs.get_mut(&id)
+                    && sub.awaiting == Awaiting::InOrder
+                {
                     sub.resume = Some(resource_version);
                 }
             }

@@ -1,13 +1,19 @@
 //! A model of the proxy and API server for one collection, and a harness that wires a
 //! [`ClientCore`] to it with a fake clock. The core's property test uses it, and so does the
 //! `client_core_schedule` fuzz target (through the `testing` feature); not a public API.
+//!
+//! The model can act as another proxy replica ([`ModelServer::restart`]): its history starts
+//! at the current version, so an older resume point is answered from its store (the
+//! `inventory` sequence of `docs/PROTOCOL.md` §4, to clients that ask for it and if the replica
+//! offers it) or with a `reset`. Every `synced` the client is given is checked against the
+//! state the model had at that version ([`Harness::deliver`]).
 
 use std::collections::{BTreeMap, VecDeque};
 
 use serde_json::{Value, json};
 
 use super::{ClientConfig, ClientCore, Output};
-use crate::frames::{ClientMessage, EventType, ServerMessage};
+use crate::frames::{ClientMessage, EventType, ResumeMode, ServerMessage};
 
 /// A model of the proxy plus API server for one collection: objects, a bounded history, and
 /// one connection's in-flight frames.
@@ -23,6 +29,12 @@ pub struct ModelServer {
     /// Frames in flight to the client; lost when the connection drops.
     pub in_flight: VecDeque<String>,
     pub connected: bool,
+    /// Whether this replica answers a resume it has no history for with an inventory (to a
+    /// client that asked for one); otherwise with a `reset`.
+    pub inventory: bool,
+    /// The objects at every version since the start (the truth each `synced` is checked
+    /// against).
+    pub states: BTreeMap<u64, BTreeMap<String, Value>>,
 }
 
 impl ModelServer {
@@ -35,6 +47,31 @@ impl ModelServer {
         for object in objects {
             self.send(ServerMessage::Event { id: id.into(), event_type: EventType::Added, object });
         }
+        self.send(ServerMessage::Synced { id: id.into(), resource_version: self.rv.to_string() });
+    }
+
+    /// A replica that started at the current version: no history before it.
+    pub fn restart(&mut self, inventory: bool) {
+        self.floor = self.rv;
+        self.history.clear();
+        self.inventory = inventory;
+    }
+
+    /// The state at `rv`: the latest recorded at or before it.
+    pub fn state_at(&self, rv: u64) -> BTreeMap<String, Value> {
+        self.states.range(..=rv).next_back().map(|(_, objects)| objects.clone()).unwrap_or_default()
+    }
+
+    /// `§4`'s inventory answer to a resume from `rv`: every object changed after it, in key
+    /// order (not version order), as `MODIFIED`; the keys held; `synced`.
+    fn inventory(&mut self, id: &str, rv: u64) {
+        let version = |object: &Value| object["metadata"]["resourceVersion"].as_str().and_then(|v| v.parse::<u64>().ok()).unwrap_or(u64::MAX);
+        let changed: Vec<Value> = self.objects.values().filter(|object| version(object) > rv).cloned().collect();
+        for object in changed {
+            self.send(ServerMessage::Event { id: id.into(), event_type: EventType::Modified, object });
+        }
+        let names = self.objects.keys().cloned().collect();
+        self.send(ServerMessage::Inventory { id: id.into(), keys: BTreeMap::from([("ns".to_owned(), names)]) });
         self.send(ServerMessage::Synced { id: id.into(), resource_version: self.rv.to_string() });
     }
 
@@ -51,6 +88,7 @@ impl ModelServer {
                         }
                         self.send(ServerMessage::Synced { id: watch.id, resource_version: self.rv.to_string() });
                     }
+                    Some(rv) if self.inventory && watch.resume == Some(ResumeMode::Inventory) => self.inventory(&watch.id, rv),
                     Some(_) => {
                         self.send(ServerMessage::Reset { id: watch.id.clone() });
                         self.snapshot(&watch.id);
@@ -80,6 +118,7 @@ impl ModelServer {
             (event_type, object)
         };
         self.history.push((self.rv, event_type, object.clone()));
+        self.states.insert(self.rv, self.objects.clone());
         // A bounded history: the oldest events fall off.
         if self.history.len() > 8 {
             self.floor = self.history.remove(0).0;
@@ -101,7 +140,13 @@ pub struct Harness {
 
 impl Harness {
     pub fn new(seed: u64) -> Self {
-        let mut h = Harness { core: ClientCore::new(ClientConfig { seed, ..ClientConfig::default() }), server: ModelServer { rv: 100, floor: 100, ..ModelServer::default() }, now: 0 };
+        Harness::with_config(ClientConfig { seed, ..ClientConfig::default() })
+    }
+
+    /// A harness whose client has `config`, against a model replica that offers inventories.
+    pub fn with_config(config: ClientConfig) -> Self {
+        let server = ModelServer { rv: 100, floor: 100, inventory: true, ..ModelServer::default() };
+        let mut h = Harness { core: ClientCore::new(config), server, now: 0 };
         let out = h.core.start(0);
         h.perform(out);
         h
@@ -138,6 +183,13 @@ impl Harness {
         for _ in 0..n {
             let Some(frame) = self.server.in_flight.pop_front() else { return };
             let out = self.core.on_message(self.now, &frame);
+            for output in &out {
+                if let Output::Synced { id, resource_version } = output {
+                    // Invariant 2, at the version the client was told.
+                    let rv = resource_version.parse::<u64>().expect("the model's versions are integers");
+                    assert_eq!(self.client_objects(id), self.server.state_at(rv), "{id}: the cache at `synced` {rv} is the state at {rv}");
+                }
+            }
             self.perform(out);
         }
     }

@@ -1,6 +1,8 @@
 //! The client core against a model server that follows `docs/PROTOCOL.md`: unit tests of each
-//! rule, and a property test that random schedules of changes, disconnects, proxy restarts, 410s
-//! and slow-consumer resets always end with the client's cache equal to the server's state.
+//! rule, and a property test that random schedules of changes, disconnects, resumes on another
+//! replica (with or without an inventory), 410s and slow-consumer resets always end with the
+//! client's cache equal to the server's state, and that every `synced` on the way was true at
+//! its version.
 
 use proptest::prelude::*;
 
@@ -9,10 +11,18 @@ use super::model::Harness;
 
 #[derive(Debug, Clone)]
 enum Step {
-    Change { key: u8, delete: bool },
+    Change {
+        key: u8,
+        delete: bool,
+    },
     Deliver(usize),
     Disconnect,
-    ProxyRestart,
+    /// The client's next connection reaches another replica, whose history starts now; it
+    /// answers an older resume point with an inventory (if `inventory` and the client asks) or
+    /// a `reset`.
+    ProxyRestart {
+        inventory: bool,
+    },
     Expired,
     SlowConsumerReset,
     Advance(u64),
@@ -23,7 +33,7 @@ fn step() -> impl Strategy<Value = Step> {
         6 => (0u8..12, any::<bool>()).prop_map(|(key, delete)| Step::Change { key, delete }),
         4 => (1usize..6).prop_map(Step::Deliver),
         1 => Just(Step::Disconnect),
-        1 => Just(Step::ProxyRestart),
+        2 => any::<bool>().prop_map(|inventory| Step::ProxyRestart { inventory }),
         1 => Just(Step::Expired),
         1 => Just(Step::SlowConsumerReset),
         1 => (0u64..40_000).prop_map(Step::Advance),
@@ -36,8 +46,8 @@ proptest! {
     /// Invariant 2 of DESIGN.md: whatever happens, once synced the client's cache equals the
     /// server's state.
     #[test]
-    fn cache_converges_to_server_state(seed in any::<u64>(), steps in proptest::collection::vec(step(), 1..80)) {
-        let mut h = Harness::new(seed);
+    fn cache_converges_to_server_state(seed in any::<u64>(), inventory_resume in any::<bool>(), steps in proptest::collection::vec(step(), 1..80)) {
+        let mut h = Harness::with_config(ClientConfig { seed, inventory_resume, ..ClientConfig::default() });
         let out = h.core.watch("pods", "c", "/api/v1/pods", None).unwrap();
         h.perform(out);
         for step in steps {
@@ -45,10 +55,10 @@ proptest! {
                 Step::Change { key, delete } => h.server.change(key, delete),
                 Step::Deliver(n) => h.deliver(n),
                 Step::Disconnect => h.drop_connection(),
-                Step::ProxyRestart => {
-                    // A new proxy replica: no history, so older resume points need a reset.
-                    h.server.floor = h.server.rv;
-                    h.server.history.clear();
+                Step::ProxyRestart { inventory } => {
+                    // Another replica: no history, so older resume points get an inventory
+                    // or a reset.
+                    h.server.restart(inventory);
                     h.drop_connection();
                 }
                 Step::Expired | Step::SlowConsumerReset => {
@@ -127,10 +137,106 @@ fn reconnect_resends_watches_with_resume_points_after_backoff() {
     let sent: Vec<String> = h.core.on_open(20 + delay_ms).into_iter().filter_map(|o| if let Output::Send(s) = o { Some(s) } else { None }).collect();
     assert_eq!(sent, vec![
         r#"{"op":"auth","cluster":"c","token":"tok"}"#.to_owned(),
-        r#"{"op":"watch","id":"pods","cluster":"c","path":"/api/v1/pods","resourceVersion":"101"}"#.to_owned(),
+        r#"{"op":"watch","id":"pods","cluster":"c","path":"/api/v1/pods","resourceVersion":"101","resume":"inventory"}"#.to_owned(),
     ]);
 }
 
+/// The frames a fresh `on_open` sends.
+fn sent_on_open(h: &mut Harness) -> Vec<String> {
+    h.server.connected = false;
+    h.core.on_close(h.now, Some(1001));
+    h.now += 1_000;
+    h.core.on_tick(h.now);
+    h.core.on_open(h.now).into_iter().filter_map(|o| if let Output::Send(s) = o { Some(s) } else { None }).collect()
+}
+
+#[test]
+fn the_inventory_opt_in_is_sent_with_a_resume_point_only_and_only_when_configured() {
+    for inventory_resume in [true, false] {
+        let mut h = Harness::with_config(ClientConfig { seed: 2, inventory_resume, ..ClientConfig::default() });
+        let out = h.core.watch("pods", "c", "/api/v1/pods", None).unwrap();
+        assert!(matches!(&out[..], [_, Output::Send(watch)] if !watch.contains("resume")), "a first watch has nothing to resume: {out:?}");
+        h.perform(out);
+        h.deliver(usize::MAX);
+        let expected = if inventory_resume { r#","resume":"inventory"}"# } else { r#""resourceVersion":"100"}"# };
+        assert!(sent_on_open(&mut h)[0].ends_with(expected), "inventory_resume {inventory_resume}");
+    }
+}
+
+/// A resume answered from another replica's store: the changed objects (in key order, as
+/// `MODIFIED`), the inventory and `synced`. An object the client never had reaches the
+/// application as `ADDED`, each dropped one as `DELETED` in its last state, and only the
+/// `synced` moves the resume point.
+#[test]
+fn an_inventory_resume_adds_updates_and_drops_and_only_synced_is_a_resume_point() {
+    let mut h = Harness::new(3);
+    for key in [1, 2, 3, 4] {
+        h.server.change(key, false);
+    }
+    let out = h.core.watch("pods", "c", "/api/v1/pods", None).unwrap();
+    h.perform(out);
+    h.deliver(usize::MAX);
+    assert_eq!(h.core.resume_point("pods"), Some("104"));
+    // Away: obj-4 changes first, then obj-1; obj-2 goes; obj-5 is new. The replica that the
+    // client comes back to started after all of it.
+    h.server.connected = false;
+    h.core.on_close(h.now, None);
+    h.server.change(4, false);
+    h.server.change(1, false);
+    h.server.change(2, true);
+    h.server.change(5, false);
+    h.server.restart(true);
+    h.now += 1_000;
+    let out = h.core.on_tick(h.now);
+    h.perform(out);
+    let mut seen = Vec::new();
+    while let Some(frame) = h.server.in_flight.pop_front() {
+        let out = h.core.on_message(h.now, &frame);
+        for output in &out {
+            if let Output::Event { event_type, object, .. } = output {
+                seen.push((*event_type, object["metadata"]["name"].as_str().unwrap().to_owned()));
+            }
+        }
+        if !matches!(ServerMessage::decode(&frame), Ok(ServerMessage::Synced { .. })) {
+            assert_eq!(h.core.resume_point("pods"), Some("104"), "not moved by {frame}");
+        }
+    }
+    let named = |t, n: &str| (t, n.to_owned());
+    assert_eq!(seen, vec![named(EventType::Modified, "obj-1"), named(EventType::Modified, "obj-4"), named(EventType::Added, "obj-5"), named(EventType::Deleted, "obj-2")]);
+    assert_eq!(h.core.resume_point("pods"), Some("108"));
+    assert_eq!(h.core.subscription_state("pods"), Some(SubscriptionState::Synced));
+    assert_eq!(h.client_objects("pods"), h.server.objects);
+}
+
+/// Cut off in the middle of an inventory resume (after obj-1's change, which comes first in key
+/// order, but before obj-4's older one), the client resumes from the version it had, not from
+/// obj-1's: a replica that has the history from there replays both.
+#[test]
+fn a_connection_lost_during_an_inventory_resume_resumes_from_the_version_held() {
+    let mut h = Harness::new(4);
+    for key in [1, 4] {
+        h.server.change(key, false);
+    }
+    let out = h.core.watch("pods", "c", "/api/v1/pods", None).unwrap();
+    h.perform(out);
+    h.deliver(usize::MAX);
+    h.drop_connection();
+    h.server.change(4, false);
+    h.server.change(1, false);
+    let (history, floor) = (h.server.history.clone(), h.server.floor);
+    h.server.restart(true);
+    h.now += 1_000;
+    let out = h.core.on_tick(h.now);
+    h.perform(out);
+    h.deliver(1);
+    assert_eq!(h.client_objects("pods")["obj-1"]["metadata"]["resourceVersion"], "104", "obj-1's change arrived");
+    assert_eq!(h.core.resume_point("pods"), Some("102"));
+    h.drop_connection();
+    // Back on the replica that kept its history.
+    (h.server.history, h.server.floor) = (history, floor);
+    h.settle();
+    assert_eq!(h.client_objects("pods"), h.server.objects);
+}
 /// The reconnect delay `on_close` scheduled.
 fn reconnect_delay(out: &[Output]) -> u64 {
     match out.first() {
