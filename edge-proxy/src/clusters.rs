@@ -433,7 +433,7 @@ pub fn discover(path: Option<&Path>) -> Result<Vec<ClusterSource>, ClustersError
             Ok(sources_of(kubeconfig, file))
         }
         Err(file_error) => match kube::Config::incluster() {
-            Ok(_) => Ok(vec![ClusterSource::InCluster { name: "in-cluster".to_owned() }]),
+            Ok(_) => Ok(vec![ClusterSource::InCluster { name: crate::config::IN_CLUSTER.to_owned() }]),
             Err(incluster_error) => Err(ClustersError::NoConfig(format!("{file_error}; {incluster_error}"))),
         },
     }

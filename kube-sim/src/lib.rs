@@ -34,6 +34,7 @@ pub mod selectors;
 pub mod spdy;
 pub mod status;
 pub mod store;
+pub mod tls;
 
 pub use auth::User;
 
@@ -67,6 +68,9 @@ pub struct SimConfig {
     pub default_watch_timeout: Duration,
     /// Where per-container sandbox directories go; a fresh temporary directory when `None`.
     pub sandbox_root: Option<PathBuf>,
+    /// HTTPS with a CA generated at start ([`Sim::ca_pem`]); plain HTTP when `None` (the
+    /// default).
+    pub tls: Option<tls::TlsConfig>,
 }
 
 impl Default for SimConfig {
@@ -80,6 +84,7 @@ impl Default for SimConfig {
             users: Vec::new(),
             default_watch_timeout: Duration::from_secs(1800),
             sandbox_root: None,
+            tls: None,
         }
     }
 }
@@ -104,6 +109,8 @@ pub struct SimState {
     pub controllers: controller::Controllers,
     /// Every container's log.
     pub logs: logs::ContainerLogs,
+    /// The generated CA and server certificate when serving HTTPS.
+    pub tls: Option<tls::Authority>,
 }
 
 /// A running simulator. Dropping it shuts the simulator down; [`Sim::shutdown`] also waits.
@@ -130,6 +137,7 @@ impl Sim {
         // Revisions start at the current time in microseconds, so a restarted simulator never
         // hands out versions lower than its clients already hold (reference §7.4 E5).
         let first_rv = chrono::Utc::now().timestamp_micros().unsigned_abs();
+        let authority = config.tls.as_ref().map(|tls| tls::Authority::generate(addr.ip(), tls)).transpose()?;
         let state = Arc::new(SimState {
             users: config.users.iter().cloned().map(Arc::new).collect(),
             store: store::Store::new(first_rv, config.history),
@@ -138,6 +146,7 @@ impl Sim {
             shutdown: shutdown.clone(),
             controllers: controller::Controllers::default(),
             logs: logs::ContainerLogs::default(),
+            tls: authority,
             addr,
             config,
         });
@@ -148,15 +157,27 @@ impl Sim {
         tokio::spawn(controller::run(state.clone()));
         let app = api::router(state.clone());
         let token = shutdown.clone();
-        let server = tokio::spawn(async move {
-            let serve = axum::serve(listener.tap_io(|tcp| {
-                // Frames are small and latency matters more than packet count.
-                let _ = tcp.set_nodelay(true);
-            }), app).with_graceful_shutdown(async move { token.cancelled().await });
-            if let Err(error) = serve.await {
-                tracing::error!(%error, "kube-sim server failed");
+        let server = match &state.tls {
+            None => tokio::spawn(async move {
+                let serve = axum::serve(listener.tap_io(|tcp| {
+                    // Frames are small and latency matters more than packet count.
+                    let _ = tcp.set_nodelay(true);
+                }), app).with_graceful_shutdown(async move { token.cancelled().await });
+                if let Err(error) = serve.await {
+                    tracing::error!(%error, "kube-sim server failed");
+                }
+            }),
+            // The same router behind TLS: handshakes on tasks of their own (`tls::Authority::listen`).
+            Some(authority) => {
+                let listener = authority.listen(listener, shutdown.clone())?;
+                tokio::spawn(async move {
+                    let serve = axum::serve(listener, app).with_graceful_shutdown(async move { token.cancelled().await });
+                    if let Err(error) = serve.await {
+                        tracing::error!(%error, "kube-sim server failed");
+                    }
+                })
             }
-        });
+        };
         tracing::info!(%addr, "kube-sim started");
         Ok(Sim { state, server: Some(server), _sandbox: sandbox })
     }
@@ -166,14 +187,21 @@ impl Sim {
         self.state.addr
     }
 
-    /// `http://127.0.0.1:PORT`.
+    /// `http://127.0.0.1:PORT`, or `https://…` when serving TLS.
     pub fn url(&self) -> String {
-        format!("http://{}", self.state.addr)
+        let scheme = if self.state.tls.is_some() { "https" } else { "http" };
+        format!("{scheme}://{}", self.state.addr)
     }
 
-    /// A kubeconfig (YAML) with full access to this simulator.
+    /// The generated CA's certificate (PEM) when serving TLS: what clients trust.
+    pub fn ca_pem(&self) -> Option<&str> {
+        self.state.tls.as_ref().map(tls::Authority::ca_pem)
+    }
+
+    /// A kubeconfig (YAML) with full access to this simulator; with TLS, it trusts the
+    /// generated CA (`certificate-authority-data`).
     pub fn kubeconfig(&self) -> String {
-        kubeconfig::render(&self.url(), &self.state.users)
+        kubeconfig::render(&self.url(), self.ca_pem(), &self.state.users)
     }
 
     /// Shared state, for embedding (e.g. the proxy's demo mode) and tests.

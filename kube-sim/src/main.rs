@@ -1,7 +1,8 @@
 //! `kube-sim`: runs the simulated Kubernetes API server until SIGINT or SIGTERM.
 //!
-//! The first line on stdout is exactly `kube-sim listening on http://127.0.0.1:PORT`, so a parent
-//! process (`cargo xtask demo`, tests) can learn the port; logs go to stderr.
+//! The first line on stdout is exactly `kube-sim listening on http://127.0.0.1:PORT` (`https://`
+//! with `--tls`), so a parent process (`cargo xtask demo`, tests) can learn the port; logs go to
+//! stderr.
 
 use std::io::Write as _;
 use std::net::SocketAddr;
@@ -11,6 +12,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::{Parser, ValueEnum};
+use kube_sim::tls::TlsConfig;
 use kube_sim::{Seed, Sim, SimConfig, User};
 use tokio::signal::unix::{SignalKind, signal};
 use tracing_subscriber::EnvFilter;
@@ -42,8 +44,23 @@ struct Args {
     #[arg(long, value_name = "SECS", default_value_t = 1800)]
     watch_timeout: u64,
     /// Write a kubeconfig for this simulator to PATH (mode 0600) before announcing the URL.
+    /// For plain HTTP it says `insecure-skip-tls-verify: true`; with `--tls` it carries the
+    /// generated CA as `certificate-authority-data`.
     #[arg(long, value_name = "PATH")]
     write_kubeconfig: Option<PathBuf>,
+    /// Serve HTTPS: a CA and a server certificate are generated at start (new on every start;
+    /// the CA's key never leaves the process). The certificate is valid for localhost,
+    /// 127.0.0.1, ::1, kubernetes.default.svc (and its shorter and longer forms), the listen
+    /// address and every --tls-name.
+    #[arg(long)]
+    tls: bool,
+    /// Another DNS name or IP address the server certificate is valid for; repeatable. Needs --tls.
+    #[arg(long = "tls-name", value_name = "NAME", requires = "tls")]
+    tls_names: Vec<String>,
+    /// Write the generated CA's certificate (PEM, mode 0644) to PATH before announcing the URL.
+    /// Default with --tls and --write-kubeconfig K: K.ca.crt, next to the kubeconfig. Needs --tls.
+    #[arg(long, value_name = "PATH", requires = "tls")]
+    ca_out: Option<PathBuf>,
 }
 
 /// `--seed` values.
@@ -97,18 +114,17 @@ async fn run(args: Args) -> anyhow::Result<()> {
         churn_per_second: args.churn,
         bookmark_interval: Duration::from_secs(args.bookmark_interval),
         history: args.history,
-        users: args.users,
+        users: args.users.clone(),
         default_watch_timeout: Duration::from_secs(args.watch_timeout),
+        tls: args.tls.then(|| TlsConfig { extra_names: args.tls_names.clone() }),
         ..SimConfig::default()
     };
     let sim = Sim::start(config).await?;
-    // The kubeconfig exists before the URL is announced: whoever reads the line may use it.
-    if let Some(path) = &args.write_kubeconfig {
-        if let Err(error) = write_private(path, &sim.kubeconfig()) {
-            sim.shutdown().await;
-            return Err(error);
-        }
-        tracing::info!(path = %path.display(), "kubeconfig written");
+    // The kubeconfig and the CA exist before the URL is announced: whoever reads the line may
+    // use them.
+    if let Err(error) = write_files(&args, &sim) {
+        sim.shutdown().await;
+        return Err(error);
     }
     let mut stdout = std::io::stdout().lock();
     writeln!(stdout, "kube-sim listening on {}", sim.url())?;
@@ -122,6 +138,25 @@ async fn run(args: Args) -> anyhow::Result<()> {
     tracing::info!(signal, "shutting down");
     sim.shutdown().await;
     tracing::info!("stopped");
+    Ok(())
+}
+
+/// The kubeconfig (`--write-kubeconfig`) and the CA (`--ca-out`, or next to the kubeconfig).
+fn write_files(args: &Args, sim: &Sim) -> anyhow::Result<()> {
+    if let Some(path) = &args.write_kubeconfig {
+        write_private(path, &sim.kubeconfig())?;
+        tracing::info!(path = %path.display(), "kubeconfig written");
+    }
+    let ca_out = args.ca_out.clone().or_else(|| {
+        let mut beside = args.write_kubeconfig.clone()?.into_os_string();
+        beside.push(".ca.crt");
+        Some(PathBuf::from(beside))
+    });
+    if let (Some(pem), Some(path)) = (sim.ca_pem(), ca_out) {
+        // A certificate is public: readable by all, like a cluster's ca.crt.
+        std::fs::write(&path, pem).with_context(|| format!("writing the CA to {}", path.display()))?;
+        tracing::info!(path = %path.display(), "CA certificate written");
+    }
     Ok(())
 }
 

@@ -10,11 +10,16 @@
 //! `KUBEMUX_IMAGE_ENTRYPOINT`. chroot rather than `podman run` (which cannot start containers on
 //! this kind of machine) or running the binary from the host (which would prove neither the
 //! static link nor the paths): it needs root, as the xtask step checks.
+//!
+//! In-cluster mode runs the same way: the shipped base configuration (no `clusters` key), the
+//! service account's token, CA and namespace where Kubernetes mounts them in the root, and
+//! `KUBERNETES_SERVICE_HOST`/`PORT` pointing at kube-sim serving HTTPS with a generated CA.
 
 use std::path::PathBuf;
 use std::process::Stdio;
 
-use kube_sim::{Sim, SimConfig};
+use kube_sim::tls::TlsConfig;
+use kube_sim::{Seed, Sim, SimConfig, User};
 use kubemux_testkit::announced_addr;
 use kubemux_testkit::http;
 use kubemux_testkit::wait::{DEADLINE, poll, within};
@@ -160,4 +165,76 @@ async fn the_image_serves_reloads_a_configmap_swap_and_exits_0_on_sigterm() {
     kill(pid, Signal::SIGTERM).expect("SIGTERM");
     let exit = within("the proxy's exit after SIGTERM", proxy.wait()).await.expect("wait for the proxy");
     assert!(exit.success(), "after SIGTERM the proxy exited with {exit}");
+}
+
+/// Where Kubernetes mounts a pod's service account, inside the root.
+const SERVICE_ACCOUNT: &str = "var/run/secrets/kubernetes.io/serviceaccount";
+
+/// The shipped base configuration (`deploy/kubernetes/base/proxy.yaml`: in-cluster discovery,
+/// proxy mode, the drain) with only its listen address changed to the test's loopback.
+fn base_config() -> String {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/kubernetes/base/proxy.yaml");
+    let shipped = std::fs::read_to_string(path).expect("the base's proxy.yaml");
+    assert!(!shipped.lines().any(|l| l.starts_with("clusters:")), "the base names clusters: it no longer runs in-cluster discovery");
+    let listen = shipped.lines().find(|l| l.starts_with("listen:")).expect("the base's listen line");
+    shipped.replacen(listen, "listen: 127.0.0.1:0", 1)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the image's unpacked root: cargo xtask test builds the image and runs it"]
+async fn the_image_runs_in_cluster_with_the_mounted_service_account_against_https() {
+    let image = image();
+    // The service account as the API server knows it: a user whose token is the mounted one.
+    let token = "service-account-token-of-the-image-test".to_owned();
+    let account = User { name: "system:serviceaccount:kubemux:kubemux-proxy".to_owned(), token: token.clone(), namespaces: None };
+    let sim = Sim::start(SimConfig { seed: Seed::Demo, users: vec![account], tls: Some(TlsConfig::default()), ..SimConfig::default() }).await.expect("the simulator starts");
+    let ca = sim.ca_pem().expect("an HTTPS simulator has a CA");
+
+    let mounted = image.root.join(SERVICE_ACCOUNT);
+    if mounted.exists() {
+        std::fs::remove_dir_all(&mounted).expect("clear the service account of an earlier run");
+    }
+    std::fs::create_dir_all(&mounted).expect("the service account folder in the root");
+    // Written as the kubelet writes them: the token with no newline, readable by the pod's user.
+    for (file, contents) in [("token", token.as_str()), ("ca.crt", ca), ("namespace", "kubemux")] {
+        std::fs::write(mounted.join(file), contents).expect("write a service account file");
+    }
+    // A folder of its own: the other test of this file lays out etc/kubemux at the same time.
+    let mut mount = ConfigMapMount::new(image.root.join("etc/kubemux-in-cluster"));
+    mount.publish(&base_config());
+
+    let mut command = image.command(&["--config", "/etc/kubemux-in-cluster/config.yaml"]);
+    // What the kubelet sets in every container for the cluster's `kubernetes` Service.
+    command.env("KUBERNETES_SERVICE_HOST", "127.0.0.1").env("KUBERNETES_SERVICE_PORT", sim.addr().port().to_string());
+    let mut proxy = command.spawn().expect("chroot starts");
+    let pid = proxy.id().expect("a running proxy");
+    let base = format!("http://{}", announced_addr(&mut proxy).await);
+
+    // Ready once the one discovered cluster was checked, and the check went through: TLS with
+    // the mounted CA (the certificate is valid for 127.0.0.1) and the mounted token.
+    poll("/readyz 200", DEADLINE, || async {
+        let ready = http::get(&format!("{base}/readyz")).await;
+        if ready.status.as_u16() == 200 { Ok(()) } else { Err(format!("{} {}", ready.status, ready.body)) }
+    })
+    .await;
+    clusters_ok(&base, &["in-cluster"]).await;
+
+    // Pass-through as the service account (proxy mode, no token of the caller's): the
+    // simulator's namespaces, which it serves only to a known token.
+    let namespaces = http::get(&format!("{base}/clusters/in-cluster/api/v1/namespaces")).await;
+    assert_eq!(namespaces.status.as_u16(), 200, "{}", namespaces.body);
+    let list: serde_json::Value = serde_json::from_str(&namespaces.body).expect("a JSON list");
+    let mut names: Vec<&str> = list["items"].as_array().map(|items| items.iter().filter_map(|n| n["metadata"]["name"].as_str()).collect()).unwrap_or_default();
+    names.sort_unstable();
+    let (_, stored) = sim.state().store.list(&kube_sim::resources::NAMESPACES, None);
+    let mut expected: Vec<&str> = stored.iter().filter_map(|n| n["metadata"]["name"].as_str()).collect();
+    expected.sort_unstable();
+    assert_eq!(names, expected, "the namespaces through the proxy are the simulator's");
+    assert!(names.contains(&"demo"), "{names:?}");
+
+    let pid = Pid::from_raw(i32::try_from(pid).expect("a pid"));
+    kill(pid, Signal::SIGTERM).expect("SIGTERM");
+    let exit = within("the proxy's exit after SIGTERM (the base's drain period)", proxy.wait()).await.expect("wait for the proxy");
+    assert!(exit.success(), "after SIGTERM the proxy exited with {exit}");
+    sim.shutdown().await;
 }

@@ -11,7 +11,7 @@ use crate::workspace::{self, Workspace, find_on_path};
 use crate::{fuzz, image, wasm, www};
 
 /// The kubectl tests: `#[ignore]`d for a plain `cargo test`, run here with `--ignored`.
-const KUBECTL_TESTS: &[(&str, &str)] = &[("kube-sim", "kubectl"), ("kubemux-e2e", "passthrough"), ("kubemux-e2e", "deploy_manifests")];
+const KUBECTL_TESTS: &[(&str, &str)] = &[("kube-sim", "kubectl"), ("kube-sim", "kubectl_tls"), ("kubemux-e2e", "passthrough"), ("kubemux-e2e", "deploy_manifests")];
 
 /// `cargo xtask test [--repeat N] [-- ARGS...]`, after [`parse`].
 pub fn run((repeat, passed): (Option<u32>, &[String])) -> anyhow::Result<()> {

@@ -232,7 +232,12 @@ struct RawCluster {
     server: Option<Spanned<String>>,
     certificate_authority: Option<Spanned<PathBuf>>,
     token_file: Option<Spanned<PathBuf>>,
+    in_cluster: Option<Spanned<bool>>,
 }
+
+/// The name of the `inCluster: true` entry without a `name`, and of the cluster discovered in a
+/// pod without a config file's `clusters`.
+pub const IN_CLUSTER: &str = "in-cluster";
 
 /// Reads and validates a config file. Relative paths in it are relative to the file's folder.
 pub fn load(file: &Path) -> Result<FileConfig, ConfigError> {
@@ -302,10 +307,34 @@ pub fn parse(file: &Path, text: &str) -> Result<FileConfig, ConfigError> {
                     sources.push(source);
                     Ok(())
                 };
+                // The pod's own cluster, from its service account: named `in-cluster` unless
+                // named, and nothing else to say about it.
+                if let Some(in_cluster) = &cluster.in_cluster {
+                    if !in_cluster.value {
+                        return Err(at(in_cluster.referenced, &key("inCluster"), "only true: leave it out for a cluster given by kubeconfig or server".to_owned()));
+                    }
+                    let others = [
+                        ("kubeconfig", cluster.kubeconfig.as_ref().map(|v| v.referenced)),
+                        ("server", cluster.server.as_ref().map(|v| v.referenced)),
+                        ("context", cluster.context.as_ref().map(|v| v.referenced)),
+                        ("allContexts", cluster.all_contexts.as_ref().map(|v| v.referenced)),
+                        ("certificateAuthority", cluster.certificate_authority.as_ref().map(|v| v.referenced)),
+                        ("tokenFile", cluster.token_file.as_ref().map(|v| v.referenced)),
+                    ];
+                    if let Some((field, Some(location))) = others.into_iter().find(|(_, present)| present.is_some()) {
+                        return Err(at(location, &key(field), format!("an inCluster entry uses the pod's service account and KUBERNETES_SERVICE_HOST: drop {field}")));
+                    }
+                    let (name, location, field) = match &cluster.name {
+                        Some(name) => (name.value.clone(), name.referenced, "name"),
+                        None => (IN_CLUSTER.to_owned(), in_cluster.referenced, "inCluster"),
+                    };
+                    named(name.clone(), location, key(field), ClusterSource::InCluster { name })?;
+                    continue;
+                }
                 let all_contexts = cluster.all_contexts.as_ref().is_some_and(|a| a.value);
                 match (&cluster.kubeconfig, &cluster.server) {
                     (Some(_), Some(server)) => return Err(at(server.referenced, &key("server"), "give either kubeconfig or server, not both".to_owned())),
-                    (None, None) => return Err(at(entry.referenced, &format!("clusters[{index}]"), "a cluster needs kubeconfig (a file) or server (a URL)".to_owned())),
+                    (None, None) => return Err(at(entry.referenced, &format!("clusters[{index}]"), "a cluster needs kubeconfig (a file), server (a URL) or inCluster: true".to_owned())),
                     (Some(path), None) => {
                         let path_value = existing_file(path, &key("kubeconfig"))?;
                         let kubeconfig = Kubeconfig::read_from(&path_value).map_err(|e| at(path.referenced, &key("kubeconfig"), format!("not a kubeconfig: {e}")))?;

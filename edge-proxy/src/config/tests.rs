@@ -172,6 +172,25 @@ fn clusters_resolve_to_sources() {
 }
 
 #[test]
+fn an_in_cluster_entry_is_the_pods_service_account_and_nothing_else() {
+    let dir = folder("in-cluster");
+    let file = dir.join("proxy.yaml");
+    let config = parse(&file, "clusters:\n  - inCluster: true\n  - name: here\n    inCluster: true\n  - name: prod\n    kubeconfig: kubeconfig\n").unwrap();
+    let sources: Vec<(bool, &str)> = config.clusters.as_deref().unwrap_or_default().iter().map(|c| (matches!(c, ClusterSource::InCluster { .. }), c.name())).collect();
+    assert_eq!(sources, [(true, IN_CLUSTER), (true, "here"), (false, "prod")]);
+    // Two unnamed entries are the same name twice.
+    let error = parse(&file, "clusters:\n  - inCluster: true\n  - inCluster: true\n").unwrap_err().to_string();
+    assert!(error.contains(":3:16: clusters[1].inCluster: duplicate cluster name \"in-cluster\""), "{error}");
+    let (line, column, key, message) = refusal("clusters:\n  - inCluster: false\n");
+    assert_eq!((line, column, key.as_str()), (2, 16, "clusters[0].inCluster"));
+    assert!(message.contains("only true"), "{message}");
+    for (field, value) in [("server", "https://10.0.0.1"), ("kubeconfig", "kubeconfig"), ("tokenFile", "kubeconfig"), ("context", "a")] {
+        let error = parse(&file, &format!("clusters:\n  - inCluster: true\n    {field}: {value}\n")).unwrap_err().to_string();
+        assert!(error.contains(&format!(":3:{}: clusters[0].{field}: an inCluster entry uses the pod's service account", field.len() + 7)), "{error}");
+    }
+}
+
+#[test]
 fn the_example_documents_every_key_and_validates() {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/config.example.yaml");
     let config = load(&path).unwrap_or_else(|e| panic!("{e}"));
@@ -179,14 +198,14 @@ fn the_example_documents_every_key_and_validates() {
     assert_eq!(config.auth_mode, Some(AuthMode::Proxy));
     assert_eq!(config.terminal_grace, Some(Duration::from_secs(5)));
     let names: Vec<&str> = config.clusters.as_deref().unwrap_or_default().iter().map(ClusterSource::name).collect();
-    assert_eq!(names, ["prod", "prod-admin", "prod-viewer", "edge"]);
+    assert_eq!(names, ["prod", "prod-admin", "prod-viewer", "edge", "in-cluster"]);
     let forwards = config.forwards.unwrap_or_default();
     assert_eq!(forwards.len(), 1);
     assert_eq!((forwards[0].name.as_str(), forwards[0].local_port, forwards[0].connect_timeout), ("web", 18080, Duration::from_secs(30)));
     assert_eq!((&forwards[0].probe, forwards[0].probe_interval, forwards[0].probe_timeout), (&Some(Probe::Http { path: "/healthz".into() }), Duration::from_secs(10), Duration::from_secs(2)));
     // Every key of the file format appears in the example.
     let text = std::fs::read_to_string(&path).unwrap();
-    for key in ["listen", "allowedOrigins", "auth", "mode", "allowAnonymousRemote", "clusters", "name", "kubeconfig", "context", "allContexts", "server", "certificateAuthority", "tokenFile", "forwards", "maxSubscriptions", "maxMessageBytes", "maxQueuedBytes", "history", "upstreamIdleTimeout", "linger", "terminalGrace", "terminalPingInterval", "healthInterval", "drainPeriod", "static", "namespace", "target", "port", "localPort", "bind", "reconnectInitial", "reconnectMax", "connectTimeout", "keepaliveInterval", "probe", "tcp", "http", "path", "probeInterval", "probeTimeout"] {
+    for key in ["listen", "allowedOrigins", "auth", "mode", "allowAnonymousRemote", "clusters", "name", "kubeconfig", "context", "allContexts", "server", "certificateAuthority", "tokenFile", "inCluster", "forwards", "maxSubscriptions", "maxMessageBytes", "maxQueuedBytes", "history", "upstreamIdleTimeout", "linger", "terminalGrace", "terminalPingInterval", "healthInterval", "drainPeriod", "static", "namespace", "target", "port", "localPort", "bind", "reconnectInitial", "reconnectMax", "connectTimeout", "keepaliveInterval", "probe", "tcp", "http", "path", "probeInterval", "probeTimeout"] {
         assert!(text.contains(&format!("{key}:")), "the example documents {key}");
     }
 }

@@ -26,6 +26,11 @@ pub async fn start_with(config: SimConfig) -> Sim {
     Sim::start(SimConfig { listen: ([127, 0, 0, 1], 0).into(), ..config }).await.expect("the simulator starts")
 }
 
+/// A simulator with the demo seed serving HTTPS with a generated CA (`SimConfig::tls`).
+pub async fn start_tls() -> Sim {
+    start_with(SimConfig { seed: Seed::Demo, tls: Some(kube_sim::tls::TlsConfig::default()), ..SimConfig::default() }).await
+}
+
 /// A `kube::Client` built the way a user would: from the simulator's kubeconfig.
 pub async fn kube_client(sim: &Sim) -> kube::Client {
     let kubeconfig = Kubeconfig::from_yaml(&sim.kubeconfig()).expect("the simulator's kubeconfig parses");
@@ -97,6 +102,8 @@ impl Http {
     /// Anonymous requests (the simulator's default: no users, full access).
     pub fn new(sim: &Sim) -> Http {
         let mut config = kube::Config::new(sim.url().parse().expect("the simulator URL is a URI"));
+        // An HTTPS simulator's CA, trusted as its kubeconfig trusts it.
+        config.root_cert = sim.state().tls.as_ref().map(|tls| vec![tls.ca_der().to_vec()]);
         // The test must see every response as sent: no retries of 429/503.
         config.default_retry = false;
         Http { client: kube::Client::try_from(config).expect("a raw client"), token: None }
