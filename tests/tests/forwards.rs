@@ -5,6 +5,9 @@
 //! at once instead of hanging, a reload leaves kept forwards' connections alone and refuses a
 //! port that is taken.
 
+mod forwards_support;
+
+use forwards_support::*;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -22,125 +25,6 @@ use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-/// A folder of its own with the simulator's kubeconfig (`token`: as which user).
-fn folder(name: &str, sim: &Sim, token: Option<&str>) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("kubemux-forwards-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    let config = kubeconfig(&[("sim", &sim.url(), token)]);
-    std::fs::write(dir.join("sim.kubeconfig"), serde_json::to_string(&config).unwrap()).unwrap();
-    dir
-}
-
-/// The config file: the simulator as cluster `sim`, and these forwards (YAML list entries).
-fn write_config(dir: &Path, forwards: &str) {
-    let text = format!("clusters:\n  - name: sim\n    kubeconfig: sim.kubeconfig\nforwards:{}\n", if forwards.is_empty() { " []".to_owned() } else { format!("\n{forwards}") });
-    // Saved by rename, as editors do, so the proxy's watch never reads half a file.
-    std::fs::write(dir.join("proxy.yaml.tmp"), text).unwrap();
-    std::fs::rename(dir.join("proxy.yaml.tmp"), dir.join("proxy.yaml")).unwrap();
-}
-
-fn forward(name: &str, namespace: &str, target: &str, port: &str, local_port: u16) -> String {
-    format!("  - name: {name}\n    cluster: sim\n    namespace: {namespace}\n    target: {target}\n    port: {port}\n    localPort: {local_port}\n    reconnectInitial: 0.2\n    reconnectMax: 1\n")
-}
-
-async fn start(dir: &Path) -> Proxy {
-    let base = ProxySettings { listen: "127.0.0.1:0".parse().unwrap(), ..ProxySettings::default() };
-    let source = FileSource { file: dir.join("proxy.yaml"), base, pinned: Box::new(|s| s) };
-    Proxy::start_live(Box::new(source)).await.expect("the proxy starts")
-}
-
-async fn sim(users: Vec<User>) -> Sim {
-    Sim::start(SimConfig { seed: Seed::Demo, churn_per_second: 0.0, users, ..SimConfig::default() }).await.unwrap()
-}
-
-/// Waits for a forward's status to satisfy `wanted`.
-async fn status_until(proxy: &Proxy, name: &str, what: &str, wanted: impl FnMut(&ForwardStatus) -> bool) -> ForwardStatus {
-    let mut status = proxy.app().forwards.status(name).unwrap_or_else(|| panic!("no forward {name}"));
-    changed_until(&mut status, Duration::from_secs(15), what, wanted).await
-}
-
-async fn active(proxy: &Proxy, name: &str) -> ForwardStatus {
-    status_until(proxy, name, &format!("forward {name} Active"), |s| s.state == State::Active).await
-}
-
-/// One connection through the forward: `payload` out, its echo back, then close.
-async fn echo(port: u16, payload: &[u8]) -> Result<(), String> {
-    let mut socket = TcpStream::connect(("127.0.0.1", port)).await.map_err(|e| format!("connect: {e}"))?;
-    let (mut read, mut write) = socket.split();
-    let send = async {
-        write.write_all(payload).await.map_err(|e| format!("write: {e}"))?;
-        Ok::<_, String>(())
-    };
-    let receive = async {
-        let mut back = vec![0u8; payload.len()];
-        read.read_exact(&mut back).await.map_err(|e| format!("read after {} bytes: {e}", payload.len()))?;
-        if back != payload { Err("the echo differs from what was sent".to_owned()) } else { Ok(()) }
-    };
-    // An echo that neither arrives nor fails within the deadline is a failure too.
-    match tokio::time::timeout(Duration::from_secs(15), async { tokio::join!(send, receive) }).await {
-        Ok((sent, received)) => sent.and(received),
-        Err(_) => Err(format!("no echo of {} bytes, and no error, within 15 s", payload.len())),
-    }
-}
-
-/// Two clients opening connections back to back, each an echo, until told to stop; every
-/// failure is kept.
-struct Clients {
-    stop: Arc<AtomicBool>,
-    done: Arc<tokio::sync::watch::Sender<u64>>,
-    failures: Arc<std::sync::Mutex<Vec<String>>>,
-    tasks: Vec<tokio::task::JoinHandle<()>>,
-}
-
-impl Clients {
-    fn start(port: u16) -> Clients {
-        let (stop, done, failures) = (Arc::new(AtomicBool::new(false)), Arc::new(tokio::sync::watch::Sender::new(0u64)), Arc::new(std::sync::Mutex::new(Vec::new())));
-        let tasks = (0..2u8)
-            .map(|client| {
-                let (stop, done, failures) = (stop.clone(), done.clone(), failures.clone());
-                tokio::spawn(async move {
-                    let payload = pattern(4096, client);
-                    while !stop.load(Ordering::Relaxed) {
-                        match tokio::time::timeout(Duration::from_secs(20), echo(port, &payload)).await {
-                            Ok(Ok(())) => done.send_modify(|n| *n += 1),
-                            Ok(Err(why)) => failures.lock().unwrap().push(why),
-                            Err(_) => failures.lock().unwrap().push("an echo took over 20 s".to_owned()),
-                        }
-                    }
-                })
-            })
-            .collect();
-        Clients { stop, done, failures, tasks }
-    }
-
-    /// Waits for `count` more successful connections.
-    async fn more(&self, count: u64, what: &str) {
-        let before = *self.done.borrow();
-        changed_until(&mut self.done.subscribe(), Duration::from_secs(10), what, |n| *n >= before + count).await;
-    }
-
-    /// Stops the clients; fails the test if any connection failed. Returns how many succeeded.
-    async fn finish(self) -> u64 {
-        self.stop.store(true, Ordering::Relaxed);
-        for task in self.tasks {
-            within("the clients to stop", task).await.unwrap();
-        }
-        let failures = self.failures.lock().unwrap().clone();
-        let done = *self.done.borrow();
-        assert!(failures.is_empty(), "{} failed connections of {}: {failures:?}", failures.len(), done + failures.len() as u64);
-        done
-    }
-}
-
-fn pattern(len: usize, seed: u8) -> Vec<u8> {
-    (0..len).map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed)).collect()
-}
-
-fn forwards_json(proxy: &Proxy) -> Vec<Value> {
-    proxy.app().forwards.to_json().as_array().cloned().unwrap_or_default()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_service_forward_carries_many_connections_intact_both_ways() {
     let sim = sim(vec![]).await;
@@ -154,10 +38,14 @@ async fn a_service_forward_carries_many_connections_intact_both_ways() {
     let port = status.local.expect("bound").port();
     // 24 connections at once, each 256 KiB both ways.
     let size = 256 * 1024;
-    let results = within_for(Duration::from_secs(60), "24 echoes", futures::future::join_all((0..24u8).map(|i| {
-        let payload = pattern(size, i);
-        async move { echo(port, &payload).await }
-    })))
+    let results = within_for(
+        Duration::from_secs(60),
+        "24 echoes",
+        futures::future::join_all((0..24u8).map(|i| {
+            let payload = pattern(size, i);
+            async move { echo(port, &payload).await }
+        })),
+    )
     .await;
     let failed: Vec<&String> = results.iter().filter_map(|r| r.as_ref().err()).collect();
     assert!(failed.is_empty(), "{failed:?}");
@@ -252,19 +140,6 @@ async fn no_ready_pod_waits_and_the_refusing_app_degrades() {
     proxy.shutdown().await;
 }
 
-/// One echo on a connection held open.
-async fn exchange(socket: &mut TcpStream, text: &[u8]) {
-    socket.write_all(text).await.unwrap();
-    let mut back = vec![0u8; text.len()];
-    within("an echo on the held connection", socket.read_exact(&mut back)).await.unwrap();
-    assert_eq!(back, text);
-}
-
-/// A free local port, for a forward with a fixed one.
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reloads_keep_add_remove_and_refuse_a_taken_port_whole() {
     let sim = sim(vec![]).await;
@@ -286,7 +161,10 @@ async fn reloads_keep_add_remove_and_refuse_a_taken_port_whole() {
     assert_eq!((check["forwards"]["added"][0].as_str(), check["forwards"]["removed"][0].as_str()), (Some("added"), Some("removed")), "{check}");
     // Keep one, remove one, add one. (The file watch may have applied it already.)
     let outcome = within("a reload", proxy.app().live.reload()).await;
-    assert!(matches!(&outcome, Outcome::Applied { forwards, .. } if forwards.added == ["added"] && forwards.removed == ["removed"] && forwards.changed.is_empty()) || outcome == Outcome::Unchanged, "{outcome:?}");
+    assert!(
+        matches!(&outcome, Outcome::Applied { forwards, .. } if forwards.added == ["added"] && forwards.removed == ["removed"] && forwards.changed.is_empty()) || outcome == Outcome::Unchanged,
+        "{outcome:?}"
+    );
     let names: Vec<String> = forwards_json(&proxy).iter().filter_map(|f| f["name"].as_str().map(str::to_owned)).collect();
     assert_eq!(names, ["added", "kept"]);
     exchange(&mut held, b"after a reload that kept it").await;
@@ -373,13 +251,6 @@ async fn a_rollout_costs_no_connection() {
     clients.more(10, "connections after the rollout").await;
     assert!(clients.finish().await >= 20);
     proxy.shutdown().await;
-}
-
-/// Reads until the other side closes (or breaks) the connection.
-async fn closed(socket: &mut TcpStream, what: &str) {
-    let mut buffer = [0u8; 1];
-    let read = within(what, socket.read(&mut buffer)).await;
-    assert!(matches!(read, Ok(0) | Err(_)), "{what}: {read:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
