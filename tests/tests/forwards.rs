@@ -8,21 +8,14 @@
 mod forwards_support;
 
 use forwards_support::*;
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use kube_sim::{Seed, Sim, SimConfig, User};
-use kubemux_e2e::kubeconfig;
-use kubemux_proxy::config::FileSource;
-use kubemux_proxy::forward::worker::{ForwardStatus, Reason, State};
+use kube_sim::User;
+use kubemux_proxy::forward::worker::{Reason, State};
 use kubemux_proxy::live::Outcome;
-use kubemux_proxy::{Proxy, ProxySettings};
 use kubemux_testkit::sim::{hook, sim_client};
 use kubemux_testkit::wait::{changed_until, within, within_for};
-use serde_json::Value;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
