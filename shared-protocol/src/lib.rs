@@ -9,7 +9,10 @@
 //! - [`frames`]: the `kubemux.v1` multiplexer frames of `docs/PROTOCOL.md` and their codec.
 //! - [`client`]: the sans-IO client core (subscriptions, resume points, caches, reconnect and
 //!   liveness) that the wasm client and native clients wrap.
+//! - [`terminal`]: the sans-IO terminal core (attempts, shell fallback, held input, the close)
+//!   that the browser's `Terminal` wraps, and the one teardown plan the proxy runs.
 
 pub mod channel;
 pub mod client;
 pub mod frames;
+pub mod terminal;

@@ -32,6 +32,7 @@ use crate::AppState;
 use crate::auth::{Admitted, Refusal, Target};
 use crate::mux::TOKEN_PROTOCOL_PREFIX;
 use crate::passthrough;
+use kubemux_protocol::terminal::teardown::TeardownTimings;
 use session::SessionPlan;
 use teardown::SessionKind;
 
@@ -79,12 +80,14 @@ pub enum InjectedPanic {
 
 impl Default for TerminalSettings {
     fn default() -> Self {
+        const TEARDOWN: TeardownTimings = TeardownTimings::DEFAULT;
         TerminalSettings {
             ping_interval: Duration::from_secs(20),
             dead_after: Duration::from_secs(60),
-            interrupt_pause: Duration::from_millis(250),
-            exit_wait: Duration::from_secs(1),
-            eof_wait: Duration::from_secs(3),
+            // The shared plan's pauses, the ones the browser's terminal core documents.
+            interrupt_pause: TEARDOWN.interrupt_pause,
+            exit_wait: TEARDOWN.exit_wait,
+            eof_wait: TEARDOWN.eof_wait,
             close_wait: Duration::from_secs(2),
             teardown_cap: Duration::from_secs(5),
             grace: Duration::from_secs(5),

@@ -2,53 +2,20 @@
 //! upstream when a terminal's client side goes away, so that the process ends instead of
 //! living on in the container (nothing in Kubernetes ends it, §4).
 //!
-//! [`TeardownSequence::plan`] is pure (which steps, for which session); [`run`] executes the
-//! steps against the upstream writer, skipping the input steps as soon as a status arrives.
+//! The plan (which steps, for which session) is the one of `kubemux_protocol::terminal::teardown`,
+//! shared with the browser's terminal core, which types nothing of its own on close; [`run`]
+//! executes the steps against the upstream writer, skipping the input steps as soon as a status
+//! arrives.
 
 use std::time::Duration;
 
 use kubemux_protocol::channel::{self, ExecOutcome, WsPayload};
+pub use kubemux_protocol::terminal::teardown::{SessionKind, Step};
+use kubemux_protocol::terminal::teardown::{SessionShape, TeardownTimings, plan};
 use tokio::sync::{mpsc, watch};
 
 use super::TerminalSettings;
 use super::codec::Codec;
-
-/// `exec` or `attach`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SessionKind {
-    /// A new process per session: the proxy must end it.
-    Exec,
-    /// The container's main process: the proxy must never write to it on its own.
-    Attach,
-}
-
-impl SessionKind {
-    /// The metric label.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            SessionKind::Exec => "exec",
-            SessionKind::Attach => "attach",
-        }
-    }
-}
-
-/// One step of a teardown.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Step {
-    /// Write these bytes to the process's stdin.
-    Stdin(&'static [u8]),
-    /// Wait this long, or until the status arrives.
-    Wait(Duration),
-    /// Send the v5 CLOSE signal for stdin.
-    CloseStdin,
-}
-
-/// Ctrl-C: SIGINT to the foreground job through the line discipline, and the partial line gone.
-pub const INTERRUPT: &[u8] = b"\x03";
-/// What a user would type to leave a shell.
-pub const EXIT: &[u8] = b"exit\r";
-/// Ctrl-D: end of input at an empty prompt, for shells where `exit` is not the builtin.
-pub const EOF: &[u8] = b"\x04";
 
 /// How a teardown ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -81,32 +48,12 @@ pub struct TeardownSequence {
 }
 
 impl TeardownSequence {
-    /// The §6 steps for a session of `kind` with the streams of `codec` (and its upstream's
-    /// protocol): TTY exec: Ctrl-C, a pause, `exit\r` up to three times, Ctrl-D, each followed
-    /// by a wait for the status, then (v5) CLOSE of stdin — never earlier, since on containerd a
-    /// TTY's stdin CLOSE detaches the output and the shell keeps running (§4.4). Non-TTY exec:
-    /// CLOSE of stdin (v5) and a wait for the status. Attach, and sessions without stdin:
-    /// nothing, the proxy has no business writing there.
+    /// The shared plan for a session of `kind` with the streams of `codec` (and its upstream's
+    /// protocol, which decides whether stdin can be closed), with the settings' pauses.
     pub fn plan(kind: SessionKind, codec: &Codec, settings: &TerminalSettings) -> TeardownSequence {
-        let v5 = codec.upstream.supports_close();
-        let steps = match (kind, codec.stdin, codec.tty) {
-            (SessionKind::Attach, _, _) | (SessionKind::Exec, false, _) => Vec::new(),
-            (SessionKind::Exec, true, true) => {
-                let mut steps = vec![Step::Stdin(INTERRUPT), Step::Wait(settings.interrupt_pause)];
-                for _ in 0..3 {
-                    steps.extend([Step::Stdin(EXIT), Step::Wait(settings.exit_wait)]);
-                }
-                steps.extend([Step::Stdin(EOF), Step::Wait(settings.exit_wait)]);
-                if v5 {
-                    steps.push(Step::CloseStdin);
-                }
-                steps
-            }
-            (SessionKind::Exec, true, false) if v5 => vec![Step::CloseStdin, Step::Wait(settings.eof_wait)],
-            // v4 has no half-close: closing the connection is the process's EOF.
-            (SessionKind::Exec, true, false) => Vec::new(),
-        };
-        TeardownSequence { steps }
+        let shape = SessionShape { kind, stdin: codec.stdin, tty: codec.tty, can_close_stdin: codec.upstream.supports_close() };
+        let timings = TeardownTimings { interrupt_pause: settings.interrupt_pause, exit_wait: settings.exit_wait, eof_wait: settings.eof_wait };
+        TeardownSequence { steps: plan(shape, &timings) }
     }
 }
 
@@ -138,14 +85,7 @@ pub enum ToUpstream {
 /// Runs `sequence`, then closes the upstream connection and waits (up to `close_wait`) for it
 /// to end. Input steps are skipped once the upstream has finished; the CLOSE signal is sent
 /// regardless, as the hygiene step of §6.3. Returns how it went.
-pub async fn run(
-    kind: SessionKind,
-    sequence: &TeardownSequence,
-    codec: &Codec,
-    upstream: &mpsc::Sender<ToUpstream>,
-    state: &mut watch::Receiver<UpstreamState>,
-    close_wait: Duration,
-) -> Outcome {
+pub async fn run(kind: SessionKind, sequence: &TeardownSequence, codec: &Codec, upstream: &mpsc::Sender<ToUpstream>, state: &mut watch::Receiver<UpstreamState>, close_wait: Duration) -> Outcome {
     for step in &sequence.steps {
         match step {
             Step::Stdin(bytes) if !state.borrow().finished() => {
@@ -195,47 +135,16 @@ mod tests {
     }
 
     #[test]
-    fn tty_exec_on_v5() {
-        let s = TerminalSettings::default();
-        let plan = TeardownSequence::plan(SessionKind::Exec, &codec(ChannelProtocol::V5, true, true), &s);
-        let w = Step::Wait(s.exit_wait);
-        assert_eq!(
-            plan.steps,
-            vec![
-                Step::Stdin(b"\x03"),
-                Step::Wait(s.interrupt_pause),
-                Step::Stdin(b"exit\r"),
-                w.clone(),
-                Step::Stdin(b"exit\r"),
-                w.clone(),
-                Step::Stdin(b"exit\r"),
-                w.clone(),
-                Step::Stdin(b"\x04"),
-                w,
-                Step::CloseStdin,
-            ]
-        );
+    fn the_shared_plan_with_this_sessions_streams_and_pauses() {
+        let s = TerminalSettings { exit_wait: std::time::Duration::from_millis(7), ..TerminalSettings::default() };
+        let v5 = TeardownSequence::plan(SessionKind::Exec, &codec(ChannelProtocol::V5, true, true), &s);
+        assert_eq!((v5.steps.first(), v5.steps.last()), (Some(&Step::Stdin(b"\x03")), Some(&Step::CloseStdin)));
+        assert!(v5.steps.contains(&Step::Wait(s.exit_wait)));
         // v4 has no CLOSE: the same keystrokes, no signal.
         let v4 = TeardownSequence::plan(SessionKind::Exec, &codec(ChannelProtocol::V4, true, true), &s);
-        assert_eq!(v4.steps.len(), plan.steps.len() - 1);
-        assert!(!v4.steps.contains(&Step::CloseStdin));
-    }
-
-    #[test]
-    fn non_tty_exec_attach_and_no_stdin() {
-        let s = TerminalSettings::default();
-        assert_eq!(
-            TeardownSequence::plan(SessionKind::Exec, &codec(ChannelProtocol::V5, false, true), &s).steps,
-            vec![Step::CloseStdin, Step::Wait(s.eof_wait)]
-        );
-        assert!(TeardownSequence::plan(SessionKind::Exec, &codec(ChannelProtocol::V4, false, true), &s).steps.is_empty());
-        assert!(TeardownSequence::plan(SessionKind::Exec, &codec(ChannelProtocol::V5, true, false), &s).steps.is_empty());
-        for (tty, stdin) in [(true, true), (false, true), (true, false)] {
-            assert!(
-                TeardownSequence::plan(SessionKind::Attach, &codec(ChannelProtocol::V5, tty, stdin), &s).steps.is_empty(),
-                "attach never gets input (tty {tty}, stdin {stdin})"
-            );
-        }
+        assert_eq!(v4.steps[..], v5.steps[..v5.steps.len() - 1]);
+        assert_eq!(TeardownSequence::plan(SessionKind::Exec, &codec(ChannelProtocol::V5, false, true), &s).steps, vec![Step::CloseStdin, Step::Wait(s.eof_wait)]);
+        assert!(TeardownSequence::plan(SessionKind::Attach, &codec(ChannelProtocol::V5, true, true), &s).steps.is_empty());
     }
 
     /// The executor against a fake upstream: a shell that exits on the second `exit\r` (a
