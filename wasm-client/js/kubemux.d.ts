@@ -114,6 +114,17 @@ export class Subscription<T = KubeObject> {
   items(): T[];
   /** The subscription's state. Throws after `close()`. */
   state(): SubscriptionState;
+  /**
+   * The external-store contract (React's `useSyncExternalStore`, a Svelte store, a Vue
+   * `shallowRef`): `listener` is called with no arguments whenever `getSnapshot()` or `state()`
+   * would answer differently. Returns the function that removes it.
+   */
+  subscribe(listener: () => void): () => void;
+  /**
+   * The current objects as a frozen array: the same array on every call until something
+   * changes. After `close()`, one empty array, always the same.
+   */
+  getSnapshot(): readonly T[];
   /** Stops watching; no callback of this watch is called afterwards. Idempotent. */
   close(): void;
   /** Frees the wasm-side handle; `close()` first if the watch should end. */

@@ -13,7 +13,10 @@ mod js;
 mod shell;
 mod terminal;
 
-use kubemux_protocol::client::{ClientConfig, ClientCore, SubscriptionState};
+use std::rc::Rc;
+
+use js_sys::Function;
+use kubemux_protocol::client::{ClientConfig, ClientCore};
 use kubemux_protocol::frames::WatchQuery;
 use wasm_bindgen::prelude::*;
 
@@ -21,6 +24,11 @@ use shell::{Handlers, Shared, Shell, SubEntry, drive};
 pub use terminal::Terminal;
 
 const CLOSED: &str = "kubemux: this Mux was closed with close(); create a new Mux to connect again";
+thread_local! {
+    /// The one empty array a closed subscription's `getSnapshot()` answers.
+    static EMPTY: JsValue = js_sys::Object::freeze(&js_sys::Array::new()).into();
+}
+
 const SUB_CLOSED: &str = "kubemux: this subscription was closed with close(); call mux.watch() again to watch again";
 
 /// One multiplexed connection to a kubemux proxy (`new Mux("wss://host/mux", options)`).
@@ -84,7 +92,7 @@ impl Mux {
         let mut refused = None;
         drive(&self.shell, |shell, _| match shell.core.watch(&id, &cluster, &path, Some(query)) {
             Ok(outputs) => {
-                shell.subs.insert(id.clone(), SubEntry { handlers, state: SubscriptionState::Syncing });
+                shell.subs.insert(id.clone(), SubEntry::new(handlers));
                 outputs
             }
             Err(error) => {
@@ -103,10 +111,12 @@ impl Mux {
     pub fn auth(&self, cluster: String, token: String) -> Result<(), JsError> {
         self.ensure_open()?;
         let mut refused = None;
-        drive(&self.shell, |shell, _| shell.core.auth(&cluster, &token).unwrap_or_else(|error| {
-            refused = Some(error);
-            Vec::new()
-        }));
+        drive(&self.shell, |shell, _| {
+            shell.core.auth(&cluster, &token).unwrap_or_else(|error| {
+                refused = Some(error);
+                Vec::new()
+            })
+        });
         match refused {
             Some(error) => Err(JsError::new(&format!("kubemux: {error}"))),
             None => Ok(()),
@@ -154,6 +164,56 @@ impl Subscription {
             Some(items) => js::array_of(items),
             None => js_sys::Array::new().into(),
         })
+    }
+
+    /// The external-store contract (React's `useSyncExternalStore`, a Svelte store, a Vue
+    /// `shallowRef`): `listener` is called, with no arguments, whenever `getSnapshot()` or
+    /// `state()` would answer differently. Returns the function that removes it (calling it
+    /// twice is harmless). Listeners end with the subscription.
+    pub fn subscribe(&self, listener: Function) -> JsValue {
+        let listener_id = {
+            let mut shell = self.shell.borrow_mut();
+            shell.next_listener += 1;
+            let listener_id = shell.next_listener;
+            if let Some(entry) = shell.subs.get_mut(&self.id) {
+                entry.listeners.push((listener_id, listener));
+            }
+            listener_id
+        };
+        let weak = Rc::downgrade(&self.shell);
+        let id = self.id.clone();
+        let unsubscribe = move || {
+            if let Some(shell) = weak.upgrade()
+                && let Some(entry) = shell.borrow_mut().subs.get_mut(&id)
+            {
+                entry.listeners.retain(|(other, _)| *other != listener_id);
+            }
+        };
+        Closure::<dyn FnMut()>::new(unsubscribe).into_js_value()
+    }
+
+    /// The current objects as a frozen array, the same array on every call until something
+    /// changes (then `subscribe()`'s listeners are called): what `useSyncExternalStore` and its
+    /// kin need. A closed subscription answers an empty array, always the same one.
+    #[wasm_bindgen(js_name = getSnapshot)]
+    pub fn get_snapshot(&self) -> JsValue {
+        let mut shell = self.shell.borrow_mut();
+        let shell = &mut *shell;
+        if shell.core.is_closed() || !shell.subs.contains_key(&self.id) {
+            return EMPTY.with(JsValue::clone);
+        }
+        if let Some(snapshot) = shell.subs.get(&self.id).and_then(|entry| entry.snapshot.clone()) {
+            return snapshot;
+        }
+        let array = match shell.core.items(&self.id) {
+            Some(items) => js::array_of(items),
+            None => js_sys::Array::new().into(),
+        };
+        let array: JsValue = js_sys::Object::freeze(array.unchecked_ref::<js_sys::Object>()).into();
+        if let Some(entry) = shell.subs.get_mut(&self.id) {
+            entry.snapshot = Some(array.clone());
+        }
+        array
     }
 
     /// `"syncing"`, `"synced"`, `"stale"` or `"failed"`.

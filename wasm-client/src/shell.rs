@@ -37,6 +37,25 @@ pub struct Handlers {
 pub struct SubEntry {
     pub handlers: Handlers,
     pub state: SubscriptionState,
+    /// What `getSnapshot()` answers until the next change: the same frozen array, so that an
+    /// external store (React's `useSyncExternalStore`) sees nothing changed. `None`: rebuild.
+    pub snapshot: Option<JsValue>,
+    /// `subscribe()`'s listeners, called with no arguments on every change, with their ids.
+    pub listeners: Vec<(u64, Function)>,
+}
+
+impl SubEntry {
+    /// A subscription just started.
+    pub fn new(handlers: Handlers) -> SubEntry {
+        SubEntry { handlers, state: SubscriptionState::Syncing, snapshot: None, listeners: Vec::new() }
+    }
+
+    /// Its objects or its state changed: the snapshot is rebuilt on the next `getSnapshot()`,
+    /// and every listener is told.
+    fn changed(&mut self, id: &str, notes: &mut Vec<Notification>) {
+        self.snapshot = None;
+        notes.extend(self.listeners.iter().map(|(_, listener)| (Some(id.to_owned()), listener.clone(), Vec::new())));
+    }
 }
 
 /// The open (or opening) socket and the closures attached to it. Dropping it detaches the
@@ -82,6 +101,8 @@ pub struct Shell {
     generation: u64,
     timer: Timer,
     next_id: u64,
+    /// The id of the next `subscribe()` listener.
+    pub next_listener: u64,
     /// Why the latest `new WebSocket` threw, for the constructor to report.
     pub connect_error: Option<JsValue>,
 }
@@ -105,6 +126,7 @@ impl Shell {
             generation: 0,
             timer: Timer { callback: None, handle: None, due: None },
             next_id: 0,
+            next_listener: 0,
             connect_error: None,
         };
         let shared = Rc::new(RefCell::new(shell));
@@ -206,6 +228,7 @@ impl Shell {
                         self.on_error = None;
                         for entry in self.subs.values_mut() {
                             entry.handlers = Handlers::default();
+                            entry.listeners.clear();
                         }
                     }
                     self.state = state;
@@ -243,15 +266,19 @@ impl Shell {
                 }
                 Output::Changed { id } => {
                     if let Some(callback) = self.handler(&id, |h| &h.on_change) {
-                        notes.push((Some(id), callback, Vec::new()));
+                        notes.push((Some(id.clone()), callback, Vec::new()));
+                    }
+                    if let Some(entry) = self.subs.get_mut(&id) {
+                        entry.changed(&id, &mut notes);
                     }
                 }
                 Output::SubscriptionState { id, state } => {
                     if let Some(entry) = self.subs.get_mut(&id) {
                         entry.state = state;
                         if let Some(callback) = &entry.handlers.on_state {
-                            notes.push((Some(id), callback.clone(), vec![JsValue::from_str(subscription_state_name(state))]));
+                            notes.push((Some(id.clone()), callback.clone(), vec![JsValue::from_str(subscription_state_name(state))]));
                         }
+                        entry.changed(&id, &mut notes);
                     }
                 }
             }

@@ -165,3 +165,43 @@ async fn bad_arguments_throw_clear_errors() {
     assert!(not_function.contains("onEvent"), "{not_function}");
     mux.close();
 }
+
+/// React's `useSyncExternalStore` (and a Svelte store, a Vue `shallowRef`) binds to
+/// `subscribe`/`getSnapshot` directly: the snapshot is the same frozen array until a change,
+/// the listener hears every change, and unsubscribing or closing stops it.
+#[wasm_bindgen_test]
+async fn the_external_store_contract_keeps_one_array_until_a_change() {
+    let (mux, _states, info) = connect().await;
+    let sub = mux.watch(pods_request(&info), object(&[])).unwrap();
+    let (heard, listener) = recorder(&["listener"], &[]);
+    let unsubscribe: js_sys::Function = get(&listener, "listener").dyn_into::<js_sys::Function>().map(|f| sub.subscribe(f)).unwrap().dyn_into().unwrap();
+    wait_for(15.0, "the snapshot", || sub.state().unwrap() == "synced").await;
+    let first = sub.get_snapshot();
+    assert!(js_sys::Object::is(&first, &sub.get_snapshot()), "nothing changed: the same array");
+    assert!(js_sys::Object::is_frozen(first.unchecked_ref::<js_sys::Object>()));
+    assert_eq!(names_and_versions(&first), names_and_versions(&sub.items().unwrap()));
+    assert!(heard.borrow().count("listener") >= 1, "the listener heard the snapshot arrive");
+
+    // Churn changes the collection: the listener hears it, and the next snapshot is new and current.
+    let before = heard.borrow().count("listener");
+    wait_for(20.0, "a change", || heard.borrow().count("listener") > before).await;
+    let second = sub.get_snapshot();
+    assert!(!js_sys::Object::is(&first, &second));
+    assert_eq!(names_and_versions(&second), names_and_versions(&sub.items().unwrap()));
+
+    // Unsubscribed, the listener hears nothing more while another watch of the same pods sees changes.
+    unsubscribe.call0(&JsValue::UNDEFINED).unwrap();
+    unsubscribe.call0(&JsValue::UNDEFINED).unwrap();
+    let after = heard.borrow().count("listener");
+    let (other, handlers) = recorder(&["onChange"], &[]);
+    let _witness = mux.watch(pods_request(&info), handlers).unwrap();
+    wait_for(20.0, "three more changes", || other.borrow().count("onChange") >= 3).await;
+    assert_eq!(heard.borrow().count("listener"), after);
+
+    // A closed subscription answers one empty array, always the same.
+    sub.close();
+    let empty = sub.get_snapshot();
+    assert_eq!(js_sys::Array::from(&empty).length(), 0);
+    assert!(js_sys::Object::is(&empty, &sub.get_snapshot()));
+    mux.close();
+}

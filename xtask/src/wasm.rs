@@ -22,14 +22,7 @@ const BINARYEN: &str = "132.0.0";
 /// The same, for reports.
 pub const BINARYEN_VERSION: &str = BINARYEN;
 /// Features rustc enables for wasm32 by default (Rust ≥ 1.87), which wasm-opt must be told.
-const WASM_FEATURES: &[&str] = &[
-    "--enable-bulk-memory",
-    "--enable-nontrapping-float-to-int",
-    "--enable-sign-ext",
-    "--enable-mutable-globals",
-    "--enable-reference-types",
-    "--enable-multivalue",
-];
+const WASM_FEATURES: &[&str] = &["--enable-bulk-memory", "--enable-nontrapping-float-to-int", "--enable-sign-ext", "--enable-mutable-globals", "--enable-reference-types", "--enable-multivalue"];
 
 /// `cargo xtask wasm`.
 pub fn run() -> anyhow::Result<()> {
@@ -87,10 +80,7 @@ pub fn ensure_wasm_bindgen_cli(repo: &Workspace) -> anyhow::Result<Outcome> {
         println!("found {wanted}");
         return Ok(Outcome::Ready(wanted));
     }
-    println!(
-        "installing wasm-bindgen-cli {version} from crates.io with cargo install (about 3 minutes on 2 cores){}",
-        current.map(|c| format!("; PATH has {c:?}")).unwrap_or_default()
-    );
+    println!("installing wasm-bindgen-cli {version} from crates.io with cargo install (about 3 minutes on 2 cores){}", current.map(|c| format!("; PATH has {c:?}")).unwrap_or_default());
     let install = |locked: bool| {
         let mut command = repo.cargo();
         command.args(["install", "wasm-bindgen-cli", "--version", &version, "--force"]);
@@ -191,7 +181,7 @@ pub fn pkg_dir(repo: &Workspace) -> PathBuf {
 }
 
 /// Builds the package: cargo (profile `wasm-release`), wasm-bindgen (`--target web`), wasm-opt,
-/// then the hand-written types, README and package.json.
+/// then the hand-written types, the `kubemux/react` hook, README and package.json.
 pub fn build_package(repo: &Workspace) -> anyhow::Result<PackageSizes> {
     workspace::run(repo.cargo().args(["build", "--package", "kubemux-client", "--target", TARGET, "--profile", "wasm-release"]))?;
     let module = repo.target_dir.join(TARGET).join("wasm-release/kubemux_client.wasm");
@@ -205,7 +195,9 @@ pub fn build_package(repo: &Workspace) -> anyhow::Result<PackageSizes> {
     let wasm = pkg.join("kubemux_bg.wasm");
     workspace::run(Command::new(wasm_opt()?).args(["-Oz", "--strip-debug", "--strip-producers"]).args(WASM_FEATURES).arg(&wasm).arg("-o").arg(&wasm))?;
     let client = repo.root.join("wasm-client");
-    std::fs::copy(client.join("js/kubemux.d.ts"), pkg.join("kubemux.d.ts")).context("copying the types")?;
+    for file in ["kubemux.d.ts", "react.js", "react.d.ts"] {
+        std::fs::copy(client.join("js").join(file), pkg.join(file)).with_context(|| format!("copying js/{file}"))?;
+    }
     std::fs::copy(client.join("README.md"), pkg.join("README.md")).context("copying the README")?;
     std::fs::write(pkg.join("package.json"), package_json(&workspace_version(repo)?))?;
     let sizes = package_sizes(&pkg)?;
@@ -217,11 +209,7 @@ pub fn build_package(repo: &Workspace) -> anyhow::Result<PackageSizes> {
 fn workspace_version(repo: &Workspace) -> anyhow::Result<String> {
     let manifest = std::fs::read_to_string(repo.root.join("Cargo.toml"))?;
     let section = manifest.split("[workspace.package]").nth(1).context("no [workspace.package] in Cargo.toml")?;
-    section
-        .lines()
-        .find_map(|line| line.trim().strip_prefix("version = \"").and_then(|v| v.strip_suffix('"')))
-        .map(str::to_owned)
-        .context("no version in [workspace.package]")
+    section.lines().find_map(|line| line.trim().strip_prefix("version = \"").and_then(|v| v.strip_suffix('"'))).map(str::to_owned).context("no version in [workspace.package]")
 }
 
 fn package_json(version: &str) -> String {
@@ -239,9 +227,12 @@ fn package_json(version: &str) -> String {
   "types": "kubemux.d.ts",
   "exports": {{
     ".": {{ "types": "./kubemux.d.ts", "default": "./kubemux.js" }},
+    "./react": {{ "types": "./react.d.ts", "default": "./react.js" }},
     "./kubemux_bg.wasm": "./kubemux_bg.wasm"
   }},
-  "files": ["kubemux.js", "kubemux_bg.wasm", "kubemux.d.ts", "README.md"],
+  "files": ["kubemux.js", "kubemux_bg.wasm", "kubemux.d.ts", "react.js", "react.d.ts", "README.md"],
+  "peerDependencies": {{ "react": ">=18" }},
+  "peerDependenciesMeta": {{ "react": {{ "optional": true }} }},
   "sideEffects": false
 }}
 "#
@@ -312,14 +303,13 @@ pub fn browser_tests_with<T>(repo: &Workspace, fixture_binary: &Path, run: impl 
     let fixture = Fixture::start(fixture_binary, repo)?;
     let runner = find_on_path("wasm-bindgen-test-runner").context("wasm-bindgen-test-runner is not on PATH")?;
     // No `-q`: the runner rejects `--quiet`.
-    let outcome = run(
-        repo.cargo()
-            .args(["test", "--package", "kubemux-client", "--target", TARGET])
-            .env("CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUNNER", runner)
-            .env("CHROMEDRIVER", "/usr/bin/chromedriver")
-            .env("WASM_BINDGEN_TEST_TIMEOUT", "300")
-            .env("KUBEMUX_FIXTURE", &fixture.url),
-    );
+    let outcome = run(repo
+        .cargo()
+        .args(["test", "--package", "kubemux-client", "--target", TARGET])
+        .env("CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUNNER", runner)
+        .env("CHROMEDRIVER", "/usr/bin/chromedriver")
+        .env("WASM_BINDGEN_TEST_TIMEOUT", "300")
+        .env("KUBEMUX_FIXTURE", &fixture.url));
     drop(fixture);
     outcome
 }
@@ -327,8 +317,13 @@ pub fn browser_tests_with<T>(repo: &Workspace, fixture_binary: &Path, run: impl 
 /// Opens a page of `tests/browser/` that imports the built package, through the fixture's
 /// `page` mode; returns the page's report (the line after `RESULT `).
 pub fn page(repo: &Workspace, fixture_binary: &Path, name: &str) -> anyhow::Result<String> {
+    page_from(repo, fixture_binary, name, &repo.root.join("tests/browser"))
+}
+
+/// [`page`] with the pages served from `pages` (a bundler's output, say).
+fn page_from(repo: &Workspace, fixture_binary: &Path, name: &str, pages: &Path) -> anyhow::Result<String> {
     let mut command = Command::new(fixture_binary);
-    command.args(["page", "--page", name, "--timeout", "120", "--pkg"]).arg(pkg_dir(repo)).arg("--pages").arg(repo.root.join("tests/browser")).stdout(Stdio::piped());
+    command.args(["page", "--page", name, "--timeout", "120", "--pkg"]).arg(pkg_dir(repo)).arg("--pages").arg(pages).stdout(Stdio::piped());
     println!("$ {}", workspace::command_line(&command));
     let output = command.output().context("running the fixture")?;
     let stdout = String::from_utf8_lossy(&output.stdout);
@@ -349,9 +344,7 @@ pub fn test_steps(summary: &mut Summary, repo: &Workspace) {
         let _ = fixture.set(binary);
         Ok(Outcome::Ready(shown))
     });
-    summary.step("browser tests (wasm-bindgen-test, headless Chromium)", || {
-        browser_tests(repo, fixture.get().context("no fixture binary")?)
-    });
+    summary.step("browser tests (wasm-bindgen-test, headless Chromium)", || browser_tests(repo, fixture.get().context("no fixture binary")?));
     summary.step("plain-page test (pods.html imports the package)", || {
         let report = page(repo, fixture.get().context("no fixture binary")?, "pods")?;
         Ok(Outcome::Ready(format!("the page listed the simulator's pods: {report}")))
@@ -359,5 +352,13 @@ pub fn test_steps(summary: &mut Summary, repo: &Workspace) {
     summary.step("terminal page (the browser closes; the shell must end)", || {
         let report = page(repo, fixture.get().context("no fixture binary")?, "terminal")?;
         Ok(Outcome::Ready(format!("no shell left behind: {report}")))
+    });
+    summary.step("React page (kubemux/react's useWatch in an app built with Vite)", || {
+        let app = repo.root.join("tests/react");
+        let installed = crate::www::npm_packages(&app)?;
+        let npm = find_on_path("npm").context("npm is not on PATH: install Node.js 20.19 or newer (it brings npm)")?;
+        workspace::run(Command::new(npm).current_dir(&app).args(["run", "build"]))?;
+        page_from(repo, fixture.get().context("no fixture binary")?, "react", &app.join("dist"))?;
+        Ok(Outcome::Ready(format!("npm packages {installed}; a pod created, relabelled and deleted appeared, changed and vanished in the rendered rows")))
     });
 }

@@ -21,7 +21,8 @@
 //!   kubemux-fixture page --pkg DIR --pages DIR --page NAME [--timeout SECS]
 //!       also opens `/page/NAME.html` in headless Chromium, waits for the page's report, checks
 //!       it (pods page: the pods equal the simulator's list; terminal page: once the browser is
-//!       closed, the page's shell is gone from the simulator within 5 s) and prints
+//!       closed, the page's shell is gone from the simulator within 5 s; react page: a pod
+//!       created, relabelled and deleted appears, changes and vanishes) and prints
 //!       `RESULT <json>`; exits non-zero on failure.
 
 use std::collections::BTreeMap;
@@ -39,12 +40,12 @@ use axum::extract::{Query, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use kube_sim::{Seed, Sim, SimConfig, User};
 use kube::config::KubeConfigOptions;
+use kube_sim::{Seed, Sim, SimConfig, User};
 use kubemux_e2e::{ProxyProcess, hook, kubeconfig, list};
-use kubemux_testkit::wait::try_poll;
 use kubemux_protocol::frames::{ClientMessage, EventType, SUBPROTOCOL, ServerMessage, encode_event_raw};
 use kubemux_proxy::ProxySettings;
+use kubemux_testkit::wait::try_poll;
 use serde_json::{Value, json};
 use tokio::sync::Notify;
 
@@ -298,11 +299,8 @@ fn pod(name: &str, rv: u64, generation: u64) -> String {
 async fn bad_mux(upgrade: WebSocketUpgrade) -> Response {
     kubemux_upgrade(upgrade, |mut socket| async move {
         let Some(id) = first_watch(&mut socket).await else { return };
-        let frames = [
-            "{this is not json".to_owned(),
-            encode_event_raw(&id, EventType::Added, &pod("only-pod", 1, 1)),
-            ServerMessage::Synced { id: id.clone(), resource_version: "1".to_owned() }.encode(),
-        ];
+        let frames =
+            ["{this is not json".to_owned(), encode_event_raw(&id, EventType::Added, &pod("only-pod", 1, 1)), ServerMessage::Synced { id: id.clone(), resource_version: "1".to_owned() }.encode()];
         for frame in frames {
             if socket.send(Message::text(frame)).await.is_err() {
                 return;
@@ -376,7 +374,17 @@ impl Browser {
         let child = Command::new(&chromium)
             // Without the networking flags Chromium tries to reach Google's services, which
             // this machine's closed network refuses, many at a time.
-            .args(["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage"])
+            .args([
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-quic",
+                "--no-first-run",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--disable-dev-shm-usage",
+            ])
             .arg(format!("--user-data-dir={}", profile.path().display()))
             .arg(url)
             .stdin(Stdio::null())
@@ -426,19 +434,16 @@ async fn run_page(fixture: &Arc<Fixture>, page: &str, timeout: Duration) -> anyh
     if page == "terminal" {
         check_terminal_page(fixture, before, browser).await?;
     }
+    if page == "react" {
+        check_react_page(fixture).await?;
+    }
     Ok(fixture.report.lock().unwrap().clone().unwrap_or(report))
 }
 
 /// The processes of pod `default/toolbox` in the simulator, by pid.
 async fn toolbox_processes(fixture: &Fixture) -> BTreeMap<u64, Value> {
     let processes = hook(&fixture.sim_api, "GET", "/_sim/processes").await;
-    processes
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter(|p| p["namespace"] == "default" && p["pod"] == "toolbox")
-        .filter_map(|p| Some((p["pid"].as_u64()?, p.clone())))
-        .collect()
+    processes.as_array().into_iter().flatten().filter(|p| p["namespace"] == "default" && p["pod"] == "toolbox").filter_map(|p| Some((p["pid"].as_u64()?, p.clone()))).collect()
 }
 
 /// The terminal page ran its command in a new shell: closing the browser (the page never
@@ -457,6 +462,51 @@ async fn check_terminal_page(fixture: &Fixture, before: BTreeMap<u64, Value>, br
     })
     .await
     .map_err(anyhow::Error::msg)
+}
+
+/// The React page (tests/react: `useWatch` from `kubemux/react`) renders one row per pod of
+/// namespace `default` as `NAME STEP-LABEL` and reports its rows on every render: a pod created,
+/// relabelled and deleted here must appear, change and vanish there.
+async fn check_react_page(fixture: &Arc<Fixture>) -> anyhow::Result<()> {
+    let path = "/api/v1/namespaces/default/pods";
+    // The fixture's own pods of `default`, which nothing else changes.
+    react_rows(fixture, "the simulator's pods", |rows| ["no-bash -", "toolbox -"].iter().all(|pod| rows.iter().any(|r| r == pod))).await?;
+    let pod = json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "react-row", "labels": {"step": "one"}},
+        "spec": {"containers": [{"name": "main", "image": "busybox:1.36"}]}
+    });
+    let create = http::Request::post(path).header(header::CONTENT_TYPE, "application/json").body(serde_json::to_vec(&pod)?)?;
+    fixture.sim_api.request::<Value>(create).await.context("creating pod default/react-row")?;
+    react_rows(fixture, "the new pod's row", |rows| rows.iter().any(|r| r == "react-row one")).await?;
+    let patch = json!({"metadata": {"labels": {"step": "two"}}});
+    let change = http::Request::patch(format!("{path}/react-row")).header(header::CONTENT_TYPE, "application/merge-patch+json").body(serde_json::to_vec(&patch)?)?;
+    fixture.sim_api.request::<Value>(change).await.context("relabelling pod default/react-row")?;
+    react_rows(fixture, "the row to change", |rows| rows.iter().any(|r| r == "react-row two") && !rows.iter().any(|r| r == "react-row one")).await?;
+    let delete = http::Request::delete(format!("{path}/react-row")).body(Vec::new())?;
+    fixture.sim_api.request::<Value>(delete).await.context("deleting pod default/react-row")?;
+    react_rows(fixture, "the row to vanish", |rows| !rows.iter().any(|r| r.starts_with("react-row "))).await
+}
+
+/// Waits, on the page's reports, until its latest rows satisfy `wanted`; 20 s at most.
+async fn react_rows(fixture: &Arc<Fixture>, what: &str, mut wanted: impl FnMut(&[String]) -> bool) -> anyhow::Result<()> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let next = fixture.reported.notified();
+        tokio::pin!(next);
+        next.as_mut().enable();
+        let report = fixture.report.lock().unwrap().clone().unwrap_or(Value::Null);
+        if let Some(error) = report.get("error") {
+            bail!("the React page reported an error: {error}");
+        }
+        let rows: Vec<String> = report["rows"].as_array().into_iter().flatten().filter_map(|r| r.as_str().map(str::to_owned)).collect();
+        if wanted(&rows) {
+            return Ok(());
+        }
+        if tokio::time::timeout_at(deadline, next).await.is_err() {
+            bail!("waited 20 s for {what}; the page shows {rows:?}");
+        }
+    }
 }
 
 /// The pods page lists the pods of namespace `demo` and reports again on every change: its
