@@ -333,6 +333,12 @@ fn page_from(repo: &Workspace, fixture_binary: &Path, name: &str, pages: &Path) 
     stdout.lines().find_map(|l| l.strip_prefix("RESULT ")).map(str::to_owned).context("the page printed no RESULT")
 }
 
+/// `npm run SCRIPT` in `dir`.
+fn npm_run(dir: &Path, script: &str) -> anyhow::Result<()> {
+    let npm = find_on_path("npm").context("npm is not on PATH: install Node.js 20.19 or newer (it brings npm)")?;
+    workspace::run(Command::new(npm).current_dir(dir).args(["run", script]))
+}
+
 /// `cargo xtask test`'s browser steps, after the package is built.
 pub fn test_steps(summary: &mut Summary, repo: &Workspace) {
     summary.step("chromium + chromedriver (Debian)", ensure_chromium);
@@ -353,11 +359,25 @@ pub fn test_steps(summary: &mut Summary, repo: &Workspace) {
         let report = page(repo, fixture.get().context("no fixture binary")?, "terminal")?;
         Ok(Outcome::Ready(format!("no shell left behind: {report}")))
     });
+    let bundlers = repo.root.join("tests/bundlers");
+    summary.step("TypeScript consumer (tsc --strict against the package's types)", || {
+        let installed = crate::www::npm_packages(&bundlers)?;
+        npm_run(&bundlers, "types")?;
+        Ok(Outcome::Ready(format!("npm packages {installed}; tests/bundlers/src/typed.ts type-checks")))
+    });
+    summary.step("bundled consumers (Vite, webpack, esbuild) in headless Chromium", || {
+        let mut shown = Vec::new();
+        for bundler in ["vite", "webpack", "esbuild"] {
+            npm_run(&bundlers, bundler)?;
+            page_from(repo, fixture.get().context("no fixture binary")?, &format!("{bundler}/pods"), &bundlers.join("dist"))?;
+            shown.push(bundler);
+        }
+        Ok(Outcome::Ready(format!("each bundle listed the simulator's pods: {}", shown.join(", "))))
+    });
     summary.step("React page (kubemux/react's useWatch in an app built with Vite)", || {
         let app = repo.root.join("tests/react");
         let installed = crate::www::npm_packages(&app)?;
-        let npm = find_on_path("npm").context("npm is not on PATH: install Node.js 20.19 or newer (it brings npm)")?;
-        workspace::run(Command::new(npm).current_dir(&app).args(["run", "build"]))?;
+        npm_run(&app, "build")?;
         page_from(repo, fixture.get().context("no fixture binary")?, "react", &app.join("dist"))?;
         Ok(Outcome::Ready(format!("npm packages {installed}; a pod created, relabelled and deleted appeared, changed and vanished in the rendered rows")))
     });

@@ -428,7 +428,8 @@ async fn run_page(fixture: &Arc<Fixture>, page: &str, timeout: Duration) -> anyh
     if let Some(error) = report.get("error") {
         bail!("{url} reported an error: {error}");
     }
-    if page == "pods" {
+    // `pods`, and the same consumer as each bundler built it (`vite/pods`, `webpack/pods`, …).
+    if page == "pods" || page.ends_with("/pods") {
         check_pods_page(fixture).await?;
     }
     if page == "terminal" {

@@ -1,0 +1,32 @@
+// A TypeScript consumer, checked with `tsc --strict` against the built package's types: a typed
+// watch, the external store, terminals and errors, as an application would use them.
+import init, { Mux, Terminal, type KubeObject, type MuxError, type Subscription } from "kubemux";
+import { useWatch } from "kubemux/react";
+
+interface Pod extends KubeObject {
+  spec: { nodeName?: string; containers: { name: string; image: string }[] };
+  status?: { phase?: "Pending" | "Running" | "Succeeded" | "Failed" | "Unknown"; podIP?: string };
+}
+
+export async function start(url: string): Promise<Subscription<Pod>> {
+  await init();
+  const mux = new Mux(url, { token: "t", onState: (s) => console.log(s.state === "reconnecting" ? s.delayMs : s.state) });
+  const pods: Subscription<Pod> = mux.watch<Pod>(
+    { cluster: "demo", path: "/api/v1/namespaces/demo/pods", labelSelector: "app=web" },
+    {
+      onEvent: (e) => console.log(e.type, e.object.spec.containers[0]?.image),
+      onError: (e: MuxError) => console.log(e.fatal, e.status.code, e.status.reason),
+    },
+  );
+  const phases: (string | undefined)[] = pods.getSnapshot().map((pod) => pod.status?.phase);
+  const stop: () => void = pods.subscribe(() => console.log(phases.length, pods.state()));
+  stop();
+  const first: Pod | undefined = pods.items()[0];
+  console.log(first?.metadata.name.toUpperCase());
+  const terminal = new Terminal("https://proxy", { cluster: "demo", namespace: "demo", pod: "web", onData: (d) => console.log(d.byteLength) });
+  terminal.write("ls\r");
+  // A hook's signature is checked too (its body needs React at run time, not here).
+  const hook: (mux: Mux | null, request: null) => readonly Pod[] = useWatch<Pod>;
+  console.log(hook);
+  return pods;
+}
