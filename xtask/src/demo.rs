@@ -30,7 +30,7 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
     let repo = Workspace::locate()?;
     println!(
         "cargo xtask demo: installs what is missing (rustup target wasm32-unknown-unknown; wasm-bindgen-cli from \
-         crates.io at the version in Cargo.lock; npm binaryen for wasm-opt; the web app's npm packages), builds the \
+         crates.io at the version in Cargo.lock; wasm-pack from crates.io; npm binaryen for wasm-opt; the web app's npm packages), builds the \
          npm package kubemux, the web app and kubemux-demo, then runs it: the proxy over two simulated \
          clusters embedded in it, the web app served on {listen}.\n\
          build cache: {}",

@@ -47,8 +47,8 @@ fn run_once(passed: &[String]) -> anyhow::Result<()> {
         "cargo xtask test: checks for kubectl (optional); runs cargo test --workspace, then the kubectl tests \
          (among them kubectl kustomize + apply --dry-run=server of deploy/kubernetes) when kubectl is on PATH (required under CI or KUBEMUX_REQUIRE_TOOLS=1); then for the browser \
          client installs what is missing (Debian chromium + chromium-driver with apt-get, rustup target \
-         wasm32-unknown-unknown, wasm-bindgen-cli from crates.io at the Cargo.lock version, npm binaryen), \
-         builds the npm package and runs the browser tests in headless Chromium (among them a React page, npm ci in tests/react/ and vite build, and the same consumer built by Vite, webpack and esbuild with a tsc --strict check, npm ci in tests/bundlers/); then builds the container image \
+         wasm32-unknown-unknown, wasm-bindgen-cli from crates.io at the Cargo.lock version, wasm-pack from crates.io, npm binaryen), \
+         builds the npm package with wasm-pack and runs the browser tests in headless Chromium (among them a React page, npm ci in tests/react/ and vite build, and the same consumer built by Vite, webpack and esbuild with a tsc --strict check, npm ci in tests/bundlers/); then builds the container image \
          (static musl kubemux-proxy, podman; skipped without podman or root unless required) and runs it from its \
          unpacked root against a kube-sim (deploy_image); then builds the web app \
          (npm ci, vite build), kubemux-proxy and kube-sim, and runs its Playwright tests (www e2e).\n\

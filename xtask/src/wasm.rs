@@ -29,7 +29,8 @@ pub fn run() -> anyhow::Result<()> {
     let repo = Workspace::locate()?;
     println!(
         "cargo xtask wasm: installs what is missing (rustup target {TARGET}; wasm-bindgen-cli from crates.io at \
-         the version in Cargo.lock; npm binaryen@{BINARYEN} under {}), then builds the npm package into wasm-client/pkg/.\n\
+         the version in Cargo.lock; wasm-pack {WASM_PACK} from crates.io; npm binaryen@{BINARYEN} under {}), then builds \
+         the npm package into wasm-client/pkg/ with wasm-pack.\n\
          build cache: {}",
         npm_prefix()?.display(),
         repo.target_dir.display()
@@ -43,6 +44,7 @@ pub fn run() -> anyhow::Result<()> {
 pub fn build_steps(summary: &mut Summary, repo: &Workspace) {
     summary.step("wasm32 target", ensure_wasm_target);
     summary.step("wasm-bindgen-cli", || ensure_wasm_bindgen_cli(repo));
+    summary.step("wasm-pack", ensure_wasm_pack);
     summary.step("wasm-opt (npm binaryen)", ensure_binaryen);
     summary.step("npm package kubemux", || {
         let sizes = build_package(repo)?;
@@ -98,6 +100,26 @@ pub fn ensure_wasm_bindgen_cli(repo: &Workspace) -> anyhow::Result<Outcome> {
         println!("the locked install failed; installing with a fresh resolution of its dependencies");
         install(false)?;
     }
+    Ok(Outcome::Ready(format!("{wanted} installed now")))
+}
+
+/// The wasm-pack that builds the package.
+const WASM_PACK: &str = "0.15.1";
+
+/// `wasm-pack` at [`WASM_PACK`], from crates.io (its own installer downloads from GitHub).
+pub fn ensure_wasm_pack() -> anyhow::Result<Outcome> {
+    let wanted = format!("wasm-pack {WASM_PACK}");
+    let current = find_on_path("wasm-pack").and_then(|path| Command::new(path).arg("--version").output().ok());
+    let current = current.map(|out| String::from_utf8_lossy(&out.stdout).trim().to_owned());
+    if current.as_deref() == Some(wanted.as_str()) {
+        println!("found {wanted}");
+        return Ok(Outcome::Ready(wanted));
+    }
+    println!("installing wasm-pack {WASM_PACK} from crates.io with cargo install --locked (about 4 minutes on 2 cores){}", current.map(|c| format!("; PATH has {c:?}")).unwrap_or_default());
+    let mut command = Command::new("cargo");
+    // Its own build directory: a host tool, not part of this workspace's cache.
+    command.args(["install", "wasm-pack", "--version", WASM_PACK, "--locked", "--force"]).env_remove("CARGO_TARGET_DIR");
+    workspace::run(&mut command)?;
     Ok(Outcome::Ready(format!("{wanted} installed now")))
 }
 
@@ -180,18 +202,28 @@ pub fn pkg_dir(repo: &Workspace) -> PathBuf {
     repo.root.join("wasm-client/pkg")
 }
 
-/// Builds the package: cargo (profile `wasm-release`), wasm-bindgen (`--target web`), wasm-opt,
+/// Builds the package: wasm-pack (profile `wasm-release`, wasm-bindgen `--target web`), wasm-opt,
 /// then the hand-written types, the `kubemux/react` hook, README and package.json.
 pub fn build_package(repo: &Workspace) -> anyhow::Result<PackageSizes> {
-    workspace::run(repo.cargo().args(["build", "--package", "kubemux-client", "--target", TARGET, "--profile", "wasm-release"]))?;
-    let module = repo.target_dir.join(TARGET).join("wasm-release/kubemux_client.wasm");
     let pkg = pkg_dir(repo);
     if pkg.exists() {
         std::fs::remove_dir_all(&pkg).with_context(|| format!("removing the old {}", pkg.display()))?;
     }
+    // wasm-pack compiles the crate (profile `wasm-release`) and runs the wasm-bindgen on PATH
+    // (`--mode no-install`: it never downloads one; `ensure_wasm_bindgen_cli` installed the
+    // locked version). Its wasm-opt is off (the crate's wasm-pack metadata; it would come from
+    // GitHub): npm binaryen's runs below. `--no-pack`: the package.json is written whole below,
+    // since wasm-pack's cannot carry `exports`, the hand-written `types` or the peer dependency.
     // The types are hand-written (js/kubemux.d.ts): generated ones would say `any` for every
     // option object.
-    workspace::run(Command::new("wasm-bindgen").args(["--target", "web", "--out-name", "kubemux", "--no-typescript", "--out-dir"]).arg(&pkg).arg(&module))?;
+    workspace::run(
+        Command::new(find_on_path("wasm-pack").context("wasm-pack is not on PATH")?)
+            .args(["build", "--target", "web", "--out-name", "kubemux", "--no-typescript", "--no-pack", "--no-gitignore", "--no-opt"])
+            .args(["--mode", "no-install", "--profile", "wasm-release", "--out-dir"])
+            .arg(&pkg)
+            .arg(repo.root.join("wasm-client"))
+            .env("CARGO_TARGET_DIR", &repo.target_dir),
+    )?;
     let wasm = pkg.join("kubemux_bg.wasm");
     workspace::run(Command::new(wasm_opt()?).args(["-Oz", "--strip-debug", "--strip-producers"]).args(WASM_FEATURES).arg(&wasm).arg("-o").arg(&wasm))?;
     let client = repo.root.join("wasm-client");
