@@ -9,6 +9,7 @@ use std::collections::{HashMap, VecDeque};
 use std::rc::{Rc, Weak};
 
 use base64::Engine as _;
+use gloo_events::EventListener;
 use js_sys::{Array, Function, Object};
 use kubemux_protocol::client::{ClientCore, ConnectionState, Output, SubscriptionState};
 use kubemux_protocol::frames::SUBPROTOCOL;
@@ -58,28 +59,24 @@ impl SubEntry {
     }
 }
 
-/// The open (or opening) socket and the closures attached to it. Dropping it detaches the
-/// closures before they are freed, so a late event of an old socket finds no handler instead
-/// of a freed closure, and closes the socket.
+/// The open (or opening) socket and its listeners. Dropping it closes the socket, and the
+/// listeners (gloo's) remove themselves, so a late event of an old socket finds no handler
+/// instead of a freed closure.
 struct Connection {
     ws: WebSocket,
-    _on_open: Closure<dyn FnMut()>,
-    _on_message: Closure<dyn FnMut(MessageEvent)>,
-    _on_close: Closure<dyn FnMut(CloseEvent)>,
+    _listeners: [EventListener; 3],
 }
 
 impl Drop for Connection {
     fn drop(&mut self) {
-        self.ws.set_onopen(None);
-        self.ws.set_onmessage(None);
-        self.ws.set_onclose(None);
         // Only 1000 and 3000–4999 may be sent by script; closing a closed socket is a no-op.
         let _ = self.ws.close_with_code(1000);
     }
 }
 
 /// The one pending `setTimeout`. The closure is made once and reused for every deadline, so
-/// reconnect loops allocate nothing per attempt.
+/// reconnect loops allocate nothing per attempt: gloo's `Timeout` (the terminal's timer) would
+/// own a new closure per deadline.
 struct Timer {
     callback: Option<Closure<dyn FnMut()>>,
     handle: Option<JsValue>,
@@ -165,31 +162,28 @@ impl Shell {
 
         let on_open = {
             let weak = weak.clone();
-            Closure::<dyn FnMut()>::new(move || on_socket(&weak, generation, |shell, now| shell.core.on_open(now)))
+            EventListener::new(&ws, "open", move |_| on_socket(&weak, generation, |shell, now| shell.core.on_open(now)))
         };
         let on_message = {
             let weak = weak.clone();
-            Closure::<dyn FnMut(MessageEvent)>::new(move |event: MessageEvent| {
+            EventListener::new(&ws, "message", move |event| {
                 // The protocol is text frames only; a binary frame is not ours to interpret.
-                if let Some(text) = event.data().as_string() {
+                if let Some(text) = event.dyn_ref::<MessageEvent>().and_then(|event| event.data().as_string()) {
                     on_socket(&weak, generation, |shell, now| shell.core.on_message(now, &text));
                 }
             })
         };
         let on_close = {
             let weak = weak.clone();
-            Closure::<dyn FnMut(CloseEvent)>::new(move |event: CloseEvent| {
-                let code = event.code();
+            EventListener::new(&ws, "close", move |event| {
+                let code = event.dyn_ref::<CloseEvent>().map(CloseEvent::code);
                 on_socket(&weak, generation, |shell, now| {
                     shell.connection = None;
-                    shell.core.on_close(now, Some(code))
+                    shell.core.on_close(now, code)
                 });
             })
         };
-        ws.set_onopen(Some(on_open.as_ref().unchecked_ref()));
-        ws.set_onmessage(Some(on_message.as_ref().unchecked_ref()));
-        ws.set_onclose(Some(on_close.as_ref().unchecked_ref()));
-        self.connection = Some(Connection { ws, _on_open: on_open, _on_message: on_message, _on_close: on_close });
+        self.connection = Some(Connection { ws, _listeners: [on_open, on_message, on_close] });
         Ok(())
     }
 

@@ -12,6 +12,8 @@ use std::cell::RefCell;
 use std::rc::{Rc, Weak};
 
 use base64::Engine as _;
+use gloo_events::EventListener;
+use gloo_timers::callback::Timeout;
 use js_sys::{Array, Function, Object, Uint8Array};
 use kubemux_protocol::channel::{TerminalSize, WsPayload};
 use kubemux_protocol::terminal::{Failure, Phase, SUBPROTOCOLS, TerminalConfig, TerminalCore, TerminalOutput};
@@ -35,32 +37,23 @@ struct Callbacks {
     on_error: Option<Function>,
 }
 
-/// One attempt's socket. Dropping it detaches the handlers and closes the socket.
+/// One attempt's socket. Dropping it closes the socket, and its listeners (gloo's) remove
+/// themselves, so a late event of an old socket reaches no one.
 struct Socket {
     ws: WebSocket,
-    _on_message: Closure<dyn FnMut(MessageEvent)>,
-    _on_close: Closure<dyn FnMut(CloseEvent)>,
+    _listeners: [EventListener; 2],
 }
 
 impl Drop for Socket {
     fn drop(&mut self) {
-        self.ws.set_onmessage(None);
-        self.ws.set_onclose(None);
         let _ = self.ws.close_with_code(1000);
     }
 }
 
-/// The core's pending deadline, armed as a `setTimeout`. Dropping it clears the timeout.
+/// The core's pending deadline, armed as gloo's `Timeout`, which clears itself when dropped.
 struct Timer {
     at: u64,
-    handle: JsValue,
-    _callback: Closure<dyn FnMut()>,
-}
-
-impl Drop for Timer {
-    fn drop(&mut self) {
-        js::clear_timeout(&self.handle);
-    }
+    _timeout: Timeout,
 }
 
 struct Shell {
@@ -208,23 +201,21 @@ impl Shell {
         ws.set_binary_type(BinaryType::Arraybuffer);
         let on_message = {
             let weak = weak.clone();
-            Closure::<dyn FnMut(MessageEvent)>::new(move |event: MessageEvent| {
+            EventListener::new(&ws, "message", move |event| {
                 // Only binary protocols are offered; a text frame (a string) reads as no bytes,
                 // which is skipped like any empty message.
-                let bytes = Uint8Array::new(&event.data()).to_vec();
+                let bytes = event.dyn_ref::<MessageEvent>().map(|event| Uint8Array::new(&event.data()).to_vec()).unwrap_or_default();
                 run(&weak, |core| core.on_message(attempt, &bytes, js::now()));
             })
         };
         let on_close = {
             let weak = weak.clone();
-            Closure::<dyn FnMut(CloseEvent)>::new(move |event: CloseEvent| {
-                let code = event.code();
+            EventListener::new(&ws, "close", move |event| {
+                let code = event.dyn_ref::<CloseEvent>().map_or(1006, CloseEvent::code);
                 run(&weak, |core| core.on_close(attempt, code));
             })
         };
-        ws.set_onmessage(Some(on_message.as_ref().unchecked_ref()));
-        ws.set_onclose(Some(on_close.as_ref().unchecked_ref()));
-        self.socket = Some(Socket { ws, _on_message: on_message, _on_close: on_close });
+        self.socket = Some(Socket { ws, _listeners: [on_message, on_close] });
         Ok(())
     }
 
@@ -294,10 +285,9 @@ impl Shell {
             Some(at) if self.timer.as_ref().is_some_and(|timer| timer.at == at) => {}
             Some(at) => {
                 let weak = weak.clone();
-                let callback = Closure::<dyn FnMut()>::new(move || run(&weak, |core| core.on_tick(js::now())));
-                let ms = at.saturating_sub(js::now()) as f64;
-                let handle = js::set_timeout(callback.as_ref().unchecked_ref(), ms);
-                self.timer = Some(Timer { at, handle, _callback: callback });
+                let ms = u32::try_from(at.saturating_sub(js::now())).unwrap_or(u32::MAX);
+                let timeout = Timeout::new(ms, move || run(&weak, |core| core.on_tick(js::now())));
+                self.timer = Some(Timer { at, _timeout: timeout });
             }
         }
         None
