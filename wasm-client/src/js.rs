@@ -1,4 +1,4 @@
-//! Small bridges to JavaScript: global timers, reading plain option objects, and turning the
+//! Small bridges to JavaScript: global timers, reading option objects, and turning the
 //! core's JSON values into plain JS objects.
 
 use js_sys::{Function, JSON, Object, Reflect};
@@ -39,40 +39,77 @@ pub fn get(object: &JsValue, key: &str) -> JsValue {
     Reflect::get(object, &JsValue::from_str(key)).unwrap_or(JsValue::UNDEFINED)
 }
 
-/// An optional string option; anything but a string or `undefined`/`null` is a caller error.
-pub fn string_option(object: &JsValue, key: &str) -> Result<Option<String>, JsError> {
+/// An optional callback option; anything but a function or `undefined`/`null` is a `TypeError`.
+pub fn function_option(object: &JsValue, key: &str) -> Result<Option<Function>, JsValue> {
     let value = get(object, key);
     if value.is_undefined() || value.is_null() {
         return Ok(None);
     }
-    value.as_string().map(Some).ok_or_else(|| JsError::new(&format!("kubemux: `{key}` must be a string")))
+    value.dyn_into::<Function>().map(Some).map_err(|_| type_error(&format!("kubemux: `{key}` must be a function")))
+}
+
+// The options are read by hand rather than with serde-wasm-bindgen: deriving the readers
+// with it cost 15.8 KiB gzipped (19.6 KiB with serde_path_to_error to name the field), a sixth of
+// the package, for five small objects (BENCHMARKS.md, "Package size, change by change").
+
+/// Checks that `value` is an options object (`undefined` and `null` read as empty).
+pub fn options_object(value: &JsValue, what: &str) -> Result<(), JsValue> {
+    if value.is_undefined() || value.is_null() || value.is_object() { Ok(()) } else { Err(type_error(&format!("kubemux: {what} takes an object"))) }
+}
+
+/// An optional string option; anything but a string or `undefined`/`null` is a `TypeError`
+/// naming the field (never quoting it: it may be a credential).
+pub fn string_option(object: &JsValue, key: &str, what: &str) -> Result<Option<String>, JsValue> {
+    let value = get(object, key);
+    if value.is_undefined() || value.is_null() {
+        return Ok(None);
+    }
+    value.as_string().map(Some).ok_or_else(|| type_error(&format!("kubemux: {what}: `{key}` must be a string")))
 }
 
 /// A required string option.
-pub fn required_string(object: &JsValue, key: &str, what: &str) -> Result<String, JsError> {
-    string_option(object, key)?.ok_or_else(|| JsError::new(&format!("kubemux: {what} needs a `{key}` string")))
+pub fn required_string(object: &JsValue, key: &str, what: &str) -> Result<String, JsValue> {
+    string_option(object, key, what)?.ok_or_else(|| type_error(&format!("kubemux: {what} needs a `{key}` string")))
 }
 
-/// An optional callback option.
-pub fn function_option(object: &JsValue, key: &str) -> Result<Option<Function>, JsError> {
+/// An optional number option.
+pub fn number_option(object: &JsValue, key: &str, what: &str) -> Result<Option<f64>, JsValue> {
     let value = get(object, key);
     if value.is_undefined() || value.is_null() {
         return Ok(None);
     }
-    value.dyn_into::<Function>().map(Some).map_err(|_| JsError::new(&format!("kubemux: `{key}` must be a function")))
+    value.as_f64().map(Some).ok_or_else(|| type_error(&format!("kubemux: {what}: `{key}` must be a number")))
 }
 
-/// An optional non-negative number option, in whole milliseconds.
-pub fn millis_option(object: &JsValue, key: &str) -> Result<Option<u64>, JsError> {
-    let value = get(object, key);
-    if value.is_undefined() || value.is_null() {
-        return Ok(None);
-    }
-    match value.as_f64() {
+/// An optional duration option in whole milliseconds: a finite, non-negative number.
+pub fn millis_option(object: &JsValue, key: &str, what: &str) -> Result<Option<u64>, JsValue> {
+    match number_option(object, key, what)? {
+        None => Ok(None),
         Some(ms) if ms.is_finite() && ms >= 0.0 => Ok(Some(ms as u64)),
-        _ => Err(JsError::new(&format!("kubemux: `{key}` must be a non-negative number of milliseconds"))),
+        Some(_) => Err(type_error(&format!("kubemux: {what}: `{key}` must be a non-negative number of milliseconds"))),
     }
 }
+
+/// An optional array of non-empty strings, which must not be empty.
+pub fn string_list(object: &JsValue, key: &str, what: &str) -> Result<Option<Vec<String>>, JsValue> {
+    let value = get(object, key);
+    if value.is_undefined() || value.is_null() {
+        return Ok(None);
+    }
+    let wrong = || type_error(&format!("kubemux: {what}: `{key}` must be an array of non-empty strings"));
+    if !js_sys::Array::is_array(&value) {
+        return Err(wrong());
+    }
+    let list: Option<Vec<String>> = js_sys::Array::from(&value).iter().map(|item| item.as_string().filter(|s| !s.is_empty())).collect();
+    list.filter(|list| !list.is_empty()).map(Some).ok_or_else(wrong)
+}
+
+/// A `TypeError` with this message, as thrown for a wrong argument.
+pub fn type_error(message: &str) -> JsValue {
+    js_sys::TypeError::new(message).into()
+}
+
+
 
 /// A JSON text as a plain JS value. The text always comes from `serde_json`, so parsing cannot
 /// fail; `JSON.parse` is used because it is the engine's own fast path and costs no wasm code.

@@ -46,18 +46,20 @@ impl Mux {
     /// Kubernetes bearer-token subprotocol), `onState`, `onError` (errors that concern no
     /// subscription), `reconnectBaseMs`, `reconnectMaxMs`.
     #[wasm_bindgen(constructor)]
-    pub fn new(url: String, options: JsValue) -> Result<Mux, JsError> {
+    pub fn new(url: String, options: JsValue) -> Result<Mux, JsValue> {
         if !(url.starts_with("ws://") || url.starts_with("wss://")) {
-            return Err(JsError::new("kubemux: the URL must start with ws:// or wss://"));
+            return Err(js::type_error("kubemux: the URL must start with ws:// or wss://"));
         }
-        let token = js::string_option(&options, "token")?;
+        let what = "new Mux()";
+        js::options_object(&options, what)?;
+        let token = js::string_option(&options, "token", what)?;
         let on_state = js::function_option(&options, "onState")?;
         let on_error = js::function_option(&options, "onError")?;
         let mut config = ClientConfig { seed: js::seed(), ..ClientConfig::default() };
-        if let Some(base) = js::millis_option(&options, "reconnectBaseMs")? {
+        if let Some(base) = js::millis_option(&options, "reconnectBaseMs", what)? {
             config.backoff.base_ms = base.max(1);
         }
-        if let Some(cap) = js::millis_option(&options, "reconnectMaxMs")? {
+        if let Some(cap) = js::millis_option(&options, "reconnectMaxMs", what)? {
             config.backoff.cap_ms = cap.max(config.backoff.base_ms);
         }
         let shell = Shell::new(ClientCore::new(config), url, token, on_state, on_error);
@@ -68,18 +70,20 @@ impl Mux {
         if let Some(error) = error {
             drive(&shell, |shell, _| shell.core.close());
             let message = js_sys::Error::from(error).message();
-            return Err(JsError::new(&format!("kubemux: cannot open a WebSocket to this URL: {message}")));
+            return Err(JsError::new(&format!("kubemux: cannot open a WebSocket to this URL: {message}")).into());
         }
         Ok(Mux { shell })
     }
 
     /// Starts watching a collection: `{ cluster, path, labelSelector?, fieldSelector? }`, with
     /// optional callbacks `{ onEvent, onSynced, onReset, onError, onChange, onState }`.
-    pub fn watch(&self, request: JsValue, handlers: JsValue) -> Result<Subscription, JsError> {
+    pub fn watch(&self, request: JsValue, handlers: JsValue) -> Result<Subscription, JsValue> {
         self.ensure_open()?;
-        let cluster = js::required_string(&request, "cluster", "watch()")?;
-        let path = js::required_string(&request, "path", "watch()")?;
-        let query = WatchQuery { label_selector: js::string_option(&request, "labelSelector")?, field_selector: js::string_option(&request, "fieldSelector")? };
+        let what = "watch()";
+        js::options_object(&request, what)?;
+        let cluster = js::required_string(&request, "cluster", what)?;
+        let path = js::required_string(&request, "path", what)?;
+        let query = WatchQuery { label_selector: js::string_option(&request, "labelSelector", what)?, field_selector: js::string_option(&request, "fieldSelector", what)? };
         let handlers = Handlers {
             on_event: js::function_option(&handlers, "onEvent")?,
             on_synced: js::function_option(&handlers, "onSynced")?,
@@ -101,7 +105,7 @@ impl Mux {
             }
         });
         if let Some(error) = refused {
-            return Err(JsError::new(&format!("kubemux: watch() refused: {error}")));
+            return Err(JsError::new(&format!("kubemux: watch() refused: {error}")).into());
         }
         Ok(Subscription { shell: self.shell.clone(), id })
     }

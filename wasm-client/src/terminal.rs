@@ -81,27 +81,28 @@ impl Terminal {
     /// `command` or `shells` (default `["bash", "sh"]`), `token`, `cols` and `rows`, and the
     /// callbacks `onOpen`, `onData`, `onExit`, `onError`.
     #[wasm_bindgen(constructor)]
-    pub fn new(proxy_url: String, options: JsValue) -> Result<Terminal, JsError> {
+    pub fn new(proxy_url: String, options: JsValue) -> Result<Terminal, JsValue> {
         let base = websocket_base(&proxy_url)?;
         let what = "new Terminal()";
+        js::options_object(&options, what)?;
         let mut endpoint = base;
         for (segment, key) in [("/clusters/", "cluster"), ("/api/v1/namespaces/", "namespace"), ("/pods/", "pod")] {
             endpoint.push_str(segment);
             endpoint.push_str(&encode(&js::required_string(&options, key, what)?));
         }
         endpoint.push_str("/exec?stdin=true&stdout=true&tty=true");
-        if let Some(container) = js::string_option(&options, "container")? {
+        if let Some(container) = js::string_option(&options, "container", what)? {
             endpoint.push_str("&container=");
             endpoint.push_str(&encode(&container));
         }
-        let token_protocol = js::string_option(&options, "token")?.map(|token| format!("base64url.bearer.authorization.k8s.io.{}", base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(token)));
-        let candidates = match (string_list(&options, "command")?, string_list(&options, "shells")?) {
-            (Some(_), Some(_)) => return Err(JsError::new("kubemux: give new Terminal() either `command` or `shells`")),
+        let token_protocol = js::string_option(&options, "token", what)?.map(|token| format!("base64url.bearer.authorization.k8s.io.{}", base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(token)));
+        let candidates = match (js::string_list(&options, "command", what)?, js::string_list(&options, "shells", what)?) {
+            (Some(_), Some(_)) => return Err(js::type_error("kubemux: give new Terminal() either `command` or `shells`")),
             (Some(command), None) => Some(vec![command]),
             (None, shells) => shells.map(|shells| shells.into_iter().map(|shell| vec![shell]).collect()),
         };
         let mut config = TerminalConfig::new(candidates);
-        config.size = match (js::get(&options, "cols").as_f64(), js::get(&options, "rows").as_f64()) {
+        config.size = match (js::number_option(&options, "cols", what)?, js::number_option(&options, "rows", what)?) {
             (Some(cols), Some(rows)) => Some(terminal_size(cols, rows)?),
             _ => None,
         };
@@ -121,7 +122,7 @@ impl Terminal {
                 && let Err(error) = shared.borrow_mut().open(&weak, attempt, &command)
             {
                 let message = js_sys::Error::from(error).message();
-                return Err(JsError::new(&format!("kubemux: cannot open a WebSocket to this URL: {message}")));
+                return Err(JsError::new(&format!("kubemux: cannot open a WebSocket to this URL: {message}")).into());
             }
         }
         shared.borrow_mut().keep_alive = Some(shared.clone());
@@ -131,13 +132,13 @@ impl Terminal {
     /// Sends input to the process: a string (as UTF-8, e.g. from xterm.js `onData`) or bytes.
     /// Input written before the session started is sent when it starts. Throws after `close()`
     /// or once the session has ended.
-    pub fn write(&self, data: JsValue) -> Result<(), JsError> {
+    pub fn write(&self, data: JsValue) -> Result<(), JsValue> {
         let bytes = if let Some(text) = data.as_string() {
             text.into_bytes()
         } else if let Some(array) = data.dyn_ref::<Uint8Array>() {
             array.to_vec()
         } else {
-            return Err(JsError::new("kubemux: Terminal.write() takes a string or a Uint8Array"));
+            return Err(js::type_error("kubemux: Terminal.write() takes a string or a Uint8Array"));
         };
         let outputs = self.shell.borrow_mut().core.write(&bytes).map_err(|refused| JsError::new(refused.message()))?;
         run(&Rc::downgrade(&self.shell), |_| outputs);
@@ -146,7 +147,7 @@ impl Terminal {
 
     /// Sets the terminal size (columns and rows, 1–65535); sent at once when connected,
     /// otherwise as soon as the session connects. Throws after `close()` or once ended.
-    pub fn resize(&self, cols: f64, rows: f64) -> Result<(), JsError> {
+    pub fn resize(&self, cols: f64, rows: f64) -> Result<(), JsValue> {
         let size = terminal_size(cols, rows)?;
         let outputs = self.shell.borrow_mut().core.resize(size).map_err(|refused| JsError::new(refused.message()))?;
         run(&Rc::downgrade(&self.shell), |_| outputs);
@@ -330,7 +331,7 @@ fn status_object(failure: &Failure) -> JsValue {
 }
 
 /// `http(s)://` or `ws(s)://` base URL → `ws(s)://…` without a trailing slash.
-fn websocket_base(url: &str) -> Result<String, JsError> {
+fn websocket_base(url: &str) -> Result<String, JsValue> {
     let url = url.trim_end_matches('/');
     let converted = if let Some(rest) = url.strip_prefix("https://") {
         format!("wss://{rest}")
@@ -339,7 +340,7 @@ fn websocket_base(url: &str) -> Result<String, JsError> {
     } else if url.starts_with("wss://") || url.starts_with("ws://") {
         url.to_owned()
     } else {
-        return Err(JsError::new("kubemux: the proxy URL must start with http://, https://, ws:// or wss://"));
+        return Err(js::type_error("kubemux: the proxy URL must start with http://, https://, ws:// or wss://"));
     };
     Ok(converted)
 }
@@ -349,31 +350,10 @@ fn encode(text: &str) -> String {
     js_sys::encode_uri_component(text).into()
 }
 
-/// An optional array-of-strings option, which must not be empty.
-fn string_list(options: &JsValue, key: &str) -> Result<Option<Vec<String>>, JsError> {
-    let value = js::get(options, key);
-    if value.is_undefined() || value.is_null() {
-        return Ok(None);
-    }
-    let mut list = Vec::new();
-    if Array::is_array(&value) {
-        for item in Array::from(&value).iter() {
-            match item.as_string() {
-                Some(item) if !item.is_empty() => list.push(item),
-                _ => return Err(JsError::new(&format!("kubemux: `{key}` must be an array of non-empty strings"))),
-            }
-        }
-    }
-    if list.is_empty() {
-        return Err(JsError::new(&format!("kubemux: `{key}` must be an array of non-empty strings")));
-    }
-    Ok(Some(list))
-}
-
-fn terminal_size(cols: f64, rows: f64) -> Result<TerminalSize, JsError> {
+fn terminal_size(cols: f64, rows: f64) -> Result<TerminalSize, JsValue> {
     let valid = |n: f64| n.fract() == 0.0 && (1.0..=65535.0).contains(&n);
     if !(valid(cols) && valid(rows)) {
-        return Err(JsError::new("kubemux: terminal columns and rows must be whole numbers from 1 to 65535"));
+        return Err(js_sys::RangeError::new("kubemux: terminal columns and rows must be whole numbers from 1 to 65535").into());
     }
     Ok(TerminalSize { width: cols as u16, height: rows as u16 })
 }

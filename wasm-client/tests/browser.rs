@@ -163,6 +163,15 @@ async fn bad_arguments_throw_clear_errors() {
     assert!(invalid.contains("refused"), "{invalid}");
     let not_function = message(mux.watch(pods_request(&info), object(&[("onEvent", 3.into())])).err().unwrap());
     assert!(not_function.contains("onEvent"), "{not_function}");
+    // A wrong option is a TypeError that names it.
+    let selector = mux.watch(object(&[("cluster", "sim".into()), ("path", get(&info, "podsPath")), ("labelSelector", 3.into())]), JsValue::UNDEFINED).err().unwrap();
+    assert!(is_type_error(&selector) && message(selector.clone()).contains("`labelSelector`"), "{}", message(selector));
+    let backoff = Mux::new(get_str(&info, "mux"), object(&[("reconnectBaseMs", "soon".into())])).err().unwrap();
+    assert!(is_type_error(&backoff) && message(backoff.clone()).contains("`reconnectBaseMs`"), "{}", message(backoff));
+    let negative = message(Mux::new(get_str(&info, "mux"), object(&[("reconnectMaxMs", (-1).into())])).err().unwrap());
+    assert!(negative.contains("`reconnectMaxMs`") && negative.contains("non-negative"), "{negative}");
+    let token = message(Mux::new(get_str(&info, "mux"), object(&[("token", 42.into())])).err().unwrap());
+    assert!(token.contains("`token`") && !token.contains("42"), "the message names the field, never a token: {token}");
     mux.close();
 }
 

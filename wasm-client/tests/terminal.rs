@@ -225,6 +225,11 @@ async fn bad_arguments_throw_clear_errors() {
     js_sys::Reflect::set(&empty, &"command".into(), &js_sys::Array::new()).unwrap();
     let empty = message(Terminal::new(proxy.clone(), empty).err().unwrap());
     assert!(empty.contains("`command`"), "{empty}");
+    let cols = base();
+    js_sys::Reflect::set(&cols, &"cols".into(), &"80".into()).unwrap();
+    js_sys::Reflect::set(&cols, &"rows".into(), &24.into()).unwrap();
+    let cols = Terminal::new(proxy.clone(), cols).err().unwrap();
+    assert!(is_type_error(&cols) && message(cols.clone()).contains("`cols`"), "{}", message(cols));
     let (terminal, _log) = terminal("default", "toolbox", &[]).await;
     let size = message(terminal.resize(0.0, 24.0).unwrap_err());
     assert!(size.contains("1 to 65535"), "{size}");

@@ -175,9 +175,14 @@ pub async fn poll<T, F: std::future::Future<Output = Result<T, String>>>(seconds
 }
 
 /// The message of a JS error (as thrown by the client).
-pub fn message(error: JsError) -> String {
+pub fn message(error: impl Into<JsValue>) -> String {
     let value: JsValue = error.into();
     js_sys::Error::from(value).message().into()
+}
+
+/// Whether a thrown value is a `TypeError` (a wrong argument).
+pub fn is_type_error(error: &JsValue) -> bool {
+    error.is_instance_of::<js_sys::TypeError>()
 }
 
 /// `(name, resourceVersion)` of each object in a JS array, in order.
