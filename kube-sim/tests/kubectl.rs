@@ -370,6 +370,39 @@ async fn deployments_scale_and_roll_out() {
     sim.shutdown().await;
 }
 
+/// `kubectl set image` and `kubectl patch` send strategic merge patches: the container is
+/// merged by its name, so its ports, env and the other container stay.
+#[tokio::test]
+#[ignore = "needs kubectl: cargo xtask test runs it when kubectl is on PATH"]
+async fn strategic_merge_patches_keep_a_containers_ports() {
+    let sim = common::start(Seed::Demo).await;
+    let kubectl = kubectl(&sim);
+    let (_manifest, path) = manifest_file();
+    std::fs::write(&path, "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: storefront\n  namespace: demo\nspec:\n  replicas: 1\n  selector:\n    matchLabels: {app: storefront}\n  template:\n    metadata:\n      labels: {app: storefront}\n    spec:\n      containers:\n      - name: web\n        image: 'nginx:1.27'\n        ports: [{containerPort: 80, name: http}]\n        env: [{name: MODE, value: demo}]\n      - {name: sidecar, image: 'busybox:1.36'}\n").expect("write the manifest");
+    kubectl.ok(&["apply", "-f", &path], None).await;
+    let containers = || sim.state().store.get(&kube_sim::resources::DEPLOYMENTS, "demo", "storefront").map(|d| d["spec"]["template"]["spec"]["containers"].clone()).unwrap_or_default();
+
+    assert_eq!(kubectl.ok(&["set", "image", "deployment/storefront", "-n", "demo", "web=nginx:1.28"], None).await.trim(), "deployment.apps/storefront image updated");
+    let after = containers();
+    assert_eq!(after[0]["image"], "nginx:1.28");
+    assert_eq!(after[0]["ports"], json!([{"containerPort": 80, "name": "http"}]), "{after}");
+    assert_eq!(after[1]["name"], "sidecar");
+
+    let patch = r#"{"spec":{"template":{"spec":{"containers":[{"name":"web","env":[{"name":"LEVEL","value":"debug"}],"ports":[{"containerPort":443}]}]}}}}"#;
+    assert_eq!(kubectl.ok(&["patch", "deployment/storefront", "-n", "demo", "-p", patch], None).await.trim(), "deployment.apps/storefront patched");
+    let after = containers();
+    let ports: Vec<&serde_json::Value> = after[0]["ports"].as_array().into_iter().flatten().map(|p| &p["containerPort"]).collect();
+    assert_eq!(ports, [&json!(80), &json!(443)], "{after}");
+    let env: Vec<&serde_json::Value> = after[0]["env"].as_array().into_iter().flatten().map(|e| &e["name"]).collect();
+    assert_eq!(env, [&json!("MODE"), &json!("LEVEL")], "{after}");
+    assert_eq!(after[0]["image"], "nginx:1.28");
+
+    let delete = r#"{"spec":{"template":{"spec":{"containers":[{"name":"sidecar","$patch":"delete"}]}}}}"#;
+    kubectl.ok(&["patch", "deployment/storefront", "-n", "demo", "-p", delete], None).await;
+    assert_eq!(containers().as_array().map(Vec::len), Some(1));
+    sim.shutdown().await;
+}
+
 #[tokio::test]
 #[ignore = "needs kubectl: cargo xtask test runs it when kubectl is on PATH"]
 async fn logs_tail_limit_previous_and_timestamps() {
