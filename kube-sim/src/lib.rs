@@ -180,6 +180,7 @@ impl Sim {
                 })
             }
         };
+        openapi::load();
         tracing::info!(%addr, "kube-sim started");
         Ok(Sim { state, server: Some(server), _sandbox: sandbox })
     }

@@ -48,15 +48,8 @@ impl<'a> Schema<'a> {
         Schema { node: node.map(|n| self.resolve(n)), ..self }
     }
 
-    fn resolve(&self, mut node: &'a Value) -> &'a Value {
-        // References nest at most a few deep; the bound only guards against a cycle.
-        for _ in 0..8 {
-            match node.get("$ref").and_then(Value::as_str).and_then(|r| r.rsplit('/').next()).and_then(|n| self.definitions.get(n)) {
-                Some(target) => node = target,
-                None => break,
-            }
-        }
-        node
+    fn resolve(&self, node: &'a Value) -> &'a Value {
+        resolve(self.definitions, node)
     }
 
     /// The raw schema of field `key` (with its patch extensions), and the schema of its value.
@@ -69,6 +62,19 @@ impl<'a> Schema<'a> {
     fn items(self) -> Self {
         self.at(self.node.and_then(|n| n.get("items")))
     }
+}
+
+/// `node`, or the schema among `definitions` its `$ref` names (followed through further
+/// references).
+pub fn resolve<'a>(definitions: &'a Map<String, Value>, mut node: &'a Value) -> &'a Value {
+    // References nest at most a few deep; the bound only guards against a cycle.
+    for _ in 0..8 {
+        match node.get("$ref").and_then(Value::as_str).and_then(|r| r.rsplit('/').next()).and_then(|n| definitions.get(n)) {
+            Some(target) => node = target,
+            None => break,
+        }
+    }
+    node
 }
 
 impl<'a> ListMeta<'a> {

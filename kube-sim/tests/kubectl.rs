@@ -434,6 +434,48 @@ async fn top_nodes_and_pods_show_the_metrics_api() {
     sim.shutdown().await;
 }
 
+/// `kubectl explain` reads the OpenAPI v3 documents: a kind's description and fields, a
+/// field's type and description at any depth.
+#[tokio::test]
+#[ignore = "needs kubectl: cargo xtask test runs it when kubectl is on PATH"]
+async fn explain_reads_the_served_schemas() {
+    let sim = common::start(Seed::Demo).await;
+    let kubectl = kubectl(&sim);
+    let out = kubectl.ok(&["explain", "pods"], None).await;
+    assert!(out.contains("KIND:       Pod") && out.contains("Pod is a collection of containers") && out.contains("spec\t<PodSpec>"), "{out}");
+    let out = kubectl.ok(&["explain", "deployment.spec.replicas"], None).await;
+    assert!(out.contains("GROUP:      apps") && out.contains("FIELD: replicas <integer>") && out.contains("Number of desired pods"), "{out}");
+    let out = kubectl.ok(&["explain", "pods.spec.containers.ports"], None).await;
+    assert!(out.contains("FIELD: ports <[]ContainerPort>") && out.contains("containerPort\t<integer> -required-"), "{out}");
+    let out = kubectl.run(&["explain", "pods.spec.bogus"], None).await;
+    assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("field \"bogus\" does not exist"), "{out:?}");
+    sim.shutdown().await;
+}
+
+/// kubectl validates strictly by default (`fieldValidation=Strict`, which the OpenAPI documents
+/// advertise): a misspelt field is the server's strict decoding error and nothing is stored;
+/// `--validate=warn` stores the object and prints the warning.
+#[tokio::test]
+#[ignore = "needs kubectl: cargo xtask test runs it when kubectl is on PATH"]
+async fn apply_validates_fields_against_the_schemas() {
+    let sim = common::start(Seed::Demo).await;
+    let kubectl = kubectl(&sim);
+    let (_manifest, path) = manifest_file();
+    std::fs::write(&path, "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: typo\n  namespace: demo\nspec:\n  replicas: 1\n  selector: {matchLabels: {app: typo}}\n  template:\n    metadata: {labels: {app: typo}}\n    spec:\n      containers:\n      - {name: c, image: 'busybox:1.36', imagePullPolcy: Always}\n").expect("write the manifest");
+    let stored = || sim.state().store.get(&kube_sim::resources::DEPLOYMENTS, "demo", "typo");
+    for validate in ["--validate=strict", "--validate=true"] {
+        let out = kubectl.run(&["apply", validate, "-f", &path], None).await;
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success() && stderr.contains("strict decoding error: unknown field \"spec.template.spec.containers[0].imagePullPolcy\""), "{validate}: {stderr}");
+        assert!(stored().is_none());
+    }
+    let out = kubectl.run(&["apply", "--validate=warn", "-f", &path], None).await;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success() && stderr.contains("unknown field \"spec.template.spec.containers[0].imagePullPolcy\""), "{stderr}");
+    assert!(stored().is_some());
+    sim.shutdown().await;
+}
+
 #[tokio::test]
 #[ignore = "needs kubectl: cargo xtask test runs it when kubectl is on PATH"]
 async fn logs_tail_limit_previous_and_timestamps() {

@@ -44,6 +44,33 @@ fn dry_run_values<'a>(values: impl Iterator<Item = &'a str>, options: &str) -> R
     Ok(Write::DryRun)
 }
 
+/// The fields of `object` its type's schema lacks, as `fieldValidation` wants them handled:
+/// `Strict` rejects them (400, the API server's strict decoding error), `Warn` (the default)
+/// returns them as warnings for the response, `Ignore` lets them be.
+pub(super) fn validate_fields(query: &Query, resource: &ResourceDef, object: &Value) -> Result<Vec<String>, ApiError> {
+    let mode = query.get("fieldValidation").unwrap_or("Warn");
+    if !matches!(mode, "Ignore" | "Warn" | "Strict" | "") {
+        return Err(ApiError::bad_request(format!("fieldValidation parameter unsupported: {mode}")));
+    }
+    let Some(definition) = openapi::definition_of(resource).filter(|_| mode != "Ignore") else { return Ok(Vec::new()) };
+    let unknown: Vec<String> = openapi::unknown_fields(object, definition).iter().map(|f| format!("unknown field {f:?}")).collect();
+    if mode == "Strict" && !unknown.is_empty() {
+        let kind = resource.kind;
+        return Err(ApiError::bad_request(format!("{kind} in version {:?} cannot be handled as a {kind}: strict decoding error: {}", resource.version, unknown.join(", "))));
+    }
+    Ok(unknown)
+}
+
+/// `response` with a `Warning` header for each warning, as the API server sends them.
+pub(super) fn with_warnings(mut response: Response, warnings: &[String]) -> Response {
+    for warning in warnings {
+        if let Ok(value) = header::HeaderValue::from_str(&format!("299 - {warning:?}")) {
+            response.headers_mut().append(header::WARNING, value);
+        }
+    }
+    response
+}
+
 /// RFC 7386 JSON merge patch.
 fn merge_patch(target: &mut Value, patch: &Value) {
     let Value::Object(patch) = patch else {
@@ -119,13 +146,17 @@ pub(super) fn patch(
     body: &[u8],
     status_only: bool,
     write: Write,
-) -> Result<Arc<Value>, ApiError> {
+    query: &Query,
+) -> Result<(Arc<Value>, Vec<String>), ApiError> {
     let patch = PatchBody::parse(content_type, body)?;
-    state.store.modify_with(resource, namespace, name, write, |object| {
+    let mut warnings = Vec::new();
+    let patched = state.store.modify_with(resource, namespace, name, write, |object| {
         let patched = patch.apply(object, openapi::definition_of(resource), resource.kind, name)?;
+        warnings = validate_fields(query, resource, &patched)?;
         *object = if status_only { set_status(object.clone(), patched.get("status").cloned()) } else { patched };
         Ok(())
-    })
+    })?;
+    Ok((patched, warnings))
 }
 
 fn set_status(mut object: Value, status: Option<Value>) -> Value {
