@@ -476,6 +476,52 @@ async fn apply_validates_fields_against_the_schemas() {
     sim.shutdown().await;
 }
 
+/// `kubectl create` sends protobuf bodies; what they hold is stored as if sent as JSON. Then
+/// the tutorial's rollout: a new image, and `rollout undo` back to the first ReplicaSet, which
+/// becomes revision 3.
+#[tokio::test]
+#[ignore = "needs kubectl: cargo xtask test runs it when kubectl is on PATH"]
+async fn create_commands_and_rollout_undo() {
+    use kube_sim::resources::{CONFIGMAPS, DEPLOYMENTS, NAMESPACES, REPLICASETS, SECRETS, SERVICEACCOUNTS};
+    let sim = common::start(Seed::Demo).await;
+    let kubectl = kubectl(&sim);
+    let store = &sim.state().store;
+    assert_eq!(kubectl.ok(&["create", "namespace", "team"], None).await.trim(), "namespace/team created");
+    assert!(store.get(&NAMESPACES, "", "team").is_some());
+    kubectl.ok(&["create", "configmap", "settings", "-n", "team", "--from-literal=mode=fast"], None).await;
+    assert_eq!(store.get(&CONFIGMAPS, "team", "settings").map(|c| c["data"].clone()), Some(json!({"mode": "fast"})));
+    kubectl.ok(&["create", "secret", "generic", "creds", "-n", "team", "--from-literal=password=hunter2"], None).await;
+    let secret = store.get(&SECRETS, "team", "creds").expect("the secret");
+    assert_eq!((&secret["type"], &secret["data"]), (&json!("Opaque"), &json!({"password": "aHVudGVyMg=="})));
+    kubectl.ok(&["create", "serviceaccount", "robot", "-n", "team"], None).await;
+    assert!(store.get(&SERVICEACCOUNTS, "team", "robot").is_some());
+
+    let out = kubectl.ok(&["create", "deployment", "bootcamp", "-n", "team", "--image=gcr.io/google-samples/kubernetes-bootcamp:v1", "--replicas=2", "--port=8080"], None).await;
+    assert_eq!(out.trim(), "deployment.apps/bootcamp created");
+    let deployment = store.get(&DEPLOYMENTS, "team", "bootcamp").expect("the deployment");
+    assert_eq!(deployment["spec"]["replicas"], 2);
+    assert_eq!(deployment["spec"]["selector"], json!({"matchLabels": {"app": "bootcamp"}}));
+    let container = &deployment["spec"]["template"]["spec"]["containers"][0];
+    assert_eq!((&container["name"], &container["image"], &container["ports"][0]["containerPort"]), (&json!("kubernetes-bootcamp"), &json!("gcr.io/google-samples/kubernetes-bootcamp:v1"), &json!(8080)), "{deployment}");
+    assert_eq!(container.as_object().map(|c| c.len()), Some(3), "only what kubectl set: {container}");
+    let status = ["rollout", "status", "deployment/bootcamp", "-n", "team", "--timeout=60s"];
+    assert!(kubectl.ok(&status, None).await.contains("successfully rolled out"));
+
+    kubectl.ok(&["set", "image", "deployment/bootcamp", "-n", "team", "kubernetes-bootcamp=docker.io/jocatalin/kubernetes-bootcamp:v2"], None).await;
+    kubectl.ok(&status, None).await;
+    assert_eq!(kubectl.ok(&["rollout", "undo", "deployment/bootcamp", "-n", "team"], None).await.trim(), "deployment.apps/bootcamp rolled back");
+    kubectl.ok(&status, None).await;
+    let deployment = store.get(&DEPLOYMENTS, "team", "bootcamp").expect("the deployment");
+    assert_eq!(deployment["spec"]["template"]["spec"]["containers"][0]["image"], "gcr.io/google-samples/kubernetes-bootcamp:v1");
+    assert_eq!(deployment["metadata"]["annotations"]["deployment.kubernetes.io/revision"], "3");
+    let (_, sets) = store.list(&REPLICASETS, Some("team"));
+    assert_eq!(sets.len(), 2, "the first set came back rather than a third: {sets:?}");
+    let history = kubectl.ok(&["rollout", "history", "deployment/bootcamp", "-n", "team"], None).await;
+    let revisions: Vec<&str> = history.lines().filter_map(|l| l.split_whitespace().next()).filter(|w| w.parse::<u32>().is_ok()).collect();
+    assert_eq!(revisions, ["2", "3"], "{history}");
+    sim.shutdown().await;
+}
+
 #[tokio::test]
 #[ignore = "needs kubectl: cargo xtask test runs it when kubectl is on PATH"]
 async fn logs_tail_limit_previous_and_timestamps() {
