@@ -1,8 +1,8 @@
-//! The fidelity suite: kube-sim through clients other than kubectl and kube-rs, the official
-//! Python client and `@kubernetes/client-node` 1.x (`tests/fidelity/`), directly with the
-//! kubeconfig kube-sim writes, and through the proxy's pass-through (`/clusters/NAME`). Each
-//! script runs its cases (list, watch, create, patch, delete, logs, exec, field selectors,
-//! `can-i`, metrics, Python's `portforward()`) and prints a line per case.
+//! The fidelity suite: kube-sim through kubectl's tutorial commands, the official Python client
+//! and `@kubernetes/client-node` 1.x (`tests/fidelity/`), directly with the kubeconfig kube-sim
+//! writes, and through the proxy's pass-through (`/clusters/NAME`). Each client script runs its
+//! cases (list, watch, create, patch, delete, logs, exec, field selectors, `can-i`, metrics,
+//! Python's `portforward()`) and prints a line per case.
 //!
 //! Ignored by a plain `cargo test`: `cargo xtask test` installs the clients (a virtualenv under
 //! the target directory, `npm ci` in `tests/fidelity`) and runs these with `--ignored`, with
@@ -15,6 +15,7 @@ use std::time::Duration;
 use kube_sim::{Seed, Sim, SimConfig};
 use kubemux_e2e::{ProxyProcess, kubeconfig};
 use kubemux_proxy::ProxySettings;
+use kubemux_testkit::kubectl::Kubectl;
 use kubemux_testkit::wait::within_for;
 
 fn fidelity_dir() -> PathBuf {
@@ -79,11 +80,81 @@ async fn direct(client: &str) {
     sim.shutdown().await;
 }
 
+/// A proxy serving `sim` as cluster `sim`.
+fn start_proxy(sim: &Sim) -> ProxyProcess {
+    ProxyProcess::start(ProxySettings { listen: "127.0.0.1:0".parse().expect("an address"), ..ProxySettings::default() }, kubeconfig(&[("sim", &sim.url(), None)]))
+}
+
 /// Through the proxy's pass-through to the same kind of simulator.
 async fn through_proxy(client: &str) {
     let sim = demo_sim().await;
-    let proxy = ProxyProcess::start(ProxySettings { listen: "127.0.0.1:0".parse().expect("an address"), ..ProxySettings::default() }, kubeconfig(&[("sim", &sim.url(), None)]));
+    let proxy = start_proxy(&sim);
     run(client, &plain_kubeconfig(&format!("{}/clusters/sim", proxy.http_url())), "through the proxy").await;
+    drop(proxy);
+    sim.shutdown().await;
+}
+
+/// The Kubernetes Basics tutorial and the commands of issue 11, through `kubectl`.
+async fn kubectl_tutorial(kubeconfig: &str, via: &str) {
+    if !std::env::var_os("PATH").is_some_and(|path| std::env::split_paths(&path).any(|d| d.join("kubectl").is_file())) {
+        assert!(!tools_required(), "kubectl is not on PATH, which CI or KUBEMUX_REQUIRE_TOOLS=1 does not allow");
+        eprintln!("SKIPPED: kubectl is not on PATH");
+        return;
+    }
+    let kubectl = Kubectl::new(kubeconfig);
+    let ok = |args: &'static [&'static str]| {
+        let kubectl = &kubectl;
+        async move { kubectl.ok(args, None).await }
+    };
+    let has = |out: &str, wanted: &[&str], what: &str| {
+        for w in wanted {
+            assert!(out.contains(w), "{via}: {what}: {w:?} missing from:\n{out}");
+        }
+    };
+    has(&ok(&["get", "nodes"]).await, &["NAME", "STATUS", "ROLES", "AGE", "VERSION", "sim-node-1   Ready", "v1.32.0"], "get nodes");
+    has(&ok(&["create", "deployment", "kubernetes-bootcamp", "--image=gcr.io/google-samples/kubernetes-bootcamp:v1"]).await, &["deployment.apps/kubernetes-bootcamp created"], "create deployment");
+    let status: &'static [&'static str] = &["rollout", "status", "deployment/kubernetes-bootcamp", "--timeout=60s"];
+    has(&ok(status).await, &["successfully rolled out"], "rollout status");
+    let pods = ok(&["get", "pods", "-l", "app=kubernetes-bootcamp", "-o", "wide"]).await;
+    has(&pods, &["NAME", "READY", "STATUS", "RESTARTS", "AGE", "IP", "NODE", "1/1", "Running", "sim-node-"], "get pods -o wide");
+    has(&ok(&["expose", "deployment/kubernetes-bootcamp", "--type=NodePort", "--port", "8080"]).await, &["service/kubernetes-bootcamp exposed"], "expose");
+    has(&ok(&["get", "services", "kubernetes-bootcamp"]).await, &["NodePort", "8080"], "get services");
+    has(&ok(&["scale", "deployments/kubernetes-bootcamp", "--replicas=4"]).await, &["deployment.apps/kubernetes-bootcamp scaled"], "scale");
+    ok(status).await;
+    let rows = ok(&["get", "pods", "-l", "app=kubernetes-bootcamp", "--no-headers"]).await;
+    assert_eq!(rows.lines().count(), 4, "{via}: four pods after scaling:\n{rows}");
+    has(&ok(&["set", "image", "deployments/kubernetes-bootcamp", "kubernetes-bootcamp=docker.io/jocatalin/kubernetes-bootcamp:v2"]).await, &["image updated"], "set image");
+    ok(status).await;
+    has(&ok(&["rollout", "undo", "deployments/kubernetes-bootcamp"]).await, &["rolled back"], "rollout undo");
+    ok(status).await;
+    has(&ok(&["create", "namespace", "team"]).await, &["namespace/team created"], "create namespace");
+    has(&ok(&["create", "configmap", "settings", "-n", "team", "--from-literal=mode=fast"]).await, &["configmap/settings created"], "create configmap");
+    has(&ok(&["create", "secret", "generic", "creds", "-n", "team", "--from-literal=password=x"]).await, &["secret/creds created"], "create secret");
+    has(&ok(&["logs", "toolbox", "--tail=1"]).await, &["kube-sim: ready"], "logs --tail=1");
+    has(&ok(&["explain", "deployment.spec.replicas"]).await, &["FIELD: replicas <integer>"], "explain");
+    has(&ok(&["auth", "can-i", "create", "pods"]).await, &["yes"], "auth can-i");
+    has(&ok(&["top", "nodes"]).await, &["CPU(cores)", "sim-node-2"], "top nodes");
+    has(&ok(&["top", "pods", "-n", "demo"]).await, &["MEMORY(bytes)", "redis-0"], "top pods");
+    ok(&["events", "-n", "demo", "--for", "pod/redis-0"]).await;
+    let patch = r#"{"spec":{"template":{"spec":{"containers":[{"name":"nginx","image":"nginx:1.28"}]}}}}"#;
+    let out = kubectl.ok(&["patch", "deployment/web", "-n", "demo", "-p", patch, "-o", "jsonpath={.spec.template.spec.containers[0].ports[0].containerPort}"], None).await;
+    assert_eq!(out, "80", "{via}: a strategic merge patch keeps the container's ports");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs kubectl: cargo xtask test runs it when kubectl is on PATH"]
+async fn kubectl_tutorial_direct() {
+    let sim = demo_sim().await;
+    kubectl_tutorial(&sim.kubeconfig(), "direct").await;
+    sim.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs kubectl: cargo xtask test runs it when kubectl is on PATH"]
+async fn kubectl_tutorial_through_the_proxy() {
+    let sim = demo_sim().await;
+    let proxy = start_proxy(&sim);
+    kubectl_tutorial(&plain_kubeconfig(&format!("{}/clusters/sim", proxy.http_url())), "through the proxy").await;
     drop(proxy);
     sim.shutdown().await;
 }

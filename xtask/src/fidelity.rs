@@ -1,5 +1,6 @@
-//! The fidelity suite's clients (`tests/fidelity`, run by `tests/tests/fidelity.rs`): the
-//! official Python client, pip-installed from `requirements.txt` into a virtualenv under the
+//! The fidelity suite (`tests/tests/fidelity.rs`: kubectl's tutorial commands and the clients of
+//! `tests/fidelity`, directly and through the proxy) and its clients' installs: the official
+//! Python client, pip-installed from `requirements.txt` into a virtualenv under the
 //! target directory, and `@kubernetes/client-node`, `npm ci` from its lock file. A missing Python
 //! or Node.js skips that client's tests, said here and by the tests, except when tools are
 //! required (`CI`, `KUBEMUX_REQUIRE_TOOLS=1`), where it fails.
@@ -56,7 +57,7 @@ pub fn tests(repo: &Workspace, args: &[String], required: bool) -> anyhow::Resul
     }
     workspace::run(&mut test)?;
     Ok(match missing.is_empty() {
-        true => Outcome::Ready("passed (Python client, client-node; direct and through the proxy)".to_owned()),
+        true => Outcome::Ready("passed (kubectl tutorial, Python client, client-node; direct and through the proxy)".to_owned()),
         false => Outcome::Missing(format!("skipped for want of {}; the rest passed", missing.join(" and "))),
     })
 }

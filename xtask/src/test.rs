@@ -64,7 +64,7 @@ fn run_once(passed: &[String]) -> anyhow::Result<()> {
         Ok(Outcome::Ready("passed".to_owned()))
     });
     summary.step("kubectl tests", || kubectl_tests(&repo, passed, workspace::run));
-    summary.step("fidelity clients (Python, client-node)", || crate::fidelity::tests(&repo, &with_ignored(passed), tools_required()));
+    summary.step("fidelity suite (kubectl tutorial, Python, client-node)", || crate::fidelity::tests(&repo, &with_ignored(passed), tools_required()));
     summary.step("kubemux-proxy links no simulator", || proxy_links_no_simulator(&repo));
     wasm::test_steps(&mut summary, &repo);
     image::test_steps(&mut summary, &repo, tools_required());
