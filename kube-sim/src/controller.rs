@@ -205,8 +205,24 @@ fn collect_garbage(store: &Store) -> bool {
 
 /// A stable short hash of a pod template, in the alphabet of generated names.
 fn template_hash(template: &Value) -> String {
+    /// What Go's semantic equality ignores: unset and empty values (`resources: {}`,
+    /// `creationTimestamp: null`, the empty strings of a protobuf body), and the hash label
+    /// itself, so `kubectl rollout undo`'s copy of an old set's template finds that set.
+    fn normalized(value: &Value) -> Option<Value> {
+        match value {
+            Value::Null => None,
+            Value::String(s) if s.is_empty() => None,
+            Value::Object(map) => {
+                let kept: Map<String, Value> = map.iter().filter(|(k, _)| k.as_str() != POD_TEMPLATE_HASH).filter_map(|(k, v)| Some((k.clone(), normalized(v)?))).collect();
+                (!kept.is_empty()).then_some(Value::Object(kept))
+            }
+            Value::Array(items) if items.is_empty() => None,
+            Value::Array(items) => Some(Value::Array(items.iter().map(|v| normalized(v).unwrap_or_else(|| json!({}))).collect())),
+            other => Some(other.clone()),
+        }
+    }
     let mut hasher = DefaultHasher::new();
-    template.to_string().hash(&mut hasher);
+    normalized(template).unwrap_or_default().to_string().hash(&mut hasher);
     const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
     let mut n = hasher.finish();
     (0..10)
@@ -293,6 +309,31 @@ fn sync_deployment(store: &Store, deployment: &Value) -> Result<bool, ApiError> 
     };
     let new = owned.remove(position);
     let old = owned;
+    // A template that is an old ReplicaSet's again (`kubectl rollout undo`) makes that set the
+    // newest revision, and the Deployment carries its revision, as the API server's controller
+    // does (`kubectl rollout undo` patches the annotations it finds there).
+    let newest = old.iter().map(|o| revision(&o.set)).max().unwrap_or(0);
+    if revision(&new.set) <= newest {
+        store.modify(&REPLICASETS, namespace, new.name(), |set| {
+            if !set["metadata"]["annotations"].is_object() {
+                set["metadata"]["annotations"] = json!({});
+            }
+            set["metadata"]["annotations"][REVISION] = json!((newest + 1).to_string());
+            Ok(())
+        })?;
+        return Ok(true);
+    }
+    let current = revision(&new.set).to_string();
+    if deployment.pointer("/metadata/annotations/deployment.kubernetes.io~1revision").and_then(Value::as_str) != Some(current.as_str()) {
+        store.modify(&DEPLOYMENTS, namespace, text(deployment, "/metadata/name"), |d| {
+            if !d["metadata"]["annotations"].is_object() {
+                d["metadata"]["annotations"] = json!({});
+            }
+            d["metadata"]["annotations"][REVISION] = json!(current);
+            Ok(())
+        })?;
+        return Ok(true);
+    }
     let paused = deployment.pointer("/spec/paused").and_then(Value::as_bool) == Some(true);
     if !paused && step(store, deployment, desired, &new, &old)? {
         return Ok(true);

@@ -5,7 +5,7 @@
 
 use serde_json::{Value, json};
 
-use crate::resources::{DEPLOYMENTS, EVENTS, NAMESPACES, PODS, ResourceDef, SERVICES};
+use crate::resources::{DEPLOYMENTS, EVENTS, NAMESPACES, PODS, ResourceDef, SECRETS, SERVICES};
 use crate::store::now_timestamp;
 
 /// Fills in defaults for a new object of `resource`.
@@ -23,6 +23,12 @@ pub fn on_create(resource: &'static ResourceDef, object: &mut Value) {
         spec.entry("revisionHistoryLimit").or_insert(json!(10));
         spec.entry("progressDeadlineSeconds").or_insert(json!(600));
         spec.entry("strategy").or_insert(json!({"type": "RollingUpdate", "rollingUpdate": {"maxSurge": "25%", "maxUnavailable": "25%"}}));
+    } else if std::ptr::eq(resource, &SECRETS) {
+        if let Some(map) = object.as_object_mut()
+            && map.get("type").and_then(Value::as_str).is_none_or(str::is_empty)
+        {
+            map.insert("type".to_owned(), json!("Opaque"));
+        }
     } else if std::ptr::eq(resource, &NAMESPACES) {
         ensure_object(object, "spec").entry("finalizers").or_insert(json!(["kubernetes"]));
         ensure_object(object, "status").entry("phase").or_insert(json!("Active"));

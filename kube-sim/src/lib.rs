@@ -27,6 +27,7 @@ pub mod controller;
 mod defaults;
 pub mod kubeconfig;
 pub mod logs;
+pub mod openapi;
 pub mod resources;
 pub mod runtime;
 mod seed;
@@ -34,6 +35,7 @@ pub mod selectors;
 pub mod spdy;
 pub mod status;
 pub mod store;
+pub mod strategic;
 pub mod tls;
 
 pub use auth::User;
@@ -178,6 +180,7 @@ impl Sim {
                 })
             }
         };
+        openapi::load();
         tracing::info!(%addr, "kube-sim started");
         Ok(Sim { state, server: Some(server), _sandbox: sandbox })
     }

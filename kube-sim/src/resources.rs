@@ -1,4 +1,4 @@
-//! The resources the simulator serves, and the discovery and OpenAPI documents describing them
+//! The resources the simulator serves, and the discovery documents describing them
 //! (reference `kube-api-semantics.md` §2 and §3).
 
 use serde_json::{Value, json};
@@ -58,9 +58,20 @@ impl ResourceDef {
         std::ptr::eq(self, &SELF_SUBJECT_ACCESS_REVIEWS) || std::ptr::eq(self, &SELF_SUBJECT_RULES_REVIEWS)
     }
 
+    /// Whether this is a `metrics.k8s.io` type: computed on read (`api::metrics`), never stored.
+    pub fn is_metrics(&self) -> bool {
+        std::ptr::eq(self, &NODE_METRICS) || std::ptr::eq(self, &POD_METRICS)
+    }
+
     /// The verbs discovery lists.
     pub fn verbs(&self) -> &'static [&'static str] {
-        if self.is_review() { &["create"] } else { VERBS }
+        if self.is_review() {
+            &["create"]
+        } else if self.is_metrics() {
+            &["get", "list"]
+        } else {
+            VERBS
+        }
     }
 
     /// Whether this is the `Namespace` type.
@@ -173,11 +184,22 @@ pub static PODDISRUPTIONBUDGETS: ResourceDef = ResourceDef {
     namespaced: true, short_names: &["pdb"], field_labels: &[], generation: true,
 };
 
+/// metrics.k8s.io/v1beta1 nodes (`NodeMetrics`, cluster-scoped): `kubectl top nodes`.
+pub static NODE_METRICS: ResourceDef = ResourceDef {
+    group: "metrics.k8s.io", version: "v1beta1", plural: "nodes", singular: "", kind: "NodeMetrics",
+    namespaced: false, short_names: &[], field_labels: &[], generation: false,
+};
+/// metrics.k8s.io/v1beta1 pods (`PodMetrics`): `kubectl top pods`.
+pub static POD_METRICS: ResourceDef = ResourceDef {
+    group: "metrics.k8s.io", version: "v1beta1", plural: "pods", singular: "", kind: "PodMetrics",
+    namespaced: true, short_names: &[], field_labels: &[], generation: false,
+};
+
 /// Every served resource.
-pub static ALL: [&ResourceDef; 18] = [
+pub static ALL: [&ResourceDef; 20] = [
     &NAMESPACES, &NODES, &PODS, &SERVICES, &CONFIGMAPS, &SECRETS, &EVENTS, &SERVICEACCOUNTS, &DEPLOYMENTS, &REPLICASETS, &LEASES,
     &SELF_SUBJECT_ACCESS_REVIEWS, &SELF_SUBJECT_RULES_REVIEWS, &ROLES, &ROLEBINDINGS, &CLUSTERROLES, &CLUSTERROLEBINDINGS,
-    &PODDISRUPTIONBUDGETS,
+    &PODDISRUPTIONBUDGETS, &NODE_METRICS, &POD_METRICS,
 ];
 
 /// Looks a resource up by group, version and plural.
@@ -265,55 +287,6 @@ pub fn api_resource_list(group: &str, version: &str) -> Option<Value> {
     }
     let gv = if group.is_empty() { version.to_owned() } else { format!("{group}/{version}") };
     Some(json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": gv, "resources": resources}))
-}
-
-/// The hash the OpenAPI v3 index advertises; bumped when the documents change.
-const OPENAPI_HASH: &str = "KUBESIM1";
-
-/// `GET /openapi/v3`: the index of group/version documents.
-pub fn openapi_index() -> Value {
-    let mut paths = serde_json::Map::new();
-    let mut gvs: Vec<(&str, &str)> = vec![("", "v1")];
-    gvs.extend(groups());
-    for (g, v) in gvs {
-        let key = if g.is_empty() { format!("api/{v}") } else { format!("apis/{g}/{v}") };
-        paths.insert(key.clone(), json!({"serverRelativeURL": format!("/openapi/v3/{key}?hash={OPENAPI_HASH}")}));
-    }
-    json!({"paths": paths})
-}
-
-/// `GET /openapi/v3/{api/v1 | apis/g/v}`: a stub that advertises `fieldValidation` on every
-/// kind's PATCH, which is what `kubectl apply`'s validation probe looks for. It deliberately
-/// lists no strategic-merge content type, so kubectl uses its built-in types for patches.
-pub fn openapi_group_version(path: &str) -> Option<Value> {
-    let (group, version) = match path.split('/').collect::<Vec<_>>().as_slice() {
-        ["api", v] => ("", *v),
-        ["apis", g, v] => (*g, *v),
-        _ => return None,
-    };
-    let mut paths = serde_json::Map::new();
-    // Reviews have no PATCH for kubectl's validation probe to find.
-    for r in ALL.iter().filter(|r| r.group == group && r.version == version && !r.is_review()) {
-        let base = r.group_version_path();
-        let item = if r.namespaced {
-            format!("{base}/namespaces/{{namespace}}/{}/{{name}}", r.plural)
-        } else {
-            format!("{base}/{}/{{name}}", r.plural)
-        };
-        paths.insert(item, json!({"patch": {
-            "x-kubernetes-group-version-kind": {"group": r.group, "version": r.version, "kind": r.kind},
-            "parameters": [{"name": "fieldValidation", "in": "query", "schema": {"type": "string"}},
-                           {"name": "fieldManager", "in": "query", "schema": {"type": "string"}}],
-            "requestBody": {"content": {"application/merge-patch+json": {"schema": {"type": "object"}},
-                                        "application/json-patch+json": {"schema": {"type": "object"}}}},
-            "responses": {"200": {"description": "OK"}}
-        }}));
-    }
-    if !ALL.iter().any(|r| r.group == group && r.version == version) {
-        return None;
-    }
-    Some(json!({"openapi": "3.0.0", "info": {"title": "Kubernetes", "version": "v1.32.0"},
-                "paths": paths, "components": {"schemas": {}}}))
 }
 
 #[cfg(test)]

@@ -370,6 +370,158 @@ async fn deployments_scale_and_roll_out() {
     sim.shutdown().await;
 }
 
+/// `kubectl set image` and `kubectl patch` send strategic merge patches: the container is
+/// merged by its name, so its ports, env and the other container stay.
+#[tokio::test]
+#[ignore = "needs kubectl: cargo xtask test runs it when kubectl is on PATH"]
+async fn strategic_merge_patches_keep_a_containers_ports() {
+    let sim = common::start(Seed::Demo).await;
+    let kubectl = kubectl(&sim);
+    let (_manifest, path) = manifest_file();
+    std::fs::write(&path, "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: storefront\n  namespace: demo\nspec:\n  replicas: 1\n  selector:\n    matchLabels: {app: storefront}\n  template:\n    metadata:\n      labels: {app: storefront}\n    spec:\n      containers:\n      - name: web\n        image: 'nginx:1.27'\n        ports: [{containerPort: 80, name: http}]\n        env: [{name: MODE, value: demo}]\n      - {name: sidecar, image: 'busybox:1.36'}\n").expect("write the manifest");
+    kubectl.ok(&["apply", "-f", &path], None).await;
+    let containers = || sim.state().store.get(&kube_sim::resources::DEPLOYMENTS, "demo", "storefront").map(|d| d["spec"]["template"]["spec"]["containers"].clone()).unwrap_or_default();
+
+    assert_eq!(kubectl.ok(&["set", "image", "deployment/storefront", "-n", "demo", "web=nginx:1.28"], None).await.trim(), "deployment.apps/storefront image updated");
+    let after = containers();
+    assert_eq!(after[0]["image"], "nginx:1.28");
+    assert_eq!(after[0]["ports"], json!([{"containerPort": 80, "name": "http"}]), "{after}");
+    assert_eq!(after[1]["name"], "sidecar");
+
+    let patch = r#"{"spec":{"template":{"spec":{"containers":[{"name":"web","env":[{"name":"LEVEL","value":"debug"}],"ports":[{"containerPort":443}]}]}}}}"#;
+    assert_eq!(kubectl.ok(&["patch", "deployment/storefront", "-n", "demo", "-p", patch], None).await.trim(), "deployment.apps/storefront patched");
+    let after = containers();
+    let ports: Vec<&serde_json::Value> = after[0]["ports"].as_array().into_iter().flatten().map(|p| &p["containerPort"]).collect();
+    assert_eq!(ports, [&json!(80), &json!(443)], "{after}");
+    let env: Vec<&serde_json::Value> = after[0]["env"].as_array().into_iter().flatten().map(|e| &e["name"]).collect();
+    assert_eq!(env, [&json!("MODE"), &json!("LEVEL")], "{after}");
+    assert_eq!(after[0]["image"], "nginx:1.28");
+
+    let delete = r#"{"spec":{"template":{"spec":{"containers":[{"name":"sidecar","$patch":"delete"}]}}}}"#;
+    kubectl.ok(&["patch", "deployment/storefront", "-n", "demo", "-p", delete], None).await;
+    assert_eq!(containers().as_array().map(Vec::len), Some(1));
+    sim.shutdown().await;
+}
+
+/// `kubectl top` finds metrics.k8s.io through discovery: every node with its share of the
+/// allocatable CPU and memory, every running pod (the metrics-server's own among them).
+#[tokio::test]
+#[ignore = "needs kubectl: cargo xtask test runs it when kubectl is on PATH"]
+async fn top_nodes_and_pods_show_the_metrics_api() {
+    let sim = common::start(Seed::Demo).await;
+    let kubectl = kubectl(&sim);
+    let out = kubectl.ok(&["top", "nodes"], None).await;
+    let rows = table_rows(&out);
+    assert_eq!(rows[0], ["NAME", "CPU(cores)", "CPU(%)", "MEMORY(bytes)", "MEMORY(%)"], "{out}");
+    let nodes: Vec<&str> = rows[1..].iter().map(|r| r[0].as_str()).collect();
+    assert_eq!(nodes, ["sim-node-1", "sim-node-2"], "{out}");
+    for row in &rows[1..] {
+        assert!(row[1].ends_with('m') && row[2].ends_with('%') && row[3].ends_with("Mi") && row[4].ends_with('%'), "{out}");
+    }
+
+    let out = kubectl.ok(&["top", "pods", "-n", "kube-system", "--containers"], None).await;
+    assert!(out.lines().any(|l| l.starts_with("metrics-server-") && l.split_whitespace().nth(1) == Some("metrics-server")), "{out}");
+    let out = kubectl.ok(&["top", "pods", "-n", "demo", "-l", "app=api"], None).await;
+    let rows = table_rows(&out);
+    assert_eq!(rows[0], ["NAME", "CPU(cores)", "MEMORY(bytes)"], "{out}");
+    let (_, pods) = sim.state().store.list(&kube_sim::resources::PODS, Some("demo"));
+    let mut api: Vec<String> = pods.iter().filter(|p| p["metadata"]["labels"]["app"] == "api").map(|p| p["metadata"]["name"].as_str().unwrap_or_default().to_owned()).collect();
+    let mut listed: Vec<String> = rows[1..].iter().map(|r| r[0].clone()).collect();
+    api.sort();
+    listed.sort();
+    assert_eq!(listed, api, "{out}");
+    assert!(rows[1..].iter().all(|r| r[1].ends_with('m') && r[2].ends_with("Mi")), "{out}");
+    sim.shutdown().await;
+}
+
+/// `kubectl explain` reads the OpenAPI v3 documents: a kind's description and fields, a
+/// field's type and description at any depth.
+#[tokio::test]
+#[ignore = "needs kubectl: cargo xtask test runs it when kubectl is on PATH"]
+async fn explain_reads_the_served_schemas() {
+    let sim = common::start(Seed::Demo).await;
+    let kubectl = kubectl(&sim);
+    let out = kubectl.ok(&["explain", "pods"], None).await;
+    assert!(out.contains("KIND:       Pod") && out.contains("Pod is a collection of containers") && out.contains("spec\t<PodSpec>"), "{out}");
+    let out = kubectl.ok(&["explain", "deployment.spec.replicas"], None).await;
+    assert!(out.contains("GROUP:      apps") && out.contains("FIELD: replicas <integer>") && out.contains("Number of desired pods"), "{out}");
+    let out = kubectl.ok(&["explain", "pods.spec.containers.ports"], None).await;
+    assert!(out.contains("FIELD: ports <[]ContainerPort>") && out.contains("containerPort\t<integer> -required-"), "{out}");
+    let out = kubectl.run(&["explain", "pods.spec.bogus"], None).await;
+    assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("field \"bogus\" does not exist"), "{out:?}");
+    sim.shutdown().await;
+}
+
+/// kubectl validates strictly by default (`fieldValidation=Strict`, which the OpenAPI documents
+/// advertise): a misspelt field is the server's strict decoding error and nothing is stored;
+/// `--validate=warn` stores the object and prints the warning.
+#[tokio::test]
+#[ignore = "needs kubectl: cargo xtask test runs it when kubectl is on PATH"]
+async fn apply_validates_fields_against_the_schemas() {
+    let sim = common::start(Seed::Demo).await;
+    let kubectl = kubectl(&sim);
+    let (_manifest, path) = manifest_file();
+    std::fs::write(&path, "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: typo\n  namespace: demo\nspec:\n  replicas: 1\n  selector: {matchLabels: {app: typo}}\n  template:\n    metadata: {labels: {app: typo}}\n    spec:\n      containers:\n      - {name: c, image: 'busybox:1.36', imagePullPolcy: Always}\n").expect("write the manifest");
+    let stored = || sim.state().store.get(&kube_sim::resources::DEPLOYMENTS, "demo", "typo");
+    for validate in ["--validate=strict", "--validate=true"] {
+        let out = kubectl.run(&["apply", validate, "-f", &path], None).await;
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success() && stderr.contains("strict decoding error: unknown field \"spec.template.spec.containers[0].imagePullPolcy\""), "{validate}: {stderr}");
+        assert!(stored().is_none());
+    }
+    let out = kubectl.run(&["apply", "--validate=warn", "-f", &path], None).await;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success() && stderr.contains("unknown field \"spec.template.spec.containers[0].imagePullPolcy\""), "{stderr}");
+    assert!(stored().is_some());
+    sim.shutdown().await;
+}
+
+/// `kubectl create` sends protobuf bodies; what they hold is stored as if sent as JSON. Then
+/// the tutorial's rollout: a new image, and `rollout undo` back to the first ReplicaSet, which
+/// becomes revision 3.
+#[tokio::test]
+#[ignore = "needs kubectl: cargo xtask test runs it when kubectl is on PATH"]
+async fn create_commands_and_rollout_undo() {
+    use kube_sim::resources::{CONFIGMAPS, DEPLOYMENTS, NAMESPACES, REPLICASETS, SECRETS, SERVICEACCOUNTS};
+    let sim = common::start(Seed::Demo).await;
+    let kubectl = kubectl(&sim);
+    let store = &sim.state().store;
+    assert_eq!(kubectl.ok(&["create", "namespace", "team"], None).await.trim(), "namespace/team created");
+    assert!(store.get(&NAMESPACES, "", "team").is_some());
+    kubectl.ok(&["create", "configmap", "settings", "-n", "team", "--from-literal=mode=fast"], None).await;
+    assert_eq!(store.get(&CONFIGMAPS, "team", "settings").map(|c| c["data"].clone()), Some(json!({"mode": "fast"})));
+    kubectl.ok(&["create", "secret", "generic", "creds", "-n", "team", "--from-literal=password=hunter2"], None).await;
+    let secret = store.get(&SECRETS, "team", "creds").expect("the secret");
+    assert_eq!((&secret["type"], &secret["data"]), (&json!("Opaque"), &json!({"password": "aHVudGVyMg=="})));
+    kubectl.ok(&["create", "serviceaccount", "robot", "-n", "team"], None).await;
+    assert!(store.get(&SERVICEACCOUNTS, "team", "robot").is_some());
+
+    let out = kubectl.ok(&["create", "deployment", "bootcamp", "-n", "team", "--image=gcr.io/google-samples/kubernetes-bootcamp:v1", "--replicas=2", "--port=8080"], None).await;
+    assert_eq!(out.trim(), "deployment.apps/bootcamp created");
+    let deployment = store.get(&DEPLOYMENTS, "team", "bootcamp").expect("the deployment");
+    assert_eq!(deployment["spec"]["replicas"], 2);
+    assert_eq!(deployment["spec"]["selector"], json!({"matchLabels": {"app": "bootcamp"}}));
+    let container = &deployment["spec"]["template"]["spec"]["containers"][0];
+    assert_eq!((&container["name"], &container["image"], &container["ports"][0]["containerPort"]), (&json!("kubernetes-bootcamp"), &json!("gcr.io/google-samples/kubernetes-bootcamp:v1"), &json!(8080)), "{deployment}");
+    assert_eq!(container.as_object().map(|c| c.len()), Some(3), "only what kubectl set: {container}");
+    let status = ["rollout", "status", "deployment/bootcamp", "-n", "team", "--timeout=60s"];
+    assert!(kubectl.ok(&status, None).await.contains("successfully rolled out"));
+
+    kubectl.ok(&["set", "image", "deployment/bootcamp", "-n", "team", "kubernetes-bootcamp=docker.io/jocatalin/kubernetes-bootcamp:v2"], None).await;
+    kubectl.ok(&status, None).await;
+    assert_eq!(kubectl.ok(&["rollout", "undo", "deployment/bootcamp", "-n", "team"], None).await.trim(), "deployment.apps/bootcamp rolled back");
+    kubectl.ok(&status, None).await;
+    let deployment = store.get(&DEPLOYMENTS, "team", "bootcamp").expect("the deployment");
+    assert_eq!(deployment["spec"]["template"]["spec"]["containers"][0]["image"], "gcr.io/google-samples/kubernetes-bootcamp:v1");
+    assert_eq!(deployment["metadata"]["annotations"]["deployment.kubernetes.io/revision"], "3");
+    let (_, sets) = store.list(&REPLICASETS, Some("team"));
+    assert_eq!(sets.len(), 2, "the first set came back rather than a third: {sets:?}");
+    let history = kubectl.ok(&["rollout", "history", "deployment/bootcamp", "-n", "team"], None).await;
+    let revisions: Vec<&str> = history.lines().filter_map(|l| l.split_whitespace().next()).filter(|w| w.parse::<u32>().is_ok()).collect();
+    assert_eq!(revisions, ["2", "3"], "{history}");
+    sim.shutdown().await;
+}
+
 #[tokio::test]
 #[ignore = "needs kubectl: cargo xtask test runs it when kubectl is on PATH"]
 async fn logs_tail_limit_previous_and_timestamps() {

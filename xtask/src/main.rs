@@ -12,6 +12,7 @@
 
 mod bench;
 mod demo;
+mod fidelity;
 mod fuzz;
 mod image;
 mod steps;

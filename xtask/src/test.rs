@@ -45,7 +45,9 @@ fn run_once(passed: &[String]) -> anyhow::Result<()> {
     let repo = Workspace::locate()?;
     println!(
         "cargo xtask test: checks for kubectl (optional); runs cargo test --workspace, then the kubectl tests \
-         (among them kubectl kustomize + apply --dry-run=server of deploy/kubernetes) when kubectl is on PATH (required under CI or KUBEMUX_REQUIRE_TOOLS=1); then for the browser \
+         (among them kubectl kustomize + apply --dry-run=server of deploy/kubernetes) when kubectl is on PATH (required under CI or KUBEMUX_REQUIRE_TOOLS=1); \
+         then the fidelity suite (pip installs the Python client into a virtualenv under the build cache, npm ci in tests/fidelity; \
+         each skipped without python3 or node unless required); then for the browser \
          client installs what is missing (Debian chromium + chromium-driver with apt-get, rustup target \
          wasm32-unknown-unknown, wasm-bindgen-cli from crates.io at the Cargo.lock version, wasm-pack from crates.io, npm binaryen), \
          builds the npm package with wasm-pack and runs the browser tests in headless Chromium (among them a React page, npm ci in tests/react/ and vite build, and the same consumer built by Vite, webpack and esbuild with a tsc --strict check, npm ci in tests/bundlers/); then builds the container image \
@@ -62,6 +64,7 @@ fn run_once(passed: &[String]) -> anyhow::Result<()> {
         Ok(Outcome::Ready("passed".to_owned()))
     });
     summary.step("kubectl tests", || kubectl_tests(&repo, passed, workspace::run));
+    summary.step("fidelity suite (kubectl tutorial, Python, client-node)", || crate::fidelity::tests(&repo, &with_ignored(passed), tools_required()));
     summary.step("kubemux-proxy links no simulator", || proxy_links_no_simulator(&repo));
     wasm::test_steps(&mut summary, &repo);
     image::test_steps(&mut summary, &repo, tools_required());

@@ -7,6 +7,7 @@
 mod forward_hooks;
 pub mod hooks;
 mod list;
+mod metrics;
 mod objects;
 mod protobuf;
 mod reviews;
@@ -24,7 +25,7 @@ use axum::http::{HeaderMap, Method, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::Value;
 
-use crate::SimState;
+use crate::{SimState, openapi};
 use crate::auth::{self, Identity};
 use crate::resources::{self, ResourceDef};
 use crate::runtime::{self, Subresource};
@@ -215,8 +216,14 @@ async fn route(state: Arc<SimState>, request: Request) -> Result<Response, ApiEr
         Target::GroupList => get_only(Some(resources::api_group_list())),
         Target::Group(group) => get_only(resources::api_group(&group)),
         Target::ResourceList { group, version } => get_only(resources::api_resource_list(&group, &version)),
-        Target::OpenApiIndex => get_only(Some(resources::openapi_index())),
-        Target::OpenApi(path) => get_only(resources::openapi_group_version(&path)),
+        Target::OpenApiIndex => get_only(Some(openapi::index())),
+        Target::OpenApi(path) => {
+            if method != Method::GET {
+                return Err(ApiError::method_not_allowed(format!("the server does not allow this method on the requested resource: {method}")));
+            }
+            let document = openapi::group_version(&path).ok_or_else(ApiError::no_route)?;
+            Ok(([(header::CONTENT_TYPE, "application/json"), (header::CACHE_CONTROL, "public, immutable")], document).into_response())
+        }
         Target::Collection { resource, namespace } => {
             let query = Query::parse(request.uri().query());
             collection(&state, &identity, resource, namespace, query, request).await
@@ -242,6 +249,9 @@ async fn collection(
     request: Request,
 ) -> Result<Response, ApiError> {
     let ns = namespace.as_deref();
+    if resource.is_metrics() {
+        return metrics::serve(state, identity, resource, ns, None, request.method(), &query);
+    }
     if resource.is_review() {
         // Anyone may ask; nothing is kept to list or watch.
         if request.method() != Method::POST {
@@ -271,8 +281,9 @@ async fn collection(
             let target_ns = if resource.is_namespaces() { body.pointer("/metadata/name").and_then(Value::as_str) } else { Some(ns) };
             identity.authorize("create", resource, target_ns.filter(|n| !n.is_empty()))?;
             let write = objects::dry_run(&query, "CreateOptions")?;
+            let warnings = objects::validate_fields(&query, resource, &body)?;
             let created = state.store.create_with(resource, ns, body, write)?;
-            Ok(json_response(201, &created))
+            Ok(objects::with_warnings(json_response(201, &created), &warnings))
         }
         Method::DELETE => {
             identity.authorize("deletecollection", resource, ns)?;
@@ -297,8 +308,11 @@ async fn object(
     let ns = namespace.clone().unwrap_or_default();
     let method = request.method().clone();
     let auth_ns = scope(resource, namespace.as_deref(), Some(&name));
-    if resource.is_review() {
+    if resource.is_review() || (resource.is_metrics() && sub.is_some()) {
         return Err(ApiError::no_route());
+    }
+    if resource.is_metrics() {
+        return metrics::serve(&state, identity, resource, namespace.as_deref(), Some(&name), &method, &query);
     }
     match (sub.as_deref(), &method) {
         (Some(kind @ ("exec" | "attach" | "portforward")), &Method::GET | &Method::POST) if resource.is_pods() => {
@@ -327,20 +341,21 @@ async fn object(
             identity.authorize("update", resource, auth_ns)?;
             let write = objects::dry_run(&query, "UpdateOptions")?;
             let body = read_json(request, resource.kind).await?;
+            let warnings = objects::validate_fields(&query, resource, &body)?;
             let updated = if sub.is_some() {
                 objects::update_status(&state, resource, &ns, &name, body, write)?
             } else {
                 state.store.update_with(resource, &ns, &name, body, write)?
             };
-            Ok(json_response(200, &updated))
+            Ok(objects::with_warnings(json_response(200, &updated), &warnings))
         }
         (None | Some("status"), &Method::PATCH) => {
             identity.authorize("patch", resource, auth_ns)?;
             let write = objects::dry_run(&query, "PatchOptions")?;
             let content_type = request.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
             let body = read_bytes(request).await?;
-            let patched = objects::patch(&state, resource, &ns, &name, &content_type, &body, sub.is_some(), write)?;
-            Ok(json_response(200, &patched))
+            let (patched, warnings) = objects::patch(&state, resource, &ns, &name, &content_type, &body, sub.is_some(), write, &query)?;
+            Ok(objects::with_warnings(json_response(200, &patched), &warnings))
         }
         (None, &Method::DELETE) => {
             identity.authorize("delete", resource, auth_ns)?;

@@ -8,7 +8,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
 use super::{Query, json_response};
-use crate::SimState;
+use crate::{SimState, openapi, strategic};
 use crate::resources::{PODS, ResourceDef};
 use crate::selectors::Selector;
 use crate::status::ApiError;
@@ -44,9 +44,34 @@ fn dry_run_values<'a>(values: impl Iterator<Item = &'a str>, options: &str) -> R
     Ok(Write::DryRun)
 }
 
-/// RFC 7386 JSON merge patch. Strategic merge patches from kubectl are applied the same way
-/// after their `$patch`/`$setElementOrder` directives are dropped: for the objects kubectl
-/// edits (maps of scalars, whole lists) the result is the same.
+/// The fields of `object` its type's schema lacks, as `fieldValidation` wants them handled:
+/// `Strict` rejects them (400, the API server's strict decoding error), `Warn` (the default)
+/// returns them as warnings for the response, `Ignore` lets them be.
+pub(super) fn validate_fields(query: &Query, resource: &ResourceDef, object: &Value) -> Result<Vec<String>, ApiError> {
+    let mode = query.get("fieldValidation").unwrap_or("Warn");
+    if !matches!(mode, "Ignore" | "Warn" | "Strict" | "") {
+        return Err(ApiError::bad_request(format!("fieldValidation parameter unsupported: {mode}")));
+    }
+    let Some(definition) = openapi::definition_of(resource).filter(|_| mode != "Ignore") else { return Ok(Vec::new()) };
+    let unknown: Vec<String> = openapi::unknown_fields(object, definition).iter().map(|f| format!("unknown field {f:?}")).collect();
+    if mode == "Strict" && !unknown.is_empty() {
+        let kind = resource.kind;
+        return Err(ApiError::bad_request(format!("{kind} in version {:?} cannot be handled as a {kind}: strict decoding error: {}", resource.version, unknown.join(", "))));
+    }
+    Ok(unknown)
+}
+
+/// `response` with a `Warning` header for each warning, as the API server sends them.
+pub(super) fn with_warnings(mut response: Response, warnings: &[String]) -> Response {
+    for warning in warnings {
+        if let Ok(value) = header::HeaderValue::from_str(&format!("299 - {warning:?}")) {
+            response.headers_mut().append(header::WARNING, value);
+        }
+    }
+    response
+}
+
+/// RFC 7386 JSON merge patch.
 fn merge_patch(target: &mut Value, patch: &Value) {
     let Value::Object(patch) = patch else {
         *target = patch.clone();
@@ -55,11 +80,8 @@ fn merge_patch(target: &mut Value, patch: &Value) {
     if !target.is_object() {
         *target = json!({});
     }
-    let target = target.as_object_mut().expect("just made it an object");
+    let Some(target) = target.as_object_mut() else { return };
     for (key, value) in patch {
-        if key.starts_with('$') {
-            continue;
-        }
         if value.is_null() {
             target.remove(key);
         } else {
@@ -68,48 +90,36 @@ fn merge_patch(target: &mut Value, patch: &Value) {
     }
 }
 
-/// Drops strategic-merge directives (`$patch`, `$setElementOrder/...`, `$retainKeys`, ...) at
-/// every depth.
-fn strip_directives(value: &mut Value) {
-    match value {
-        Value::Object(map) => {
-            map.retain(|k, _| !k.starts_with('$'));
-            map.values_mut().for_each(strip_directives);
-        }
-        Value::Array(items) => items.iter_mut().for_each(strip_directives),
-        _ => {}
-    }
-}
-
 /// A PATCH body, decoded by its content type.
 enum PatchBody {
     Merge(Value),
+    Strategic(Value),
     Json(json_patch::Patch),
 }
 
 impl PatchBody {
-    /// Decodes `body` as `content_type` says: merge, strategic merge (its directives dropped)
-    /// or JSON patch; any other type is 415.
+    /// Decodes `body` as `content_type` says: merge, strategic merge or JSON patch; any other
+    /// type is 415.
     fn parse(content_type: &str, body: &[u8]) -> Result<PatchBody, ApiError> {
         let media = content_type.split(';').next().unwrap_or_default().trim();
         let bad_json = |e: serde_json::Error| ApiError::bad_request(format!("error decoding patch: {e}"));
         Ok(match media {
             "application/merge-patch+json" => PatchBody::Merge(serde_json::from_slice(body).map_err(bad_json)?),
-            "application/strategic-merge-patch+json" => {
-                let mut value: Value = serde_json::from_slice(body).map_err(bad_json)?;
-                strip_directives(&mut value);
-                PatchBody::Merge(value)
-            }
+            "application/strategic-merge-patch+json" => PatchBody::Strategic(serde_json::from_slice(body).map_err(bad_json)?),
             "application/json-patch+json" => PatchBody::Json(serde_json::from_slice(body).map_err(bad_json)?),
             other => return Err(ApiError::unsupported_media_type(other)),
         })
     }
 
-    /// `target` with the patch applied; it must stay an object.
-    fn apply(&self, target: &Value, kind: &str, name: &str) -> Result<Value, ApiError> {
+    /// `target`, an object of the OpenAPI definition `schema`, with the patch applied; it must
+    /// stay an object.
+    fn apply(&self, target: &Value, schema: Option<&str>, kind: &str, name: &str) -> Result<Value, ApiError> {
         let mut patched = target.clone();
         match self {
             PatchBody::Merge(p) => merge_patch(&mut patched, p),
+            PatchBody::Strategic(p) => {
+                patched = strategic::apply(target, p, strategic::Schema::new(openapi::definitions(), schema)).map_err(|e| ApiError::bad_request(e.to_string()))?;
+            }
             PatchBody::Json(p) => json_patch::patch(&mut patched, p).map_err(|e| ApiError::invalid(kind, name, &[("patch", "FieldValueInvalid", e.to_string())]))?,
         }
         if !patched.is_object() {
@@ -119,10 +129,10 @@ impl PatchBody {
     }
 }
 
-/// Applies a PATCH body of `content_type` to `target` (what `/scale` patches: a view of an
-/// object rather than the object).
-pub(super) fn apply_patch(target: &Value, content_type: &str, body: &[u8], kind: &str, name: &str) -> Result<Value, ApiError> {
-    PatchBody::parse(content_type, body)?.apply(target, kind, name)
+/// Applies a PATCH body of `content_type` to `target`, an object of the OpenAPI definition
+/// `schema` (what `/scale` patches: a view of an object rather than the object).
+pub(super) fn apply_patch(target: &Value, schema: &str, content_type: &str, body: &[u8], kind: &str, name: &str) -> Result<Value, ApiError> {
+    PatchBody::parse(content_type, body)?.apply(target, Some(schema), kind, name)
 }
 
 /// `PATCH` an object (or its status).
@@ -136,13 +146,17 @@ pub(super) fn patch(
     body: &[u8],
     status_only: bool,
     write: Write,
-) -> Result<Arc<Value>, ApiError> {
+    query: &Query,
+) -> Result<(Arc<Value>, Vec<String>), ApiError> {
     let patch = PatchBody::parse(content_type, body)?;
-    state.store.modify_with(resource, namespace, name, write, |object| {
-        let patched = patch.apply(object, resource.kind, name)?;
+    let mut warnings = Vec::new();
+    let patched = state.store.modify_with(resource, namespace, name, write, |object| {
+        let patched = patch.apply(object, openapi::definition_of(resource), resource.kind, name)?;
+        warnings = validate_fields(query, resource, &patched)?;
         *object = if status_only { set_status(object.clone(), patched.get("status").cloned()) } else { patched };
         Ok(())
-    })
+    })?;
+    Ok((patched, warnings))
 }
 
 fn set_status(mut object: Value, status: Option<Value>) -> Value {
@@ -339,14 +353,7 @@ mod tests {
     #[test]
     fn merge_patch_follows_rfc7386() {
         let mut target = json!({"a": "b", "c": {"d": "e", "f": "g"}, "list": [1, 2]});
-        merge_patch(&mut target, &json!({"a": "z", "c": {"f": null}, "list": [3], "$patch": "merge"}));
+        merge_patch(&mut target, &json!({"a": "z", "c": {"f": null}, "list": [3]}));
         assert_eq!(target, json!({"a": "z", "c": {"d": "e"}, "list": [3]}));
-    }
-
-    #[test]
-    fn strategic_directives_are_dropped() {
-        let mut patch = json!({"metadata": {"$setElementOrder/labels": [], "labels": {"x": "1"}}, "$retainKeys": []});
-        strip_directives(&mut patch);
-        assert_eq!(patch, json!({"metadata": {"labels": {"x": "1"}}}));
     }
 }

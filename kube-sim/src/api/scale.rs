@@ -63,7 +63,7 @@ pub(super) async fn serve(state: &SimState, identity: &Identity, resource: &'sta
             identity.authorize("patch", resource, ns)?;
             let content_type = request.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
             let body = read_bytes(request).await?;
-            let patched = objects::apply_patch(&scale_of(&*current()?), &content_type, &body, "Scale", name)?;
+            let patched = objects::apply_patch(&scale_of(&*current()?), "io.k8s.api.autoscaling.v1.Scale", &content_type, &body, "Scale", name)?;
             replicas_of(&patched, name)?
         }
         _ => return Err(ApiError::method_not_allowed(format!("the server does not allow this method on the requested resource: {method}"))),
