@@ -22,6 +22,12 @@ use crate::identity::Identity;
 /// The token subprotocol prefix browsers use (the API server's convention).
 pub const TOKEN_PROTOCOL_PREFIX: &str = "base64url.bearer.authorization.k8s.io.";
 
+/// The first read buffer of a `/mux` connection. tungstenite's default (128 KiB) is zero-filled
+/// on the first read and so resident for every idle connection; clients send small frames
+/// (watch, ping, auth), and the buffer grows on demand for a larger one, up to
+/// `mux.maxMessageBytes`.
+const READ_BUFFER_BYTES: usize = 8 * 1024;
+
 /// Limits and timers of `/mux` connections (`docs/PROTOCOL.md` §5–6).
 #[derive(Debug, Clone, PartialEq)]
 pub struct MuxSettings {
@@ -87,6 +93,7 @@ pub async fn handler(
         .protocols([SUBPROTOCOL])
         .max_message_size(settings.mux.max_message_bytes)
         .max_frame_size(settings.mux.max_message_bytes)
+        .read_buffer_size(READ_BUFFER_BYTES)
         .on_upgrade(move |socket| {
             // Tracked, so that shutdown waits for the session's close frame to go out.
             let sessions = app.sessions.clone();
