@@ -9,6 +9,7 @@ use forwards_support::*;
 use std::time::Duration;
 
 use futures::{SinkExt, StreamExt};
+use kube_sim::User;
 use kubemux_protocol::frames::SUBPROTOCOL;
 use kubemux_proxy::Proxy;
 use kubemux_proxy::live::Outcome;
@@ -29,8 +30,18 @@ struct Mux {
 
 impl Mux {
     async fn open(proxy: &Proxy) -> Mux {
-        let (ws, _) = connect(proxy.addr(), "/mux", SUBPROTOCOL, &[]).await.expect("the /mux upgrade");
+        Mux::open_as(proxy, &[]).await
+    }
+
+    async fn open_as(proxy: &Proxy, headers: &[(&str, &str)]) -> Mux {
+        let (ws, _) = connect(proxy.addr(), "/mux", SUBPROTOCOL, headers).await.expect("the /mux upgrade");
         Mux { ws, frames: Vec::new() }
+    }
+
+    /// The events of subscription `id` received so far: (type, name).
+    fn events(&self, id: &str) -> Vec<(String, String)> {
+        let text = |v: &Value| v.as_str().unwrap_or_default().to_owned();
+        self.frames.iter().filter(|f| f["op"] == "event" && f["id"] == id).map(|f| (text(&f["type"]), text(&f["object"]["metadata"]["name"]))).collect()
     }
 
     async fn send(&mut self, message: Value) {
@@ -132,5 +143,32 @@ async fn forwards_are_watched_live_over_mux_through_restarts_reloads_and_resumes
     again.until("the foreign resume's reset", |f| f["op"] == "reset" && f["id"] == "foreign").await;
     again.until("hello in the new snapshot", |f| event(f, "foreign", "ADDED", "hello", |o| state(o) == ("Active", next.as_str()))).await;
     again.until("the foreign resume's synced", |f| f["op"] == "synced" && f["id"] == "foreign").await;
+    proxy.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_token_mode_a_token_sees_the_forwards_of_namespaces_it_may_port_forward_in() {
+    let users = ["admin:admin-token:*", "viewer:viewer-token:default"].map(|u| User::parse(u).unwrap()).to_vec();
+    let sim = sim(users).await;
+    let dir = folder("mux-token", &sim, Some("admin-token"));
+    let forwards = format!("{}{}", forward("hello", "default", "deployment/hello", "8000", 0), forward("web", "demo", "service/web", "p80", 0));
+    std::fs::write(dir.join("proxy.yaml"), format!("auth:\n  mode: token\nclusters:\n  - name: sim\n    kubeconfig: sim.kubeconfig\nforwards:\n{forwards}")).unwrap();
+    let proxy = start(&dir).await;
+    // The viewer may port-forward in default only: hello, not web.
+    let mut viewer = Mux::open_as(&proxy, &[("authorization", "Bearer viewer-token")]).await;
+    viewer.watch("all", FORWARDS, None).await;
+    viewer.until("the viewer's snapshot", |f| f["op"] == "synced" && f["id"] == "all").await;
+    assert_eq!(viewer.events("all"), [("ADDED".to_owned(), "hello".to_owned())], "{:#?}", viewer.frames);
+    viewer.watch("demo", "/apis/kubemux.dev/v1/namespaces/demo/forwards", None).await;
+    let refused = viewer.until("the viewer's 403 for demo", |f| f["op"] == "error" && f["id"] == "demo").await;
+    assert_eq!((refused["fatal"].as_bool(), refused["status"]["code"].as_u64()), (Some(true), Some(403)), "{refused}");
+    assert!(viewer.events("demo").is_empty());
+    // The admin sees both.
+    let mut admin = Mux::open_as(&proxy, &[("authorization", "Bearer admin-token")]).await;
+    admin.watch("all", FORWARDS, None).await;
+    admin.until("the admin's snapshot", |f| f["op"] == "synced" && f["id"] == "all").await;
+    let mut names: Vec<String> = admin.events("all").into_iter().map(|(_, name)| name).collect();
+    names.sort();
+    assert_eq!(names, ["hello", "web"], "{:#?}", admin.frames);
     proxy.shutdown().await;
 }
