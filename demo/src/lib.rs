@@ -45,7 +45,7 @@ pub enum DemoError {
     Folder(PathBuf, std::io::Error),
 }
 
-/// The config file the demo writes when there is none: its three clusters.
+/// The config file the demo writes when there is none: its three clusters and two forwards.
 const CONFIG: &str = "\
 # The kubemux demo's proxy config (docs/config.example.yaml documents every key). The proxy
 # reloads this file while it runs: add a cluster below and it appears in the web app.
@@ -57,6 +57,21 @@ clusters:
     kubeconfig: staging.kubeconfig
   - name: demo-viewer
     kubeconfig: demo-viewer.kubeconfig
+# Port-forwards the proxy keeps (the web app's Forwards tab shows them live; open web through
+# /forwards/web/). localPort 0: any free port, GET /forwards says which.
+forwards:
+  - name: web
+    cluster: demo
+    namespace: demo
+    target: service/web
+    port: 80
+    localPort: 0
+  - name: hello
+    cluster: demo
+    namespace: default
+    target: deployment/hello
+    port: 8000
+    localPort: 0
 ";
 
 fn token() -> String {
@@ -144,6 +159,9 @@ mod tests {
         let file = kubemux_proxy::config::load(&config).unwrap_or_else(|e| panic!("{e}"));
         let names: Vec<&str> = file.clusters.as_deref().unwrap_or_default().iter().map(|c| c.name()).collect();
         assert_eq!(names, ["demo", "staging", "demo-viewer"]);
+        // And two forwards, so the web app's Forwards view is not empty.
+        let forwards: Vec<&str> = file.forwards.as_deref().unwrap_or_default().iter().map(|f| f.name.as_str()).collect();
+        assert_eq!(forwards, ["web", "hello"]);
         // A second start keeps the user's edits to proxy.yaml.
         std::fs::write(&config, "clusters:\n  - name: demo\n    kubeconfig: demo.kubeconfig\n").unwrap();
         demo.shutdown().await;

@@ -339,6 +339,41 @@ test("a terminal runs echo hello, and closing its tab leaves no process in the s
   await app.close();
 });
 
+test("the Forwards view shows a forward Active, and Reconnecting then Active on the new pod when its pod restarts", { timeout: 60_000 }, async () => {
+  // No churn in sim A meanwhile: only the restart below replaces hello's pod.
+  await simPost(stack.simA, "/_sim/churn?perSecond=0");
+  const app = await openApp();
+  const { page } = app;
+  await page.locator('[data-tab="forwards"]').click();
+  await waitLive(page, "forwards:demo");
+  const row = panel(page, "forwards:demo").locator('tr[data-forward="hello"]');
+  const pod = await eventually("hello Active on a pod", async () => (await row.getAttribute("data-state")) === "Active" && (await row.getAttribute("data-pod")));
+  assert.equal((await row.locator(".fwd-state").textContent()).trim(), "Active");
+  assert.equal((await row.locator("td.col-pod").textContent()).trim(), pod);
+  assert.equal((await row.locator("td.col-target").textContent()).trim(), "deployment/hello:8000");
+  // A cluster without forwards takes no room.
+  assert.equal(await panel(page, "forwards:staging").isHidden(), true);
+  // Port 8000 reads as a web app: it opens through the proxy, no local port needed.
+  assert.equal(await row.locator("a.fwd-open").getAttribute("href"), `${new URL(stack.appUrl).origin}/forwards/hello/`);
+  assert.equal(await row.locator("a.fwd-open").isVisible(), true);
+  // The pod restarts; its replacement turns Ready 1.5 s later.
+  const replacement = await (await simPost(stack.simA, `/_sim/pods/default/${pod}/restart?readyAfterSeconds=1.5`)).json();
+  const next = replacement.metadata.name;
+  assert.notEqual(next, pod);
+  await eventually("hello Reconnecting, saying why", async () => (await row.getAttribute("data-state")) === "Reconnecting" && (await row.locator(".fwd-reason").textContent()).trim() === "no Ready pod", 10_000, 50);
+  await eventually(`hello Active on ${next}`, async () => (await row.getAttribute("data-state")) === "Active" && (await row.getAttribute("data-pod")) === next);
+  assert.equal((await row.locator("td.col-pod").textContent()).trim(), next);
+  // The row went through exactly that: Active on the old pod, Reconnecting, Active on the new.
+  const history = ((await row.getAttribute("data-history")) ?? "").split("|");
+  const from = history.indexOf(`Active:${pod}`);
+  const waiting = history.findIndex((entry, i) => i > from && entry.startsWith("Reconnecting:"));
+  const back = history.findIndex((entry, i) => i > waiting && entry === `Active:${next}`);
+  assert.ok(from >= 0 && waiting > from && back > waiting, `history: ${history.join(" | ")}`);
+  await page.screenshot({ path: artifact("forwards.png") });
+  await app.check();
+  await app.close();
+});
+
 test("screenshots of the overview, light and dark", { timeout: 60_000 }, async () => {
   for (const colorScheme of ["light", "dark"]) {
     const app = await openApp({ colorScheme });

@@ -178,9 +178,33 @@ ${added ? "- name: added\n  context:\n    cluster: sim-b\n    user: admin-b\n" :
 /** Whether this proxy binary serves a web app itself (`--static DIR`). */
 export const proxyServesStatic = () => /--static\b/.test(spawnSync(paths.proxy, ["--help"], { encoding: "utf8" }).stdout ?? "");
 
+/**
+ * The proxy's config file beside the kubeconfig (whose contexts stay the clusters): one
+ * port-forward, `hello` (cluster `demo`, deployment/hello's port 8000), for the Forwards view.
+ */
+export function writeProxyConfig(dir) {
+  const file = join(dir, "proxy.yaml");
+  writeFileSync(
+    file,
+    `forwards:
+  - name: hello
+    cluster: demo
+    namespace: default
+    target: deployment/hello
+    port: 8000
+    localPort: 0
+    reconnectInitial: 0.2
+    reconnectMax: 1
+`,
+  );
+  return file;
+}
+
 /** The proxy on `listen` (e.g. `127.0.0.1:0`), serving the built app when it can. */
 export async function startProxy(kubeconfig, listen = "127.0.0.1:0") {
   const args = ["--listen", listen, "--kubeconfig", kubeconfig, "--terminal-grace", "3"];
+  const config = join(dirname(kubeconfig), "proxy.yaml");
+  if (existsSync(config)) args.push("--config", config);
   if (proxyServesStatic()) args.push("--static", paths.dist);
   const started = await startAnnounced("kubemux-proxy", paths.proxy, args, "kubemux-proxy listening on ");
   return { ...started, url: started.rest, listen: started.rest.replace(/^http:\/\//, "") };
@@ -203,7 +227,7 @@ const TYPES = { ".html": "text/html", ".js": "text/javascript", ".css": "text/cs
  * `--static`.
  */
 export function startFront(target) {
-  const isApi = (url) => /^\/(mux|clusters|healthz|readyz|metrics)(\/|\?|$)/.test(url);
+  const isApi = (url) => /^\/(mux|clusters|healthz|readyz|metrics|forwards)(\/|\?|$)/.test(url);
   const server = createServer((req, res) => {
     if (isApi(req.url)) {
       const [host, port] = target().split(":");
@@ -252,6 +276,7 @@ export async function startStack() {
   if (!existsSync(join(paths.dist, "index.html"))) throw new Error(`${paths.dist}/index.html is missing: build the app with cargo xtask www`);
   const [simA, simB] = await Promise.all([startSim("kube-sim A"), startSim("kube-sim B")]);
   const kubeconfig = writeKubeconfig(dir, simA, simB);
+  writeProxyConfig(dir);
   const proxy = await startProxy(kubeconfig);
   // Until the proxy binary has `--static`, a stand-in serves the app in front of it.
   const front = proxyServesStatic() ? null : await startFront(() => stack.proxy.listen);
@@ -293,6 +318,7 @@ export async function simGet(sim, path) {
 export async function simPost(sim, path) {
   const response = await fetch(`${sim.url}${path}`, { method: "POST" });
   if (!response.ok) throw new Error(`POST ${path} on ${sim.name}: ${response.status}`);
+  return response;
 }
 
 /** Whether this build of the `kubemux` package exports `Terminal` (issue 5). */

@@ -1,5 +1,6 @@
 // kubemux demo app: every cluster's pods at a glance over one multiplexed WebSocket, the live
-// namespaces and events of the selected cluster, and pod terminals in tabs.
+// namespaces and events of the selected cluster, pod terminals in tabs, and the proxy's
+// port-forwards, live.
 
 import init, { Mux, type ConnectionState } from "kubemux";
 import "./styles.css";
@@ -8,6 +9,7 @@ import { readConfig } from "./config";
 import { ConnectionIndicator } from "./connection";
 import { h, setText } from "./dom";
 import { EventsPanel } from "./events";
+import { ForwardsView } from "./forwards";
 import { PodsPanel, type PodRef } from "./pods";
 import type { TerminalView } from "./terminal";
 
@@ -26,6 +28,7 @@ class App {
   private readonly clusterList = new ClusterList((name) => this.selectCluster(name));
   private readonly namespaceList = new NamespaceList((ns) => this.selectNamespace(ns));
   private readonly events = new EventsPanel();
+  private readonly forwards = new ForwardsView(this.config.httpBase);
   private readonly podPanels = new Map<string, PodsPanel>();
   private readonly podsColumn = h("div", { class: "pods-column" });
   private readonly grid = h("div", { class: "grid" }, this.podsColumn, this.events.element);
@@ -48,6 +51,7 @@ class App {
       this.grid,
     );
     this.addTab("overview", "Overview", overview, false);
+    this.addTab("forwards", "Forwards", this.forwards.element, false);
     root.replaceChildren(
       h(
         "header",
@@ -113,6 +117,7 @@ class App {
       this.podPanels.set(cluster.name, panel);
       if (this.mux) panel.watch(this.mux, this.namespace);
     }
+    if (this.mux) this.forwards.setClusters(this.mux, this.clusters.map((c) => c.name));
     // Pods panels in the proxy's order; the events of the selected cluster beside them.
     this.podsColumn.replaceChildren(...[...this.podPanels.values()].map((p) => p.element));
   }

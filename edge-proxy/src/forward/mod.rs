@@ -23,6 +23,7 @@
 //! taken (by a forward that stays, or by another process) rejects the whole reload with every
 //! reason; the forwards in force stay.
 
+pub mod feed;
 pub mod metrics;
 mod probe;
 pub mod resolver;
@@ -108,6 +109,10 @@ pub struct Forwards {
     /// A worker silent this long is restarted by the watchdog (its listener and observers
     /// kept). Default [`WATCHDOG_TIMEOUT`].
     watchdog_timeout: Mutex<std::time::Duration>,
+    /// Bumped whenever forwards start or stop, for [`feed`].
+    roster: watch::Sender<u64>,
+    /// The forwards as a `/mux` collection, started with its first subscriber.
+    feed: std::sync::OnceLock<Arc<feed::Feed>>,
 }
 
 /// The default [`Forwards`] watchdog timeout: many heartbeats, far more than any step of a
@@ -130,7 +135,7 @@ impl Forwards {
     /// No forwards yet; the watchdog runs (whatever the number of forwards, zero too) until
     /// the manager is dropped.
     pub fn new(env: Env) -> Arc<Forwards> {
-        let forwards = Arc::new(Forwards { env, running: Mutex::new(BTreeMap::new()), watchdog_timeout: Mutex::new(WATCHDOG_TIMEOUT) });
+        let forwards = Arc::new(Forwards { env, running: Mutex::new(BTreeMap::new()), watchdog_timeout: Mutex::new(WATCHDOG_TIMEOUT), roster: watch::Sender::new(0), feed: std::sync::OnceLock::new() });
         tokio::spawn(watchdog(Arc::downgrade(&forwards)));
         forwards
     }
@@ -268,11 +273,13 @@ impl Forwards {
             let task = tokio::spawn(worker::run(start)).abort_handle();
             running.insert(name, Running { spec, listener: kept_listener, stop, status, heartbeat, counters, task, released, opens: opens_tx });
         }
+        self.roster.send_modify(|n| *n += 1);
     }
 
     /// Stops every forward (shutdown), and returns once their ports are closed.
     pub async fn stop_all(&self) {
         let stopped = std::mem::take(&mut *self.lock());
+        self.roster.send_modify(|n| *n += 1);
         let mut released = Vec::new();
         for (_, running) in stopped {
             running.stop.cancel();

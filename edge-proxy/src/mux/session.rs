@@ -19,6 +19,7 @@ use kubemux_protocol::frames::{ClientMessage, DecodeErrorKind, ResumeMode, Serve
 use super::MuxSettings;
 use super::outbox::{Outbox, Outgoing};
 use crate::AppState;
+use crate::forward::feed::{self, FeedSubscription, Subscriber};
 use crate::identity::Identity;
 use crate::logging::panic_message;
 use crate::metrics::TaskKind;
@@ -31,7 +32,22 @@ struct Active {
     path: String,
     query: kubemux_protocol::frames::WatchQuery,
     sink: Arc<Sink>,
-    upstream: Subscription,
+    upstream: Upstream,
+}
+
+/// What serves a subscription: a shared upstream watch, or the forwards' feed (§10).
+enum Upstream {
+    Registry(Subscription),
+    Forwards(FeedSubscription),
+}
+
+impl Upstream {
+    fn resync(&self) {
+        match self {
+            Upstream::Registry(subscription) => subscription.resync(),
+            Upstream::Forwards(subscription) => subscription.resync(),
+        }
+    }
 }
 
 struct Session {
@@ -125,20 +141,11 @@ async fn read_loop(
 fn is_too_big(error: &axum::Error) -> bool {
     use tokio_tungstenite::tungstenite::Error;
     use tokio_tungstenite::tungstenite::error::CapacityError;
-    std::error::Error::source(error)
-        .and_then(|source| source.downcast_ref::<Error>())
-        .is_some_and(|error| matches!(error, Error::Capacity(CapacityError::MessageTooLong { .. })))
+    std::error::Error::source(error).and_then(|source| source.downcast_ref::<Error>()).is_some_and(|error| matches!(error, Error::Capacity(CapacityError::MessageTooLong { .. })))
 }
 
 /// The single writer of the socket: frames from the outbox, and pings on a timer.
-async fn write_loop(
-    mut socket: futures::stream::SplitSink<WebSocket, Message>,
-    outbox: Arc<Outbox>,
-    app: Arc<AppState>,
-    settings: MuxSettings,
-    last_seen: Arc<AtomicU64>,
-    epoch: Instant,
-) {
+async fn write_loop(mut socket: futures::stream::SplitSink<WebSocket, Message>, outbox: Arc<Outbox>, app: Arc<AppState>, settings: MuxSettings, last_seen: Arc<AtomicU64>, epoch: Instant) {
     // A sleep re-armed after each ping, not an `Interval`, which panics on a zero period.
     let ping = tokio::time::sleep(settings.ping_interval);
     tokio::pin!(ping);
@@ -274,14 +281,27 @@ impl Session {
         let Some(cluster) = self.app.snapshot().clusters.get(&watch.cluster) else {
             return self.subscription_error(&id, true, Status::failure(404, "NotFound", format!("cluster {:?} not found", watch.cluster)));
         };
-        let id: Arc<str> = Arc::from(id);
         let query = watch.query.unwrap_or_default();
+        let forwards = match feed::scope(&watch.path, &query) {
+            Some(Err(status)) => return self.subscription_error(&id, true, status),
+            Some(Ok(scope)) => Some(scope),
+            None => None,
+        };
+        let id: Arc<str> = Arc::from(id);
         self.outbox.add_subscription(&id);
         let sink = Sink::resuming(self.outbox.clone(), id.clone(), self.app.metrics.clone(), watch.resource_version.clone());
         let identity = self.identity(&watch.cluster);
-        let key = WatchKey { cluster: watch.cluster.clone(), path: watch.path.clone(), query: query.clone(), identity: identity.clone() };
-        let resume = watch.resource_version.map(|version| ResumeFrom::new(version, watch.resume == Some(ResumeMode::Inventory)));
-        let upstream = self.app.registry.subscribe(key, cluster, sink.clone(), resume);
+        let upstream = match forwards {
+            Some(scope) => {
+                let subscriber = Subscriber { cluster, identity: identity.clone(), scope, resume: watch.resource_version };
+                Upstream::Forwards(self.app.forwards.feed().subscribe(subscriber, sink.clone()))
+            }
+            None => {
+                let key = WatchKey { cluster: watch.cluster.clone(), path: watch.path.clone(), query: query.clone(), identity: identity.clone() };
+                let resume = watch.resource_version.map(|version| ResumeFrom::new(version, watch.resume == Some(ResumeMode::Inventory)));
+                Upstream::Registry(self.app.registry.subscribe(key, cluster, sink.clone(), resume))
+            }
+        };
         self.app.metrics.subscriptions.inc();
         self.subscriptions.insert(id, Active { cluster: watch.cluster, identity, path: watch.path, query, sink, upstream });
     }
@@ -308,7 +328,10 @@ impl Session {
             let key = WatchKey { cluster: cluster.clone(), path: active.path.clone(), query: active.query.clone(), identity: identity.clone() };
             // The client sent no `watch` for this: it expects events in version order, so the
             // move resumes without an inventory.
-            active.upstream = self.app.registry.subscribe(key, target.clone(), sink.clone(), resume.map(|version| ResumeFrom::new(version, false)));
+            active.upstream = match feed::scope(&active.path, &active.query) {
+                Some(Ok(scope)) => Upstream::Forwards(self.app.forwards.feed().subscribe(Subscriber { cluster: target.clone(), identity: identity.clone(), scope, resume }, sink.clone())),
+                _ => Upstream::Registry(self.app.registry.subscribe(key, target.clone(), sink.clone(), resume.map(|version| ResumeFrom::new(version, false)))),
+            };
             active.sink = sink;
             active.identity = identity.clone();
         }
@@ -322,7 +345,6 @@ impl Session {
             }
         }
     }
-
 }
 
 /// However the session ends, a panic included, its subscriptions leave their upstreams and the

@@ -179,22 +179,56 @@ async fn clear_faults(State(state): State<Arc<SimState>>) -> Json<Value> {
 #[serde(rename_all = "camelCase")]
 struct RestartQuery {
     grace_period_seconds: Option<f64>,
+    /// The replacement turns Ready only this long after it is made (as an app that takes time
+    /// to start does), so that what waits for a Ready pod can be seen waiting.
+    ready_after_seconds: Option<f64>,
 }
 
+/// `POST /_sim/pods/{ns}/{name}/restart[?gracePeriodSeconds=N][&readyAfterSeconds=M]`: the
+/// replacement pod, not Ready for `M` seconds if given.
 async fn restart(State(state): State<Arc<SimState>>, Path((namespace, name)): Path<(String, String)>, query: Result<AxumQuery<RestartQuery>, axum::extract::rejection::QueryRejection>) -> Response {
-    let Ok(AxumQuery(RestartQuery { grace_period_seconds })) = query else {
-        return ApiError::bad_request("expected ?gracePeriodSeconds=N (optional)").into_response();
+    let Ok(AxumQuery(RestartQuery { grace_period_seconds, ready_after_seconds })) = query else {
+        return ApiError::bad_request("expected ?gracePeriodSeconds=N&readyAfterSeconds=M (both optional)").into_response();
     };
     let grace = grace_period_seconds.unwrap_or(0.0);
     if !(0.0..=600.0).contains(&grace) {
         return ApiError::bad_request("gracePeriodSeconds must be between 0 and 600").into_response();
     }
+    let ready_after = ready_after_seconds.unwrap_or(0.0);
+    if !(0.0..=600.0).contains(&ready_after) {
+        return ApiError::bad_request("readyAfterSeconds must be between 0 and 600").into_response();
+    }
     let grace = Duration::from_secs_f64(grace);
     let restarted = if grace.is_zero() { restart_pod(&state, &namespace, &name) } else { restart_gracefully(&state, &namespace, &name, grace) };
-    match restarted {
-        Ok(pod) => Json(pod).into_response(),
-        Err(error) => error.into_response(),
+    let pod = match restarted {
+        Ok(pod) => pod,
+        Err(error) => return error.into_response(),
+    };
+    if ready_after == 0.0 {
+        return Json(pod).into_response();
     }
+    let Some(replacement) = pod.pointer("/metadata/name").and_then(Value::as_str).map(str::to_owned) else { return Json(pod).into_response() };
+    fn set_ready(store: &Store, namespace: &str, name: &str, ready: bool) -> Result<Arc<Value>, ApiError> {
+        store.modify(&PODS, namespace, name, |pod| {
+            for condition in pod.pointer_mut("/status/conditions").and_then(Value::as_array_mut).into_iter().flatten() {
+                if condition["type"] == "Ready" || condition["type"] == "ContainersReady" {
+                    condition["status"] = json!(if ready { "True" } else { "False" });
+                }
+            }
+            Ok(())
+        })
+    }
+    let pod = match set_ready(&state.store, &namespace, &replacement, false) {
+        Ok(pod) => (*pod).clone(),
+        Err(error) => return error.into_response(),
+    };
+    let later = state.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_secs_f64(ready_after)).await;
+        // Gone meanwhile (restarted again, deleted): nothing to make Ready.
+        let _ = set_ready(&later.store, &namespace, &replacement, true);
+    });
+    Json(pod).into_response()
 }
 
 /// Deletes a pod and returns its replacement: a new name (same prefix), the same labels,
