@@ -100,7 +100,12 @@ async fn forwards_are_watched_live_over_mux_through_restarts_reloads_and_resumes
     mux.watch("fw", FORWARDS, None).await;
     mux.until("the snapshot's synced", |f| f["op"] == "synced" && f["id"] == "fw").await;
     // The forward as a Kubernetes-shaped object, Active on its pod.
-    let active = mux.until("hello Active", |f| f["op"] == "event" && f["id"] == "fw" && state(&f["object"]).0 == "Active").await;
+    // It may have been Active already in the snapshot, or turn Active after it.
+    let is_active = |f: &Value| f["op"] == "event" && f["id"] == "fw" && state(&f["object"]).0 == "Active";
+    let active = match mux.frames.iter().find(|f| is_active(f)).cloned() {
+        Some(frame) => frame,
+        None => mux.until("hello Active", is_active).await,
+    };
     let object = &active["object"];
     assert_eq!((object["apiVersion"].as_str(), object["kind"].as_str(), object["metadata"]["namespace"].as_str()), (Some("kubemux.dev/v1"), Some("Forward"), Some("default")), "{object}");
     assert_eq!((object["spec"]["cluster"].as_str(), object["spec"]["target"].as_str()), (Some("sim"), Some("deployment/hello")), "{object}");
