@@ -75,6 +75,8 @@ pub enum ResumeOutcome {
     Inventory,
     /// A catch-up watch from the version that reached the hand-over.
     CatchUp,
+    /// The client was ahead of the store: `synced` at its version, older events withheld.
+    Ahead,
     /// `reset` and a snapshot (including a catch-up that could not confirm its hand-over).
     Reset,
 }
@@ -85,6 +87,7 @@ impl ResumeOutcome {
             ResumeOutcome::Replay => "replay",
             ResumeOutcome::Inventory => "inventory",
             ResumeOutcome::CatchUp => "catch_up",
+            ResumeOutcome::Ahead => "ahead",
             ResumeOutcome::Reset => "reset",
         }
     }
