@@ -75,6 +75,8 @@ pub enum ResumeOutcome {
     Inventory,
     /// A catch-up watch from the version that reached the hand-over.
     CatchUp,
+    /// The client was ahead of the store: `synced` at its version, older events withheld.
+    Ahead,
     /// `reset` and a snapshot (including a catch-up that could not confirm its hand-over).
     Reset,
 }
@@ -85,6 +87,7 @@ impl ResumeOutcome {
             ResumeOutcome::Replay => "replay",
             ResumeOutcome::Inventory => "inventory",
             ResumeOutcome::CatchUp => "catch_up",
+            ResumeOutcome::Ahead => "ahead",
             ResumeOutcome::Reset => "reset",
         }
     }
@@ -152,7 +155,7 @@ impl Default for Metrics {
         registry.register("queued_bytes", "Bytes queued for clients", metrics.queued_bytes.clone());
         registry.register("overflows", "Subscriptions whose queue overflowed", metrics.overflows.clone());
         registry.register("resets", "Subscription resets by cause", metrics.resets.clone());
-        registry.register("resumes", "Subscriptions that came with a resume point, by how they were answered (replay, inventory, catch_up, reset)", metrics.resumes.clone());
+        registry.register("resumes", "Subscriptions that came with a resume point, by how they were answered (replay, inventory, ahead, catch_up, reset)", metrics.resumes.clone());
         registry.register("errors", "Error frames by reason", metrics.errors.clone());
         registry.register("task_panics", "Panics contained at a task's boundary, by task", metrics.task_panics.clone());
         registry.register("config_reloads", "Config reloads by result (applied, unchanged, rejected)", metrics.config_reloads.clone());

@@ -2,13 +2,13 @@
 //! it the way the browser client uses the same core, so what they prove about the core holds for
 //! both.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::{SinkExt, StreamExt};
 use kubemux_protocol::client::{ClientConfig, ClientCore, ConnectionState, Output, SubscriptionState};
-use kubemux_protocol::frames::{EventType, Status, SUBPROTOCOL, WatchQuery};
+use kubemux_protocol::frames::{EventType, SUBPROTOCOL, Status, WatchQuery};
 use serde_json::Value;
 use tokio::net::TcpStream;
 use tokio::sync::{Notify, mpsc, oneshot};
@@ -17,8 +17,11 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
+/// An object's namespace and name.
+pub type Key = (String, String);
+
 /// One event a subscription received: its type and the object's namespace and name.
-pub type Received = (EventType, (String, String));
+pub type Received = (EventType, Key);
 
 /// What the client has seen so far.
 #[derive(Debug, Default, Clone)]
@@ -39,6 +42,23 @@ pub struct View {
     pub caches: HashMap<String, BTreeMap<(String, String), Value>>,
     /// Each subscription's state.
     pub sub_states: HashMap<String, SubscriptionState>,
+    /// When each open connection closed, and its close code (`None`: no close frame, an abrupt
+    /// end).
+    pub closes: Vec<(Instant, Option<u16>)>,
+    /// When each `synced` of a subscription arrived, and its version.
+    pub synced_at: HashMap<String, Vec<(Instant, String)>>,
+    /// Resumes per subscription: `watch` frames sent with a resume point (after a reconnect).
+    pub resumes: HashMap<String, usize>,
+    /// Live events (after a `synced`, before the connection or a `reset` ended it) whose
+    /// version is not after the one before: (subscription, event version, the version before).
+    pub out_of_order: Vec<(String, String, u64)>,
+    /// Live events the subscription had already received since its last `reset` (the same
+    /// object at the same version): (subscription, namespace/name, version).
+    pub duplicates: Vec<(String, (String, String), String)>,
+    /// Per subscription, while it is live: the version of the last `synced` or event.
+    live: HashMap<String, u64>,
+    /// Per subscription: every (object, version) received since its last `reset`.
+    seen: HashMap<String, HashSet<(Key, String)>>,
 }
 
 impl View {
@@ -50,6 +70,50 @@ impl View {
     /// How many times the connection was (re)opened.
     pub fn opens(&self) -> usize {
         self.states.iter().filter(|s| **s == ConnectionState::Open).count()
+    }
+
+    /// When the connection last closed.
+    pub fn last_close(&self) -> Option<Instant> {
+        self.closes.last().map(|(at, _)| *at)
+    }
+
+    /// The first `synced` of `id` that arrived after `since`.
+    pub fn synced_after(&self, id: &str, since: Instant) -> Option<Instant> {
+        self.synced_at.get(id)?.iter().map(|(at, _)| *at).find(|at| *at > since)
+    }
+
+    /// Whether the connection is open and every subscription in `ids` got a `synced` since the
+    /// connection last closed (all of them, when it never did).
+    pub fn settled(&self, ids: &[&str]) -> bool {
+        let since = self.last_close();
+        self.states.last() == Some(&ConnectionState::Open) && ids.iter().all(|id| self.synced_at.get(*id).and_then(|s| s.last()).is_some_and(|(at, _)| since.is_none_or(|close| *at > close)))
+    }
+
+    /// A connection opened: until each subscription's next `synced`, what arrives is a resume
+    /// sequence, in no order to check.
+    fn opened(&mut self) {
+        self.live.clear();
+    }
+
+    fn closed(&mut self, code: Option<u16>) {
+        self.closes.push((Instant::now(), code));
+        self.live.clear();
+    }
+
+    /// Checks a live event's order and whether it is a duplicate, and remembers it.
+    fn check_event(&mut self, id: &str, key: &(String, String), version: Option<&str>) {
+        let Some(version) = version else { return };
+        let fresh = self.seen.entry(id.to_owned()).or_default().insert((key.clone(), version.to_owned()));
+        let Some(last) = self.live.get(id).copied() else { return };
+        if !fresh {
+            self.duplicates.push((id.to_owned(), key.clone(), version.to_owned()));
+        }
+        match version.parse::<u64>() {
+            Ok(number) if number > last => {
+                self.live.insert(id.to_owned(), number);
+            }
+            _ => self.out_of_order.push((id.to_owned(), version.to_owned(), last)),
+        }
     }
 }
 
@@ -141,6 +205,33 @@ impl NativeClient {
     }
 }
 
+/// Waits until `condition` holds over the views of all `clients` (woken by a change in any of
+/// them), or fails after `timeout` saying what was awaited. The condition sees the views in
+/// place, uncopied: cheap however much the clients have received.
+pub async fn wait_for_all(clients: &[NativeClient], timeout: Duration, what: &str, condition: impl Fn(&[&View]) -> bool) -> anyhow::Result<()> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let notified: Vec<_> = clients.iter().map(|c| Box::pin(c.changed.notified())).collect();
+        {
+            let guards: Vec<_> = clients.iter().map(|c| c.view.lock().unwrap()).collect();
+            let views: Vec<&View> = guards.iter().map(|g| &**g).collect();
+            if condition(&views) {
+                return Ok(());
+            }
+        }
+        if notified.is_empty() || tokio::time::timeout_at(deadline, futures::future::select_all(notified)).await.is_err() {
+            anyhow::bail!("timed out after {timeout:?} waiting for {what} over {} clients", clients.len());
+        }
+    }
+}
+
+impl NativeClient {
+    /// Runs `f` on the view in place (no copy).
+    pub fn inspect<T>(&self, f: impl FnOnce(&View) -> T) -> T {
+        f(&self.view.lock().unwrap())
+    }
+}
+
 impl Drop for NativeClient {
     fn drop(&mut self) {
         self.task.abort();
@@ -169,19 +260,28 @@ async fn drive(mut url: String, config: ClientConfig, mut commands: mpsc::Unboun
                     Output::Connect => match open(&url).await {
                         Ok(s) => {
                             socket = Some(s);
+                            view.lock().unwrap().opened();
                             pending.extend(core.on_open(now()));
                         }
                         Err(_) => pending.extend(core.on_close(now(), None)),
                     },
                     Output::Send(text) => {
+                        if let Some(id) = resumed(&text) {
+                            *view.lock().unwrap().resumes.entry(id).or_default() += 1;
+                        }
                         if let Some(s) = socket.as_mut()
                             && s.send(Message::Text(text.into())).await.is_err()
                         {
                             socket = None;
+                            view.lock().unwrap().closed(None);
                             pending.extend(core.on_close(now(), None));
                         }
                     }
-                    Output::CloseSocket => socket = None,
+                    Output::CloseSocket => {
+                        if socket.take().is_some() {
+                            view.lock().unwrap().closed(None);
+                        }
+                    }
                     other => record(&mut view.lock().unwrap(), &core, other),
                 }
             }
@@ -209,11 +309,14 @@ async fn drive(mut url: String, config: ClientConfig, mut commands: mpsc::Unboun
                 Some(Ok(Message::Text(text))) => pending.extend(core.on_message(now(), text.as_str())),
                 Some(Ok(Message::Close(frame))) => {
                     socket = None;
-                    pending.extend(core.on_close(now(), frame.map(|f| u16::from(f.code))));
+                    let code = frame.map(|f| u16::from(f.code));
+                    view.lock().unwrap().closed(code);
+                    pending.extend(core.on_close(now(), code));
                 }
                 Some(Ok(_)) => {}
                 Some(Err(_)) | None => {
                     socket = None;
+                    view.lock().unwrap().closed(None);
                     pending.extend(core.on_close(now(), None));
                 }
             },
@@ -224,18 +327,38 @@ async fn drive(mut url: String, config: ClientConfig, mut commands: mpsc::Unboun
     }
 }
 
+/// The subscription a frame resumes, if it is a `watch` with a resume point.
+fn resumed(text: &str) -> Option<String> {
+    if !text.contains(r#""resourceVersion""#) {
+        return None;
+    }
+    let frame: Value = serde_json::from_str(text).ok()?;
+    (frame["op"] == "watch" && frame["resourceVersion"].is_string()).then(|| frame["id"].as_str().map(str::to_owned)).flatten()
+}
+
 fn record(view: &mut View, core: &ClientCore, output: Output) {
     match output {
         Output::State(state) => view.states.push(state),
         Output::Error { id, fatal, status } => view.errors.push((id, fatal, status)),
-        Output::Reset { id } => *view.resets.entry(id).or_default() += 1,
+        Output::Reset { id } => {
+            view.live.remove(&id);
+            view.seen.remove(&id);
+            *view.resets.entry(id).or_default() += 1;
+        }
         Output::Event { id, event_type, object } => {
             let meta = &object["metadata"];
             let key = (meta["namespace"].as_str().unwrap_or_default().to_owned(), meta["name"].as_str().unwrap_or_default().to_owned());
+            view.check_event(&id, &key, meta["resourceVersion"].as_str());
             view.received.entry(id.clone()).or_default().push((event_type, key));
             *view.events.entry(id).or_default() += 1;
         }
-        Output::Synced { id, .. } => *view.synced.entry(id).or_default() += 1,
+        Output::Synced { id, resource_version } => {
+            if let Ok(version) = resource_version.parse::<u64>() {
+                view.live.insert(id.clone(), version);
+            }
+            view.synced_at.entry(id.clone()).or_default().push((Instant::now(), resource_version));
+            *view.synced.entry(id).or_default() += 1;
+        }
         Output::SubscriptionState { id, state } => {
             view.sub_states.insert(id, state);
         }

@@ -45,6 +45,20 @@ pub async fn get(url: &str) -> Response {
     request(Method::GET, url, &[]).await
 }
 
+/// `GET url`, read to the end, or what went wrong (no listener yet, a broken body, no answer
+/// within [`crate::wait::DEADLINE`]): for a server that may not be up.
+pub async fn try_get(url: &str) -> Result<Response, String> {
+    let client: Client<HttpConnector, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
+    let request = Request::builder().uri(url).body(Full::new(Bytes::new())).map_err(|e| format!("GET {url}: not a valid request: {e}"))?;
+    let answer = async {
+        let response = client.request(request).await.map_err(|e| format!("GET {url}: {e}"))?;
+        let (parts, body) = response.into_parts();
+        let bytes = body.collect().await.map_err(|e| format!("GET {url}: the body broke: {e}"))?.to_bytes();
+        Ok(Response { status: parts.status, headers: parts.headers, body: String::from_utf8_lossy(&bytes).into_owned() })
+    };
+    tokio::time::timeout(crate::wait::DEADLINE, answer).await.unwrap_or_else(|_| Err(format!("GET {url}: no answer within {:?}", crate::wait::DEADLINE)))
+}
+
 /// `method url` with `headers` and no body, read to the end.
 pub async fn request(method: Method, url: &str, headers: &[(&str, &str)]) -> Response {
     send(method, url, headers, Bytes::new()).await

@@ -11,3 +11,5 @@ pub use kubemux_testkit::{KubeconfigFile, ProxyProcess, hook, kubeconfig, list, 
 pub async fn http_get(url: &str) -> String {
     kubemux_testkit::http::get(url).await.as_wire_text()
 }
+
+pub mod scale_out;

@@ -179,3 +179,73 @@ async fn under_churn_every_move_to_a_fresh_replica_resumes_without_a_reset() {
     assert_eq!(inventories, 3.0, "each fresh replica answered from its store");
     converged(&old, "pods", &truth).await;
 }
+
+/// A client ahead of the replica it resumes on: replica B's upstream watch is held back (the
+/// simulator stalls every watch) while the collection changes, and the client, served by a
+/// fresh replica A whose list saw the changes, is consistent at a version B's store has not
+/// reached. Moved to B, it gets `synced` at its own version at once (no `reset`, no event, no
+/// upstream request); once B's watch catches up, none of the changes it already holds reaches
+/// it again, and the next change does. The same for a client without the opt-in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_ahead_of_the_replica_is_synced_at_once_and_sent_nothing_it_holds() {
+    let sim = Sim::start(SimConfig { seed: Seed::Empty, ..SimConfig::default() }).await.unwrap();
+    let api = sim_client(&sim).await;
+    let maps: Api<ConfigMap> = Api::namespaced(api.clone(), "default");
+    for i in 0..10 {
+        maps.create(&PostParams::default(), &configmap(&format!("cm-{i:02}"), true, "0")).await.unwrap();
+    }
+    let config = kubeconfig(&[("sim", &sim.url(), None)]);
+    let b = ProxyProcess::start(settings(0), config.clone());
+    let observer = NativeClient::connect(&b.mux_url(), fast_config(6));
+    observer.watch("cm", "sim", CONFIGMAPS, selected()).await.unwrap();
+    observer.wait_for(DEADLINE, "B serving the collection", |v| v.synced.contains_key("cm")).await.unwrap();
+
+    // From here B's watch delivers nothing: its store stays where it is.
+    hook(&api, "POST", "/_sim/watches/stall?seconds=600").await;
+    for i in 0..3 {
+        maps.delete(&format!("cm-{i:02}"), &DeleteParams::default()).await.unwrap();
+    }
+    for i in 5..8 {
+        maps.patch(&format!("cm-{i:02}"), &PatchParams::default(), &Patch::Merge(json!({"data": {"value": "changed"}}))).await.unwrap();
+    }
+    maps.create(&PostParams::default(), &configmap("cm-new", true, "0")).await.unwrap();
+    let truth = list(&api, &format!("{CONFIGMAPS}?labelSelector={SELECTOR}")).await;
+
+    // A lists after the changes: its clients hold the newest state.
+    let a = ProxyProcess::start(settings(0), config);
+    let client = NativeClient::connect(&a.mux_url(), fast_config(7));
+    let old = NativeClient::connect(&a.mux_url(), old_style(8));
+    for c in [&client, &old] {
+        c.watch("cm", "sim", CONFIGMAPS, selected()).await.unwrap();
+        converged(c, "cm", &truth).await;
+    }
+    a.kill();
+    away(&client, 1).await;
+    away(&old, 1).await;
+    let stats = hook(&api, "GET", "/_sim/stats").await;
+    let before: Vec<usize> = [&client, &old].iter().map(|c| c.view().received.get("cm").map_or(0, Vec::len)).collect();
+    for (n, c) in [&client, &old].into_iter().enumerate() {
+        c.retarget(&b.mux_url());
+        let view = c.wait_for(DEADLINE, "the resume's synced on B", |v| v.opens() == 2 && v.synced.get("cm") == Some(&2)).await.unwrap();
+        assert_eq!(view.resets.get("cm"), None, "no reset for a client ahead of the replica");
+        assert_eq!(view.received["cm"].len(), before[n], "nothing sent: the client holds it all");
+        same_objects(&view.caches["cm"], &truth).unwrap_or_else(|difference| panic!("the cache at the resume's synced: {difference}"));
+    }
+    assert_eq!(resumes(&b, "ahead").await, 2.0);
+    assert_eq!(resumes(&b, "reset").await, 0.0);
+    let after = hook(&api, "GET", "/_sim/stats").await;
+    assert_eq!((&after["listRequests"], &after["watchRequests"]), (&stats["listRequests"], &stats["watchRequests"]), "B asked the simulator nothing");
+
+    // B's watch catches up (its stalled watch is closed and resumed from its version): the
+    // observer gets the changes, the clients ahead do not get them again.
+    hook(&api, "POST", "/_sim/watches/stall?seconds=0").await;
+    hook(&api, "POST", "/_sim/watches/close").await;
+    converged(&observer, "cm", &truth).await;
+    maps.create(&PostParams::default(), &configmap("cm-later", true, "0")).await.unwrap();
+    let truth = list(&api, &format!("{CONFIGMAPS}?labelSelector={SELECTOR}")).await;
+    for (n, c) in [&client, &old].into_iter().enumerate() {
+        let view = converged(c, "cm", &truth).await;
+        assert_eq!(&view.received["cm"][before[n]..], &[(EventType::Added, ("default".to_owned(), "cm-later".to_owned()))], "only the change after the client's version");
+        assert_eq!(view.resets.get("cm"), None);
+    }
+}

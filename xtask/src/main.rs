@@ -9,12 +9,14 @@
 //! - `cargo xtask fuzz [--seconds N] [TARGET...]`: run the fuzz targets in `fuzz/`.
 //! - `cargo xtask stress [--seeds N]`: many randomized proxy lifecycles (reloads, clients, shutdown).
 //! - `cargo xtask image`: the proxy's container image (static musl binary, `FROM scratch`).
+//! - `cargo xtask scale-out [--logs]`: three proxy replicas behind haproxy, killed and restarted under clients; prints the figures.
 
 mod bench;
 mod demo;
 mod fidelity;
 mod fuzz;
 mod image;
+mod scale_out;
 mod steps;
 mod stress;
 mod test;
@@ -44,6 +46,9 @@ commands:
                        clients connecting, watching and vanishing, health ticks and shutdown
   image                build the container image localhost/kubemux-proxy (deploy/Containerfile):
                        a static musl kubemux-proxy FROM scratch, with podman, offline
+  scale-out [--logs]   install haproxy if missing and run the scale-out scenario: 3 proxy replicas
+                       behind haproxy, 30 clients, SIGKILLs and a rolling restart with churn and
+                       without; prints the figures (--logs: the replicas' and haproxy's warnings)
 
 Builds go to $CARGO_TARGET_DIR, or $HOME/.cache/kubemux/target when it is not set.";
 
@@ -61,6 +66,7 @@ fn main() -> ExitCode {
         Some((command, rest)) if command == "fuzz" => fuzz::run(rest),
         Some((command, rest)) if command == "stress" => stress::run(rest),
         Some((command, rest)) if command == "image" && rest.is_empty() => image::run(),
+        Some((command, rest)) if command == "scale-out" => scale_out::run(rest),
         Some((command, _)) if matches!(command.as_str(), "help" | "-h" | "--help") => {
             println!("{USAGE}");
             Ok(())

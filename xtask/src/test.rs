@@ -8,7 +8,7 @@ use anyhow::{Context as _, bail};
 
 use crate::steps::{Outcome, Summary, ensure_kubectl};
 use crate::workspace::{self, Workspace, find_on_path};
-use crate::{fuzz, image, wasm, www};
+use crate::{fuzz, image, scale_out, wasm, www};
 
 /// The kubectl tests: `#[ignore]`d for a plain `cargo test`, run here with `--ignored`.
 const KUBECTL_TESTS: &[(&str, &str)] = &[("kube-sim", "kubectl"), ("kube-sim", "kubectl_tls"), ("kubemux-e2e", "passthrough"), ("kubemux-e2e", "deploy_manifests")];
@@ -44,7 +44,7 @@ pub fn parse(args: &[String]) -> anyhow::Result<(Option<u32>, &[String])> {
 fn run_once(passed: &[String]) -> anyhow::Result<()> {
     let repo = Workspace::locate()?;
     println!(
-        "cargo xtask test: checks for kubectl (optional); runs cargo test --workspace, then the kubectl tests \
+        "cargo xtask test: checks for kubectl (optional); installs Debian's haproxy with apt-get if missing (the scale_out test runs 3 proxies behind it); runs cargo test --workspace, then the kubectl tests \
          (among them kubectl kustomize + apply --dry-run=server of deploy/kubernetes) when kubectl is on PATH (required under CI or KUBEMUX_REQUIRE_TOOLS=1); \
          then the fidelity suite (pip installs the Python client into a virtualenv under the build cache, npm ci in tests/fidelity; \
          each skipped without python3 or node unless required); then for the browser \
@@ -59,6 +59,7 @@ fn run_once(passed: &[String]) -> anyhow::Result<()> {
     );
     let mut summary = Summary::new("cargo xtask test");
     summary.step("kubectl", ensure_kubectl);
+    summary.step("haproxy (Debian)", scale_out::ensure_haproxy);
     summary.step("cargo test --workspace", || {
         workspace::run(repo.cargo().args(["test", "--workspace"]).args(passed))?;
         Ok(Outcome::Ready("passed".to_owned()))
@@ -149,6 +150,7 @@ fn repeat_runs(runs: u32, passed: &[String]) -> anyhow::Result<()> {
         Ok(Outcome::Ready("built".to_owned()))
     });
     setup.step("chromium + chromedriver (Debian)", wasm::ensure_chromium);
+    setup.step("haproxy (Debian)", scale_out::ensure_haproxy);
     wasm::build_steps(&mut setup, &repo);
     let fixture = std::cell::OnceCell::new();
     setup.step("fixture server", || {

@@ -56,6 +56,26 @@ pub enum Resume {
     Unavailable,
 }
 
+/// How a resume point is answered, in `docs/PROTOCOL.md` §4's order: what the store alone
+/// decides ([`WatchCache::answer`]).
+#[derive(Debug, PartialEq)]
+pub enum Answer {
+    /// The version is in the ring: the events after it, then `synced`.
+    Replay(Vec<(EventType, ObjectJson)>),
+    /// The client takes an inventory and every version is an integer, the client's older than
+    /// the store's: the objects changed since it, the keys held, `synced`.
+    Inventory(Vec<ObjectJson>),
+    /// The client's version is newer than the store's (it was served by a replica whose watch
+    /// is further on): `synced` at the client's version at once, then the shared stream with
+    /// every event and bookmark at or before that version withheld (the client holds them).
+    Ahead(u64),
+    /// Both versions integers, the client's older, but the store cannot answer: a catch-up
+    /// watch from `from`, handing over at `to`.
+    CatchUp { from: u64, to: u64 },
+    /// Nothing else applies: `reset` and the snapshot.
+    Reset,
+}
+
 /// The store and ring of one upstream watch.
 #[derive(Debug)]
 pub struct WatchCache {
@@ -150,6 +170,23 @@ impl WatchCache {
         self.objects.is_empty()
     }
 
+    /// How a client consistent at `version` resumes (`inventory`: it sent
+    /// `"resume":"inventory"`). A cache that has not listed yet answers `Reset`.
+    pub fn answer(&self, version: &str, inventory: bool) -> Answer {
+        let Some(current) = self.rv.as_deref() else { return Answer::Reset };
+        if let Resume::Replay(events) = self.resume_from(version) {
+            return Answer::Replay(events);
+        }
+        match (integer_version(version), integer_version(current)) {
+            (Some(from), Some(to)) if from > to => Answer::Ahead(from),
+            (Some(from), Some(to)) if from < to => match self.changed_since(from).filter(|_| inventory) {
+                Some(changed) => Answer::Inventory(changed),
+                None => Answer::CatchUp { from, to },
+            },
+            _ => Answer::Reset,
+        }
+    }
+
     /// The changes after `rv`, if the ring still reaches back to it.
     pub fn resume_from(&self, rv: &str) -> Resume {
         match self.ring.iter().rposition(|e| e.rv == rv) {
@@ -185,6 +222,30 @@ mod tests {
         assert_eq!(cache.keys().collect::<Vec<_>>(), vec![("ns", "b"), ("ns", "c")]);
         cache.apply(EventType::Added, key("d"), "{d}".into(), "opaque".into());
         assert_eq!(changed(&cache, 8), None, "a version the proxy cannot order: the store cannot tell");
+    }
+
+    /// §4's order: the ring, then (integer versions only) ahead, inventory or catch-up, else
+    /// reset.
+    #[test]
+    fn a_resume_is_answered_by_replay_ahead_inventory_catch_up_or_reset() {
+        let mut cache = WatchCache::new(4);
+        assert_eq!(cache.answer("5", true), Answer::Reset, "not listed yet");
+        cache.replace(BTreeMap::from([(key("a"), stored("{a}", "5")), (key("c"), stored("{c}", "9"))]), "10".into());
+        cache.apply(EventType::Added, key("b"), "{b}".into(), "12".into());
+        assert_eq!(cache.answer("10", true), Answer::Replay(vec![(EventType::Added, "{b}".into())]));
+        assert_eq!(cache.answer("12", false), Answer::Replay(vec![]));
+        assert_eq!(cache.answer("8", true), Answer::Inventory(vec!["{b}".into(), "{c}".into()]));
+        assert_eq!(cache.answer("8", false), Answer::CatchUp { from: 8, to: 12 });
+        for inventory in [true, false] {
+            assert_eq!(cache.answer("13", inventory), Answer::Ahead(13), "a client ahead of the store");
+            assert_eq!(cache.answer("900", inventory), Answer::Ahead(900));
+        }
+        for version in ["0", "opaque", "012", ""] {
+            assert_eq!(cache.answer(version, true), Answer::Reset, "{version:?}");
+        }
+        cache.apply(EventType::Added, key("d"), "{d}".into(), "opaque".into());
+        assert_eq!(cache.answer("8", true), Answer::Reset, "the store's version cannot be ordered");
+        assert_eq!(cache.answer("13", true), Answer::Reset);
     }
 
     #[test]

@@ -16,7 +16,6 @@ use futures::{FutureExt, StreamExt};
 use serde::Deserialize;
 use tokio::sync::mpsc;
 
-use super::cache::integer_version;
 use super::request::{Requests, WatchLine, parse_event_type};
 use super::upstream::watch_lines;
 use super::{Command, Sink, WatchKey};
@@ -43,13 +42,6 @@ struct Versioned {
 struct Version {
     #[serde(rename = "resourceVersion")]
     resource_version: String,
-}
-
-/// Whether a catch-up (or an inventory) from `from` to `to` can be tried: both versions
-/// integers ([`integer_version`]), `from` older.
-pub(super) fn applicable(from: &str, to: &str) -> Option<(u64, u64)> {
-    let (from, to) = (integer_version(from)?, integer_version(to)?);
-    (from < to).then_some((from, to))
 }
 
 /// One subscriber's catch-up.
@@ -129,18 +121,4 @@ async fn forward(client: kube::Client, requests: &Requests, from: u64, to: u64, 
         }
     }
     false
-}
-
-#[cfg(test)]
-mod tests {
-    use super::applicable;
-
-    #[test]
-    fn only_positive_integer_versions_are_caught_up_from() {
-        assert_eq!(applicable("5", "10"), Some((5, 10)));
-        for from in ["0", "", "+5", "05", "-1", "5a", "10", "11"] {
-            assert_eq!(applicable(from, "10"), None, "from {from:?}");
-        }
-        assert_eq!(applicable("5", "0"), None);
-    }
 }

@@ -121,7 +121,6 @@ impl RegistrySettings {
     }
 }
 
-
 /// The fatal error of a subscription whose `task` panicked.
 fn internal_error(task: TaskKind, key: &WatchKey) -> Status {
     let what = match task {
@@ -167,6 +166,9 @@ pub struct Sink {
     detached: AtomicBool,
     /// Set when a fatal error ended the subscription.
     ended: AtomicBool,
+    /// A client resumed ahead of the store ([`Sink::ahead`]): the version up to which the
+    /// shared stream's events and bookmarks are withheld from it; 0 when none are.
+    withheld_through: AtomicU64,
 }
 
 impl Sink {
@@ -177,7 +179,7 @@ impl Sink {
 
     /// A sink for subscription `id` whose client holds `version`.
     pub fn resuming(outbox: Arc<Outbox>, id: Arc<str>, metrics: Arc<Metrics>, version: Option<String>) -> Arc<Sink> {
-        Arc::new(Sink { outbox, id, metrics, last_rv: Mutex::new(version), detached: AtomicBool::new(false), ended: AtomicBool::new(false) })
+        Arc::new(Sink { outbox, id, metrics, last_rv: Mutex::new(version), detached: AtomicBool::new(false), ended: AtomicBool::new(false), withheld_through: AtomicU64::new(0) })
     }
 
     /// Stops this sink: nothing more it is given is queued.
@@ -225,7 +227,6 @@ impl Sink {
         encode_event_raw(&self.id, event_type, object)
     }
 
-
     fn synced_frame(&self, rv: &str) -> String {
         ServerMessage::Synced { id: self.id.to_string(), resource_version: rv.to_owned() }.encode()
     }
@@ -234,8 +235,26 @@ impl Sink {
         ServerMessage::Reset { id: self.id.to_string() }.encode()
     }
 
+    /// Whether a frame at `rv` is one the client already holds (it resumed ahead of the store
+    /// and the stream has not passed its version yet). The first version past it, or one that
+    /// cannot be ordered, ends the withholding.
+    fn withheld(&self, rv: &str) -> bool {
+        let through = self.withheld_through.load(Ordering::Acquire);
+        if through == 0 {
+            return false;
+        }
+        if cache::integer_version(rv).is_some_and(|version| version <= through) {
+            return true;
+        }
+        self.withheld_through.store(0, Ordering::Release);
+        false
+    }
+
     /// Sends one event; `rv` is the event's version (the client's next resume point).
     pub fn event(&self, event_type: EventType, object: &str, rv: Option<&str>) {
+        if rv.is_some_and(|rv| self.withheld(rv)) {
+            return;
+        }
         if self.push(self.event_frame(event_type, object)) == Pushed::Queued {
             self.metrics.events_out.inc();
             if let Some(rv) = rv {
@@ -246,14 +265,21 @@ impl Sink {
 
     /// Sends `bookmark`.
     pub fn bookmark(&self, rv: &str) {
+        if self.withheld(rv) {
+            return;
+        }
         let frame = ServerMessage::Bookmark { id: self.id.to_string(), resource_version: rv.to_owned() }.encode();
         if self.push(frame) == Pushed::Queued {
             *self.rv_slot() = Some(rv.to_owned());
         }
     }
 
-    /// Sends `synced`.
+    /// Sends `synced`; while the client is ahead of the stream, at the client's version (it is
+    /// consistent there, not at the older one).
     pub fn synced(&self, rv: &str) {
+        let through = self.withheld_through.load(Ordering::Acquire);
+        let ahead = (through > 0 && cache::integer_version(rv).is_some_and(|version| version <= through)).then(|| through.to_string());
+        let rv = ahead.as_deref().unwrap_or(rv);
         if self.push(self.synced_frame(rv)) == Pushed::Queued {
             *self.rv_slot() = Some(rv.to_owned());
         }
@@ -295,11 +321,21 @@ impl Sink {
         self.synced(rv);
     }
 
+    /// Answers a client whose version is ahead of the store (`version`, written `rv`): it holds
+    /// everything up to there, so `synced` at once; then the shared stream's events and
+    /// bookmarks at or before `version` are withheld from it (`docs/PROTOCOL.md` §4).
+    pub fn ahead(&self, version: u64, rv: &str) {
+        self.withheld_through.store(version, Ordering::Release);
+        self.synced(rv);
+    }
+
     /// Replaces whatever is queued with `reset`, the snapshot and `synced`.
     pub fn reset_with_snapshot(&self, objects: Vec<Arc<str>>, rv: &str) {
         if self.detached.load(Ordering::Acquire) {
             return;
         }
+        // A full state replaces the client's: nothing it held is assumed any more.
+        self.withheld_through.store(0, Ordering::Release);
         let count = objects.len() as u64;
         let items = vec![Item::Frame(self.reset_frame()), Item::Snapshot(objects.into_iter()), Item::Frame(self.synced_frame(rv))];
         if self.outbox.push_reset(&self.id, items) == Pushed::Queued {
@@ -313,9 +349,28 @@ impl Sink {
 /// an upstream makes up is counted as `Other`, so an upstream cannot grow the metrics without
 /// bound.
 const METRIC_REASONS: &[&str] = &[
-    "AlreadyExists", "BadGateway", "BadRequest", "Conflict", "Expired", "Forbidden", "Gone", "InternalError", "Invalid", "MethodNotAllowed", "NotAcceptable",
-    "NotFound", "RequestEntityTooLarge", "RequestURITooLong", "ServerTimeout", "ServiceUnavailable", "StoreReadError", "Timeout", "TooManyRequests",
-    "Unauthorized", "Unknown", "UnsupportedMediaType",
+    "AlreadyExists",
+    "BadGateway",
+    "BadRequest",
+    "Conflict",
+    "Expired",
+    "Forbidden",
+    "Gone",
+    "InternalError",
+    "Invalid",
+    "MethodNotAllowed",
+    "NotAcceptable",
+    "NotFound",
+    "RequestEntityTooLarge",
+    "RequestURITooLong",
+    "ServerTimeout",
+    "ServiceUnavailable",
+    "StoreReadError",
+    "Timeout",
+    "TooManyRequests",
+    "Unauthorized",
+    "Unknown",
+    "UnsupportedMediaType",
 ];
 
 fn metric_reason(reason: &str) -> &str {
@@ -323,11 +378,22 @@ fn metric_reason(reason: &str) -> &str {
 }
 
 enum Command {
-    Subscribe { sub_id: u64, sink: Arc<Sink>, resume: Option<ResumeFrom> },
-    Unsubscribe { sub_id: u64 },
-    Resync { sub_id: u64 },
+    Subscribe {
+        sub_id: u64,
+        sink: Arc<Sink>,
+        resume: Option<ResumeFrom>,
+    },
+    Unsubscribe {
+        sub_id: u64,
+    },
+    Resync {
+        sub_id: u64,
+    },
     /// A catch-up watch finished.
-    CaughtUp { sub_id: u64, outcome: catch_up::Outcome },
+    CaughtUp {
+        sub_id: u64,
+        outcome: catch_up::Outcome,
+    },
 }
 
 /// A live subscription to an upstream watch; dropping it unsubscribes.
@@ -486,13 +552,55 @@ mod tests {
         let changed: Vec<ObjectJson> = vec![Arc::from(r#"{"metadata":{"name":"a","resourceVersion":"9"}}"#)];
         sink.inventory(&changed, [("", "a"), ("", "b")], "9");
         assert_eq!(sink.last_resource_version().as_deref(), Some("9"));
+        let frames = drain(&outbox).await;
+        assert!(
+            matches!(&frames[..], [ServerMessage::Event { .. }, ServerMessage::Event { event_type: EventType::Modified, .. }, ServerMessage::Inventory { keys, .. }, ServerMessage::Synced { resource_version, .. }] if keys[""] == ["a", "b"] && resource_version == "9"),
+            "{frames:?}"
+        );
+    }
+
+    /// Every frame queued in `outbox`, decoded.
+    async fn drain(outbox: &Outbox) -> Vec<ServerMessage> {
         let mut frames = Vec::new();
         while outbox.queued_bytes() > 0 {
             let Some(Outgoing::Text(frame)) = outbox.next().await else { panic!() };
             frames.push(ServerMessage::decode(&frame).unwrap());
         }
+        frames
+    }
+
+    /// A client ahead of the store gets `synced` at its own version at once; the shared
+    /// stream's events, bookmarks and `synced` up to that version never reach it (it holds
+    /// them), the first event past it does, and so does everything after; a `reset` ends the
+    /// withholding as well.
+    #[tokio::test]
+    async fn a_client_ahead_of_the_store_gets_nothing_it_holds() {
+        let metrics = Arc::new(Metrics::default());
+        let outbox = Outbox::new(1 << 20, metrics.clone());
+        let id: Arc<str> = Arc::from("cm");
+        outbox.add_subscription(&id);
+        let sink = Sink::resuming(outbox.clone(), id, metrics, Some("20".into()));
+        let object = |name: &str, rv: u64| format!(r#"{{"metadata":{{"name":"{name}","resourceVersion":"{rv}"}}}}"#);
+        sink.ahead(20, "20");
+        sink.event(EventType::Modified, &object("a", 15), Some("15"));
+        sink.bookmark("18");
+        sink.synced("18");
+        sink.event(EventType::Deleted, &object("b", 20), Some("20"));
+        assert_eq!(sink.last_resource_version().as_deref(), Some("20"));
+        sink.event(EventType::Added, &object("c", 21), Some("21"));
+        sink.bookmark("19");
+        assert_eq!(sink.last_resource_version().as_deref(), Some("19"), "past the client's version, the stream is passed on as it comes");
+        let frames = drain(&outbox).await;
         assert!(
-            matches!(&frames[..], [ServerMessage::Event { .. }, ServerMessage::Event { event_type: EventType::Modified, .. }, ServerMessage::Inventory { keys, .. }, ServerMessage::Synced { resource_version, .. }] if keys[""] == ["a", "b"] && resource_version == "9"),
+            matches!(&frames[..], [ServerMessage::Synced { resource_version: a, .. }, ServerMessage::Synced { resource_version: b, .. }, ServerMessage::Event { event_type: EventType::Added, .. }, ServerMessage::Bookmark { resource_version: c, .. }] if a == "20" && b == "20" && c == "19"),
+            "{frames:?}"
+        );
+        sink.ahead(30, "30");
+        sink.reset_with_snapshot(vec![Arc::from(object("a", 25).as_str())], "25");
+        sink.event(EventType::Modified, &object("a", 26), Some("26"));
+        let frames = drain(&outbox).await;
+        assert!(
+            matches!(&frames[..], [ServerMessage::Reset { .. }, ServerMessage::Event { .. }, ServerMessage::Synced { resource_version, .. }, ServerMessage::Event { .. }] if resource_version == "25"),
             "{frames:?}"
         );
     }

@@ -31,9 +31,7 @@ fn base_path_length(cluster_url: &str) -> usize {
 #[derive(Debug, thiserror::Error)]
 pub(super) enum RequestError {
     /// The path and query would not fit in a URI.
-    #[error(
-        "the request to the cluster for {path} would be {length} bytes long with its URL-encoded query, over the limit of {limit} bytes; shorten the label or field selector"
-    )]
+    #[error("the request to the cluster for {path} would be {length} bytes long with its URL-encoded query, over the limit of {limit} bytes; shorten the label or field selector")]
     TooLong {
         /// The collection path.
         path: String,
@@ -76,10 +74,8 @@ impl Requests {
     /// The requests for `key` on the cluster at `cluster_url`.
     pub(super) fn new(key: &WatchKey, cluster_url: &str) -> Requests {
         let base_path = base_path_length(cluster_url);
-        let selectors = [("labelSelector", &key.query.label_selector), ("fieldSelector", &key.query.field_selector)]
-            .into_iter()
-            .filter_map(|(name, value)| value.clone().map(|value| (name, value)))
-            .collect();
+        let selectors =
+            [("labelSelector", &key.query.label_selector), ("fieldSelector", &key.query.field_selector)].into_iter().filter_map(|(name, value)| value.clone().map(|value| (name, value))).collect();
         Requests { path: key.path.clone(), selectors, base_path }
     }
 

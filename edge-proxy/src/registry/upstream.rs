@@ -31,11 +31,11 @@ use tokio_util::codec::{FramedRead, LinesCodec, LinesCodecError};
 use tokio_util::compat::{Compat, FuturesAsyncReadCompatExt as _};
 use tokio_util::sync::CancellationToken;
 
-use super::cache::{ObjectJson, ObjectKey, Resume, Stored, WatchCache};
+use super::cache::{Answer, ObjectJson, ObjectKey, Stored, WatchCache};
 use super::request::{Requests, WatchLine, parse_event_type};
 use super::{Command, RegistrySettings, ResumeFrom, Sink, WatchKey, WatchRegistry, catch_up, internal_error};
-use crate::logging::panic_message;
 use crate::clusters::Cluster;
+use crate::logging::panic_message;
 use crate::metrics::{Metrics, ResetCause, ResumeOutcome, TaskKind};
 use crate::upstream_error::{Classified, classify};
 
@@ -316,8 +316,8 @@ impl Upstream {
         let rv = self.cache.resource_version().expect("serve is called with a listed cache").to_owned();
         match resume {
             None => sink.snapshot(self.cache.snapshot().cloned().collect(), &rv),
-            Some(from) => match self.cache.resume_from(&from.version) {
-                Resume::Replay(events) => {
+            Some(from) => match self.cache.answer(&from.version, from.inventory) {
+                Answer::Replay(events) => {
                     if !from.hand_over {
                         self.metrics.resume(ResumeOutcome::Replay);
                     }
@@ -326,25 +326,23 @@ impl Upstream {
                     }
                     sink.synced(&rv);
                 }
-                Resume::Unavailable => {
-                    let versions = catch_up::applicable(&from.version, &rv);
-                    // The store answers at once, with no upstream request, for a client that
-                    // takes an inventory: what changed after its version (an object at or
-                    // before it is as the client holds it), then the keys held now.
-                    let changed = versions.filter(|_| from.inventory).and_then(|(from, _)| self.cache.changed_since(from));
-                    match (changed, versions) {
-                        (Some(changed), _) => {
-                            self.metrics.resume(ResumeOutcome::Inventory);
-                            sink.inventory(&changed, self.cache.keys(), &rv);
-                        }
-                        (None, Some((from, to))) => {
-                            return self.catch_up(sub_id, sink, from, rv, to);
-                        }
-                        (None, None) => {
-                            self.metrics.resume(ResumeOutcome::Reset);
-                            return self.reset(sub_id, sink);
-                        }
-                    }
+                // The store answers at once, with no upstream request, for a client that takes
+                // an inventory: what changed after its version (an object at or before it is as
+                // the client holds it), then the keys held now.
+                Answer::Inventory(changed) => {
+                    self.metrics.resume(ResumeOutcome::Inventory);
+                    sink.inventory(&changed, self.cache.keys(), &rv);
+                }
+                // The client holds everything up to its version: nothing to send, and what the
+                // shared stream brings up to that version is withheld from it.
+                Answer::Ahead(version) => {
+                    self.metrics.resume(ResumeOutcome::Ahead);
+                    sink.ahead(version, &from.version);
+                }
+                Answer::CatchUp { from, to } => return self.catch_up(sub_id, sink, from, rv, to),
+                Answer::Reset => {
+                    self.metrics.resume(ResumeOutcome::Reset);
+                    return self.reset(sub_id, sink);
                 }
             },
         }
