@@ -89,6 +89,37 @@ cases.push(async function logs() {
   check(read() === 'kube-sim: ready\n', JSON.stringify(read()));
 });
 
+cases.push(async function logsFollow() {
+  const out = new PassThrough();
+  let text = '';
+  const wrote = new Promise((resolve) => out.on('data', (c) => {
+    text += c;
+    if (text.includes('from-node\n')) resolve();
+  }));
+  const request = await new k8s.Log(kc).log('default', 'toolbox', 'shell', out, { follow: true });
+  // A process in the container writes to the container's log while the follow is open.
+  await new Promise((resolve) => {
+    new k8s.Exec(kc).exec('default', 'toolbox', 'shell', ['sh', '-c', 'echo from-node >> container.log'], new PassThrough(), new PassThrough(), null, false, resolve);
+  });
+  await withTimeout(wrote, 10000, 'the followed line');
+  request.abort();
+  check(text.startsWith('kube-sim: container shell of pod default/toolbox started\nkube-sim: ready\n'), text);
+});
+
+cases.push(async function dryRunAndScale() {
+  const created = await core.createNamespacedConfigMap({ namespace: 'default', body: { metadata: { name: 'dry-node' } }, dryRun: 'All' });
+  check(created.metadata.name === 'dry-node', created);
+  try {
+    await core.readNamespacedConfigMap({ name: 'dry-node', namespace: 'default' });
+    check(false, 'a dry run stored the object');
+  } catch (e) {
+    check(e.code === 404, `expected 404, got ${e.code ?? e}`);
+  }
+  await apps.replaceNamespacedDeploymentScale({ name: 'api', namespace: 'demo', body: { metadata: { name: 'api', namespace: 'demo' }, spec: { replicas: 3 } } });
+  const scale = await apps.readNamespacedDeploymentScale({ name: 'api', namespace: 'demo' });
+  check(scale.spec.replicas === 3, scale);
+});
+
 cases.push(async function execCommand() {
   const stdout = new PassThrough();
   const stderr = new PassThrough();

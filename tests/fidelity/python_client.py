@@ -89,6 +89,33 @@ def logs():
 
 
 @case
+def logs_follow():
+    follow = core.read_namespaced_pod_log("toolbox", "default", follow=True, _preload_content=False)
+    lines = [follow.readline(), follow.readline()]
+    check(lines[1] == b"kube-sim: ready\n", lines)
+    # A process in the container writes to the container's log while the follow is open.
+    out = stream(core.connect_get_namespaced_pod_exec, "toolbox", "default", command=["sh", "-c", "echo from-python >> container.log"],
+                 stdout=True, stderr=True, stdin=False, tty=False)
+    check(out == "", out)
+    line = follow.readline()
+    follow.close()
+    check(line == b"from-python\n", line)
+
+
+@case
+def dry_run_and_scale():
+    created = core.create_namespaced_config_map("default", {"metadata": {"name": "dry-py"}}, dry_run="All")
+    check(created.metadata.name == "dry-py", created)
+    try:
+        core.read_namespaced_config_map("dry-py", "default")
+        check(False, "a dry run stored the object")
+    except client.ApiException as e:
+        check(e.status == 404, e.status)
+    apps.patch_namespaced_deployment_scale("api", "demo", {"spec": {"replicas": 3}})
+    check(apps.read_namespaced_deployment_scale("api", "demo").spec.replicas == 3, "scaled")
+
+
+@case
 def exec_command():
     out = stream(core.connect_get_namespaced_pod_exec, "toolbox", "default", command=["sh", "-c", "echo fidelity; echo oops >&2"],
                  stdout=True, stderr=True, stdin=False, tty=False, _preload_content=False)
