@@ -2,6 +2,7 @@
 //! listener whose connections are carried to a Ready pod of its target, kept through pod
 //! restarts and rollouts, reloaded with the rest of the configuration.
 //!
+//! - [`access`]: the access reviews a forward needs, asked by its worker and by reloads.
 //! - [`spec`]: the configuration and the pure rules (targets, selectors, port mapping,
 //!   readiness).
 //! - [`resolver`]: the Ready pods of a target, from the registry's shared watches.
@@ -23,6 +24,7 @@
 //! taken (by a forward that stays, or by another process) rejects the whole reload with every
 //! reason; the forwards in force stay.
 
+pub mod access;
 pub mod metrics;
 mod probe;
 pub mod resolver;
@@ -72,6 +74,8 @@ struct Running {
     released: tokio::sync::oneshot::Receiver<()>,
     /// Requests for streams to the target, answered by the worker.
     opens: tokio::sync::mpsc::Sender<worker::Open>,
+    /// The cluster answered its access reviews (see [`access`]).
+    checked: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// One step of a staged change.
@@ -84,9 +88,16 @@ enum Step {
 pub struct Staged {
     steps: Vec<(String, Step)>,
     stop: Vec<String>,
+    /// Forwards whose access a reload confirmed (they start checked).
+    reviewed: Vec<String>,
 }
 
 impl Staged {
+    /// Marks forwards whose access reviews the cluster answered (allowed) before the apply.
+    pub fn reviewed(&mut self, names: Vec<String>) {
+        self.reviewed = names;
+    }
+
     /// Forwards added, removed and changed, against the names running now.
     pub fn diff(&self, running: &[String]) -> crate::live::ForwardDiff {
         let mut added = Vec::new();
@@ -180,6 +191,7 @@ impl Forwards {
                 counters: forward.counters.clone(),
                 stop: forward.stop.clone(),
                 opens,
+                checked: forward.checked.clone(),
             };
             forward.task = tokio::spawn(worker::run(start)).abort_handle();
         }
@@ -192,6 +204,18 @@ impl Forwards {
     /// Names of the running forwards.
     pub fn names(&self) -> Vec<String> {
         self.lock().keys().cloned().collect()
+    }
+
+    /// The forwards of `forwards` that a reload would start: new, or changed (what a reload
+    /// reviews the access of; kept ones were reviewed when they started).
+    pub fn starting<'a>(&self, forwards: &'a [ForwardSpec]) -> Vec<&'a ForwardSpec> {
+        let running = self.lock();
+        forwards.iter().filter(|f| running.get(&f.name).is_none_or(|r| *r.spec != **f)).collect()
+    }
+
+    /// Running forwards whose access reviews the cluster has not answered yet.
+    pub fn unchecked(&self) -> Vec<String> {
+        self.lock().iter().filter(|(_, r)| !r.checked.load(std::sync::atomic::Ordering::Acquire)).map(|(name, _)| name.clone()).collect()
     }
 
     /// Validates `forwards` against those running and binds what is new. `strict` (a reload):
@@ -231,7 +255,7 @@ impl Forwards {
             return Err(errors);
         }
         let stop = running.keys().filter(|name| !kept.contains(&name.as_str())).cloned().collect();
-        Ok(Staged { steps, stop })
+        Ok(Staged { steps, stop, reviewed: Vec::new() })
     }
 
     /// Applies a staged change: stops what goes, starts what is new, and returns once every
@@ -264,9 +288,21 @@ impl Forwards {
             let kept_listener = listener.as_ref().ok().cloned();
             let (released_tx, released) = tokio::sync::oneshot::channel();
             let (opens_tx, opens) = tokio::sync::mpsc::channel(worker::OPEN_QUEUE);
-            let start = worker::Start { env: self.env.clone(), spec: spec.clone(), listener, status: status.clone(), heartbeat: heartbeat.clone(), released: released_tx, counters: counters.clone(), stop: stop.clone(), opens };
+            let checked = Arc::new(std::sync::atomic::AtomicBool::new(staged.reviewed.contains(&name)));
+            let start = worker::Start {
+                env: self.env.clone(),
+                spec: spec.clone(),
+                listener,
+                status: status.clone(),
+                heartbeat: heartbeat.clone(),
+                released: released_tx,
+                counters: counters.clone(),
+                stop: stop.clone(),
+                opens,
+                checked: checked.clone(),
+            };
             let task = tokio::spawn(worker::run(start)).abort_handle();
-            running.insert(name, Running { spec, listener: kept_listener, stop, status, heartbeat, counters, task, released, opens: opens_tx });
+            running.insert(name, Running { spec, listener: kept_listener, stop, status, heartbeat, counters, task, released, opens: opens_tx, checked });
         }
     }
 
@@ -293,7 +329,6 @@ impl Forwards {
     pub fn status(&self, name: &str) -> Option<watch::Receiver<ForwardStatus>> {
         self.lock().get(name).map(|r| r.status.subscribe())
     }
-
 }
 
 /// Restarts workers that stopped making progress, until the manager goes.

@@ -27,6 +27,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::Env;
+use super::access::Verdict;
 use super::metrics::ForwardCounters;
 use super::resolver::{self, Resolution};
 use super::spec::{ForwardSpec, container_port};
@@ -325,39 +326,19 @@ pub(super) fn bind(addr: SocketAddr) -> Result<Arc<TcpListener>, String> {
     TcpListener::from_std(listener).map(Arc::new).map_err(|e| format!("cannot listen on {addr}: {e}"))
 }
 
-/// Asks the cluster whether the proxy's credentials may port-forward in the namespace, so a
-/// forbidden forward fails at once instead of at its first connection. A cluster that cannot
-/// answer (no authorization API) counts as allowed: the dial's own 403 still says so later.
-async fn preflight(env: &Env, spec: &ForwardSpec) -> Result<(), String> {
-    let Some(cluster) = env.live.snapshot().clusters.get(&spec.cluster) else { return Err(format!("cluster {} not found", spec.cluster)) };
-    let Ok(client) = cluster.client(&crate::identity::Identity::Proxy) else { return Ok(()) };
-    match may_port_forward(&client, &spec.namespace).await {
-        Ok(Err(denied)) => Err(format!("the proxy's credentials for cluster {} may not create pods/portforward in namespace {}{denied}", spec.cluster, spec.namespace)),
-        Ok(Ok(())) | Err(_) => Ok(()),
-    }
-}
-
-/// A SelfSubjectAccessReview, as `client`, of `create` on `pods/portforward` in `namespace`:
-/// `Ok(Ok(()))` allowed, `Ok(Err(": reason"))` denied (the reason, if the cluster gave one),
-/// `Err` no answer.
-pub(super) async fn may_port_forward(client: &kube::Client, namespace: &str) -> Result<Result<(), String>, String> {
-    let review = json!({
-        "apiVersion": "authorization.k8s.io/v1",
-        "kind": "SelfSubjectAccessReview",
-        "spec": {"resourceAttributes": {"namespace": namespace, "verb": "create", "resource": "pods", "subresource": "portforward"}}
-    });
-    let request = http::Request::post("/apis/authorization.k8s.io/v1/selfsubjectaccessreviews")
-        .header(http::header::CONTENT_TYPE, "application/json")
-        .body(review.to_string().into_bytes())
-        .map_err(|e| e.to_string())?;
-    match tokio::time::timeout(Duration::from_secs(10), client.request::<Value>(request)).await {
-        Ok(Ok(answer)) => match answer.pointer("/status/allowed") {
-            Some(Value::Bool(true)) => Ok(Ok(())),
-            Some(Value::Bool(false)) => Ok(Err(answer.pointer("/status/reason").and_then(Value::as_str).map(|r| format!(": {r}")).unwrap_or_default())),
-            _ => Err("the access review had no answer".to_owned()),
-        },
-        Ok(Err(error)) => Err(format!("the access review failed: {error}")),
-        Err(_) => Err("the access review took over 10 s".to_owned()),
+/// The access reviews ([`super::access`]) as the proxy, so a forbidden forward fails at once
+/// instead of at its first connection. `None`: the cluster did not answer (in time, or has no
+/// authorization API); the forward works on (a dial's own 403 still says so) and asks again.
+async fn preflight(env: &Env, spec: &ForwardSpec) -> Option<Result<(), String>> {
+    let Some(cluster) = env.live.snapshot().clusters.get(&spec.cluster) else { return Some(Err(format!("cluster {} not found", spec.cluster))) };
+    let client = cluster.client(&crate::identity::Identity::Proxy).ok()?;
+    match super::access::review_forward(&client, spec).await {
+        Verdict::Allowed => Some(Ok(())),
+        Verdict::Denied(why) => Some(Err(why)),
+        Verdict::Unanswered(why) => {
+            tracing::warn!(forward = %spec.name, %why, "the forward's access reviews went unanswered; it runs unchecked and asks again");
+            None
+        }
     }
 }
 
@@ -416,11 +397,14 @@ pub(super) struct Start {
     pub stop: CancellationToken,
     /// Requests for streams (`/forwards/{name}/…`).
     pub opens: mpsc::Receiver<Open>,
+    /// Set once the cluster has answered the forward's access reviews (by a reload or this
+    /// worker's preflight); `/config/status` lists the others under `forwardsUnchecked`.
+    pub checked: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// Runs a forward until `stop`; its connections end with it.
 pub(super) async fn run(start: Start) {
-    let Start { env, spec, listener, status, heartbeat, released, counters, stop, mut opens } = start;
+    let Start { env, spec, listener, status, heartbeat, released, counters, stop, mut opens, checked } = start;
     heartbeat.beat();
     let mut beats = tokio::time::interval(HEARTBEAT);
     let connections = TaskTracker::new();
@@ -491,7 +475,8 @@ pub(super) async fn run(start: Start) {
     let mut probes = tokio::time::interval(spec.probe_interval.max(Duration::from_millis(1)));
     probes.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut probing = false;
-    let connection = |purpose: Purpose| Connection { env: env.clone(), spec: spec.clone(), picks: picks.subscribe(), reports: reports_tx.clone(), counters: counters.clone(), stop: children.clone(), purpose };
+    let connection =
+        |purpose: Purpose| Connection { env: env.clone(), spec: spec.clone(), picks: picks.subscribe(), reports: reports_tx.clone(), counters: counters.clone(), stop: children.clone(), purpose };
     loop {
         heartbeat.alive().await;
         tokio::select! {
@@ -500,10 +485,20 @@ pub(super) async fn run(start: Start) {
             _ = beats.tick() => continue,
             allowed = &mut check, if checking => {
                 checking = false;
-                if allowed.is_err() {
-                    recheck = Some(Instant::now() + spec.reconnect_max);
+                match allowed {
+                    Some(allowed) => {
+                        checked.store(true, std::sync::atomic::Ordering::Release);
+                        if allowed.is_err() {
+                            recheck = Some(Instant::now() + spec.reconnect_max);
+                        }
+                        view.allowed = Some(allowed);
+                    }
+                    None => {
+                        // Unanswered: not a denial. Work on and ask again.
+                        recheck = Some(Instant::now() + spec.reconnect_max);
+                        view.allowed = Some(view.allowed.take().unwrap_or(Ok(())));
+                    }
                 }
-                view.allowed = Some(allowed);
             }
             () = async { if let Some(at) = recheck { tokio::time::sleep_until(at).await } }, if recheck.is_some() && !checking => {
                 recheck = None;
@@ -729,7 +724,9 @@ mod tests {
 
     fn pod(name: &str, ready: bool) -> Arc<Value> {
         let status = if ready { "True" } else { "False" };
-        Arc::new(json!({"metadata": {"name": name}, "spec": {"containers": [{"ports": [{"name": "http", "containerPort": 8080}]}]}, "status": {"phase": "Running", "conditions": [{"type": "Ready", "status": status}]}}))
+        Arc::new(
+            json!({"metadata": {"name": name}, "spec": {"containers": [{"ports": [{"name": "http", "containerPort": 8080}]}]}, "status": {"phase": "Running", "conditions": [{"type": "Ready", "status": status}]}}),
+        )
     }
 
     fn view(ready: Vec<Arc<Value>>) -> View {
