@@ -119,6 +119,10 @@ pub struct Forwards {
     /// A worker silent this long is restarted by the watchdog (its listener and observers
     /// kept). Default [`WATCHDOG_TIMEOUT`].
     watchdog_timeout: Mutex<std::time::Duration>,
+    /// Which workers own a listener now (one per name at most).
+    owners: Arc<worker::Owners>,
+    /// Set (under the `running` lock) by [`Forwards::stop_all`]: nothing starts any more.
+    closed: std::sync::atomic::AtomicBool,
 }
 
 /// The default [`Forwards`] watchdog timeout: many heartbeats, far more than any step of a
@@ -141,7 +145,7 @@ impl Forwards {
     /// No forwards yet; the watchdog runs (whatever the number of forwards, zero too) until
     /// the manager is dropped.
     pub fn new(env: Env) -> Arc<Forwards> {
-        let forwards = Arc::new(Forwards { env, running: Mutex::new(BTreeMap::new()), watchdog_timeout: Mutex::new(WATCHDOG_TIMEOUT) });
+        let forwards = Arc::new(Forwards { env, running: Mutex::new(BTreeMap::new()), watchdog_timeout: Mutex::new(WATCHDOG_TIMEOUT), owners: Arc::default(), closed: Default::default() });
         tokio::spawn(watchdog(Arc::downgrade(&forwards)));
         forwards
     }
@@ -160,6 +164,35 @@ impl Forwards {
         }
     }
 
+    /// Test hook: the forward's worker panics (contained, counted, restarted by the watchdog).
+    #[doc(hidden)]
+    pub fn inject_panic(&self, name: &str) {
+        if let Some(running) = self.lock().get(name) {
+            running.heartbeat.inject_panic();
+        }
+    }
+
+    /// How many workers own each forward's listener now: 1 for each running forward once it
+    /// is bound, never more (tests check it).
+    pub fn owners(&self) -> BTreeMap<String, usize> {
+        self.owners.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Runs a worker; a panic in it is contained and counted, and its heartbeat says it died,
+    /// so the watchdog replaces it at its next tick (on the same listener).
+    fn spawn_worker(&self, start: worker::Start) -> tokio::task::AbortHandle {
+        use futures::FutureExt as _;
+        let (metrics, heartbeat, name) = (self.env.metrics.clone(), start.heartbeat.clone(), start.spec.name.clone());
+        tokio::spawn(async move {
+            if let Err(panic) = std::panic::AssertUnwindSafe(worker::run(start)).catch_unwind().await {
+                metrics.task_panic(crate::metrics::TaskKind::Forward);
+                tracing::error!(task = %crate::metrics::TaskKind::Forward, forward = %name, panic = crate::logging::panic_message(panic.as_ref()), "a proxy task panicked; the watchdog restarts its forward");
+                heartbeat.died();
+            }
+        })
+        .abort_handle()
+    }
+
     /// Replaces the workers that stopped beating: the old one is stopped (its connections
     /// end), a new one starts on the same listener with the same status channel.
     fn restart_silent(&self) {
@@ -176,7 +209,7 @@ impl Forwards {
             forward.stop = CancellationToken::new();
             forward.heartbeat = worker::Heartbeat::new();
             let (released_tx, released) = tokio::sync::oneshot::channel();
-            forward.released = released;
+            let after = std::mem::replace(&mut forward.released, released);
             let (opens_tx, opens) = tokio::sync::mpsc::channel(worker::OPEN_QUEUE);
             forward.opens = opens_tx;
             let listener = forward.listener.clone().ok_or_else(|| "the listener is being bound again".to_owned());
@@ -192,8 +225,10 @@ impl Forwards {
                 stop: forward.stop.clone(),
                 opens,
                 checked: forward.checked.clone(),
+                after: Some(after),
+                owners: self.owners.clone(),
             };
-            forward.task = tokio::spawn(worker::run(start)).abort_handle();
+            forward.task = self.spawn_worker(start);
         }
     }
 
@@ -224,6 +259,9 @@ impl Forwards {
     pub fn stage(&self, forwards: &[ForwardSpec], clusters: &Clusters, strict: bool) -> Result<Staged, Vec<String>> {
         let mut errors = check_clusters(forwards, clusters);
         let running = self.lock();
+        if self.closed.load(std::sync::atomic::Ordering::Acquire) {
+            return Err(vec!["forwards: the proxy is shutting down; no forward starts".to_owned()]);
+        }
         let mut steps = Vec::new();
         let kept: Vec<&str> = forwards.iter().filter(|f| running.get(&f.name).is_some_and(|r| *r.spec == **f)).map(|f| f.name.as_str()).collect();
         for forward in forwards {
@@ -270,11 +308,20 @@ impl Forwards {
 
     fn apply_locked(&self, staged: Staged, released: &mut Vec<tokio::sync::oneshot::Receiver<()>>) {
         let mut running = self.lock();
+        if self.closed.load(std::sync::atomic::Ordering::Acquire) {
+            // Staged before a shutdown, applied after: nothing starts (its new listeners close
+            // with `staged`).
+            return;
+        }
+        // A replaced forward's new worker waits for the old one to let go of the listener.
+        let mut handed: BTreeMap<String, tokio::sync::oneshot::Receiver<()>> = BTreeMap::new();
         for name in &staged.stop {
             if let Some(old) = running.remove(name) {
                 old.stop.cancel();
-                released.push(old.released);
-                if !staged.steps.iter().any(|(n, _)| n == name) {
+                if staged.steps.iter().any(|(n, _)| n == name) {
+                    handed.insert(name.clone(), old.released);
+                } else {
+                    released.push(old.released);
                     old.counters.remove();
                 }
             }
@@ -300,15 +347,22 @@ impl Forwards {
                 stop: stop.clone(),
                 opens,
                 checked: checked.clone(),
+                after: handed.remove(&name),
+                owners: self.owners.clone(),
             };
-            let task = tokio::spawn(worker::run(start)).abort_handle();
+            let task = self.spawn_worker(start);
             running.insert(name, Running { spec, listener: kept_listener, stop, status, heartbeat, counters, task, released, opens: opens_tx, checked });
         }
     }
 
-    /// Stops every forward (shutdown), and returns once their ports are closed.
+    /// Stops every forward (shutdown), and returns once their ports are closed. Idempotent;
+    /// after it nothing starts again (a reload's forwards are refused).
     pub async fn stop_all(&self) {
-        let stopped = std::mem::take(&mut *self.lock());
+        let stopped = {
+            let mut running = self.lock();
+            self.closed.store(true, std::sync::atomic::Ordering::Release);
+            std::mem::take(&mut *running)
+        };
         let mut released = Vec::new();
         for (_, running) in stopped {
             running.stop.cancel();

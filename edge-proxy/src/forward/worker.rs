@@ -353,11 +353,15 @@ pub(super) struct Heartbeat {
     last: std::sync::atomic::AtomicU64,
     /// Test hook: the worker stops making progress, as a worker stuck on a bug would.
     stall: std::sync::atomic::AtomicBool,
+    /// Test hook: the worker panics at its next beat.
+    panic: std::sync::atomic::AtomicBool,
+    /// The worker is gone (it panicked): as silent as can be, for the watchdog.
+    dead: std::sync::atomic::AtomicBool,
 }
 
 impl Heartbeat {
     pub(super) fn new() -> Arc<Heartbeat> {
-        Arc::new(Heartbeat { epoch: Instant::now(), last: Default::default(), stall: Default::default() })
+        Arc::new(Heartbeat { epoch: Instant::now(), last: Default::default(), stall: Default::default(), panic: Default::default(), dead: Default::default() })
     }
 
     fn beat(&self) {
@@ -367,6 +371,9 @@ impl Heartbeat {
 
     /// How long since the last beat.
     pub(super) fn silence(&self) -> Duration {
+        if self.dead.load(std::sync::atomic::Ordering::Relaxed) {
+            return Duration::MAX;
+        }
         self.epoch.elapsed().saturating_sub(Duration::from_millis(self.last.load(std::sync::atomic::Ordering::Relaxed)))
     }
 
@@ -374,8 +381,20 @@ impl Heartbeat {
         self.stall.store(true, std::sync::atomic::Ordering::Relaxed);
     }
 
+    pub(super) fn inject_panic(&self) {
+        self.panic.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// The worker panicked: the watchdog replaces it at its next tick.
+    pub(super) fn died(&self) {
+        self.dead.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
     /// Beats, unless the test hook stalled it: then never returns.
     async fn alive(&self) {
+        if self.panic.swap(false, std::sync::atomic::Ordering::Relaxed) {
+            panic!("test hook: a forward worker panics");
+        }
         if self.stall.load(std::sync::atomic::Ordering::Relaxed) {
             std::future::pending::<()>().await;
         }
@@ -400,12 +419,56 @@ pub(super) struct Start {
     /// Set once the cluster has answered the forward's access reviews (by a reload or this
     /// worker's preflight); `/config/status` lists the others under `forwardsUnchecked`.
     pub checked: Arc<std::sync::atomic::AtomicBool>,
+    /// Resolves once the worker this one replaces let go of the listener: until then this one
+    /// does not touch it, so one worker per name owns a forward's port at a time.
+    pub after: Option<oneshot::Receiver<()>>,
+    /// Which workers own their forward's listener now, by name (see [`Owner`]).
+    pub owners: Arc<Owners>,
+}
+
+/// How many workers own each forward's listener: one at most, by construction.
+pub type Owners = std::sync::Mutex<std::collections::BTreeMap<String, usize>>;
+
+/// A worker's ownership of its listener, listed in [`Owners`] while it lives (a panic
+/// unwinding the worker ends it too).
+struct Owner {
+    owners: Arc<Owners>,
+    name: String,
+}
+
+impl Owner {
+    fn new(owners: Arc<Owners>, name: &str) -> Owner {
+        *owners.lock().unwrap_or_else(|p| p.into_inner()).entry(name.to_owned()).or_default() += 1;
+        Owner { owners, name: name.to_owned() }
+    }
+}
+
+impl Drop for Owner {
+    fn drop(&mut self) {
+        let mut owners = self.owners.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(count) = owners.get_mut(&self.name) {
+            *count = count.saturating_sub(1);
+            if *count == 0 {
+                owners.remove(&self.name);
+            }
+        }
+    }
 }
 
 /// Runs a forward until `stop`; its connections end with it.
 pub(super) async fn run(start: Start) {
-    let Start { env, spec, listener, status, heartbeat, released, counters, stop, mut opens, checked } = start;
+    let Start { env, spec, listener, status, heartbeat, released, counters, stop, mut opens, checked, after, owners } = start;
     heartbeat.beat();
+    if let Some(previous) = after {
+        tokio::select! {
+            _ = tokio::time::timeout(Duration::from_secs(5), previous) => {}
+            () = stop.cancelled() => return,
+        }
+        heartbeat.beat();
+    }
+    // Declared after `released`, so dropped before it: whoever waits for `released` finds
+    // this worker no longer an owner.
+    let owner = Owner::new(owners, &spec.name);
     let mut beats = tokio::time::interval(HEARTBEAT);
     let connections = TaskTracker::new();
     let children = stop.child_token();
@@ -581,6 +644,7 @@ pub(super) async fn run(start: Start) {
     // The port closes now, not after the connections have wound down: whoever stopped this
     // forward (a reload) waits for `released`.
     drop(listener);
+    drop(owner);
     drop(released);
     connections.close();
     let _ = tokio::time::timeout(Duration::from_secs(5), connections.wait()).await;
