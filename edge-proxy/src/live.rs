@@ -122,6 +122,8 @@ struct Prepared {
     changed: Vec<String>,
     forwards: ForwardDiff,
     staged: Option<Staged>,
+    /// New or changed forwards whose access reviews went unanswered.
+    unchecked: Vec<String>,
 }
 
 #[derive(Default)]
@@ -258,7 +260,7 @@ impl Live {
             Ok(None) => return Outcome::Unchanged,
             Err(message) => return Outcome::Rejected(message),
         };
-        let Prepared { settings, clusters, restart_needed, added, removed, changed, forwards, staged } = prepared;
+        let Prepared { settings, clusters, restart_needed, added, removed, changed, forwards, staged, .. } = prepared;
         self.status.lock().unwrap_or_else(|p| p.into_inner()).restart_needed = restart_needed;
         let generation = current.generation + 1;
         let next = Arc::new(Snapshot { generation, loaded_at: Utc::now(), settings: Arc::new(settings), clusters });
@@ -300,9 +302,23 @@ impl Live {
         }
         settings.auth.check_listen(self.started.listen)?;
         let clusters = current.clusters.rebuild(candidate.sources).await.map_err(|e| e.to_string())?;
+        let mut unchecked = Vec::new();
         let (staged, forwards) = match self.forward_manager() {
             Some(manager) => {
-                let staged = manager.stage(&settings.forwards, &clusters, true).map_err(|errors| errors.join("; "))?;
+                // The access of what would start, asked before anything is bound: a forbidden
+                // forward refuses the reload with every other reason (ports in use).
+                let reviews = crate::forward::access::review_all(&manager.starting(&settings.forwards), &clusters).await;
+                let staged = manager.stage(&settings.forwards, &clusters, true);
+                let mut staged = match staged {
+                    Ok(staged) if reviews.denied.is_empty() => staged,
+                    Ok(_) => return Err(reviews.denied.join("; ")),
+                    Err(mut errors) => {
+                        errors.extend(reviews.denied);
+                        return Err(errors.join("; "));
+                    }
+                };
+                staged.reviewed(reviews.allowed);
+                unchecked = reviews.unanswered;
                 let diff = staged.diff(&manager.names());
                 (Some(staged), diff)
             }
@@ -320,11 +336,11 @@ impl Live {
         if added.is_empty() && removed.is_empty() && changed.is_empty() && *current.settings == settings {
             return Ok(None);
         }
-        Ok(Some(Prepared { settings, clusters, restart_needed, added, removed, changed, forwards, staged }))
+        Ok(Some(Prepared { settings, clusters, restart_needed, added, removed, changed, forwards, staged, unchecked }))
     }
 
     /// `POST /config/check`: what a reload would do now, changing nothing (a dry run). The
-    /// same validation as a reload, the forwards' new ports included.
+    /// same validation as a reload, the forwards' new ports and access reviews included.
     pub async fn check(&self) -> Value {
         let _one_at_a_time = self.reloading.lock().await;
         let current = self.snapshot();
@@ -336,6 +352,7 @@ impl Live {
                 "clusters": {"added": prepared.added, "removed": prepared.removed, "changed": prepared.changed},
                 "forwards": {"added": prepared.forwards.added, "removed": prepared.forwards.removed, "changed": prepared.forwards.changed},
                 "restartNeeded": prepared.restart_needed,
+                "forwardsUnchecked": prepared.unchecked,
             }),
             Err(message) => json!({"valid": false, "error": message}),
         }
@@ -356,6 +373,7 @@ impl Live {
             "lastReload": status.last_attempt.as_ref().map(|(at, result)| json!({"at": time(at), "result": result})),
             "lastError": status.last_error.as_ref().map(|(at, message)| json!({"at": time(at), "message": message})),
             "restartNeeded": status.restart_needed,
+            "forwardsUnchecked": self.forward_manager().map(|m| m.unchecked()).unwrap_or_default(),
         })
     }
 

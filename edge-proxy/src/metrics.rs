@@ -104,6 +104,8 @@ pub enum TaskKind {
     Terminal,
     /// A `/mux` connection's session.
     MuxSession,
+    /// A forward's worker (restarted by the watchdog, its listener kept).
+    Forward,
 }
 
 impl TaskKind {
@@ -113,6 +115,7 @@ impl TaskKind {
             TaskKind::CatchUp => "catch_up",
             TaskKind::Terminal => "terminal",
             TaskKind::MuxSession => "mux_session",
+            TaskKind::Forward => "forward",
         }
     }
 }

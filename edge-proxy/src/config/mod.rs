@@ -189,6 +189,7 @@ struct RawForward {
     reconnect_initial: Option<Spanned<f64>>,
     reconnect_max: Option<Spanned<f64>>,
     connect_timeout: Option<Spanned<f64>>,
+    preflight_timeout: Option<Spanned<f64>>,
     keepalive_interval: Option<Spanned<f64>>,
     probe: Option<Spanned<RawProbe>>,
     probe_interval: Option<Spanned<f64>>,
@@ -277,9 +278,9 @@ pub fn parse(file: &Path, text: &str) -> Result<FileConfig, ConfigError> {
     };
     let listen = match &raw.listen {
         None => None,
-        Some(spanned) => Some(spanned.value.parse::<SocketAddr>().map_err(|_| {
-            at(spanned.referenced, "listen", format!("{:?} is not an address: give IP:PORT, like 127.0.0.1:8080 or [::1]:8080", spanned.value))
-        })?),
+        Some(spanned) => {
+            Some(spanned.value.parse::<SocketAddr>().map_err(|_| at(spanned.referenced, "listen", format!("{:?} is not an address: give IP:PORT, like 127.0.0.1:8080 or [::1]:8080", spanned.value)))?)
+        }
     };
     let static_dir = match &raw.static_dir {
         None => None,
@@ -346,7 +347,8 @@ pub fn parse(file: &Path, text: &str) -> Result<FileConfig, ConfigError> {
                                 return Err(at(context.referenced, &key("context"), "an allContexts entry takes every context: drop context".to_owned()));
                             }
                             for context in &kubeconfig.contexts {
-                                let source = ClusterSource::Kubeconfig { name: context.name.clone(), kubeconfig: kubeconfig.clone(), context: Some(context.name.clone()), file: Some(path_value.clone()) };
+                                let source =
+                                    ClusterSource::Kubeconfig { name: context.name.clone(), kubeconfig: kubeconfig.clone(), context: Some(context.name.clone()), file: Some(path_value.clone()) };
                                 named(context.name.clone(), entry.referenced, key("allContexts"), source)?;
                             }
                             continue;
@@ -456,6 +458,7 @@ fn forwards(file: &Path, entries: &[Spanned<RawForward>], at: &dyn Fn(Location, 
             ("reconnectInitial", &mut spec.reconnect_initial, &raw.reconnect_initial),
             ("reconnectMax", &mut spec.reconnect_max, &raw.reconnect_max),
             ("connectTimeout", &mut spec.connect_timeout, &raw.connect_timeout),
+            ("preflightTimeout", &mut spec.preflight_timeout, &raw.preflight_timeout),
             ("keepaliveInterval", &mut spec.keepalive, &raw.keepalive_interval),
             ("probeInterval", &mut spec.probe_interval, &raw.probe_interval),
             ("probeTimeout", &mut spec.probe_timeout, &raw.probe_timeout),
@@ -467,8 +470,14 @@ fn forwards(file: &Path, entries: &[Spanned<RawForward>], at: &dyn Fn(Location, 
         if let Some(probe) = &raw.probe {
             spec.probe = self::probe(&probe.value, &|location, field, message| at(location, &key(field), message))?;
         }
-        for (field, value, raw_value) in [("probeInterval", spec.probe_interval, &raw.probe_interval), ("probeTimeout", spec.probe_timeout, &raw.probe_timeout)] {
-            if value.is_zero() && let Some(raw_value) = raw_value {
+        for (field, value, raw_value) in [
+            ("probeInterval", spec.probe_interval, &raw.probe_interval),
+            ("probeTimeout", spec.probe_timeout, &raw.probe_timeout),
+            ("preflightTimeout", spec.preflight_timeout, &raw.preflight_timeout),
+        ] {
+            if value.is_zero()
+                && let Some(raw_value) = raw_value
+            {
                 return Err(at(raw_value.referenced, &key(field), "must be more than 0 seconds".to_owned()));
             }
         }
@@ -478,7 +487,11 @@ fn forwards(file: &Path, entries: &[Spanned<RawForward>], at: &dyn Fn(Location, 
         }
         if spec.local_port != 0 {
             if let Some((other, first)) = addresses.get(&spec.local_addr()) {
-                return Err(at(local_port.referenced, &key("localPort"), format!("{} is forward {other:?}'s too (line {} column {}): two forwards cannot share a local address", spec.local_addr(), first.line(), first.column())));
+                return Err(at(
+                    local_port.referenced,
+                    &key("localPort"),
+                    format!("{} is forward {other:?}'s too (line {} column {}): two forwards cannot share a local address", spec.local_addr(), first.line(), first.column()),
+                ));
             }
             addresses.insert(spec.local_addr(), (spec.name.clone(), local_port.referenced));
         }
@@ -533,7 +546,7 @@ fn hint(key: &str) -> Option<&'static str> {
         "forwards" => "give a list of forwards, each a mapping with name, cluster, target, port and localPort",
         "localPort" => "give a port number, 0 to 65535 (0: any free port)",
         "reconnectInitial" | "reconnectMax" | "connectTimeout" | "keepaliveInterval" => "give a number of seconds, 0 or more",
-        "probeInterval" | "probeTimeout" => "give a number of seconds, more than 0",
+        "probeInterval" | "probeTimeout" | "preflightTimeout" => "give a number of seconds, more than 0",
         "probe" => "give tcp: true or http: {path: /healthz}",
         "tcp" => "give true or false",
         _ => return None,

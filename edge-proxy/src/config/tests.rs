@@ -48,7 +48,9 @@ fn a_wrong_type_is_named_with_its_position() {
 
 #[test]
 fn durations_must_be_finite_and_not_negative() {
-    for (text, key) in [("linger: -1\n", "linger"), ("terminalGrace: .nan\n", "terminalGrace"), ("upstreamIdleTimeout: .inf\n", "upstreamIdleTimeout"), ("terminalPingInterval: 1e300\n", "terminalPingInterval")] {
+    for (text, key) in
+        [("linger: -1\n", "linger"), ("terminalGrace: .nan\n", "terminalGrace"), ("upstreamIdleTimeout: .inf\n", "upstreamIdleTimeout"), ("terminalPingInterval: 1e300\n", "terminalPingInterval")]
+    {
         let (line, column, got, message) = refusal(text);
         assert_eq!((line, got.as_str()), (1, key), "{text}");
         assert_eq!(column as usize, key.len() + 3, "{text}");
@@ -68,15 +70,19 @@ fn a_malformed_address_is_refused() {
 
 #[test]
 fn forwards_parse_with_their_defaults() {
-    let text = "forwards:\n  - name: web\n    cluster: demo\n    namespace: demo\n    target: service/web\n    port: http\n    localPort: 18080\n  - name: db\n    cluster: demo\n    target: app=db\n    port: 5432\n    localPort: 0\n    bind: '::1'\n    reconnectInitial: 0.5\n    reconnectMax: 4\n    connectTimeout: 3\n";
+    let text = "forwards:\n  - name: web\n    cluster: demo\n    namespace: demo\n    target: service/web\n    port: http\n    localPort: 18080\n  - name: db\n    cluster: demo\n    target: app=db\n    port: 5432\n    localPort: 0\n    bind: '::1'\n    reconnectInitial: 0.5\n    reconnectMax: 4\n    connectTimeout: 3\n    preflightTimeout: 0.25\n";
     let forwards = parse(Path::new(FILE), text).unwrap().forwards.unwrap();
     let web = &forwards[0];
-    assert_eq!((web.name.as_str(), web.namespace.as_str(), &web.target, &web.port, web.local_addr()), ("web", "demo", &Target::Service("web".into()), &PortRef::Name("http".into()), "127.0.0.1:18080".parse().unwrap()));
+    assert_eq!(
+        (web.name.as_str(), web.namespace.as_str(), &web.target, &web.port, web.local_addr()),
+        ("web", "demo", &Target::Service("web".into()), &PortRef::Name("http".into()), "127.0.0.1:18080".parse().unwrap())
+    );
     assert_eq!((web.reconnect_initial, web.reconnect_max, web.connect_timeout), (Duration::from_secs(1), Duration::from_secs(10), Duration::from_secs(30)));
     assert_eq!(web.origin.to_string(), format!("{FILE}:2:5: forwards[0]"));
     let db = &forwards[1];
     assert_eq!((db.namespace.as_str(), &db.target, db.local_addr()), ("default", &Target::Selector("app=db".into()), "[::1]:0".parse().unwrap()));
     assert_eq!((db.reconnect_initial, db.reconnect_max, db.connect_timeout), (Duration::from_millis(500), Duration::from_secs(4), Duration::from_secs(3)));
+    assert_eq!((web.preflight_timeout, db.preflight_timeout), (Duration::from_secs(5), Duration::from_millis(250)));
 }
 
 #[test]
@@ -164,10 +170,15 @@ fn clusters_resolve_to_sources() {
     let dir = folder("sources");
     let text = "clusters:\n  - name: prod\n    kubeconfig: kubeconfig\n  - kubeconfig: kubeconfig\n    allContexts: true\n";
     let config = parse(&dir.join("proxy.yaml"), text).unwrap();
-    let sources: Vec<(String, Option<String>)> = config.clusters.unwrap().into_iter().map(|c| match c {
-        ClusterSource::Kubeconfig { name, context, .. } => (name, context),
-        ClusterSource::Server { name, .. } | ClusterSource::InCluster { name } => (name, None),
-    }).collect();
+    let sources: Vec<(String, Option<String>)> = config
+        .clusters
+        .unwrap()
+        .into_iter()
+        .map(|c| match c {
+            ClusterSource::Kubeconfig { name, context, .. } => (name, context),
+            ClusterSource::Server { name, .. } | ClusterSource::InCluster { name } => (name, None),
+        })
+        .collect();
     assert_eq!(sources, [("prod".into(), None), ("a".into(), Some("a".into())), ("b".into(), Some("b".into()))]);
 }
 
@@ -205,7 +216,50 @@ fn the_example_documents_every_key_and_validates() {
     assert_eq!((&forwards[0].probe, forwards[0].probe_interval, forwards[0].probe_timeout), (&Some(Probe::Http { path: "/healthz".into() }), Duration::from_secs(10), Duration::from_secs(2)));
     // Every key of the file format appears in the example.
     let text = std::fs::read_to_string(&path).unwrap();
-    for key in ["listen", "allowedOrigins", "auth", "mode", "allowAnonymousRemote", "clusters", "name", "kubeconfig", "context", "allContexts", "server", "certificateAuthority", "tokenFile", "inCluster", "forwards", "maxSubscriptions", "maxMessageBytes", "maxQueuedBytes", "history", "upstreamIdleTimeout", "linger", "terminalGrace", "terminalPingInterval", "healthInterval", "drainPeriod", "static", "namespace", "target", "port", "localPort", "bind", "reconnectInitial", "reconnectMax", "connectTimeout", "keepaliveInterval", "probe", "tcp", "http", "path", "probeInterval", "probeTimeout"] {
+    for key in [
+        "listen",
+        "allowedOrigins",
+        "auth",
+        "mode",
+        "allowAnonymousRemote",
+        "clusters",
+        "name",
+        "kubeconfig",
+        "context",
+        "allContexts",
+        "server",
+        "certificateAuthority",
+        "tokenFile",
+        "inCluster",
+        "forwards",
+        "maxSubscriptions",
+        "maxMessageBytes",
+        "maxQueuedBytes",
+        "history",
+        "upstreamIdleTimeout",
+        "linger",
+        "terminalGrace",
+        "terminalPingInterval",
+        "healthInterval",
+        "drainPeriod",
+        "static",
+        "namespace",
+        "target",
+        "port",
+        "localPort",
+        "bind",
+        "reconnectInitial",
+        "reconnectMax",
+        "connectTimeout",
+        "keepaliveInterval",
+        "probe",
+        "tcp",
+        "http",
+        "path",
+        "probeInterval",
+        "probeTimeout",
+        "preflightTimeout",
+    ] {
         assert!(text.contains(&format!("{key}:")), "the example documents {key}");
     }
 }

@@ -25,7 +25,7 @@ use serde_json::{Value, json};
 use tokio::sync::{Notify, watch};
 use tokio::time::Instant;
 
-use super::Forwards;
+use super::{Forwards, access};
 use super::spec::{PortRef, Probe};
 use super::worker;
 use crate::clusters::Cluster;
@@ -43,6 +43,10 @@ pub const COUNTER_INTERVAL: Duration = Duration::from_secs(1);
 
 /// How often the driver looks at the counters.
 const COUNTER_TICK: Duration = Duration::from_millis(250);
+
+/// How long a subscriber's access review of a namespace may take (the same 10 s the worker's
+/// preflight used before `preflightTimeout`).
+const ACCESS_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Status fields that change with traffic alone.
 const COUNTER_FIELDS: [&str; 3] = ["connections", "bytesIn", "bytesOut"];
@@ -306,7 +310,12 @@ impl Access {
 
     async fn check(&self, namespace: &str) -> Result<bool, String> {
         let client = self.cluster.client(&self.identity).map_err(|e| format!("no client for cluster {:?}: {e}", self.cluster.name))?;
-        Ok(worker::may_port_forward(&client, namespace).await?.is_ok())
+        // The one access review of `forward::access`, as `/forwards/{name}/…` asks it.
+        match access::review(&client, &self.cluster.name, namespace, &[access::PORT_FORWARD], ACCESS_TIMEOUT).await {
+            access::Verdict::Allowed => Ok(true),
+            access::Verdict::Denied(_) => Ok(false),
+            access::Verdict::Unanswered(why) => Err(why),
+        }
     }
 
     fn allows(&self, namespace: &str) -> bool {

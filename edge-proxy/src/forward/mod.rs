@@ -2,6 +2,7 @@
 //! listener whose connections are carried to a Ready pod of its target, kept through pod
 //! restarts and rollouts, reloaded with the rest of the configuration.
 //!
+//! - [`access`]: the access reviews a forward needs, asked by its worker and by reloads.
 //! - [`spec`]: the configuration and the pure rules (targets, selectors, port mapping,
 //!   readiness).
 //! - [`resolver`]: the Ready pods of a target, from the registry's shared watches.
@@ -23,6 +24,7 @@
 //! taken (by a forward that stays, or by another process) rejects the whole reload with every
 //! reason; the forwards in force stay.
 
+pub mod access;
 pub mod feed;
 pub mod metrics;
 mod probe;
@@ -73,6 +75,8 @@ struct Running {
     released: tokio::sync::oneshot::Receiver<()>,
     /// Requests for streams to the target, answered by the worker.
     opens: tokio::sync::mpsc::Sender<worker::Open>,
+    /// The cluster answered its access reviews (see [`access`]).
+    checked: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// One step of a staged change.
@@ -85,9 +89,16 @@ enum Step {
 pub struct Staged {
     steps: Vec<(String, Step)>,
     stop: Vec<String>,
+    /// Forwards whose access a reload confirmed (they start checked).
+    reviewed: Vec<String>,
 }
 
 impl Staged {
+    /// Marks forwards whose access reviews the cluster answered (allowed) before the apply.
+    pub fn reviewed(&mut self, names: Vec<String>) {
+        self.reviewed = names;
+    }
+
     /// Forwards added, removed and changed, against the names running now.
     pub fn diff(&self, running: &[String]) -> crate::live::ForwardDiff {
         let mut added = Vec::new();
@@ -113,6 +124,10 @@ pub struct Forwards {
     roster: watch::Sender<u64>,
     /// The forwards as a `/mux` collection, started with its first subscriber.
     feed: std::sync::OnceLock<Arc<feed::Feed>>,
+    /// Which workers own a listener now (one per name at most).
+    owners: Arc<worker::Owners>,
+    /// Set (under the `running` lock) by [`Forwards::stop_all`]: nothing starts any more.
+    closed: std::sync::atomic::AtomicBool,
 }
 
 /// The default [`Forwards`] watchdog timeout: many heartbeats, far more than any step of a
@@ -135,7 +150,15 @@ impl Forwards {
     /// No forwards yet; the watchdog runs (whatever the number of forwards, zero too) until
     /// the manager is dropped.
     pub fn new(env: Env) -> Arc<Forwards> {
-        let forwards = Arc::new(Forwards { env, running: Mutex::new(BTreeMap::new()), watchdog_timeout: Mutex::new(WATCHDOG_TIMEOUT), roster: watch::Sender::new(0), feed: std::sync::OnceLock::new() });
+        let forwards = Arc::new(Forwards {
+            env,
+            running: Mutex::new(BTreeMap::new()),
+            watchdog_timeout: Mutex::new(WATCHDOG_TIMEOUT),
+            roster: watch::Sender::new(0),
+            feed: std::sync::OnceLock::new(),
+            owners: Arc::default(),
+            closed: Default::default(),
+        });
         tokio::spawn(watchdog(Arc::downgrade(&forwards)));
         forwards
     }
@@ -154,6 +177,35 @@ impl Forwards {
         }
     }
 
+    /// Test hook: the forward's worker panics (contained, counted, restarted by the watchdog).
+    #[doc(hidden)]
+    pub fn inject_panic(&self, name: &str) {
+        if let Some(running) = self.lock().get(name) {
+            running.heartbeat.inject_panic();
+        }
+    }
+
+    /// How many workers own each forward's listener now: 1 for each running forward once it
+    /// is bound, never more (tests check it).
+    pub fn owners(&self) -> BTreeMap<String, usize> {
+        self.owners.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Runs a worker; a panic in it is contained and counted, and its heartbeat says it died,
+    /// so the watchdog replaces it at its next tick (on the same listener).
+    fn spawn_worker(&self, start: worker::Start) -> tokio::task::AbortHandle {
+        use futures::FutureExt as _;
+        let (metrics, heartbeat, name) = (self.env.metrics.clone(), start.heartbeat.clone(), start.spec.name.clone());
+        tokio::spawn(async move {
+            if let Err(panic) = std::panic::AssertUnwindSafe(worker::run(start)).catch_unwind().await {
+                metrics.task_panic(crate::metrics::TaskKind::Forward);
+                tracing::error!(task = %crate::metrics::TaskKind::Forward, forward = %name, panic = crate::logging::panic_message(panic.as_ref()), "a proxy task panicked; the watchdog restarts its forward");
+                heartbeat.died();
+            }
+        })
+        .abort_handle()
+    }
+
     /// Replaces the workers that stopped beating: the old one is stopped (its connections
     /// end), a new one starts on the same listener with the same status channel.
     fn restart_silent(&self) {
@@ -170,7 +222,7 @@ impl Forwards {
             forward.stop = CancellationToken::new();
             forward.heartbeat = worker::Heartbeat::new();
             let (released_tx, released) = tokio::sync::oneshot::channel();
-            forward.released = released;
+            let after = std::mem::replace(&mut forward.released, released);
             let (opens_tx, opens) = tokio::sync::mpsc::channel(worker::OPEN_QUEUE);
             forward.opens = opens_tx;
             let listener = forward.listener.clone().ok_or_else(|| "the listener is being bound again".to_owned());
@@ -185,8 +237,11 @@ impl Forwards {
                 counters: forward.counters.clone(),
                 stop: forward.stop.clone(),
                 opens,
+                checked: forward.checked.clone(),
+                after: Some(after),
+                owners: self.owners.clone(),
             };
-            forward.task = tokio::spawn(worker::run(start)).abort_handle();
+            forward.task = self.spawn_worker(start);
         }
     }
 
@@ -199,12 +254,27 @@ impl Forwards {
         self.lock().keys().cloned().collect()
     }
 
+    /// The forwards of `forwards` that a reload would start: new, or changed (what a reload
+    /// reviews the access of; kept ones were reviewed when they started).
+    pub fn starting<'a>(&self, forwards: &'a [ForwardSpec]) -> Vec<&'a ForwardSpec> {
+        let running = self.lock();
+        forwards.iter().filter(|f| running.get(&f.name).is_none_or(|r| *r.spec != **f)).collect()
+    }
+
+    /// Running forwards whose access reviews the cluster has not answered yet.
+    pub fn unchecked(&self) -> Vec<String> {
+        self.lock().iter().filter(|(_, r)| !r.checked.load(std::sync::atomic::Ordering::Acquire)).map(|(name, _)| name.clone()).collect()
+    }
+
     /// Validates `forwards` against those running and binds what is new. `strict` (a reload):
     /// an address that cannot be bound is an error; otherwise (the start) that forward starts
     /// `Failed` and keeps trying.
     pub fn stage(&self, forwards: &[ForwardSpec], clusters: &Clusters, strict: bool) -> Result<Staged, Vec<String>> {
         let mut errors = check_clusters(forwards, clusters);
         let running = self.lock();
+        if self.closed.load(std::sync::atomic::Ordering::Acquire) {
+            return Err(vec!["forwards: the proxy is shutting down; no forward starts".to_owned()]);
+        }
         let mut steps = Vec::new();
         let kept: Vec<&str> = forwards.iter().filter(|f| running.get(&f.name).is_some_and(|r| *r.spec == **f)).map(|f| f.name.as_str()).collect();
         for forward in forwards {
@@ -236,7 +306,7 @@ impl Forwards {
             return Err(errors);
         }
         let stop = running.keys().filter(|name| !kept.contains(&name.as_str())).cloned().collect();
-        Ok(Staged { steps, stop })
+        Ok(Staged { steps, stop, reviewed: Vec::new() })
     }
 
     /// Applies a staged change: stops what goes, starts what is new, and returns once every
@@ -251,11 +321,20 @@ impl Forwards {
 
     fn apply_locked(&self, staged: Staged, released: &mut Vec<tokio::sync::oneshot::Receiver<()>>) {
         let mut running = self.lock();
+        if self.closed.load(std::sync::atomic::Ordering::Acquire) {
+            // Staged before a shutdown, applied after: nothing starts (its new listeners close
+            // with `staged`).
+            return;
+        }
+        // A replaced forward's new worker waits for the old one to let go of the listener.
+        let mut handed: BTreeMap<String, tokio::sync::oneshot::Receiver<()>> = BTreeMap::new();
         for name in &staged.stop {
             if let Some(old) = running.remove(name) {
                 old.stop.cancel();
-                released.push(old.released);
-                if !staged.steps.iter().any(|(n, _)| n == name) {
+                if staged.steps.iter().any(|(n, _)| n == name) {
+                    handed.insert(name.clone(), old.released);
+                } else {
+                    released.push(old.released);
                     old.counters.remove();
                 }
             }
@@ -269,16 +348,35 @@ impl Forwards {
             let kept_listener = listener.as_ref().ok().cloned();
             let (released_tx, released) = tokio::sync::oneshot::channel();
             let (opens_tx, opens) = tokio::sync::mpsc::channel(worker::OPEN_QUEUE);
-            let start = worker::Start { env: self.env.clone(), spec: spec.clone(), listener, status: status.clone(), heartbeat: heartbeat.clone(), released: released_tx, counters: counters.clone(), stop: stop.clone(), opens };
-            let task = tokio::spawn(worker::run(start)).abort_handle();
-            running.insert(name, Running { spec, listener: kept_listener, stop, status, heartbeat, counters, task, released, opens: opens_tx });
+            let checked = Arc::new(std::sync::atomic::AtomicBool::new(staged.reviewed.contains(&name)));
+            let start = worker::Start {
+                env: self.env.clone(),
+                spec: spec.clone(),
+                listener,
+                status: status.clone(),
+                heartbeat: heartbeat.clone(),
+                released: released_tx,
+                counters: counters.clone(),
+                stop: stop.clone(),
+                opens,
+                checked: checked.clone(),
+                after: handed.remove(&name),
+                owners: self.owners.clone(),
+            };
+            let task = self.spawn_worker(start);
+            running.insert(name, Running { spec, listener: kept_listener, stop, status, heartbeat, counters, task, released, opens: opens_tx, checked });
         }
         self.roster.send_modify(|n| *n += 1);
     }
 
-    /// Stops every forward (shutdown), and returns once their ports are closed.
+    /// Stops every forward (shutdown), and returns once their ports are closed. Idempotent;
+    /// after it nothing starts again (a reload's forwards are refused).
     pub async fn stop_all(&self) {
-        let stopped = std::mem::take(&mut *self.lock());
+        let stopped = {
+            let mut running = self.lock();
+            self.closed.store(true, std::sync::atomic::Ordering::Release);
+            std::mem::take(&mut *running)
+        };
         self.roster.send_modify(|n| *n += 1);
         let mut released = Vec::new();
         for (_, running) in stopped {
@@ -300,7 +398,6 @@ impl Forwards {
     pub fn status(&self, name: &str) -> Option<watch::Receiver<ForwardStatus>> {
         self.lock().get(name).map(|r| r.status.subscribe())
     }
-
 }
 
 /// Restarts workers that stopped making progress, until the manager goes.

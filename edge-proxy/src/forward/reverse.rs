@@ -143,14 +143,10 @@ async fn check_access(app: &AppState, identity: &Identity, spec: &ForwardSpec) -
     }
     let cluster = app.snapshot().clusters.get(&spec.cluster).ok_or_else(|| status_response(503, "ServiceUnavailable", &format!("cluster \"{}\" is not configured", spec.cluster)))?;
     let client = cluster.client(identity).map_err(|e| status_response(503, "ServiceUnavailable", &format!("no client for cluster \"{}\": {e}", spec.cluster)))?;
-    match worker::may_port_forward(&client, &spec.namespace).await {
-        Ok(Ok(())) => Ok(()),
-        Ok(Err(reason)) => Err(status_response(
-            403,
-            "Forbidden",
-            &format!("forward \"{}\": this token may not create pods/portforward in namespace \"{}\" of cluster \"{}\"{reason}", spec.name, spec.namespace, spec.cluster),
-        )),
-        Err(why) => Err(status_response(503, "ServiceUnavailable", &format!("forward \"{}\": could not check this token's permissions: {why}", spec.name))),
+    match super::access::review(&client, &spec.cluster, &spec.namespace, &[super::access::PORT_FORWARD], spec.preflight_timeout).await {
+        super::access::Verdict::Allowed => Ok(()),
+        super::access::Verdict::Denied(why) => Err(status_response(403, "Forbidden", &format!("forward \"{}\": this token is refused: {why}", spec.name))),
+        super::access::Verdict::Unanswered(why) => Err(status_response(503, "ServiceUnavailable", &format!("forward \"{}\": could not check this token's permissions: {why}", spec.name))),
     }
 }
 

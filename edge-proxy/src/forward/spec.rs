@@ -32,6 +32,9 @@ pub struct ForwardSpec {
     /// How long an accepted connection waits for a Ready pod (during a restart or a rollout)
     /// before it is closed. Default 30 s.
     pub connect_timeout: Duration,
+    /// How long the access reviews (`forward::access`) may take before the forward counts as
+    /// unchecked (applied, asked again by its worker). Default 5 s.
+    pub preflight_timeout: Duration,
     /// How often a carried connection pings its tunnel (zero: never). Below the idle limits of
     /// load balancers and kubelets, so a quiet connection is never cut; two intervals without
     /// a word from the tunnel close the connection. Default 15 s.
@@ -62,6 +65,7 @@ impl ForwardSpec {
             reconnect_initial: Duration::from_secs(1),
             reconnect_max: Duration::from_secs(10),
             connect_timeout: Duration::from_secs(30),
+            preflight_timeout: Duration::from_secs(5),
             keepalive: Duration::from_secs(15),
             probe: None,
             probe_interval: Duration::from_secs(10),
@@ -222,13 +226,8 @@ pub fn selector_of(target: &Target, owner: &Value) -> Result<String, String> {
             selector.iter().filter_map(|(k, v)| v.as_str().map(|v| format!("{k}={v}"))).collect()
         }
         Target::Deployment(name) | Target::StatefulSet(name) => {
-            let mut requirements: Vec<String> = owner
-                .pointer("/spec/selector/matchLabels")
-                .and_then(Value::as_object)
-                .into_iter()
-                .flatten()
-                .filter_map(|(k, v)| v.as_str().map(|v| format!("{k}={v}")))
-                .collect();
+            let mut requirements: Vec<String> =
+                owner.pointer("/spec/selector/matchLabels").and_then(Value::as_object).into_iter().flatten().filter_map(|(k, v)| v.as_str().map(|v| format!("{k}={v}"))).collect();
             for expression in owner.pointer("/spec/selector/matchExpressions").and_then(Value::as_array).into_iter().flatten() {
                 let key = expression["key"].as_str().unwrap_or_default();
                 let values: Vec<&str> = expression["values"].as_array().into_iter().flatten().filter_map(Value::as_str).collect();
@@ -319,7 +318,8 @@ mod tests {
         let service = json!({"spec": {"selector": {"app": "web"}, "ports": []}});
         assert_eq!(selector_of(&Target::Service("web".into()), &service), Ok("app=web".into()));
         assert!(selector_of(&Target::Service("web".into()), &json!({"spec": {}})).unwrap_err().contains("no selector"));
-        let deployment = json!({"spec": {"selector": {"matchLabels": {"app": "api"}, "matchExpressions": [{"key": "tier", "operator": "In", "values": ["a", "b"]}, {"key": "x", "operator": "DoesNotExist"}]}}});
+        let deployment =
+            json!({"spec": {"selector": {"matchLabels": {"app": "api"}, "matchExpressions": [{"key": "tier", "operator": "In", "values": ["a", "b"]}, {"key": "x", "operator": "DoesNotExist"}]}}});
         assert_eq!(selector_of(&Target::Deployment("api".into()), &deployment), Ok("app=api,tier in (a,b),!x".into()));
     }
 

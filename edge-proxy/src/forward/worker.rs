@@ -27,6 +27,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::Env;
+use super::access::Verdict;
 use super::metrics::ForwardCounters;
 use super::resolver::{self, Resolution};
 use super::spec::{ForwardSpec, container_port};
@@ -325,39 +326,19 @@ pub(super) fn bind(addr: SocketAddr) -> Result<Arc<TcpListener>, String> {
     TcpListener::from_std(listener).map(Arc::new).map_err(|e| format!("cannot listen on {addr}: {e}"))
 }
 
-/// Asks the cluster whether the proxy's credentials may port-forward in the namespace, so a
-/// forbidden forward fails at once instead of at its first connection. A cluster that cannot
-/// answer (no authorization API) counts as allowed: the dial's own 403 still says so later.
-async fn preflight(env: &Env, spec: &ForwardSpec) -> Result<(), String> {
-    let Some(cluster) = env.live.snapshot().clusters.get(&spec.cluster) else { return Err(format!("cluster {} not found", spec.cluster)) };
-    let Ok(client) = cluster.client(&crate::identity::Identity::Proxy) else { return Ok(()) };
-    match may_port_forward(&client, &spec.namespace).await {
-        Ok(Err(denied)) => Err(format!("the proxy's credentials for cluster {} may not create pods/portforward in namespace {}{denied}", spec.cluster, spec.namespace)),
-        Ok(Ok(())) | Err(_) => Ok(()),
-    }
-}
-
-/// A SelfSubjectAccessReview, as `client`, of `create` on `pods/portforward` in `namespace`:
-/// `Ok(Ok(()))` allowed, `Ok(Err(": reason"))` denied (the reason, if the cluster gave one),
-/// `Err` no answer.
-pub(super) async fn may_port_forward(client: &kube::Client, namespace: &str) -> Result<Result<(), String>, String> {
-    let review = json!({
-        "apiVersion": "authorization.k8s.io/v1",
-        "kind": "SelfSubjectAccessReview",
-        "spec": {"resourceAttributes": {"namespace": namespace, "verb": "create", "resource": "pods", "subresource": "portforward"}}
-    });
-    let request = http::Request::post("/apis/authorization.k8s.io/v1/selfsubjectaccessreviews")
-        .header(http::header::CONTENT_TYPE, "application/json")
-        .body(review.to_string().into_bytes())
-        .map_err(|e| e.to_string())?;
-    match tokio::time::timeout(Duration::from_secs(10), client.request::<Value>(request)).await {
-        Ok(Ok(answer)) => match answer.pointer("/status/allowed") {
-            Some(Value::Bool(true)) => Ok(Ok(())),
-            Some(Value::Bool(false)) => Ok(Err(answer.pointer("/status/reason").and_then(Value::as_str).map(|r| format!(": {r}")).unwrap_or_default())),
-            _ => Err("the access review had no answer".to_owned()),
-        },
-        Ok(Err(error)) => Err(format!("the access review failed: {error}")),
-        Err(_) => Err("the access review took over 10 s".to_owned()),
+/// The access reviews ([`super::access`]) as the proxy, so a forbidden forward fails at once
+/// instead of at its first connection. `None`: the cluster did not answer (in time, or has no
+/// authorization API); the forward works on (a dial's own 403 still says so) and asks again.
+async fn preflight(env: &Env, spec: &ForwardSpec) -> Option<Result<(), String>> {
+    let Some(cluster) = env.live.snapshot().clusters.get(&spec.cluster) else { return Some(Err(format!("cluster {} not found", spec.cluster))) };
+    let client = cluster.client(&crate::identity::Identity::Proxy).ok()?;
+    match super::access::review_forward(&client, spec).await {
+        Verdict::Allowed => Some(Ok(())),
+        Verdict::Denied(why) => Some(Err(why)),
+        Verdict::Unanswered(why) => {
+            tracing::warn!(forward = %spec.name, %why, "the forward's access reviews went unanswered; it runs unchecked and asks again");
+            None
+        }
     }
 }
 
@@ -372,11 +353,15 @@ pub(super) struct Heartbeat {
     last: std::sync::atomic::AtomicU64,
     /// Test hook: the worker stops making progress, as a worker stuck on a bug would.
     stall: std::sync::atomic::AtomicBool,
+    /// Test hook: the worker panics at its next beat.
+    panic: std::sync::atomic::AtomicBool,
+    /// The worker is gone (it panicked): as silent as can be, for the watchdog.
+    dead: std::sync::atomic::AtomicBool,
 }
 
 impl Heartbeat {
     pub(super) fn new() -> Arc<Heartbeat> {
-        Arc::new(Heartbeat { epoch: Instant::now(), last: Default::default(), stall: Default::default() })
+        Arc::new(Heartbeat { epoch: Instant::now(), last: Default::default(), stall: Default::default(), panic: Default::default(), dead: Default::default() })
     }
 
     fn beat(&self) {
@@ -386,6 +371,9 @@ impl Heartbeat {
 
     /// How long since the last beat.
     pub(super) fn silence(&self) -> Duration {
+        if self.dead.load(std::sync::atomic::Ordering::Relaxed) {
+            return Duration::MAX;
+        }
         self.epoch.elapsed().saturating_sub(Duration::from_millis(self.last.load(std::sync::atomic::Ordering::Relaxed)))
     }
 
@@ -393,8 +381,20 @@ impl Heartbeat {
         self.stall.store(true, std::sync::atomic::Ordering::Relaxed);
     }
 
+    pub(super) fn inject_panic(&self) {
+        self.panic.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// The worker panicked: the watchdog replaces it at its next tick.
+    pub(super) fn died(&self) {
+        self.dead.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
     /// Beats, unless the test hook stalled it: then never returns.
     async fn alive(&self) {
+        if self.panic.swap(false, std::sync::atomic::Ordering::Relaxed) {
+            panic!("test hook: a forward worker panics");
+        }
         if self.stall.load(std::sync::atomic::Ordering::Relaxed) {
             std::future::pending::<()>().await;
         }
@@ -416,12 +416,59 @@ pub(super) struct Start {
     pub stop: CancellationToken,
     /// Requests for streams (`/forwards/{name}/…`).
     pub opens: mpsc::Receiver<Open>,
+    /// Set once the cluster has answered the forward's access reviews (by a reload or this
+    /// worker's preflight); `/config/status` lists the others under `forwardsUnchecked`.
+    pub checked: Arc<std::sync::atomic::AtomicBool>,
+    /// Resolves once the worker this one replaces let go of the listener: until then this one
+    /// does not touch it, so one worker per name owns a forward's port at a time.
+    pub after: Option<oneshot::Receiver<()>>,
+    /// Which workers own their forward's listener now, by name (see [`Owner`]).
+    pub owners: Arc<Owners>,
+}
+
+/// How many workers own each forward's listener: one at most, by construction.
+pub type Owners = std::sync::Mutex<std::collections::BTreeMap<String, usize>>;
+
+/// A worker's ownership of its listener, listed in [`Owners`] while it lives (a panic
+/// unwinding the worker ends it too).
+struct Owner {
+    owners: Arc<Owners>,
+    name: String,
+}
+
+impl Owner {
+    fn new(owners: Arc<Owners>, name: &str) -> Owner {
+        *owners.lock().unwrap_or_else(|p| p.into_inner()).entry(name.to_owned()).or_default() += 1;
+        Owner { owners, name: name.to_owned() }
+    }
+}
+
+impl Drop for Owner {
+    fn drop(&mut self) {
+        let mut owners = self.owners.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(count) = owners.get_mut(&self.name) {
+            *count = count.saturating_sub(1);
+            if *count == 0 {
+                owners.remove(&self.name);
+            }
+        }
+    }
 }
 
 /// Runs a forward until `stop`; its connections end with it.
 pub(super) async fn run(start: Start) {
-    let Start { env, spec, listener, status, heartbeat, released, counters, stop, mut opens } = start;
+    let Start { env, spec, listener, status, heartbeat, released, counters, stop, mut opens, checked, after, owners } = start;
     heartbeat.beat();
+    if let Some(previous) = after {
+        tokio::select! {
+            _ = tokio::time::timeout(Duration::from_secs(5), previous) => {}
+            () = stop.cancelled() => return,
+        }
+        heartbeat.beat();
+    }
+    // Declared after `released`, so dropped before it: whoever waits for `released` finds
+    // this worker no longer an owner.
+    let owner = Owner::new(owners, &spec.name);
     let mut beats = tokio::time::interval(HEARTBEAT);
     let connections = TaskTracker::new();
     let children = stop.child_token();
@@ -491,7 +538,8 @@ pub(super) async fn run(start: Start) {
     let mut probes = tokio::time::interval(spec.probe_interval.max(Duration::from_millis(1)));
     probes.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut probing = false;
-    let connection = |purpose: Purpose| Connection { env: env.clone(), spec: spec.clone(), picks: picks.subscribe(), reports: reports_tx.clone(), counters: counters.clone(), stop: children.clone(), purpose };
+    let connection =
+        |purpose: Purpose| Connection { env: env.clone(), spec: spec.clone(), picks: picks.subscribe(), reports: reports_tx.clone(), counters: counters.clone(), stop: children.clone(), purpose };
     loop {
         heartbeat.alive().await;
         tokio::select! {
@@ -500,10 +548,20 @@ pub(super) async fn run(start: Start) {
             _ = beats.tick() => continue,
             allowed = &mut check, if checking => {
                 checking = false;
-                if allowed.is_err() {
-                    recheck = Some(Instant::now() + spec.reconnect_max);
+                match allowed {
+                    Some(allowed) => {
+                        checked.store(true, std::sync::atomic::Ordering::Release);
+                        if allowed.is_err() {
+                            recheck = Some(Instant::now() + spec.reconnect_max);
+                        }
+                        view.allowed = Some(allowed);
+                    }
+                    None => {
+                        // Unanswered: not a denial. Work on and ask again.
+                        recheck = Some(Instant::now() + spec.reconnect_max);
+                        view.allowed = Some(view.allowed.take().unwrap_or(Ok(())));
+                    }
                 }
-                view.allowed = Some(allowed);
             }
             () = async { if let Some(at) = recheck { tokio::time::sleep_until(at).await } }, if recheck.is_some() && !checking => {
                 recheck = None;
@@ -586,6 +644,7 @@ pub(super) async fn run(start: Start) {
     // The port closes now, not after the connections have wound down: whoever stopped this
     // forward (a reload) waits for `released`.
     drop(listener);
+    drop(owner);
     drop(released);
     connections.close();
     let _ = tokio::time::timeout(Duration::from_secs(5), connections.wait()).await;
@@ -729,7 +788,9 @@ mod tests {
 
     fn pod(name: &str, ready: bool) -> Arc<Value> {
         let status = if ready { "True" } else { "False" };
-        Arc::new(json!({"metadata": {"name": name}, "spec": {"containers": [{"ports": [{"name": "http", "containerPort": 8080}]}]}, "status": {"phase": "Running", "conditions": [{"type": "Ready", "status": status}]}}))
+        Arc::new(
+            json!({"metadata": {"name": name}, "spec": {"containers": [{"ports": [{"name": "http", "containerPort": 8080}]}]}, "status": {"phase": "Running", "conditions": [{"type": "Ready", "status": status}]}}),
+        )
     }
 
     fn view(ready: Vec<Arc<Value>>) -> View {

@@ -127,7 +127,7 @@ fn internal_error(task: TaskKind, key: &WatchKey) -> Status {
         TaskKind::Upstream => "upstream watch",
         TaskKind::CatchUp => "catch-up watch",
         // Not registry tasks: their panics end a connection, not a subscription.
-        TaskKind::Terminal | TaskKind::MuxSession => "session",
+        TaskKind::Terminal | TaskKind::MuxSession | TaskKind::Forward => "session",
     };
     Status::failure(500, "InternalError", format!("the proxy hit an internal error in the {what} of {} on cluster {}; this subscription has ended", key.path, key.cluster))
 }

@@ -307,7 +307,11 @@ async fn processes(State(state): State<Arc<SimState>>) -> Json<Value> {
 
 async fn stats(State(state): State<Arc<SimState>>) -> Json<Value> {
     let hooks = &state.hooks;
+    let forwards = state.runtime.port_forwards().stats();
     Json(json!({
+        "portForwards": forwards["portForwards"],
+        "portForwardsByUser": forwards["portForwardsByUser"],
+        "portForwardUpgradesTotal": forwards["portForwardUpgradesTotal"],
         "openWatches": hooks.open_watches.load(Ordering::Relaxed),
         "watchRequests": hooks.watch_requests.load(Ordering::Relaxed),
         "listRequests": hooks.list_requests.load(Ordering::Relaxed),

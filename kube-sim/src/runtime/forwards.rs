@@ -62,6 +62,8 @@ enum EntryKind {
 }
 
 struct Entry {
+    /// Who opened it (the authenticated user's name).
+    user: String,
     namespace: String,
     pod: String,
     transport: Transport,
@@ -80,18 +82,15 @@ struct Inner {
 pub struct PortForwards {
     inner: Mutex<Inner>,
     next_id: AtomicU64,
+    /// Connections ever opened (upgrades, of any transport).
+    upgrades: AtomicU64,
     withhold_replies: AtomicU32,
     idle_timeout: watch::Sender<Option<Duration>>,
 }
 
 impl Default for PortForwards {
     fn default() -> Self {
-        PortForwards {
-            inner: Mutex::default(),
-            next_id: AtomicU64::new(0),
-            withhold_replies: AtomicU32::new(0),
-            idle_timeout: watch::channel(None).0,
-        }
+        PortForwards { inner: Mutex::default(), next_id: AtomicU64::new(0), upgrades: AtomicU64::new(0), withhold_replies: AtomicU32::new(0), idle_timeout: watch::channel(None).0 }
     }
 }
 
@@ -117,22 +116,39 @@ impl PortForwards {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn register(self: &Arc<Self>, namespace: &str, pod: &str, transport: Transport, kind: EntryKind) -> Registration {
+    fn register(self: &Arc<Self>, user: &str, namespace: &str, pod: &str, transport: Transport, kind: EntryKind) -> Registration {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (cut, blackhole) = (CancellationToken::new(), CancellationToken::new());
-        let entry = Entry { namespace: namespace.to_owned(), pod: pod.to_owned(), transport, kind, cut: cut.clone(), blackhole: blackhole.clone() };
+        let entry = Entry { user: user.to_owned(), namespace: namespace.to_owned(), pod: pod.to_owned(), transport, kind, cut: cut.clone(), blackhole: blackhole.clone() };
         self.lock().entries.insert(id, entry);
         Registration { table: self.clone(), id, cut, blackhole }
     }
 
-    /// Lists a connection to `namespace/pod`.
-    pub(crate) fn register_connection(self: &Arc<Self>, namespace: &str, pod: &str, transport: Transport) -> Registration {
-        self.register(namespace, pod, transport, EntryKind::Connection)
+    /// Lists a connection by `user` to `namespace/pod` (an upgrade, counted).
+    pub(crate) fn register_connection(self: &Arc<Self>, user: &str, namespace: &str, pod: &str, transport: Transport) -> Registration {
+        self.upgrades.fetch_add(1, Ordering::Relaxed);
+        self.register(user, namespace, pod, transport, EntryKind::Connection)
     }
 
     /// Lists one forwarded stream pair.
-    pub(crate) fn register_stream(self: &Arc<Self>, namespace: &str, pod: &str, transport: Transport, port: u16, data_stream: u32) -> Registration {
-        self.register(namespace, pod, transport, EntryKind::Stream { port, data_stream })
+    pub(crate) fn register_stream(self: &Arc<Self>, user: &str, namespace: &str, pod: &str, transport: Transport, port: u16, data_stream: u32) -> Registration {
+        self.register(user, namespace, pod, transport, EntryKind::Stream { port, data_stream })
+    }
+
+    /// For `/_sim/stats`: `{"portForwards": open connections, "portForwardsByUser": {user:
+    /// open connections}, "portForwardUpgradesTotal": connections ever opened}`, so a test can
+    /// tell that no client left an upstream port-forward behind.
+    pub fn stats(&self) -> Value {
+        let table = self.lock();
+        let mut by_user: BTreeMap<&str, u64> = BTreeMap::new();
+        for entry in table.entries.values().filter(|e| e.kind == EntryKind::Connection) {
+            *by_user.entry(entry.user.as_str()).or_default() += 1;
+        }
+        json!({
+            "portForwards": by_user.values().sum::<u64>(),
+            "portForwardsByUser": by_user,
+            "portForwardUpgradesTotal": self.upgrades.load(Ordering::Relaxed),
+        })
     }
 
     fn cut(&self, filter: &PodFilter, connections: bool) -> usize {
@@ -253,15 +269,18 @@ mod tests {
     #[test]
     fn cuts_reach_only_what_they_name_and_entries_leave_with_their_registration() {
         let table = Arc::new(PortForwards::default());
-        let conn = table.register_connection("ns", "a", Transport::Upgrade);
-        let a = table.register_stream("ns", "a", Transport::Upgrade, 80, 3);
-        let b = table.register_stream("ns", "b", Transport::WebSocket, 80, 3);
+        let conn = table.register_connection("alice", "ns", "a", Transport::Upgrade);
+        let other = table.register_connection("bob", "ns", "b", Transport::Channel);
+        let a = table.register_stream("alice", "ns", "a", Transport::Upgrade, 80, 3);
+        let b = table.register_stream("alice", "ns", "b", Transport::WebSocket, 80, 3);
+        assert_eq!(table.stats(), json!({"portForwards": 2, "portForwardsByUser": {"alice": 1, "bob": 1}, "portForwardUpgradesTotal": 2}));
         let pod_a = PodFilter { namespace: Some("ns".into()), pod: Some("a".into()) };
         assert_eq!(table.cut_streams(&pod_a), 1);
         assert!(a.cut.is_cancelled() && !b.cut.is_cancelled() && !conn.cut.is_cancelled());
-        assert_eq!(table.cut_connections(&PodFilter::default()), 1);
+        assert_eq!(table.cut_connections(&PodFilter::default()), 2);
         assert!(conn.cut.is_cancelled());
-        drop((a, conn));
+        drop((a, conn, other));
+        assert_eq!(table.stats(), json!({"portForwards": 0, "portForwardsByUser": {}, "portForwardUpgradesTotal": 2}));
         let listed = table.to_json();
         assert_eq!(listed["streams"], json!([{"namespace": "ns", "pod": "b", "transport": "websocket", "port": 80, "dataStream": 3}]));
         assert_eq!(listed["connections"], json!([]));

@@ -242,12 +242,13 @@ enum Requested {
 async fn handshake(state: &Arc<SimState>, sub: Subresource, namespace: &str, name: &str, request: Request) -> Result<Response, ApiError> {
     // The API server's order: options, then the pod, then the container and its phase, and
     // only then the upgrade itself.
+    let user = crate::auth::authenticate(&state.users, request.headers()).map(|i| i.name().to_owned()).unwrap_or_default();
     if sub == Subresource::PortForward
         && let Some(transport) = spdy_forward::requested(request.headers())
     {
         // kubectl's SPDY (tunnelled or not) names its ports per stream, not in the query.
         let pod = state.store.get(&PODS, namespace, name).ok_or_else(|| ApiError::not_found("pods", name))?;
-        return spdy_forward::upgrade(state.runtime.clone(), request, transport, pod, namespace, name).await;
+        return spdy_forward::upgrade(state.runtime.clone(), request, transport, pod, namespace, name, user).await;
     }
     let query = request.uri().query().unwrap_or("");
     let parsed = match sub {
@@ -306,7 +307,7 @@ async fn handshake(state: &Arc<SimState>, sub: Subresource, namespace: &str, nam
             upgrade.on_upgrade(move |socket| attach::run(runtime, socket, plan))
         }
         Requested::Ports(ports) => {
-            let plan = portforward::plan(&runtime, &pod, namespace, name, &ports, protocol);
+            let plan = portforward::plan(&runtime, &pod, namespace, name, &ports, protocol, user);
             upgrade.on_upgrade(move |socket| portforward::run(runtime, socket, plan))
         }
     })

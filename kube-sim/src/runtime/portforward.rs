@@ -54,6 +54,8 @@ pub(crate) struct ForwardPlan {
     pod: String,
     uid: String,
     namespace: String,
+    /// Who asked (for `/_sim/stats`).
+    user: String,
 }
 
 /// containerd's message when a pod port refuses the connection.
@@ -65,12 +67,12 @@ fn refused_message(port: u16, pod: &str, uid: &str) -> String {
 }
 
 /// Resolves each port: the pod's redirect annotation, else the pod's own listener.
-pub(crate) fn plan(runtime: &Runtime, pod: &Value, namespace: &str, name: &str, ports: &[u16], protocol: ChannelProtocol) -> ForwardPlan {
+pub(crate) fn plan(runtime: &Runtime, pod: &Value, namespace: &str, name: &str, ports: &[u16], protocol: ChannelProtocol, user: String) -> ForwardPlan {
     // The request may have beaten the kubelet to this pod's first event.
     runtime.ensure_pod(pod);
     let uid = pod_uid(pod);
     let ports = ports.iter().map(|&port| resolve_port(runtime, pod, namespace, name, port)).collect();
-    ForwardPlan { protocol, ports, pod: name.to_owned(), uid: uid.to_owned(), namespace: namespace.to_owned() }
+    ForwardPlan { protocol, ports, pod: name.to_owned(), uid: uid.to_owned(), namespace: namespace.to_owned(), user }
 }
 
 /// Where `port` of the pod goes now: nowhere when a hook refuses it, else the pod's redirect
@@ -93,17 +95,16 @@ pub(super) fn resolve_port(runtime: &Runtime, pod: &Value, namespace: &str, name
 
 /// Runs an upgraded port-forward until every port is done, the client goes, or shutdown.
 pub(crate) async fn run(runtime: Arc<Runtime>, socket: WebSocket, plan: ForwardPlan) {
-    let ForwardPlan { protocol, ports, pod, uid, namespace } = plan;
+    let ForwardPlan { protocol, ports, pod, uid, namespace, user } = plan;
     let stop = runtime.stop.clone();
-    let registration = runtime.forwards.register_connection(&namespace, &pod, super::forwards::Transport::Channel);
+    let registration = runtime.forwards.register_connection(&user, &namespace, &pod, super::forwards::Transport::Channel);
     let mut idle_timeout = runtime.forwards.idle_timeout();
     // Any frame either way is activity (a load balancer counts bytes, pings too).
     let activity = Arc::new(std::sync::Mutex::new(tokio::time::Instant::now()));
     let mut conn = Connection::start(socket, stop.clone());
     for (index, p) in ports.iter().enumerate() {
         let prefix = port_prefix(p.port);
-        let sent = conn.send(channel::encode(protocol, data_channel(index), &prefix)).await
-            && conn.send(channel::encode(protocol, error_channel(index), &prefix)).await;
+        let sent = conn.send(channel::encode(protocol, data_channel(index), &prefix)).await && conn.send(channel::encode(protocol, error_channel(index), &prefix)).await;
         if !sent {
             conn.abandon().await;
             return;

@@ -83,6 +83,8 @@ fn header_values<'a>(headers: &'a HeaderMap, name: &str) -> impl Iterator<Item =
 /// The pod a connection forwards to, as it was when the connection was made: a pod replaced
 /// since has other listeners, and its ports refuse.
 struct PodTarget {
+    /// Who asked (for `/_sim/stats`).
+    user: String,
     namespace: String,
     name: String,
     pod: Arc<Value>,
@@ -90,24 +92,15 @@ struct PodTarget {
 
 /// Answers the upgrade (101 with the protocol, or the WebSocket handshake) and runs the
 /// session on the upgraded connection.
-pub(crate) async fn upgrade(
-    runtime: Arc<Runtime>,
-    request: Request,
-    transport: Transport,
-    pod: Arc<Value>,
-    namespace: &str,
-    name: &str,
-) -> Result<Response, ApiError> {
+pub(crate) async fn upgrade(runtime: Arc<Runtime>, request: Request, transport: Transport, pod: Arc<Value>, namespace: &str, name: &str, user: String) -> Result<Response, ApiError> {
     // The request may have beaten the kubelet to this pod's first event.
     runtime.ensure_pod(&pod);
-    let target = PodTarget { namespace: namespace.to_owned(), name: name.to_owned(), pod };
+    let target = PodTarget { user, namespace: namespace.to_owned(), name: name.to_owned(), pod };
     let (mut parts, _body) = request.into_parts();
     match transport {
         Transport::Channel => Err(ApiError::internal("the channel protocol is not SPDY")),
         Transport::WebSocket => {
-            let upgrade = WebSocketUpgrade::from_request_parts(&mut parts, &())
-                .await
-                .map_err(|_| ApiError::bad_request("Upgrade request required"))?;
+            let upgrade = WebSocketUpgrade::from_request_parts(&mut parts, &()).await.map_err(|_| ApiError::bad_request("Upgrade request required"))?;
             let mut upgrade = upgrade.max_message_size(MAX_MESSAGE).max_frame_size(MAX_MESSAGE);
             upgrade.set_selected_protocol(HeaderValue::from_static(TUNNEL_PROTOCOL));
             Ok(upgrade.on_upgrade(move |socket| run(runtime, Connection::WebSocket(socket), target)))
@@ -117,10 +110,7 @@ pub(crate) async fn upgrade(
             // protocols without ours are refused.
             let offered: Vec<&str> = header_values(&parts.headers, STREAM_PROTOCOL_HEADER).filter(|p| !p.is_empty()).collect();
             if !offered.is_empty() && !offered.contains(&PORT_FORWARD_PROTOCOL) {
-                return Err(ApiError::bad_request(format!(
-                    "unable to upgrade: unable to negotiate protocol: client supports [{}], server supports [{PORT_FORWARD_PROTOCOL}]",
-                    offered.join(" ")
-                )));
+                return Err(ApiError::bad_request(format!("unable to upgrade: unable to negotiate protocol: client supports [{}], server supports [{PORT_FORWARD_PROTOCOL}]", offered.join(" "))));
             }
             let Some(on_upgrade) = parts.extensions.remove::<hyper::upgrade::OnUpgrade>() else {
                 return Err(ApiError::bad_request("Upgrade request required"));
@@ -294,24 +284,13 @@ struct Session {
 /// Runs one SPDY connection until the client goes, a cut, or shutdown.
 async fn run(runtime: Arc<Runtime>, connection: Connection, target: PodTarget) {
     let transport = connection.transport();
-    let registration = runtime.forwards.register_connection(&target.namespace, &target.name, transport);
+    let registration = runtime.forwards.register_connection(&target.user, &target.namespace, &target.name, transport);
     let (mut incoming, sink) = connection.split();
     let (out, queue) = mpsc::channel(WRITER_QUEUE);
     let mut writer = tokio::spawn(write_loop(sink, queue));
     let stop = runtime.stop.clone();
-    let mut session = Session {
-        runtime,
-        target,
-        transport,
-        encoder: Encoder::new(),
-        out,
-        stop,
-        last_stream_id: 0,
-        going_away: false,
-        streams: HashMap::new(),
-        pairs: HashMap::new(),
-        relays: JoinSet::new(),
-    };
+    let mut session =
+        Session { runtime, target, transport, encoder: Encoder::new(), out, stop, last_stream_id: 0, going_away: false, streams: HashMap::new(), pairs: HashMap::new(), relays: JoinSet::new() };
     let end = session.serve(&mut incoming, &registration).await;
     // Whatever the end, the pod connections go with the session.
     session.relays.abort_all();
@@ -425,12 +404,7 @@ impl Session {
                 self.going_away = true;
                 true
             }
-            Frame::Ping { .. }
-            | Frame::SynReply { .. }
-            | Frame::Settings { .. }
-            | Frame::Headers { .. }
-            | Frame::WindowUpdate { .. }
-            | Frame::Unknown { .. } => true,
+            Frame::Ping { .. } | Frame::SynReply { .. } | Frame::Settings { .. } | Frame::Headers { .. } | Frame::WindowUpdate { .. } | Frame::Unknown { .. } => true,
         }
     }
 
@@ -510,7 +484,7 @@ impl Session {
             out: self.out.clone(),
             from_client,
             reset: reset.clone(),
-            registration: self.runtime.forwards.register_stream(&target.namespace, &target.name, self.transport, port, data),
+            registration: self.runtime.forwards.register_stream(&target.user, &target.namespace, &target.name, self.transport, port, data),
             idle_timeout: self.runtime.forwards.idle_timeout(),
         };
         self.pairs.insert(request.clone(), PairState::Forwarding { error, data, to_pod: Some(to_pod), reset });
@@ -621,10 +595,7 @@ impl Relay {
         let end = self.forward().await;
         let frames: Vec<Frame> = match end {
             RelayEnd::Reset => Vec::new(),
-            RelayEnd::Cut => [self.data_stream, self.error_stream]
-                .into_iter()
-                .map(|stream_id| Frame::RstStream { stream_id, status: rst::CANCEL })
-                .collect(),
+            RelayEnd::Cut => [self.data_stream, self.error_stream].into_iter().map(|stream_id| Frame::RstStream { stream_id, status: rst::CANCEL }).collect(),
             RelayEnd::Done | RelayEnd::Failed(_) => {
                 let mut frames = Vec::new();
                 if let RelayEnd::Failed(message) = end {

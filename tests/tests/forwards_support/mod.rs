@@ -31,7 +31,12 @@ pub fn folder(name: &str, sim: &Sim, token: Option<&str>) -> PathBuf {
 
 /// The config file: the simulator as cluster `sim`, and these forwards (YAML list entries).
 pub fn write_config(dir: &Path, forwards: &str) {
-    let text = format!("clusters:\n  - name: sim\n    kubeconfig: sim.kubeconfig\nforwards:{}\n", if forwards.is_empty() { " []".to_owned() } else { format!("\n{forwards}") });
+    write_config_with(dir, "", forwards);
+}
+
+/// [`write_config`] with more clusters (YAML list entries) after `sim`.
+pub fn write_config_with(dir: &Path, clusters: &str, forwards: &str) {
+    let text = format!("clusters:\n  - name: sim\n    kubeconfig: sim.kubeconfig\n{clusters}forwards:{}\n", if forwards.is_empty() { " []".to_owned() } else { format!("\n{forwards}") });
     // Saved by rename, as editors do, so the proxy's watch never reads half a file.
     std::fs::write(dir.join("proxy.yaml.tmp"), text).unwrap();
     std::fs::rename(dir.join("proxy.yaml.tmp"), dir.join("proxy.yaml")).unwrap();
