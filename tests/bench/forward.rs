@@ -2,7 +2,10 @@
 //! against kube-sim's pod echo servers: connect latency (a new local connection to its first
 //! echoed byte) and echo throughput through a kubemux forward and through `kubectl
 //! port-forward` to the same pod, and the time a kubemux forward takes to carry connections
-//! again after its pod is restarted. Prints tab-separated `columns`, `row` and `method` lines;
+//! again after its pod is restarted; and a burst (100 connections at once, then 10 parallel
+//! transfers) through each, which weighs kubemux's one upstream stream per connection against
+//! kubectl's connections pooled on one SPDY tunnel (kube-sim's `/_sim/stats` counts the
+//! upgrades each needed). Prints tab-separated `columns`, `row` and `method` lines;
 //! progress goes to stderr.
 
 use std::process::Stdio;
@@ -10,7 +13,6 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use kube_sim::{Seed, Sim, SimConfig};
-use kubemux_e2e::kubeconfig;
 use kubemux_proxy::config::FileSource;
 use kubemux_proxy::forward::worker::State;
 use kubemux_proxy::{Proxy, ProxySettings};
@@ -21,6 +23,51 @@ use tokio::time::Instant;
 const CONNECTS: usize = 200;
 const THROUGHPUT_BYTES: usize = 64 * 1024 * 1024;
 const RESTARTS: usize = 10;
+const BURST: usize = 100;
+const TRANSFERS: usize = 10;
+const TRANSFER_BYTES: usize = 8 * 1024 * 1024;
+/// The simulator's one user: kubectl and the proxy both authenticate with its token.
+const USER: &str = "bench:bench-token:*";
+const TOKEN: &str = "bench-token";
+
+/// A plain kubeconfig (YAML, the token under `users[].user.token`), as kubectl reads any.
+fn kubeconfig_yaml(server: &str) -> String {
+    format!(
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: sim\n  cluster:\n    server: {server}\nusers:\n- name: bench\n  user:\n    token: {TOKEN}\ncontexts:\n- name: sim\n  context:\n    cluster: sim\n    user: bench\ncurrent-context: sim\n"
+    )
+}
+
+/// `BURST` connections opened at once, each echoing a few bytes: the milliseconds each took
+/// (sorted) and the whole burst's.
+async fn burst(port: u16) -> anyhow::Result<(Vec<f64>, f64)> {
+    let start = Instant::now();
+    let results = futures::future::join_all((0..BURST).map(|_| async move {
+        let begun = Instant::now();
+        tokio::time::timeout(Duration::from_secs(30), echo_once(port)).await.context("no echo within 30 s")??;
+        Ok::<_, anyhow::Error>(begun.elapsed().as_secs_f64() * 1e3)
+    }))
+    .await;
+    let total = start.elapsed().as_secs_f64() * 1e3;
+    let mut samples = results.into_iter().collect::<anyhow::Result<Vec<f64>>>()?;
+    samples.sort_by(f64::total_cmp);
+    Ok((samples, total))
+}
+
+/// `TRANSFERS` connections each echoing `TRANSFER_BYTES` at once: megabytes per second, all
+/// together, both ways.
+async fn parallel_transfers(port: u16) -> anyhow::Result<f64> {
+    let start = Instant::now();
+    let results = futures::future::join_all((0..TRANSFERS).map(|_| transfer(port, TRANSFER_BYTES))).await;
+    for result in results {
+        result?;
+    }
+    Ok(2.0 * (TRANSFERS * TRANSFER_BYTES) as f64 / 1e6 / start.elapsed().as_secs_f64())
+}
+
+/// kube-sim's port-forward upgrades so far.
+async fn upgrades(client: &kube::Client) -> u64 {
+    kubemux_testkit::sim::hook(client, "GET", "/_sim/stats").await["portForwardUpgradesTotal"].as_u64().unwrap_or_default()
+}
 
 /// Milliseconds from `connect` to the first echoed byte, `CONNECTS` times, sorted.
 async fn connect_latencies(port: u16) -> anyhow::Result<Vec<f64>> {
@@ -40,12 +87,18 @@ async fn connect_latencies(port: u16) -> anyhow::Result<Vec<f64>> {
 
 /// Megabytes per second echoed on one connection: `THROUGHPUT_BYTES` out and back.
 async fn throughput(port: u16) -> anyhow::Result<f64> {
+    let start = Instant::now();
+    transfer(port, THROUGHPUT_BYTES).await?;
+    Ok(2.0 * THROUGHPUT_BYTES as f64 / 1e6 / start.elapsed().as_secs_f64())
+}
+
+/// `bytes` written on one connection and read back at once.
+async fn transfer(port: u16, bytes: usize) -> anyhow::Result<()> {
     let socket = TcpStream::connect(("127.0.0.1", port)).await?;
     let (mut read, mut write) = socket.into_split();
-    let start = Instant::now();
     let send = async move {
         let chunk = vec![7u8; 64 * 1024];
-        for _ in 0..THROUGHPUT_BYTES / chunk.len() {
+        for _ in 0..bytes / chunk.len() {
             write.write_all(&chunk).await?;
         }
         Ok::<_, std::io::Error>(write)
@@ -53,7 +106,7 @@ async fn throughput(port: u16) -> anyhow::Result<f64> {
     let receive = async move {
         let mut buffer = vec![0u8; 64 * 1024];
         let mut received = 0;
-        while received < THROUGHPUT_BYTES {
+        while received < bytes {
             let n = read.read(&mut buffer).await?;
             if n == 0 {
                 break;
@@ -64,10 +117,10 @@ async fn throughput(port: u16) -> anyhow::Result<f64> {
     };
     let (sent, received) = tokio::try_join!(send, receive)?;
     drop(sent);
-    if received != THROUGHPUT_BYTES {
-        bail!("echoed {received} bytes of {THROUGHPUT_BYTES}");
+    if received != bytes {
+        bail!("echoed {received} bytes of {bytes}");
     }
-    Ok(2.0 * THROUGHPUT_BYTES as f64 / 1e6 / start.elapsed().as_secs_f64())
+    Ok(())
 }
 
 /// `kubectl port-forward` to the pod, and the local port it chose.
@@ -102,11 +155,12 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> anyhow::Result<()> {
-    let sim = Sim::start(SimConfig { seed: Seed::Demo, ..SimConfig::default() }).await?;
+    let users = vec![kube_sim::User::parse(USER).map_err(anyhow::Error::msg)?];
+    let sim = Sim::start(SimConfig { seed: Seed::Demo, users, ..SimConfig::default() }).await?;
     let dir = std::env::temp_dir().join(format!("kubemux-bench-forward-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
     let kubeconfig_file = dir.join("sim.kubeconfig");
-    std::fs::write(&kubeconfig_file, serde_json::to_string(&kubeconfig(&[("sim", &sim.url(), None)]))?)?;
+    std::fs::write(&kubeconfig_file, kubeconfig_yaml(&sim.url()))?;
     let forward = |name: &str, target: &str, port: u16| format!("  - name: {name}\n    cluster: sim\n    namespace: demo\n    target: {target}\n    port: {port}\n    localPort: 0\n");
     let config = format!("clusters:\n  - name: sim\n    kubeconfig: sim.kubeconfig\nforwards:\n{}{}", forward("redis", "pod/redis-0", 6379), forward("api", "deployment/api", 8080));
     std::fs::write(dir.join("proxy.yaml"), config)?;
@@ -127,11 +181,24 @@ async fn main() -> anyhow::Result<()> {
     eprintln!("bench-forward: echo throughput ({} MiB each way)...", THROUGHPUT_BYTES >> 20);
     let our_rate = throughput(ours).await?;
     let their_rate = throughput(theirs).await?;
+    eprintln!("bench-forward: a burst of {BURST} connections, then {TRANSFERS} parallel transfers of {} MiB...", TRANSFER_BYTES >> 20);
+    let client = {
+        let mut config = kube::Config::new(sim.url().parse()?);
+        config.auth_info.token = Some(TOKEN.to_owned().into());
+        kube::Client::try_from(config)?
+    };
+    let before = upgrades(&client).await;
+    let (our_burst, our_burst_total) = burst(ours).await?;
+    let our_transfers = parallel_transfers(ours).await?;
+    let our_upgrades = upgrades(&client).await - before;
+    let before = upgrades(&client).await;
+    let (their_burst, their_burst_total) = burst(theirs).await?;
+    let their_transfers = parallel_transfers(theirs).await?;
+    let their_upgrades = upgrades(&client).await - before;
     drop(kubectl);
 
     eprintln!("bench-forward: recovery after {RESTARTS} pod restarts...");
     let api_port = active("api").await?;
-    let client = kubemux_testkit::sim::sim_client(&sim).await;
     let mut recoveries = Vec::new();
     for _ in 0..RESTARTS {
         let pod = forwards.status("api").context("no forward")?.borrow().pod.clone().context("no pod")?;
@@ -159,6 +226,11 @@ async fn main() -> anyhow::Result<()> {
     row("connect to first echoed byte p50 (ms)", percentile(&their_connects, 0.5), percentile(&our_connects, 0.5));
     row("connect to first echoed byte p99 (ms)", percentile(&their_connects, 0.99), percentile(&our_connects, 0.99));
     row("echo throughput, one connection (MB/s, both ways)", their_rate, our_rate);
+    row(&format!("burst of {BURST} connections at once: each, p50 (ms)"), percentile(&their_burst, 0.5), percentile(&our_burst, 0.5));
+    row(&format!("burst of {BURST} connections at once: each, p99 (ms)"), percentile(&their_burst, 0.99), percentile(&our_burst, 0.99));
+    row(&format!("burst of {BURST} connections at once: all done (ms)"), their_burst_total, our_burst_total);
+    row(&format!("{TRANSFERS} parallel transfers of {} MiB (MB/s, all, both ways)", TRANSFER_BYTES >> 20), their_transfers, our_transfers);
+    println!("row\tupstream upgrades for the burst and the transfers\t{their_upgrades} (one SPDY tunnel, pooled)\t{our_upgrades} (one stream per connection)\t—");
     println!(
         "row\tfirst echoed connection after a pod restart, p50 / max (ms)\tnever (the forward ends with its pod)\t{:.1} / {:.1}\t—",
         percentile(&recoveries, 0.5),
@@ -170,9 +242,13 @@ async fn main() -> anyhow::Result<()> {
          (the legacy channel WebSocket, one per connection) reach the same echo server. Connect: {CONNECTS} sequential connections, \
          from `connect` to the first byte echoed. Throughput: {} MiB written and read back at once on one connection. Recovery: \
          deployment/api's pod restarted {RESTARTS} times (deleted and replaced at once), from the restart to the first connection \
-         through the forward that echoes; kubectl's forward of a pod ends when the pod does.",
+         through the forward that echoes; kubectl's forward of a pod ends when the pod does. Burst: {BURST} connections opened at \
+         once, each echoing one byte, then {TRANSFERS} connections each echoing {} MiB at once; the upgrades are kube-sim's count of \
+         port-forward connections opened meanwhile (`/_sim/stats` `portForwardUpgradesTotal`). Both clients use the same plain \
+         YAML kubeconfig with a bearer token.",
         std::thread::available_parallelism().map_or(0, |n| n.get()),
-        THROUGHPUT_BYTES >> 20
+        THROUGHPUT_BYTES >> 20,
+        TRANSFER_BYTES >> 20
     );
     Ok(())
 }

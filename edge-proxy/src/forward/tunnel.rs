@@ -6,6 +6,15 @@
 //! One upstream WebSocket per local connection: the API server opens one pod connection per
 //! WebSocket, so a connection's failure (the app refusing, the pod going) is that connection's
 //! alone, and nothing is multiplexed that could stall its neighbours.
+//!
+//! Kept over pooling many connections on one tunnel (kubectl's SPDY): a reset or a refused
+//! port ends one connection instead of every connection of the forward (kubernetes#111825,
+//! kftray#471), nothing waits behind a neighbour on a shared tunnel, and pooling would need a
+//! SPDY or KEP-4006 tunnel client in the proxy. Its cost is one upgrade per connection, which
+//! `cargo xtask bench forward` measures against kubectl on the same kube-sim (a burst of 100
+//! connections, 10 parallel transfers, upgrades counted by kube-sim); those figures are not in
+//! BENCHMARKS.md yet (kubectl is refused by kube-sim in that run), so this is to be revisited
+//! once they are, and if a TLS API server's handshake per upgrade shows in them.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
