@@ -374,6 +374,63 @@ test("the Forwards view shows a forward Active, and Reconnecting then Active on 
   await app.close();
 });
 
+test("the Nodes view lists the nodes Ready, and Restart on a deployment rolls its pods out", { timeout: 90_000 }, async () => {
+  // No churn in sim A meanwhile: only the rollout replaces api's pods.
+  await simPost(stack.simA, "/_sim/churn?perSecond=0");
+  const app = await openApp();
+  const { page } = app;
+  try {
+    await page.locator('[data-tab="nodes"]').click();
+    await waitLive(page, "nodes:demo");
+    const nodes = (await simGet(stack.simA, "/api/v1/nodes")).items.map((node) => node.metadata.name).sort();
+    assert.deepEqual(nodes, ["sim-node-1", "sim-node-2"]);
+    for (const name of nodes) {
+      const row = panel(page, "nodes:demo").locator(`tr[data-name="${name}"][data-ready="true"]`);
+      await row.waitFor({ timeout: 10_000 });
+      assert.equal((await row.locator("td.col-status").textContent()).trim(), "Ready");
+      assert.match((await row.locator("td.col-cpu").textContent()).trim(), /^\d+m?$/);
+      assert.match((await row.locator("td.col-memory").textContent()).trim(), /GiB$/);
+    }
+    // The viewer may not list nodes: its panel says so, the others stay live.
+    await panel(page, "nodes:demo-viewer").locator('.badge[data-state="failed"]').waitFor({ timeout: 15_000 });
+    await waitLive(page, "nodes:staging");
+
+    await page.locator('[data-tab="deployments"]').click();
+    await waitLive(page, "deployments:demo");
+    const row = panel(page, "deployments:demo").locator('tr[data-key="demo/api"]');
+    await panel(page, "deployments:demo").locator('tr[data-key="demo/api"][data-rolled-out="true"]').waitFor({ timeout: 15_000 });
+    assert.equal((await row.locator("td.col-ready").textContent()).trim(), "2/2");
+    const podsOf = async () => (await simGet(stack.simA, "/api/v1/namespaces/demo/pods?labelSelector=app%3Dapi")).items.map((pod) => pod.metadata.name).sort();
+    const before = await podsOf();
+    assert.equal(before.length, 2);
+
+    await row.getByRole("button", { name: "Restart demo/api" }).click();
+    // The PATCH landed: the template carries restartedAt, and the row shows it.
+    await panel(page, "deployments:demo").locator('tr[data-key="demo/api"]:not([data-restarted-at=""])').waitFor({ timeout: 10_000 });
+    const restartedAt = await row.getAttribute("data-restarted-at");
+    assert.ok(!Number.isNaN(Date.parse(restartedAt)), `restartedAt is a time: ${restartedAt}`);
+    const live = await simGet(stack.simA, "/apis/apps/v1/namespaces/demo/deployments/api");
+    assert.equal(live.spec.template.metadata.annotations["kubectl.kubernetes.io/restartedAt"], restartedAt);
+    // The rollout replaces both pods; the deployment row comes back to 2/2 up to date.
+    await eventually("api's pods replaced", async () => {
+      const now = await podsOf();
+      return now.length === 2 && now.every((name) => !before.includes(name));
+    }, 30_000);
+    await panel(page, "deployments:demo").locator('tr[data-key="demo/api"][data-rolled-out="true"]').waitFor({ timeout: 30_000 });
+    assert.equal((await row.locator(".restart-error").textContent()).trim(), "", "no error shown");
+    // The new pods show in the overview's pods table.
+    await page.locator('[data-tab="overview"]').click();
+    await waitLive(page, "pods:demo");
+    const after = await podsOf();
+    for (const name of after) await panel(page, "pods:demo").locator(`tbody tr[data-key="demo/${name}"]`).waitFor({ timeout: 15_000 });
+    await page.locator('[data-tab="deployments"]').click();
+    await page.screenshot({ path: artifact("deployments.png") });
+    await app.check();
+  } finally {
+    await app.close();
+  }
+});
+
 test("screenshots of the overview, light and dark", { timeout: 60_000 }, async () => {
   for (const colorScheme of ["light", "dark"]) {
     const app = await openApp({ colorScheme });

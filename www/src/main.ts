@@ -1,6 +1,6 @@
 // kubemux demo app: every cluster's pods at a glance over one multiplexed WebSocket, the live
-// namespaces and events of the selected cluster, pod terminals in tabs, and the proxy's
-// port-forwards, live.
+// namespaces and events of the selected cluster, pod terminals in tabs, every cluster's nodes and
+// deployments (Restart rolls one out), and the proxy's port-forwards, live.
 
 import init, { Mux, type ConnectionState } from "kubemux";
 import "./styles.css";
@@ -12,6 +12,7 @@ import { EventsPanel } from "./events";
 import { ForwardsView } from "./forwards";
 import { PodsPanel, type PodRef } from "./pods";
 import type { TerminalView } from "./terminal";
+import { DeploymentsView, NodesView } from "./workloads";
 
 const CLUSTER_REFRESH_MS = 5000;
 
@@ -29,6 +30,8 @@ class App {
   private readonly namespaceList = new NamespaceList((ns) => this.selectNamespace(ns));
   private readonly events = new EventsPanel();
   private readonly forwards = new ForwardsView(this.config.httpBase);
+  private readonly nodes = new NodesView();
+  private readonly deployments = new DeploymentsView(this.config.httpBase);
   private readonly podPanels = new Map<string, PodsPanel>();
   private readonly podsColumn = h("div", { class: "pods-column" });
   private readonly grid = h("div", { class: "grid" }, this.podsColumn, this.events.element);
@@ -51,6 +54,8 @@ class App {
       this.grid,
     );
     this.addTab("overview", "Overview", overview, false);
+    this.addTab("nodes", "Nodes", this.nodes.element, false);
+    this.addTab("deployments", "Deployments", this.deployments.element, false);
     this.addTab("forwards", "Forwards", this.forwards.element, false);
     root.replaceChildren(
       h(
@@ -117,7 +122,12 @@ class App {
       this.podPanels.set(cluster.name, panel);
       if (this.mux) panel.watch(this.mux, this.namespace);
     }
-    if (this.mux) this.forwards.setClusters(this.mux, this.clusters.map((c) => c.name));
+    if (this.mux) {
+      const names = this.clusters.map((c) => c.name);
+      this.forwards.setClusters(this.mux, names);
+      this.nodes.setClusters(this.mux, names);
+      this.deployments.setClusters(this.mux, names);
+    }
     // Pods panels in the proxy's order; the events of the selected cluster beside them.
     this.podsColumn.replaceChildren(...[...this.podPanels.values()].map((p) => p.element));
   }
