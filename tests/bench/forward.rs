@@ -26,16 +26,7 @@ const RESTARTS: usize = 10;
 const BURST: usize = 100;
 const TRANSFERS: usize = 10;
 const TRANSFER_BYTES: usize = 8 * 1024 * 1024;
-/// The simulator's one user: kubectl and the proxy both authenticate with its token.
-const USER: &str = "bench:bench-token:*";
-const TOKEN: &str = "bench-token";
 
-/// A plain kubeconfig (YAML, the token under `users[].user.token`), as kubectl reads any.
-fn kubeconfig_yaml(server: &str) -> String {
-    format!(
-        "apiVersion: v1\nkind: Config\nclusters:\n- name: sim\n  cluster:\n    server: {server}\nusers:\n- name: bench\n  user:\n    token: {TOKEN}\ncontexts:\n- name: sim\n  context:\n    cluster: sim\n    user: bench\ncurrent-context: sim\n"
-    )
-}
 
 /// `BURST` connections opened at once, each echoing a few bytes: the milliseconds each took
 /// (sorted) and the whole burst's.
@@ -155,12 +146,15 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> anyhow::Result<()> {
-    let users = vec![kube_sim::User::parse(USER).map_err(anyhow::Error::msg)?];
-    let sim = Sim::start(SimConfig { seed: Seed::Demo, users, ..SimConfig::default() }).await?;
+    // No users: the simulator admits every request. kubectl sends no bearer token over plain
+    // HTTP, so a simulator with users would refuse it (kube-sim's kubectl tests put an
+    // authenticating proxy in front for that); both sides are measured as the same anonymous admin.
+    let sim = Sim::start(SimConfig { seed: Seed::Demo, ..SimConfig::default() }).await?;
     let dir = std::env::temp_dir().join(format!("kubemux-bench-forward-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
     let kubeconfig_file = dir.join("sim.kubeconfig");
-    std::fs::write(&kubeconfig_file, kubeconfig_yaml(&sim.url()))?;
+    // The simulator's own kubeconfig, the one kubectl is tested with.
+    std::fs::write(&kubeconfig_file, sim.kubeconfig())?;
     let forward = |name: &str, target: &str, port: u16| format!("  - name: {name}\n    cluster: sim\n    namespace: demo\n    target: {target}\n    port: {port}\n    localPort: 0\n");
     let config = format!("clusters:\n  - name: sim\n    kubeconfig: sim.kubeconfig\nforwards:\n{}{}", forward("redis", "pod/redis-0", 6379), forward("api", "deployment/api", 8080));
     std::fs::write(dir.join("proxy.yaml"), config)?;
@@ -183,8 +177,7 @@ async fn main() -> anyhow::Result<()> {
     let their_rate = throughput(theirs).await?;
     eprintln!("bench-forward: a burst of {BURST} connections, then {TRANSFERS} parallel transfers of {} MiB...", TRANSFER_BYTES >> 20);
     let client = {
-        let mut config = kube::Config::new(sim.url().parse()?);
-        config.auth_info.token = Some(TOKEN.to_owned().into());
+        let config = kube::Config::new(sim.url().parse()?);
         kube::Client::try_from(config)?
     };
     let before = upgrades(&client).await;
@@ -244,8 +237,8 @@ async fn main() -> anyhow::Result<()> {
          deployment/api's pod restarted {RESTARTS} times (deleted and replaced at once), from the restart to the first connection \
          through the forward that echoes; kubectl's forward of a pod ends when the pod does. Burst: {BURST} connections opened at \
          once, each echoing one byte, then {TRANSFERS} connections each echoing {} MiB at once; the upgrades are kube-sim's count of \
-         port-forward connections opened meanwhile (`/_sim/stats` `portForwardUpgradesTotal`). Both clients use the same plain \
-         YAML kubeconfig with a bearer token.",
+         port-forward connections opened meanwhile (`/_sim/stats` `portForwardUpgradesTotal`). Both clients use the simulator's own \
+         kubeconfig, as its one anonymous admin (kubectl sends no bearer token over plain HTTP).",
         std::thread::available_parallelism().map_or(0, |n| n.get()),
         THROUGHPUT_BYTES >> 20,
         TRANSFER_BYTES >> 20
