@@ -393,6 +393,7 @@ impl Heartbeat {
     /// Beats, unless the test hook stalled it: then never returns.
     async fn alive(&self) {
         if self.panic.swap(false, std::sync::atomic::Ordering::Relaxed) {
+            // Unreachable from input, upstream data or config: only `inject_panic` (called by tests through `Forwards`'s hidden test hook) sets the flag.
             panic!("test hook: a forward worker panics");
         }
         if self.stall.load(std::sync::atomic::Ordering::Relaxed) {
