@@ -126,7 +126,7 @@ fn step(state: &SimState, beat: u64) -> Result<(), crate::status::ApiError> {
             }
         }
         _ => {
-            let replacement = restart_pod(state, &ns, &name)?;
+            let replacement = restart_pod(state, &ns, &name, crate::controller::Born::Ready)?;
             let new_name = replacement["metadata"]["name"].as_str().unwrap_or_default();
             let new_uid = replacement["metadata"]["uid"].as_str().unwrap_or_default();
             let node = replacement["spec"]["nodeName"].as_str().unwrap_or("sim-node-1");

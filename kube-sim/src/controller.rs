@@ -7,7 +7,8 @@
 //!
 //! Each pass reads the store and makes one step of writes; the writes' own events wake the next
 //! pass, so a rollout advances one step per pass until nothing changes. Pods are born Running
-//! and Ready (`defaults`), so each step is available at once.
+//! and Ready (`defaults`), so each step is available at once; only the restart hook's
+//! `readyAfterSeconds` makes one born not Ready ([`Born`]).
 
 use std::collections::BTreeSet;
 use std::hash::{DefaultHasher, Hash as _, Hasher as _};
@@ -103,13 +104,43 @@ pub(crate) fn begin_termination(store: &Store, namespace: &str, name: &str, grac
     store.modify(&PODS, namespace, name, |pod| {
         pod["metadata"]["deletionTimestamp"] = json!(ends.to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
         pod["metadata"]["deletionGracePeriodSeconds"] = json!(grace_seconds);
-        for condition in pod.pointer_mut("/status/conditions").and_then(Value::as_array_mut).into_iter().flatten() {
-            if condition["type"] == "Ready" || condition["type"] == "ContainersReady" {
-                condition["status"] = json!("False");
-            }
-        }
+        set_ready(pod, false);
         Ok(())
     })
+}
+
+/// Sets a pod's Ready and ContainersReady conditions, as the kubelet reports readiness.
+pub(crate) fn set_ready(pod: &mut Value, ready: bool) {
+    for condition in pod.pointer_mut("/status/conditions").and_then(Value::as_array_mut).into_iter().flatten() {
+        if condition["type"] == "Ready" || condition["type"] == "ContainersReady" {
+            condition["status"] = json!(if ready { "True" } else { "False" });
+        }
+    }
+}
+
+/// How a pod that a controller or hook makes starts out: Ready at once (`defaults`), or not
+/// Ready until something marks it so (the restart hook's `readyAfterSeconds`). A pod born not
+/// Ready is never Ready for an instant first: its first event already says not Ready, so no
+/// watcher (a forward's resolver, a Service's endpoints) can pick it before its time.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Born {
+    /// Running and Ready at once, as every pod of the simulator is by default.
+    Ready,
+    /// Running, its Ready and ContainersReady conditions `False`.
+    NotReady,
+}
+
+impl Born {
+    /// `object`, a pod about to be created, as it should be born.
+    pub(crate) fn shape(self, mut object: Value) -> Value {
+        if self == Born::NotReady {
+            // The status `defaults` gives a new pod, then readiness taken away; `defaults`
+            // leaves a pod that has a status alone when the store creates it.
+            crate::defaults::on_create(&PODS, &mut object);
+            set_ready(&mut object, false);
+        }
+        object
+    }
 }
 
 /// Deletes the terminating pods whose grace is over; returns when the next one's ends.
@@ -546,6 +577,11 @@ pub(crate) fn sync_replica_set(store: &Store, set: &Value) -> Result<bool, ApiEr
 }
 
 fn create_pod(store: &Store, set: &Value) -> Result<Arc<Value>, ApiError> {
+    create_pod_as(store, set, Born::Ready)
+}
+
+/// A new pod of the ReplicaSet `set`, from its template, born as `born` says.
+pub(crate) fn create_pod_as(store: &Store, set: &Value, born: Born) -> Result<Arc<Value>, ApiError> {
     let template = set.pointer("/spec/template").cloned().unwrap_or_else(|| json!({}));
     let mut metadata = template.get("metadata").cloned().filter(Value::is_object).unwrap_or_else(|| json!({}));
     metadata["generateName"] = json!(format!("{}-", text(set, "/metadata/name")));
@@ -554,7 +590,7 @@ fn create_pod(store: &Store, set: &Value) -> Result<Arc<Value>, ApiError> {
     if let Some(node) = pick_node(store) {
         spec["nodeName"] = json!(node);
     }
-    store.create(&PODS, text(set, "/metadata/namespace"), json!({"metadata": metadata, "spec": spec}))
+    store.create(&PODS, text(set, "/metadata/namespace"), born.shape(json!({"metadata": metadata, "spec": spec})))
 }
 
 /// The ReplicaSet controlling `pod`, if there is one.

@@ -122,6 +122,36 @@ async fn restart_replaces_a_pod_with_a_new_name_and_the_same_labels() {
     sim.shutdown().await;
 }
 
+/// `readyAfterSeconds`: the replacement is born not Ready and turns Ready later; no watcher
+/// ever sees it Ready before that (a forward or endpoints controller would pick it), whether
+/// a ReplicaSet owns it or not, and with a grace period or without.
+#[tokio::test]
+async fn restart_ready_after_holds_the_replacement_not_ready_from_its_first_event() {
+    let sim = common::start(Seed::Demo).await;
+    let http = Http::new(&sim);
+    let ready = |pod: &serde_json::Value| pod["status"]["conditions"].as_array().into_iter().flatten().any(|c| c["type"] == "Ready" && c["status"] == "True");
+    let owned = common::pods_of(&sim, "demo", "web")[0].clone();
+    let (rv, _) = http.list("/api/v1/namespaces/demo/pods").await;
+    let (_, mut lines) = http.stream(&format!("/api/v1/namespaces/demo/pods?watch=true&resourceVersion={rv}")).await;
+    for query in ["readyAfterSeconds=0.5", "readyAfterSeconds=0.5&gracePeriodSeconds=1"] {
+        let old_name = if query.contains("grace") { common::pods_of(&sim, "demo", "web")[1].clone() } else { owned.clone() };
+        let new = http.hook(&format!("/_sim/pods/demo/{old_name}/restart?{query}")).await;
+        assert!(!ready(&new), "{query}: the hook's answer is not Ready: {new}");
+        let new_name = new["metadata"]["name"].as_str().expect("a name").to_owned();
+        let first = lines.until(|e| e["object"]["metadata"]["name"] == new_name.as_str()).await;
+        assert_eq!(first["type"], "ADDED", "{query}: {first}");
+        assert!(!ready(&first["object"]), "{query}: the replacement's first event is not Ready: {first}");
+        let next = lines.until(|e| e["object"]["metadata"]["name"] == new_name.as_str()).await;
+        assert_eq!(next["type"], "MODIFIED", "{query}: {next}");
+        assert!(ready(&next["object"]), "{query}: its next event makes it Ready: {next}");
+    }
+    // The ReplicaSet made no pod beside the replacements.
+    let live = |pods: &serde_json::Value| pods["items"].as_array().into_iter().flatten().filter(|p| p["metadata"]["deletionTimestamp"].is_null()).count();
+    let selected = http.get("/api/v1/namespaces/demo/pods?labelSelector=app%3Dweb").await.ok();
+    assert_eq!(live(&selected), 3, "{selected}");
+    sim.shutdown().await;
+}
+
 #[tokio::test]
 async fn stats_count_watches_and_lists() {
     let sim = common::start(Seed::Demo).await;

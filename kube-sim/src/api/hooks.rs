@@ -15,6 +15,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use crate::SimState;
+use crate::controller::Born;
 use crate::resources::PODS;
 use crate::status::ApiError;
 use crate::store::Store;
@@ -199,53 +200,44 @@ async fn restart(State(state): State<Arc<SimState>>, Path((namespace, name)): Pa
         return ApiError::bad_request("readyAfterSeconds must be between 0 and 600").into_response();
     }
     let grace = Duration::from_secs_f64(grace);
-    let restarted = if grace.is_zero() { restart_pod(&state, &namespace, &name) } else { restart_gracefully(&state, &namespace, &name, grace) };
+    let born = if ready_after == 0.0 { Born::Ready } else { Born::NotReady };
+    let restarted = if grace.is_zero() { restart_pod(&state, &namespace, &name, born) } else { restart_gracefully(&state, &namespace, &name, grace, born) };
     let pod = match restarted {
         Ok(pod) => pod,
         Err(error) => return error.into_response(),
     };
-    if ready_after == 0.0 {
-        return Json(pod).into_response();
+    if born == Born::NotReady
+        && let Some(replacement) = pod.pointer("/metadata/name").and_then(Value::as_str).map(str::to_owned)
+    {
+        let later = state.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_secs_f64(ready_after)).await;
+            // Gone meanwhile (restarted again, deleted): nothing to make Ready.
+            let _ = later.store.modify(&PODS, &namespace, &replacement, |pod| {
+                crate::controller::set_ready(pod, true);
+                Ok(())
+            });
+        });
     }
-    let Some(replacement) = pod.pointer("/metadata/name").and_then(Value::as_str).map(str::to_owned) else { return Json(pod).into_response() };
-    fn set_ready(store: &Store, namespace: &str, name: &str, ready: bool) -> Result<Arc<Value>, ApiError> {
-        store.modify(&PODS, namespace, name, |pod| {
-            for condition in pod.pointer_mut("/status/conditions").and_then(Value::as_array_mut).into_iter().flatten() {
-                if condition["type"] == "Ready" || condition["type"] == "ContainersReady" {
-                    condition["status"] = json!(if ready { "True" } else { "False" });
-                }
-            }
-            Ok(())
-        })
-    }
-    let pod = match set_ready(&state.store, &namespace, &replacement, false) {
-        Ok(pod) => (*pod).clone(),
-        Err(error) => return error.into_response(),
-    };
-    let later = state.clone();
-    tokio::spawn(async move {
-        tokio::time::sleep(Duration::from_secs_f64(ready_after)).await;
-        // Gone meanwhile (restarted again, deleted): nothing to make Ready.
-        let _ = set_ready(&later.store, &namespace, &replacement, true);
-    });
     Json(pod).into_response()
 }
 
 /// Deletes a pod and returns its replacement: a new name (same prefix), the same labels,
 /// annotations and spec, a fresh status. A pod of a ReplicaSet is replaced by its ReplicaSet;
-/// any other pod is recreated here, as if something owned it.
-pub fn restart_pod(state: &SimState, namespace: &str, name: &str) -> Result<Value, ApiError> {
+/// any other pod is recreated here, as if something owned it. The replacement is born as
+/// `born` says.
+pub fn restart_pod(state: &SimState, namespace: &str, name: &str, born: Born) -> Result<Value, ApiError> {
     let store = &state.store;
     state.controllers.exclusive(|| {
         let pod = store.get(&PODS, namespace, name).ok_or_else(|| ApiError::not_found("pods", name))?;
         match crate::controller::owner_of(store, &pod) {
             Some(set) => {
                 store.delete(&PODS, namespace, name)?;
-                replace_from_set(store, namespace, name, &set)
+                replace_from_set(store, namespace, name, &set, born)
             }
             None => {
                 let old = store.delete(&PODS, namespace, name)?;
-                recreate(store, namespace, name, &old)
+                recreate(store, namespace, name, &old, born)
             }
         }
     })
@@ -255,7 +247,7 @@ pub fn restart_pod(state: &SimState, namespace: &str, name: &str) -> Result<Valu
 /// terminating at once, its replacement is made at once, and the old pod (its processes and
 /// port listeners, so its open connections) lives until the grace period is over, when the
 /// controller deletes it.
-fn restart_gracefully(state: &Arc<SimState>, namespace: &str, name: &str, grace: Duration) -> Result<Value, ApiError> {
+fn restart_gracefully(state: &Arc<SimState>, namespace: &str, name: &str, grace: Duration, born: Born) -> Result<Value, ApiError> {
     let store = &state.store;
     state.controllers.exclusive(|| {
         let pod = store.get(&PODS, namespace, name).ok_or_else(|| ApiError::not_found("pods", name))?;
@@ -264,15 +256,20 @@ fn restart_gracefully(state: &Arc<SimState>, namespace: &str, name: &str, grace:
         }
         let old = crate::controller::begin_termination(store, namespace, name, grace)?;
         match crate::controller::owner_of(store, &old) {
-            Some(set) => replace_from_set(store, namespace, name, &set),
-            None => recreate(store, namespace, name, &old),
+            Some(set) => replace_from_set(store, namespace, name, &set, born),
+            None => recreate(store, namespace, name, &old, born),
         }
     })
 }
 
-/// The pod a ReplicaSet made to replace `name` (gone or terminating).
-fn replace_from_set(store: &Store, namespace: &str, name: &str, set: &Value) -> Result<Value, ApiError> {
+/// The pod a ReplicaSet made to replace `name` (gone or terminating). One born not Ready is
+/// made here, from the set's template, before the set's own step, which then finds its pods
+/// complete.
+fn replace_from_set(store: &Store, namespace: &str, name: &str, set: &Value, born: Born) -> Result<Value, ApiError> {
     let before: Vec<String> = store.list(&PODS, Some(namespace)).1.iter().filter_map(|p| p["metadata"]["name"].as_str().map(str::to_owned)).collect();
+    if born == Born::NotReady {
+        crate::controller::create_pod_as(store, set, born)?;
+    }
     crate::controller::sync_replica_set(store, set)?;
     let (_, pods) = store.list(&PODS, Some(namespace));
     let replacement = pods.iter().find(|p| p["metadata"]["name"].as_str().is_some_and(|n| !before.iter().any(|b| b == n)));
@@ -280,8 +277,8 @@ fn replace_from_set(store: &Store, namespace: &str, name: &str, set: &Value) -> 
 }
 
 /// Creates an unowned pod (`old`, deleted or terminating) again under a new name with the
-/// same prefix.
-fn recreate(store: &Store, namespace: &str, name: &str, old: &Value) -> Result<Value, ApiError> {
+/// same prefix, born as `born` says.
+fn recreate(store: &Store, namespace: &str, name: &str, old: &Value, born: Born) -> Result<Value, ApiError> {
     let prefix = match old.pointer("/metadata/generateName").and_then(Value::as_str) {
         Some(prefix) if !prefix.is_empty() => prefix.to_owned(),
         _ => match name.rsplit_once('-') {
@@ -297,7 +294,7 @@ fn recreate(store: &Store, namespace: &str, name: &str, old: &Value) -> Result<V
     }
     let mut spec = old["spec"].clone();
     spec.as_object_mut().map(|s| s.remove("nodeName"));
-    let created = store.create(&PODS, namespace, json!({"metadata": metadata, "spec": spec}))?;
+    let created = store.create(&PODS, namespace, born.shape(json!({"metadata": metadata, "spec": spec})))?;
     Ok((*created).clone())
 }
 
