@@ -8,8 +8,10 @@
 //! - `$setElementOrder/FIELD: [...]`: the order of the merged list `FIELD`;
 //! - `$deleteFromPrimitiveList/FIELD: [...]`: values taken out of the list of scalars `FIELD`.
 //!
-//! One simplification against the API server: elements a `$setElementOrder` list leaves out keep
-//! their relative order after the listed ones, rather than being interleaved where they were.
+//! `$setElementOrder` orders as the API server's `normalizeElementOrder` does: the elements the
+//! list names in its order, the others (the server's, which the patch left alone) in their
+//! original order, interleaved so that a server-only element stays before a listed one it
+//! preceded in the original list.
 
 use serde_json::{Map, Value};
 
@@ -112,6 +114,20 @@ fn merge_map(mut original: Map<String, Value>, patch: &Map<String, Value>, schem
         let Some(retain) = retain.as_array() else { return error("$retainKeys must be a list of field names") };
         original.retain(|k, _| retain.iter().any(|r| r.as_str() == Some(k)));
     }
+    // The lists to be ordered, as they were before the patch: the order of the elements the
+    // patch leaves alone.
+    let mut before = Vec::new();
+    for (key, order) in patch {
+        let Some(field) = key.strip_prefix("$setElementOrder/") else { continue };
+        let Some(order) = order.as_array() else { return error(format!("{key} must be a list")) };
+        let meta = ListMeta::of(schema.field(field).0);
+        check_order(patch.get(field), order, meta.key)?;
+        let server = match original.get(field) {
+            Some(Value::Array(list)) => list.clone(),
+            _ => Vec::new(),
+        };
+        before.push((field, order, meta.key, server));
+    }
     for (key, values) in patch {
         let Some(field) = key.strip_prefix("$deleteFromPrimitiveList/") else { continue };
         let Some(values) = values.as_array() else { return error(format!("{key} must be a list")) };
@@ -145,12 +161,9 @@ fn merge_map(mut original: Map<String, Value>, patch: &Map<String, Value>, schem
             original.insert(key.clone(), merged);
         }
     }
-    for (key, order) in patch {
-        let Some(field) = key.strip_prefix("$setElementOrder/") else { continue };
-        let Some(order) = order.as_array() else { return error(format!("{key} must be a list")) };
-        let meta = ListMeta::of(schema.field(field).0);
+    for (field, order, key, server) in before {
         if let Some(Value::Array(list)) = original.get_mut(field) {
-            sort_by_order(list, order, meta.key);
+            *list = set_element_order(std::mem::take(list), order, &server, key);
         }
     }
     Ok(Some(original))
@@ -195,17 +208,59 @@ fn merge_list(mut original: Vec<Value>, patch: &[Value], meta: &ListMeta<'_>, it
     Ok(original)
 }
 
-/// Puts `list` in the order of `order` (elements named by `key`, or scalars); the elements it
-/// leaves out follow, in their order.
-fn sort_by_order(list: &mut [Value], order: &[Value], key: Option<&str>) {
-    let rank = |element: &Value| {
-        let id = match key {
-            Some(key) => element.get(key),
-            None => Some(element),
+/// What identifies a list element: its merge key's value, or the element itself in a list of
+/// scalars.
+fn identity<'v>(element: &'v Value, key: Option<&str>) -> Option<&'v Value> {
+    match key {
+        Some(key) => element.get(key),
+        None => Some(element),
+    }
+}
+
+/// Where `element` is in `list`, by identity.
+fn position_in(list: &[Value], element: &Value, key: Option<&str>) -> Option<usize> {
+    let id = identity(element, key)?;
+    list.iter().position(|e| identity(e, key) == Some(id))
+}
+
+/// The API server's check that the patch's elements come in the `$setElementOrder` list's order
+/// (deletions and directives aside): the patch list must be a subsequence of it.
+fn check_order(patch_list: Option<&Value>, order: &[Value], key: Option<&str>) -> Result<(), PatchError> {
+    let Some(Value::Array(patch_list)) = patch_list.filter(|_| !order.is_empty()) else { return Ok(()) };
+    let mut ordered = order.iter();
+    for element in patch_list {
+        if element.as_object().is_some_and(|m| m.contains_key("$patch")) {
+            continue;
+        }
+        let id = identity(element, key);
+        if id.is_none() || !ordered.any(|o| identity(o, key) == id) {
+            return error(format!("The order in patch list: {} doesn't match $setElementOrder list: {}", Value::Array(patch_list.clone()), Value::Array(order.to_vec())));
+        }
+    }
+    Ok(())
+}
+
+/// `merged` (the list after the patch) in the order of `$setElementOrder` `order`: the elements
+/// it names sorted by it, the others sorted by their place in `server` (the list before the
+/// patch), and the two sequences merged, a server-only element going first where both are in
+/// `server` and it came first there.
+fn set_element_order(merged: Vec<Value>, order: &[Value], server: &[Value], key: Option<&str>) -> Vec<Value> {
+    let (mut listed, mut server_only): (Vec<Value>, Vec<Value>) = merged.into_iter().partition(|e| position_in(order, e, key).is_some());
+    listed.sort_by_key(|e| position_in(order, e, key));
+    // Stable, and those not in `server` (none, for a patch that passed `check_order`) last.
+    server_only.sort_by_key(|e| position_in(server, e, key).unwrap_or(usize::MAX));
+    let mut out = Vec::with_capacity(listed.len() + server_only.len());
+    let (mut listed, mut server_only) = (listed.into_iter().peekable(), server_only.into_iter().peekable());
+    loop {
+        let server_first = match (server_only.peek(), listed.peek()) {
+            (Some(s), Some(l)) => matches!((position_in(server, s, key), position_in(server, l, key)), (Some(si), Some(li)) if si < li),
+            (Some(_), None) => true,
+            (None, Some(_)) => false,
+            (None, None) => break,
         };
-        order.iter().position(|o| id.is_some() && key.map_or(Some(o), |k| o.get(k)) == id).unwrap_or(usize::MAX)
-    };
-    list.sort_by_key(rank);
+        out.extend(if server_first { server_only.next() } else { listed.next() });
+    }
+    out
 }
 
 #[cfg(test)]
@@ -235,6 +290,59 @@ mod tests {
         assert_eq!(patched["spec"]["containers"], json!([{"name": "a"}, {"name": "b"}, {"name": "c"}]));
         let order = json!({"spec": {"$setElementOrder/containers": [{"name": "c"}, {"name": "b"}, {"name": "a"}], "containers": [{"name": "c"}]}});
         assert_eq!(pod_patch(original, order).unwrap()["spec"]["containers"], json!([{"name": "c"}, {"name": "b"}, {"name": "a"}]));
+    }
+
+    fn names(list: &Value) -> Vec<&str> {
+        list.as_array().unwrap().iter().map(|c| c["name"].as_str().unwrap()).collect()
+    }
+
+    fn ordered(server: &[&str], patch: Value) -> Vec<String> {
+        let containers: Vec<Value> = server.iter().map(|n| json!({"name": n, "image": "v1"})).collect();
+        let patched = pod_patch(pod(json!(containers)), json!({"spec": patch})).unwrap();
+        names(&patched["spec"]["containers"]).into_iter().map(str::to_owned).collect()
+    }
+
+    fn by_name(names: &[&str]) -> Value {
+        names.iter().map(|n| json!({"name": n})).collect()
+    }
+
+    #[test]
+    fn set_element_order_interleaves_the_untouched_elements_where_they_were() {
+        // `b` and `c` came before `d` on the server: they stay before it, `d` before `a` as asked.
+        let patch = json!({"$setElementOrder/containers": by_name(&["d", "a"]), "containers": [{"name": "d", "image": "v2"}, {"name": "a", "image": "v2"}]});
+        assert_eq!(ordered(&["a", "b", "c", "d"], patch), ["b", "c", "d", "a"]);
+        // `b` sat between `a` and `c`; the order keeps `a` first and `b` before `c`.
+        assert_eq!(ordered(&["a", "b", "c"], json!({"$setElementOrder/containers": by_name(&["a", "c"])})), ["a", "b", "c"]);
+        // Reordered without a change: `c`, after both on the server, stays last.
+        assert_eq!(ordered(&["a", "b", "c"], json!({"$setElementOrder/containers": by_name(&["b", "a"])})), ["b", "a", "c"]);
+    }
+
+    #[test]
+    fn set_element_order_places_new_elements_by_the_order_alone() {
+        // `x` is new: nothing on the server to compare it with, so it goes where the order puts it,
+        // and `b` waits until a listed element that came after it on the server (`c`).
+        let patch = json!({"$setElementOrder/containers": by_name(&["a", "x", "c"]), "containers": [{"name": "x", "image": "v1"}]});
+        assert_eq!(ordered(&["a", "b", "c"], patch), ["a", "x", "b", "c"]);
+        let patch = json!({"$setElementOrder/containers": by_name(&["x", "a"]), "containers": [{"name": "x", "image": "v1"}]});
+        assert_eq!(ordered(&["a", "b"], patch), ["x", "a", "b"]);
+        // A deleted element is gone, whatever the order says.
+        let patch = json!({"$setElementOrder/containers": by_name(&["c", "a"]), "containers": [{"name": "b", "$patch": "delete"}]});
+        assert_eq!(ordered(&["a", "b", "c"], patch), ["c", "a"]);
+    }
+
+    #[test]
+    fn set_element_order_of_a_primitive_list() {
+        let original = json!({"metadata": {"finalizers": ["a", "b", "c", "d"]}});
+        let patch = json!({"metadata": {"$setElementOrder/finalizers": ["d", "e", "a"], "finalizers": ["e"]}});
+        // `b` and `c` came before `d`; `e` is new and follows `d`, as the order says.
+        assert_eq!(pod_patch(original, patch).unwrap()["metadata"]["finalizers"], json!(["b", "c", "d", "e", "a"]));
+    }
+
+    #[test]
+    fn a_patch_list_out_of_its_set_element_order_is_an_error() {
+        let patch = json!({"$setElementOrder/containers": by_name(&["a", "b"]), "containers": [{"name": "b", "image": "v2"}, {"name": "a", "image": "v2"}]});
+        let err = pod_patch(pod(by_name(&["a", "b"])), json!({"spec": patch})).unwrap_err();
+        assert!(err.0.contains("doesn't match $setElementOrder list"), "{err}");
     }
 
     #[test]
