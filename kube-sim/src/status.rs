@@ -111,6 +111,12 @@ impl ApiError {
         Self::new(415, "UnsupportedMediaType", format!("the body of the request was in an unknown format - accepted media types include: application/json; got {content_type:?}"))
     }
 
+    /// 415 `UnsupportedMediaType` for a protobuf body this server cannot read whole (a field
+    /// it does not know, a value without a JSON form): refused rather than stored without it.
+    pub fn unreadable_protobuf(message: impl Into<String>) -> Self {
+        Self::new(415, "UnsupportedMediaType", message)
+    }
+
     /// 422 `Invalid`, with one cause per field.
     pub fn invalid(kind: &str, name: &str, causes: &[(&str, &str, String)]) -> Self {
         let list: Vec<String> = causes.iter().map(|(field, _, msg)| format!("{field}: {msg}")).collect();

@@ -174,8 +174,9 @@ async fn huge_watch_timeout_is_served() {
 #[tokio::test]
 async fn bodies_kube_sim_cannot_read_are_415_and_reviews_are_create_only() {
     let (sim, http) = demo().await;
-    let protobuf = http.send(Method::POST, "/api/v1/namespaces/demo/pods", Some("application/vnd.kubernetes.protobuf"), b"k8s\0\x0a\x00".to_vec()).await;
-    expect_status(&http, protobuf, 415, "UnsupportedMediaType", "application/vnd.kubernetes.protobuf").await;
+    // A Pod whose one field, 111, is none a Pod has: refused rather than stored without it.
+    let protobuf = http.send(Method::POST, "/api/v1/namespaces/demo/pods", Some("application/vnd.kubernetes.protobuf"), b"k8s\0\x12\x03\xf8\x06\x01".to_vec()).await;
+    expect_status(&http, protobuf, 415, "UnsupportedMediaType", "field 111 of Pod").await;
     let cbor = http.send(Method::PUT, "/api/v1/namespaces/demo/configmaps/web-config", Some("application/cbor"), vec![0xa0]).await;
     expect_status(&http, cbor, 415, "UnsupportedMediaType", "application/cbor").await;
 

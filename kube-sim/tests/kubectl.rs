@@ -522,6 +522,42 @@ async fn create_commands_and_rollout_undo() {
     sim.shutdown().await;
 }
 
+/// More of kubectl's typed creates, each a protobuf body of another kind: `run` (a Pod),
+/// `expose` (a Service), `create role`, `rolebinding` and `poddisruptionbudget`; each stores
+/// what kubectl sent.
+#[tokio::test]
+#[ignore = "needs kubectl: cargo xtask test runs it when kubectl is on PATH"]
+async fn run_expose_and_create_role_binding_and_budget() {
+    use kube_sim::resources::{PODDISRUPTIONBUDGETS, PODS, ROLEBINDINGS, ROLES, SERVICES};
+    let sim = common::start(Seed::Empty).await;
+    let kubectl = kubectl(&sim);
+    let store = &sim.state().store;
+    let out = kubectl.ok(&["run", "web", "--image=nginx:1.27", "--port=80", "--env=MODE=fast", "--labels=app=web", "--", "nginx", "-g", "daemon off;"], None).await;
+    assert_eq!(out.trim(), "pod/web created");
+    let pod = store.get(&PODS, "default", "web").expect("the pod");
+    let container = &pod["spec"]["containers"][0];
+    assert_eq!((&container["image"], &container["ports"], &container["env"]), (&json!("nginx:1.27"), &json!([{"containerPort": 80}]), &json!([{"name": "MODE", "value": "fast"}])), "{pod}");
+    assert_eq!(container["args"], json!(["nginx", "-g", "daemon off;"]));
+    assert_eq!(pod["metadata"]["labels"], json!({"app": "web"}));
+
+    assert_eq!(kubectl.ok(&["expose", "pod", "web", "--port=8080", "--target-port=80", "--name=web"], None).await.trim(), "service/web exposed");
+    let service = store.get(&SERVICES, "default", "web").expect("the service");
+    assert_eq!((&service["spec"]["selector"], &service["spec"]["ports"]), (&json!({"app": "web"}), &json!([{"port": 8080, "protocol": "TCP", "targetPort": 80}])), "{service}");
+
+    assert_eq!(kubectl.ok(&["create", "role", "reader", "--verb=get,list", "--resource=pods"], None).await.trim(), "role.rbac.authorization.k8s.io/reader created");
+    let role = store.get(&ROLES, "default", "reader").expect("the role");
+    assert_eq!(role["rules"], json!([{"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list"]}]), "{role}");
+    assert_eq!(kubectl.ok(&["create", "rolebinding", "readers", "--role=reader", "--user=alice"], None).await.trim(), "rolebinding.rbac.authorization.k8s.io/readers created");
+    let binding = store.get(&ROLEBINDINGS, "default", "readers").expect("the binding");
+    assert_eq!(binding["roleRef"], json!({"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "reader"}));
+    assert_eq!(binding["subjects"], json!([{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": "alice"}]));
+    let out = kubectl.ok(&["create", "poddisruptionbudget", "web", "--selector=app=web", "--min-available=1"], None).await;
+    assert_eq!(out.trim(), "poddisruptionbudget.policy/web created");
+    let budget = store.get(&PODDISRUPTIONBUDGETS, "default", "web").expect("the budget");
+    assert_eq!((&budget["spec"]["minAvailable"], &budget["spec"]["selector"]), (&json!(1), &json!({"matchLabels": {"app": "web"}})), "{budget}");
+    sim.shutdown().await;
+}
+
 #[tokio::test]
 #[ignore = "needs kubectl: cargo xtask test runs it when kubectl is on PATH"]
 async fn logs_tail_limit_previous_and_timestamps() {
