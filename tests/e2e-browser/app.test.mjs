@@ -431,6 +431,45 @@ test("the Nodes view lists the nodes Ready, and Restart on a deployment rolls it
   }
 });
 
+test("a Restart the cluster refuses shows its 403 in the Deployments panel, and nothing rolls out", { timeout: 60_000 }, async () => {
+  await simPost(stack.simA, "/_sim/churn?perSecond=0");
+  const app = await openApp();
+  const { page } = app;
+  const path = "/apis/apps/v1/namespaces/demo/deployments/api";
+  try {
+    await page.locator('[data-tab="deployments"]').click();
+    await waitLive(page, "deployments:demo");
+    const row = panel(page, "deployments:demo").locator('tr[data-key="demo/api"]');
+    await panel(page, "deployments:demo").locator('tr[data-key="demo/api"][data-rolled-out="true"]').waitFor({ timeout: 15_000 });
+    const podsOf = async () => (await simGet(stack.simA, "/api/v1/namespaces/demo/pods?labelSelector=app%3Dapi")).items.map((pod) => pod.metadata.name).sort();
+    const podsBefore = await podsOf();
+    const before = await simGet(stack.simA, path);
+    const restartedBefore = await row.getAttribute("data-restarted-at");
+
+    // The cluster refuses the next request for this deployment, the Restart's PATCH, with its 403 Status.
+    await simPost(stack.simA, "/_sim/faults", { pathPrefix: path, status: 403, count: 1 });
+    // Chromium logs the refused request; that is the one error this test expects.
+    app.allowed.push(/status of 403/);
+    await row.getByRole("button", { name: "Restart demo/api" }).click();
+    await row.locator("td[data-error]").waitFor({ timeout: 10_000 });
+    assert.match((await row.locator(".restart-error").textContent()).trim(), /^Restart failed: 403 .*Forbidden/);
+    assert.ok(await row.getByRole("button", { name: "Restart demo/api" }).isEnabled(), "the button can be pressed again");
+    assert.deepEqual(await (await fetch(`${stack.simA.url}/_sim/faults`)).json(), [], "the PATCH reached the cluster and was refused there");
+
+    // Nothing rolled out: the template and generation are as they were, the same pods run.
+    const after = await simGet(stack.simA, path);
+    assert.equal(after.metadata.generation, before.metadata.generation);
+    assert.deepEqual(after.spec.template, before.spec.template);
+    assert.deepEqual(await podsOf(), podsBefore);
+    assert.equal(await row.getAttribute("data-restarted-at"), restartedBefore);
+    assert.equal(await row.getAttribute("data-rolled-out"), "true");
+    await app.check();
+  } finally {
+    await fetch(`${stack.simA.url}/_sim/faults`, { method: "DELETE" });
+    await app.close();
+  }
+});
+
 test("screenshots of the overview, light and dark", { timeout: 60_000 }, async () => {
   for (const colorScheme of ["light", "dark"]) {
     const app = await openApp({ colorScheme });

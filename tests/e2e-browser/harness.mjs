@@ -315,8 +315,10 @@ export async function simGet(sim, path) {
   return response.json();
 }
 
-export async function simPost(sim, path) {
-  const response = await fetch(`${sim.url}${path}`, { method: "POST" });
+/** `POST path` on a simulator (its `/_sim` hooks), with `body` as JSON when given. */
+export async function simPost(sim, path, body) {
+  const init = body === undefined ? { method: "POST" } : { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify(body) };
+  const response = await fetch(`${sim.url}${path}`, init);
   if (!response.ok) throw new Error(`POST ${path} on ${sim.name}: ${response.status}`);
   return response;
 }
