@@ -51,7 +51,7 @@ pub fn table(columns: &[String], rows: &[Vec<String>]) -> String {
 pub type SectionFn = fn(&Workspace) -> anyhow::Result<Section>;
 
 /// The sections `cargo xtask bench` knows, in the order they appear in BENCHMARKS.md when new.
-pub const SECTIONS: &[(&str, SectionFn)] = &[("proxy", proxy_section), ("terminal", terminal_section), ("forward", forward_section), ("client", client_section)];
+pub const SECTIONS: &[(&str, SectionFn)] = &[("proxy", proxy_section), ("terminal", terminal_section), ("forward", forward_section), ("bytes", bytes_section), ("client", client_section)];
 
 /// The multiplexer: throughput and added latency against a direct watch, memory per
 /// subscription (`tests/bench/mux.rs`).
@@ -70,6 +70,12 @@ fn terminal_section(repo: &Workspace) -> anyhow::Result<Section> {
 fn forward_section(repo: &Workspace) -> anyhow::Result<Section> {
     crate::steps::ensure_kubectl()?;
     program_section(repo, "forward", "Port-forwards (`kubemux-proxy` forwards)", "kubemux-bench-forward")
+}
+
+/// Bytes to the browser per MODIFIED pod event on a status-churn workload: the raw watch, today's
+/// frames, and what projection, deltas and deflate would send (`tests/bench/bytes.rs`).
+fn bytes_section(repo: &Workspace) -> anyhow::Result<Section> {
+    program_section(repo, "bytes", "Bytes per event (`kubemux-proxy` watch frames)", "kubemux-bench-bytes")
 }
 
 /// Builds and runs a measuring program of the tests crate (release), which prints
