@@ -25,6 +25,7 @@ export class WatchPanel<T extends KubeObject = KubeObject> {
   private subscription: Subscription<T> | null = null;
   private lastError: MuxError | null = null;
   private scheduled = false;
+  private pendingState: SubscriptionState | null = null;
 
   constructor(private readonly options: WatchPanelOptions<T>) {
     this.subtitle = h("span", { class: "panel-scope" });
@@ -65,6 +66,7 @@ export class WatchPanel<T extends KubeObject = KubeObject> {
 
   /** Closes the watch, if any. */
   stop(): void {
+    this.pendingState = null;
     if (this.subscription) {
       this.subscription.close();
       this.subscription.free();
@@ -80,7 +82,13 @@ export class WatchPanel<T extends KubeObject = KubeObject> {
     setText(this.countLabel, text);
   }
 
+  /** A state is shown in the same frame as the rows it goes with: a "synced" badge never sits above rows not yet drawn. */
   private onState(state: SubscriptionState): void {
+    this.pendingState = state;
+    this.scheduleRender();
+  }
+
+  private showState(state: SubscriptionState): void {
     this.badge.set(state);
     this.element.dataset.state = state;
     // A healed watch clears its warning; a failed one keeps its error.
@@ -88,7 +96,6 @@ export class WatchPanel<T extends KubeObject = KubeObject> {
       this.lastError = null;
       this.showNotice(null);
     }
-    this.scheduleRender();
   }
 
   private showNotice(error: MuxError | null): void {
@@ -119,6 +126,9 @@ export class WatchPanel<T extends KubeObject = KubeObject> {
       if (!subscription) return;
       const items = subscription.state() === "failed" ? [] : subscription.items();
       this.options.render(items, this);
+      const state = this.pendingState;
+      this.pendingState = null;
+      if (state) this.showState(state);
     });
   }
 
