@@ -291,6 +291,13 @@ pub fn build_fixture(repo: &Workspace) -> anyhow::Result<PathBuf> {
     Ok(repo.target_dir.join("debug/kubemux-fixture"))
 }
 
+/// [`build_fixture`] in release, for the bench page: the proxy and simulator it runs are the
+/// sender of what the page measures, and a debug build would pace them.
+pub fn build_fixture_release(repo: &Workspace) -> anyhow::Result<PathBuf> {
+    workspace::run(repo.cargo().args(["build", "--release", "--package", "kubemux-e2e", "--bin", "kubemux-fixture"]))?;
+    Ok(repo.target_dir.join("release/kubemux-fixture"))
+}
+
 /// A running fixture server; ended (by its process id) when dropped.
 pub struct Fixture {
     child: Child,

@@ -13,7 +13,13 @@
 //!   (`kube-sim/missing-binaries: bash`), for the terminal's shell fallback;
 //! - WebSockets speaking `kubemux.v1` with scripted content: `/bad-mux` sends one malformed frame
 //!   before a valid snapshot, `/burst?n=N` sends a snapshot of N `ADDED`/`MODIFIED` events;
-//! - static files: `/pkg/*` (the built npm package) and `/page/*` (tests/browser).
+//! - for `cargo xtask bench client`, through the real proxy and simulator:
+//!   `POST /bench/seed?ns=NS&pods=N` creates namespace NS with N pods of about 2.8 KB, and
+//!   `POST /bench/burst?ns=NS&pods=N&n=E&round=R` writes E changes round-robin over those pods
+//!   (annotation `bench/mark`, `R-end` on the last) on a blocking thread, answering at once;
+//! - static files: `/pkg/*` (the built npm package) and `/page/*` (tests/browser); pages named
+//!   `bench*` are served cross-origin isolated (COOP + COEP), which gives `performance.now()`
+//!   microseconds instead of Chromium's coarsened 100 µs.
 //!
 //! Usage:
 //!   kubemux-fixture serve [--pkg DIR] [--pages DIR]
@@ -107,7 +113,9 @@ async fn main() -> anyhow::Result<()> {
     let args = parse_args()?;
     let admin = User::parse(&format!("admin:{ADMIN_TOKEN}:*")).map_err(anyhow::Error::msg)?;
     let alice = User::parse(&format!("alice:{ALICE_TOKEN}:demo")).map_err(anyhow::Error::msg)?;
-    let sim = Sim::start(SimConfig { seed: Seed::Demo, churn_per_second: 10.0, users: vec![admin, alice], ..SimConfig::default() }).await?;
+    // History enough for the bench page's bursts of 20,000 writes, so that a watch behind them
+    // still gets every event instead of a 410.
+    let sim = Sim::start(SimConfig { seed: Seed::Demo, churn_per_second: 10.0, users: vec![admin, alice], history: 100_000, ..SimConfig::default() }).await?;
     let admin_config = kubeconfig(&[("sim", &sim.url(), Some(ADMIN_TOKEN))]);
     let sim_api = kube::Client::try_from(kube::Config::from_custom_kubeconfig(admin_config, &KubeConfigOptions::default()).await?)?;
     create_pod_without_bash(&sim_api).await?;
@@ -139,6 +147,8 @@ async fn main() -> anyhow::Result<()> {
         .route("/report", post(report))
         .route("/bad-mux", get(bad_mux))
         .route("/burst", get(burst))
+        .route("/bench/seed", post(bench_seed))
+        .route("/bench/burst", post(bench_burst))
         .route("/pkg/{*file}", get(pkg_file))
         .route("/page/{*file}", get(page_file))
         .layer(axum::middleware::map_response(allow_any_origin))
@@ -338,7 +348,123 @@ async fn pkg_file(State(fixture): State<Arc<Fixture>>, axum::extract::Path(file)
 }
 
 async fn page_file(State(fixture): State<Arc<Fixture>>, axum::extract::Path(file): axum::extract::Path<String>) -> Response {
-    static_file(fixture.pages_dir.as_deref(), &file).await
+    let mut response = static_file(fixture.pages_dir.as_deref(), &file).await;
+    if file.starts_with("bench") {
+        let headers = response.headers_mut();
+        headers.insert("cross-origin-opener-policy", HeaderValue::from_static("same-origin"));
+        headers.insert("cross-origin-embedder-policy", HeaderValue::from_static("require-corp"));
+    }
+    response
+}
+
+/// A pod of about 2.8 KB, shaped like a Deployment's on a real cluster (without its owner
+/// reference, which kube-sim's garbage collector would follow to no ReplicaSet and delete it).
+fn bench_pod(name: &str) -> Value {
+    json!({
+        "metadata": {
+            "name": name,
+            "labels": {"app": "bench", "pod-template-hash": "5d4f8c9b7", "app.kubernetes.io/part-of": "kubemux-bench", "tier": "backend"},
+            "annotations": {"bench/mark": "seed", "prometheus.io/scrape": "true", "prometheus.io/port": "9090"}
+        },
+        "spec": {
+            "containers": [{
+                "name": "app",
+                "image": "registry.example.com/team/backend:1.42.7",
+                "args": ["--listen=:8080", "--metrics=:9090", "--log-format=json"],
+                "ports": [{"name": "http", "containerPort": 8080, "protocol": "TCP"}, {"name": "metrics", "containerPort": 9090, "protocol": "TCP"}],
+                "env": [
+                    {"name": "POD_NAME", "valueFrom": {"fieldRef": {"apiVersion": "v1", "fieldPath": "metadata.name"}}},
+                    {"name": "POD_NAMESPACE", "valueFrom": {"fieldRef": {"apiVersion": "v1", "fieldPath": "metadata.namespace"}}},
+                    {"name": "DATABASE_URL", "valueFrom": {"secretKeyRef": {"name": "backend-db", "key": "url"}}},
+                    {"name": "CACHE_TTL_SECONDS", "value": "300"}
+                ],
+                "resources": {"requests": {"cpu": "250m", "memory": "256Mi"}, "limits": {"cpu": "1", "memory": "512Mi"}},
+                "readinessProbe": {"httpGet": {"path": "/readyz", "port": 8080, "scheme": "HTTP"}, "periodSeconds": 5, "timeoutSeconds": 1, "successThreshold": 1, "failureThreshold": 3},
+                "livenessProbe": {"httpGet": {"path": "/healthz", "port": 8080, "scheme": "HTTP"}, "periodSeconds": 10, "timeoutSeconds": 1, "successThreshold": 1, "failureThreshold": 3},
+                "volumeMounts": [{"name": "config", "mountPath": "/etc/backend", "readOnly": true}, {"name": "kube-api-access-x7k2p", "mountPath": "/var/run/secrets/kubernetes.io/serviceaccount", "readOnly": true}],
+                "terminationMessagePath": "/dev/termination-log",
+                "terminationMessagePolicy": "File",
+                "imagePullPolicy": "IfNotPresent"
+            }],
+            "volumes": [
+                {"name": "config", "configMap": {"name": "backend-config", "defaultMode": 420}},
+                {"name": "kube-api-access-x7k2p", "projected": {"defaultMode": 420, "sources": [{"serviceAccountToken": {"expirationSeconds": 3607, "path": "token"}}, {"configMap": {"name": "kube-root-ca.crt", "items": [{"key": "ca.crt", "path": "ca.crt"}]}}]}}
+            ],
+            "restartPolicy": "Always",
+            "terminationGracePeriodSeconds": 30,
+            "dnsPolicy": "ClusterFirst",
+            "serviceAccountName": "backend",
+            "securityContext": {"runAsNonRoot": true, "runAsUser": 10001, "fsGroup": 10001},
+            "tolerations": [{"key": "node.kubernetes.io/not-ready", "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 300}, {"key": "node.kubernetes.io/unreachable", "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 300}]
+        }
+    })
+}
+
+/// How many pods a bench namespace holds, so that `/bench/burst` writes only existing ones.
+fn bench_query(query: &BTreeMap<String, String>, key: &str, default: usize) -> Result<usize, Response> {
+    match query.get(key) {
+        None => Ok(default),
+        Some(text) => text.parse().map_err(|_| (StatusCode::BAD_REQUEST, format!("{key} must be a number\n")).into_response()),
+    }
+}
+
+/// `POST /bench/seed?ns=NS&pods=N`: namespace NS with N bench pods, written to the store directly.
+async fn bench_seed(State(fixture): State<Arc<Fixture>>, Query(query): Query<BTreeMap<String, String>>) -> Response {
+    let ns = query.get("ns").cloned().unwrap_or_else(|| "bench".to_owned());
+    let pods = match bench_query(&query, "pods", 1000) {
+        Ok(n) => n,
+        Err(response) => return response,
+    };
+    let state = fixture.sim.state().clone();
+    let result = tokio::task::spawn_blocking(move || -> anyhow::Result<usize> {
+        // An existing namespace (a second run) keeps its pods.
+        let store = &state.store;
+        let _ = store.create(&kube_sim::resources::NAMESPACES, "", json!({"metadata": {"name": ns}}));
+        let mut created = 0;
+        for i in 0..pods {
+            let name = format!("bench-{i:05}");
+            if store.get(&kube_sim::resources::PODS, &ns, &name).is_none() {
+                store.create(&kube_sim::resources::PODS, &ns, bench_pod(&name)).map_err(|e| anyhow::anyhow!("creating {ns}/{name}: {e:?}"))?;
+                created += 1;
+            }
+        }
+        Ok(created)
+    })
+    .await;
+    match result {
+        Ok(Ok(created)) => axum::Json(json!({"created": created})).into_response(),
+        Ok(Err(error)) => (StatusCode::INTERNAL_SERVER_ERROR, format!("{error:#}\n")).into_response(),
+        Err(error) => (StatusCode::INTERNAL_SERVER_ERROR, format!("{error}\n")).into_response(),
+    }
+}
+
+/// `POST /bench/burst?ns=NS&pods=N&n=E&round=R`: E writes over the first N bench pods, started
+/// on a blocking thread so that the page's clients count them as they arrive.
+async fn bench_burst(State(fixture): State<Arc<Fixture>>, Query(query): Query<BTreeMap<String, String>>) -> Response {
+    let ns = query.get("ns").cloned().unwrap_or_else(|| "bench".to_owned());
+    let round = query.get("round").cloned().unwrap_or_else(|| "0".to_owned());
+    let (pods, writes) = match (bench_query(&query, "pods", 1000), bench_query(&query, "n", 20_000)) {
+        (Ok(pods), Ok(writes)) if pods > 0 => (pods, writes),
+        (Err(response), _) | (_, Err(response)) => return response,
+        _ => return (StatusCode::BAD_REQUEST, "pods must be positive\n").into_response(),
+    };
+    let state = fixture.sim.state().clone();
+    tokio::task::spawn_blocking(move || {
+        let store = &state.store;
+        for i in 0..writes {
+            let name = format!("bench-{:05}", i % pods);
+            let mark = if i + 1 == writes { format!("{round}-end") } else { format!("{round}-{i}") };
+            let result = store.modify(&kube_sim::resources::PODS, &ns, &name, |pod| {
+                pod["metadata"]["annotations"]["bench/mark"] = Value::String(mark);
+                Ok(())
+            });
+            if let Err(error) = result {
+                eprintln!("bench burst: writing {ns}/{name}: {error:?}");
+                return;
+            }
+        }
+    });
+    (StatusCode::ACCEPTED, "started\n").into_response()
 }
 
 /// A file under `dir`, with the content type a module import and `instantiateStreaming` need.
@@ -384,6 +510,9 @@ impl Browser {
                 "--disable-component-update",
                 "--disable-sync",
                 "--disable-dev-shm-usage",
+                // For the bench page: exact heap figures and `gc()` before each memory reading.
+                "--enable-precise-memory-info",
+                "--js-flags=--expose-gc",
             ])
             .arg(format!("--user-data-dir={}", profile.path().display()))
             .arg(url)
