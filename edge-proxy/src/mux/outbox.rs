@@ -236,12 +236,7 @@ impl Outbox {
     /// Marks the heaviest subscriptions (but `spare`) overflowed until `incoming` more bytes fit.
     fn overflow(&self, inner: &mut Inner, incoming: usize, spare: Option<&Arc<str>>) {
         while inner.total + incoming > self.limit {
-            let heaviest = inner
-                .subs
-                .iter()
-                .filter(|(id, q)| q.state == QueueState::Live && q.bytes > 0 && Some(*id) != spare)
-                .max_by_key(|(_, q)| q.bytes)
-                .map(|(id, _)| id.clone());
+            let heaviest = inner.subs.iter().filter(|(id, q)| q.state == QueueState::Live && q.bytes > 0 && Some(*id) != spare).max_by_key(|(_, q)| q.bytes).map(|(id, _)| id.clone());
             let Some(id) = heaviest else { break };
             let queue = inner.subs.get_mut(&id).expect("just found");
             queue.frames.clear();
@@ -291,6 +286,13 @@ impl Outbox {
             }
             notified.await;
         }
+    }
+
+    /// The next frame if one is queued now, without waiting: the writer drains a batch with it
+    /// after [`Outbox::next`] woke it. `None` when nothing is queued or the close frame has been
+    /// handed out.
+    pub fn try_next(&self) -> Option<Outgoing> {
+        self.pop().flatten()
     }
 
     /// `Some(None)`: finished; `Some(Some(x))`: send x; `None`: nothing yet. The writer calls
@@ -488,6 +490,29 @@ mod tests {
         }
         assert_eq!((frames.len(), frames[0].as_str(), frames[6].as_str()), (7, "reset", "synced"));
         assert_eq!(outbox.take_due_resets(), vec![other]);
+    }
+
+    /// What the writer drains in one wakeup: everything queued, in the order `next` would give
+    /// it, then nothing until more is pushed.
+    #[tokio::test]
+    async fn a_batch_drains_what_is_queued_in_order() {
+        let outbox = Outbox::new(1 << 20, Arc::default());
+        let (a, b) = (id("a"), id("b"));
+        outbox.add_subscription(&a);
+        outbox.add_subscription(&b);
+        outbox.push(&a, "a1".into());
+        outbox.push(&a, "a2".into());
+        outbox.push(&b, "b1".into());
+        let Some(Outgoing::Text(first)) = outbox.next().await else { panic!() };
+        let mut batch = vec![first];
+        while let Some(Outgoing::Text(text)) = outbox.try_next() {
+            batch.push(text);
+        }
+        assert_eq!(batch, ["a1", "b1", "a2"]);
+        assert_eq!((outbox.try_next(), outbox.queued_bytes()), (None, 0));
+        outbox.close(1000, "");
+        assert_eq!(outbox.try_next(), Some(Outgoing::Close(1000, "")));
+        assert_eq!(outbox.try_next(), None, "nothing after the close frame");
     }
 
     #[tokio::test]
