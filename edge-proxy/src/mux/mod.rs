@@ -2,6 +2,7 @@
 //! connection (origin and token through [`crate::auth::admit`], subprotocol) is checked before the upgrade, so a browser gets an HTTP
 //! status instead of a socket that dies.
 
+pub mod encode;
 pub mod outbox;
 mod session;
 

@@ -48,6 +48,15 @@ enum QueueState {
 pub enum Item {
     /// A frame, ready to send.
     Frame(String),
+    /// An `event` frame in two parts, joined as the writer sends it: the subscription's head and
+    /// the event's body, which every subscriber of the event shares ([`super::encode`]).
+    /// Charged the frame's length, like a frame.
+    Event {
+        /// The subscription's `{"op":"event","id":…`.
+        head: Arc<str>,
+        /// The event's `,"type":…,"object":…}`.
+        body: Arc<str>,
+    },
     /// `ADDED` events for these objects, encoded one at a time as the writer gets to them, so a
     /// snapshot is never copied per frame. It is charged the text it pins, released object by
     /// object as the writer sends them.
@@ -58,6 +67,7 @@ impl Item {
     fn cost(&self) -> usize {
         match self {
             Item::Frame(frame) => frame.len(),
+            Item::Event { head, body } => head.len() + body.len(),
             Item::Snapshot(objects) => objects.as_slice().iter().map(|object| snapshot_entry_cost(object)).sum(),
         }
     }
@@ -337,12 +347,13 @@ impl Outbox {
                         continue;
                     }
                 },
-                Some(Item::Frame(_)) => match queue.frames.pop_front() {
+                Some(Item::Frame(_) | Item::Event { .. }) => match queue.frames.pop_front() {
                     Some(Item::Frame(frame)) => {
                         let cost = frame.len();
                         (frame, cost)
                     }
-                    _ => unreachable!("the front is a frame"),
+                    Some(Item::Event { head, body }) => (super::encode::frame(&head, &body), head.len() + body.len()),
+                    _ => unreachable!("the front is a frame or an event"),
                 },
             };
             queue.bytes -= cost;

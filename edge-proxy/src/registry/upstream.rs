@@ -37,6 +37,7 @@ use super::{Command, RegistrySettings, ResumeFrom, Sink, WatchKey, WatchRegistry
 use crate::clusters::Cluster;
 use crate::logging::panic_message;
 use crate::metrics::{Metrics, ResetCause, ResumeOutcome, TaskKind};
+use crate::mux::encode;
 use crate::upstream_error::{Classified, classify};
 
 pub(super) struct Upstream {
@@ -626,9 +627,13 @@ impl Upstream {
                     return Line::Relist;
                 };
                 let json: ObjectJson = Arc::from(object);
-                self.cache.apply(event_type, (meta.namespace.unwrap_or_default(), name), json.clone(), rv.clone());
+                // The frame's body is written once, for every subscriber: only the head (their
+                // id) differs.
+                let body = encode::event_body(event_type, &json);
+                let version: Arc<str> = Arc::from(rv.as_str());
+                self.cache.apply(event_type, (meta.namespace.unwrap_or_default(), name), json, rv);
                 for sink in self.subscribers.values() {
-                    sink.event(event_type, &json, Some(&rv));
+                    sink.shared_event(&body, &version);
                 }
                 Line::Applied
             }
