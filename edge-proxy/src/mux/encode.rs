@@ -32,6 +32,16 @@ pub fn event_body(event_type: EventType, object_json: &str) -> EventBody {
 pub struct EventBody(pub(crate) Arc<str>);
 
 impl EventBody {
+    /// The body of the event that `line` is, when the line is `{"type":"<type>","object":<object>}`
+    /// byte for byte (the API server's layout): the line with `,` for its first byte.
+    pub fn after_first_byte(line: &str) -> EventBody {
+        let rest = line.get(1..).unwrap_or_default();
+        let mut body = String::with_capacity(1 + rest.len());
+        body.push(',');
+        body.push_str(rest);
+        EventBody(Arc::from(body))
+    }
+
     /// The body's text.
     pub fn as_str(&self) -> &str {
         &self.0
@@ -64,6 +74,8 @@ mod tests {
                 assert_eq!(shared, encode_event_raw(id, event_type, object), "{id:?}");
                 assert!(matches!(ServerMessage::decode(&shared), Ok(ServerMessage::Event { id: decoded, .. }) if decoded == id));
             }
+            let line = format!(r#"{{"type":"{}","object":{object}}}"#, event_type.as_str());
+            assert_eq!(EventBody::after_first_byte(&line), body, "an upstream line in the API server's layout is the body");
         }
     }
 }
