@@ -2,14 +2,15 @@
 //! connection (origin and token through [`crate::auth::admit`], subprotocol) is checked before the upgrade, so a browser gets an HTTP
 //! status instead of a socket that dies.
 
+pub mod encode;
 pub mod outbox;
 mod session;
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::State;
+use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::http::{HeaderMap, header};
 use axum::response::{IntoResponse, Response};
@@ -27,6 +28,11 @@ pub const TOKEN_PROTOCOL_PREFIX: &str = "base64url.bearer.authorization.k8s.io."
 /// (watch, ping, auth), and the buffer grows on demand for a larger one, up to
 /// `mux.maxMessageBytes`.
 const READ_BUFFER_BYTES: usize = 8 * 1024;
+
+/// tungstenite's `write_buffer_size` for `/mux` connections: frames fed to the socket gather in
+/// its write buffer until this many bytes (then it writes) or the writer's flush. Larger than the
+/// writer's batch, so one batch is one flush; the buffer is allocated as it fills, not up front.
+pub(crate) const WRITE_BUFFER_BYTES: usize = 128 * 1024;
 
 /// Limits and timers of `/mux` connections (`docs/PROTOCOL.md` §5–6).
 #[derive(Debug, Clone, PartialEq)]
@@ -62,21 +68,11 @@ impl Default for MuxSettings {
 
 /// The offered subprotocols, split (port-forward negotiates from the same list).
 pub(crate) fn offered_protocols(headers: &HeaderMap) -> impl Iterator<Item = &str> {
-    headers
-        .get_all(header::SEC_WEBSOCKET_PROTOCOL)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .map(str::trim)
+    headers.get_all(header::SEC_WEBSOCKET_PROTOCOL).iter().filter_map(|v| v.to_str().ok()).flat_map(|v| v.split(',')).map(str::trim)
 }
 
 /// The `/mux` handler.
-pub async fn handler(
-    State(app): State<Arc<AppState>>,
-    Admitted(identity): Admitted,
-    headers: HeaderMap,
-    upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
-) -> Response {
+pub async fn handler(State(app): State<Arc<AppState>>, Admitted(identity): Admitted, headers: HeaderMap, upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>) -> Response {
     let settings = app.settings();
     if !offered_protocols(&headers).any(|p| p == SUBPROTOCOL) {
         return Refusal { code: 400, reason: "BadRequest", message: format!("the client must offer the WebSocket subprotocol {SUBPROTOCOL}") }.into_response();
@@ -94,6 +90,7 @@ pub async fn handler(
         .max_message_size(settings.mux.max_message_bytes)
         .max_frame_size(settings.mux.max_message_bytes)
         .read_buffer_size(READ_BUFFER_BYTES)
+        .write_buffer_size(WRITE_BUFFER_BYTES)
         .on_upgrade(move |socket| {
             // Tracked, so that shutdown waits for the session's close frame to go out.
             let sessions = app.sessions.clone();

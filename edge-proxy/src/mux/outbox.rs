@@ -48,6 +48,15 @@ enum QueueState {
 pub enum Item {
     /// A frame, ready to send.
     Frame(String),
+    /// An `event` frame in two parts, joined as the writer sends it: the subscription's head and
+    /// the event's body, which every subscriber of the event shares ([`super::encode`]).
+    /// Charged the frame's length, like a frame.
+    Event {
+        /// The subscription's `{"op":"event","id":…`.
+        head: Arc<str>,
+        /// The event's `,"type":…,"object":…}`.
+        body: Arc<str>,
+    },
     /// `ADDED` events for these objects, encoded one at a time as the writer gets to them, so a
     /// snapshot is never copied per frame. It is charged the text it pins, released object by
     /// object as the writer sends them.
@@ -58,6 +67,7 @@ impl Item {
     fn cost(&self) -> usize {
         match self {
             Item::Frame(frame) => frame.len(),
+            Item::Event { head, body } => head.len() + body.len(),
             Item::Snapshot(objects) => objects.as_slice().iter().map(|object| snapshot_entry_cost(object)).sum(),
         }
     }
@@ -236,12 +246,7 @@ impl Outbox {
     /// Marks the heaviest subscriptions (but `spare`) overflowed until `incoming` more bytes fit.
     fn overflow(&self, inner: &mut Inner, incoming: usize, spare: Option<&Arc<str>>) {
         while inner.total + incoming > self.limit {
-            let heaviest = inner
-                .subs
-                .iter()
-                .filter(|(id, q)| q.state == QueueState::Live && q.bytes > 0 && Some(*id) != spare)
-                .max_by_key(|(_, q)| q.bytes)
-                .map(|(id, _)| id.clone());
+            let heaviest = inner.subs.iter().filter(|(id, q)| q.state == QueueState::Live && q.bytes > 0 && Some(*id) != spare).max_by_key(|(_, q)| q.bytes).map(|(id, _)| id.clone());
             let Some(id) = heaviest else { break };
             let queue = inner.subs.get_mut(&id).expect("just found");
             queue.frames.clear();
@@ -293,6 +298,13 @@ impl Outbox {
         }
     }
 
+    /// The next frame if one is queued now, without waiting: the writer drains a batch with it
+    /// after [`Outbox::next`] woke it. `None` when nothing is queued or the close frame has been
+    /// handed out.
+    pub fn try_next(&self) -> Option<Outgoing> {
+        self.pop().flatten()
+    }
+
     /// `Some(None)`: finished; `Some(Some(x))`: send x; `None`: nothing yet. The writer calls
     /// this after every completed send, so it is also where a drained client is noticed.
     fn pop(&self) -> Option<Option<Outgoing>> {
@@ -335,12 +347,13 @@ impl Outbox {
                         continue;
                     }
                 },
-                Some(Item::Frame(_)) => match queue.frames.pop_front() {
+                Some(Item::Frame(_) | Item::Event { .. }) => match queue.frames.pop_front() {
                     Some(Item::Frame(frame)) => {
                         let cost = frame.len();
                         (frame, cost)
                     }
-                    _ => unreachable!("the front is a frame"),
+                    Some(Item::Event { head, body }) => (super::encode::frame(&head, &body), head.len() + body.len()),
+                    _ => unreachable!("the front is a frame or an event"),
                 },
             };
             queue.bytes -= cost;
@@ -488,6 +501,29 @@ mod tests {
         }
         assert_eq!((frames.len(), frames[0].as_str(), frames[6].as_str()), (7, "reset", "synced"));
         assert_eq!(outbox.take_due_resets(), vec![other]);
+    }
+
+    /// What the writer drains in one wakeup: everything queued, in the order `next` would give
+    /// it, then nothing until more is pushed.
+    #[tokio::test]
+    async fn a_batch_drains_what_is_queued_in_order() {
+        let outbox = Outbox::new(1 << 20, Arc::default());
+        let (a, b) = (id("a"), id("b"));
+        outbox.add_subscription(&a);
+        outbox.add_subscription(&b);
+        outbox.push(&a, "a1".into());
+        outbox.push(&a, "a2".into());
+        outbox.push(&b, "b1".into());
+        let Some(Outgoing::Text(first)) = outbox.next().await else { panic!() };
+        let mut batch = vec![first];
+        while let Some(Outgoing::Text(text)) = outbox.try_next() {
+            batch.push(text);
+        }
+        assert_eq!(batch, ["a1", "b1", "a2"]);
+        assert_eq!((outbox.try_next(), outbox.queued_bytes()), (None, 0));
+        outbox.close(1000, "");
+        assert_eq!(outbox.try_next(), Some(Outgoing::Close(1000, "")));
+        assert_eq!(outbox.try_next(), None, "nothing after the close frame");
     }
 
     #[tokio::test]

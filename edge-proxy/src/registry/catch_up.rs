@@ -13,10 +13,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::{FutureExt, StreamExt};
-use serde::Deserialize;
 use tokio::sync::mpsc;
 
-use super::request::{Requests, WatchLine, parse_event_type};
+use super::request::{Requests, parse_event_type, parse_line};
 use super::upstream::watch_lines;
 use super::{Command, Sink, WatchKey};
 use crate::logging::panic_message;
@@ -31,17 +30,6 @@ pub(super) enum Outcome {
     Unconfirmed,
     /// It panicked: the subscription ends with an internal error.
     Panicked,
-}
-
-#[derive(Deserialize)]
-struct Versioned {
-    metadata: Version,
-}
-
-#[derive(Deserialize)]
-struct Version {
-    #[serde(rename = "resourceVersion")]
-    resource_version: String,
 }
 
 /// One subscriber's catch-up.
@@ -103,10 +91,8 @@ async fn forward(client: kube::Client, requests: &Requests, from: u64, to: u64, 
     // An over-long line ends it like any other error: the subscriber gets a reset.
     let mut lines = watch_lines(stream, max_line_bytes);
     while let Some(Ok(line)) = lines.next().await {
-        let Ok(event) = serde_json::from_str::<WatchLine<'_>>(&line) else { return false };
-        let Ok(Versioned { metadata: Version { resource_version } }) = serde_json::from_str::<Versioned>(event.object.get()) else {
-            return false;
-        };
+        let Some(event) = parse_line(&line) else { return false };
+        let Some(resource_version) = event.meta.resource_version else { return false };
         let Ok(rv) = resource_version.parse::<u64>() else { return false };
         match event.kind {
             "BOOKMARK" if rv >= to => return true,
@@ -116,7 +102,7 @@ async fn forward(client: kube::Client, requests: &Requests, from: u64, to: u64, 
                 if rv > to {
                     return true;
                 }
-                sink.event(event_type, event.object.get(), Some(&resource_version));
+                sink.event(event_type, event.object, Some(&*resource_version));
             }
         }
     }

@@ -22,7 +22,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use kubemux_protocol::frames::{EventType, ServerMessage, Status, WatchQuery, encode_event_raw, encode_inventory_raw};
+use kubemux_protocol::frames::{EventType, ServerMessage, Status, WatchQuery, encode_inventory_raw};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -30,6 +30,7 @@ use crate::clusters::Cluster;
 use crate::identity::Identity;
 use crate::live::Live;
 use crate::metrics::{Metrics, TaskKind};
+use crate::mux::encode::{self, EventBody};
 use crate::mux::outbox::{Item, Outbox, Pushed};
 use cache::ObjectJson;
 
@@ -158,9 +159,13 @@ impl Default for RegistrySettings {
 pub struct Sink {
     outbox: Arc<Outbox>,
     id: Arc<str>,
+    /// `{"op":"event","id":<id>`, written once: every event frame of this subscription starts
+    /// with it, followed by the event's shared body.
+    event_head: Arc<str>,
     metrics: Arc<Metrics>,
-    /// The last version sent to this subscription (its resume point as the client sees it).
-    last_rv: Mutex<Option<String>>,
+    /// The last version sent to this subscription (its resume point as the client sees it),
+    /// shared with the event that carried it.
+    last_rv: Mutex<Option<Arc<str>>>,
     /// Set when the subscription moved on (unwatch, new token) or ended: frames still coming
     /// from the upstream task are dropped.
     detached: AtomicBool,
@@ -179,7 +184,17 @@ impl Sink {
 
     /// A sink for subscription `id` whose client holds `version`.
     pub fn resuming(outbox: Arc<Outbox>, id: Arc<str>, metrics: Arc<Metrics>, version: Option<String>) -> Arc<Sink> {
-        Arc::new(Sink { outbox, id, metrics, last_rv: Mutex::new(version), detached: AtomicBool::new(false), ended: AtomicBool::new(false), withheld_through: AtomicU64::new(0) })
+        let event_head = encode::event_head(&id);
+        Arc::new(Sink {
+            outbox,
+            id,
+            event_head,
+            metrics,
+            last_rv: Mutex::new(version.map(Arc::from)),
+            detached: AtomicBool::new(false),
+            ended: AtomicBool::new(false),
+            withheld_through: AtomicU64::new(0),
+        })
     }
 
     /// Stops this sink: nothing more it is given is queued.
@@ -209,22 +224,18 @@ impl Sink {
         self.outbox.push(&self.id, frame)
     }
 
-    fn rv_slot(&self) -> MutexGuard<'_, Option<String>> {
+    fn rv_slot(&self) -> MutexGuard<'_, Option<Arc<str>>> {
         self.last_rv.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// The last version this subscription was sent.
     pub fn last_resource_version(&self) -> Option<String> {
-        self.rv_slot().clone()
+        self.rv_slot().as_deref().map(str::to_owned)
     }
 
     /// The subscription id.
     pub fn id(&self) -> &Arc<str> {
         &self.id
-    }
-
-    fn event_frame(&self, event_type: EventType, object: &str) -> String {
-        encode_event_raw(&self.id, event_type, object)
     }
 
     fn synced_frame(&self, rv: &str) -> String {
@@ -255,10 +266,26 @@ impl Sink {
         if rv.is_some_and(|rv| self.withheld(rv)) {
             return;
         }
-        if self.push(self.event_frame(event_type, object)) == Pushed::Queued {
+        self.push_event(&encode::event_body(event_type, object), rv.map(Arc::from));
+    }
+
+    /// Sends one event whose frame body was built once for every subscriber that gets it;
+    /// `rv` is the event's version.
+    pub fn shared_event(&self, body: &EventBody, rv: &Arc<str>) {
+        if self.withheld(rv) {
+            return;
+        }
+        self.push_event(body, Some(rv.clone()));
+    }
+
+    fn push_event(&self, body: &EventBody, rv: Option<Arc<str>>) {
+        if self.detached.load(Ordering::Acquire) {
+            return;
+        }
+        if self.outbox.push_item(&self.id, Item::Event { head: self.event_head.clone(), body: body.0.clone() }) == Pushed::Queued {
             self.metrics.events_out.inc();
             if let Some(rv) = rv {
-                *self.rv_slot() = Some(rv.to_owned());
+                *self.rv_slot() = Some(rv);
             }
         }
     }
@@ -270,7 +297,7 @@ impl Sink {
         }
         let frame = ServerMessage::Bookmark { id: self.id.to_string(), resource_version: rv.to_owned() }.encode();
         if self.push(frame) == Pushed::Queued {
-            *self.rv_slot() = Some(rv.to_owned());
+            *self.rv_slot() = Some(Arc::from(rv));
         }
     }
 
@@ -281,7 +308,7 @@ impl Sink {
         let ahead = (through > 0 && cache::integer_version(rv).is_some_and(|version| version <= through)).then(|| through.to_string());
         let rv = ahead.as_deref().unwrap_or(rv);
         if self.push(self.synced_frame(rv)) == Pushed::Queued {
-            *self.rv_slot() = Some(rv.to_owned());
+            *self.rv_slot() = Some(Arc::from(rv));
         }
     }
 
@@ -340,7 +367,7 @@ impl Sink {
         let items = vec![Item::Frame(self.reset_frame()), Item::Snapshot(objects.into_iter()), Item::Frame(self.synced_frame(rv))];
         if self.outbox.push_reset(&self.id, items) == Pushed::Queued {
             self.metrics.events_out.inc_by(count);
-            *self.rv_slot() = Some(rv.to_owned());
+            *self.rv_slot() = Some(Arc::from(rv));
         }
     }
 }

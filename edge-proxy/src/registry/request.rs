@@ -6,6 +6,7 @@
 //! own path in front). That is the client's request at fault, so the subscription ends with a
 //! Status saying so, never with a panic.
 
+use std::borrow::Cow;
 use std::time::Duration;
 
 use kubemux_protocol::frames::{EventType, Status};
@@ -121,15 +122,116 @@ impl Requests {
     }
 }
 
-/// One line of a watch stream: its type, and the object left unparsed.
+/// One line of a watch stream: its type, and the object left unparsed (the general layout,
+/// read when a line is not in the API server's own, [`parse_line`]).
 #[derive(Deserialize)]
-pub(super) struct WatchLine<'a> {
+struct WatchLine<'a> {
     /// `ADDED`, `MODIFIED`, `DELETED`, `BOOKMARK` or `ERROR`.
     #[serde(rename = "type")]
-    pub(super) kind: &'a str,
+    kind: &'a str,
     /// The object (a Status for `ERROR`).
     #[serde(borrow)]
-    pub(super) object: &'a RawValue,
+    object: &'a RawValue,
+}
+
+/// A watch line as the API server writes it, `{"type":…,"object":…}` and nothing else, read
+/// in one pass: the object's metadata is picked out and everything else skipped unparsed.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ServerLine<'a> {
+    #[serde(rename = "type")]
+    kind: &'a str,
+    #[serde(borrow)]
+    object: ObjectHead<'a>,
+}
+
+/// What the proxy reads of an object: its metadata.
+#[derive(Deserialize, Default)]
+struct ObjectHead<'a> {
+    #[serde(default, borrow)]
+    metadata: Meta<'a>,
+}
+
+/// The object's key and version, borrowed from the line.
+#[derive(Deserialize, Default, Debug, PartialEq, Eq)]
+pub(super) struct Meta<'a> {
+    #[serde(default, borrow)]
+    pub(super) name: Option<Text<'a>>,
+    #[serde(default, borrow)]
+    pub(super) namespace: Option<Text<'a>>,
+    #[serde(default, borrow, rename = "resourceVersion")]
+    pub(super) resource_version: Option<Text<'a>>,
+}
+
+/// A JSON string, borrowed from the line unless it holds escapes.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) struct Text<'a>(pub(super) Cow<'a, str>);
+
+impl<'de: 'a, 'a> Deserialize<'de> for Text<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visit;
+        impl<'de> serde::de::Visitor<'de> for Visit {
+            type Value = Text<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_borrowed_str<E>(self, text: &'de str) -> Result<Text<'de>, E> {
+                Ok(Text(Cow::Borrowed(text)))
+            }
+            fn visit_str<E>(self, text: &str) -> Result<Text<'de>, E> {
+                Ok(Text(Cow::Owned(text.to_owned())))
+            }
+            fn visit_string<E>(self, text: String) -> Result<Text<'de>, E> {
+                Ok(Text(Cow::Owned(text)))
+            }
+        }
+        deserializer.deserialize_str(Visit)
+    }
+}
+
+impl std::ops::Deref for Text<'_> {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+/// One watch line, read once: its type, the object's metadata, and the object's text as it
+/// came (a slice of the line, never re-serialised).
+#[derive(Debug)]
+pub(super) struct ParsedLine<'a> {
+    /// `ADDED`, `MODIFIED`, `DELETED`, `BOOKMARK` or `ERROR`.
+    pub(super) kind: &'a str,
+    /// The object's JSON text (a Status for `ERROR`).
+    pub(super) object: &'a str,
+    /// Its name, namespace and version; empty when its metadata is missing or not an object.
+    pub(super) meta: Meta<'a>,
+    /// Whether the line is `{"type":"<kind>","object":<object>}` byte for byte, so that
+    /// `","` followed by the line without its first byte is an event frame's body.
+    pub(super) server_layout: bool,
+}
+
+/// An object's `metadata.resourceVersion`, read from its text.
+pub(super) fn resource_version_of(object: &str) -> Option<String> {
+    Some(serde_json::from_str::<ObjectHead<'_>>(object).ok()?.metadata.resource_version?.0.into_owned())
+}
+
+/// Reads a watch line in one pass when it is in the API server's layout (every line a
+/// Kubernetes API server writes), and otherwise (other whitespace or key order, more keys) in
+/// two: the object's extent, then its metadata. `None` if it is not a watch line.
+pub(super) fn parse_line(line: &str) -> Option<ParsedLine<'_>> {
+    if let Ok(ServerLine { kind, object: ObjectHead { metadata } }) = serde_json::from_str::<ServerLine<'_>>(line) {
+        // The keys are exactly `type` then `object` (no other key is accepted, none twice), so
+        // with no whitespace before the object or after it, the object is what lies between.
+        let object = line.strip_prefix("{\"type\":\"").and_then(|rest| rest.strip_prefix(kind)).and_then(|rest| rest.strip_prefix("\",\"object\":")).filter(|_| line.ends_with("}}"));
+        if let Some(object) = object.and_then(|object| object.strip_suffix('}')) {
+            return Some(ParsedLine { kind, object, meta: metadata, server_layout: true });
+        }
+    }
+    let WatchLine { kind, object } = serde_json::from_str(line).ok()?;
+    let object = object.get();
+    let meta = serde_json::from_str::<ObjectHead<'_>>(object).map(|head| head.metadata).unwrap_or_default();
+    Some(ParsedLine { kind, object, meta, server_layout: false })
 }
 
 /// The event type of a watch line's `type`, for changes (not BOOKMARK or ERROR).
@@ -182,6 +284,32 @@ mod tests {
         assert!(requests(&selector, "https://example.com").list_page(500, None).is_ok());
         let long_base = format!("https://example.com/k8s/clusters/{}", "c".repeat(100));
         assert!(matches!(requests(&selector, &long_base).list_page(500, None), Err(RequestError::TooLong { .. })));
+    }
+
+    /// A line in the API server's layout is read in one pass and its object is the line's own
+    /// text; any other layout of the same event reads the same.
+    #[test]
+    fn a_watch_line_is_read_once_with_its_object_as_it_came() {
+        let object = r#"{"kind":"Pod","metadata":{"name":"web","namespace":"prod","resourceVersion":"42","labels":{"a":"b"}},"status":{"phase":"Running"}}"#;
+        let line = format!(r#"{{"type":"MODIFIED","object":{object}}}"#);
+        let parsed = parse_line(&line).unwrap();
+        assert_eq!((parsed.kind, parsed.object, parsed.server_layout), ("MODIFIED", object, true));
+        assert!(matches!(parsed.meta.name.as_ref().map(|t| &t.0), Some(Cow::Borrowed("web"))), "borrowed from the line: {:?}", parsed.meta);
+        assert_eq!((parsed.meta.namespace.as_deref(), parsed.meta.resource_version.as_deref()), (Some("prod"), Some("42")));
+        for other in
+            [format!(r#"{{ "type": "MODIFIED", "object": {object} }}"#), format!(r#"{{"object":{object},"type":"MODIFIED"}}"#), format!(r#"{{"type":"MODIFIED","object":{object},"extra":{{}}}}"#)]
+        {
+            let parsed = parse_line(&other).unwrap();
+            assert_eq!((parsed.kind, parsed.object, parsed.server_layout), ("MODIFIED", object, false), "{other}");
+            assert_eq!((parsed.meta.name.as_deref(), parsed.meta.resource_version.as_deref()), (Some("web"), Some("42")));
+        }
+        let escaped = parse_line(r#"{"type":"ADDED","object":{"metadata":{"name":"w\u0065b","resourceVersion":"7"}}}"#).unwrap();
+        assert_eq!(escaped.meta.name.as_deref(), Some("web"));
+        let no_meta = parse_line(r#"{"type":"ADDED","object":{"metadata":"odd"}}"#).unwrap();
+        assert_eq!((no_meta.meta, no_meta.object), (Meta::default(), r#"{"metadata":"odd"}"#));
+        for broken in ["", "{", r#"{"type":"ADDED"}"#, r#"{"type":5,"object":{}}"#, "[]"] {
+            assert!(parse_line(broken).is_none(), "{broken:?}");
+        }
     }
 
     #[test]

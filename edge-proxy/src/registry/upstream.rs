@@ -32,11 +32,12 @@ use tokio_util::compat::{Compat, FuturesAsyncReadCompatExt as _};
 use tokio_util::sync::CancellationToken;
 
 use super::cache::{Answer, ObjectJson, ObjectKey, Stored, WatchCache};
-use super::request::{Requests, WatchLine, parse_event_type};
+use super::request::{Requests, parse_event_type, parse_line, resource_version_of};
 use super::{Command, RegistrySettings, ResumeFrom, Sink, WatchKey, WatchRegistry, catch_up, internal_error};
 use crate::clusters::Cluster;
 use crate::logging::panic_message;
 use crate::metrics::{Metrics, ResetCause, ResumeOutcome, TaskKind};
+use crate::mux::encode::{self, EventBody};
 use crate::upstream_error::{Classified, classify};
 
 pub(super) struct Upstream {
@@ -99,22 +100,6 @@ enum Served<T> {
     Retire,
     /// A reload retired the task's cluster: follow it ([`Upstream::follow`]).
     Moved,
-}
-
-#[derive(Deserialize, Default)]
-struct Meta {
-    #[serde(default)]
-    name: Option<String>,
-    #[serde(default)]
-    namespace: Option<String>,
-    #[serde(default, rename = "resourceVersion")]
-    resource_version: Option<String>,
-}
-
-#[derive(Deserialize)]
-struct WithMeta {
-    #[serde(default)]
-    metadata: Meta,
 }
 
 #[derive(Deserialize)]
@@ -611,12 +596,12 @@ impl Upstream {
             // by default, and no flag or config key sets it.
             panic!("injected panic in an upstream task (test hook)");
         }
-        let Ok(event) = serde_json::from_str::<WatchLine<'_>>(line) else {
+        let Some(event) = parse_line(line) else {
             tracing::warn!(cluster = %self.key.cluster, "unreadable upstream watch line; restarting the watch");
             return Line::Failed(Status::failure(502, "BadGateway", format!("cluster {} sent an unreadable watch event", self.key.cluster)));
         };
-        let object = event.object.get();
-        let meta = serde_json::from_str::<WithMeta>(object).map(|m| m.metadata).unwrap_or_default();
+        let object = event.object;
+        let meta = event.meta;
         match (parse_event_type(event.kind), event.kind) {
             (Some(event_type), _) => {
                 self.metrics.events_in.inc();
@@ -626,18 +611,23 @@ impl Upstream {
                     return Line::Relist;
                 };
                 let json: ObjectJson = Arc::from(object);
-                self.cache.apply(event_type, (meta.namespace.unwrap_or_default(), name), json.clone(), rv.clone());
+                // The frame's body is written once, for every subscriber (only the head, their
+                // id, differs): in the API server's layout it is the line itself, `{` become `,`.
+                let body = if event.server_layout { EventBody::after_first_byte(line) } else { encode::event_body(event_type, &json) };
+                let version: Arc<str> = Arc::from(&*rv);
+                let namespace = meta.namespace.map(|namespace| namespace.0.into_owned()).unwrap_or_default();
+                self.cache.apply(event_type, (namespace, name.0.into_owned()), json, rv.0.into_owned());
                 for sink in self.subscribers.values() {
-                    sink.event(event_type, &json, Some(&rv));
+                    sink.shared_event(&body, &version);
                 }
                 Line::Applied
             }
             (None, "BOOKMARK") => {
                 if let Some(rv) = meta.resource_version {
-                    self.cache.mark(rv.clone());
                     for sink in self.subscribers.values() {
                         sink.bookmark(&rv);
                     }
+                    self.cache.mark(rv.0.into_owned());
                 }
                 Line::Applied
             }
@@ -661,10 +651,6 @@ async fn sleep_until(deadline: Option<Instant>) {
         Some(deadline) => tokio::time::sleep_until(deadline).await,
         None => std::future::pending().await,
     }
-}
-
-fn resource_version_of(object: &str) -> Option<String> {
-    serde_json::from_str::<WithMeta>(object).ok()?.metadata.resource_version
 }
 
 /// Lists every page; items get the `kind` and `apiVersion` that built-in lists leave out, so
