@@ -53,10 +53,14 @@ pub type SectionFn = fn(&Workspace) -> anyhow::Result<Section>;
 /// The sections `cargo xtask bench` knows, in the order they appear in BENCHMARKS.md when new.
 pub const SECTIONS: &[(&str, SectionFn)] = &[("proxy", proxy_section), ("terminal", terminal_section), ("forward", forward_section), ("bytes", bytes_section), ("client", client_section)];
 
-/// The multiplexer: throughput and added latency against a direct watch, memory per
-/// subscription (`tests/bench/mux.rs`).
+/// The multiplexer against `kubectl proxy` and a direct watch on kube-sim, with one raw client:
+/// one stream, fan-out, 10k-pod snapshots, memory per idle connection, added latency
+/// (`tests/bench/mux.rs`; needs kubectl, and fails without it: the comparison is the point).
 fn proxy_section(repo: &Workspace) -> anyhow::Result<Section> {
-    program_section(repo, "proxy", "Multiplexed watches (`kubemux-proxy`)", "kubemux-bench-mux")
+    if let Outcome::Missing(why) = crate::steps::ensure_kubectl()? {
+        bail!("kubectl is required to compare kubemux-proxy with `kubectl proxy`: {why}");
+    }
+    program_section(repo, "proxy", "Multiplexed watches (`kubemux-proxy` against `kubectl proxy`)", "kubemux-bench-mux")
 }
 
 /// Terminals: keystroke echo and stdout throughput through the proxy against a direct exec
