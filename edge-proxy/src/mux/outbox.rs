@@ -382,12 +382,18 @@ mod tests {
         Arc::from(s)
     }
 
-    #[tokio::test]
-    async fn round_robin_keeps_per_subscription_order() {
+    /// A roomy outbox with subscriptions `a` and `b`.
+    fn two_subscriptions() -> (Arc<Outbox>, Arc<str>, Arc<str>) {
         let outbox = Outbox::new(1 << 20, Arc::default());
         let (a, b) = (id("a"), id("b"));
         outbox.add_subscription(&a);
         outbox.add_subscription(&b);
+        (outbox, a, b)
+    }
+
+    #[tokio::test]
+    async fn round_robin_keeps_per_subscription_order() {
+        let (outbox, a, b) = two_subscriptions();
         for f in ["a1", "a2", "a3"] {
             outbox.push(&a, f.into());
         }
@@ -395,7 +401,7 @@ mod tests {
         outbox.push_control("pong".into());
         let mut got = Vec::new();
         for _ in 0..5 {
-            let Some(Outgoing::Text(t)) = outbox.next().await else { panic!() };
+            let Some(Outgoing::Text(t)) = outbox.next().await else { panic!("a text frame was queued") };
             got.push(t);
         }
         assert_eq!(got, ["pong", "a1", "b1", "a2", "a3"]);
@@ -421,7 +427,7 @@ mod tests {
         outbox.push_reset(&heavy, vec![Item::Frame("reset".into()), Item::Frame("snapshot".into())]);
         let mut got = Vec::new();
         while outbox.queued_bytes() > 0 {
-            let Some(Outgoing::Text(t)) = outbox.next().await else { panic!() };
+            let Some(Outgoing::Text(t)) = outbox.next().await else { panic!("a text frame was queued") };
             got.push(t);
         }
         assert_eq!(got, ["y".repeat(10), "reset".into(), "z".repeat(20), "snapshot".into()]);
@@ -445,7 +451,7 @@ mod tests {
         let mut frames = Vec::new();
         while outbox.queued_bytes() > 0 {
             let before = outbox.queued_bytes();
-            let Some(Outgoing::Text(t)) = outbox.next().await else { panic!() };
+            let Some(Outgoing::Text(t)) = outbox.next().await else { panic!("a text frame was queued") };
             assert!(outbox.queued_bytes() < before, "each sent object releases its charge");
             frames.push(t);
         }
@@ -496,7 +502,7 @@ mod tests {
         assert!(outbox.is_live(&big) && !outbox.is_live(&other), "the other subscription made room");
         let mut frames = Vec::new();
         while outbox.queued_bytes() > 0 {
-            let Some(Outgoing::Text(t)) = outbox.next().await else { panic!() };
+            let Some(Outgoing::Text(t)) = outbox.next().await else { panic!("a text frame was queued") };
             frames.push(t);
         }
         assert_eq!((frames.len(), frames[0].as_str(), frames[6].as_str()), (7, "reset", "synced"));
@@ -507,14 +513,11 @@ mod tests {
     /// it, then nothing until more is pushed.
     #[tokio::test]
     async fn a_batch_drains_what_is_queued_in_order() {
-        let outbox = Outbox::new(1 << 20, Arc::default());
-        let (a, b) = (id("a"), id("b"));
-        outbox.add_subscription(&a);
-        outbox.add_subscription(&b);
+        let (outbox, a, b) = two_subscriptions();
         outbox.push(&a, "a1".into());
         outbox.push(&a, "a2".into());
         outbox.push(&b, "b1".into());
-        let Some(Outgoing::Text(first)) = outbox.next().await else { panic!() };
+        let Some(Outgoing::Text(first)) = outbox.next().await else { panic!("a text frame was queued") };
         let mut batch = vec![first];
         while let Some(Outgoing::Text(text)) = outbox.try_next() {
             batch.push(text);
