@@ -110,7 +110,11 @@ export class Subscription<T = KubeObject> {
   private constructor();
   /** The id this watch has on the wire. */
   readonly id: string;
-  /** The current objects, as plain objects in namespace/name order. Throws after `close()`. */
+  /**
+   * The current objects, as plain objects in namespace/name order, in a new array. The objects
+   * are shared with `getSnapshot()` and `onEvent` (one per resourceVersion, the same object
+   * while it is unchanged): read them, do not change them. Throws after `close()`.
+   */
   items(): T[];
   /** The subscription's state. Throws after `close()`. */
   state(): SubscriptionState;

@@ -159,15 +159,12 @@ impl Subscription {
         self.id.clone()
     }
 
-    /// The current objects, as plain JavaScript objects, in namespace/name order. Empty after a
-    /// fatal error.
+    /// The current objects, as plain JavaScript objects, in namespace/name order, in a new array
+    /// (the objects themselves are shared with `getSnapshot()` and `onEvent`: one per version,
+    /// to be read, not changed). Empty after a fatal error.
     pub fn items(&self) -> Result<JsValue, JsError> {
         self.ensure_live()?;
-        let shell = self.shell.borrow();
-        Ok(match shell.core.items(&self.id) {
-            Some(items) => js::array_of(items),
-            None => js_sys::Array::new().into(),
-        })
+        Ok(self.shell.borrow_mut().objects_array(&self.id).into())
     }
 
     /// The external-store contract (React's `useSyncExternalStore`, a Svelte store, a Vue
@@ -209,10 +206,7 @@ impl Subscription {
         if let Some(snapshot) = shell.subs.get(&self.id).and_then(|entry| entry.snapshot.clone()) {
             return snapshot;
         }
-        let array = match shell.core.items(&self.id) {
-            Some(items) => js::array_of(items),
-            None => js_sys::Array::new().into(),
-        };
+        let array: JsValue = shell.objects_array(&self.id).into();
         let array: JsValue = js_sys::Object::freeze(array.unchecked_ref::<js_sys::Object>()).into();
         if let Some(entry) = shell.subs.get_mut(&self.id) {
             entry.snapshot = Some(array.clone());

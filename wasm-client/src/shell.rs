@@ -12,7 +12,7 @@ use base64::Engine as _;
 use gloo_events::EventListener;
 use js_sys::{Array, Function, Object};
 use kubemux_protocol::client::{ClientCore, ConnectionState, Output, SubscriptionState};
-use kubemux_protocol::frames::SUBPROTOCOL;
+use kubemux_protocol::frames::{EventType, SUBPROTOCOL};
 use wasm_bindgen::prelude::*;
 use web_sys::{CloseEvent, MessageEvent, WebSocket};
 
@@ -43,12 +43,17 @@ pub struct SubEntry {
     pub snapshot: Option<JsValue>,
     /// `subscribe()`'s listeners, called with no arguments on every change, with their ids.
     pub listeners: Vec<(u64, Function)>,
+    /// Every object already handed to JavaScript, by `namespace/name`, with the
+    /// resourceVersion it was made from: an object is converted once per version, however
+    /// often the list is read, and an unchanged item is the same JavaScript object in every
+    /// snapshot (and in the `onEvent` that brought it).
+    objects: HashMap<String, (String, JsValue)>,
 }
 
 impl SubEntry {
     /// A subscription just started.
     pub fn new(handlers: Handlers) -> SubEntry {
-        SubEntry { handlers, state: SubscriptionState::Syncing, snapshot: None, listeners: Vec::new() }
+        SubEntry { handlers, state: SubscriptionState::Syncing, snapshot: None, listeners: Vec::new(), objects: HashMap::new() }
     }
 
     /// Its objects or its state changed: the snapshot is rebuilt on the next `getSnapshot()`,
@@ -230,8 +235,15 @@ impl Shell {
                 Output::Event { id, event_type, object } => {
                     if let Some(callback) = self.handler(&id, |h| &h.on_event) {
                         let event = Object::new();
+                        let converted = js::to_js(&object);
                         js::set(&event, "type", &JsValue::from_str(event_type.as_str()));
-                        js::set(&event, "object", &js::to_js(&object));
+                        js::set(&event, "object", &converted);
+                        // The list reuses it: the application sees one object per version.
+                        if event_type != EventType::Deleted
+                            && let (Some(entry), Some((key, version))) = (self.subs.get_mut(&id), identity(&object))
+                        {
+                            entry.objects.insert(key, (version.to_owned(), converted));
+                        }
                         notes.push((Some(id), callback, vec![event.into()]));
                     }
                 }
@@ -279,6 +291,42 @@ impl Shell {
         }
         self.reschedule(now);
         notes
+    }
+
+    /// The subscription's objects as a new JavaScript array, in the core's order. Objects
+    /// already converted at their current version are reused; the others are converted together
+    /// in one `JSON.parse`. What is no longer listed is forgotten.
+    pub fn objects_array(&mut self, id: &str) -> Array {
+        let (Some(items), Some(entry)) = (self.core.items(id), self.subs.get_mut(id)) else { return Array::new() };
+        let array = Array::new_with_length(items.len() as u32);
+        let mut known = std::mem::take(&mut entry.objects);
+        let mut fresh = HashMap::with_capacity(items.len());
+        let mut missing = Vec::new();
+        for (index, value) in items.enumerate() {
+            let Some((key, version)) = identity(value) else {
+                missing.push((index as u32, None, value));
+                continue;
+            };
+            match known.remove(&key) {
+                Some((known_version, object)) if known_version == version => {
+                    array.set(index as u32, object.clone());
+                    fresh.insert(key, (known_version, object));
+                }
+                _ => missing.push((index as u32, Some((key, version.to_owned())), value)),
+            }
+        }
+        if !missing.is_empty() {
+            let converted: Array = js::array_of(missing.iter().map(|(_, _, value)| *value)).unchecked_into();
+            for (position, (index, identity, _)) in missing.into_iter().enumerate() {
+                let object = converted.get(position as u32);
+                array.set(index, object.clone());
+                if let Some((key, version)) = identity {
+                    fresh.insert(key, (version, object));
+                }
+            }
+        }
+        entry.objects = fresh;
+        array
     }
 
     fn handler(&self, id: &str, pick: impl FnOnce(&Handlers) -> &Option<Function>) -> Option<Function> {
@@ -365,6 +413,16 @@ pub fn state_object(state: &ConnectionState) -> JsValue {
     };
     js::set(&object, "state", &JsValue::from_str(name));
     object.into()
+}
+
+/// An object's `namespace/name` and resourceVersion, when it has both (an object without a
+/// version is converted on every read: nothing says it is unchanged).
+fn identity(object: &serde_json::Value) -> Option<(String, &str)> {
+    let meta = object.get("metadata")?;
+    let name = meta.get("name")?.as_str()?;
+    let version = meta.get("resourceVersion")?.as_str().filter(|v| !v.is_empty())?;
+    let namespace = meta.get("namespace").and_then(serde_json::Value::as_str).unwrap_or("");
+    Some((format!("{namespace}/{name}"), version))
 }
 
 /// The name JavaScript sees for a subscription state.

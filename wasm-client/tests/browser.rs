@@ -197,6 +197,26 @@ async fn the_external_store_contract_keeps_one_array_until_a_change() {
     let second = sub.get_snapshot();
     assert!(!js_sys::Object::is(&first, &second));
     assert_eq!(names_and_versions(&second), names_and_versions(&sub.items().unwrap()));
+    // The list is converted once per version: a pod unchanged between the two snapshots is the
+    // same object in both (and in `items()`), a changed one is a new object.
+    let by_version = |list: &JsValue| -> Vec<((String, String), JsValue)> { names_and_versions(list).into_iter().zip(js_sys::Array::from(list).iter()).collect() };
+    let (old, new, items) = (by_version(&first), by_version(&second), by_version(&sub.items().unwrap()));
+    let (mut same, mut changed) = (0, 0);
+    for (identity, object) in &new {
+        match old.iter().find(|(name, _)| name.0 == identity.0) {
+            Some((old_identity, old_object)) if old_identity.1 == identity.1 => {
+                assert!(js_sys::Object::is(old_object, object), "unchanged {identity:?} is the same object");
+                same += 1;
+            }
+            Some((_, old_object)) => {
+                assert!(!js_sys::Object::is(old_object, object), "changed {identity:?} is a new object");
+                changed += 1;
+            }
+            None => {}
+        }
+    }
+    assert!(same > 0, "churn leaves most pods alone: {same} unchanged, {changed} changed");
+    assert!(new.iter().zip(&items).all(|((_, a), (_, b))| js_sys::Object::is(a, b)), "items() hands out the snapshot's objects");
 
     // Unsubscribed, the listener hears nothing more while another watch of the same pods sees changes.
     unsubscribe.call0(&JsValue::UNDEFINED).unwrap();

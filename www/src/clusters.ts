@@ -109,7 +109,7 @@ export class NamespaceList {
     }
   }
 
-  private render(items: KubeObject[]): void {
+  private render(items: readonly KubeObject[]): void {
     const names = [null, ...items.map((ns) => ns.metadata.name)];
     // Keep focus where it was when the list re-renders.
     const focused = (document.activeElement as HTMLElement | null)?.dataset?.namespace;

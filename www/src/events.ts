@@ -38,7 +38,7 @@ export class EventsPanel {
     for (const entry of this.entries.values()) setText(entry.time, age(eventTime(entry.event)));
   }
 
-  private render(items: KubeEvent[]): void {
+  private render(items: readonly KubeEvent[]): void {
     const highlight = this.synced;
     if (this.panel.state() === "synced") this.synced = true;
     const newest = [...items]

@@ -88,7 +88,7 @@ class ClusterForwards {
     this.panel.stop();
   }
 
-  private render(forwards: Forward[]): void {
+  private render(forwards: readonly Forward[]): void {
     const state = this.panel.state();
     const highlight = this.synced;
     if (state === "synced") this.synced = true;

@@ -10,7 +10,7 @@ export interface WatchPanelOptions<T extends KubeObject> {
   name: string;
   title: string;
   /** Called after every change of `items()` (and at sync), with the current list. */
-  render(items: T[], panel: WatchPanel<T>): void;
+  render(items: readonly T[], panel: WatchPanel<T>): void;
   /** Each event, before `render`; for highlights. */
   onEvent?(event: WatchEvent<T>): void;
 }
@@ -124,7 +124,9 @@ export class WatchPanel<T extends KubeObject = KubeObject> {
       this.scheduled = false;
       const subscription = this.subscription;
       if (!subscription) return;
-      const items = subscription.state() === "failed" ? [] : subscription.items();
+      // getSnapshot(): the same array while nothing changed, and the same object for every
+      // unchanged item, so a frame after one event converts one object, not the whole list.
+      const items = subscription.state() === "failed" ? [] : subscription.getSnapshot();
       this.options.render(items, this);
       const state = this.pendingState;
       this.pendingState = null;

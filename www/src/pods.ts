@@ -77,7 +77,7 @@ export class PodsPanel {
     for (const row of this.rows.values()) setText(row.cells[4], age(row.pod.metadata.creationTimestamp));
   }
 
-  private render(pods: Pod[]): void {
+  private render(pods: readonly Pod[]): void {
     const state = this.panel.state();
     // The first snapshot does not flash; changes after it do.
     const highlight = this.synced;
@@ -93,8 +93,9 @@ export class PodsPanel {
         row = this.createRow(pod);
         this.rows.set(key, row);
       }
+      // An unchanged pod is the same object in every snapshot: nothing to fill.
+      const updated = !isNew && row.pod === pod ? false : this.fill(row, pod);
       row.pod = pod;
-      const updated = this.fill(row, pod);
       // Keep DOM order equal to the list order (namespace/name), moving only what is out of place.
       const expected: ChildNode | null = previous ? previous.nextSibling : this.tbody.firstChild;
       if (expected !== row.element) this.tbody.insertBefore(row.element, expected);

@@ -64,7 +64,7 @@ class ClusterTable<T extends KubeObject> {
     this.panel.stop();
   }
 
-  private render(items: T[]): void {
+  private render(items: readonly T[]): void {
     const highlight = this.synced;
     if (this.panel.state() === "synced") this.synced = true;
     const seen = new Set<string>();

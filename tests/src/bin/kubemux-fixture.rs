@@ -16,7 +16,8 @@
 //! - for `cargo xtask bench client`, through the real proxy and simulator:
 //!   `POST /bench/seed?ns=NS&pods=N` creates namespace NS with N pods of about 2.8 KB, and
 //!   `POST /bench/burst?ns=NS&pods=N&n=E&round=R` writes E changes round-robin over those pods
-//!   (annotation `bench/mark`, `R-end` on the last) on a blocking thread, answering at once;
+//!   (annotation `bench/mark`, `R-end` on the last) on a blocking thread, answering at once,
+//!   and `POST /bench/settle` answers when those writes are done;
 //! - static files: `/pkg/*` (the built npm package) and `/page/*` (tests/browser); pages named
 //!   `bench*` are served cross-origin isolated (COOP + COEP), which gives `performance.now()`
 //!   microseconds instead of Chromium's coarsened 100 µs.
@@ -68,6 +69,8 @@ struct Fixture {
     pages_dir: Option<PathBuf>,
     report: Mutex<Option<Value>>,
     reported: Notify,
+    /// The writes of the latest `/bench/burst`, which `/bench/settle` waits for.
+    burst: Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
 impl Fixture {
@@ -135,6 +138,7 @@ async fn main() -> anyhow::Result<()> {
         pages_dir: args.pages.clone(),
         report: Mutex::new(None),
         reported: Notify::new(),
+        burst: Mutex::new(None),
     });
 
     let app = Router::new()
@@ -149,6 +153,7 @@ async fn main() -> anyhow::Result<()> {
         .route("/burst", get(burst))
         .route("/bench/seed", post(bench_seed))
         .route("/bench/burst", post(bench_burst))
+        .route("/bench/settle", post(bench_settle))
         .route("/pkg/{*file}", get(pkg_file))
         .route("/page/{*file}", get(page_file))
         .layer(axum::middleware::map_response(allow_any_origin))
@@ -449,7 +454,7 @@ async fn bench_burst(State(fixture): State<Arc<Fixture>>, Query(query): Query<BT
         _ => return (StatusCode::BAD_REQUEST, "pods must be positive\n").into_response(),
     };
     let state = fixture.sim.state().clone();
-    tokio::task::spawn_blocking(move || {
+    let writer = tokio::task::spawn_blocking(move || {
         let store = &state.store;
         for i in 0..writes {
             let name = format!("bench-{:05}", i % pods);
@@ -464,7 +469,17 @@ async fn bench_burst(State(fixture): State<Arc<Fixture>>, Query(query): Query<BT
             }
         }
     });
+    *fixture.burst.lock().unwrap() = Some(writer);
     (StatusCode::ACCEPTED, "started\n").into_response()
+}
+
+/// `POST /bench/settle`: answers once the latest burst's writes are all in the store.
+async fn bench_settle(State(fixture): State<Arc<Fixture>>) -> Response {
+    let writer = fixture.burst.lock().unwrap().take();
+    if let Some(writer) = writer {
+        let _ = writer.await;
+    }
+    (StatusCode::OK, "settled\n").into_response()
 }
 
 /// A file under `dir`, with the content type a module import and `instantiateStreaming` need.
