@@ -222,8 +222,13 @@ pub(super) fn resource_version_of(object: &str) -> Option<String> {
 pub(super) fn parse_line(line: &str) -> Option<ParsedLine<'_>> {
     if let Ok(ServerLine { kind, object: ObjectHead { metadata } }) = serde_json::from_str::<ServerLine<'_>>(line) {
         // The keys are exactly `type` then `object` (no other key is accepted, none twice), so
-        // with no whitespace before the object or after it, the object is what lies between.
-        let object = line.strip_prefix("{\"type\":\"").and_then(|rest| rest.strip_prefix(kind)).and_then(|rest| rest.strip_prefix("\",\"object\":")).filter(|_| line.ends_with("}}"));
+        // with no whitespace before the object or after it, the object is what lies between
+        // (`"object": {` with a space is another layout, read below).
+        let object = line
+            .strip_prefix("{\"type\":\"")
+            .and_then(|rest| rest.strip_prefix(kind))
+            .and_then(|rest| rest.strip_prefix("\",\"object\":"))
+            .filter(|object| object.starts_with('{') && line.ends_with("}}"));
         if let Some(object) = object.and_then(|object| object.strip_suffix('}')) {
             return Some(ParsedLine { kind, object, meta: metadata, server_layout: true });
         }
@@ -255,6 +260,21 @@ mod tests {
         let query = WatchQuery { label_selector: Some(label_selector.to_owned()), field_selector: None };
         let key = WatchKey { cluster: "c".into(), path: "/api/v1/pods".into(), query, identity: Identity::Proxy };
         Requests::new(&key, cluster_url)
+    }
+
+    #[test]
+    fn only_the_api_servers_own_layout_is_taken_as_it_is() {
+        let tight = r#"{"type":"ADDED","object":{"metadata":{"name":"a","namespace":"n","resourceVersion":"7"}}}"#;
+        let parsed = parse_line(tight).expect("a watch line");
+        assert!(parsed.server_layout);
+        assert_eq!(parsed.object, r#"{"metadata":{"name":"a","namespace":"n","resourceVersion":"7"}}"#);
+        // A space after the colon: still a watch line, with the same object and metadata, but
+        // not in the server's layout (the object is not the text between the fixed parts).
+        let spaced = r#"{"type":"ADDED","object": {"metadata":{"name":"a","namespace":"n","resourceVersion":"7"}}}"#;
+        let parsed = parse_line(spaced).expect("a watch line");
+        assert!(!parsed.server_layout);
+        assert_eq!(parsed.object, r#"{"metadata":{"name":"a","namespace":"n","resourceVersion":"7"}}"#);
+        assert_eq!((parsed.kind, parsed.meta.name.as_deref(), parsed.meta.resource_version.as_deref()), ("ADDED", Some("a"), Some("7")));
     }
 
     #[test]
