@@ -52,6 +52,7 @@ use kube_sim::{Seed, Sim, SimConfig, User};
 use kubemux_e2e::{ProxyProcess, hook, kubeconfig, list};
 use kubemux_protocol::frames::{ClientMessage, EventType, SUBPROTOCOL, ServerMessage, encode_event_raw};
 use kubemux_proxy::ProxySettings;
+use kubemux_proxy::mux::MuxSettings;
 use kubemux_testkit::wait::try_poll;
 use serde_json::{Value, json};
 use tokio::sync::Notify;
@@ -80,8 +81,12 @@ impl Fixture {
     }
 
     fn proxy_settings(listen: SocketAddr) -> ProxySettings {
-        // The browser tests' pages are served from other ports than the proxy's.
-        ProxySettings { listen, allowed_origins: vec!["*".to_owned()], ..ProxySettings::default() }
+        // The browser tests' pages are served from other ports than the proxy's. The bench
+        // page's bursts (20,000 writes of about 3.6 KB, 72 MB) are written faster than a slow
+        // client reads them: the queue holds a whole burst, so that a burst measures the
+        // client's events, not a `reset` of its subscription (the default is 16 MiB).
+        let mux = MuxSettings { max_queued_bytes: 256 * 1024 * 1024, ..MuxSettings::default() };
+        ProxySettings { listen, allowed_origins: vec!["*".to_owned()], mux, ..ProxySettings::default() }
     }
 }
 
