@@ -269,9 +269,7 @@ async fn dial(app: &AppState, plan: &SessionPlan, settings: &TerminalSettings) -
     use kubemux_protocol::frames::Status;
     let cluster = app.snapshot().clusters.get(&plan.cluster).ok_or_else(|| Status::failure(404, "NotFound", format!("cluster \"{}\" not found", plan.cluster)))?;
     let client = cluster.client(&plan.identity).map_err(|e| upstream_failure(&plan.cluster, &e))?;
-    let request = http::Request::get(plan.upstream_path.as_str())
-        .body(Vec::new())
-        .map_err(|e| Status::failure(400, "BadRequest", format!("invalid request: {e}")))?;
+    let request = http::Request::get(plan.upstream_path.as_str()).body(Vec::new()).map_err(|e| Status::failure(400, "BadRequest", format!("invalid request: {e}")))?;
     match tokio::time::timeout(settings.dial_timeout, client.connect(request)).await {
         Ok(Ok(connection)) => Ok((connection, cluster.removed().clone())),
         Ok(Err(error)) => Err(upstream_failure(&plan.cluster, &error)),
@@ -319,14 +317,8 @@ where
 
 /// Reads the upstream to its end: forwards output and the status to the client (unless it is
 /// gone) and publishes the status and the end for the supervisor and the teardown.
-async fn upstream_reader<S>(
-    mut stream: S,
-    codec: Codec,
-    to_client: mpsc::Sender<ToClient>,
-    state: watch::Sender<UpstreamState>,
-    detached: CancellationToken,
-    panic_on: Option<Vec<u8>>,
-) where
+async fn upstream_reader<S>(mut stream: S, codec: Codec, to_client: mpsc::Sender<ToClient>, state: watch::Sender<UpstreamState>, detached: CancellationToken, panic_on: Option<Vec<u8>>)
+where
     S: Stream<Item = Result<UpstreamMessage, tungstenite::Error>> + Unpin,
 {
     while let Some(Ok(message)) = stream.next().await {
@@ -360,19 +352,46 @@ where
     S: Sink<UpstreamMessage> + Unpin,
 {
     while let Some(message) = rx.recv().await {
-        match message {
-            ToUpstream::Frame(payload) => {
-                if sink.send(upstream_message(payload)).await.is_err() {
-                    return;
-                }
-            }
+        let more = write_batch(&mut sink, message, &mut rx, |message| match message {
+            ToUpstream::Frame(payload) => (upstream_message(payload), false),
             ToUpstream::Close => {
                 let frame = tungstenite::protocol::CloseFrame { code: tungstenite::protocol::frame::coding::CloseCode::Normal, reason: "".into() };
-                let _ = sink.send(UpstreamMessage::Close(Some(frame))).await;
-                return;
+                (UpstreamMessage::Close(Some(frame)), true)
             }
+        })
+        .await;
+        if !more {
+            return;
         }
     }
+}
+
+/// At most this many queued frames are written before a flush.
+const BATCH_FRAMES: usize = 64;
+
+/// Writes `first` and what is already queued behind it (up to [`BATCH_FRAMES`]), then flushes
+/// once: a burst of output is one socket write instead of one per frame, and a lone keystroke's
+/// echo, with nothing behind it, is flushed at once. `encode` says whether a message is the
+/// last one (a close). False when the writer is done: the sink failed or a close was written.
+async fn write_batch<S, T, M>(sink: &mut S, first: T, rx: &mut mpsc::Receiver<T>, encode: impl Fn(T) -> (M, bool)) -> bool
+where
+    S: Sink<M> + Unpin,
+{
+    let mut next = Some(first);
+    let mut written = 0;
+    while let Some(item) = next {
+        let (message, last) = encode(item);
+        if sink.feed(message).await.is_err() {
+            return false;
+        }
+        if last {
+            let _ = sink.flush().await;
+            return false;
+        }
+        written += 1;
+        next = if written < BATCH_FRAMES { rx.try_recv().ok() } else { None };
+    }
+    sink.flush().await.is_ok()
 }
 
 /// The only writer of the client socket; it also pings, so a client that stops answering is
@@ -388,18 +407,17 @@ where
     tokio::pin!(ping);
     loop {
         tokio::select! {
-            message = rx.recv() => match message {
-                Some(ToClient::Frame(payload)) => {
-                    if sink.send(client_message(payload)).await.is_err() {
-                        return;
-                    }
-                }
-                Some(ToClient::Close(code, reason)) => {
-                    let _ = sink.send(ws::Message::Close(Some(ws::CloseFrame { code, reason: reason.into() }))).await;
+            message = rx.recv() => {
+                let Some(message) = message else { return };
+                let more = write_batch(&mut sink, message, &mut rx, |message| match message {
+                    ToClient::Frame(payload) => (client_message(payload), false),
+                    ToClient::Close(code, reason) => (ws::Message::Close(Some(ws::CloseFrame { code, reason: reason.into() })), true),
+                })
+                .await;
+                if !more {
                     return;
                 }
-                None => return,
-            },
+            }
             _ = &mut ping => {
                 if sink.send(ws::Message::Ping(Bytes::new())).await.is_err() {
                     return;
@@ -423,4 +441,3 @@ fn client_message(payload: WsPayload) -> ws::Message {
         WsPayload::Text(text) => ws::Message::Text(text.into()),
     }
 }
-
