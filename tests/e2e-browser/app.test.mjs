@@ -10,7 +10,7 @@ import assert from "node:assert/strict";
 import { copyFileSync, mkdirSync } from "node:fs";
 import { join } from "node:path";
 import { after, before, beforeEach, test } from "node:test";
-import { artifact, kill, packageHasTerminal, repoRoot, restartProxy, simGet, simPost, startStack, writeKubeconfig } from "./harness.mjs";
+import { artifact, kill, packageHasTerminal, repoRoot, restartProxy, simGet, simPost, startStack, tokens, writeKubeconfig } from "./harness.mjs";
 
 const VIEWPORT = { width: 1600, height: 1000 };
 
@@ -489,5 +489,59 @@ test("screenshots of the overview, light and dark", { timeout: 60_000 }, async (
     }
     await app.check();
     await app.close();
+  }
+});
+
+/** A request to a simulator's API as its admin, with `body` as JSON when given. */
+async function simApi(sim, method, path, body) {
+  const headers = { authorization: `Bearer ${tokens.admin}` };
+  if (body !== undefined) headers["content-type"] = "application/json";
+  const response = await fetch(`${sim.url}${path}`, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
+  if (!response.ok) throw new Error(`${method} ${path} on ${sim.name}: ${response.status} ${await response.text()}`);
+  return response.json();
+}
+
+// Last: it leaves 1,500 pods behind if its clean-up fails, and the tests above compare every row.
+test("a namespace of 1,500 pods keeps only the rows in view in the page, and scrolling reaches the last", { timeout: 120_000 }, async () => {
+  const PODS = 1500;
+  const name = (i) => `bulk-${String(i).padStart(4, "0")}`;
+  await simApi(stack.simA, "POST", "/api/v1/namespaces", { apiVersion: "v1", kind: "Namespace", metadata: { name: "bulk" } });
+  try {
+    for (let i = 0; i < PODS; i += 50) {
+      await Promise.all(
+        Array.from({ length: Math.min(50, PODS - i) }, (_, k) =>
+          simApi(stack.simA, "POST", "/api/v1/namespaces/bulk/pods", { apiVersion: "v1", kind: "Pod", metadata: { name: name(i + k) }, spec: { containers: [{ name: "app", image: "busybox" }] } }),
+        ),
+      );
+    }
+    const app = await openApp();
+    const { page } = app;
+    await waitLive(page, "pods:demo");
+    await page.locator('[data-panel="namespaces"] .nav-item[data-namespace="bulk"]').click();
+    const pods = panel(page, "pods:demo");
+    await pods.locator(".panel-count", { hasText: `${PODS} pods` }).waitFor({ timeout: 30_000 });
+    await pods.locator(`tbody tr[data-key="bulk/${name(0)}"]`).waitFor({ timeout: 10_000 });
+    const drawn = await pods.locator("tbody tr[data-key]").count();
+    assert.ok(drawn > 5 && drawn <= 200, `only the rows in view and a margin are drawn (${drawn} of ${PODS})`);
+    assert.equal(await pods.locator(`tbody tr[data-key="bulk/${name(PODS - 1)}"]`).count(), 0, "the last pod is out of view");
+
+    // Scrolling to the bottom draws the last rows, still a window of them.
+    await pods.locator(".panel-body").evaluate((body) => {
+      body.scrollTop = body.scrollHeight;
+    });
+    await pods.locator(`tbody tr[data-key="bulk/${name(PODS - 1)}"]`).waitFor({ timeout: 10_000 });
+    assert.ok((await pods.locator("tbody tr[data-key]").count()) <= 200, "still a window after scrolling");
+    assert.equal(await pods.locator(`tbody tr[data-key="bulk/${name(0)}"]`).count(), 0, "the first pod has left the page");
+
+    // A pod deleted in view goes from the table and the count.
+    await simApi(stack.simA, "DELETE", `/api/v1/namespaces/bulk/pods/${name(PODS - 1)}`);
+    await pods.locator(".panel-count", { hasText: `${PODS - 1} pods` }).waitFor({ timeout: 15_000 });
+    await eventually("the deleted pod's row to go", async () => (await pods.locator(`tbody tr[data-key="bulk/${name(PODS - 1)}"]`).count()) === 0);
+    await pods.locator(`tbody tr[data-key="bulk/${name(PODS - 2)}"]`).waitFor({ timeout: 10_000 });
+    await app.check();
+    await app.close();
+  } finally {
+    await simApi(stack.simA, "DELETE", "/api/v1/namespaces/bulk/pods").catch(() => {});
+    await simApi(stack.simA, "DELETE", "/api/v1/namespaces/bulk").catch(() => {});
   }
 });

@@ -14,6 +14,13 @@ export interface PodRef {
 
 const COLUMNS = ["Name", "Ready", "Status", "Restarts", "Age", "Node"] as const;
 
+/** Above this many pods only the rows in view, and a margin, are in the DOM (a 10k-pod table stays smooth). */
+const WINDOW_ABOVE = 500;
+/** Rows drawn beyond the visible ones, above and below, when windowed. */
+const OVERSCAN = 20;
+/** A row's height in pixels until one has been measured. */
+const DEFAULT_ROW_PX = 33;
+
 interface Row {
   element: HTMLTableRowElement;
   cells: HTMLTableCellElement[];
@@ -32,6 +39,13 @@ export class PodsPanel {
   private synced = false;
   /** The row that takes Tab focus (one per table; arrows move between rows). */
   private focusKey: string | null = null;
+  /** The latest list, drawn again (another window of it) on scroll. */
+  private pods: readonly Pod[] = [];
+  private rowPx = 0;
+  private scrollScheduled = false;
+  /** Stand-ins for the rows above and below the window, so the scrollbar is the whole list's. */
+  private readonly above = PodsPanel.spacer();
+  private readonly below = PodsPanel.spacer();
 
   constructor(
     readonly cluster: string,
@@ -53,6 +67,20 @@ export class PodsPanel {
     );
     this.panel.body.append(h("div", { class: "table-wrap" }, table), this.empty);
     this.panel.element.classList.add("pods-panel");
+    this.panel.body.addEventListener("scroll", () => this.onScroll(), { passive: true });
+  }
+
+  private static spacer(): HTMLTableRowElement {
+    return h("tr", { class: "spacer", "aria-hidden": "true" }, h("td", { colspan: COLUMNS.length }));
+  }
+
+  private onScroll(): void {
+    if (this.scrollScheduled || this.pods.length <= WINDOW_ABOVE) return;
+    this.scrollScheduled = true;
+    requestAnimationFrame(() => {
+      this.scrollScheduled = false;
+      this.draw(false);
+    });
   }
 
   get element(): HTMLElement {
@@ -63,6 +91,7 @@ export class PodsPanel {
     this.synced = false;
     for (const row of this.rows.values()) row.element.remove();
     this.rows.clear();
+    this.pods = [];
     this.changed.clear();
     const path = namespace ? `/api/v1/namespaces/${namespace}/pods` : "/api/v1/pods";
     this.panel.watch(mux, { cluster: this.cluster, path }, namespace ? `pods in ${namespace}` : "pods in all namespaces");
@@ -82,9 +111,34 @@ export class PodsPanel {
     // The first snapshot does not flash; changes after it do.
     const highlight = this.synced;
     if (state === "synced") this.synced = true;
+    this.pods = pods;
+    this.draw(highlight);
+    this.empty.hidden = pods.length > 0 || state !== "synced";
+    this.panel.setCount(state === "failed" ? "" : `${pods.length} ${pods.length === 1 ? "pod" : "pods"}`);
+  }
+
+  /** Draws the rows of the window in view (all of them up to WINDOW_ABOVE pods). */
+  private draw(highlight: boolean): void {
+    const pods = this.pods;
+    const windowed = pods.length > WINDOW_ABOVE;
+    let start = 0;
+    let end = pods.length;
+    const rowPx = this.rowPx || DEFAULT_ROW_PX;
+    if (windowed) {
+      const body = this.panel.body;
+      start = Math.min(pods.length, Math.max(0, Math.floor(body.scrollTop / rowPx) - OVERSCAN));
+      end = Math.min(pods.length, start + Math.ceil((body.clientHeight || 400) / rowPx) + 2 * OVERSCAN);
+      this.above.style.height = `${start * rowPx}px`;
+      this.below.style.height = `${(pods.length - end) * rowPx}px`;
+      if (this.tbody.firstChild !== this.above) this.tbody.prepend(this.above);
+    } else {
+      this.above.remove();
+      this.below.remove();
+    }
     const seen = new Set<string>();
-    let previous: HTMLTableRowElement | null = null;
-    for (const pod of pods) {
+    let previous: HTMLTableRowElement | null = windowed ? this.above : null;
+    for (let index = start; index < end; index++) {
+      const pod = pods[index];
       const key = objectKey(pod);
       seen.add(key);
       let row = this.rows.get(key);
@@ -108,16 +162,16 @@ export class PodsPanel {
         this.rows.delete(key);
       }
     }
+    if (windowed && this.tbody.lastChild !== this.below) this.tbody.append(this.below);
+    if (!this.rowPx && previous && previous !== this.above) this.rowPx = previous.getBoundingClientRect().height;
     this.changed.clear();
     this.updateTabStops();
-    this.empty.hidden = pods.length > 0 || state !== "synced";
-    this.panel.setCount(state === "failed" ? "" : `${pods.length} ${pods.length === 1 ? "pod" : "pods"}`);
   }
 
   /** Roving tabindex: Tab enters the table once, on the last row focused (else the first). */
   private updateTabStops(): void {
     if (this.focusKey !== null && !this.rows.has(this.focusKey)) this.focusKey = null;
-    const stop = this.focusKey ?? (this.tbody.firstElementChild as HTMLElement | null)?.dataset.key ?? null;
+    const stop = this.focusKey ?? this.tbody.querySelector<HTMLElement>("tr[data-key]")?.dataset.key ?? null;
     for (const [key, row] of this.rows) row.element.tabIndex = key === stop ? 0 : -1;
   }
 
@@ -147,12 +201,14 @@ export class PodsPanel {
         open();
       } else if (["ArrowDown", "ArrowUp", "Home", "End"].includes(event.key)) {
         event.preventDefault();
+        const rows = this.tbody.querySelectorAll<HTMLElement>("tr[data-key]");
         const next =
           event.key === "ArrowDown" ? element.nextElementSibling
           : event.key === "ArrowUp" ? element.previousElementSibling
-          : event.key === "Home" ? this.tbody.firstElementChild
-          : this.tbody.lastElementChild;
-        (next as HTMLElement | null)?.focus();
+          : event.key === "Home" ? rows[0]
+          : rows[rows.length - 1];
+        // A spacer stands for rows out of view: it takes no focus.
+        if (next instanceof HTMLElement && next.dataset.key) next.focus();
       }
     });
     return { element, cells, name, namespace, pod };
