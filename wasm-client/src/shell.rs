@@ -11,7 +11,7 @@ use std::rc::{Rc, Weak};
 use base64::Engine as _;
 use gloo_events::EventListener;
 use js_sys::{Array, Function, Object};
-use kubemux_protocol::client::{ClientCore, ConnectionState, Output, SubscriptionState};
+use kubemux_protocol::client::{ClientCore, ConnectionState, Output, SubscriptionState, object_key};
 use kubemux_protocol::frames::{EventType, SUBPROTOCOL};
 use wasm_bindgen::prelude::*;
 use web_sys::{CloseEvent, MessageEvent, WebSocket};
@@ -415,13 +415,11 @@ pub fn state_object(state: &ConnectionState) -> JsValue {
     object.into()
 }
 
-/// An object's `namespace/name` and resourceVersion, when it has both (an object without a
-/// version is converted on every read: nothing says it is unchanged).
+/// An object's `namespace/name` (the cache's key) and resourceVersion, when it has both (an
+/// object without a version is converted on every read: nothing says it is unchanged).
 fn identity(object: &serde_json::Value) -> Option<(String, &str)> {
-    let meta = object.get("metadata")?;
-    let name = meta.get("name")?.as_str()?;
-    let version = meta.get("resourceVersion")?.as_str().filter(|v| !v.is_empty())?;
-    let namespace = meta.get("namespace").and_then(serde_json::Value::as_str).unwrap_or("");
+    let version = object.get("metadata")?.get("resourceVersion")?.as_str().filter(|v| !v.is_empty())?;
+    let (namespace, name) = object_key(object)?;
     Some((format!("{namespace}/{name}"), version))
 }
 

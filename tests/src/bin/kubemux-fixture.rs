@@ -60,6 +60,8 @@ use tokio::sync::Notify;
 const ADMIN_TOKEN: &str = "admin-token";
 const ALICE_TOKEN: &str = "alice-token";
 
+/// Its mutexes are held only to take or put a value, never across an await or anything that
+/// can panic, so none is ever poisoned: their `lock().unwrap()`s cannot fire.
 struct Fixture {
     sim: Sim,
     sim_api: kube::Client,
