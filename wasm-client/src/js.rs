@@ -109,8 +109,6 @@ pub fn type_error(message: &str) -> JsValue {
     js_sys::TypeError::new(message).into()
 }
 
-
-
 /// A JSON text as a plain JS value. The text always comes from `serde_json`, so parsing cannot
 /// fail; `JSON.parse` is used because it is the engine's own fast path and costs no wasm code.
 pub fn parse(json: &str) -> JsValue {

@@ -7,7 +7,10 @@
 //! liveness all live in `kubemux_protocol::client::ClientCore`, which this crate drives with a
 //! `WebSocket`, `setTimeout` and `Date.now()`; the terminal's channel framing is
 //! `kubemux_protocol::channel`'s. The JavaScript API is [`Mux`], [`Subscription`] and
-//! [`Terminal`]; their TypeScript types are hand-written in `js/kubemux.d.ts`.
+//! [`Terminal`]. Their TypeScript types are wasm-bindgen's, generated from these signatures:
+//! each `JsValue` that carries an object names its type (`unchecked_param_type`,
+//! `unchecked_return_type`), and the object types are declared in `typescript_custom_section`s
+//! beside the code that reads or builds them (here, and in `terminal.rs`).
 
 mod js;
 mod shell;
@@ -23,6 +26,115 @@ use wasm_bindgen::prelude::*;
 use shell::{Handlers, Shared, Shell, SubEntry, drive};
 pub use terminal::Terminal;
 
+#[wasm_bindgen(typescript_custom_section)]
+const MUX_TYPES: &'static str = r#"
+/** A Kubernetes object as the API server sends it. Typed loosely on purpose: the package does
+ * not ship Kubernetes' API types; pass your own object type as `T` to `watch<T>()`. */
+export interface KubeObject {
+  apiVersion?: string;
+  kind?: string;
+  metadata: {
+    name: string;
+    namespace?: string;
+    resourceVersion?: string;
+    labels?: Record<string, string>;
+    annotations?: Record<string, string>;
+    [key: string]: unknown;
+  };
+  [key: string]: unknown;
+}
+
+/** A Kubernetes `Status` object, as carried in error reports. */
+export interface Status {
+  kind?: "Status";
+  apiVersion?: string;
+  status?: "Failure" | "Success";
+  /** HTTP-style code, e.g. 403. */
+  code: number;
+  /** Machine-readable reason, e.g. `Forbidden`. */
+  reason: string;
+  /** Human-readable message. */
+  message: string;
+  [key: string]: unknown;
+}
+
+/** The connection's state, as `onState` receives it and `mux.state` tells. */
+export type ConnectionState =
+  | { state: "connecting" }
+  | { state: "open" }
+  /** Waiting `delayMs` milliseconds before the next attempt. */
+  | { state: "reconnecting"; delayMs: number }
+  /** Closed with `close()`; nothing more happens. */
+  | { state: "closed" };
+
+/** Where a subscription stands. */
+export type SubscriptionState =
+  /** Waiting for the snapshot (or the replay after a reconnect) to complete. */
+  | "syncing"
+  /** Consistent with the API server. */
+  | "synced"
+  /** Possibly behind: disconnected, or the server reported a non-fatal error. */
+  | "stale"
+  /** Ended by a fatal error (e.g. 403); `items()` is empty. */
+  | "failed";
+
+/** An error report. */
+export interface MuxError {
+  /** The subscription it concerns, or `null` for the connection (e.g. a malformed frame). */
+  id: string | null;
+  /** Whether the subscription ended. */
+  fatal: boolean;
+  status: Status;
+}
+
+/** A change to one object of a subscription. */
+export interface WatchEvent<T = KubeObject> {
+  type: "ADDED" | "MODIFIED" | "DELETED";
+  /** The object (for `DELETED`, its last state). */
+  object: T;
+}
+
+/** `new Mux(url, options)`'s options, read by `Mux::new`. */
+export interface MuxOptions {
+  /** Bearer token for the proxy, sent as the `base64url.bearer.authorization.k8s.io.*` subprotocol. */
+  token?: string;
+  /** Every change of the connection state. */
+  onState?: (state: ConnectionState) => void;
+  /** Errors that concern no live subscription (`id` null: e.g. a malformed frame). */
+  onError?: (error: MuxError) => void;
+  /** The first reconnect delay's ceiling (default 500 ms); delays double from there, with jitter. */
+  reconnectBaseMs?: number;
+  /** The largest reconnect delay (default 30000 ms). */
+  reconnectMaxMs?: number;
+}
+
+/** What to watch: a collection path, optionally filtered (read by `Mux::watch`). */
+export interface WatchRequest {
+  /** A cluster name the proxy knows. */
+  cluster: string;
+  /** `/api/v1[/namespaces/{ns}]/{resource}` or `/apis/{group}/{version}[/namespaces/{ns}]/{resource}`. */
+  path: string;
+  labelSelector?: string;
+  fieldSelector?: string;
+}
+
+/** A watch's callbacks (read by `Mux::watch`). */
+export interface WatchHandlers<T = KubeObject> {
+  /** Each event, after it was applied to `items()`. */
+  onEvent?: (event: WatchEvent<T>) => void;
+  /** The snapshot (or the replay after a reconnect) is complete at `resourceVersion`. */
+  onSynced?: (resourceVersion: string) => void;
+  /** The server restarts this watch from a fresh snapshot; `items()` keeps the old state until `onSynced`. */
+  onReset?: () => void;
+  /** An error about this watch only. */
+  onError?: (error: MuxError) => void;
+  /** `items()` changed. */
+  onChange?: () => void;
+  /** The subscription's state changed. */
+  onState?: (state: SubscriptionState) => void;
+}
+"#;
+
 const CLOSED: &str = "kubemux: this Mux was closed with close(); create a new Mux to connect again";
 thread_local! {
     /// The one empty array a closed subscription's `getSnapshot()` answers.
@@ -31,10 +143,11 @@ thread_local! {
 
 const SUB_CLOSED: &str = "kubemux: this subscription was closed with close(); call mux.watch() again to watch again";
 
-/// One multiplexed connection to a kubemux proxy (`new Mux("wss://host/mux", options)`).
+/// One multiplexed WebSocket to a kubemux proxy (`new Mux("wss://host/mux", options)`).
 ///
-/// It connects at once and keeps reconnecting until [`Mux::close`]; every subscription is
-/// re-sent with its resume point after a reconnect.
+/// It connects at once and keeps reconnecting until `close()`; every watch is re-sent with its
+/// resume point after a reconnect, so it carries on where it left off. Call `await init()` once
+/// before constructing it.
 #[wasm_bindgen]
 pub struct Mux {
     shell: Shared,
@@ -46,7 +159,7 @@ impl Mux {
     /// Kubernetes bearer-token subprotocol), `onState`, `onError` (errors that concern no
     /// subscription), `reconnectBaseMs`, `reconnectMaxMs`.
     #[wasm_bindgen(constructor)]
-    pub fn new(url: String, options: JsValue) -> Result<Mux, JsValue> {
+    pub fn new(url: String, #[wasm_bindgen(unchecked_param_type = "MuxOptions")] options: JsValue) -> Result<Mux, JsValue> {
         if !(url.starts_with("ws://") || url.starts_with("wss://")) {
             return Err(js::type_error("kubemux: the URL must start with ws:// or wss://"));
         }
@@ -77,7 +190,14 @@ impl Mux {
 
     /// Starts watching a collection: `{ cluster, path, labelSelector?, fieldSelector? }`, with
     /// optional callbacks `{ onEvent, onSynced, onReset, onError, onChange, onState }`.
-    pub fn watch(&self, request: JsValue, handlers: JsValue) -> Result<Subscription, JsValue> {
+    // `cargo xtask wasm` adds what wasm-bindgen cannot express: the method's `<T = KubeObject>`
+    // (it has no generic exports) and that `handlers` may be omitted (as `options` above).
+    #[wasm_bindgen(unchecked_return_type = "Subscription<T>")]
+    pub fn watch(
+        &self,
+        #[wasm_bindgen(unchecked_param_type = "WatchRequest")] request: JsValue,
+        #[wasm_bindgen(unchecked_param_type = "WatchHandlers<T>")] handlers: JsValue,
+    ) -> Result<Subscription, JsValue> {
         self.ensure_open()?;
         let what = "watch()";
         js::options_object(&request, what)?;
@@ -134,7 +254,7 @@ impl Mux {
 
     /// The current connection state: `{ state: "connecting" | "open" | "reconnecting" |
     /// "closed", delayMs? }`.
-    #[wasm_bindgen(getter)]
+    #[wasm_bindgen(getter, unchecked_return_type = "ConnectionState")]
     pub fn state(&self) -> JsValue {
         shell::state_object(&self.shell.borrow().state)
     }
@@ -144,7 +264,7 @@ impl Mux {
     }
 }
 
-/// One watch on a [`Mux`], with its live list of objects.
+/// One watch on a `Mux`, with its live list of objects (from `mux.watch()`).
 #[wasm_bindgen]
 pub struct Subscription {
     shell: Shared,
@@ -162,6 +282,7 @@ impl Subscription {
     /// The current objects, as plain JavaScript objects, in namespace/name order, in a new array
     /// (the objects themselves are shared with `getSnapshot()` and `onEvent`: one per version,
     /// to be read, not changed). Empty after a fatal error.
+    #[wasm_bindgen(unchecked_return_type = "T[]")]
     pub fn items(&self) -> Result<JsValue, JsError> {
         self.ensure_live()?;
         Ok(self.shell.borrow_mut().objects_array(&self.id).into())
@@ -171,7 +292,8 @@ impl Subscription {
     /// `shallowRef`): `listener` is called, with no arguments, whenever `getSnapshot()` or
     /// `state()` would answer differently. Returns the function that removes it (calling it
     /// twice is harmless). Listeners end with the subscription.
-    pub fn subscribe(&self, listener: Function) -> JsValue {
+    #[wasm_bindgen(unchecked_return_type = "() => void")]
+    pub fn subscribe(&self, #[wasm_bindgen(unchecked_param_type = "() => void")] listener: Function) -> JsValue {
         let listener_id = {
             let mut shell = self.shell.borrow_mut();
             shell.next_listener += 1;
@@ -196,7 +318,7 @@ impl Subscription {
     /// The current objects as a frozen array, the same array on every call until something
     /// changes (then `subscribe()`'s listeners are called): what `useSyncExternalStore` and its
     /// kin need. A closed subscription answers an empty array, always the same one.
-    #[wasm_bindgen(js_name = getSnapshot)]
+    #[wasm_bindgen(js_name = getSnapshot, unchecked_return_type = "readonly T[]")]
     pub fn get_snapshot(&self) -> JsValue {
         let mut shell = self.shell.borrow_mut();
         let shell = &mut *shell;
@@ -215,6 +337,7 @@ impl Subscription {
     }
 
     /// `"syncing"`, `"synced"`, `"stale"` or `"failed"`.
+    #[wasm_bindgen(unchecked_return_type = "SubscriptionState")]
     pub fn state(&self) -> Result<String, JsError> {
         self.ensure_live()?;
         let shell = self.shell.borrow();

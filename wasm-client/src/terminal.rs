@@ -22,8 +22,61 @@ use web_sys::{BinaryType, CloseEvent, MessageEvent, WebSocket};
 
 use crate::js;
 
+#[wasm_bindgen(typescript_custom_section)]
+const TERMINAL_TYPES: &'static str = r#"
+/** What `onOpen` receives: the command that started (e.g. `["sh"]` after `bash` was missing). */
+export interface TerminalOpenInfo {
+  command: string[];
+}
+
+/** How a terminal's session ended; `onExit` receives it exactly once, as the last callback. */
+export interface TerminalExit {
+  /** The process's exit code, or `null` when there is none (refused, failed to start, connection lost). */
+  code: number | null;
+  /** Why, when there is no exit code. */
+  message?: string;
+}
+
+/** `new Terminal(proxyUrl, options)`'s options, read by `Terminal::new`. */
+export interface TerminalOptions {
+  /** A cluster name the proxy knows. */
+  cluster: string;
+  namespace: string;
+  pod: string;
+  /** The container; the pod's default container when omitted. */
+  container?: string;
+  /** The command to run (e.g. `["sh", "-c", "top"]`). Give either `command` or `shells`. */
+  command?: string[];
+  /**
+   * Shells to try in turn (default `["bash", "sh"]`): when the pod lacks one (the server reports
+   * `InternalError` 500 before any output), the next starts on a new WebSocket of its own.
+   */
+  shells?: string[];
+  /** Bearer token for the proxy, sent as the `base64url.bearer.authorization.k8s.io.*` subprotocol. */
+  token?: string;
+  /** Initial size; give both or neither (then the server's default applies until `resize`). */
+  cols?: number;
+  rows?: number;
+  /** The session started, running `info.command`. Input written before this is sent now. */
+  onOpen?: (info: TerminalOpenInfo) => void;
+  /** Output bytes (UTF-8 as the process wrote it, split anywhere): pass them to xterm.js `term.write`. */
+  onData?: (bytes: Uint8Array) => void;
+  /** The session ended (exited, refused, or the connection dropped); the last callback, called once. Not called after `close()`. */
+  onExit?: (exit: TerminalExit) => void;
+  /** Why the session failed, as a Kubernetes `Status` (403, 404, `InternalError` 500, or 503 when the connection was lost); `onExit` follows. */
+  onError?: (status: Status) => void;
+}
+"#;
+
 /// An interactive shell (or command) in a pod's container, through a kubemux proxy
-/// (`new Terminal(proxyUrl, { cluster, namespace, pod, … })`). Never reconnects on its own.
+/// (`new Terminal(proxyUrl, { cluster, namespace, pod, … })`), over the Kubernetes exec protocol
+/// (`v5.channel.k8s.io`, else `v4`) on a WebSocket of its own. It never reconnects: when the
+/// connection drops, `onError` and `onExit` report it, and a new session takes a new `Terminal`.
+/// Call `await init()` once before constructing it.
+///
+/// With xterm.js: `term.onData((s) => t.write(s))`, `onData: (b) => term.write(b)`,
+/// `term.onResize(({ cols, rows }) => t.resize(cols, rows))`. Keep a reference while the
+/// session should run: freeing the handle (or its garbage collection) ends it as `close()` does.
 #[wasm_bindgen]
 pub struct Terminal {
     shell: Rc<RefCell<Shell>>,
@@ -81,7 +134,7 @@ impl Terminal {
     /// `command` or `shells` (default `["bash", "sh"]`), `token`, `cols` and `rows`, and the
     /// callbacks `onOpen`, `onData`, `onExit`, `onError`.
     #[wasm_bindgen(constructor)]
-    pub fn new(proxy_url: String, options: JsValue) -> Result<Terminal, JsValue> {
+    pub fn new(proxy_url: String, #[wasm_bindgen(unchecked_param_type = "TerminalOptions")] options: JsValue) -> Result<Terminal, JsValue> {
         let base = websocket_base(&proxy_url)?;
         let what = "new Terminal()";
         js::options_object(&options, what)?;
@@ -95,7 +148,8 @@ impl Terminal {
             endpoint.push_str("&container=");
             endpoint.push_str(&encode(&container));
         }
-        let token_protocol = js::string_option(&options, "token", what)?.map(|token| format!("base64url.bearer.authorization.k8s.io.{}", base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(token)));
+        let token_protocol =
+            js::string_option(&options, "token", what)?.map(|token| format!("base64url.bearer.authorization.k8s.io.{}", base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(token)));
         let candidates = match (js::string_list(&options, "command", what)?, js::string_list(&options, "shells", what)?) {
             (Some(_), Some(_)) => return Err(js::type_error("kubemux: give new Terminal() either `command` or `shells`")),
             (Some(command), None) => Some(vec![command]),
@@ -132,7 +186,7 @@ impl Terminal {
     /// Sends input to the process: a string (as UTF-8, e.g. from xterm.js `onData`) or bytes.
     /// Input written before the session started is sent when it starts. Throws after `close()`
     /// or once the session has ended.
-    pub fn write(&self, data: JsValue) -> Result<(), JsValue> {
+    pub fn write(&self, #[wasm_bindgen(unchecked_param_type = "string | Uint8Array")] data: JsValue) -> Result<(), JsValue> {
         let bytes = if let Some(text) = data.as_string() {
             text.into_bytes()
         } else if let Some(array) = data.dyn_ref::<Uint8Array>() {
@@ -171,7 +225,7 @@ impl Terminal {
     }
 
     /// The command of the current (or last) attempt, e.g. `["sh"]` after a fallback.
-    #[wasm_bindgen(getter)]
+    #[wasm_bindgen(getter, unchecked_return_type = "string[]")]
     pub fn command(&self) -> Array {
         self.shell.borrow().core.command().iter().map(|arg| JsValue::from_str(arg)).collect()
     }

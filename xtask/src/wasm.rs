@@ -203,7 +203,8 @@ pub fn pkg_dir(repo: &Workspace) -> PathBuf {
 }
 
 /// Builds the package: wasm-pack (profile `wasm-release`, wasm-bindgen `--target web`), wasm-opt,
-/// then the hand-written types, the `kubemux/react` hook, README and package.json.
+/// then the types wasm-bindgen generated (completed by [`complete_types`]), the `kubemux/react`
+/// hook, README and package.json.
 pub fn build_package(repo: &Workspace) -> anyhow::Result<PackageSizes> {
     let pkg = pkg_dir(repo);
     if pkg.exists() {
@@ -213,12 +214,12 @@ pub fn build_package(repo: &Workspace) -> anyhow::Result<PackageSizes> {
     // (`--mode no-install`: it never downloads one; `ensure_wasm_bindgen_cli` installed the
     // locked version). Its wasm-opt is off (the crate's wasm-pack metadata; it would come from
     // GitHub): npm binaryen's runs below. `--no-pack`: the package.json is written whole below,
-    // since wasm-pack's cannot carry `exports`, the hand-written `types` or the peer dependency.
-    // The types are hand-written (js/kubemux.d.ts): generated ones would say `any` for every
-    // option object.
+    // since wasm-pack's cannot carry `exports`, `kubemux/react` or the peer dependency.
+    // The types are wasm-bindgen's, from the Rust signatures and their `unchecked_*_type`s and
+    // `typescript_custom_section`s.
     workspace::run(
         Command::new(find_on_path("wasm-pack").context("wasm-pack is not on PATH")?)
-            .args(["build", "--target", "web", "--out-name", "kubemux", "--no-typescript", "--no-pack", "--no-gitignore", "--no-opt"])
+            .args(["build", "--target", "web", "--out-name", "kubemux", "--no-pack", "--no-gitignore", "--no-opt"])
             .args(["--mode", "no-install", "--profile", "wasm-release", "--out-dir"])
             .arg(&pkg)
             .arg(repo.root.join("wasm-client"))
@@ -227,7 +228,10 @@ pub fn build_package(repo: &Workspace) -> anyhow::Result<PackageSizes> {
     let wasm = pkg.join("kubemux_bg.wasm");
     workspace::run(Command::new(wasm_opt()?).args(["-Oz", "--strip-debug", "--strip-producers"]).args(WASM_FEATURES).arg(&wasm).arg("-o").arg(&wasm))?;
     let client = repo.root.join("wasm-client");
-    for file in ["kubemux.d.ts", "react.js", "react.d.ts"] {
+    let types = pkg.join("kubemux.d.ts");
+    let generated = std::fs::read_to_string(&types).with_context(|| format!("reading {}", types.display()))?;
+    std::fs::write(&types, complete_types(&generated)?)?;
+    for file in ["react.js", "react.d.ts"] {
         std::fs::copy(client.join("js").join(file), pkg.join(file)).with_context(|| format!("copying js/{file}"))?;
     }
     std::fs::copy(client.join("README.md"), pkg.join("README.md")).context("copying the README")?;
@@ -235,6 +239,32 @@ pub fn build_package(repo: &Workspace) -> anyhow::Result<PackageSizes> {
     let sizes = package_sizes(&pkg)?;
     println!("built {}: {}", pkg.display(), sizes.describe());
     Ok(sizes)
+}
+
+/// Completes wasm-bindgen's `kubemux.d.ts` where wasm-bindgen cannot: it has no generic exports
+/// (wasm-bindgen#4451), so the type parameter of `Subscription<T>` and of `Mux.watch<T>()` is
+/// added here (the signatures already name `T`: `unchecked_return_type = "T[]"`, …), and the
+/// option objects that may be omitted are marked so (a `JsValue` parameter is required in
+/// wasm-bindgen's types, and an `Option` would drop its `?` once its type is given); and the
+/// `[Symbol.dispose]` members are dropped, since they do not compile for a consumer whose `lib`
+/// lacks `esnext.disposable` (e.g. `es2022` with `skipLibCheck: false`). Each edit must match
+/// exactly once, so a wasm-bindgen that writes otherwise fails the build here instead of
+/// shipping wrong types.
+fn complete_types(generated: &str) -> anyhow::Result<String> {
+    let mut types = generated.to_owned();
+    for (from, to) in [
+        ("export class Subscription {", "export class Subscription<T = KubeObject> {"),
+        ("    watch(request: WatchRequest, handlers: WatchHandlers<T>): Subscription<T>;", "    watch<T = KubeObject>(request: WatchRequest, handlers?: WatchHandlers<T>): Subscription<T>;"),
+        // The option objects may be omitted (`undefined` reads as no options).
+        ("    constructor(url: string, options: MuxOptions);", "    constructor(url: string, options?: MuxOptions);"),
+    ] {
+        let found = types.matches(from).count();
+        anyhow::ensure!(found == 1, "kubemux.d.ts as wasm-bindgen wrote it has {found} lines `{}`, not one: update complete_types", from.trim());
+        types = types.replacen(from, to, 1);
+    }
+    let disposers = types.matches("    [Symbol.dispose](): void;\n").count();
+    anyhow::ensure!(disposers == 3, "kubemux.d.ts as wasm-bindgen wrote it has {disposers} `[Symbol.dispose]` lines, not one per class (3): update complete_types");
+    Ok(types.replace("    [Symbol.dispose](): void;\n", ""))
 }
 
 /// The version every crate shares (`[workspace.package]`), which the npm package follows.

@@ -28,5 +28,22 @@ export async function start(url: string): Promise<Subscription<Pod>> {
   // A hook's signature is checked too (its body needs React at run time, not here).
   const hook: (mux: Mux | null, request: null) => readonly Pod[] = useWatch<Pod>;
   console.log(hook);
+  // What the types must refuse: were any of them `any`, an expect-error below would be unused,
+  // which tsc reports as an error.
+  // @ts-expect-error a delay is a number
+  new Mux(url, { reconnectBaseMs: "500" });
+  // @ts-expect-error a watch needs its path
+  mux.watch({ cluster: "demo" });
+  // @ts-expect-error the snapshot is read-only
+  pods.getSnapshot().push(first!);
+  // @ts-expect-error a Pod's phase is one of five
+  const phase: number | undefined = pods.items()[0]?.status?.phase;
+  // @ts-expect-error a terminal needs its pod
+  new Terminal("https://proxy", { cluster: "demo", namespace: "demo" });
+  // @ts-expect-error the state is one of four names
+  const state: "open" = pods.state();
+  // @ts-expect-error terminal input is text or bytes
+  terminal.write(42);
+  console.log(phase, state, terminal.command.join(" "), mux.state.state);
   return pods;
 }
