@@ -51,7 +51,8 @@ pub fn table(columns: &[String], rows: &[Vec<String>]) -> String {
 pub type SectionFn = fn(&Workspace) -> anyhow::Result<Section>;
 
 /// The sections `cargo xtask bench` knows, in the order they appear in BENCHMARKS.md when new.
-pub const SECTIONS: &[(&str, SectionFn)] = &[("proxy", proxy_section), ("terminal", terminal_section), ("forward", forward_section), ("bytes", bytes_section), ("client", client_section)];
+pub const SECTIONS: &[(&str, SectionFn)] =
+    &[("proxy", proxy_section), ("terminal", terminal_section), ("forward", forward_section), ("bytes", bytes_section), ("client", client_section), ("paint", paint_section)];
 
 /// The multiplexer against `kubectl proxy` and a direct watch on kube-sim, with one raw client:
 /// one stream, fan-out, 10k-pod snapshots, memory per idle connection, added latency
@@ -151,17 +152,11 @@ pub fn write_section(repo: &Workspace, section: &Section) -> anyhow::Result<()> 
 
 /// The browser client: package size and events per second applied in headless Chromium.
 fn client_section(repo: &Workspace) -> anyhow::Result<Section> {
-    let mut steps = Summary::new("bench client");
-    steps.step("chromium + chromedriver (Debian)", wasm::ensure_chromium);
-    wasm::build_steps(&mut steps, repo);
-    steps.finish()?;
+    let fixture = browser_bench(repo, "bench client")?;
     let sizes = wasm::package_sizes(&wasm::pkg_dir(repo))?;
-    let fixture = wasm::build_fixture_release(repo)?;
     let report = wasm::page(repo, &fixture, "bench")?;
     let number = |key: &str| report_field(&report, key);
-    let chromium = std::process::Command::new("/usr/bin/chromium").arg("--version").output().ok();
-    let chromium = chromium.map(|o| String::from_utf8_lossy(&o.stdout).split(" built").next().unwrap_or_default().trim().to_owned()).unwrap_or_default();
-    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let (chromium, cores) = (chromium_version(), cores());
     let (burst, burst_pods, pods, pod_bytes) = (number("burst")?, number("burstPods")?, number("pods")?, number("plainSnapshot.podBytes")?);
     let stable = report.contains("\"kubemuxSnapshot.snapshotStable\":true");
 
@@ -272,6 +267,71 @@ fn client_section(repo: &Workspace) -> anyhow::Result<Section> {
         columns: ["measure", "plain JavaScript", "kubemux", "kubemux ÷ plain", "goal", "met"].map(str::to_owned).to_vec(),
         rows,
     })
+}
+
+/// A table of 10,000 pods drawn the web app's way, fed by the package and by the plain client
+/// (`tests/browser/paint.html`): first paint, and the frames during a burst of writes.
+fn paint_section(repo: &Workspace) -> anyhow::Result<Section> {
+    let fixture = browser_bench(repo, "bench paint")?;
+    let report = wasm::page(repo, &fixture, "paint")?;
+    let number = |key: &str| report_field(&report, key);
+    let (pods, writes, visible) = (number("pods")?, number("writes")?, number("visible")?);
+    let mut rows = Vec::new();
+    for (measure, key, goal) in [
+        (format!("first paint of {pods:.0} pods: `watch()` → the table drawn with all of them, synced"), "firstPaintMs", true),
+        (format!("frame during a burst of {writes:.0} writes over all {pods:.0} pods: median"), "frameMedianMs", true),
+        ("the same frames: 95th percentile".to_owned(), "frameP95Ms", false),
+    ] {
+        let (plain, kubemux) = (number(&format!("plain.{key}"))?, number(&format!("kubemux.{key}"))?);
+        let ratio = kubemux / plain;
+        let (goal, met) = if goal { ("≤ 1.0×".to_owned(), met(ratio <= 1.0)) } else { (String::new(), String::new()) };
+        rows.push(vec![measure, format!("{plain:.2} ms"), format!("{kubemux:.2} ms"), format!("{ratio:.2}×"), goal, met]);
+    }
+    rows.push(vec![
+        "frames drawn per second during the burst (not a goal: the events' own cost is in the client section)".to_owned(),
+        format!("{:.1}", number("plain.framesPerSecond")?),
+        format!("{:.1}", number("kubemux.framesPerSecond")?),
+        String::new(),
+        String::new(),
+        String::new(),
+    ]);
+    Ok(Section {
+        key: "paint",
+        title: "The web app's table of 10,000 pods: the package against plain JavaScript".to_owned(),
+        method: format!(
+            "One run of `tests/browser/paint.html` in headless {} on a {}-core machine, through the real proxy and simulator \
+             (`kubemux-fixture`, release build), the same drawing code for both clients, the way the web app (`www/`) draws \
+             its pods table: every change schedules one animation frame, which reads the whole list (kubemux: \
+             `getSnapshot()`; the plain client of the client section: `Array.from(map.values())`) and draws the {visible:.0} \
+             rows a window shows with its overscan, redrawing a row only when its object is not the one it shows. First \
+             paint: from `watch()` to the browser's next frame after the first frame that drew all {pods:.0} pods once \
+             synced. Frame: the time inside the animation-frame callback (reading the list and drawing) while the burst's \
+             events arrive. Each client runs once as a warm-up, then once measured.",
+            chromium_version(),
+            cores()
+        ),
+        columns: ["measure", "plain JavaScript", "kubemux", "kubemux ÷ plain", "goal", "met"].map(str::to_owned).to_vec(),
+        rows,
+    })
+}
+
+/// What a browser bench needs: Chromium, the package built, and the release fixture (its path).
+fn browser_bench(repo: &Workspace, name: &'static str) -> anyhow::Result<std::path::PathBuf> {
+    let mut steps = Summary::new(name);
+    steps.step("chromium + chromedriver (Debian)", wasm::ensure_chromium);
+    wasm::build_steps(&mut steps, repo);
+    steps.finish()?;
+    wasm::build_fixture_release(repo)
+}
+
+/// `Chromium 156.0.…` as Debian's chromium tells it, or nothing.
+fn chromium_version() -> String {
+    let output = std::process::Command::new("/usr/bin/chromium").arg("--version").output().ok();
+    output.map(|o| String::from_utf8_lossy(&o.stdout).split(" built").next().unwrap_or_default().trim().to_owned()).unwrap_or_default()
+}
+
+fn cores() -> usize {
+    std::thread::available_parallelism().map_or(0, |n| n.get())
 }
 
 fn met(yes: bool) -> String {

@@ -392,8 +392,8 @@ pub fn page(repo: &Workspace, fixture_binary: &Path, name: &str) -> anyhow::Resu
 /// [`page`] with the pages served from `pages` (a bundler's output, say).
 fn page_from(repo: &Workspace, fixture_binary: &Path, name: &str, pages: &Path) -> anyhow::Result<String> {
     let mut command = Command::new(fixture_binary);
-    // The bench page runs for minutes (bursts of 20,000 events through a slow client).
-    let timeout = if name == "bench" { "900" } else { "120" };
+    // The bench pages run for minutes (bursts of 20,000 events through a slow client).
+    let timeout = if matches!(name, "bench" | "paint") { "900" } else { "120" };
     command.args(["page", "--page", name, "--timeout", timeout, "--pkg"]).arg(pkg_dir(repo)).arg("--pages").arg(pages).stdout(Stdio::piped());
     println!("$ {}", workspace::command_line(&command));
     let output = command.output().context("running the fixture")?;
