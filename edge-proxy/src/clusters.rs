@@ -141,6 +141,9 @@ impl Cluster {
 }
 
 /// Where a cluster named in the config file comes from (`config`).
+// A handful are built per config load and kept in one list: boxing the kubeconfig would save
+// nothing that matters.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone)]
 pub enum ClusterSource {
     /// A kubeconfig's context (its current context when `None`).
