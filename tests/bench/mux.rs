@@ -373,6 +373,13 @@ async fn latency(sim: &Sim, api: &kube::Client, mux_url: &str) -> anyhow::Result
     Ok((direct, proxied))
 }
 
+/// Rows as they are measured, on stderr, for whoever watches a run (stdout gets the table at the end).
+fn progress(rows: &[Vec<String>]) {
+    for cells in rows {
+        eprintln!("bench-mux:   {}", cells.join(" | "));
+    }
+}
+
 fn row(cells: &[String]) {
     println!("row\t{}", cells.join("\t"));
 }
@@ -411,6 +418,7 @@ async fn main() -> anyhow::Result<()> {
         met(kubemux_cpu <= 0.8 * kubectl_cpu),
     ]);
 
+    progress(&rows);
     for n in FAN_OUT {
         eprintln!("bench-mux: fan-out, {n} watches...");
         let (kubectl_upstream, kubectl_cpu, kubectl_rate) = fan_out(&sim, &api, via_kubectl, &format!("fan-kubectl-{n}"), n).await?;
@@ -436,6 +444,7 @@ async fn main() -> anyhow::Result<()> {
         ]);
     }
 
+    progress(&rows[2..]);
     // Fresh processes for the snapshot and for memory, so that neither reuses what an earlier
     // part left resident.
     kubectl.stop().await;

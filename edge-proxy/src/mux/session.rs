@@ -165,6 +165,11 @@ async fn write_loop(mut socket: futures::stream::SplitSink<WebSocket, Message>, 
         tokio::select! {
             next = outbox.next() => {
                 let Some(first) = next else { break };
+                // The producers (upstream watches, the session) are likely still pushing the
+                // rest of what they read: one yield lets them, so this wakeup sends a batch
+                // rather than the one frame that woke it. (A wakeup and a send per event was
+                // most of the proxy's CPU in `kubemux-bench-mux`'s fan-out.)
+                tokio::task::yield_now().await;
                 let mut bytes = 0u64;
                 let mut closing = false;
                 let batch = async {
