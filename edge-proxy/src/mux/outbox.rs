@@ -298,37 +298,68 @@ impl Outbox {
         }
     }
 
-    /// The next frame if one is queued now, without waiting: the writer drains a batch with it
-    /// after [`Outbox::next`] woke it. `None` when nothing is queued or the close frame has been
-    /// handed out.
-    pub fn try_next(&self) -> Option<Outgoing> {
-        self.pop().flatten()
-    }
-
-    /// `Some(None)`: finished; `Some(Some(x))`: send x; `None`: nothing yet. The writer calls
-    /// this after every completed send, so it is also where a drained client is noticed.
+    /// `Some(None)`: finished; `Some(Some(x))`: send x; `None`: nothing yet. With [`Outbox::drain`],
+    /// what the writer calls after every completed send, so it is also where a drained client is
+    /// noticed.
     fn pop(&self) -> Option<Option<Outgoing>> {
         let mut inner = self.lock();
+        let next = match self.pop_locked(&mut inner) {
+            Some(Some((outgoing, cost))) => {
+                self.account(&mut inner, -(cost as isize));
+                Some(Some(outgoing))
+            }
+            finished_or_empty => finished_or_empty.map(|_| None),
+        };
+        self.after_pop(inner);
+        next
+    }
+
+    /// Moves queued frames into `batch` until they pass `budget` bytes or nothing is queued, under
+    /// one lock and with one update of the queued-bytes gauge (which every connection shares):
+    /// what the writer sends with one flush. Stops after the close frame.
+    pub fn drain(&self, budget: usize, batch: &mut Vec<Outgoing>) {
+        let mut inner = self.lock();
+        let (mut bytes, mut released) = (0usize, 0usize);
+        while bytes < budget {
+            let Some(Some((outgoing, cost))) = self.pop_locked(&mut inner) else { break };
+            released += cost;
+            let close = match &outgoing {
+                Outgoing::Text(text) => {
+                    bytes += text.len();
+                    false
+                }
+                Outgoing::Close(..) => true,
+            };
+            batch.push(outgoing);
+            if close {
+                break;
+            }
+        }
+        self.account(&mut inner, -(released as isize));
+        self.after_pop(inner);
+    }
+
+    /// After frames left: a drained client's overflowed subscriptions are due their reset.
+    fn after_pop(&self, inner: MutexGuard<'_, Inner>) {
         let resets_due = inner.total <= self.limit / 2 && inner.subs.values().any(|q| q.state == QueueState::Overflowed);
-        let next = self.pop_locked(&mut inner);
         drop(inner);
         if resets_due {
             self.wake_session.notify_one();
         }
-        next
     }
 
-    fn pop_locked(&self, inner: &mut Inner) -> Option<Option<Outgoing>> {
+    /// The next item and what it released of the byte limit (the caller accounts for it).
+    fn pop_locked(&self, inner: &mut Inner) -> Option<Option<(Outgoing, usize)>> {
         if inner.finished {
             return Some(None);
         }
         if let Some((code, reason)) = inner.close {
             inner.finished = true;
-            return Some(Some(Outgoing::Close(code, reason)));
+            return Some(Some((Outgoing::Close(code, reason), 0)));
         }
         if let Some(frame) = inner.control.pop_front() {
-            self.account(inner, -(frame.len() as isize));
-            return Some(Some(Outgoing::Text(frame)));
+            let cost = frame.len();
+            return Some(Some((Outgoing::Text(frame), cost)));
         }
         while let Some(id) = inner.ready.pop_front() {
             let Some(queue) = inner.subs.get_mut(&id) else { continue };
@@ -360,8 +391,7 @@ impl Outbox {
             if !queue.frames.is_empty() {
                 inner.ready.push_back(id);
             }
-            self.account(inner, -(cost as isize));
-            return Some(Some(Outgoing::Text(frame)));
+            return Some(Some((Outgoing::Text(frame), cost)));
         }
         None
     }
@@ -509,24 +539,41 @@ mod tests {
         assert_eq!(outbox.take_due_resets(), vec![other]);
     }
 
-    /// What the writer drains in one wakeup: everything queued, in the order `next` would give
-    /// it, then nothing until more is pushed.
+    /// What the writer drains in one wakeup: what is queued, in the order `next` would give it,
+    /// up to the budget, the queued bytes (and their gauge) released; then nothing until more
+    /// is pushed; and nothing after the close frame.
     #[tokio::test]
-    async fn a_batch_drains_what_is_queued_in_order() {
-        let (outbox, a, b) = two_subscriptions();
-        outbox.push(&a, "a1".into());
-        outbox.push(&a, "a2".into());
+    async fn a_batch_drains_what_is_queued_in_order_up_to_its_budget() {
+        let metrics = Arc::new(Metrics::default());
+        let outbox = Outbox::new(1 << 20, metrics.clone());
+        let (a, b) = (id("a"), id("b"));
+        outbox.add_subscription(&a);
+        outbox.add_subscription(&b);
+        for frame in ["a1", "a2", "a3"] {
+            outbox.push(&a, frame.into());
+        }
         outbox.push(&b, "b1".into());
         let Some(Outgoing::Text(first)) = outbox.next().await else { panic!("a text frame was queued") };
-        let mut batch = vec![first];
-        while let Some(Outgoing::Text(text)) = outbox.try_next() {
-            batch.push(text);
-        }
-        assert_eq!(batch, ["a1", "b1", "a2"]);
-        assert_eq!((outbox.try_next(), outbox.queued_bytes()), (None, 0));
+        let mut batch = vec![Outgoing::Text(first)];
+        outbox.drain(4, &mut batch);
+        let texts = |batch: &[Outgoing]| batch.iter().map(|o| if let Outgoing::Text(t) = o { t.clone() } else { format!("{o:?}") }).collect::<Vec<_>>();
+        assert_eq!(texts(&batch), ["a1", "b1", "a2"], "the budget (4 bytes) ends the batch after the frame that reaches it");
+        assert_eq!((outbox.queued_bytes(), metrics.queued_bytes.get()), (2, 2));
+        batch.clear();
+        outbox.drain(1 << 16, &mut batch);
+        assert_eq!(texts(&batch), ["a3"]);
+        assert_eq!((outbox.queued_bytes(), metrics.queued_bytes.get()), (0, 0));
+        batch.clear();
+        outbox.drain(1 << 16, &mut batch);
+        assert!(batch.is_empty(), "nothing is queued");
+        outbox.push(&a, "a4".into());
         outbox.close(1000, "");
-        assert_eq!(outbox.try_next(), Some(Outgoing::Close(1000, "")));
-        assert_eq!(outbox.try_next(), None, "nothing after the close frame");
+        outbox.drain(1 << 16, &mut batch);
+        assert_eq!(batch, [Outgoing::Close(1000, "")], "a close skips what is still queued");
+        batch.clear();
+        outbox.drain(1 << 16, &mut batch);
+        assert!(batch.is_empty(), "nothing after the close frame");
+        assert_eq!(outbox.next().await, None);
     }
 
     #[tokio::test]

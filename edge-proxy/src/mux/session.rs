@@ -153,14 +153,16 @@ const BATCH_BYTES: usize = 8 * 1024;
 
 /// The single writer of the socket: frames from the outbox, and pings on a timer.
 ///
-/// Each wakeup drains what is queued (up to [`BATCH_BYTES`]) into tungstenite's write buffer
-/// with `feed` and sends it with one `flush`, so a burst costs one socket write, not one per
+/// Each wakeup takes what is queued (up to [`BATCH_BYTES`], with [`Outbox::drain`]), feeds it
+/// into tungstenite's write buffer and sends it with one `flush`, so a burst costs one socket write, not one per
 /// frame. `feed` writes to the socket only once the buffer passes its `write_buffer_size`
 /// ([`super::WRITE_BUFFER_BYTES`], larger than a batch), so it does not flush per frame.
 async fn write_loop(mut socket: futures::stream::SplitSink<WebSocket, Message>, outbox: Arc<Outbox>, app: Arc<AppState>, settings: MuxSettings, last_seen: Arc<AtomicU64>, epoch: Instant) {
     // A sleep re-armed after each ping, not an `Interval`, which panics on a zero period.
     let ping = tokio::time::sleep(settings.ping_interval);
     tokio::pin!(ping);
+    // One wakeup's frames, taken from the outbox under one lock; kept for its capacity.
+    let mut batch = Vec::new();
     loop {
         tokio::select! {
             next = outbox.next() => {
@@ -170,11 +172,14 @@ async fn write_loop(mut socket: futures::stream::SplitSink<WebSocket, Message>, 
                 // rather than the one frame that woke it. (A wakeup and a send per event was
                 // most of the proxy's CPU in `kubemux-bench-mux`'s fan-out.)
                 tokio::task::yield_now().await;
+                batch.push(first);
+                if !matches!(batch[0], Outgoing::Close(..)) {
+                    outbox.drain(BATCH_BYTES, &mut batch);
+                }
                 let mut bytes = 0u64;
                 let mut closing = false;
-                let batch = async {
-                    let mut next = Some(first);
-                    while let Some(outgoing) = next.take() {
+                let send = async {
+                    for outgoing in batch.drain(..) {
                         match outgoing {
                             Outgoing::Text(text) => {
                                 bytes += text.len() as u64;
@@ -186,15 +191,13 @@ async fn write_loop(mut socket: futures::stream::SplitSink<WebSocket, Message>, 
                                 break;
                             }
                         }
-                        if bytes < BATCH_BYTES as u64 {
-                            next = outbox.try_next();
-                        }
                     }
                     socket.flush().await
                 };
                 // A peer that stops reading blocks the flush; past the liveness limit it is as
                 // dead as one that stops answering pings.
-                let sent = tokio::time::timeout(settings.dead_after, batch).await;
+                let sent = tokio::time::timeout(settings.dead_after, send).await;
+                batch.clear();
                 app.metrics.bytes_out.inc_by(bytes);
                 match sent {
                     Ok(Ok(())) if !closing => {}
