@@ -98,17 +98,22 @@ async fn main() -> anyhow::Result<()> {
     let proxied_rate = stdout_throughput(&proxied).await?;
     tokio::time::timeout(Duration::from_secs(10), sim.shutdown()).await.ok();
 
-    let row = |name: String, d: f64, p: f64, unit: &str| vec![name, format!("{d:.3}"), format!("{p:.3}"), format!("{:+.3} {unit}", p - d)];
-    println!("columns\tmeasure\tdirect exec on kube-sim\tthrough kubemux-proxy\tdifference");
+    let met = |ok: bool| if ok { "met" } else { "not met" }.to_owned();
+    let (direct_p50, proxied_p50) = (percentile(&direct_echo, 0.5), percentile(&proxied_echo, 0.5));
+    let (direct_p99, proxied_p99) = (percentile(&direct_echo, 0.99), percentile(&proxied_echo, 0.99));
+    let ratio = proxied_rate / direct_rate;
+    println!("columns\tmeasure\tdirect exec on kube-sim\tthrough kubemux-proxy\tdifference\tgoal\tmet");
     for r in [
-        row("keystroke echo p50 (ms)".into(), percentile(&direct_echo, 0.5), percentile(&proxied_echo, 0.5), "ms"),
-        row("keystroke echo p99 (ms)".into(), percentile(&direct_echo, 0.99), percentile(&proxied_echo, 0.99), "ms"),
         vec![
-            "stdout throughput (MB/s)".into(),
-            format!("{direct_rate:.1}"),
-            format!("{proxied_rate:.1}"),
-            format!("{:.0}% of direct", 100.0 * proxied_rate / direct_rate),
+            "keystroke echo p50 (ms)".into(),
+            format!("{direct_p50:.3}"),
+            format!("{proxied_p50:.3}"),
+            format!("{:+.3} ms", proxied_p50 - direct_p50),
+            "≤ +0.2 ms".into(),
+            met(proxied_p50 - direct_p50 <= 0.2),
         ],
+        vec!["keystroke echo p99 (ms)".into(), format!("{direct_p99:.3}"), format!("{proxied_p99:.3}"), format!("{:+.3} ms", proxied_p99 - direct_p99), String::new(), String::new()],
+        vec!["stdout throughput (MB/s)".into(), format!("{direct_rate:.1}"), format!("{proxied_rate:.1}"), format!("{:.0}% of direct", 100.0 * ratio), "≥ 95% of direct".into(), met(ratio >= 0.95)],
     ] {
         println!("row\t{}", r.join("\t"));
     }
