@@ -1,22 +1,28 @@
 //! `kubemux-bench-terminal`: terminal figures for `cargo xtask bench terminal`, measured in one
 //! run against kube-sim's real processes: keystroke echo round-trip and stdout throughput, for a
-//! direct exec on the simulator and for the same exec through the proxy. Prints tab-separated
+//! direct exec on the simulator and for the same exec through the proxy, the `kubemux-proxy`
+//! binary as its own process (its CPU from `/proc/PID/task/*/schedstat`). Prints tab-separated
 //! `columns`, `row` and `method` lines; progress goes to stderr.
+
+// Shared with `kubemux-bench-mux`, which also starts `kubectl proxy`.
+#[allow(dead_code)]
+mod procs;
 
 use std::time::Duration;
 
 use anyhow::{Context, bail};
 use futures::{SinkExt, StreamExt};
 use kube_sim::{Seed, Sim, SimConfig};
-use kubemux_e2e::{ProxyProcess, kubeconfig};
 use kubemux_protocol::channel::{ChannelProtocol, Decoded, ERROR, STDIN, STDOUT, decode};
-use kubemux_proxy::ProxySettings;
+use procs::{Kubeconfig, Proc};
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
 const ECHOES: usize = 500;
 const THROUGHPUT_BYTES: usize = 64 * 1024 * 1024;
+/// Throughput runs each way, alternating direct and proxied; the table has each one's median.
+const THROUGHPUT_RUNS: usize = 5;
 
 type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
@@ -87,37 +93,58 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> anyhow::Result<()> {
     let sim = Sim::start(SimConfig { seed: Seed::Demo, ..SimConfig::default() }).await?;
-    let proxy = ProxyProcess::start(ProxySettings { listen: "127.0.0.1:0".parse()?, ..ProxySettings::default() }, kubeconfig(&[("sim", &sim.url(), None)]));
+    let config = Kubeconfig::write(&sim.url())?;
+    let proxy = Proc::kubemux(&config.path).await?;
     let direct = sim.url().replace("http://", "ws://");
-    let proxied = format!("ws://{}/clusters/sim", proxy.addr());
+    let proxied = format!("ws://{}/clusters/sim", proxy.addr);
     eprintln!("bench-terminal: keystroke echo ({ECHOES} keys each)...");
     let direct_echo = echo_round_trips(&direct).await?;
     let proxied_echo = echo_round_trips(&proxied).await?;
-    eprintln!("bench-terminal: stdout throughput ({} MiB each)...", THROUGHPUT_BYTES >> 20);
-    let direct_rate = stdout_throughput(&direct).await?;
-    let proxied_rate = stdout_throughput(&proxied).await?;
+    eprintln!("bench-terminal: stdout throughput ({THROUGHPUT_RUNS} runs of {} MiB each)...", THROUGHPUT_BYTES >> 20);
+    let (mut direct_rates, mut proxied_rates, mut proxy_cpu) = (Vec::new(), Vec::new(), 0.0);
+    for _ in 0..THROUGHPUT_RUNS {
+        direct_rates.push(stdout_throughput(&direct).await?);
+        let cpu = proxy.cpu_seconds()?;
+        proxied_rates.push(stdout_throughput(&proxied).await?);
+        proxy_cpu += proxy.cpu_seconds()? - cpu;
+    }
+    // Milliseconds of proxy CPU per MiB of stdout, over every proxied run (session setup and
+    // teardown included).
+    let cpu_per_mib = proxy_cpu * 1e3 / (THROUGHPUT_RUNS * (THROUGHPUT_BYTES >> 20)) as f64;
+    direct_rates.sort_by(f64::total_cmp);
+    proxied_rates.sort_by(f64::total_cmp);
+    let (direct_rate, proxied_rate) = (percentile(&direct_rates, 0.5), percentile(&proxied_rates, 0.5));
+    proxy.stop().await;
     tokio::time::timeout(Duration::from_secs(10), sim.shutdown()).await.ok();
 
-    let row = |name: String, d: f64, p: f64, unit: &str| vec![name, format!("{d:.3}"), format!("{p:.3}"), format!("{:+.3} {unit}", p - d)];
-    println!("columns\tmeasure\tdirect exec on kube-sim\tthrough kubemux-proxy\tdifference");
+    let met = |ok: bool| if ok { "met" } else { "not met" }.to_owned();
+    let (direct_p50, proxied_p50) = (percentile(&direct_echo, 0.5), percentile(&proxied_echo, 0.5));
+    let (direct_p99, proxied_p99) = (percentile(&direct_echo, 0.99), percentile(&proxied_echo, 0.99));
+    let ratio = proxied_rate / direct_rate;
+    println!("columns\tmeasure\tdirect exec on kube-sim\tthrough kubemux-proxy\tdifference\tgoal\tmet");
     for r in [
-        row("keystroke echo p50 (ms)".into(), percentile(&direct_echo, 0.5), percentile(&proxied_echo, 0.5), "ms"),
-        row("keystroke echo p99 (ms)".into(), percentile(&direct_echo, 0.99), percentile(&proxied_echo, 0.99), "ms"),
         vec![
-            "stdout throughput (MB/s)".into(),
-            format!("{direct_rate:.1}"),
-            format!("{proxied_rate:.1}"),
-            format!("{:.0}% of direct", 100.0 * proxied_rate / direct_rate),
+            "keystroke echo p50 (ms)".into(),
+            format!("{direct_p50:.3}"),
+            format!("{proxied_p50:.3}"),
+            format!("{:+.3} ms", proxied_p50 - direct_p50),
+            "≤ +0.2 ms".into(),
+            met(proxied_p50 - direct_p50 <= 0.2),
         ],
+        vec!["keystroke echo p99 (ms)".into(), format!("{direct_p99:.3}"), format!("{proxied_p99:.3}"), format!("{:+.3} ms", proxied_p99 - direct_p99), String::new(), String::new()],
+        vec!["stdout: proxy CPU per MiB (ms)".into(), "—".into(), format!("{cpu_per_mib:.2}"), String::new(), String::new(), String::new()],
+        vec!["stdout throughput (MB/s)".into(), format!("{direct_rate:.1}"), format!("{proxied_rate:.1}"), format!("{:.0}% of direct", 100.0 * ratio), "≥ 95% of direct".into(), met(ratio >= 0.95)],
     ] {
         println!("row\t{}", r.join("\t"));
     }
     println!(
         "method\tOne run of `kubemux-bench-terminal` (release build) on a {}-core machine, all on loopback. Echo: a TTY exec of `cat` \
          on the demo pod `default/toolbox`; one key at a time, from the stdin frame sent to the echo received ({ECHOES} keys). \
-         Throughput: a non-TTY exec of `head -c {} /dev/zero`, bytes of stdout over the time to the exit status. The same \
-         measurements against kube-sim's exec endpoint directly and through the proxy's `/clusters/sim/…/exec`, which negotiates \
-         v5 upstream and runs its teardown at the end of each session.",
+         Throughput: a non-TTY exec of `head -c {} /dev/zero`, bytes of stdout over the time to the exit status, the median of {THROUGHPUT_RUNS} \
+         runs each way, direct and proxied alternating; proxy CPU is the `kubemux-proxy` process's time on CPU across the proxied \
+         runs, per MiB of stdout. The same measurements against kube-sim's exec endpoint directly (in the bench process) and \
+         through the `kubemux-proxy` binary's `/clusters/sim/…/exec` (its own process), which negotiates v5 upstream and runs its \
+         teardown at the end of each session.",
         std::thread::available_parallelism().map_or(0, |n| n.get()),
         THROUGHPUT_BYTES
     );

@@ -51,12 +51,14 @@ impl Codec {
             // teardown sends CLOSE itself, last, once typing is over.
             Ok(Decoded::Close { channel: channel::STDIN }) if self.stdin && self.tty => FromClient::Drop("stdin close on a TTY session"),
             Ok(Decoded::Close { channel: channel::STDIN }) if self.stdin => {
-                if self.upstream.supports_close() { FromClient::Forward(channel::encode_close(channel::STDIN)) } else { FromClient::EndUpstream }
+                if self.upstream.supports_close() {
+                    FromClient::Forward(channel::encode_close(channel::STDIN))
+                } else {
+                    FromClient::EndUpstream
+                }
             }
             Ok(Decoded::Close { .. }) => FromClient::Drop("close of a stream the client does not write"),
-            Ok(Decoded::Data { channel: channel::STDIN, payload }) if self.stdin => {
-                FromClient::Forward(channel::encode(self.upstream, channel::STDIN, &payload))
-            }
+            Ok(Decoded::Data { channel: channel::STDIN, payload }) if self.stdin => FromClient::Forward(channel::encode(self.upstream, channel::STDIN, &payload)),
             // Only with a TTY: on a non-TTY v5 session a second resize blocks the server's
             // read loop, stdin included (§3.6). Re-encoded, so the upstream only ever sees
             // well-formed sizes.
@@ -69,15 +71,19 @@ impl Codec {
         }
     }
 
+    /// Whether an upstream message goes to the client byte for byte: output (stdout or stderr)
+    /// when neither side is base64, since every binary protocol frames data as the channel byte
+    /// and the payload. The session then forwards the received frame itself, with no decoding,
+    /// copy or allocation; everything else goes through [`Codec::from_upstream`].
+    pub fn passes_through(&self, data: &[u8]) -> bool {
+        !self.client.is_base64() && !self.upstream.is_base64() && matches!(data.first(), Some(&(channel::STDOUT | channel::STDERR)))
+    }
+
     /// Translates one upstream message.
     pub fn from_upstream(&self, data: &[u8]) -> FromUpstream {
         match channel::decode(self.upstream, data) {
             Ok(Decoded::Data { channel: channel::ERROR, payload }) => {
-                let status = ExecOutcome::parse(&payload).unwrap_or_else(|_| ExecOutcome::Failure {
-                    message: String::from_utf8_lossy(&payload).into_owned(),
-                    reason: None,
-                    code: None,
-                });
+                let status = ExecOutcome::parse(&payload).unwrap_or_else(|_| ExecOutcome::Failure { message: String::from_utf8_lossy(&payload).into_owned(), reason: None, code: None });
                 let to_client = if self.client.has_status_json() {
                     Some(channel::encode(self.client, channel::ERROR, &payload))
                 } else {
@@ -86,9 +92,7 @@ impl Codec {
                 };
                 FromUpstream { to_client, status: Some(status) }
             }
-            Ok(Decoded::Data { channel, payload }) => {
-                FromUpstream { to_client: Some(channel::encode(self.client, channel, &payload)), status: None }
-            }
+            Ok(Decoded::Data { channel, payload }) => FromUpstream { to_client: Some(channel::encode(self.client, channel, &payload)), status: None },
             // Servers send neither; nothing to tell the client.
             Ok(Decoded::Close { .. } | Decoded::Empty) | Err(_) => FromUpstream::default(),
         }
@@ -117,9 +121,7 @@ fn legacy_error_text(status: &ExecOutcome, json: &[u8]) -> Option<String> {
     match status {
         ExecOutcome::Success => None,
         ExecOutcome::ExitCode(code) => {
-            let message = serde_json::from_slice::<serde_json::Value>(json)
-                .ok()
-                .and_then(|v| v.get("message").and_then(|m| m.as_str()).map(str::to_owned));
+            let message = serde_json::from_slice::<serde_json::Value>(json).ok().and_then(|v| v.get("message").and_then(|m| m.as_str()).map(str::to_owned));
             Some(message.unwrap_or_else(|| format!("command terminated with non-zero exit code: exit code {code}")))
         }
         ExecOutcome::Failure { message, .. } => Some(message.clone()),
@@ -149,10 +151,7 @@ mod tests {
         let c = codec(V4Base64, V5, true);
         assert_eq!(c.from_client(b"0ZXhpdA0="), FromClient::Forward(bin(b"\x00exit\r")));
         assert_eq!(c.from_client(b"0Aw=="), FromClient::Forward(bin(&[0, 3])));
-        assert_eq!(
-            c.from_client(b"4eyJXaWR0aCI6ODAsIkhlaWdodCI6MjR9"),
-            FromClient::Forward(bin(b"\x04{\"Width\":80,\"Height\":24}\n"))
-        );
+        assert_eq!(c.from_client(b"4eyJXaWR0aCI6ODAsIkhlaWdodCI6MjR9"), FromClient::Forward(bin(b"\x04{\"Width\":80,\"Height\":24}\n")));
         assert_eq!(c.from_upstream(&[1]), FromUpstream { to_client: Some(text("1")), status: None });
         let status = br#"{"metadata":{},"status":"Success"}"#;
         let mut frame = vec![3];
@@ -219,5 +218,26 @@ mod tests {
         assert_eq!(c.from_upstream(b"\x02oops").to_client, Some(text("2b29wcw==")));
         assert_eq!(codec(V5, V4, false).from_upstream(b"\x01hi").to_client, Some(bin(b"\x01hi")));
         assert_eq!(codec(V5, V5, true).upstream_stdin(b"exit\r"), bin(b"\x00exit\r"));
+    }
+
+    /// Output passed through as received is what re-framing it would have sent.
+    #[test]
+    fn output_passes_through_only_between_binary_framings() {
+        for client in [V1, V4, V5] {
+            for upstream in [V4, V5] {
+                let c = codec(client, upstream, false);
+                for frame in [&b"\x01hi\n"[..], b"\x02oops", b"\x01"] {
+                    assert!(c.passes_through(frame), "{client:?} from {upstream:?}");
+                    assert_eq!(c.from_upstream(frame).to_client, Some(bin(frame)));
+                }
+                // The status is read (the session ends on it), the CLOSE signal and other
+                // channels are not output, and an empty message carries nothing.
+                for frame in [&b"\x03{}"[..], &[255, 1], b"\x00in", b""] {
+                    assert!(!c.passes_through(frame), "{frame:?}");
+                }
+            }
+        }
+        assert!(!codec(V4Base64, V5, false).passes_through(b"\x01hi"));
+        assert!(!codec(Base64, V4, false).passes_through(b"\x01hi"));
     }
 }

@@ -200,8 +200,14 @@ async fn handle(app: Arc<AppState>, kind: SessionKind, identity: crate::identity
     upgrade
         .max_message_size(max)
         .max_frame_size(max)
+        .read_buffer_size(CLIENT_READ_BUFFER)
         .on_upgrade(move |socket| tracker.track_future(session::run(socket, plan, app)))
 }
+
+/// How much the client socket reads at once. The client sends keystrokes and resizes, and
+/// tungstenite zero-fills this much before every read: its default of 128 KiB cost each
+/// keystroke a 128 KiB memset. A paste larger than this takes more than one read.
+const CLIENT_READ_BUFFER: usize = 16 * 1024;
 
 /// `namespace` and `pod` (percent-decoded) of `/api/v1/namespaces/{ns}/pods/{pod}/{sub}`.
 fn pod_of(path: &str) -> Option<(String, String)> {
