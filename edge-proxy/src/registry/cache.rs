@@ -30,6 +30,11 @@ impl Stored {
     pub fn new(json: ObjectJson, resource_version: Option<&str>) -> Stored {
         Stored { json, version: resource_version.and_then(integer_version) }
     }
+
+    /// Its JSON text.
+    pub fn json(&self) -> &ObjectJson {
+        &self.json
+    }
 }
 
 /// A resource version the proxy can order: a positive integer, written as the API server
