@@ -84,6 +84,10 @@ pub struct RegistrySettings {
     pub watch_timeout: Duration,
     /// `limit` of upstream list pages.
     pub page_size: u32,
+    /// `limit` of an upstream list's first page (at most `page_size`): small, so the first
+    /// objects reach a cold subscriber as soon as the API server has a few, while the other
+    /// pages are `page_size` long.
+    pub first_page_size: u32,
     /// First retry delay after an upstream failure (doubles up to `backoff_cap`).
     pub backoff_base: Duration,
     /// Longest retry delay.
@@ -141,6 +145,7 @@ impl Default for RegistrySettings {
             idle_timeout: Duration::from_secs(150),
             watch_timeout: Duration::from_secs(290),
             page_size: 500,
+            first_page_size: 50,
             backoff_base: Duration::from_millis(500),
             backoff_cap: Duration::from_secs(30),
             catch_up_timeout: Duration::from_secs(3),

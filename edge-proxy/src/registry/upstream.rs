@@ -481,17 +481,25 @@ impl Upstream {
             streamed.sent = 0;
         }
         let mut continue_token: Option<String> = None;
+        // One buffer for every page's body: a page costs no fresh memory (nor its page faults).
+        let mut body = Vec::new();
         let rv = loop {
-            let request = match self.requests.list_page(self.settings.page_size, continue_token.as_deref()) {
+            let limit = if continue_token.is_none() { self.settings.first_page_size.clamp(1, self.settings.page_size.max(1)) } else { self.settings.page_size };
+            let request = match self.requests.list_page(limit, continue_token.as_deref()) {
                 Ok(request) => request,
                 Err(error) => return self.fail(error.status()),
             };
-            let text = match self.serving(client.request_text(request)).await {
-                Served::Done(text) => text,
+            let read = match self.serving(read_page(&client, request, &mut body)).await {
+                Served::Done(read) => read,
                 Served::Moved => return self.follow(),
                 Served::Retire => return Next::Retire,
             };
-            let page = match text.and_then(|text| parse_list_page(&text).map_err(kube::Error::SerdeError)) {
+            let parsed = read.and_then(|()| String::from_utf8(std::mem::take(&mut body)).map_err(kube::Error::FromUtf8)).map(|text| {
+                let page = parse_list_page(&text).map_err(kube::Error::SerdeError);
+                body = text.into_bytes();
+                page
+            });
+            let page = match parsed.and_then(|page| page) {
                 Ok(page) => page,
                 Err(error) => {
                     return match classify(&self.key.cluster, &error) {
@@ -711,6 +719,15 @@ async fn sleep_until(deadline: Option<Instant>) {
     }
 }
 
+/// One list page's body, read into `body` (emptied first).
+async fn read_page(client: &kube::Client, request: http::Request<Vec<u8>>, body: &mut Vec<u8>) -> Result<(), kube::Error> {
+    let stream = client.request_stream(request).await?;
+    let mut stream = std::pin::pin!(stream);
+    body.clear();
+    futures::AsyncReadExt::read_to_end(&mut stream, body).await.map_err(kube::Error::ReadEvents)?;
+    Ok(())
+}
+
 impl Drop for Upstream {
     /// However the task ends (retired, shut down, aborted), it leaves the registry and the gauge.
     fn drop(&mut self) {
@@ -746,6 +763,8 @@ mod tests {
         release: Notify,
         expire_second: Mutex<u32>,
         lists: Mutex<u32>,
+        /// The `limit` of every list request, in order.
+        limits: Mutex<Vec<String>>,
     }
 
     fn item(name: &str, rv: u32) -> serde_json::Value {
@@ -756,6 +775,7 @@ mod tests {
         if query.contains_key("watch") {
             return axum::body::Body::from_stream(futures::stream::pending::<Result<bytes::Bytes, std::io::Error>>()).into_response();
         }
+        fake.limits.lock().unwrap().push(query.get("limit").cloned().unwrap_or_default());
         let page = match query.get("continue") {
             None => {
                 *fake.lists.lock().unwrap() += 1;
@@ -794,14 +814,14 @@ mod tests {
 
     /// An upstream task over the fake API server with one fresh subscriber.
     async fn start(expire_second: u32) -> Harness {
-        let fake = Arc::new(Fake { release: Notify::new(), expire_second: Mutex::new(expire_second), lists: Mutex::new(0) });
+        let fake = Arc::new(Fake { release: Notify::new(), expire_second: Mutex::new(expire_second), lists: Mutex::new(0), limits: Mutex::default() });
         let app = axum::Router::new().fallback(api).with_state(fake.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
         tokio::spawn(async move { axum::serve(listener, app).await });
         let cluster = Arc::new(Cluster::new("c".into(), kube::Config::new(url.parse().unwrap())).unwrap());
         let key = WatchKey { cluster: "c".into(), path: "/api/v1/namespaces/ns/configmaps".into(), query: WatchQuery::default(), identity: Identity::Proxy };
-        let settings = RegistrySettings { page_size: 2, backoff_base: Duration::from_millis(1), backoff_cap: Duration::from_millis(1), ..RegistrySettings::default() };
+        let settings = RegistrySettings { page_size: 2, first_page_size: 1, backoff_base: Duration::from_millis(1), backoff_cap: Duration::from_millis(1), ..RegistrySettings::default() };
         let metrics = Arc::new(Metrics::default());
         let outbox = Outbox::new(1 << 20, metrics.clone());
         let id: Arc<str> = Arc::from("cm");
@@ -844,6 +864,7 @@ mod tests {
         let rest = frames(&harness.outbox, 2).await;
         assert_eq!(added(&rest[0]).as_deref(), Some("c"));
         assert!(matches!(&rest[1], ServerMessage::Synced { resource_version, .. } if resource_version == "10"), "{rest:?}");
+        assert_eq!(*harness.fake.limits.lock().unwrap(), ["1", "2"], "a short first page, then full ones");
     }
 
     /// A list whose continue token expires after the first page was sent starts over; the
