@@ -192,7 +192,12 @@ impl Upstream {
                     if let Some(status) = &self.failing {
                         sink.error(false, status);
                     }
+                    let fresh = resume.is_none();
                     self.waiting.push((sub_id, sink, resume));
+                    if fresh && !self.received.is_empty() {
+                        // Mid-list: what came so far at once, the rest as it comes.
+                        self.stream_received();
+                    }
                 }
                 Next::Continue
             }
@@ -756,12 +761,15 @@ mod tests {
     use crate::identity::Identity;
     use crate::mux::outbox::{Outbox, Outgoing};
 
-    /// A fake API server of three ConfigMaps, listed two to a page; its second page waits for
-    /// `release` and, the first `expire_second` times it is asked, answers 410 (the continue
-    /// token expired). Its watches stay open and send nothing.
+    /// A fake API server of three ConfigMaps, listed two to a page; from its `gate_from`th
+    /// list on, its second page waits for `release`, and the first `expire_second` times it is
+    /// asked it answers 410 (the continue token expired). Its first `expire_watch` watches
+    /// send a 410 `ERROR` event once released; watches stay open and send nothing else.
     struct Fake {
         release: Notify,
         expire_second: Mutex<u32>,
+        expire_watch: Mutex<u32>,
+        gate_from: u32,
         lists: Mutex<u32>,
         /// The `limit` of every list request, in order.
         limits: Mutex<Vec<String>>,
@@ -773,7 +781,14 @@ mod tests {
 
     async fn api(State(fake): State<Arc<Fake>>, Query(query): Query<HashMap<String, String>>) -> Response {
         if query.contains_key("watch") {
-            return axum::body::Body::from_stream(futures::stream::pending::<Result<bytes::Bytes, std::io::Error>>()).into_response();
+            let expire = take_one(&fake.expire_watch);
+            let line = async move {
+                fake.release.notified().await;
+                let status = serde_json::json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "message": "too old resource version", "reason": "Expired", "code": 410});
+                Ok::<_, std::io::Error>(bytes::Bytes::from(format!("{}\n", serde_json::json!({"type": "ERROR", "object": status}))))
+            };
+            let lines = futures::stream::once(line).filter(move |_| std::future::ready(expire));
+            return axum::body::Body::from_stream(lines.chain(futures::stream::pending())).into_response();
         }
         fake.limits.lock().unwrap().push(query.get("limit").cloned().unwrap_or_default());
         let page = match query.get("continue") {
@@ -782,14 +797,10 @@ mod tests {
                 serde_json::json!({"kind": "ConfigMapList", "apiVersion": "v1", "metadata": {"resourceVersion": "10", "continue": "t1"}, "items": [item("a", 3), item("b", 4)]})
             }
             Some(_) => {
-                fake.release.notified().await;
-                let expire = {
-                    let mut left = fake.expire_second.lock().unwrap();
-                    let expire = *left > 0;
-                    *left = left.saturating_sub(1);
-                    expire
-                };
-                if expire {
+                if *fake.lists.lock().unwrap() >= fake.gate_from {
+                    fake.release.notified().await;
+                }
+                if take_one(&fake.expire_second) {
                     let status = serde_json::json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "message": "the continue token expired", "reason": "Expired", "code": 410});
                     return (http::StatusCode::GONE, axum::Json(status)).into_response();
                 }
@@ -799,11 +810,32 @@ mod tests {
         axum::Json(page).into_response()
     }
 
+    /// Takes one from `left`, if any is left.
+    fn take_one(left: &Mutex<u32>) -> bool {
+        let mut left = left.lock().unwrap();
+        let took = *left > 0;
+        *left = left.saturating_sub(1);
+        took
+    }
+
     struct Harness {
         fake: Arc<Fake>,
         outbox: Arc<Outbox>,
-        _commands: mpsc::UnboundedSender<Command>,
+        commands: mpsc::UnboundedSender<Command>,
+        metrics: Arc<Metrics>,
         shutdown: CancellationToken,
+    }
+
+    impl Harness {
+        /// Another fresh subscriber, on a connection of its own.
+        fn subscribe(&self, sub_id: u64) -> Arc<Outbox> {
+            let outbox = Outbox::new(1 << 20, self.metrics.clone());
+            let id: Arc<str> = Arc::from("cm");
+            outbox.add_subscription(&id);
+            let sink = Sink::new(outbox.clone(), id, self.metrics.clone());
+            self.commands.send(Command::Subscribe { sub_id, sink, resume: None }).unwrap();
+            outbox
+        }
     }
 
     impl Drop for Harness {
@@ -813,8 +845,9 @@ mod tests {
     }
 
     /// An upstream task over the fake API server with one fresh subscriber.
-    async fn start(expire_second: u32) -> Harness {
-        let fake = Arc::new(Fake { release: Notify::new(), expire_second: Mutex::new(expire_second), lists: Mutex::new(0), limits: Mutex::default() });
+    async fn start(expire_second: u32, expire_watch: u32, gate_from: u32) -> Harness {
+        let fake =
+            Arc::new(Fake { release: Notify::new(), expire_second: Mutex::new(expire_second), expire_watch: Mutex::new(expire_watch), gate_from, lists: Mutex::new(0), limits: Mutex::default() });
         let app = axum::Router::new().fallback(api).with_state(fake.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
@@ -830,9 +863,9 @@ mod tests {
         let (tx, rx) = mpsc::unbounded_channel();
         tx.send(Command::Subscribe { sub_id: 1, sink, resume: None }).unwrap();
         let shutdown = CancellationToken::new();
-        let upstream = Upstream::new(key, 2, cluster, (rx, tx.downgrade()), Weak::new(), settings, metrics, shutdown.clone());
+        let upstream = Upstream::new(key, 2, cluster, (rx, tx.downgrade()), Weak::new(), settings, metrics.clone(), shutdown.clone());
         tokio::spawn(upstream.run());
-        Harness { fake, outbox, _commands: tx, shutdown }
+        Harness { fake, outbox, commands: tx, metrics, shutdown }
     }
 
     /// The next `n` frames of the subscription, each within a deadline.
@@ -854,16 +887,22 @@ mod tests {
     }
 
     /// A cold subscriber gets the first page's objects while the API server is still working
-    /// on the second, then the rest and `synced`.
+    /// on the second, then the rest and `synced`; one that joins meanwhile gets what came so
+    /// far at once, then the same.
     #[tokio::test]
     async fn a_cold_list_is_sent_page_by_page() {
-        let harness = start(0).await;
+        let harness = start(0, 0, 1).await;
         let first = frames(&harness.outbox, 2).await;
         assert_eq!(first.iter().filter_map(added).collect::<Vec<_>>(), ["a", "b"], "the first page, before the second was answered");
+        let joiner = harness.subscribe(3);
+        let joined = frames(&joiner, 2).await;
+        assert_eq!(joined.iter().filter_map(added).collect::<Vec<_>>(), ["a", "b"], "what came so far, before the second page was answered");
         harness.fake.release.notify_one();
-        let rest = frames(&harness.outbox, 2).await;
-        assert_eq!(added(&rest[0]).as_deref(), Some("c"));
-        assert!(matches!(&rest[1], ServerMessage::Synced { resource_version, .. } if resource_version == "10"), "{rest:?}");
+        for outbox in [&harness.outbox, &joiner] {
+            let rest = frames(outbox, 2).await;
+            assert_eq!(added(&rest[0]).as_deref(), Some("c"));
+            assert!(matches!(&rest[1], ServerMessage::Synced { resource_version, .. } if resource_version == "10"), "{rest:?}");
+        }
         assert_eq!(*harness.fake.limits.lock().unwrap(), ["1", "2"], "a short first page, then full ones");
     }
 
@@ -872,7 +911,7 @@ mod tests {
     /// ends with exactly the listed objects.
     #[tokio::test]
     async fn a_restarted_list_resets_before_it_sends_anything_again() {
-        let harness = start(1).await;
+        let harness = start(1, 0, 1).await;
         let mut seen = frames(&harness.outbox, 2).await;
         harness.fake.release.notify_one();
         // The retry's second page is answered at once.
@@ -890,6 +929,26 @@ mod tests {
             assert_eq!(names.len(), names.iter().collect::<BTreeSet<_>>().len(), "no object twice without a reset between: {seen:?}");
         }
         assert_eq!(segments[1].iter().filter_map(added).collect::<Vec<_>>(), ["a", "b", "c"], "{seen:?}");
+        assert_eq!(*harness.fake.lists.lock().unwrap(), 2);
+    }
+
+    /// A watch whose version expired relists, and its served subscriber gets `reset` and the
+    /// new list page by page as it comes (built aside by the client), then `synced`.
+    #[tokio::test]
+    async fn a_relist_resets_served_subscribers_and_streams_to_them() {
+        let harness = start(0, 1, 2).await;
+        let listed = frames(&harness.outbox, 4).await;
+        assert_eq!(listed.iter().filter_map(added).collect::<Vec<_>>(), ["a", "b", "c"]);
+        assert!(matches!(&listed[3], ServerMessage::Synced { .. }), "{listed:?}");
+        // The watch says 410: the relist's first page comes after a reset, before its second.
+        harness.fake.release.notify_one();
+        let relisted = frames(&harness.outbox, 3).await;
+        assert!(matches!(&relisted[0], ServerMessage::Reset { .. }), "{relisted:?}");
+        assert_eq!(relisted[1..].iter().filter_map(added).collect::<Vec<_>>(), ["a", "b"]);
+        harness.fake.release.notify_one();
+        let rest = frames(&harness.outbox, 2).await;
+        assert_eq!(added(&rest[0]).as_deref(), Some("c"));
+        assert!(matches!(&rest[1], ServerMessage::Synced { resource_version, .. } if resource_version == "10"), "{rest:?}");
         assert_eq!(*harness.fake.lists.lock().unwrap(), 2);
     }
 }
