@@ -226,14 +226,33 @@ impl Outbox {
         self.account(&mut inner, -(dropped_bytes as isize));
         drop(dropped);
         inner.ready.retain(|r| r != id);
+        self.append_whole(inner, id, items)
+    }
+
+    /// Appends a snapshot's items (its objects, part by part as a list brings them, and its
+    /// `synced`) to a live subscription's queue, admitted whole like [`Outbox::push_reset`]'s
+    /// sequence: other subscriptions overflow to make room, never this one, so a snapshot
+    /// larger than the limit reaches a client that reads instead of overflowing on its own
+    /// `synced` (and being sent again after a `reset`). `Dropped` if the subscription is gone,
+    /// overflowed or the connection closing.
+    pub fn push_whole(&self, id: &Arc<str>, items: Vec<Item>) -> Pushed {
+        let inner = self.lock();
+        if inner.close.is_some() || inner.subs.get(id).is_none_or(|q| q.state != QueueState::Live) {
+            return Pushed::Dropped;
+        }
+        self.append_whole(inner, id, items)
+    }
+
+    fn append_whole(&self, mut inner: MutexGuard<'_, Inner>, id: &Arc<str>, items: Vec<Item>) -> Pushed {
         let cost: usize = items.iter().map(Item::cost).sum();
         self.overflow(&mut inner, cost, Some(id));
         // `overflow` spares `id`, so its queue is still there; were it not, the sequence has
         // nowhere to go, which is what `Dropped` says.
         let Some(queue) = inner.subs.get_mut(id) else { return Pushed::Dropped };
+        let was_empty = queue.frames.is_empty();
         queue.frames.extend(items);
-        queue.bytes = cost;
-        let queued = !queue.frames.is_empty();
+        queue.bytes += cost;
+        let queued = was_empty && !queue.frames.is_empty();
         self.account(&mut inner, cost as isize);
         if queued {
             inner.ready.push_back(id.clone());

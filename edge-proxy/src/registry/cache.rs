@@ -30,6 +30,11 @@ impl Stored {
     pub fn new(json: ObjectJson, resource_version: Option<&str>) -> Stored {
         Stored { json, version: resource_version.and_then(integer_version) }
     }
+
+    /// Its JSON text.
+    pub fn json(&self) -> &ObjectJson {
+        &self.json
+    }
 }
 
 /// A resource version the proxy can order: a positive integer, written as the API server
@@ -96,9 +101,13 @@ impl WatchCache {
         self.rv.as_deref()
     }
 
-    /// Forgets the version (after a 410): the next step is a relist.
+    /// Forgets the version (after a 410) and what it held: the next step is a relist, and
+    /// nothing is served from the store until it is done, so the old objects are not kept
+    /// beside the new list's.
     pub fn expire(&mut self) {
         self.rv = None;
+        self.objects.clear();
+        self.ring.clear();
     }
 
     /// Replaces everything with a fresh list.
@@ -246,6 +255,19 @@ mod tests {
         cache.apply(EventType::Added, key("d"), "{d}".into(), "opaque".into());
         assert_eq!(cache.answer("8", true), Answer::Reset, "the store's version cannot be ordered");
         assert_eq!(cache.answer("13", true), Answer::Reset);
+    }
+
+    #[test]
+    fn an_expired_cache_holds_nothing_until_it_is_listed_again() {
+        let mut cache = WatchCache::new(4);
+        cache.replace(BTreeMap::from([(key("a"), stored("{a}", "5"))]), "10".into());
+        cache.apply(EventType::Added, key("b"), "{b}".into(), "12".into());
+        cache.expire();
+        assert_eq!((cache.resource_version(), cache.len()), (None, 0), "the relist's objects are the only ones held");
+        assert_eq!(cache.answer("10", false), Answer::Reset);
+        assert_eq!(cache.resume_from("10"), Resume::Unavailable);
+        cache.replace(BTreeMap::from([(key("c"), stored("{c}", "20"))]), "20".into());
+        assert_eq!(cache.snapshot().map(|o| o.to_string()).collect::<Vec<_>>(), ["{c}"]);
     }
 
     #[test]

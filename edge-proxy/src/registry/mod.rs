@@ -84,6 +84,10 @@ pub struct RegistrySettings {
     pub watch_timeout: Duration,
     /// `limit` of upstream list pages.
     pub page_size: u32,
+    /// `limit` of an upstream list's first page (at most `page_size`): small, so the first
+    /// objects reach a cold subscriber as soon as the API server has a few, while the other
+    /// pages are `page_size` long.
+    pub first_page_size: u32,
     /// First retry delay after an upstream failure (doubles up to `backoff_cap`).
     pub backoff_base: Duration,
     /// Longest retry delay.
@@ -141,6 +145,7 @@ impl Default for RegistrySettings {
             idle_timeout: Duration::from_secs(150),
             watch_timeout: Duration::from_secs(290),
             page_size: 500,
+            first_page_size: 50,
             backoff_base: Duration::from_millis(500),
             backoff_cap: Duration::from_secs(30),
             catch_up_timeout: Duration::from_secs(3),
@@ -304,12 +309,16 @@ impl Sink {
     /// Sends `synced`; while the client is ahead of the stream, at the client's version (it is
     /// consistent there, not at the older one).
     pub fn synced(&self, rv: &str) {
-        let through = self.withheld_through.load(Ordering::Acquire);
-        let ahead = (through > 0 && cache::integer_version(rv).is_some_and(|version| version <= through)).then(|| through.to_string());
-        let rv = ahead.as_deref().unwrap_or(rv);
-        if self.push(self.synced_frame(rv)) == Pushed::Queued {
-            *self.rv_slot() = Some(Arc::from(rv));
+        let rv = self.synced_version(rv);
+        if self.push(self.synced_frame(&rv)) == Pushed::Queued {
+            *self.rv_slot() = Some(Arc::from(rv.as_str()));
         }
+    }
+
+    /// The version a `synced` at `rv` carries: the client's own while it is ahead of `rv`.
+    fn synced_version(&self, rv: &str) -> String {
+        let through = self.withheld_through.load(Ordering::Acquire);
+        if through > 0 && cache::integer_version(rv).is_some_and(|version| version <= through) { through.to_string() } else { rv.to_owned() }
     }
 
     /// Sends an error for this subscription.
@@ -325,16 +334,52 @@ impl Sink {
         }
     }
 
-    /// Sends the snapshot (`ADDED` for every object) and `synced`.
+    /// Sends the snapshot (`ADDED` for every object) and `synced`, admitted whole: a snapshot
+    /// larger than the connection's queue limit still reaches a client that reads, without a
+    /// `reset` and a second copy.
     pub fn snapshot(&self, objects: Vec<Arc<str>>, rv: &str) {
         let count = objects.len() as u64;
         if self.detached.load(Ordering::Acquire) {
             return;
         }
-        if self.outbox.push_item(&self.id, Item::Snapshot(objects.into_iter())) == Pushed::Queued {
+        let synced = self.synced_version(rv);
+        let items = vec![Item::Snapshot(objects.into_iter()), Item::Frame(self.synced_frame(&synced))];
+        if self.outbox.push_whole(&self.id, items) == Pushed::Queued {
+            self.metrics.events_out.inc_by(count);
+            *self.rv_slot() = Some(Arc::from(synced.as_str()));
+        }
+    }
+
+    /// Sends part of a snapshot as the list brings it (`ADDED` for each object), after a
+    /// `reset` that replaces whatever is queued when `reset` (the subscription held a state, or
+    /// part of a list that was restarted); admitted whole like [`Sink::snapshot`]. The
+    /// snapshot ends with [`Sink::snapshot_end`]. Returns whether it was queued.
+    pub fn snapshot_part(&self, objects: Vec<Arc<str>>, reset: bool) -> bool {
+        if self.detached.load(Ordering::Acquire) {
+            return false;
+        }
+        let count = objects.len() as u64;
+        let pushed = if reset {
+            // A full state replaces the client's: nothing it held is assumed any more.
+            self.withheld_through.store(0, Ordering::Release);
+            self.outbox.push_reset(&self.id, vec![Item::Frame(self.reset_frame()), Item::Snapshot(objects.into_iter())])
+        } else {
+            self.outbox.push_whole(&self.id, vec![Item::Snapshot(objects.into_iter())])
+        };
+        if pushed == Pushed::Queued {
             self.metrics.events_out.inc_by(count);
         }
-        self.synced(rv);
+        pushed == Pushed::Queued
+    }
+
+    /// Ends a snapshot sent in parts: `synced` at the list's version, admitted whole.
+    pub fn snapshot_end(&self, rv: &str) {
+        if self.detached.load(Ordering::Acquire) {
+            return;
+        }
+        if self.outbox.push_whole(&self.id, vec![Item::Frame(self.synced_frame(rv))]) == Pushed::Queued {
+            *self.rv_slot() = Some(Arc::from(rv));
+        }
     }
 
     /// Sends an inventory resume: `MODIFIED` for each changed object (in key order, so none of
@@ -630,6 +675,29 @@ mod tests {
             matches!(&frames[..], [ServerMessage::Reset { .. }, ServerMessage::Event { .. }, ServerMessage::Synced { resource_version, .. }, ServerMessage::Event { .. }] if resource_version == "25"),
             "{frames:?}"
         );
+    }
+
+    /// A snapshot larger than the connection's queue limit reaches a client that reads, whole
+    /// and once: its `synced` does not overflow the queue it is in (which made the client get
+    /// the first objects, a `reset` and every object again: 11,445 events for 10,000 pods).
+    #[tokio::test]
+    async fn a_snapshot_larger_than_the_queue_arrives_once_without_a_reset() {
+        let metrics = Arc::new(Metrics::default());
+        let outbox = Outbox::new(1000, metrics.clone());
+        let id: Arc<str> = Arc::from("pods");
+        outbox.add_subscription(&id);
+        let sink = Sink::new(outbox.clone(), id, metrics);
+        let object = |i: usize| Arc::from(format!(r#"{{"metadata":{{"name":"p{i}","resourceVersion":"{i}","padding":"{}"}}}}"#, "x".repeat(100)).as_str());
+        sink.snapshot((0..20).map(object).collect(), "20");
+        assert!(sink.is_live());
+        assert!(sink.snapshot_part((20..30).map(object).collect(), false), "a part of a streamed snapshot is admitted whole too");
+        sink.snapshot_end("30");
+        let frames = drain(&outbox).await;
+        assert_eq!(frames.iter().filter(|f| matches!(f, ServerMessage::Event { event_type: EventType::Added, .. })).count(), 30);
+        assert!(!frames.iter().any(|f| matches!(f, ServerMessage::Reset { .. })), "{frames:?}");
+        assert!(matches!(&frames[20], ServerMessage::Synced { resource_version, .. } if resource_version == "20"));
+        assert!(matches!(frames.last(), Some(ServerMessage::Synced { resource_version, .. }) if resource_version == "30"));
+        assert_eq!(sink.last_resource_version().as_deref(), Some("30"));
     }
 
     #[test]

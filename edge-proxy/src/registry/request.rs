@@ -7,6 +7,7 @@
 //! Status saying so, never with a panic.
 
 use std::borrow::Cow;
+use std::sync::Arc;
 use std::time::Duration;
 
 use kubemux_protocol::frames::{EventType, Status};
@@ -14,6 +15,7 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 
 use super::WatchKey;
+use super::cache::{ObjectJson, ObjectKey, Stored};
 
 /// The longest path and query the `http` crate accepts in a URI (`u16::MAX - 1`, its `MAX_LEN`).
 pub(crate) const MAX_URI_BYTES: usize = 65_534;
@@ -239,6 +241,113 @@ pub(super) fn parse_line(line: &str) -> Option<ParsedLine<'_>> {
     Some(ParsedLine { kind, object, meta, server_layout: false })
 }
 
+/// One page of a list, read without building its items: each item is its own text as the
+/// API server sent it, with `kind` and `apiVersion` spliced in when it lacks them.
+#[derive(Debug)]
+pub(super) struct ListPage {
+    /// Each item's key, and its text with its version.
+    pub(super) objects: Vec<(ObjectKey, Stored)>,
+    /// The continue token, if more pages follow.
+    pub(super) continue_token: Option<String>,
+    /// The list's `metadata.resourceVersion` (what the last page says is the list's).
+    pub(super) resource_version: Option<String>,
+}
+
+/// A list page's own fields, its items left as text.
+#[derive(Deserialize)]
+struct RawListPage<'a> {
+    #[serde(default)]
+    metadata: ListMeta,
+    #[serde(default, borrow)]
+    items: Option<Vec<&'a RawValue>>,
+    #[serde(default, borrow)]
+    kind: Option<Text<'a>>,
+    #[serde(default, borrow, rename = "apiVersion")]
+    api_version: Option<Text<'a>>,
+}
+
+#[derive(Deserialize, Default)]
+struct ListMeta {
+    #[serde(default, rename = "resourceVersion")]
+    resource_version: Option<String>,
+    #[serde(default, rename = "continue")]
+    continue_token: Option<String>,
+}
+
+/// What the proxy reads of a list item: whether it has `kind` and `apiVersion`, and its key
+/// and version; everything else is skipped unparsed.
+#[derive(Deserialize)]
+struct ItemHead<'a> {
+    #[serde(default)]
+    kind: Present,
+    #[serde(default, rename = "apiVersion")]
+    api_version: Present,
+    #[serde(default, borrow)]
+    metadata: Meta<'a>,
+}
+
+/// Whether a key is there, whatever its value.
+#[derive(Default)]
+struct Present(bool);
+
+impl<'de> Deserialize<'de> for Present {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        serde::de::IgnoredAny::deserialize(deserializer).map(|_| Present(true))
+    }
+}
+
+/// Reads one list page. Items get the `kind` (the list's without `List`) and `apiVersion` that
+/// built-in lists leave out, so snapshot objects look like watch objects; nothing else of an
+/// item is touched. An item that is not an object makes the page unreadable.
+pub(super) fn parse_list_page(text: &str) -> Result<ListPage, serde_json::Error> {
+    let page: RawListPage<'_> = serde_json::from_str(text)?;
+    let item_kind = page.kind.as_deref().and_then(|kind| kind.strip_suffix("List"));
+    let api_version = page.api_version.as_deref();
+    let items = page.items.unwrap_or_default();
+    let mut objects = Vec::with_capacity(items.len());
+    for item in items {
+        let raw = item.get();
+        if !raw.starts_with('{') {
+            return Err(serde::de::Error::custom("a list item is not an object"));
+        }
+        let head: ItemHead<'_> = serde_json::from_str(raw)?;
+        let json = with_type(raw, item_kind.filter(|_| !head.kind.0), api_version.filter(|_| !head.api_version.0));
+        let name = head.metadata.name.map(|name| name.0.into_owned()).unwrap_or_default();
+        let namespace = head.metadata.namespace.map(|namespace| namespace.0.into_owned()).unwrap_or_default();
+        objects.push(((namespace, name), Stored::new(json, head.metadata.resource_version.as_deref())));
+    }
+    let ListMeta { resource_version, continue_token } = page.metadata;
+    Ok(ListPage { objects, continue_token: continue_token.filter(|token| !token.is_empty()), resource_version })
+}
+
+/// `object` (JSON text starting with `{`) with `"kind"` and `"apiVersion"` put first, the
+/// rest of its bytes as they came.
+fn with_type(object: &str, kind: Option<&str>, api_version: Option<&str>) -> ObjectJson {
+    if kind.is_none() && api_version.is_none() {
+        return Arc::from(object);
+    }
+    let rest = &object[1..];
+    let mut json = String::with_capacity(object.len() + 64);
+    json.push('{');
+    for (key, value) in [("kind", kind), ("apiVersion", api_version)] {
+        if let Some(value) = value {
+            if json.len() > 1 {
+                json.push(',');
+            }
+            json.push('"');
+            json.push_str(key);
+            json.push_str("\":");
+            // A string always serialises.
+            json.push_str(&serde_json::to_string(value).unwrap_or_else(|_| "\"\"".to_owned()));
+        }
+    }
+    if !rest.trim_start().starts_with('}') {
+        json.push(',');
+    }
+    json.push_str(rest);
+    Arc::from(json)
+}
+
 /// The event type of a watch line's `type`, for changes (not BOOKMARK or ERROR).
 pub(super) fn parse_event_type(kind: &str) -> Option<EventType> {
     match kind {
@@ -329,6 +438,39 @@ mod tests {
         assert_eq!((no_meta.meta, no_meta.object), (Meta::default(), r#"{"metadata":"odd"}"#));
         for broken in ["", "{", r#"{"type":"ADDED"}"#, r#"{"type":5,"object":{}}"#, "[]"] {
             assert!(parse_line(broken).is_none(), "{broken:?}");
+        }
+    }
+
+    /// List items keep their text as the API server sent it, with `kind` and `apiVersion` put
+    /// in front when they lack them; what they have is left as it is.
+    #[test]
+    fn list_items_get_kind_and_api_version_spliced_into_their_own_text() {
+        let text = r#"{"kind":"PodList","apiVersion":"v1","metadata":{"resourceVersion":"9","continue":"t"},"items":[
+            {"metadata":{"name":"w\u0065b","namespace":"prod","resourceVersion":"7"},"spec":{"n": 1.50}},
+            {"kind":"Pod","metadata":{"name":"b"}},
+            { },
+            {"apiVersion":"v2","kind":"Odd"}]}"#;
+        let page = parse_list_page(text).unwrap();
+        let json: Vec<&str> = page.objects.iter().map(|(_, stored)| &**stored.json()).collect();
+        assert_eq!(
+            json,
+            [
+                r#"{"kind":"Pod","apiVersion":"v1","metadata":{"name":"w\u0065b","namespace":"prod","resourceVersion":"7"},"spec":{"n": 1.50}}"#,
+                r#"{"apiVersion":"v1","kind":"Pod","metadata":{"name":"b"}}"#,
+                r#"{"kind":"Pod","apiVersion":"v1" }"#,
+                r#"{"apiVersion":"v2","kind":"Odd"}"#,
+            ]
+        );
+        for object in &json {
+            serde_json::from_str::<serde_json::Value>(object).unwrap();
+        }
+        let keys: Vec<(&str, &str)> = page.objects.iter().map(|((namespace, name), _)| (namespace.as_str(), name.as_str())).collect();
+        assert_eq!(keys, [("prod", "web"), ("", "b"), ("", ""), ("", "")]);
+        assert_eq!((page.continue_token.as_deref(), page.resource_version.as_deref()), (Some("t"), Some("9")));
+        let last = parse_list_page(r#"{"metadata":{"resourceVersion":"9","continue":""},"items":null}"#).unwrap();
+        assert!(last.objects.is_empty() && last.continue_token.is_none());
+        for broken in [r#"{"items":[1]}"#, r#"{"items":["x"]}"#, r#"{"items":{}}"#, "[", r#"{"items":[{"metadata":{"name":5}}]}"#] {
+            assert!(parse_list_page(broken).is_err(), "{broken}");
         }
     }
 

@@ -23,8 +23,6 @@ use std::time::Duration;
 
 use futures::{AsyncBufRead, FutureExt, StreamExt};
 use kubemux_protocol::frames::Status;
-use serde::Deserialize;
-use serde_json::{Map, Value};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::codec::{FramedRead, LinesCodec, LinesCodecError};
@@ -32,7 +30,7 @@ use tokio_util::compat::{Compat, FuturesAsyncReadCompatExt as _};
 use tokio_util::sync::CancellationToken;
 
 use super::cache::{Answer, ObjectJson, ObjectKey, Stored, WatchCache};
-use super::request::{Requests, parse_event_type, parse_line, resource_version_of};
+use super::request::{Requests, parse_event_type, parse_line, parse_list_page, resource_version_of};
 use super::{Command, RegistrySettings, ResumeFrom, Sink, WatchKey, WatchRegistry, catch_up, internal_error};
 use crate::clusters::Cluster;
 use crate::logging::panic_message;
@@ -59,6 +57,12 @@ pub(super) struct Upstream {
     subscribers: HashMap<u64, Arc<Sink>>,
     /// Subscribers waiting for the first (or next) list.
     waiting: Vec<(u64, Arc<Sink>, Option<ResumeFrom>)>,
+    /// Subscribers being sent the list in flight as its pages arrive: fresh ones, and on a
+    /// relist every served one (after a `reset`). They get its `synced` at its end.
+    streamed: HashMap<u64, Streamed>,
+    /// The objects of the list in flight so far, in the order the API server listed them
+    /// (their text shared with what is queued for the streamed subscribers).
+    received: Vec<(ObjectKey, Stored)>,
     /// Subscribers replaying what they missed from an upstream watch of their own, with the
     /// version at which they join the shared stream.
     catching_up: HashMap<u64, CatchingUp>,
@@ -68,6 +72,16 @@ pub(super) struct Upstream {
     idle_since: Option<Instant>,
     /// Whether the task is still counted in `upstream_watches` (and may be in the registry).
     counted: bool,
+}
+
+/// A subscriber being sent the list in flight.
+struct Streamed {
+    sink: Arc<Sink>,
+    /// How many of the received objects it was sent.
+    sent: usize,
+    /// Why it must get a `reset` before the next objects (then all received so far): it held
+    /// a state (a relist), got part of a list that was restarted, or lost what was queued.
+    reset: Option<ResetCause>,
 }
 
 struct CatchingUp {
@@ -102,34 +116,6 @@ enum Served<T> {
     Moved,
 }
 
-#[derive(Deserialize)]
-struct ListPage {
-    #[serde(default)]
-    metadata: ListMeta,
-    #[serde(default)]
-    items: Vec<Map<String, Value>>,
-    #[serde(default)]
-    kind: Option<String>,
-    #[serde(default, rename = "apiVersion")]
-    api_version: Option<String>,
-}
-
-#[derive(Deserialize, Default)]
-struct ListMeta {
-    #[serde(default, rename = "resourceVersion")]
-    resource_version: Option<String>,
-    #[serde(default, rename = "continue")]
-    continue_token: Option<String>,
-}
-
-/// Why listing failed.
-enum ListError {
-    /// The request could not be built: the subscription's own query is at fault.
-    Request(Status),
-    /// The API server failed it.
-    Api(kube::Error),
-}
-
 impl Upstream {
     #[allow(clippy::too_many_arguments)]
     pub(super) fn new(
@@ -161,6 +147,8 @@ impl Upstream {
             cache,
             subscribers: HashMap::new(),
             waiting: Vec::new(),
+            streamed: HashMap::new(),
+            received: Vec::new(),
             catching_up: HashMap::new(),
             failing: None,
             attempt: 0,
@@ -204,25 +192,34 @@ impl Upstream {
                     if let Some(status) = &self.failing {
                         sink.error(false, status);
                     }
+                    let fresh = resume.is_none();
                     self.waiting.push((sub_id, sink, resume));
+                    if fresh && !self.received.is_empty() {
+                        // Mid-list: what came so far at once, the rest as it comes.
+                        self.stream_received();
+                    }
                 }
                 Next::Continue
             }
             Some(Command::Unsubscribe { sub_id }) => {
                 self.subscribers.remove(&sub_id);
                 self.waiting.retain(|(id, _, _)| *id != sub_id);
+                self.streamed.remove(&sub_id);
                 if let Some(catching_up) = self.catching_up.remove(&sub_id) {
                     catching_up.task.abort();
                 }
-                if self.subscribers.is_empty() && self.waiting.is_empty() && self.catching_up.is_empty() {
+                if self.is_idle() {
                     self.idle_since = Some(Instant::now());
                 }
                 Next::Continue
             }
             Some(Command::Resync { sub_id }) => {
-                // Mid-relist, the relist resets every subscriber; a subscriber still waiting or
-                // catching up is reset when it is served (`serve` sees its queue is not live).
-                if let (Some(sink), Some(rv)) = (self.subscribers.get(&sub_id), self.cache.resource_version()) {
+                // Mid-relist, the relist resets every subscriber; one being sent the list is
+                // reset with what it has so far; a subscriber still waiting or catching up is
+                // reset when it is served (`serve` sees its queue is not live).
+                if let Some(streamed) = self.streamed.get_mut(&sub_id) {
+                    streamed.reset = Some(ResetCause::Overflow);
+                } else if let (Some(sink), Some(rv)) = (self.subscribers.get(&sub_id), self.cache.resource_version()) {
                     self.metrics.reset(ResetCause::Overflow);
                     sink.reset_with_snapshot(self.cache.snapshot().cloned().collect(), rv);
                 }
@@ -232,7 +229,7 @@ impl Upstream {
                 let Some(CatchingUp { sink, join_at, .. }) = self.catching_up.remove(&sub_id) else { return Next::Continue };
                 if outcome == catch_up::Outcome::Panicked {
                     sink.error(true, &internal_error(TaskKind::CatchUp, &self.key));
-                    if self.subscribers.is_empty() && self.waiting.is_empty() && self.catching_up.is_empty() {
+                    if self.is_idle() {
                         self.idle_since = Some(Instant::now());
                     }
                 } else if self.cache.resource_version().is_none() {
@@ -341,13 +338,18 @@ impl Upstream {
     /// lock so that a racing subscribe is never lost.
     fn may_retire(&mut self) -> bool {
         let Some(since) = self.idle_since else { return false };
-        if since.elapsed() < self.settings.linger || !self.subscribers.is_empty() || !self.waiting.is_empty() || !self.catching_up.is_empty() {
+        if since.elapsed() < self.settings.linger || !self.is_idle() {
             return false;
         }
         match self.registry.upgrade() {
             Some(registry) => registry.retire(&self.key, self.task, &self.commands, false),
             None => true,
         }
+    }
+
+    /// Whether no subscriber is left (served, waiting, being sent a list or catching up).
+    fn is_idle(&self) -> bool {
+        self.subscribers.is_empty() && self.waiting.is_empty() && self.streamed.is_empty() && self.catching_up.is_empty()
     }
 
     /// When the linger period ends; `None` without one, or when it is too long for a clock (a
@@ -385,7 +387,7 @@ impl Upstream {
                 sink.error(true, status);
             }
         }
-        for sink in self.subscribers.values().chain(self.waiting.iter().map(|(_, s, _)| s)).chain(self.catching_up.values().map(|c| &c.sink)) {
+        for sink in self.subscribers.values().chain(self.waiting.iter().map(|(_, s, _)| s)).chain(self.streamed.values().map(|s| &s.sink)).chain(self.catching_up.values().map(|c| &c.sink)) {
             sink.error(true, status);
         }
         for catching_up in self.catching_up.values() {
@@ -398,7 +400,7 @@ impl Upstream {
     async fn back_off(&mut self, status: Status) -> Next {
         if self.failing.as_ref().is_none_or(|s| s.code != status.code || s.message != status.message) {
             tracing::warn!(cluster = %self.key.cluster, path = %self.key.path, code = status.code, message = %status.message, "upstream watch failing; retrying");
-            for sink in self.subscribers.values().chain(self.waiting.iter().map(|(_, s, _)| s)) {
+            for sink in self.subscribers.values().chain(self.waiting.iter().map(|(_, s, _)| s)).chain(self.streamed.values().map(|s| &s.sink)) {
                 sink.error(false, &status);
             }
             self.failing = Some(status);
@@ -468,38 +470,107 @@ impl Upstream {
 
     // ---- list ---------------------------------------------------------------------------
 
+    /// Lists page by page, each page sent on to the streamed subscribers as it arrives.
     async fn list(&mut self) -> Next {
         let client = match self.cluster.client(&self.key.identity) {
             Ok(client) => client,
             Err(error) => return self.fail(Status::failure(500, "InternalError", format!("cannot build a client for cluster {}: {error}", self.key.cluster))),
         };
-        let result = match self.serving(list_all(client, self.requests.clone(), self.settings.page_size)).await {
-            Served::Done(result) => result,
-            Served::Moved => return self.follow(),
-            Served::Retire => return Next::Retire,
-        };
-        match result {
-            Ok((objects, rv)) => {
-                self.recovered();
-                let relisted = !self.subscribers.is_empty();
-                self.cache.replace(objects, rv.clone());
-                if relisted {
-                    let objects: Vec<ObjectJson> = self.cache.snapshot().cloned().collect();
-                    for sink in self.subscribers.values() {
-                        self.metrics.reset(ResetCause::Expired);
-                        sink.reset_with_snapshot(objects.clone(), &rv);
-                    }
-                }
-                for (sub_id, sink, resume) in std::mem::take(&mut self.waiting) {
-                    self.serve(sub_id, sink, resume);
-                }
-                Next::Continue
+        // A list starts over from its first page: whoever got part of an earlier attempt gets
+        // a `reset` before this one's objects, so nothing reaches a client twice.
+        self.received.clear();
+        for streamed in self.streamed.values_mut() {
+            if streamed.sent > 0 {
+                streamed.reset.get_or_insert(ResetCause::Expired);
             }
-            Err(ListError::Request(status)) => self.fail(status),
-            Err(ListError::Api(error)) => match classify(&self.key.cluster, &error) {
-                Classified::Fatal(status) => self.fail(status),
-                Classified::Expired(status) | Classified::Retry(status) => self.back_off(status).await,
-            },
+            streamed.sent = 0;
+        }
+        let mut continue_token: Option<String> = None;
+        // One buffer for every page's body: a page costs no fresh memory (nor its page faults).
+        let mut body = Vec::new();
+        let rv = loop {
+            let limit = if continue_token.is_none() { self.settings.first_page_size.clamp(1, self.settings.page_size.max(1)) } else { self.settings.page_size };
+            let request = match self.requests.list_page(limit, continue_token.as_deref()) {
+                Ok(request) => request,
+                Err(error) => return self.fail(error.status()),
+            };
+            let read = match self.serving(read_page(&client, request, &mut body)).await {
+                Served::Done(read) => read,
+                Served::Moved => return self.follow(),
+                Served::Retire => return Next::Retire,
+            };
+            let parsed = read.and_then(|()| String::from_utf8(std::mem::take(&mut body)).map_err(kube::Error::FromUtf8)).map(|text| {
+                let page = parse_list_page(&text).map_err(kube::Error::SerdeError);
+                body = text.into_bytes();
+                page
+            });
+            let page = match parsed.and_then(|page| page) {
+                Ok(page) => page,
+                Err(error) => {
+                    return match classify(&self.key.cluster, &error) {
+                        Classified::Fatal(status) => self.fail(status),
+                        Classified::Expired(status) | Classified::Retry(status) => self.back_off(status).await,
+                    };
+                }
+            };
+            self.received.extend(page.objects);
+            self.stream_received();
+            match page.continue_token {
+                Some(token) => continue_token = Some(token),
+                None => break page.resource_version.unwrap_or_default(),
+            }
+        };
+        self.recovered();
+        let objects: BTreeMap<ObjectKey, Stored> = std::mem::take(&mut self.received).into_iter().collect();
+        self.cache.replace(objects, rv.clone());
+        for (sub_id, streamed) in std::mem::take(&mut self.streamed) {
+            if let Some(cause) = streamed.reset {
+                // It lost what was queued (or never had it): the whole list, after a `reset`.
+                self.metrics.reset(cause);
+                streamed.sink.reset_with_snapshot(self.cache.snapshot().cloned().collect(), &rv);
+            } else {
+                streamed.sink.snapshot_end(&rv);
+            }
+            self.subscribers.insert(sub_id, streamed.sink);
+        }
+        for (sub_id, sink, resume) in std::mem::take(&mut self.waiting) {
+            self.serve(sub_id, sink, resume);
+        }
+        Next::Continue
+    }
+
+    /// Sends each streamed subscriber the received objects it does not have yet. Served
+    /// subscribers (a relist) join with a `reset`, fresh waiting ones with everything
+    /// received so far; subscribers resuming from a version wait for the list's end.
+    fn stream_received(&mut self) {
+        for (sub_id, sink) in self.subscribers.drain() {
+            self.streamed.insert(sub_id, Streamed { sink, sent: 0, reset: Some(ResetCause::Expired) });
+        }
+        for (sub_id, sink, resume) in std::mem::take(&mut self.waiting) {
+            if resume.is_some() {
+                self.waiting.push((sub_id, sink, resume));
+            } else if !sink.is_detached() {
+                // Its queue overflowed while it waited: only a reset can continue it.
+                let reset = (!sink.is_live()).then_some(ResetCause::ResumeUnavailable);
+                self.streamed.insert(sub_id, Streamed { sink, sent: 0, reset });
+            }
+        }
+        let received = self.received.len();
+        for streamed in self.streamed.values_mut() {
+            if streamed.reset.is_none() && streamed.sent == received {
+                continue;
+            }
+            let from = if streamed.reset.is_some() { 0 } else { streamed.sent };
+            let objects: Vec<ObjectJson> = self.received[from..].iter().map(|(_, stored)| stored.json().clone()).collect();
+            if streamed.sink.snapshot_part(objects, streamed.reset.is_some()) {
+                if let Some(cause) = streamed.reset.take() {
+                    self.metrics.reset(cause);
+                }
+                streamed.sent = received;
+            } else if !streamed.sink.is_detached() {
+                // Dropped: another subscription's frames overflowed the connection's queue.
+                streamed.reset = Some(ResetCause::Overflow);
+            }
         }
     }
 
@@ -653,36 +724,13 @@ async fn sleep_until(deadline: Option<Instant>) {
     }
 }
 
-/// Lists every page; items get the `kind` and `apiVersion` that built-in lists leave out, so
-/// snapshot objects look like watch objects.
-async fn list_all(client: kube::Client, requests: Requests, page_size: u32) -> Result<(BTreeMap<ObjectKey, Stored>, String), ListError> {
-    let mut objects = BTreeMap::new();
-    let mut continue_token: Option<String> = None;
-    loop {
-        let request = requests.list_page(page_size, continue_token.as_deref()).map_err(|error| ListError::Request(error.status()))?;
-        let page: ListPage = client.request(request).await.map_err(ListError::Api)?;
-        let item_kind = page.kind.as_deref().and_then(|k| k.strip_suffix("List")).map(str::to_owned);
-        for mut item in page.items {
-            if let Some(kind) = &item_kind {
-                item.entry("kind").or_insert_with(|| Value::from(kind.clone()));
-            }
-            if let Some(api_version) = &page.api_version {
-                item.entry("apiVersion").or_insert_with(|| Value::from(api_version.clone()));
-            }
-            let meta = item.get("metadata");
-            let name = meta.and_then(|m| m.get("name")).and_then(Value::as_str).unwrap_or_default().to_owned();
-            let namespace = meta.and_then(|m| m.get("namespace")).and_then(Value::as_str).unwrap_or_default().to_owned();
-            let version = meta.and_then(|m| m.get("resourceVersion")).and_then(Value::as_str).map(str::to_owned);
-            objects.insert((namespace, name), Stored::new(Arc::from(Value::Object(item).to_string()), version.as_deref()));
-        }
-        match page.metadata.continue_token.filter(|c| !c.is_empty()) {
-            Some(token) => continue_token = Some(token),
-            None => {
-                let rv = page.metadata.resource_version.unwrap_or_default();
-                return Ok((objects, rv));
-            }
-        }
-    }
+/// One list page's body, read into `body` (emptied first).
+async fn read_page(client: &kube::Client, request: http::Request<Vec<u8>>, body: &mut Vec<u8>) -> Result<(), kube::Error> {
+    let stream = client.request_stream(request).await?;
+    let mut stream = std::pin::pin!(stream);
+    body.clear();
+    futures::AsyncReadExt::read_to_end(&mut stream, body).await.map_err(kube::Error::ReadEvents)?;
+    Ok(())
 }
 
 impl Drop for Upstream {
@@ -697,4 +745,210 @@ impl Drop for Upstream {
 /// without end).
 pub(super) fn watch_lines<S: AsyncBufRead + Send>(stream: S, max: usize) -> FramedRead<Compat<std::pin::Pin<Box<S>>>, LinesCodec> {
     FramedRead::new(Box::pin(stream).compat(), LinesCodec::new_with_max_length(max))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+    use std::sync::Mutex;
+
+    use axum::extract::{Query, State};
+    use axum::response::{IntoResponse, Response};
+    use kubemux_protocol::frames::{EventType, ServerMessage, WatchQuery};
+    use tokio::sync::Notify;
+
+    use super::*;
+    use crate::identity::Identity;
+    use crate::mux::outbox::{Outbox, Outgoing};
+
+    /// A fake API server of three ConfigMaps, listed two to a page; from its `gate_from`th
+    /// list on, its second page waits for `release`, and the first `expire_second` times it is
+    /// asked it answers 410 (the continue token expired). Its first `expire_watch` watches
+    /// send a 410 `ERROR` event once released; watches stay open and send nothing else.
+    struct Fake {
+        release: Notify,
+        expire_second: Mutex<u32>,
+        expire_watch: Mutex<u32>,
+        gate_from: u32,
+        lists: Mutex<u32>,
+        /// The `limit` of every list request, in order.
+        limits: Mutex<Vec<String>>,
+    }
+
+    fn item(name: &str, rv: u32) -> serde_json::Value {
+        serde_json::json!({"metadata": {"name": name, "namespace": "ns", "resourceVersion": rv.to_string()}, "data": {"k": name}})
+    }
+
+    async fn api(State(fake): State<Arc<Fake>>, Query(query): Query<HashMap<String, String>>) -> Response {
+        if query.contains_key("watch") {
+            let expire = take_one(&fake.expire_watch);
+            let line = async move {
+                fake.release.notified().await;
+                let status = serde_json::json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "message": "too old resource version", "reason": "Expired", "code": 410});
+                Ok::<_, std::io::Error>(bytes::Bytes::from(format!("{}\n", serde_json::json!({"type": "ERROR", "object": status}))))
+            };
+            let lines = futures::stream::once(line).filter(move |_| std::future::ready(expire));
+            return axum::body::Body::from_stream(lines.chain(futures::stream::pending())).into_response();
+        }
+        fake.limits.lock().unwrap().push(query.get("limit").cloned().unwrap_or_default());
+        let page = match query.get("continue") {
+            None => {
+                *fake.lists.lock().unwrap() += 1;
+                serde_json::json!({"kind": "ConfigMapList", "apiVersion": "v1", "metadata": {"resourceVersion": "10", "continue": "t1"}, "items": [item("a", 3), item("b", 4)]})
+            }
+            Some(_) => {
+                if *fake.lists.lock().unwrap() >= fake.gate_from {
+                    fake.release.notified().await;
+                }
+                if take_one(&fake.expire_second) {
+                    let status = serde_json::json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "message": "the continue token expired", "reason": "Expired", "code": 410});
+                    return (http::StatusCode::GONE, axum::Json(status)).into_response();
+                }
+                serde_json::json!({"kind": "ConfigMapList", "apiVersion": "v1", "metadata": {"resourceVersion": "10"}, "items": [item("c", 5)]})
+            }
+        };
+        axum::Json(page).into_response()
+    }
+
+    /// Takes one from `left`, if any is left.
+    fn take_one(left: &Mutex<u32>) -> bool {
+        let mut left = left.lock().unwrap();
+        let took = *left > 0;
+        *left = left.saturating_sub(1);
+        took
+    }
+
+    struct Harness {
+        fake: Arc<Fake>,
+        outbox: Arc<Outbox>,
+        commands: mpsc::UnboundedSender<Command>,
+        metrics: Arc<Metrics>,
+        shutdown: CancellationToken,
+    }
+
+    impl Harness {
+        /// Another fresh subscriber, on a connection of its own.
+        fn subscribe(&self, sub_id: u64) -> Arc<Outbox> {
+            let outbox = Outbox::new(1 << 20, self.metrics.clone());
+            let id: Arc<str> = Arc::from("cm");
+            outbox.add_subscription(&id);
+            let sink = Sink::new(outbox.clone(), id, self.metrics.clone());
+            self.commands.send(Command::Subscribe { sub_id, sink, resume: None }).unwrap();
+            outbox
+        }
+    }
+
+    impl Drop for Harness {
+        fn drop(&mut self) {
+            self.shutdown.cancel();
+        }
+    }
+
+    /// An upstream task over the fake API server with one fresh subscriber.
+    async fn start(expire_second: u32, expire_watch: u32, gate_from: u32) -> Harness {
+        let fake =
+            Arc::new(Fake { release: Notify::new(), expire_second: Mutex::new(expire_second), expire_watch: Mutex::new(expire_watch), gate_from, lists: Mutex::new(0), limits: Mutex::default() });
+        let app = axum::Router::new().fallback(api).with_state(fake.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        let cluster = Arc::new(Cluster::new("c".into(), kube::Config::new(url.parse().unwrap())).unwrap());
+        let key = WatchKey { cluster: "c".into(), path: "/api/v1/namespaces/ns/configmaps".into(), query: WatchQuery::default(), identity: Identity::Proxy };
+        let settings = RegistrySettings { page_size: 2, first_page_size: 1, backoff_base: Duration::from_millis(1), backoff_cap: Duration::from_millis(1), ..RegistrySettings::default() };
+        let metrics = Arc::new(Metrics::default());
+        let outbox = Outbox::new(1 << 20, metrics.clone());
+        let id: Arc<str> = Arc::from("cm");
+        outbox.add_subscription(&id);
+        let sink = Sink::new(outbox.clone(), id, metrics.clone());
+        let (tx, rx) = mpsc::unbounded_channel();
+        tx.send(Command::Subscribe { sub_id: 1, sink, resume: None }).unwrap();
+        let shutdown = CancellationToken::new();
+        let upstream = Upstream::new(key, 2, cluster, (rx, tx.downgrade()), Weak::new(), settings, metrics.clone(), shutdown.clone());
+        tokio::spawn(upstream.run());
+        Harness { fake, outbox, commands: tx, metrics, shutdown }
+    }
+
+    /// The next `n` frames of the subscription, each within a deadline.
+    async fn frames(outbox: &Outbox, n: usize) -> Vec<ServerMessage> {
+        let mut frames = Vec::new();
+        while frames.len() < n {
+            match tokio::time::timeout(Duration::from_secs(10), outbox.next()).await {
+                Ok(Some(Outgoing::Text(text))) => frames.push(ServerMessage::decode(&text).unwrap()),
+                other => panic!("no frame {} of {n} came: {other:?} after {frames:?}", frames.len() + 1),
+            }
+        }
+        frames
+    }
+
+    fn added(frame: &ServerMessage) -> Option<String> {
+        let ServerMessage::Event { event_type: EventType::Added, object, .. } = frame else { return None };
+        assert_eq!((object["kind"].as_str(), object["apiVersion"].as_str()), (Some("ConfigMap"), Some("v1")), "list items look like watch objects: {object}");
+        object["metadata"]["name"].as_str().map(str::to_owned)
+    }
+
+    /// A cold subscriber gets the first page's objects while the API server is still working
+    /// on the second, then the rest and `synced`; one that joins meanwhile gets what came so
+    /// far at once, then the same.
+    #[tokio::test]
+    async fn a_cold_list_is_sent_page_by_page() {
+        let harness = start(0, 0, 1).await;
+        let first = frames(&harness.outbox, 2).await;
+        assert_eq!(first.iter().filter_map(added).collect::<Vec<_>>(), ["a", "b"], "the first page, before the second was answered");
+        let joiner = harness.subscribe(3);
+        let joined = frames(&joiner, 2).await;
+        assert_eq!(joined.iter().filter_map(added).collect::<Vec<_>>(), ["a", "b"], "what came so far, before the second page was answered");
+        harness.fake.release.notify_one();
+        for outbox in [&harness.outbox, &joiner] {
+            let rest = frames(outbox, 2).await;
+            assert_eq!(added(&rest[0]).as_deref(), Some("c"));
+            assert!(matches!(&rest[1], ServerMessage::Synced { resource_version, .. } if resource_version == "10"), "{rest:?}");
+        }
+        assert_eq!(*harness.fake.limits.lock().unwrap(), ["1", "2"], "a short first page, then full ones");
+    }
+
+    /// A list whose continue token expires after the first page was sent starts over; the
+    /// subscriber gets a `reset` before the objects again, so none is counted twice, and
+    /// ends with exactly the listed objects.
+    #[tokio::test]
+    async fn a_restarted_list_resets_before_it_sends_anything_again() {
+        let harness = start(1, 0, 1).await;
+        let mut seen = frames(&harness.outbox, 2).await;
+        harness.fake.release.notify_one();
+        // The retry's second page is answered at once.
+        harness.fake.release.notify_one();
+        while !matches!(seen.last(), Some(ServerMessage::Synced { .. })) {
+            seen.extend(frames(&harness.outbox, 1).await);
+            if *harness.fake.lists.lock().unwrap() > 1 {
+                harness.fake.release.notify_one();
+            }
+        }
+        let segments: Vec<&[ServerMessage]> = seen.split(|frame| matches!(frame, ServerMessage::Reset { .. })).collect();
+        assert_eq!(segments.len(), 2, "one reset, for the restart: {seen:?}");
+        for segment in &segments {
+            let names: Vec<String> = segment.iter().filter_map(added).collect();
+            assert_eq!(names.len(), names.iter().collect::<BTreeSet<_>>().len(), "no object twice without a reset between: {seen:?}");
+        }
+        assert_eq!(segments[1].iter().filter_map(added).collect::<Vec<_>>(), ["a", "b", "c"], "{seen:?}");
+        assert_eq!(*harness.fake.lists.lock().unwrap(), 2);
+    }
+
+    /// A watch whose version expired relists, and its served subscriber gets `reset` and the
+    /// new list page by page as it comes (built aside by the client), then `synced`.
+    #[tokio::test]
+    async fn a_relist_resets_served_subscribers_and_streams_to_them() {
+        let harness = start(0, 1, 2).await;
+        let listed = frames(&harness.outbox, 4).await;
+        assert_eq!(listed.iter().filter_map(added).collect::<Vec<_>>(), ["a", "b", "c"]);
+        assert!(matches!(&listed[3], ServerMessage::Synced { .. }), "{listed:?}");
+        // The watch says 410: the relist's first page comes after a reset, before its second.
+        harness.fake.release.notify_one();
+        let relisted = frames(&harness.outbox, 3).await;
+        assert!(matches!(&relisted[0], ServerMessage::Reset { .. }), "{relisted:?}");
+        assert_eq!(relisted[1..].iter().filter_map(added).collect::<Vec<_>>(), ["a", "b"]);
+        harness.fake.release.notify_one();
+        let rest = frames(&harness.outbox, 2).await;
+        assert_eq!(added(&rest[0]).as_deref(), Some("c"));
+        assert!(matches!(&rest[1], ServerMessage::Synced { resource_version, .. } if resource_version == "10"), "{rest:?}");
+        assert_eq!(*harness.fake.lists.lock().unwrap(), 2);
+    }
 }
