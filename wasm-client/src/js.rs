@@ -1,7 +1,8 @@
-//! Small bridges to JavaScript: global timers, reading option objects, and turning the
-//! core's JSON values into plain JS objects.
+//! Small bridges to JavaScript: global timers, reading option objects, reading the header of
+//! a frame the engine parsed, and turning the core's (rare) JSON values into plain JS objects.
 
-use js_sys::{Function, JSON, Object, Reflect};
+use js_sys::{Array, Function, JSON, Object, Reflect};
+use kubemux_protocol::frames::EventType;
 use kubemux_protocol::frames::Status;
 use serde_json::Value;
 use wasm_bindgen::prelude::*;
@@ -109,8 +110,6 @@ pub fn type_error(message: &str) -> JsValue {
     js_sys::TypeError::new(message).into()
 }
 
-
-
 /// A JSON text as a plain JS value. The text always comes from `serde_json`, so parsing cannot
 /// fail; `JSON.parse` is used because it is the engine's own fast path and costs no wasm code.
 pub fn parse(json: &str) -> JsValue {
@@ -122,17 +121,103 @@ pub fn to_js(value: &Value) -> JsValue {
     parse(&value.to_string())
 }
 
-/// Objects as a plain JS array, built as one JSON text so the engine parses it in one go.
-pub fn array_of<'a>(values: impl ExactSizeIterator<Item = &'a Value>) -> JsValue {
-    let mut text = String::from("[");
-    for (i, value) in values.enumerate() {
-        if i > 0 {
-            text.push(',');
-        }
-        text.push_str(&value.to_string());
+#[wasm_bindgen]
+extern "C" {
+    /// Whatever `JSON.parse` made of a frame, read property by property. Structural getters
+    /// compile to a plain `value.op` in the glue: no `Reflect.get`, no exception handler, one
+    /// crossing each. Only ever called on a non-null object (a getter on `null` would throw).
+    pub type Parsed;
+    #[wasm_bindgen(method, getter, structural)]
+    fn op(this: &Parsed) -> JsValue;
+    #[wasm_bindgen(method, getter, structural)]
+    fn id(this: &Parsed) -> JsValue;
+    #[wasm_bindgen(method, getter = type, structural)]
+    fn event_type(this: &Parsed) -> JsValue;
+    #[wasm_bindgen(method, getter, structural)]
+    fn object(this: &Parsed) -> JsValue;
+    #[wasm_bindgen(method, getter, structural)]
+    fn metadata(this: &Parsed) -> JsValue;
+    #[wasm_bindgen(method, getter, structural)]
+    fn namespace(this: &Parsed) -> JsValue;
+    #[wasm_bindgen(method, getter, structural)]
+    fn name(this: &Parsed) -> JsValue;
+    #[wasm_bindgen(method, getter = resourceVersion, structural)]
+    fn resource_version(this: &Parsed) -> JsValue;
+
+    /// `JSON.parse` of the socket's `data` as it is: `js_sys::JSON::parse` takes a `&str`, which
+    /// would copy every frame into wasm memory and back.
+    #[wasm_bindgen(js_namespace = JSON, js_name = parse, catch)]
+    pub fn parse_data(data: &JsValue) -> Result<JsValue, JsValue>;
+
+    /// An array written by index.
+    type Slots;
+    /// `array[index] = value` with a borrowed value (js-sys' `set` takes it by value, which
+    /// costs a clone of the handle first).
+    #[wasm_bindgen(method, structural, indexing_setter)]
+    fn set(this: &Slots, index: u32, value: &JsValue);
+}
+
+/// `array[index] = value`, the value borrowed.
+pub fn set_ref(array: &Array, index: u32, value: &JsValue) {
+    array.unchecked_ref::<Slots>().set(index, value);
+}
+
+thread_local! {
+    static EVENT_OP: JsValue = JsValue::from_str("event");
+    static EVENT_TYPES: [JsValue; 3] = [EventType::Added, EventType::Modified, EventType::Deleted].map(|t| JsValue::from_str(t.as_str()));
+}
+
+/// The header of an `event` frame that the engine parsed: what the core needs of it (ids, key,
+/// version), everything else left in the object for the application.
+pub struct EventHeader {
+    pub id: String,
+    pub event_type: EventType,
+    pub namespace: String,
+    pub name: String,
+    pub resource_version: Option<String>,
+    pub object: JsValue,
+}
+
+/// Reads `frame` as an `event` frame of the usual shape (`op` "event", a string `id`, a known
+/// `type`, an object with a string `metadata.name`); `None` for anything else, which then takes
+/// the text path and its decoder's exact checks and error messages (so a frame is never read
+/// differently here: a nameless object or a malformed frame goes there too). The fields read
+/// are exactly those `ServerMessage::decode` and `object_key` read.
+pub fn event_header(frame: &JsValue) -> Option<EventHeader> {
+    if !frame.is_object() {
+        return None;
     }
-    text.push(']');
-    parse(&text)
+    let frame: &Parsed = frame.unchecked_ref();
+    if !EVENT_OP.with(|op| frame.op() == *op) {
+        return None;
+    }
+    let id = frame.id().as_string()?;
+    let event_type = frame.event_type();
+    let event_type = EVENT_TYPES.with(|types| types.iter().position(|t| *t == event_type))?;
+    let event_type = [EventType::Added, EventType::Modified, EventType::Deleted][event_type];
+    let object = frame.object();
+    if !object.is_object() {
+        return None;
+    }
+    let metadata = object.unchecked_ref::<Parsed>().metadata();
+    if !metadata.is_object() {
+        return None;
+    }
+    let metadata: &Parsed = metadata.unchecked_ref();
+    let name = metadata.name().as_string()?;
+    let namespace = metadata.namespace().as_string().unwrap_or_default();
+    let resource_version = metadata.resource_version().as_string();
+    Some(EventHeader { id, event_type, namespace, name, resource_version, object })
+}
+
+/// The JavaScript string of an event type, made once.
+pub fn event_type_name(event_type: EventType) -> JsValue {
+    let index = match event_type {
+        EventType::Added => 0,
+        EventType::Modified => 1,
+        EventType::Deleted => 2,
+    };
+    EVENT_TYPES.with(|types| types[index].clone())
 }
 
 /// `{ id, fatal, status }` for `onError`.
