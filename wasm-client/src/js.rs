@@ -168,14 +168,45 @@ thread_local! {
 }
 
 /// The header of an `event` frame that the engine parsed: what the core needs of it (ids, key,
-/// version), everything else left in the object for the application.
+/// version), everything else left in the object for the application. The id and namespace are
+/// in the [`Recent`] strings the header was read with.
 pub struct EventHeader {
-    pub id: String,
     pub event_type: EventType,
-    pub namespace: String,
     pub name: String,
     pub resource_version: Option<String>,
     pub object: JsValue,
+}
+
+/// The id and namespace of the previous event frame, as JavaScript and Rust strings: the next
+/// frame almost always has the same, and comparing two JavaScript strings costs less than
+/// copying one into wasm memory (an allocation, an encoding and a free).
+#[derive(Default)]
+pub struct Recent {
+    id: Option<(JsValue, String)>,
+    namespace: Option<(JsValue, String)>,
+}
+
+impl Recent {
+    /// The id read last.
+    pub fn id(&self) -> &str {
+        self.id.as_ref().map_or("", |(_, id)| id)
+    }
+
+    /// The namespace read last.
+    pub fn namespace(&self) -> &str {
+        self.namespace.as_ref().map_or("", |(_, namespace)| namespace)
+    }
+}
+
+/// `value` as a string, through `recent` when it is the same string as last time; `false` when
+/// it is no string.
+fn read_string(recent: &mut Option<(JsValue, String)>, value: JsValue) -> bool {
+    if recent.as_ref().is_some_and(|(last, _)| *last == value) {
+        return true;
+    }
+    let Some(text) = value.as_string() else { return false };
+    *recent = Some((value, text));
+    true
 }
 
 /// Reads `frame` as an `event` frame of the usual shape (`op` "event", a string `id`, a known
@@ -183,7 +214,7 @@ pub struct EventHeader {
 /// the text path and its decoder's exact checks and error messages (so a frame is never read
 /// differently here: a nameless object or a malformed frame goes there too). The fields read
 /// are exactly those `ServerMessage::decode` and `object_key` read.
-pub fn event_header(frame: &JsValue) -> Option<EventHeader> {
+pub fn event_header(frame: &JsValue, recent: &mut Recent) -> Option<EventHeader> {
     if !frame.is_object() {
         return None;
     }
@@ -191,7 +222,9 @@ pub fn event_header(frame: &JsValue) -> Option<EventHeader> {
     if !EVENT_OP.with(|op| frame.op() == *op) {
         return None;
     }
-    let id = frame.id().as_string()?;
+    if !read_string(&mut recent.id, frame.id()) {
+        return None;
+    }
     let event_type = frame.event_type();
     let event_type = EVENT_TYPES.with(|types| types.iter().position(|t| *t == event_type))?;
     let event_type = [EventType::Added, EventType::Modified, EventType::Deleted][event_type];
@@ -205,19 +238,32 @@ pub fn event_header(frame: &JsValue) -> Option<EventHeader> {
     }
     let metadata: &Parsed = metadata.unchecked_ref();
     let name = metadata.name().as_string()?;
-    let namespace = metadata.namespace().as_string().unwrap_or_default();
+    let namespace = metadata.namespace();
+    if !read_string(&mut recent.namespace, namespace) {
+        // Absent or not a string: the empty namespace, as `object_key` reads it.
+        recent.namespace = None;
+    }
     let resource_version = metadata.resource_version().as_string();
-    Some(EventHeader { id, event_type, namespace, name, resource_version, object })
+    Some(EventHeader { event_type, name, resource_version, object })
 }
 
-/// The JavaScript string of an event type, made once.
-pub fn event_type_name(event_type: EventType) -> JsValue {
+thread_local! {
+    static TYPE_KEY: JsValue = JsValue::from_str("type");
+    static OBJECT_KEY: JsValue = JsValue::from_str("object");
+}
+
+/// `{ type, object }` for `onEvent`, its strings made once.
+pub fn event_object(event_type: EventType, object: &JsValue) -> JsValue {
     let index = match event_type {
         EventType::Added => 0,
         EventType::Modified => 1,
         EventType::Deleted => 2,
     };
-    EVENT_TYPES.with(|types| types[index].clone())
+    let event = Object::new();
+    // Setting a property of a fresh plain object cannot fail.
+    let _ = EVENT_TYPES.with(|types| TYPE_KEY.with(|key| Reflect::set(&event, key, &types[index])));
+    let _ = OBJECT_KEY.with(|key| Reflect::set(&event, key, object));
+    event.into()
 }
 
 /// `{ id, fatal, status }` for `onError`.

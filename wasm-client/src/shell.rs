@@ -14,14 +14,14 @@
 //! decodes them as natively.
 
 use std::cell::RefCell;
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 use std::rc::{Rc, Weak};
 
 use base64::Engine as _;
 use gloo_events::EventListener;
 use js_sys::{Array, Function, Object};
 use kubemux_protocol::client::{ClientCore, ConnectionState, EventFrame, SubscriptionState, ViewChange};
-use kubemux_protocol::frames::SUBPROTOCOL;
+use kubemux_protocol::frames::{EventType, SUBPROTOCOL};
 use wasm_bindgen::prelude::*;
 use web_sys::{CloseEvent, MessageEvent, WebSocket};
 
@@ -103,7 +103,9 @@ pub struct Shell {
     token: Option<String>,
     on_state: Option<Function>,
     on_error: Option<Function>,
-    pub subs: HashMap<String, SubEntry>,
+    /// By id. A handful of short ids: a `BTreeMap`'s few comparisons cost less than hashing
+    /// the id with SipHash, which three lookups per event would.
+    pub subs: BTreeMap<String, SubEntry>,
     pub state: ConnectionState,
     connection: Option<Connection>,
     /// Bumped on every connect, so an event of an older socket is recognised and ignored.
@@ -114,6 +116,12 @@ pub struct Shell {
     pub next_listener: u64,
     /// Why the latest `new WebSocket` threw, for the constructor to report.
     pub connect_error: Option<JsValue>,
+    /// The `event` frame being handled, and its type: `onEvent` is given the frame itself when
+    /// the core delivers it as it came (it is an `{ type, object }` already, with `op` and `id`
+    /// besides), as a plain client would, instead of a new object built field by field.
+    frame: Option<(EventType, JsValue)>,
+    /// The id and namespace of the latest event frame.
+    recent: js::Recent,
 }
 
 /// A call to make into the application once the shell is no longer borrowed, and the
@@ -129,7 +137,9 @@ impl Shell {
             token,
             on_state,
             on_error,
-            subs: HashMap::new(),
+            subs: BTreeMap::new(),
+            frame: None,
+            recent: js::Recent::default(),
             state: ConnectionState::Connecting,
             connection: None,
             generation: 0,
@@ -179,10 +189,10 @@ impl Shell {
         let on_message = {
             let weak = weak.clone();
             EventListener::new(&ws, "message", move |event| {
-                if let Some(event) = event.dyn_ref::<MessageEvent>() {
-                    let data = event.data();
-                    on_socket(&weak, generation, |shell, now| receive(&mut shell.core, now, &data));
-                }
+                // A "message" event of a WebSocket is a MessageEvent (no `instanceof` needed); a
+                // binary frame's data is no text, and is not the protocol's.
+                let data = event.unchecked_ref::<MessageEvent>().data();
+                on_socket(&weak, generation, |shell, now| shell.receive(now, &data));
             })
         };
         let on_close = {
@@ -240,12 +250,14 @@ impl Shell {
                     self.state = state;
                 }
                 Output::Event { id, event_type, object } => {
+                    let frame = self.frame.take();
                     if let Some(callback) = self.handler(&id, |h| &h.on_event) {
                         // The object is the one the list holds (and the frame's parse made).
-                        let event = Object::new();
-                        js::set(&event, "type", &js::event_type_name(event_type));
-                        js::set(&event, "object", &object);
-                        notes.push((Some(id), callback, vec![event.into()]));
+                        let event = match frame {
+                            Some((frame_type, frame)) if frame_type == event_type => frame,
+                            _ => js::event_object(event_type, &object),
+                        };
+                        notes.push((Some(id), callback, vec![event]));
                     }
                 }
                 Output::Synced { id, resource_version } => {
@@ -290,8 +302,28 @@ impl Shell {
                 }
             }
         }
+        self.frame = None;
         self.reschedule(now);
         notes
+    }
+
+    /// A frame from the socket. The engine parses it once; an `event` frame of the usual shape
+    /// goes to the core as its header and the parsed object; anything else (rare) goes as text,
+    /// decoded by the core. Binary frames are not the protocol's: parsing fails and they have no
+    /// text.
+    fn receive(&mut self, now: u64, data: &JsValue) -> Vec<Output> {
+        let parsed = js::parse_data(data).ok();
+        if let Some(header) = parsed.as_ref().and_then(|frame| js::event_header(frame, &mut self.recent)) {
+            let js::EventHeader { event_type, name, resource_version, object } = header;
+            self.frame = parsed.map(|frame| (event_type, frame));
+            let recent = &self.recent;
+            let frame = EventFrame { id: recent.id(), event_type, key: Some((recent.namespace(), &name)), resource_version: resource_version.as_deref(), object };
+            return self.core.on_event(now, frame);
+        }
+        match data.as_string() {
+            Some(text) => self.core.on_message_with(now, &text, |object| js::to_js(&object)),
+            None => Vec::new(),
+        }
     }
 
     /// The subscription's objects as a frozen array, in the core's order: the previous one
@@ -424,21 +456,6 @@ thread_local! {
 /// The one frozen empty array.
 pub fn empty_array() -> JsValue {
     EMPTY.with(JsValue::clone)
-}
-
-/// A frame from the socket. The engine parses it once; an `event` frame of the usual shape goes
-/// to the core as its header and the parsed object; anything else (rare) goes as text, decoded
-/// by the core. Binary frames are not the protocol's: parsing fails and they have no text.
-fn receive(core: &mut Core, now: u64, data: &JsValue) -> Vec<Output> {
-    if let Some(header) = js::parse_data(data).ok().as_ref().and_then(js::event_header) {
-        let js::EventHeader { id, event_type, namespace, name, resource_version, object } = header;
-        let frame = EventFrame { id: &id, event_type, key: Some((&namespace, &name)), resource_version: resource_version.as_deref(), object };
-        return core.on_event(now, frame);
-    }
-    match data.as_string() {
-        Some(text) => core.on_message_with(now, &text, |object| js::to_js(&object)),
-        None => Vec::new(),
-    }
 }
 
 /// The name JavaScript sees for a subscription state.
