@@ -339,7 +339,7 @@ impl Shell {
             (ViewChange::Patch(replaced), Some(previous)) => {
                 let array = previous.unchecked_into::<Array>().slice(0, u32::MAX);
                 for (index, object) in replaced {
-                    js::set_ref(&array, index as u32, object);
+                    js::set_ref(&array, index as u32, &object);
                 }
                 array
             }
