@@ -1,7 +1,8 @@
-//! Small bridges to JavaScript: global timers, reading option objects, and turning the
-//! core's JSON values into plain JS objects.
+//! Small bridges to JavaScript: global timers, reading option objects, reading the header of
+//! a frame the engine parsed, and turning the core's (rare) JSON values into plain JS objects.
 
-use js_sys::{Function, JSON, Object, Reflect};
+use js_sys::{Array, Function, JSON, Object, Reflect};
+use kubemux_protocol::frames::EventType;
 use kubemux_protocol::frames::Status;
 use serde_json::Value;
 use wasm_bindgen::prelude::*;
@@ -120,17 +121,149 @@ pub fn to_js(value: &Value) -> JsValue {
     parse(&value.to_string())
 }
 
-/// Objects as a plain JS array, built as one JSON text so the engine parses it in one go.
-pub fn array_of<'a>(values: impl ExactSizeIterator<Item = &'a Value>) -> JsValue {
-    let mut text = String::from("[");
-    for (i, value) in values.enumerate() {
-        if i > 0 {
-            text.push(',');
-        }
-        text.push_str(&value.to_string());
+#[wasm_bindgen]
+extern "C" {
+    /// Whatever `JSON.parse` made of a frame, read property by property. Structural getters
+    /// compile to a plain `value.op` in the glue: no `Reflect.get`, no exception handler, one
+    /// crossing each. Only ever called on a non-null object (a getter on `null` would throw).
+    pub type Parsed;
+    #[wasm_bindgen(method, getter, structural)]
+    fn op(this: &Parsed) -> JsValue;
+    #[wasm_bindgen(method, getter, structural)]
+    fn id(this: &Parsed) -> JsValue;
+    #[wasm_bindgen(method, getter = type, structural)]
+    fn event_type(this: &Parsed) -> JsValue;
+    #[wasm_bindgen(method, getter, structural)]
+    fn object(this: &Parsed) -> JsValue;
+    #[wasm_bindgen(method, getter, structural)]
+    fn metadata(this: &Parsed) -> JsValue;
+    #[wasm_bindgen(method, getter, structural)]
+    fn namespace(this: &Parsed) -> JsValue;
+    #[wasm_bindgen(method, getter, structural)]
+    fn name(this: &Parsed) -> JsValue;
+    #[wasm_bindgen(method, getter = resourceVersion, structural)]
+    fn resource_version(this: &Parsed) -> JsValue;
+
+    /// `JSON.parse` of the socket's `data` as it is: `js_sys::JSON::parse` takes a `&str`, which
+    /// would copy every frame into wasm memory and back.
+    #[wasm_bindgen(js_namespace = JSON, js_name = parse, catch)]
+    pub fn parse_data(data: &JsValue) -> Result<JsValue, JsValue>;
+
+    /// An array written by index.
+    type Slots;
+    /// `array[index] = value` with a borrowed value (js-sys' `set` takes it by value, which
+    /// costs a clone of the handle first).
+    #[wasm_bindgen(method, structural, indexing_setter)]
+    fn set(this: &Slots, index: u32, value: &JsValue);
+}
+
+/// `array[index] = value`, the value borrowed.
+pub fn set_ref(array: &Array, index: u32, value: &JsValue) {
+    array.unchecked_ref::<Slots>().set(index, value);
+}
+
+thread_local! {
+    static EVENT_OP: JsValue = JsValue::from_str("event");
+    static EVENT_TYPES: [JsValue; 3] = [EventType::Added, EventType::Modified, EventType::Deleted].map(|t| JsValue::from_str(t.as_str()));
+}
+
+/// The header of an `event` frame that the engine parsed: what the core needs of it (ids, key,
+/// version), everything else left in the object for the application. The id and namespace are
+/// in the [`Recent`] strings the header was read with.
+pub struct EventHeader {
+    pub event_type: EventType,
+    pub name: String,
+    pub resource_version: Option<String>,
+    pub object: JsValue,
+}
+
+/// The id and namespace of the previous event frame, as JavaScript and Rust strings: the next
+/// frame almost always has the same, and comparing two JavaScript strings costs less than
+/// copying one into wasm memory (an allocation, an encoding and a free).
+#[derive(Default)]
+pub struct Recent {
+    id: Option<(JsValue, String)>,
+    namespace: Option<(JsValue, String)>,
+}
+
+impl Recent {
+    /// The id read last.
+    pub fn id(&self) -> &str {
+        self.id.as_ref().map_or("", |(_, id)| id)
     }
-    text.push(']');
-    parse(&text)
+
+    /// The namespace read last.
+    pub fn namespace(&self) -> &str {
+        self.namespace.as_ref().map_or("", |(_, namespace)| namespace)
+    }
+}
+
+/// `value` as a string, through `recent` when it is the same string as last time; `false` when
+/// it is no string.
+fn read_string(recent: &mut Option<(JsValue, String)>, value: JsValue) -> bool {
+    if recent.as_ref().is_some_and(|(last, _)| *last == value) {
+        return true;
+    }
+    let Some(text) = value.as_string() else { return false };
+    *recent = Some((value, text));
+    true
+}
+
+/// Reads `frame` as an `event` frame of the usual shape (`op` "event", a string `id`, a known
+/// `type`, an object with a string `metadata.name`); `None` for anything else, which then takes
+/// the text path and its decoder's exact checks and error messages (so a frame is never read
+/// differently here: a nameless object or a malformed frame goes there too). The fields read
+/// are exactly those `ServerMessage::decode` and `object_key` read.
+pub fn event_header(frame: &JsValue, recent: &mut Recent) -> Option<EventHeader> {
+    if !frame.is_object() {
+        return None;
+    }
+    let frame: &Parsed = frame.unchecked_ref();
+    if !EVENT_OP.with(|op| frame.op() == *op) {
+        return None;
+    }
+    if !read_string(&mut recent.id, frame.id()) {
+        return None;
+    }
+    let event_type = frame.event_type();
+    let event_type = EVENT_TYPES.with(|types| types.iter().position(|t| *t == event_type))?;
+    let event_type = [EventType::Added, EventType::Modified, EventType::Deleted][event_type];
+    let object = frame.object();
+    if !object.is_object() {
+        return None;
+    }
+    let metadata = object.unchecked_ref::<Parsed>().metadata();
+    if !metadata.is_object() {
+        return None;
+    }
+    let metadata: &Parsed = metadata.unchecked_ref();
+    let name = metadata.name().as_string()?;
+    let namespace = metadata.namespace();
+    if !read_string(&mut recent.namespace, namespace) {
+        // Absent or not a string: the empty namespace, as `object_key` reads it.
+        recent.namespace = None;
+    }
+    let resource_version = metadata.resource_version().as_string();
+    Some(EventHeader { event_type, name, resource_version, object })
+}
+
+thread_local! {
+    static TYPE_KEY: JsValue = JsValue::from_str("type");
+    static OBJECT_KEY: JsValue = JsValue::from_str("object");
+}
+
+/// `{ type, object }` for `onEvent`, its strings made once.
+pub fn event_object(event_type: EventType, object: &JsValue) -> JsValue {
+    let index = match event_type {
+        EventType::Added => 0,
+        EventType::Modified => 1,
+        EventType::Deleted => 2,
+    };
+    let event = Object::new();
+    // Setting a property of a fresh plain object cannot fail.
+    let _ = EVENT_TYPES.with(|types| TYPE_KEY.with(|key| Reflect::set(&event, key, &types[index])));
+    let _ = OBJECT_KEY.with(|key| Reflect::set(&event, key, object));
+    event.into()
 }
 
 /// `{ id, fatal, status }` for `onError`.

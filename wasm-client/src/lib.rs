@@ -19,11 +19,11 @@ mod terminal;
 use std::rc::Rc;
 
 use js_sys::Function;
-use kubemux_protocol::client::{ClientConfig, ClientCore};
+use kubemux_protocol::client::ClientConfig;
 use kubemux_protocol::frames::WatchQuery;
 use wasm_bindgen::prelude::*;
 
-use shell::{Handlers, Shared, Shell, SubEntry, drive};
+use shell::{Core, Handlers, Shared, Shell, SubEntry, drive};
 pub use terminal::Terminal;
 
 #[wasm_bindgen(typescript_custom_section)]
@@ -136,10 +136,6 @@ export interface WatchHandlers<T = KubeObject> {
 "#;
 
 const CLOSED: &str = "kubemux: this Mux was closed with close(); create a new Mux to connect again";
-thread_local! {
-    /// The one empty array a closed subscription's `getSnapshot()` answers.
-    static EMPTY: JsValue = js_sys::Object::freeze(&js_sys::Array::new()).into();
-}
 
 const SUB_CLOSED: &str = "kubemux: this subscription was closed with close(); call mux.watch() again to watch again";
 
@@ -175,7 +171,7 @@ impl Mux {
         if let Some(cap) = js::millis_option(&options, "reconnectMaxMs", what)? {
             config.backoff.cap_ms = cap.max(config.backoff.base_ms);
         }
-        let shell = Shell::new(ClientCore::new(config), url, token, on_state, on_error);
+        let shell = Shell::new(Core::with_payload(config), url, token, on_state, on_error);
         drive(&shell, |shell, now| shell.core.start(now));
         // The first `new WebSocket` runs synchronously here: if it threw (a malformed URL),
         // the caller learns it now rather than through endless reconnects.
@@ -285,7 +281,9 @@ impl Subscription {
     #[wasm_bindgen(unchecked_return_type = "T[]")]
     pub fn items(&self) -> Result<JsValue, JsError> {
         self.ensure_live()?;
-        Ok(self.shell.borrow_mut().objects_array(&self.id).into())
+        let snapshot = self.shell.borrow_mut().snapshot(&self.id);
+        // A copy of the snapshot's array, in the engine: the same objects.
+        Ok(snapshot.unchecked_into::<js_sys::Array>().slice(0, u32::MAX).into())
     }
 
     /// The external-store contract (React's `useSyncExternalStore`, a Svelte store, a Vue
@@ -321,19 +319,11 @@ impl Subscription {
     #[wasm_bindgen(js_name = getSnapshot, unchecked_return_type = "readonly T[]")]
     pub fn get_snapshot(&self) -> JsValue {
         let mut shell = self.shell.borrow_mut();
-        let shell = &mut *shell;
-        if shell.core.is_closed() || !shell.subs.contains_key(&self.id) {
-            return EMPTY.with(JsValue::clone);
+        if shell.core.is_closed() {
+            return shell::empty_array();
         }
-        if let Some(snapshot) = shell.subs.get(&self.id).and_then(|entry| entry.snapshot.clone()) {
-            return snapshot;
-        }
-        let array: JsValue = shell.objects_array(&self.id).into();
-        let array: JsValue = js_sys::Object::freeze(array.unchecked_ref::<js_sys::Object>()).into();
-        if let Some(entry) = shell.subs.get_mut(&self.id) {
-            entry.snapshot = Some(array.clone());
-        }
-        array
+        // The same array until the core's cache changes, then one patched from it.
+        shell.snapshot(&self.id)
     }
 
     /// `"syncing"`, `"synced"`, `"stale"` or `"failed"`.

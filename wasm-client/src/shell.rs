@@ -3,20 +3,33 @@
 //! callbacks. Every input (socket event, timer, API call) goes through [`drive`], which runs the
 //! core, performs its IO outputs and only then, with nothing borrowed, calls the application,
 //! so a callback may call back into the client.
+//!
+//! The data path: the engine's `JSON.parse` builds each frame once, in the socket listener;
+//! for an `event` frame the shell reads only its header (id, type, namespace/name,
+//! resourceVersion: [`js::event_header`]) and hands the core the parsed object itself, as an
+//! opaque `JsValue`. The core's cache is the one cache: per object it keeps the key and that
+//! handle. `onEvent`, `getSnapshot()` and `items()` all hand out that same object; nothing is
+//! serialised, copied or parsed again on the way. Other frames (synced, bookmarks, inventories,
+//! errors, pongs, and any frame of an unusual shape) are rare and take the text path: the core
+//! decodes them as natively.
 
 use std::cell::RefCell;
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 use std::rc::{Rc, Weak};
 
 use base64::Engine as _;
 use gloo_events::EventListener;
 use js_sys::{Array, Function, Object};
-use kubemux_protocol::client::{ClientCore, ConnectionState, Output, SubscriptionState, object_key};
+use kubemux_protocol::client::{ClientCore, ConnectionState, EventFrame, SubscriptionState, ViewChange};
 use kubemux_protocol::frames::{EventType, SUBPROTOCOL};
 use wasm_bindgen::prelude::*;
 use web_sys::{CloseEvent, MessageEvent, WebSocket};
 
 use crate::js;
+
+/// The core as the browser holds it: objects are the engine's own.
+pub type Core = ClientCore<JsValue>;
+type Output = kubemux_protocol::client::Output<JsValue>;
 
 /// The shell, shared by the `Mux`, its subscriptions and (weakly) its closures.
 pub type Shared = Rc<RefCell<Shell>>;
@@ -38,28 +51,22 @@ pub struct Handlers {
 pub struct SubEntry {
     pub handlers: Handlers,
     pub state: SubscriptionState,
-    /// What `getSnapshot()` answers until the next change: the same frozen array, so that an
-    /// external store (React's `useSyncExternalStore`) sees nothing changed. `None`: rebuild.
-    pub snapshot: Option<JsValue>,
+    /// The frozen array `getSnapshot()` last answered: answered again while the core's cache
+    /// reports no change (so an external store such as React's `useSyncExternalStore` sees
+    /// nothing changed), and the base the next one is patched from. `None`: none made yet.
+    snapshot: Option<JsValue>,
     /// `subscribe()`'s listeners, called with no arguments on every change, with their ids.
     pub listeners: Vec<(u64, Function)>,
-    /// Every object already handed to JavaScript, by `namespace/name`, with the
-    /// resourceVersion it was made from: an object is converted once per version, however
-    /// often the list is read, and an unchanged item is the same JavaScript object in every
-    /// snapshot (and in the `onEvent` that brought it).
-    objects: HashMap<String, (String, JsValue)>,
 }
 
 impl SubEntry {
     /// A subscription just started.
     pub fn new(handlers: Handlers) -> SubEntry {
-        SubEntry { handlers, state: SubscriptionState::Syncing, snapshot: None, listeners: Vec::new(), objects: HashMap::new() }
+        SubEntry { handlers, state: SubscriptionState::Syncing, snapshot: None, listeners: Vec::new() }
     }
 
-    /// Its objects or its state changed: the snapshot is rebuilt on the next `getSnapshot()`,
-    /// and every listener is told.
+    /// Its objects or its state changed: every listener is told.
     fn changed(&mut self, id: &str, notes: &mut Vec<Notification>) {
-        self.snapshot = None;
         notes.extend(self.listeners.iter().map(|(_, listener)| (Some(id.to_owned()), listener.clone(), Vec::new())));
     }
 }
@@ -90,13 +97,15 @@ struct Timer {
 
 /// Everything behind a `Mux`.
 pub struct Shell {
-    pub core: ClientCore,
+    pub core: Core,
     url: String,
     /// The connection token, kept only to offer it as a subprotocol; never logged.
     token: Option<String>,
     on_state: Option<Function>,
     on_error: Option<Function>,
-    pub subs: HashMap<String, SubEntry>,
+    /// By id. A handful of short ids: a `BTreeMap`'s few comparisons cost less than hashing
+    /// the id with SipHash, which three lookups per event would.
+    pub subs: BTreeMap<String, SubEntry>,
     pub state: ConnectionState,
     connection: Option<Connection>,
     /// Bumped on every connect, so an event of an older socket is recognised and ignored.
@@ -107,6 +116,12 @@ pub struct Shell {
     pub next_listener: u64,
     /// Why the latest `new WebSocket` threw, for the constructor to report.
     pub connect_error: Option<JsValue>,
+    /// The `event` frame being handled, and its type: `onEvent` is given the frame itself when
+    /// the core delivers it as it came (it is an `{ type, object }` already, with `op` and `id`
+    /// besides), as a plain client would, instead of a new object built field by field.
+    frame: Option<(EventType, JsValue)>,
+    /// The id and namespace of the latest event frame.
+    recent: js::Recent,
 }
 
 /// A call to make into the application once the shell is no longer borrowed, and the
@@ -115,14 +130,16 @@ type Notification = (Option<String>, Function, Vec<JsValue>);
 
 impl Shell {
     /// A shell that has not connected yet.
-    pub fn new(core: ClientCore, url: String, token: Option<String>, on_state: Option<Function>, on_error: Option<Function>) -> Shared {
+    pub fn new(core: Core, url: String, token: Option<String>, on_state: Option<Function>, on_error: Option<Function>) -> Shared {
         let shell = Shell {
             core,
             url,
             token,
             on_state,
             on_error,
-            subs: HashMap::new(),
+            subs: BTreeMap::new(),
+            frame: None,
+            recent: js::Recent::default(),
             state: ConnectionState::Connecting,
             connection: None,
             generation: 0,
@@ -172,10 +189,10 @@ impl Shell {
         let on_message = {
             let weak = weak.clone();
             EventListener::new(&ws, "message", move |event| {
-                // The protocol is text frames only; a binary frame is not ours to interpret.
-                if let Some(text) = event.dyn_ref::<MessageEvent>().and_then(|event| event.data().as_string()) {
-                    on_socket(&weak, generation, |shell, now| shell.core.on_message(now, &text));
-                }
+                // A "message" event of a WebSocket is a MessageEvent (no `instanceof` needed); a
+                // binary frame's data is no text, and is not the protocol's.
+                let data = event.unchecked_ref::<MessageEvent>().data();
+                on_socket(&weak, generation, |shell, now| shell.receive(now, &data));
             })
         };
         let on_close = {
@@ -233,18 +250,14 @@ impl Shell {
                     self.state = state;
                 }
                 Output::Event { id, event_type, object } => {
+                    let frame = self.frame.take();
                     if let Some(callback) = self.handler(&id, |h| &h.on_event) {
-                        let event = Object::new();
-                        let converted = js::to_js(&object);
-                        js::set(&event, "type", &JsValue::from_str(event_type.as_str()));
-                        js::set(&event, "object", &converted);
-                        // The list reuses it: the application sees one object per version.
-                        if event_type != EventType::Deleted
-                            && let (Some(entry), Some((key, version))) = (self.subs.get_mut(&id), identity(&object))
-                        {
-                            entry.objects.insert(key, (version.to_owned(), converted));
-                        }
-                        notes.push((Some(id), callback, vec![event.into()]));
+                        // The object is the one the list holds (and the frame's parse made).
+                        let event = match frame {
+                            Some((frame_type, frame)) if frame_type == event_type => frame,
+                            _ => js::event_object(event_type, &object),
+                        };
+                        notes.push((Some(id), callback, vec![event]));
                     }
                 }
                 Output::Synced { id, resource_version } => {
@@ -289,43 +302,53 @@ impl Shell {
                 }
             }
         }
+        self.frame = None;
         self.reschedule(now);
         notes
     }
 
-    /// The subscription's objects as a new JavaScript array, in the core's order. Objects
-    /// already converted at their current version are reused; the others are converted together
-    /// in one `JSON.parse`. What is no longer listed is forgotten.
-    pub fn objects_array(&mut self, id: &str) -> Array {
-        let (Some(items), Some(entry)) = (self.core.items(id), self.subs.get_mut(id)) else { return Array::new() };
-        let array = Array::new_with_length(items.len() as u32);
-        let mut known = std::mem::take(&mut entry.objects);
-        let mut fresh = HashMap::with_capacity(items.len());
-        let mut missing = Vec::new();
-        for (index, value) in items.enumerate() {
-            let Some((key, version)) = identity(value) else {
-                missing.push((index as u32, None, value));
-                continue;
-            };
-            match known.remove(&key) {
-                Some((known_version, object)) if known_version == version => {
-                    array.set(index as u32, object.clone());
-                    fresh.insert(key, (known_version, object));
-                }
-                _ => missing.push((index as u32, Some((key, version.to_owned())), value)),
-            }
+    /// A frame from the socket. The engine parses it once; an `event` frame of the usual shape
+    /// goes to the core as its header and the parsed object; anything else (rare) goes as text,
+    /// decoded by the core. Binary frames are not the protocol's: parsing fails and they have no
+    /// text.
+    fn receive(&mut self, now: u64, data: &JsValue) -> Vec<Output> {
+        let parsed = js::parse_data(data).ok();
+        if let Some(header) = parsed.as_ref().and_then(|frame| js::event_header(frame, &mut self.recent)) {
+            let js::EventHeader { event_type, name, resource_version, object } = header;
+            self.frame = parsed.map(|frame| (event_type, frame));
+            let recent = &self.recent;
+            let frame = EventFrame { id: recent.id(), event_type, key: Some((recent.namespace(), &name)), resource_version: resource_version.as_deref(), object };
+            return self.core.on_event(now, frame);
         }
-        if !missing.is_empty() {
-            let converted: Array = js::array_of(missing.iter().map(|(_, _, value)| *value)).unchecked_into();
-            for (position, (index, identity, _)) in missing.into_iter().enumerate() {
-                let object = converted.get(position as u32);
-                array.set(index, object.clone());
-                if let Some((key, version)) = identity {
-                    fresh.insert(key, (version, object));
-                }
-            }
+        match data.as_string() {
+            Some(text) => self.core.on_message_with(now, &text, |object| js::to_js(&object)),
+            None => Vec::new(),
         }
-        entry.objects = fresh;
+    }
+
+    /// The subscription's objects as a frozen array, in the core's order: the previous one
+    /// while nothing changed; when only some objects were replaced, a copy of the previous one
+    /// (`slice`, in the engine) with just those slots set; when the membership changed, a new
+    /// array of the handles the core holds. No object is ever converted: each is the one its
+    /// frame's parse made. The empty array when the core no longer knows the subscription (a
+    /// fatal error).
+    pub fn snapshot(&mut self, id: &str) -> JsValue {
+        let (Some(entry), Some(change)) = (self.subs.get_mut(id), self.core.take_view_change(id)) else { return empty_array() };
+        let array = match (change, entry.snapshot.take()) {
+            (ViewChange::Unchanged, Some(previous)) => return entry.snapshot.insert(previous).clone(),
+            (ViewChange::Patch(replaced), Some(previous)) => {
+                let array = previous.unchecked_into::<Array>().slice(0, u32::MAX);
+                for (index, object) in replaced {
+                    js::set_ref(&array, index as u32, &object);
+                }
+                array
+            }
+            (ViewChange::Rebuild(objects), _) => whole(objects),
+            // No previous array to patch (cannot happen: the first look at a cache rebuilds).
+            (ViewChange::Unchanged | ViewChange::Patch(_), None) => whole(self.core.items(id).map(Iterator::collect).unwrap_or_default()),
+        };
+        let array: JsValue = Object::freeze(&array).into();
+        entry.snapshot = Some(array.clone());
         array
     }
 
@@ -415,12 +438,24 @@ pub fn state_object(state: &ConnectionState) -> JsValue {
     object.into()
 }
 
-/// An object's `namespace/name` (the cache's key) and resourceVersion, when it has both (an
-/// object without a version is converted on every read: nothing says it is unchanged).
-fn identity(object: &serde_json::Value) -> Option<(String, &str)> {
-    let version = object.get("metadata")?.get("resourceVersion")?.as_str().filter(|v| !v.is_empty())?;
-    let (namespace, name) = object_key(object)?;
-    Some((format!("{namespace}/{name}"), version))
+/// A new array of these objects (the handles pushed one by one: a packed array, which the
+/// application iterates fastest).
+fn whole(objects: Vec<&JsValue>) -> Array {
+    let array = Array::new();
+    for object in objects {
+        array.push(object);
+    }
+    array
+}
+
+thread_local! {
+    /// The one empty array a closed or failed subscription's `getSnapshot()` answers.
+    static EMPTY: JsValue = Object::freeze(&Array::new()).into();
+}
+
+/// The one frozen empty array.
+pub fn empty_array() -> JsValue {
+    EMPTY.with(JsValue::clone)
 }
 
 /// The name JavaScript sees for a subscription state.

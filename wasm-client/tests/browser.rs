@@ -56,8 +56,13 @@ async fn a_watch_gets_its_snapshot_then_live_changes() {
         // The last event's object is what items() shows for that pod now.
         let name = get_str(&get(&get(&event, "object"), "metadata"), "name");
         let rv = get_str(&get(&get(&event, "object"), "metadata"), "resourceVersion");
-        let shown = names_and_versions(&sub.items().unwrap());
-        assert!(shown.contains(&(name, rv)), "{shown:?}");
+        let items = sub.items().unwrap();
+        let shown = names_and_versions(&items);
+        let position = shown.iter().position(|shown| *shown == (name.clone(), rv.clone()));
+        assert!(position.is_some(), "{shown:?}");
+        // Not a copy: the very object onEvent was given (parsed once, from its frame).
+        let listed = js_sys::Array::from(&items).get(position.unwrap_or_default() as u32);
+        assert!(js_sys::Object::is(&listed, &get(&event, "object")), "items() lists the object onEvent had");
     }
     mux.close();
     assert_eq!(states.borrow().states().last().unwrap(), "closed");

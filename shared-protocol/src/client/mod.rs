@@ -8,10 +8,17 @@
 //!   start(now) ───────────────▶  [Connect]
 //!   socket opened: on_open(now) ▶ [Send(auth…), Send(watch…), State(Open)]
 //!   text frame: on_message(…)  ▶ [Event/Synced/Reset/Error/Changed…]
+//!   event frame, header read by the shell: on_event(…) ▶ [Event, Changed]
 //!   socket closed: on_close(…) ▶ [State(Reconnecting{delay})]
 //!   timer: on_tick(now)        ▶ [Connect] | [Send(ping)] | [CloseSocket, State(…)]
 //!   next_deadline()            ▶ when to call on_tick next
 //! ```
+//!
+//! The core is generic over the object it keeps (`ClientCore<O>`): natively a
+//! `serde_json::Value` parsed from the frame's text ([`ClientCore::on_message`]); in the browser
+//! the object the page's `JSON.parse` built, handed over with the few header fields the protocol
+//! needs ([`ClientCore::on_event`], [`EventFrame`]). The protocol logic is the same code either
+//! way, which is what the native tests and the property test check.
 
 mod backoff;
 mod cache;
@@ -21,7 +28,9 @@ use std::collections::BTreeMap;
 use serde_json::Value;
 
 pub use backoff::{Backoff, BackoffConfig, SplitMix64};
-pub use cache::{ObjectCache, object_key};
+pub use cache::{ObjectCache, ViewChange, object_key};
+
+use cache::key_of;
 
 use crate::frames::{ClientMessage, EventType, ResumeMode, ServerMessage, Status, Watch, WatchQuery, WatchRequestError};
 
@@ -80,7 +89,7 @@ pub enum SubscriptionState {
 
 /// What the shell must do, or tell the application.
 #[derive(Debug, Clone, PartialEq)]
-pub enum Output {
+pub enum Output<O = Value> {
     /// Open a new socket (to the same URL, offering `kubemux.v1`).
     Connect,
     /// Send this text frame on the open socket.
@@ -97,7 +106,7 @@ pub enum Output {
         /// What happened.
         event_type: EventType,
         /// The object.
-        object: Value,
+        object: O,
     },
     /// A subscription is consistent at a version.
     Synced {
@@ -150,16 +159,16 @@ pub enum ClientError {
 
 /// One subscription.
 #[derive(Debug, Clone)]
-struct Subscription {
+struct Subscription<O> {
     cluster: String,
     path: String,
     query: Option<WatchQuery>,
     /// The version the visible cache is consistent with (or the replay has reached).
     resume: Option<String>,
     state: SubscriptionState,
-    cache: ObjectCache,
+    cache: ObjectCache<O>,
     /// The cache being rebuilt after a reset; swapped in at `synced`.
-    rebuilding: Option<ObjectCache>,
+    rebuilding: Option<ObjectCache<O>>,
     /// What the frames up to the next `synced` are.
     awaiting: Awaiting,
 }
@@ -177,7 +186,7 @@ enum Awaiting {
     Inventory,
 }
 
-impl Subscription {
+impl<O> Subscription<O> {
     fn watch_message(&self, id: &str) -> String {
         ClientMessage::Watch(Watch {
             id: id.to_owned(),
@@ -191,7 +200,7 @@ impl Subscription {
     }
 
     /// The cache that events go to: the one being rebuilt, else the visible one.
-    fn receiving(&mut self) -> &mut ObjectCache {
+    fn receiving(&mut self) -> &mut ObjectCache<O> {
         self.rebuilding.as_mut().unwrap_or(&mut self.cache)
     }
 }
@@ -205,30 +214,59 @@ enum Conn {
     Closed,
 }
 
-/// The client state machine.
+/// An `event` frame whose header the shell read itself (the browser shell, from the object
+/// `JSON.parse` built), for [`ClientCore::on_event`]: what [`ServerMessage::decode`] would have
+/// read from its text.
 #[derive(Debug)]
-pub struct ClientCore {
+pub struct EventFrame<'a, O> {
+    /// The subscription id.
+    pub id: &'a str,
+    /// What happened.
+    pub event_type: EventType,
+    /// `(metadata.namespace or "", metadata.name)`; `None` when the object has no name.
+    pub key: Option<(&'a str, &'a str)>,
+    /// `metadata.resourceVersion`, if a string.
+    pub resource_version: Option<&'a str>,
+    /// The object.
+    pub object: O,
+}
+
+/// The client state machine, holding objects of type `O`.
+#[derive(Debug)]
+pub struct ClientCore<O = Value> {
     config: ClientConfig,
     backoff: Backoff,
     conn: Conn,
-    subs: BTreeMap<String, Subscription>,
+    subs: BTreeMap<String, Subscription<O>>,
     tokens: BTreeMap<String, String>,
     ping_counter: u64,
 }
 
-fn resource_version_of(object: &Value) -> Option<String> {
-    object.get("metadata")?.get("resourceVersion")?.as_str().map(str::to_owned)
+fn resource_version_of(object: &Value) -> Option<&str> {
+    object.get("metadata")?.get("resourceVersion")?.as_str()
 }
 
-impl ClientCore {
-    /// A core that has not connected yet.
+impl ClientCore<Value> {
+    /// A core that has not connected yet, keeping objects as `serde_json::Value`s.
     pub fn new(config: ClientConfig) -> Self {
+        ClientCore::with_payload(config)
+    }
+
+    /// A text frame arrived.
+    pub fn on_message(&mut self, now: u64, text: &str) -> Vec<Output> {
+        self.on_message_with(now, text, |object| object)
+    }
+}
+
+impl<O: Clone> ClientCore<O> {
+    /// A core that has not connected yet, keeping objects as `O`s.
+    pub fn with_payload(config: ClientConfig) -> Self {
         let backoff = Backoff::new(config.backoff, config.seed);
         ClientCore { config, backoff, conn: Conn::Idle, subs: BTreeMap::new(), tokens: BTreeMap::new(), ping_counter: 0 }
     }
 
     /// Starts connecting.
-    pub fn start(&mut self, _now: u64) -> Vec<Output> {
+    pub fn start(&mut self, _now: u64) -> Vec<Output<O>> {
         if self.conn != Conn::Idle {
             return Vec::new();
         }
@@ -246,7 +284,7 @@ impl ClientCore {
     }
 
     /// Adds a subscription. Sent at once when open, otherwise on the next connection.
-    pub fn watch(&mut self, id: &str, cluster: &str, path: &str, query: Option<WatchQuery>) -> Result<Vec<Output>, ClientError> {
+    pub fn watch(&mut self, id: &str, cluster: &str, path: &str, query: Option<WatchQuery>) -> Result<Vec<Output<O>>, ClientError> {
         if self.is_closed() {
             return Err(ClientError::Closed);
         }
@@ -274,7 +312,7 @@ impl ClientCore {
     }
 
     /// Removes a subscription; nothing more is delivered for it.
-    pub fn unwatch(&mut self, id: &str) -> Result<Vec<Output>, ClientError> {
+    pub fn unwatch(&mut self, id: &str) -> Result<Vec<Output<O>>, ClientError> {
         if self.is_closed() {
             return Err(ClientError::Closed);
         }
@@ -285,7 +323,7 @@ impl ClientCore {
     }
 
     /// Sets the token for a cluster (re-sent on every reconnect).
-    pub fn auth(&mut self, cluster: &str, token: &str) -> Result<Vec<Output>, ClientError> {
+    pub fn auth(&mut self, cluster: &str, token: &str) -> Result<Vec<Output<O>>, ClientError> {
         if self.is_closed() {
             return Err(ClientError::Closed);
         }
@@ -297,7 +335,7 @@ impl ClientCore {
     }
 
     /// Closes for good.
-    pub fn close(&mut self) -> Vec<Output> {
+    pub fn close(&mut self) -> Vec<Output<O>> {
         if self.is_closed() {
             return Vec::new();
         }
@@ -312,7 +350,7 @@ impl ClientCore {
     }
 
     /// The socket opened: send tokens, then every subscription with its resume point.
-    pub fn on_open(&mut self, now: u64) -> Vec<Output> {
+    pub fn on_open(&mut self, now: u64) -> Vec<Output<O>> {
         if self.conn != Conn::Connecting {
             return Vec::new();
         }
@@ -334,7 +372,7 @@ impl ClientCore {
     }
 
     /// The socket closed (or failed to open). `code` is the WebSocket close code, if any.
-    pub fn on_close(&mut self, now: u64, code: Option<u16>) -> Vec<Output> {
+    pub fn on_close(&mut self, now: u64, code: Option<u16>) -> Vec<Output<O>> {
         let up_ms = match self.conn {
             Conn::Open { opened_at, .. } => now.saturating_sub(opened_at),
             Conn::Connecting => 0,
@@ -363,7 +401,7 @@ impl ClientCore {
     }
 
     /// Timers: reconnect when the wait is over, ping, and detect a dead connection.
-    pub fn on_tick(&mut self, now: u64) -> Vec<Output> {
+    pub fn on_tick(&mut self, now: u64) -> Vec<Output<O>> {
         match self.conn {
             Conn::Waiting { retry_at } if now >= retry_at => {
                 self.conn = Conn::Connecting;
@@ -383,11 +421,62 @@ impl ClientCore {
         }
     }
 
-    /// A text frame arrived.
-    pub fn on_message(&mut self, now: u64, text: &str) -> Vec<Output> {
+    /// Notes that something arrived; false when no socket is open (nothing is to be read).
+    fn received(&mut self, now: u64) -> bool {
         if let Conn::Open { last_rx, .. } = &mut self.conn {
             *last_rx = now;
+            true
         } else {
+            false
+        }
+    }
+
+    /// An `event` frame arrived whose header the shell read itself (see [`EventFrame`]); what
+    /// [`ClientCore::on_message_with`] does with an `event` frame's text.
+    pub fn on_event(&mut self, now: u64, frame: EventFrame<'_, O>) -> Vec<Output<O>> {
+        if !self.received(now) {
+            return Vec::new();
+        }
+        self.event(frame)
+    }
+
+    fn event(&mut self, frame: EventFrame<'_, O>) -> Vec<Output<O>> {
+        let EventFrame { id, mut event_type, key, resource_version, object } = frame;
+        let Some(sub) = self.subs.get_mut(id) else { return Vec::new() };
+        // Snapshot events come in key order, not version order: only a replay or live
+        // event (the client already has a resume point) moves the resume point, and
+        // not while an inventory may be coming (its changed objects are in key order).
+        if let (Some(resume), Awaiting::InOrder, Some(rv)) = (&mut sub.resume, sub.awaiting, resource_version) {
+            // In place: a live event costs no allocation for it.
+            resume.clear();
+            resume.push_str(rv);
+        }
+        if sub.awaiting == Awaiting::Inventory && event_type == EventType::Modified && !key.is_some_and(|key| sub.receiving().holds_key(key)) {
+            // The server sends what changed since the resume point without knowing
+            // what the client holds: to the application, an object it never had is new.
+            event_type = EventType::Added;
+        }
+        let id = id.to_owned();
+        let mut out = Vec::with_capacity(2);
+        // Objects without a name are delivered but not kept.
+        let kept = key.map(|key| (key, object.clone()));
+        out.push(Output::Event { id: id.clone(), event_type, object });
+        match (&mut sub.rebuilding, kept) {
+            (Some(aside), Some((key, object))) => aside.apply_keyed(event_type, key, object),
+            (Some(_), None) => {}
+            (None, kept) => {
+                if let Some((key, object)) = kept {
+                    sub.cache.apply_keyed(event_type, key, object);
+                }
+                out.push(Output::Changed { id });
+            }
+        }
+        out
+    }
+
+    /// A text frame arrived; an `event` frame's object becomes an `O` through `convert`.
+    pub fn on_message_with(&mut self, now: u64, text: &str, convert: impl FnOnce(Value) -> O) -> Vec<Output<O>> {
+        if !self.received(now) {
             return Vec::new();
         }
         let message = match ServerMessage::decode(text) {
@@ -417,30 +506,17 @@ impl ClientCore {
                 }
                 out.push(Output::Error { id: Some(id), fatal, status });
             }
-            ServerMessage::Event { id, mut event_type, object } => {
-                let Some(sub) = self.subs.get_mut(&id) else { return out };
-                // Snapshot events come in key order, not version order: only a replay or live
-                // event (the client already has a resume point) moves the resume point, and
-                // not while an inventory may be coming (its changed objects are in key order).
-                if sub.resume.is_some()
-                    && sub.awaiting == Awaiting::InOrder
-                    && let Some(rv) = resource_version_of(&object)
-                {
-                    sub.resume = Some(rv);
-                }
-                if sub.awaiting == Awaiting::Inventory && event_type == EventType::Modified && !sub.receiving().holds(&object) {
-                    // The server sends what changed since the resume point without knowing
-                    // what the client holds: to the application, an object it never had is new.
-                    event_type = EventType::Added;
-                }
-                match &mut sub.rebuilding {
-                    Some(aside) => aside.apply(event_type, &object),
-                    None => {
-                        sub.cache.apply(event_type, &object);
-                        out.push(Output::Changed { id: id.clone() });
-                    }
-                }
-                out.insert(0, Output::Event { id, event_type, object });
+            ServerMessage::Event { id, event_type, object } => {
+                let key = key_of(&object).map(|(namespace, name)| (namespace.to_owned(), name.to_owned()));
+                let resource_version = resource_version_of(&object).map(str::to_owned);
+                let frame = EventFrame {
+                    id: &id,
+                    event_type,
+                    key: key.as_ref().map(|(namespace, name)| (namespace.as_str(), name.as_str())),
+                    resource_version: resource_version.as_deref(),
+                    object: convert(object),
+                };
+                return self.event(frame);
             }
             ServerMessage::Inventory { id, keys } => {
                 let Some(sub) = self.subs.get_mut(&id) else { return out };
@@ -500,13 +576,20 @@ impl ClientCore {
     }
 
     /// The visible objects of a subscription.
-    pub fn items(&self, id: &str) -> Option<impl ExactSizeIterator<Item = &Value>> {
+    pub fn items(&self, id: &str) -> Option<impl ExactSizeIterator<Item = &O>> {
         self.subs.get(id).map(|s| s.cache.items())
     }
 
     /// The visible cache of a subscription.
-    pub fn cache(&self, id: &str) -> Option<&ObjectCache> {
+    pub fn cache(&self, id: &str) -> Option<&ObjectCache<O>> {
         self.subs.get(id).map(|s| &s.cache)
+    }
+
+    /// What changed in a subscription's visible objects since the previous call (the first
+    /// call, and the first after a `reset`'s rebuilt cache is swapped in, rebuild): see
+    /// [`ObjectCache::take_view_change`]. `None` for an unknown (or fatally failed) id.
+    pub fn take_view_change(&mut self, id: &str) -> Option<ViewChange<'_, O>> {
+        self.subs.get_mut(id).map(|s| s.cache.take_view_change())
     }
 
     /// A subscription's state; `None` for an unknown (or fatally failed) id.

@@ -12,7 +12,7 @@ use std::collections::{BTreeMap, VecDeque};
 
 use serde_json::{Value, json};
 
-use super::{ClientConfig, ClientCore, Output};
+use super::{ClientConfig, ClientCore, EventFrame, Output};
 use crate::frames::{ClientMessage, EventType, ResumeMode, ServerMessage};
 
 /// A model of the proxy plus API server for one collection: objects, a bounded history, and
@@ -131,11 +131,23 @@ impl ModelServer {
     }
 }
 
+/// An `event` frame's id, type and object, read the way the browser shell reads them; `None`
+/// for every other frame.
+fn event_header(frame: &str) -> Option<(String, EventType, Value)> {
+    match ServerMessage::decode(frame).ok()? {
+        ServerMessage::Event { id, event_type, object } => Some((id, event_type, object)),
+        _ => None,
+    }
+}
+
 /// The client and the model, wired together with a fake clock.
 pub struct Harness {
     pub core: ClientCore,
     pub server: ModelServer,
     pub now: u64,
+    /// Deliver `event` frames as the browser shell does: the header read outside the core,
+    /// through [`ClientCore::on_event`], instead of the text through `on_message`.
+    pub headers: bool,
 }
 
 impl Harness {
@@ -146,7 +158,7 @@ impl Harness {
     /// A harness whose client has `config`, against a model replica that offers inventories.
     pub fn with_config(config: ClientConfig) -> Self {
         let server = ModelServer { rv: 100, floor: 100, inventory: true, ..ModelServer::default() };
-        let mut h = Harness { core: ClientCore::new(config), server, now: 0 };
+        let mut h = Harness { core: ClientCore::new(config), server, now: 0, headers: false };
         let out = h.core.start(0);
         h.perform(out);
         h
@@ -182,7 +194,15 @@ impl Harness {
     pub fn deliver(&mut self, n: usize) {
         for _ in 0..n {
             let Some(frame) = self.server.in_flight.pop_front() else { return };
-            let out = self.core.on_message(self.now, &frame);
+            let out = match self.headers.then(|| event_header(&frame)).flatten() {
+                Some((id, event_type, object)) => {
+                    let meta = &object["metadata"];
+                    let key = meta["name"].as_str().map(|name| (meta["namespace"].as_str().unwrap_or_default(), name));
+                    let frame = EventFrame { id: &id, event_type, key, resource_version: meta["resourceVersion"].as_str(), object: object.clone() };
+                    self.core.on_event(self.now, frame)
+                }
+                None => self.core.on_message(self.now, &frame),
+            };
             for output in &out {
                 if let Output::Synced { id, resource_version } = output {
                     // Invariant 2, at the version the client was told.

@@ -6,8 +6,8 @@
 
 use proptest::prelude::*;
 
-use super::*;
 use super::model::Harness;
+use super::*;
 
 #[derive(Debug, Clone)]
 enum Step {
@@ -46,8 +46,10 @@ proptest! {
     /// Invariant 2 of DESIGN.md: whatever happens, once synced the client's cache equals the
     /// server's state.
     #[test]
-    fn cache_converges_to_server_state(seed in any::<u64>(), inventory_resume in any::<bool>(), steps in proptest::collection::vec(step(), 1..80)) {
+    fn cache_converges_to_server_state(seed in any::<u64>(), inventory_resume in any::<bool>(), headers in any::<bool>(), steps in proptest::collection::vec(step(), 1..80)) {
         let mut h = Harness::with_config(ClientConfig { seed, inventory_resume, ..ClientConfig::default() });
+        // Either way of handing events over: the same protocol logic.
+        h.headers = headers;
         let out = h.core.watch("pods", "c", "/api/v1/pods", None).unwrap();
         h.perform(out);
         for step in steps {
@@ -135,10 +137,10 @@ fn reconnect_resends_watches_with_resume_points_after_backoff() {
     assert_eq!(h.core.subscription_state("pods"), Some(SubscriptionState::Stale));
     assert_eq!(h.core.on_tick(10 + delay_ms).last(), Some(&Output::Connect));
     let sent: Vec<String> = h.core.on_open(20 + delay_ms).into_iter().filter_map(|o| if let Output::Send(s) = o { Some(s) } else { None }).collect();
-    assert_eq!(sent, vec![
-        r#"{"op":"auth","cluster":"c","token":"tok"}"#.to_owned(),
-        r#"{"op":"watch","id":"pods","cluster":"c","path":"/api/v1/pods","resourceVersion":"101","resume":"inventory"}"#.to_owned(),
-    ]);
+    assert_eq!(
+        sent,
+        vec![r#"{"op":"auth","cluster":"c","token":"tok"}"#.to_owned(), r#"{"op":"watch","id":"pods","cluster":"c","path":"/api/v1/pods","resourceVersion":"101","resume":"inventory"}"#.to_owned(),]
+    );
 }
 
 /// The frames a fresh `on_open` sends.
@@ -325,4 +327,66 @@ fn refuses_calls_after_close_and_bad_watches() {
     core.close();
     assert_eq!(core.watch("y", "c", "/api/v1/pods", None), Err(ClientError::Closed));
     assert_eq!(core.unwatch("x"), Err(ClientError::Closed));
+}
+
+/// The browser's way in (the header read outside the core, the object opaque to it) gives the
+/// application exactly what the text path gives: the same outputs in the same order and the
+/// same objects, for every kind of frame. The payload here is the object's JSON text, a stand-in
+/// for the browser's `JsValue` that the core cannot look into.
+#[test]
+fn the_header_path_delivers_what_the_text_path_does() {
+    let pod = |name: &str, rv: u32| serde_json::json!({"metadata": {"namespace": "ns", "name": name, "resourceVersion": rv.to_string()}, "spec": {"n": rv}});
+    let event = |event_type: EventType, object: Value| ServerMessage::Event { id: "pods".into(), event_type, object }.encode();
+    let frames = vec![
+        event(EventType::Added, pod("b", 1)),
+        event(EventType::Added, pod("a", 2)),
+        event(EventType::Added, serde_json::json!({"metadata": {"generateName": "x-"}})),
+        ServerMessage::Synced { id: "pods".into(), resource_version: "2".into() }.encode(),
+        event(EventType::Modified, pod("a", 3)),
+        event(EventType::Deleted, pod("b", 4)),
+        ServerMessage::Event { id: "other".into(), event_type: EventType::Added, object: pod("z", 5) }.encode(),
+        ServerMessage::Reset { id: "pods".into() }.encode(),
+        event(EventType::Added, pod("c", 6)),
+        ServerMessage::Synced { id: "pods".into(), resource_version: "6".into() }.encode(),
+        ServerMessage::Inventory { id: "pods".into(), keys: BTreeMap::from([("ns".to_owned(), vec![])]) }.encode(),
+        r#"{"op":"event","id":"pods","type":"GONE","object":{}}"#.to_owned(),
+    ];
+    let mut text: ClientCore = ClientCore::new(ClientConfig::default());
+    let mut headers: ClientCore<String> = ClientCore::with_payload(ClientConfig::default());
+    text.start(0);
+    text.watch("pods", "c", "/api/v1/pods", None).unwrap();
+    text.on_open(0);
+    headers.start(0);
+    headers.watch("pods", "c", "/api/v1/pods", None).unwrap();
+    headers.on_open(0);
+    for frame in &frames {
+        let expected: Vec<Output<String>> = text.on_message(1, frame).into_iter().map(as_text).collect();
+        let got = match ServerMessage::decode(frame) {
+            Ok(ServerMessage::Event { id, event_type, object }) => {
+                let meta = &object["metadata"];
+                let key = meta["name"].as_str().map(|name| (meta["namespace"].as_str().unwrap_or_default(), name));
+                let frame = EventFrame { id: &id, event_type, key, resource_version: meta["resourceVersion"].as_str(), object: object.to_string() };
+                headers.on_event(1, frame)
+            }
+            _ => headers.on_message_with(1, frame, |object| object.to_string()),
+        };
+        assert_eq!(got, expected, "after {frame}");
+        let (text_items, header_items): (Vec<String>, Vec<String>) = (text.items("pods").unwrap().map(Value::to_string).collect(), headers.items("pods").unwrap().cloned().collect());
+        assert_eq!(header_items, text_items, "the caches after {frame}");
+    }
+}
+
+fn as_text(output: Output) -> Output<String> {
+    match output {
+        Output::Event { id, event_type, object } => Output::Event { id, event_type, object: object.to_string() },
+        Output::Connect => Output::Connect,
+        Output::Send(text) => Output::Send(text),
+        Output::CloseSocket => Output::CloseSocket,
+        Output::State(state) => Output::State(state),
+        Output::Synced { id, resource_version } => Output::Synced { id, resource_version },
+        Output::Reset { id } => Output::Reset { id },
+        Output::Error { id, fatal, status } => Output::Error { id, fatal, status },
+        Output::Changed { id } => Output::Changed { id },
+        Output::SubscriptionState { id, state } => Output::SubscriptionState { id, state },
+    }
 }
