@@ -50,6 +50,10 @@ export class PlainClient {
   }
 
   close() {
+    // Its objects go with it (a closing socket's listener would otherwise keep the Map, and the
+    // next client's memory would be measured against a baseline that still holds them).
+    for (const sub of this.subscriptions.values()) sub.items.clear();
+    this.subscriptions.clear();
     this.ws.close();
   }
 }
