@@ -1,5 +1,6 @@
-//! Prometheus metrics (`GET /metrics`). Labels are causes and reasons only: never a token, a
-//! user, an object name or a subscription id.
+//! Prometheus metrics (`GET /metrics`). Labels are causes, reasons, and the cluster and resource
+//! of an upstream watch (created only once the API server answered its list: see
+//! `registry::meter`): never a token, a user, an object name, a namespace or a subscription id.
 
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
@@ -35,6 +36,10 @@ pub struct Metrics {
     errors: Family<Labels, Counter>,
     task_panics: Family<Labels, Counter>,
     config_reloads: Family<Labels, Counter>,
+    /// Per cluster and resource: requests to the API server, objects and bytes received,
+    /// relists after an expired version (`registry::meter`).
+    upstream_counters: [Family<Labels, Counter>; 4],
+    upstream_subscribers: Family<Labels, Gauge>,
     /// The generation of the configuration in force (`/config/status`).
     pub config_generation: Gauge,
     /// Exec and attach sessions and their teardowns.
@@ -143,6 +148,8 @@ impl Default for Metrics {
             errors: Family::default(),
             task_panics: Family::default(),
             config_reloads: Family::default(),
+            upstream_counters: Default::default(),
+            upstream_subscribers: Family::default(),
             config_generation: Gauge::default(),
             terminals: Default::default(),
             port_forwards: Default::default(),
@@ -163,6 +170,10 @@ impl Default for Metrics {
         registry.register("task_panics", "Panics contained at a task's boundary, by task", metrics.task_panics.clone());
         registry.register("config_reloads", "Config reloads by result (applied, unchanged, rejected)", metrics.config_reloads.clone());
         registry.register("config_generation", "Generation of the configuration in force", metrics.config_generation.clone());
+        for (family, (name, help)) in metrics.upstream_counters.iter().zip(UPSTREAM_COUNTERS) {
+            registry.register(name, help, family.clone());
+        }
+        registry.register("upstream_subscribers", "Subscriptions sharing the upstream watches of a cluster and resource", metrics.upstream_subscribers.clone());
         metrics.terminals.register(&mut registry);
         metrics.port_forwards.register(&mut registry);
         metrics.forwards.register(&mut registry);
@@ -170,7 +181,32 @@ impl Default for Metrics {
     }
 }
 
+/// The labels of an upstream watch's series.
+#[derive(Debug, Clone)]
+pub struct UpstreamSeries {
+    /// The cluster's name.
+    pub cluster: String,
+    /// The resource, `pods` or `deployments.apps`.
+    pub resource: String,
+}
+
+/// The per cluster and resource counters, in `Metrics::upstream_series`'s order.
+const UPSTREAM_COUNTERS: [(&str, &str); 4] = [
+    ("upstream_requests", "Requests to the API server (list pages, watches, catch-ups) by cluster and resource"),
+    ("upstream_objects", "Objects received from the API server (list items, watch events) by cluster and resource"),
+    ("upstream_bytes", "Bytes received from the API server (list bodies, watch lines) by cluster and resource"),
+    ("upstream_relists", "Relists after the API server expired a watch's version, by cluster and resource"),
+];
+
 impl Metrics {
+    /// The series of the upstream watches of `labels`: requests, objects, bytes and relists, and
+    /// the subscriber gauge.
+    pub fn upstream_series(&self, labels: &UpstreamSeries) -> ([Counter; 4], Gauge) {
+        let labels: Labels = vec![("cluster", labels.cluster.clone()), ("resource", labels.resource.clone())];
+        let counters = std::array::from_fn(|i| self.upstream_counters[i].get_or_create(&labels).clone());
+        (counters, self.upstream_subscribers.get_or_create(&labels).clone())
+    }
+
     /// Counts a reset.
     pub fn reset(&self, cause: ResetCause) {
         self.resets.get_or_create(&vec![("cause", cause.as_str().to_owned())]).inc();

@@ -129,6 +129,13 @@ pub enum ClientMessage {
         #[serde(default)]
         data: Value,
     },
+    /// Asks what this connection and its subscriptions cost (§2), answered with `stats`
+    /// carrying the same data.
+    Stats {
+        /// Opaque data echoed back.
+        #[serde(default)]
+        data: Value,
+    },
 }
 
 /// A watch event type as carried in `event` frames.
@@ -243,6 +250,17 @@ pub enum ServerMessage {
         /// The ping's data.
         #[serde(default)]
         data: Value,
+    },
+    /// Answer to `stats`: the connection's and each subscription's counters (§3), kept as the
+    /// JSON they came in, which clients hand to the application as it is.
+    Stats {
+        /// The request's data.
+        #[serde(default)]
+        data: Value,
+        /// The connection's counters.
+        connection: Value,
+        /// Each subscription's counters, by id.
+        subscriptions: Value,
     },
 }
 
@@ -374,6 +392,13 @@ impl Fields {
                 let code = rest.remove("code").and_then(|c| c.as_u64()).and_then(|c| u16::try_from(c).ok()).unwrap_or(0);
                 ServerMessage::Error { id, fatal, status: Status { code, reason, message, rest } }
             }
+            "stats" => {
+                let data = self.map.remove("data").unwrap_or(Value::Null);
+                let (Some(connection @ Value::Object(_)), Some(subscriptions @ Value::Object(_))) = (self.map.remove("connection"), self.map.remove("subscriptions")) else {
+                    return Err(self.invalid("missing object fields `connection` and `subscriptions`".into()));
+                };
+                ServerMessage::Stats { data, connection, subscriptions }
+            }
             _ => ServerMessage::Pong { data: self.map.remove("data").unwrap_or(Value::Null) },
         })
     }
@@ -382,7 +407,7 @@ impl Fields {
 impl ClientMessage {
     /// Decodes a client message.
     pub fn decode(text: &str) -> Result<ClientMessage, DecodeError> {
-        decode_object(text, &["watch", "unwatch", "auth", "ping"])
+        decode_object(text, &["watch", "unwatch", "auth", "ping", "stats"])
     }
 
     /// Encodes a client message.
@@ -394,7 +419,7 @@ impl ClientMessage {
 impl ServerMessage {
     /// Decodes a server message.
     pub fn decode(text: &str) -> Result<ServerMessage, DecodeError> {
-        decode_head(text, &["event", "synced", "inventory", "reset", "bookmark", "error", "pong"])?.server_message()
+        decode_head(text, &["event", "synced", "inventory", "reset", "bookmark", "error", "pong", "stats"])?.server_message()
     }
 
     /// Encodes a server message.
@@ -557,17 +582,15 @@ mod tests {
         check_client(r#"{"op":"unwatch","id":"pods"}"#, ClientMessage::Unwatch { id: "pods".into() });
         check_client(r#"{"op":"auth","cluster":"prod","token":"t"}"#, ClientMessage::Auth { cluster: "prod".into(), token: "t".into() });
         check_client(r#"{"op":"ping","data":"17"}"#, ClientMessage::Ping { data: json!("17") });
+        check_client(r#"{"op":"stats","data":1}"#, ClientMessage::Stats { data: json!(1) });
+        assert_eq!(ClientMessage::decode(r#"{"op":"stats"}"#).unwrap(), ClientMessage::Stats { data: Value::Null });
     }
 
     #[test]
     fn server_frames() {
         check_server(
             r#"{"op":"event","id":"pods","type":"MODIFIED","object":{"kind":"Pod","apiVersion":"v1","metadata":{"name":"web-1","resourceVersion":"1051"}}}"#,
-            ServerMessage::Event {
-                id: "pods".into(),
-                event_type: EventType::Modified,
-                object: json!({"kind":"Pod","apiVersion":"v1","metadata":{"name":"web-1","resourceVersion":"1051"}}),
-            },
+            ServerMessage::Event { id: "pods".into(), event_type: EventType::Modified, object: json!({"kind":"Pod","apiVersion":"v1","metadata":{"name":"web-1","resourceVersion":"1051"}}) },
         );
         check_server(r#"{"op":"synced","id":"pods","resourceVersion":"1050"}"#, ServerMessage::Synced { id: "pods".into(), resource_version: "1050".into() });
         check_server(r#"{"op":"reset","id":"pods"}"#, ServerMessage::Reset { id: "pods".into() });
@@ -584,6 +607,9 @@ mod tests {
             ServerMessage::Error { id: Some("pods".into()), fatal: false, status },
         );
         check_server(r#"{"op":"pong","data":"17"}"#, ServerMessage::Pong { data: json!("17") });
+        let stats = r#"{"op":"stats","data":1,"connection":{"framesIn":2,"bytesIn":120,"framesOut":5,"bytesOut":2400,"queuedBytes":0,"overflows":0},"subscriptions":{"pods":{"events":3,"bytes":2200,"resets":0,"upstream":{"subscribers":2,"requests":2,"events":3,"bytes":2100,"resets":0}}}}"#;
+        let frame = serde_json::from_str::<Value>(stats).unwrap();
+        check_server(stats, ServerMessage::Stats { data: json!(1), connection: frame["connection"].clone(), subscriptions: frame["subscriptions"].clone() });
     }
 
     #[test]
@@ -655,6 +681,7 @@ mod tests {
             r#"{"op":"inventory","id":"p","keys":["a"]}"#,
             r#"{"op":"inventory","id":"p","keys":{"ns":"a"}}"#,
             r#"{"op":"inventory","id":"p","keys":{"ns":["a",5]}}"#,
+            r#"{"op":"stats","id":"p","data":1,"connection":{}}"#,
         ] {
             let error = server(bad);
             assert_eq!(error.id.as_deref(), Some("p"), "{bad}");
@@ -669,7 +696,18 @@ mod tests {
         for ok in ["/api/v1/pods", "/api/v1/namespaces/default/pods", "/apis/apps/v1/deployments", "/apis/networking.k8s.io/v1/namespaces/a-b/ingresses"] {
             assert!(validate_collection_path(ok), "{ok}");
         }
-        for bad in ["", "api/v1/pods", "/api/v1", "/api/v1/namespaces/default/pods/web-1", "/api/v1/../pods", "/api/v1/po%64s", "/api/v1/pods?watch=1", "/api/v2/pods", "/apis/apps/v1/namespaces/Default/pods", "/api/v1/pods/"] {
+        for bad in [
+            "",
+            "api/v1/pods",
+            "/api/v1",
+            "/api/v1/namespaces/default/pods/web-1",
+            "/api/v1/../pods",
+            "/api/v1/po%64s",
+            "/api/v1/pods?watch=1",
+            "/api/v2/pods",
+            "/apis/apps/v1/namespaces/Default/pods",
+            "/api/v1/pods/",
+        ] {
             assert!(!validate_collection_path(bad), "{bad}");
         }
         let mut w = Watch { id: "x".repeat(129), cluster: "c".into(), path: "/api/v1/pods".into(), query: None, resource_version: None, resume: None };

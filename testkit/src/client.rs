@@ -123,6 +123,7 @@ enum Command {
     Auth(String, String),
     Send(String),
     Retarget(String),
+    Stats(oneshot::Sender<Result<Value, String>>),
 }
 
 /// A client connected to one proxy URL, reconnecting on its own.
@@ -163,6 +164,14 @@ impl NativeClient {
     /// Unsubscribes.
     pub fn unwatch(&self, id: &str) {
         let _ = self.commands.send(Command::Unwatch(id.into()));
+    }
+
+    /// Asks the proxy what this connection and its subscriptions cost: the `stats` frame's
+    /// `connection` and `subscriptions`.
+    pub async fn stats(&self) -> Result<Value, String> {
+        let (reply, rx) = oneshot::channel();
+        let _ = self.commands.send(Command::Stats(reply));
+        rx.await.unwrap_or_else(|_| Err("client task ended".into()))
     }
 
     /// Sets a cluster token.
@@ -250,6 +259,7 @@ async fn drive(mut url: String, config: ClientConfig, mut commands: mpsc::Unboun
     let now = move || u64::try_from(epoch.elapsed().as_millis()).unwrap_or(u64::MAX);
     let mut core = ClientCore::new(config);
     let mut socket: Option<Socket> = None;
+    let mut stats: HashMap<u64, oneshot::Sender<Result<Value, String>>> = HashMap::new();
     let mut pending = core.start(now());
     loop {
         // Perform outputs until none are left (connecting produces more).
@@ -282,6 +292,11 @@ async fn drive(mut url: String, config: ClientConfig, mut commands: mpsc::Unboun
                             view.lock().unwrap().closed(None);
                         }
                     }
+                    Output::Stats { request, report } => {
+                        if let Some(reply) = stats.remove(&request) {
+                            let _ = reply.send(report.ok_or_else(|| "the connection closed before the stats came".to_owned()));
+                        }
+                    }
                     other => record(&mut view.lock().unwrap(), &core, other),
                 }
             }
@@ -304,6 +319,15 @@ async fn drive(mut url: String, config: ClientConfig, mut commands: mpsc::Unboun
                 Some(Command::Auth(cluster, token)) => pending.extend(core.auth(&cluster, &token).unwrap_or_default()),
                 Some(Command::Send(text)) => pending.push(Output::Send(text)),
                 Some(Command::Retarget(to)) => url = to,
+                Some(Command::Stats(reply)) => match core.stats() {
+                    Ok((request, out)) => {
+                        stats.insert(request, reply);
+                        pending.extend(out);
+                    }
+                    Err(error) => {
+                        let _ = reply.send(Err(error.to_string()));
+                    }
+                },
             },
             message = async { socket.as_mut().expect("guarded").next().await }, if socket.is_some() => match message {
                 Some(Ok(Message::Text(text))) => pending.extend(core.on_message(now(), text.as_str())),
@@ -376,6 +400,6 @@ fn record(view: &mut View, core: &ClientCore, output: Output) {
                 .unwrap_or_default();
             view.caches.insert(id, cache);
         }
-        Output::Connect | Output::Send(_) | Output::CloseSocket => unreachable!("performed by the driver"),
+        Output::Connect | Output::Send(_) | Output::CloseSocket | Output::Stats { .. } => unreachable!("performed by the driver"),
     }
 }

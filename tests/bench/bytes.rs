@@ -71,7 +71,7 @@ fn realistic_pod(index: usize) -> Value {
         "k:{\"type\":\"Ready\"}": {".": {}, "f:lastProbeTime": {}, "f:lastTransitionTime": {}, "f:status": {}, "f:type": {}}},
         "f:containerStatuses": {}, "f:hostIP": {}, "f:hostIPs": {}, "f:phase": {}, "f:podIP": {}, "f:podIPs": {".": {}, "k:{\"ip\":\"10.244.1.17\"}": {".": {}, "f:ip": {}}}, "f:startTime": {}}});
     let mut annotations = json!({"kubectl.kubernetes.io/restartedAt": "2026-11-29T17:02:11Z", "prometheus.io/scrape": "true", "prometheus.io/port": "9090"});
-    if index % 3 == 0 {
+    if index.is_multiple_of(3) {
         let applied = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"labels": {"app": app}, "name": name, "namespace": NAMESPACE}, "spec": {"containers": [{"image": format!("registry.example.com/shop/{app}:1.14.2"), "name": app, "ports": [{"containerPort": 8080}]}]}});
         annotations[LAST_APPLIED] = json!(format!("{applied}\n"));
     }

@@ -91,7 +91,7 @@ async fn frames_until(socket: &mut Socket, id: &str, last: impl Fn(&ServerMessag
                 | ServerMessage::Bookmark { id: i, .. }
                 | ServerMessage::Inventory { id: i, .. } => i == id,
                 ServerMessage::Error { id: i, .. } => i.as_deref() == Some(id),
-                ServerMessage::Pong { .. } => false,
+                ServerMessage::Pong { .. } | ServerMessage::Stats { .. } => false,
             };
             if ours {
                 let done = last(&frame);
@@ -158,7 +158,10 @@ async fn a_panicking_upstream_task_ends_only_its_own_subscriptions() {
 
     // The first watch line the doomed upstream reads sets off its panic.
     create_configmap(&api, "first").await;
-    let view = client.wait_for(Duration::from_secs(10), "the doomed watch's error and the healthy watch's event", |v| !v.errors_of("doomed").is_empty() && v.caches.get("maps").is_some_and(|c| c.len() == 1)).await.unwrap();
+    let view = client
+        .wait_for(Duration::from_secs(10), "the doomed watch's error and the healthy watch's event", |v| !v.errors_of("doomed").is_empty() && v.caches.get("maps").is_some_and(|c| c.len() == 1))
+        .await
+        .unwrap();
     let (_, fatal, status) = view.errors.iter().find(|(id, _, _)| id.as_deref() == Some("doomed")).unwrap();
     assert!(*fatal && status.code == 500 && status.message.contains("internal error in the upstream watch"), "{status:?}");
     assert_eq!(view.errors.len(), 1, "no other error: {:?}", view.errors);

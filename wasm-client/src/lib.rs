@@ -118,6 +118,39 @@ export interface WatchRequest {
   fieldSelector?: string;
 }
 
+/** What `mux.stats()` resolves to: the proxy's counters for this connection, and for each
+ * subscription (by its id) and the upstream watch it shares. Bytes are frames' text. */
+export interface MuxStats {
+  connection: {
+    framesIn: number;
+    bytesIn: number;
+    framesOut: number;
+    bytesOut: number;
+    /** Bytes queued for this connection, not yet sent. */
+    queuedBytes: number;
+  };
+  subscriptions: Record<string, {
+    /** `event` frames sent, snapshots included. */
+    events: number;
+    bytes: number;
+    /** `reset`s sent (a slow reader's overflow, an expired version, a lost resume point). */
+    resets: number;
+    /** The upstream watch this subscription shares; `null` for the forwards' collection. */
+    upstream: {
+      /** Subscriptions, of every connection, sharing it. */
+      subscribers: number;
+      /** Requests to the API server: list pages, watches, catch-ups. */
+      requests: number;
+      /** Objects received: list items and watch events. */
+      events: number;
+      /** Bytes received from the API server. */
+      bytes: number;
+      /** Relists after the API server expired the watch's version. */
+      resets: number;
+    } | null;
+  }>;
+}
+
 /** A watch's callbacks (read by `Mux::watch`). */
 export interface WatchHandlers<T = KubeObject> {
   /** Each event, after it was applied to `items()`. */
@@ -241,6 +274,31 @@ impl Mux {
             Some(error) => Err(JsError::new(&format!("kubemux: {error}"))),
             None => Ok(()),
         }
+    }
+
+    /// What this connection and each of its subscriptions have cost so far, as the proxy
+    /// counts it (its `stats` frame): frames and bytes each way, resets, and for each
+    /// subscription the upstream watch it shares (how many share it, requests made, objects and
+    /// bytes received). Rejects when the connection is not open or closes before the answer.
+    #[wasm_bindgen(unchecked_return_type = "Promise<MuxStats>")]
+    pub fn stats(&self) -> js_sys::Promise {
+        let shell = self.shell.clone();
+        js_sys::Promise::new(&mut |resolve, reject| {
+            let mut refused = None;
+            drive(&shell, |shell, _| match shell.core.stats() {
+                Ok((request, out)) => {
+                    shell.stats.push((request, resolve.clone(), reject.clone()));
+                    out
+                }
+                Err(error) => {
+                    refused = Some(error);
+                    Vec::new()
+                }
+            });
+            if let Some(error) = refused {
+                let _ = reject.call1(&JsValue::NULL, &js_sys::Error::new(&format!("kubemux: {error}")).into());
+            }
+        })
     }
 
     /// Closes the connection for good; nothing more is delivered. Closing twice is harmless.

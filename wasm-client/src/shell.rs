@@ -122,6 +122,9 @@ pub struct Shell {
     frame: Option<(EventType, JsValue)>,
     /// The id and namespace of the latest event frame.
     recent: js::Recent,
+    /// The request number, `resolve` and `reject` of each `stats()` promise the connection has
+    /// not answered: a few at most, so a list (a map would cost the package its own code).
+    pub stats: Vec<(u64, Function, Function)>,
 }
 
 /// A call to make into the application once the shell is no longer borrowed, and the
@@ -140,6 +143,7 @@ impl Shell {
             subs: BTreeMap::new(),
             frame: None,
             recent: js::Recent::default(),
+            stats: Vec::new(),
             state: ConnectionState::Connecting,
             connection: None,
             generation: 0,
@@ -289,6 +293,17 @@ impl Shell {
                     }
                     if let Some(entry) = self.subs.get_mut(&id) {
                         entry.changed(&id, &mut notes);
+                    }
+                }
+                Output::Stats { request, report } => {
+                    // Settling a promise runs no application code now (its reactions are
+                    // microtasks), so it needs no deferring, and it is done even after close().
+                    if let Some(at) = self.stats.iter().position(|(pending, ..)| *pending == request) {
+                        let (_, resolve, reject) = self.stats.swap_remove(at);
+                        let _ = match report {
+                            Some(report) => resolve.call1(&JsValue::NULL, &js::to_js(&report)),
+                            None => reject.call1(&JsValue::NULL, &js_sys::Error::new("kubemux: the connection closed before the proxy answered stats()").into()),
+                        };
                     }
                 }
                 Output::SubscriptionState { id, state } => {

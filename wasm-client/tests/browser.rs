@@ -137,6 +137,32 @@ async fn a_malformed_frame_is_reported_and_the_connection_lives_on() {
     mux.close();
 }
 
+/// `stats()` resolves with the proxy's counters for this connection and each subscription (by
+/// its id), and rejects once the connection closes before the answer, or after `close()`.
+#[wasm_bindgen_test]
+async fn stats_count_what_a_subscription_was_sent() {
+    let (mux, _states, info) = connect().await;
+    let (log, handlers) = recorder(SUB_CALLBACKS, &[]);
+    let sub = mux.watch(pods_request(&info), handlers).unwrap();
+    wait_for(15.0, "the snapshot", || log.borrow().count("onSynced") == 1).await;
+    let stats = wasm_bindgen_futures::JsFuture::from(mux.stats()).await.expect("stats() resolves on an open connection");
+    let mine = get(&get(&stats, "subscriptions"), &sub.id());
+    let number = |value: &JsValue, key: &str| get(value, key).as_f64().unwrap_or_else(|| panic!("{key} is a number"));
+    let received = log.borrow().count("onEvent") as f64;
+    assert!(number(&mine, "events") >= received && received >= 6.0, "events sent {} for {received} received", number(&mine, "events"));
+    let upstream = get(&mine, "upstream");
+    assert!(number(&upstream, "subscribers") >= 1.0 && number(&upstream, "events") >= 6.0 && number(&upstream, "requests") >= 1.0);
+    assert!(number(&get(&stats, "connection"), "bytesOut") >= number(&mine, "bytes"));
+
+    // Asked and closed before the answer: rejected, as is every later call.
+    let pending = mux.stats();
+    mux.close();
+    let lost = message(wasm_bindgen_futures::JsFuture::from(pending).await.expect_err("the connection closed first"));
+    assert!(lost.contains("closed before"), "{lost}");
+    let after = message(wasm_bindgen_futures::JsFuture::from(mux.stats()).await.expect_err("closed"));
+    assert!(after.contains("closed"), "{after}");
+}
+
 #[wasm_bindgen_test]
 async fn methods_after_close_throw_clear_errors() {
     let (mux, states, info) = connect().await;

@@ -15,8 +15,8 @@ use serde_json::Value;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use super::spec::{ForwardSpec, Target, is_ready, selector_of};
 use super::Env;
+use super::spec::{ForwardSpec, Target, is_ready, selector_of};
 use crate::identity::Identity;
 use crate::mux::outbox::{Outbox, Outgoing};
 use crate::registry::{Sink, Subscription, WatchKey};
@@ -63,7 +63,7 @@ impl Collection {
             }
             ServerMessage::Error { status, .. } => self.error = Some(status.clone()),
             // Inventories answer `"resume":"inventory"`, which the resolver never sends.
-            ServerMessage::Bookmark { .. } | ServerMessage::Inventory { .. } | ServerMessage::Pong { .. } => {}
+            ServerMessage::Bookmark { .. } | ServerMessage::Inventory { .. } | ServerMessage::Pong { .. } | ServerMessage::Stats { .. } => {}
         }
     }
 }
@@ -224,10 +224,7 @@ pub async fn run(env: Env, spec: Arc<ForwardSpec>, resolution: watch::Sender<Res
             }
             let next = resolver.resolution();
             resolution.send_if_modified(|current| {
-                let changed = current.synced != next.synced
-                    || current.problem != next.problem
-                    || current.owner != next.owner
-                    || current.ready != next.ready;
+                let changed = current.synced != next.synced || current.problem != next.problem || current.owner != next.owner || current.ready != next.ready;
                 if changed {
                     *current = next;
                 }

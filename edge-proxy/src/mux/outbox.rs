@@ -78,6 +78,27 @@ struct SubQueue {
     frames: VecDeque<Item>,
     bytes: usize,
     state: QueueState,
+    sent: Sent,
+}
+
+impl SubQueue {
+    fn new() -> SubQueue {
+        SubQueue { frames: VecDeque::new(), bytes: 0, state: QueueState::Live, sent: Sent::default() }
+    }
+}
+
+/// What a queue handed the writer: the per-connection and per-subscription half of the cost
+/// meter (`stats`, `docs/PROTOCOL.md` §3). Bytes are the frames' text.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Sent {
+    /// Frames.
+    pub frames: u64,
+    /// Of them, `event` frames.
+    pub events: u64,
+    /// Their bytes.
+    pub bytes: u64,
+    /// `reset`s queued (the subscription's).
+    pub resets: u64,
 }
 
 #[derive(Debug, Default)]
@@ -89,6 +110,8 @@ struct Inner {
     total: usize,
     close: Option<(u16, &'static str)>,
     finished: bool,
+    /// Every frame handed out, control frames included.
+    sent: Sent,
 }
 
 /// The outbound queue of one connection.
@@ -136,13 +159,29 @@ impl Outbox {
     /// queued for it, such as that error).
     pub fn add_subscription(&self, id: &Arc<str>) {
         let mut inner = self.lock();
-        let queue = inner.subs.entry(id.clone()).or_insert_with(|| SubQueue { frames: VecDeque::new(), bytes: 0, state: QueueState::Live });
+        let queue = inner.subs.entry(id.clone()).or_insert_with(SubQueue::new);
         queue.state = QueueState::Live;
+        queue.sent = Sent::default();
     }
 
     /// Whether a subscription's queue takes frames (it exists and has not overflowed).
     pub fn is_live(&self, id: &str) -> bool {
         self.lock().subs.get(id).is_some_and(|q| q.state == QueueState::Live)
+    }
+
+    /// What the connection's queue handed the writer, what is queued now, and what each of
+    /// `ids`' queues handed it (nothing for an id without a queue).
+    pub fn sent<'a>(&self, ids: impl IntoIterator<Item = &'a Arc<str>>) -> (Sent, usize, Vec<Sent>) {
+        let inner = self.lock();
+        let subs = ids.into_iter().map(|id| inner.subs.get(id).map(|queue| queue.sent).unwrap_or_default()).collect();
+        (inner.sent, inner.total, subs)
+    }
+
+    /// Counts a `reset` queued for `id`.
+    pub fn count_reset(&self, id: &str) {
+        if let Some(queue) = self.lock().subs.get_mut(id) {
+            queue.sent.resets += 1;
+        }
     }
 
     /// Drops a subscription's queue if nothing is left in it.
@@ -378,18 +417,20 @@ impl Outbox {
         }
         if let Some(frame) = inner.control.pop_front() {
             let cost = frame.len();
+            inner.sent.frames += 1;
+            inner.sent.bytes += frame.len() as u64;
             return Some(Some((Outgoing::Text(frame), cost)));
         }
         while let Some(id) = inner.ready.pop_front() {
             let Some(queue) = inner.subs.get_mut(&id) else { continue };
-            let (frame, cost) = match queue.frames.front_mut() {
+            let (frame, cost, event) = match queue.frames.front_mut() {
                 None => continue,
                 Some(Item::Snapshot(objects)) => match objects.next() {
                     Some(object) => {
                         if objects.len() == 0 {
                             queue.frames.pop_front();
                         }
-                        (encode_event_raw(&id, EventType::Added, &object), snapshot_entry_cost(&object))
+                        (encode_event_raw(&id, EventType::Added, &object), snapshot_entry_cost(&object), true)
                     }
                     None => {
                         queue.frames.pop_front();
@@ -400,13 +441,18 @@ impl Outbox {
                 Some(Item::Frame(_) | Item::Event { .. }) => match queue.frames.pop_front() {
                     Some(Item::Frame(frame)) => {
                         let cost = frame.len();
-                        (frame, cost)
+                        (frame, cost, false)
                     }
-                    Some(Item::Event { head, body }) => (super::encode::frame(&head, &body), head.len() + body.len()),
+                    Some(Item::Event { head, body }) => (super::encode::frame(&head, &body), head.len() + body.len(), true),
                     _ => unreachable!("the front is a frame or an event"),
                 },
             };
             queue.bytes -= cost;
+            for sent in [&mut queue.sent, &mut inner.sent] {
+                sent.frames += 1;
+                sent.events += u64::from(event);
+                sent.bytes += frame.len() as u64;
+            }
             if !queue.frames.is_empty() {
                 inner.ready.push_back(id);
             }

@@ -23,7 +23,7 @@ use crate::forward::feed::{self, FeedSubscription, Subscriber};
 use crate::identity::Identity;
 use crate::logging::panic_message;
 use crate::metrics::TaskKind;
-use crate::registry::{ResumeFrom, Sink, Subscription, WatchKey};
+use crate::registry::{ResumeFrom, Sink, Subscription, UpstreamStats, WatchKey};
 
 /// One active subscription of this connection.
 struct Active {
@@ -60,6 +60,28 @@ struct Session {
     tokens: HashMap<String, String>,
     /// The token the connection was opened with, used for every cluster without its own.
     connection_token: Option<String>,
+    /// Text frames and their bytes read from the client (`stats`).
+    received: (u64, u64),
+}
+
+/// The answer to `stats` (`docs/PROTOCOL.md` §3), in the frame's field names.
+#[derive(serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ConnectionStats {
+    frames_in: u64,
+    bytes_in: u64,
+    frames_out: u64,
+    bytes_out: u64,
+    queued_bytes: u64,
+}
+
+#[derive(serde::Serialize)]
+struct SubscriptionStats {
+    events: u64,
+    bytes: u64,
+    resets: u64,
+    /// The shared upstream watch's meter; `None` (`null`) for the forwards' feed.
+    upstream: Option<UpstreamStats>,
 }
 
 /// Milliseconds since `epoch`, for the liveness check shared by reader and writer.
@@ -77,7 +99,7 @@ pub(super) async fn run(socket: WebSocket, app: Arc<AppState>, connection_token:
     let epoch = Instant::now();
     let last_seen = Arc::new(AtomicU64::new(0));
     let mut writer = tokio::spawn(write_loop(socket_tx, outbox.clone(), app.clone(), settings.clone(), last_seen.clone(), epoch));
-    let session = Session { app: app.clone(), settings, outbox: outbox.clone(), subscriptions: HashMap::new(), tokens: HashMap::new(), connection_token };
+    let session = Session { app: app.clone(), settings, outbox: outbox.clone(), subscriptions: HashMap::new(), tokens: HashMap::new(), connection_token, received: (0, 0) };
     let read = read_loop(session, &mut socket_rx, &outbox, &app, &last_seen, epoch, &mut writer);
     if let Err(panic) = AssertUnwindSafe(read).catch_unwind().await {
         // The session was dropped while unwinding, detaching its subscriptions (`Drop`).
@@ -256,6 +278,8 @@ impl Session {
     }
 
     fn on_text(&mut self, text: &str) {
+        self.received.0 += 1;
+        self.received.1 += text.len() as u64;
         match ClientMessage::decode(text) {
             Ok(ClientMessage::Watch(watch)) => self.watch(watch),
             Ok(ClientMessage::Unwatch { id }) => self.unwatch(&id),
@@ -270,6 +294,7 @@ impl Session {
                 }
                 self.outbox.push_control(ServerMessage::Pong { data }.encode());
             }
+            Ok(ClientMessage::Stats { data }) => self.stats(data),
             Err(error) => {
                 let message = format!("{error}");
                 match (error.id, error.kind) {
@@ -371,6 +396,28 @@ impl Session {
             active.sink = sink;
             active.identity = identity.clone();
         }
+    }
+
+    /// Answers `stats`: what this connection and each of its subscriptions cost so far.
+    fn stats(&mut self, data: serde_json::Value) {
+        self.purge_ended();
+        let (sent, queued, per_sub) = self.outbox.sent(self.subscriptions.keys());
+        let connection = ConnectionStats { frames_in: self.received.0, bytes_in: self.received.1, frames_out: sent.frames, bytes_out: sent.bytes, queued_bytes: queued as u64 };
+        let subscriptions: serde_json::Map<String, serde_json::Value> = self
+            .subscriptions
+            .iter()
+            .zip(per_sub)
+            .map(|((id, active), sent)| {
+                let upstream = match &active.upstream {
+                    Upstream::Registry(subscription) => Some(subscription.upstream_stats()),
+                    Upstream::Forwards(_) => None,
+                };
+                let stats = SubscriptionStats { events: sent.events, bytes: sent.bytes, resets: sent.resets, upstream };
+                (id.to_string(), serde_json::to_value(stats).unwrap_or_default())
+            })
+            .collect();
+        let connection = serde_json::to_value(connection).unwrap_or_default();
+        self.outbox.push_control(ServerMessage::Stats { data, connection, subscriptions: subscriptions.into() }.encode());
     }
 
     /// Overflowed subscriptions whose client has drained: ask for their reset.

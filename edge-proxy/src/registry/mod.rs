@@ -12,6 +12,7 @@
 
 mod cache;
 mod catch_up;
+mod meter;
 mod request;
 
 pub(crate) use request::{MAX_URI_BYTES, joined_length};
@@ -35,6 +36,7 @@ use crate::mux::outbox::{Item, Outbox, Pushed};
 use cache::ObjectJson;
 
 pub use cache::{Resume, WatchCache};
+pub use meter::{UpstreamStats, WatchMeter};
 
 /// Where a subscriber resumes from: the version its client holds, and whether that client
 /// accepts an inventory (`"resume":"inventory"`, `docs/PROTOCOL.md` §4).
@@ -368,6 +370,9 @@ impl Sink {
         };
         if pushed == Pushed::Queued {
             self.metrics.events_out.inc_by(count);
+            if reset {
+                self.outbox.count_reset(&self.id);
+            }
         }
         pushed == Pushed::Queued
     }
@@ -412,6 +417,7 @@ impl Sink {
         let items = vec![Item::Frame(self.reset_frame()), Item::Snapshot(objects.into_iter()), Item::Frame(self.synced_frame(rv))];
         if self.outbox.push_reset(&self.id, items) == Pushed::Queued {
             self.metrics.events_out.inc_by(count);
+            self.outbox.count_reset(&self.id);
             *self.rv_slot() = Some(Arc::from(rv));
         }
     }
@@ -473,9 +479,20 @@ enum Command {
 pub struct Subscription {
     sub_id: u64,
     commands: mpsc::UnboundedSender<Command>,
+    meter: Arc<WatchMeter>,
 }
 
 impl Subscription {
+    fn new(sub_id: u64, commands: mpsc::UnboundedSender<Command>, meter: Arc<WatchMeter>) -> Subscription {
+        meter.subscribers_changed(1);
+        Subscription { sub_id, commands, meter }
+    }
+
+    /// What the upstream watch it shares has cost so far.
+    pub fn upstream_stats(&self) -> UpstreamStats {
+        self.meter.report()
+    }
+
     /// Asks for a reset and snapshot (after the connection's queue overflowed and drained).
     pub fn resync(&self) {
         // A send error means the upstream task has ended, and with it this subscription.
@@ -485,6 +502,7 @@ impl Subscription {
 
 impl Drop for Subscription {
     fn drop(&mut self) {
+        self.meter.subscribers_changed(-1);
         let _ = self.commands.send(Command::Unsubscribe { sub_id: self.sub_id });
     }
 }
@@ -500,10 +518,11 @@ impl std::fmt::Debug for Command {
     }
 }
 
-/// A running upstream watch: its command channel and which task it is.
+/// A running upstream watch: its command channel, which task it is, and its meter.
 struct Entry {
     task: u64,
     commands: mpsc::UnboundedSender<Command>,
+    meter: Arc<WatchMeter>,
 }
 
 /// The registry of upstream watches.
@@ -548,20 +567,21 @@ impl WatchRegistry {
         let mut command = Command::Subscribe { sub_id, sink, resume };
         if let Some(entry) = map.get(&key) {
             match entry.commands.send(command) {
-                Ok(()) => return Subscription { sub_id, commands: entry.commands.clone() },
+                Ok(()) => return Subscription::new(sub_id, entry.commands.clone(), entry.meter.clone()),
                 Err(mpsc::error::SendError(returned)) => command = returned,
             }
         }
         let (tx, rx) = mpsc::unbounded_channel();
         tx.send(command).expect("the receiver is alive");
         let task_id = self.next_sub.fetch_add(1, Ordering::Relaxed);
-        map.insert(key.clone(), Entry { task: task_id, commands: tx.clone() });
+        let meter = WatchMeter::new(self.metrics.clone(), &key.cluster, meter::resource_of(&key.path));
+        map.insert(key.clone(), Entry { task: task_id, commands: tx.clone(), meter: meter.clone() });
         drop(map);
         // Settings as they are now: a reload changes those of upstream watches started after it.
         let settings = self.live.snapshot().settings.registry.clone();
-        let task = upstream::Upstream::new(key, task_id, cluster, (rx, tx.downgrade()), Arc::downgrade(self), settings, self.metrics.clone(), self.shutdown.clone());
+        let task = upstream::Upstream::new(key, task_id, cluster, (rx, tx.downgrade()), Arc::downgrade(self), settings, (self.metrics.clone(), meter.clone()), self.shutdown.clone());
         tokio::spawn(task.run());
-        Subscription { sub_id, commands: tx }
+        Subscription::new(sub_id, tx, meter)
     }
 
     /// Removes `key` if its task may retire: called by the task itself under the map's lock.

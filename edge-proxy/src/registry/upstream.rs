@@ -31,7 +31,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::cache::{Answer, ObjectJson, ObjectKey, Stored, WatchCache};
 use super::request::{Requests, parse_event_type, parse_line, parse_list_page, resource_version_of};
-use super::{Command, RegistrySettings, ResumeFrom, Sink, WatchKey, WatchRegistry, catch_up, internal_error};
+use super::{Command, RegistrySettings, ResumeFrom, Sink, WatchKey, WatchMeter, WatchRegistry, catch_up, internal_error};
 use crate::clusters::Cluster;
 use crate::logging::panic_message;
 use crate::metrics::{Metrics, ResetCause, ResumeOutcome, TaskKind};
@@ -51,6 +51,8 @@ pub(super) struct Upstream {
     /// Whether the test hook makes this task panic on its first watch line (decided once).
     inject_panic: bool,
     metrics: Arc<Metrics>,
+    /// What this watch costs (`stats`, `/metrics`); this task is its counters' only writer.
+    meter: Arc<WatchMeter>,
     shutdown: CancellationToken,
     cache: WatchCache,
     /// Subscribers that have their snapshot or replay.
@@ -125,7 +127,7 @@ impl Upstream {
         (commands, reports): (mpsc::UnboundedReceiver<Command>, mpsc::WeakUnboundedSender<Command>),
         registry: Weak<WatchRegistry>,
         settings: RegistrySettings,
-        metrics: Arc<Metrics>,
+        (metrics, meter): (Arc<Metrics>, Arc<WatchMeter>),
         shutdown: CancellationToken,
     ) -> Upstream {
         let cache = WatchCache::new(settings.history);
@@ -143,6 +145,7 @@ impl Upstream {
             inject_panic,
             settings,
             metrics,
+            meter,
             shutdown,
             cache,
             subscribers: HashMap::new(),
@@ -281,6 +284,7 @@ impl Upstream {
             metrics: self.metrics.clone(),
             inject_panic: self.settings.panics(TaskKind::CatchUp, &self.key),
         };
+        self.meter.request();
         let task = tokio::spawn(catch_up.run());
         self.catching_up.insert(sub_id, CatchingUp { sink, join_at, task: task.abort_handle() });
     }
@@ -494,11 +498,15 @@ impl Upstream {
                 Ok(request) => request,
                 Err(error) => return self.fail(error.status()),
             };
+            self.meter.request();
             let read = match self.serving(read_page(&client, request, &mut body)).await {
                 Served::Done(read) => read,
                 Served::Moved => return self.follow(),
                 Served::Retire => return Next::Retire,
             };
+            if read.is_ok() {
+                self.meter.received_bytes(body.len() as u64);
+            }
             let parsed = read.and_then(|()| String::from_utf8(std::mem::take(&mut body)).map_err(kube::Error::FromUtf8)).map(|text| {
                 let page = parse_list_page(&text).map_err(kube::Error::SerdeError);
                 body = text.into_bytes();
@@ -513,6 +521,7 @@ impl Upstream {
                     };
                 }
             };
+            self.meter.received_objects(page.objects.len() as u64);
             self.received.extend(page.objects);
             self.stream_received();
             match page.continue_token {
@@ -521,6 +530,7 @@ impl Upstream {
             }
         };
         self.recovered();
+        self.meter.export();
         let objects: BTreeMap<ObjectKey, Stored> = std::mem::take(&mut self.received).into_iter().collect();
         self.cache.replace(objects, rv.clone());
         for (sub_id, streamed) in std::mem::take(&mut self.streamed) {
@@ -586,6 +596,7 @@ impl Upstream {
             Ok(request) => request,
             Err(error) => return self.fail(error.status()),
         };
+        self.meter.request();
         let stream = match self.serving(client.request_stream(request)).await {
             Served::Done(stream) => stream,
             Served::Moved => return self.follow(),
@@ -597,6 +608,7 @@ impl Upstream {
                 return match classify(&self.key.cluster, &error) {
                     Classified::Fatal(status) => self.fail(status),
                     Classified::Expired(_) => {
+                        self.meter.reset();
                         self.cache.expire();
                         Next::Continue
                     }
@@ -615,6 +627,8 @@ impl Upstream {
                 line = lines.next() => match line {
                     Some(Ok(line)) => {
                         received += 1;
+                        // The line and its newline, as the API server sent them.
+                        self.meter.received_bytes(line.len() as u64 + 1);
                         match self.on_line(&line) {
                             Line::Applied => {
                                 // Healthy only once the stream delivers, so a watch that opens
@@ -676,8 +690,10 @@ impl Upstream {
         match (parse_event_type(event.kind), event.kind) {
             (Some(event_type), _) => {
                 self.metrics.events_in.inc();
+                self.meter.received_objects(1);
                 let (Some(name), Some(rv)) = (meta.name, meta.resource_version) else {
                     tracing::warn!(cluster = %self.key.cluster, "upstream event without name or resourceVersion; relisting");
+                    self.meter.reset();
                     self.cache.expire();
                     return Line::Relist;
                 };
@@ -706,6 +722,7 @@ impl Upstream {
                 let status: Status = serde_json::from_str(object).unwrap_or_else(|_| Status::failure(500, "InternalError", "unreadable ERROR event"));
                 if status.code == 410 || crate::upstream_error::too_large_version(&status) {
                     tracing::info!(cluster = %self.key.cluster, path = %self.key.path, "upstream version expired; relisting");
+                    self.meter.reset();
                     self.cache.expire();
                     return Line::Relist;
                 }
@@ -863,7 +880,8 @@ mod tests {
         let (tx, rx) = mpsc::unbounded_channel();
         tx.send(Command::Subscribe { sub_id: 1, sink, resume: None }).unwrap();
         let shutdown = CancellationToken::new();
-        let upstream = Upstream::new(key, 2, cluster, (rx, tx.downgrade()), Weak::new(), settings, metrics.clone(), shutdown.clone());
+        let meter = WatchMeter::new(metrics.clone(), "c", "configmaps".into());
+        let upstream = Upstream::new(key, 2, cluster, (rx, tx.downgrade()), Weak::new(), settings, (metrics.clone(), meter), shutdown.clone());
         tokio::spawn(upstream.run());
         Harness { fake, outbox, commands: tx, metrics, shutdown }
     }

@@ -141,6 +141,15 @@ pub enum Output<O = Value> {
         /// The new state.
         state: SubscriptionState,
     },
+    /// The answer to [`ClientCore::stats`]'s request `request`: the `stats` frame's
+    /// `connection` and `subscriptions` (`docs/PROTOCOL.md` §3), or `None` when the connection
+    /// closed before it came.
+    Stats {
+        /// What [`ClientCore::stats`] returned.
+        request: u64,
+        /// The report, as the server sent it.
+        report: Option<Value>,
+    },
 }
 
 /// Why a call was refused.
@@ -155,6 +164,9 @@ pub enum ClientError {
     /// The watch request is invalid.
     #[error(transparent)]
     InvalidWatch(#[from] WatchRequestError),
+    /// The request needs an open connection and there is none now.
+    #[error("the kubemux client is not connected")]
+    NotConnected,
 }
 
 /// One subscription.
@@ -240,6 +252,9 @@ pub struct ClientCore<O = Value> {
     subs: BTreeMap<String, Subscription<O>>,
     tokens: BTreeMap<String, String>,
     ping_counter: u64,
+    /// The last `stats` request's number, and those the open connection has not answered.
+    stats_counter: u64,
+    stats_pending: Vec<u64>,
 }
 
 fn resource_version_of(object: &Value) -> Option<&str> {
@@ -262,7 +277,7 @@ impl<O: Clone> ClientCore<O> {
     /// A core that has not connected yet, keeping objects as `O`s.
     pub fn with_payload(config: ClientConfig) -> Self {
         let backoff = Backoff::new(config.backoff, config.seed);
-        ClientCore { config, backoff, conn: Conn::Idle, subs: BTreeMap::new(), tokens: BTreeMap::new(), ping_counter: 0 }
+        ClientCore { config, backoff, conn: Conn::Idle, subs: BTreeMap::new(), tokens: BTreeMap::new(), ping_counter: 0, stats_counter: 0, stats_pending: Vec::new() }
     }
 
     /// Starts connecting.
@@ -334,6 +349,26 @@ impl<O: Clone> ClientCore<O> {
         Ok(Vec::new())
     }
 
+    /// Asks the server what this connection and its subscriptions cost (`stats`,
+    /// `docs/PROTOCOL.md` §2). The number returned comes back in [`Output::Stats`], with the
+    /// report, or without one if the connection closes first.
+    pub fn stats(&mut self) -> Result<(u64, Vec<Output<O>>), ClientError> {
+        if self.is_closed() {
+            return Err(ClientError::Closed);
+        }
+        if !self.is_open() {
+            return Err(ClientError::NotConnected);
+        }
+        self.stats_counter += 1;
+        self.stats_pending.push(self.stats_counter);
+        Ok((self.stats_counter, vec![Output::Send(ClientMessage::Stats { data: Value::from(self.stats_counter) }.encode())]))
+    }
+
+    /// The `stats` requests the connection that just ended will never answer.
+    fn stats_lost(&mut self) -> impl Iterator<Item = Output<O>> + use<O> {
+        std::mem::take(&mut self.stats_pending).into_iter().map(|request| Output::Stats { request, report: None })
+    }
+
     /// Closes for good.
     pub fn close(&mut self) -> Vec<Output<O>> {
         if self.is_closed() {
@@ -345,6 +380,7 @@ impl<O: Clone> ClientCore<O> {
         if had_socket {
             out.push(Output::CloseSocket);
         }
+        out.extend(self.stats_lost());
         out.push(Output::State(ConnectionState::Closed));
         out
     }
@@ -381,7 +417,8 @@ impl<O: Clone> ClientCore<O> {
         self.backoff.connection_ended(up_ms);
         let delay_ms = if code == Some(1001) { self.backoff.small_jitter_ms() } else { self.backoff.next_delay_ms() };
         self.conn = Conn::Waiting { retry_at: now + delay_ms };
-        let mut out = vec![Output::State(ConnectionState::Reconnecting { delay_ms })];
+        let mut out: Vec<Output<O>> = self.stats_lost().collect();
+        out.push(Output::State(ConnectionState::Reconnecting { delay_ms }));
         for (id, sub) in &mut self.subs {
             if sub.state == SubscriptionState::Synced {
                 sub.state = SubscriptionState::Stale;
@@ -489,6 +526,19 @@ impl<O: Clone> ClientCore<O> {
         let mut out = Vec::new();
         match message {
             ServerMessage::Pong { .. } => {}
+            ServerMessage::Stats { data, connection, subscriptions } => {
+                // An answer to a request of this connection; anything else is not ours.
+                if let Some(at) = data.as_u64().and_then(|request| self.stats_pending.iter().position(|pending| *pending == request)) {
+                    let request = self.stats_pending.remove(at);
+                    // Inserted one by one: `from_iter` would sort, and bring a sort into the
+                    // WebAssembly package for two keys.
+                    let mut report = serde_json::Map::new();
+                    report.insert("connection".to_owned(), connection);
+                    report.insert("subscriptions".to_owned(), subscriptions);
+                    let report = Value::Object(report);
+                    out.push(Output::Stats { request, report: Some(report) });
+                }
+            }
             ServerMessage::Error { id: None, fatal, status } => out.push(Output::Error { id: None, fatal, status }),
             ServerMessage::Error { id: Some(id), fatal, status } => {
                 let Some(sub) = self.subs.get_mut(&id) else {

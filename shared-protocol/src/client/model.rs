@@ -97,6 +97,11 @@ impl ModelServer {
             }
             ClientMessage::Unwatch { id } => self.active.retain(|a| *a != id),
             ClientMessage::Ping { data } => self.send(ServerMessage::Pong { data }),
+            ClientMessage::Stats { data } => {
+                // The model meters nothing: every active subscription, with an empty report.
+                let subscriptions = self.active.iter().map(|id| (id.clone(), json!({}))).collect();
+                self.send(ServerMessage::Stats { data, connection: json!({}), subscriptions: Value::Object(subscriptions) });
+            }
             ClientMessage::Auth { .. } => {}
         }
     }

@@ -318,6 +318,31 @@ fn errors_are_routed_to_their_subscription() {
     assert!(h.core.watch("a", "c", "/api/v1/pods", None).is_ok(), "a fatal error frees the id");
 }
 
+/// `stats` is a request and its answer: the answer to this connection's request comes back
+/// with its number; one the connection never answers is reported lost when it ends, and a
+/// `stats` frame nobody asked for is nobody's.
+#[test]
+fn stats_requests_are_answered_or_reported_lost() {
+    let mut h = Harness::new(1);
+    let out = h.core.watch("pods", "c", "/api/v1/pods", None).unwrap();
+    h.perform(out);
+    h.deliver(usize::MAX);
+    let (first, out) = h.core.stats().unwrap();
+    assert!(matches!(&out[..], [Output::Send(text)] if text == &format!(r#"{{"op":"stats","data":{first}}}"#)), "{out:?}");
+    h.perform(out);
+    let answer = h.server.in_flight.pop_front().expect("the model answers");
+    let out = h.core.on_message(1, &answer);
+    assert_eq!(out, vec![Output::Stats { request: first, report: Some(serde_json::json!({"connection": {}, "subscriptions": {"pods": {}}})) }]);
+    assert_eq!(h.core.on_message(2, &answer), vec![], "answered once");
+    let (second, _) = h.core.stats().unwrap();
+    assert_ne!(second, first);
+    let out = h.core.on_close(3, None);
+    assert_eq!(out.first(), Some(&Output::Stats { request: second, report: None }), "{out:?}");
+    assert_eq!(h.core.stats(), Err(ClientError::NotConnected));
+    h.core.close();
+    assert_eq!(h.core.stats(), Err(ClientError::Closed));
+}
+
 #[test]
 fn refuses_calls_after_close_and_bad_watches() {
     let mut core = ClientCore::new(ClientConfig::default());
@@ -388,5 +413,6 @@ fn as_text(output: Output) -> Output<String> {
         Output::Error { id, fatal, status } => Output::Error { id, fatal, status },
         Output::Changed { id } => Output::Changed { id },
         Output::SubscriptionState { id, state } => Output::SubscriptionState { id, state },
+        Output::Stats { request, report } => Output::Stats { request, report },
     }
 }

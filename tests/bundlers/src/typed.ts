@@ -1,6 +1,6 @@
 // A TypeScript consumer, checked with `tsc --strict` against the built package's types: a typed
 // watch, the external store, terminals and errors, as an application would use them.
-import init, { Mux, Terminal, type KubeObject, type MuxError, type Subscription } from "kubemux";
+import init, { Mux, Terminal, type KubeObject, type MuxError, type MuxStats, type Subscription } from "kubemux";
 import { useWatch } from "kubemux/react";
 
 interface Pod extends KubeObject {
@@ -22,6 +22,9 @@ export async function start(url: string): Promise<Subscription<Pod>> {
   const stop: () => void = pods.subscribe(() => console.log(phases.length, pods.state()));
   stop();
   const first: Pod | undefined = pods.items()[0];
+  const stats: MuxStats = await mux.stats();
+  const sharedBy: number | undefined = stats.subscriptions[pods.id]?.upstream?.subscribers;
+  console.log(stats.connection.bytesOut, sharedBy);
   console.log(first?.metadata.name.toUpperCase());
   const terminal = new Terminal("https://proxy", { cluster: "demo", namespace: "demo", pod: "web", onData: (d) => console.log(d.byteLength) });
   terminal.write("ls\r");
@@ -44,6 +47,8 @@ export async function start(url: string): Promise<Subscription<Pod>> {
   const state: "open" = pods.state();
   // @ts-expect-error terminal input is text or bytes
   terminal.write(42);
+  // @ts-expect-error a subscription's upstream may be null (the forwards' collection)
+  console.log(stats.subscriptions[pods.id]!.upstream.requests);
   console.log(phase, state, terminal.command.join(" "), mux.state.state);
   return pods;
 }

@@ -413,6 +413,7 @@ fn bench_pod(name: &str) -> Value {
 }
 
 /// How many pods a bench namespace holds, so that `/bench/burst` writes only existing ones.
+#[allow(clippy::result_large_err, reason = "the error is the handler's answer, returned at once")]
 fn bench_query(query: &BTreeMap<String, String>, key: &str, default: usize) -> Result<usize, Response> {
     match query.get(key) {
         None => Ok(default),
