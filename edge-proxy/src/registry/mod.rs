@@ -12,6 +12,7 @@
 
 mod cache;
 mod catch_up;
+mod machine;
 mod request;
 
 pub(crate) use request::{MAX_URI_BYTES, joined_length};
