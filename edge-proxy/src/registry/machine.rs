@@ -113,7 +113,7 @@ pub(super) enum Frame {
     /// [`Sink::shared_event`]: a live event, its body written once for every subscriber.
     Shared(EventBody, Arc<str>),
     /// [`Sink::bookmark`].
-    Bookmark(String),
+    Bookmark(Arc<str>),
     /// [`Sink::synced`].
     Synced(String),
     /// [`Sink::inventory`].
@@ -221,17 +221,28 @@ impl Machine {
         &self.state
     }
 
-    /// Steps the machine: what to do after `input`, in order.
-    pub(super) fn step(&mut self, input: Input<'_>, now: Instant) -> Vec<Action> {
+    /// Steps the machine: appends to `actions` what to do after `input`, in order (a buffer
+    /// the driver reuses, so that a watch line costs no allocation for its actions).
+    pub(super) fn step(&mut self, input: Input<'_>, now: Instant, actions: &mut Vec<Action>) {
+        std::mem::swap(&mut self.out, actions);
         if self.state != State::Retired {
             self.handle(input, now);
         }
-        std::mem::take(&mut self.out)
+        std::mem::swap(&mut self.out, actions);
+    }
+
+    /// Ends every subscription with a fatal `status` and retires: the driver's way out after
+    /// a panic; what a step interrupted by one had decided is dropped.
+    pub(super) fn end(&mut self, status: &Status, actions: &mut Vec<Action>) {
+        self.out.clear();
+        std::mem::swap(&mut self.out, actions);
+        self.finish(status);
+        std::mem::swap(&mut self.out, actions);
     }
 
     /// Ends every subscription with a fatal `status` and retires (a fatal upstream error, a
-    /// removed cluster, or a panic in the driver).
-    pub(super) fn end(&mut self, status: &Status) -> Vec<Action> {
+    /// removed cluster, a panic).
+    fn finish(&mut self, status: &Status) {
         self.out.push(Action::End(status.clone()));
         let sinks: Vec<(u64, Arc<Sink>)> = self
             .subscribers
@@ -247,7 +258,6 @@ impl Machine {
             self.out.push(Action::AbortCatchUp { sub_id });
         }
         self.state = State::Retired;
-        std::mem::take(&mut self.out)
     }
 
     fn handle(&mut self, input: Input<'_>, now: Instant) {
@@ -361,8 +371,7 @@ impl Machine {
 
     fn fail(&mut self, status: &Status) {
         tracing::info!(cluster = %self.key.cluster, path = %self.key.path, code = status.code, reason = %status.reason, "upstream watch failed for good");
-        let actions = self.end(status);
-        self.out = actions;
+        self.finish(status);
     }
 
     /// Reports a non-fatal failure once per streak, then waits out the backoff.
@@ -658,8 +667,9 @@ impl Machine {
             }
             (None, "BOOKMARK") => {
                 if let Some(rv) = meta.resource_version {
+                    let version: Arc<str> = Arc::from(&*rv);
                     for (sub_id, sink) in &self.subscribers {
-                        self.out.push(Action::Send { sub_id: *sub_id, sink: sink.clone(), frame: Frame::Bookmark(rv.0.to_string()) });
+                        self.out.push(Action::Send { sub_id: *sub_id, sink: sink.clone(), frame: Frame::Bookmark(version.clone()) });
                     }
                     self.cache.mark(rv.0.into_owned());
                 }
@@ -724,7 +734,8 @@ mod tests {
         /// Steps the machine at `ms` and writes out what it did.
         fn step(&mut self, ms: u64, input: Input<'_>) -> Vec<String> {
             let now = self.at(ms);
-            let actions = self.machine.step(input, now);
+            let mut actions = Vec::new();
+            self.machine.step(input, now, &mut actions);
             actions.iter().map(|action| self.show(action)).collect()
         }
 

@@ -29,7 +29,7 @@ use super::{Command, RegistrySettings, Sink, WatchKey, WatchRegistry, catch_up, 
 use crate::clusters::Cluster;
 use crate::logging::panic_message;
 use crate::metrics::{Metrics, TaskKind};
-use crate::upstream_error::classify;
+use crate::upstream_error::{Classified, classify};
 
 /// The lines of an open watch.
 type Lines = BoxStream<'static, Result<String, LinesCodecError>>;
@@ -67,6 +67,8 @@ pub(super) struct Upstream {
     metrics: Arc<Metrics>,
     shutdown: CancellationToken,
     machine: Machine,
+    /// The buffer the machine's actions are written into, reused from step to step.
+    actions: Vec<Action>,
     in_flight: InFlight,
     /// The machine's armed timers.
     timers: HashMap<Timer, Instant>,
@@ -110,6 +112,7 @@ impl Upstream {
             metrics,
             shutdown,
             machine,
+            actions: Vec::new(),
             in_flight: InFlight::None,
             timers: HashMap::new(),
             catch_ups: HashMap::new(),
@@ -125,7 +128,8 @@ impl Upstream {
         if let Err(panic) = AssertUnwindSafe(self.drive()).catch_unwind().await {
             self.metrics.task_panic(TaskKind::Upstream);
             tracing::error!(task = %TaskKind::Upstream, cluster = %self.key.cluster, path = %self.key.path, panic = panic_message(panic.as_ref()), "a proxy task panicked; its subscriptions end with an internal error");
-            let actions = self.machine.end(&internal_error(TaskKind::Upstream, &self.key));
+            let mut actions = Vec::new();
+            self.machine.end(&internal_error(TaskKind::Upstream, &self.key), &mut actions);
             self.perform(actions);
         }
         self.leave();
@@ -159,15 +163,18 @@ impl Upstream {
 
     /// Feeds the machine `input` and does what it says, then what the doing fed back.
     fn feed(&mut self, input: Input<'_>) {
-        let actions = self.machine.step(input, Instant::now());
+        let mut actions = std::mem::take(&mut self.actions);
+        self.machine.step(input, Instant::now(), &mut actions);
         self.perform(actions);
     }
 
-    fn perform(&mut self, actions: Vec<Action>) {
+    fn perform(&mut self, mut actions: Vec<Action>) {
         let mut feedback = Vec::new();
-        for action in actions {
+        for action in actions.drain(..) {
             self.act(action, &mut feedback);
         }
+        // Kept, with its capacity, for the next step.
+        self.actions = actions;
         for input in feedback {
             self.feed(input);
         }
@@ -218,12 +225,12 @@ impl Upstream {
                     Ok(client) => client,
                     Err(error) => {
                         let status = Status::failure(500, "InternalError", format!("cannot build a client for cluster {}: {error}", self.key.cluster));
-                        return feedback.push(Input::PageFailed(crate::upstream_error::Classified::Fatal(status)));
+                        return feedback.push(Input::PageFailed(Classified::Fatal(status)));
                     }
                 };
                 let request = match self.requests.list_page(limit, continue_token.as_deref()) {
                     Ok(request) => request,
-                    Err(error) => return feedback.push(Input::PageFailed(crate::upstream_error::Classified::Fatal(error.status()))),
+                    Err(error) => return feedback.push(Input::PageFailed(Classified::Fatal(error.status()))),
                 };
                 let body = std::mem::take(&mut self.body);
                 self.in_flight = InFlight::Page(Box::pin(read_page(client, request, body)));
@@ -231,11 +238,11 @@ impl Upstream {
             Action::Watch { from } => {
                 let client = match self.cluster.client(&self.key.identity) {
                     Ok(client) => client,
-                    Err(error) => return feedback.push(Input::WatchFailed(crate::upstream_error::Classified::Fatal(Status::failure(500, "InternalError", error.to_string())))),
+                    Err(error) => return feedback.push(Input::WatchFailed(Classified::Fatal(Status::failure(500, "InternalError", error.to_string())))),
                 };
                 let request = match self.requests.watch(&from, Some(self.settings.watch_timeout)) {
                     Ok(request) => request,
-                    Err(error) => return feedback.push(Input::WatchFailed(crate::upstream_error::Classified::Fatal(error.status()))),
+                    Err(error) => return feedback.push(Input::WatchFailed(Classified::Fatal(error.status()))),
                 };
                 let max = self.settings.max_line_bytes;
                 self.in_flight = InFlight::Opening(Box::pin(async move { client.request_stream(request).await.map(|stream| watch_lines(stream, max).boxed()) }));
