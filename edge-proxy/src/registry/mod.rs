@@ -12,6 +12,7 @@
 
 mod cache;
 mod catch_up;
+mod machine;
 mod meter;
 mod request;
 
