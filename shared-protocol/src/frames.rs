@@ -84,6 +84,30 @@ pub struct Watch {
     /// this version does not know, means by replay or `reset` only.
     #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "known_resume_mode")]
     pub resume: Option<ResumeMode>,
+    /// What the client wants of each object (`docs/PROTOCOL.md` §2); absent, or a value this
+    /// version does not know, means the whole object, every change.
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "known_projection")]
+    pub projection: Option<ProjectionMode>,
+}
+
+/// A projection a watch may ask for (`"projection"` of `watch`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ProjectionMode {
+    /// `"default"`: objects without `metadata.managedFields` and the
+    /// `kubectl.kubernetes.io/last-applied-configuration` annotation, and no `MODIFIED` whose
+    /// object so projected changed in nothing but its `resourceVersion` (a `bookmark` carries the
+    /// resume point instead, at most once a second).
+    Default,
+}
+
+/// `projection` is a string; one this version does not know is ignored (whole objects), so a
+/// later client still watches on an older server.
+fn known_projection<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Option<ProjectionMode>, D::Error> {
+    Ok(match Option::<String>::deserialize(deserializer)?.as_deref() {
+        Some("default") => Some(ProjectionMode::Default),
+        _ => None,
+    })
 }
 
 /// What a resuming client accepts besides a replay and a `reset` (`"resume"` of `watch`).
@@ -562,6 +586,7 @@ mod tests {
                 query: Some(WatchQuery { label_selector: Some("app=web".into()), field_selector: None }),
                 resource_version: Some("1042".into()),
                 resume: None,
+                projection: None,
             }),
         );
         check_client(
@@ -573,11 +598,24 @@ mod tests {
                 query: None,
                 resource_version: Some("1042".into()),
                 resume: Some(ResumeMode::Inventory),
+                projection: None,
             }),
         );
         check_client(
             r#"{"op":"watch","id":"n","cluster":"c","path":"/api/v1/nodes"}"#,
-            ClientMessage::Watch(Watch { id: "n".into(), cluster: "c".into(), path: "/api/v1/nodes".into(), query: None, resource_version: None, resume: None }),
+            ClientMessage::Watch(Watch { id: "n".into(), cluster: "c".into(), path: "/api/v1/nodes".into(), query: None, resource_version: None, resume: None, projection: None }),
+        );
+        check_client(
+            r#"{"op":"watch","id":"n","cluster":"c","path":"/api/v1/pods","projection":"default"}"#,
+            ClientMessage::Watch(Watch {
+                id: "n".into(),
+                cluster: "c".into(),
+                path: "/api/v1/pods".into(),
+                query: None,
+                resource_version: None,
+                resume: None,
+                projection: Some(ProjectionMode::Default),
+            }),
         );
         check_client(r#"{"op":"unwatch","id":"pods"}"#, ClientMessage::Unwatch { id: "pods".into() });
         check_client(r#"{"op":"auth","cluster":"prod","token":"t"}"#, ClientMessage::Auth { cluster: "prod".into(), token: "t".into() });
@@ -607,7 +645,7 @@ mod tests {
             ServerMessage::Error { id: Some("pods".into()), fatal: false, status },
         );
         check_server(r#"{"op":"pong","data":"17"}"#, ServerMessage::Pong { data: json!("17") });
-        let stats = r#"{"op":"stats","data":1,"connection":{"framesIn":2,"bytesIn":120,"framesOut":5,"bytesOut":2400,"queuedBytes":0,"overflows":0},"subscriptions":{"pods":{"events":3,"bytes":2200,"resets":0,"upstream":{"subscribers":2,"requests":2,"events":3,"bytes":2100,"resets":0}}}}"#;
+        let stats = r#"{"op":"stats","data":1,"connection":{"framesIn":2,"bytesIn":120,"framesOut":5,"bytesOut":2400,"queuedBytes":0,"overflows":0},"subscriptions":{"pods":{"events":3,"bytes":2200,"resets":0,"hidden":0,"upstream":{"subscribers":2,"requests":2,"events":3,"bytes":2100,"resets":0}}}}"#;
         let frame = serde_json::from_str::<Value>(stats).unwrap();
         check_server(stats, ServerMessage::Stats { data: json!(1), connection: frame["connection"].clone(), subscriptions: frame["subscriptions"].clone() });
     }
@@ -649,6 +687,23 @@ mod tests {
             let error = watch(bad).unwrap_err();
             assert_eq!(error.id.as_deref(), Some("w"), "{bad}");
             assert!(matches!(error.kind, DecodeErrorKind::InvalidFields { .. }), "{bad}: {error:?}");
+        }
+    }
+
+    /// `projection` is optional and forward-compatible, like `resume`.
+    #[test]
+    fn projections_this_version_does_not_know_are_ignored() {
+        let watch = |projection: &str| ClientMessage::decode(&format!(r#"{{"op":"watch","id":"w","cluster":"c","path":"/api/v1/pods","projection":{projection}}}"#));
+        let mode = |projection: &str| match watch(projection) {
+            Ok(ClientMessage::Watch(watch)) => watch.projection,
+            other => panic!("{projection}: {other:?}"),
+        };
+        assert_eq!(mode(r#""default""#), Some(ProjectionMode::Default));
+        assert_eq!(mode(r#""fields-v2""#), None);
+        assert_eq!(mode("null"), None);
+        for bad in ["1", r#"["default"]"#] {
+            let error = watch(bad).unwrap_err();
+            assert_eq!(error.id.as_deref(), Some("w"), "{bad}");
         }
     }
 
@@ -710,7 +765,7 @@ mod tests {
         ] {
             assert!(!validate_collection_path(bad), "{bad}");
         }
-        let mut w = Watch { id: "x".repeat(129), cluster: "c".into(), path: "/api/v1/pods".into(), query: None, resource_version: None, resume: None };
+        let mut w = Watch { id: "x".repeat(129), cluster: "c".into(), path: "/api/v1/pods".into(), query: None, resource_version: None, resume: None, projection: None };
         assert_eq!(w.validate(), Err(WatchRequestError::BadId));
         w.id = "ok".into();
         assert_eq!(w.validate(), Ok(()));

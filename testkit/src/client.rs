@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use futures::{SinkExt, StreamExt};
 use kubemux_protocol::client::{ClientConfig, ClientCore, ConnectionState, Output, SubscriptionState};
-use kubemux_protocol::frames::{EventType, SUBPROTOCOL, Status, WatchQuery};
+use kubemux_protocol::frames::{EventType, ProjectionMode, SUBPROTOCOL, Status, WatchQuery};
 use serde_json::Value;
 use tokio::net::TcpStream;
 use tokio::sync::{Notify, mpsc, oneshot};
@@ -118,7 +118,7 @@ impl View {
 }
 
 enum Command {
-    Watch { id: String, cluster: String, path: String, query: Option<WatchQuery>, reply: oneshot::Sender<Result<(), String>> },
+    Watch { id: String, cluster: String, path: String, query: Option<WatchQuery>, projection: Option<ProjectionMode>, reply: oneshot::Sender<Result<(), String>> },
     Unwatch(String),
     Auth(String, String),
     Send(String),
@@ -156,8 +156,13 @@ impl NativeClient {
 
     /// Subscribes.
     pub async fn watch(&self, id: &str, cluster: &str, path: &str, query: Option<WatchQuery>) -> Result<(), String> {
+        self.watch_projected(id, cluster, path, query, None).await
+    }
+
+    /// [`NativeClient::watch`] with a projection (`docs/PROTOCOL.md` §2).
+    pub async fn watch_projected(&self, id: &str, cluster: &str, path: &str, query: Option<WatchQuery>, projection: Option<ProjectionMode>) -> Result<(), String> {
         let (reply, rx) = oneshot::channel();
-        let _ = self.commands.send(Command::Watch { id: id.into(), cluster: cluster.into(), path: path.into(), query, reply });
+        let _ = self.commands.send(Command::Watch { id: id.into(), cluster: cluster.into(), path: path.into(), query, projection, reply });
         rx.await.unwrap_or_else(|_| Err("client task ended".into()))
     }
 
@@ -306,7 +311,7 @@ async fn drive(mut url: String, config: ClientConfig, mut commands: mpsc::Unboun
         tokio::select! {
             command = commands.recv() => match command {
                 None => return,
-                Some(Command::Watch { id, cluster, path, query, reply }) => match core.watch(&id, &cluster, &path, query) {
+                Some(Command::Watch { id, cluster, path, query, projection, reply }) => match core.watch_projected(&id, &cluster, &path, query, projection) {
                     Ok(out) => {
                         pending.extend(out);
                         let _ = reply.send(Ok(()));

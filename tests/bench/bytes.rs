@@ -41,6 +41,8 @@ const STATUS_SHARE: usize = 17;
 /// Writes per millisecond tick: paced so that neither watch falls behind.
 const PER_TICK: usize = 2;
 const SEED: u64 = 13;
+/// The label of the write after the workload, which ends the projecting watch's count.
+const END_LABEL: &str = "bench-end";
 
 fn managed_field(manager: &str, subresource: Option<&str>, time: &str, fields: Value) -> Value {
     let mut entry = json!({"manager": manager, "operation": "Update", "apiVersion": "v1", "time": time, "fieldsType": "FieldsV1", "fieldsV1": fields});
@@ -161,11 +163,15 @@ fn change(pod: &mut Value, beat: usize, rng: &mut fastrand::Rng) {
 
 type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
-async fn proxy_watch(mux_url: &str, path: &str) -> anyhow::Result<Ws> {
+async fn proxy_watch(mux_url: &str, path: &str, projection: bool) -> anyhow::Result<Ws> {
     let mut request = mux_url.into_client_request()?;
     request.headers_mut().insert("sec-websocket-protocol", SUBPROTOCOL.parse()?);
     let (mut ws, _) = tokio_tungstenite::connect_async(request).await?;
-    ws.send(Message::Text(json!({"op": "watch", "id": "bytes", "cluster": "sim", "path": path}).to_string().into())).await?;
+    let mut watch = json!({"op": "watch", "id": "bytes", "cluster": "sim", "path": path});
+    if projection {
+        watch["projection"] = json!("default");
+    }
+    ws.send(Message::Text(watch.to_string().into())).await?;
     while let Some(message) = ws.next().await {
         if let Message::Text(text) = message?
             && text.as_str().starts_with(r#"{"op":"synced""#)
@@ -329,7 +335,8 @@ async fn main() -> anyhow::Result<()> {
     let initial: Vec<Value> = store.list(&PODS, Some(NAMESPACE)).1.iter().map(|o| (**o).clone()).collect();
     let request = http::Request::get(format!("{path}?watch=true&resourceVersion={}", store.current_rv())).body(Vec::new())?;
     let mut lines = api.request_stream(request).await?.lines();
-    let mut ws = proxy_watch(&proxy.mux_url(), &path).await?;
+    let mut ws = proxy_watch(&proxy.mux_url(), &path, false).await?;
+    let mut slim = proxy_watch(&proxy.mux_url(), &path, true).await?;
 
     eprintln!("bench-bytes: {CHANGES} writes over {POD_COUNT} pods...");
     let direct = tokio::spawn(async move {
@@ -355,6 +362,21 @@ async fn main() -> anyhow::Result<()> {
         }
         frames
     });
+    // The projecting watch: every frame it is sent for the writes (events, and the bookmarks
+    // that carry hidden changes' versions), up to the event of one last write that changes a
+    // label (always shown), which is not counted.
+    let projected = tokio::spawn(async move {
+        let mut bytes = 0usize;
+        while let Some(Ok(message)) = slim.next().await {
+            if let Message::Text(text) = message {
+                if text.as_str().contains(END_LABEL) {
+                    return Some(bytes);
+                }
+                bytes += text.len() + ws_header(text.len());
+            }
+        }
+        None
+    });
     let mut tick = tokio::time::interval(Duration::from_millis(1));
     for beat in 0..CHANGES {
         if beat % PER_TICK == 0 {
@@ -369,7 +391,14 @@ async fn main() -> anyhow::Result<()> {
             })
             .context("a workload write")?;
     }
+    store
+        .modify(&PODS, NAMESPACE, &names[0], |pod| {
+            pod["metadata"]["labels"][END_LABEL] = json!("1");
+            Ok(())
+        })
+        .context("the last write")?;
     let (raw, direct_seen) = tokio::time::timeout(Duration::from_secs(60), direct).await.context("the direct watch fell behind")??;
+    let projected = tokio::time::timeout(Duration::from_secs(60), projected).await.context("the projecting watch fell behind")??.context("the projecting watch ended early")?;
     let frames = tokio::time::timeout(Duration::from_secs(60), proxied).await.context("the proxied watch fell behind")??;
     if direct_seen != CHANGES || frames.len() != CHANGES {
         bail!("events lost: {direct_seen} direct and {} proxied of {CHANGES}", frames.len());
@@ -386,6 +415,7 @@ async fn main() -> anyhow::Result<()> {
         vec!["raw watch line (direct on kube-sim)".to_owned(), format!("{raw_per:.0}"), "1.000×".to_owned(), String::new(), "measured".to_owned()],
         row("kubemux today (whole object)", m.today, "measured"),
         row("with the default projection", m.projected, "modelled"),
+        row("with the default projection, as the proxy sends it", projected, "measured (`\"projection\":\"default\"`: hidden changes not sent, their bookmarks counted)"),
         row("with merge-patch deltas", m.delta, "modelled"),
         row("with projection and deltas", m.both, "modelled"),
         row("today's frames, deflated (permessage-deflate)", deflated.bytes, &format!("modelled; {:.1} µs of deflate per event", micros(&deflated))),
@@ -402,7 +432,8 @@ async fn main() -> anyhow::Result<()> {
         "One run of `kubemux-bench-bytes` (release build), on loopback: {POD_COUNT} pods shaped like a StatefulSet's on a real cluster, {} to {} bytes each \
          (managedFields of the controller manager and the kubelet; the last-applied annotation on a third), then {CHANGES} writes, {STATUS_SHARE} in 20 \
          the kubelet's status updates (readiness flips, restarts, probe times) and the rest an operator's annotation, each stamping its manager's \
-         managedFields time. Measured: each MODIFIED line of a direct watch on kube-sim, and each frame through kubemux-proxy with its WebSocket header. \
+         managedFields time. Measured: each MODIFIED line of a direct watch on kube-sim, and each frame through kubemux-proxy with its WebSocket header, for a watch \
+         without a projection and one with `\"projection\":\"default\"` (whatever it is sent for the writes: events, and the bookmarks of hidden changes). \
          Modelled from the proxy's frames in order with `kubemux_protocol::delta` (the sizes the negotiated extension would send, before the proxy serves it): \
          the default projection (no managedFields, no last-applied annotation); a merge-patch delta (RFC 7386) against the version the subscriber holds, \
          sent whole when no smaller; both, where an event whose projected object changed only in its resourceVersion is not sent ({} of {CHANGES} here, \

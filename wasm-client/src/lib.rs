@@ -20,7 +20,7 @@ use std::rc::Rc;
 
 use js_sys::Function;
 use kubemux_protocol::client::ClientConfig;
-use kubemux_protocol::frames::WatchQuery;
+use kubemux_protocol::frames::{ProjectionMode, WatchQuery};
 use wasm_bindgen::prelude::*;
 
 use shell::{Core, Handlers, Shared, Shell, SubEntry, drive};
@@ -116,6 +116,10 @@ export interface WatchRequest {
   path: string;
   labelSelector?: string;
   fieldSelector?: string;
+  /** `"default"`: objects without `metadata.managedFields` and the last-applied annotation, and
+   * no event for a change to nothing else (often most of a pod's writes). Such objects keep the
+   * `resourceVersion` of their last shown change. Default `"none"`: whole objects, every change. */
+  projection?: "default" | "none";
 }
 
 /** What `mux.stats()` resolves to: the proxy's counters for this connection, and for each
@@ -135,6 +139,8 @@ export interface MuxStats {
     bytes: number;
     /** `reset`s sent (a slow reader's overflow, an expired version, a lost resume point). */
     resets: number;
+    /** Changes its projection hid (`projection: "default"`), not sent. */
+    hidden: number;
     /** The upstream watch this subscription shares; `null` for the forwards' collection. */
     upstream: {
       /** Subscriptions, of every connection, sharing it. */
@@ -233,6 +239,11 @@ impl Mux {
         let cluster = js::required_string(&request, "cluster", what)?;
         let path = js::required_string(&request, "path", what)?;
         let query = WatchQuery { label_selector: js::string_option(&request, "labelSelector", what)?, field_selector: js::string_option(&request, "fieldSelector", what)? };
+        let projection = match js::string_option(&request, "projection", what)?.as_deref() {
+            None | Some("none") => None,
+            Some("default") => Some(ProjectionMode::Default),
+            Some(_) => return Err(js::type_error("kubemux: watch(): `projection` must be \"default\" or \"none\"")),
+        };
         let handlers = Handlers {
             on_event: js::function_option(&handlers, "onEvent")?,
             on_synced: js::function_option(&handlers, "onSynced")?,
@@ -243,7 +254,7 @@ impl Mux {
         };
         let id = self.shell.borrow_mut().fresh_id();
         let mut refused = None;
-        drive(&self.shell, |shell, _| match shell.core.watch(&id, &cluster, &path, Some(query)) {
+        drive(&self.shell, |shell, _| match shell.core.watch_projected(&id, &cluster, &path, Some(query), projection) {
             Ok(outputs) => {
                 shell.subs.insert(id.clone(), SubEntry::new(handlers));
                 outputs

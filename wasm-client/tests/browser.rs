@@ -145,12 +145,19 @@ async fn stats_count_what_a_subscription_was_sent() {
     let (log, handlers) = recorder(SUB_CALLBACKS, &[]);
     let sub = mux.watch(pods_request(&info), handlers).unwrap();
     wait_for(15.0, "the snapshot", || log.borrow().count("onSynced") == 1).await;
+    // A projecting watch of the same pods: its own subscription, sharing the upstream watch.
+    let (slim_log, slim_handlers) = recorder(SUB_CALLBACKS, &[]);
+    let slim_request = object(&[("cluster", get(&info, "cluster")), ("path", get(&info, "podsPath")), ("projection", "default".into())]);
+    let slim = mux.watch(slim_request, slim_handlers).unwrap();
+    wait_for(15.0, "the projected snapshot", || slim_log.borrow().count("onSynced") == 1).await;
+    assert!(js_sys::Array::from(&slim.items().unwrap()).iter().all(|pod| get(&get(&pod, "metadata"), "managedFields").is_undefined()));
     let stats = wasm_bindgen_futures::JsFuture::from(mux.stats()).await.expect("stats() resolves on an open connection");
     let mine = get(&get(&stats, "subscriptions"), &sub.id());
     let number = |value: &JsValue, key: &str| get(value, key).as_f64().unwrap_or_else(|| panic!("{key} is a number"));
     let received = log.borrow().count("onEvent") as f64;
     assert!(number(&mine, "events") >= received && received >= 6.0, "events sent {} for {received} received", number(&mine, "events"));
     let upstream = get(&mine, "upstream");
+    assert!(number(&upstream, "subscribers") >= 2.0, "the projecting watch shares the upstream watch");
     assert!(number(&upstream, "subscribers") >= 1.0 && number(&upstream, "events") >= 6.0 && number(&upstream, "requests") >= 1.0);
     assert!(number(&get(&stats, "connection"), "bytesOut") >= number(&mine, "bytes"));
 
@@ -197,6 +204,8 @@ async fn bad_arguments_throw_clear_errors() {
     // A wrong option is a TypeError that names it.
     let selector = mux.watch(object(&[("cluster", "sim".into()), ("path", get(&info, "podsPath")), ("labelSelector", 3.into())]), JsValue::UNDEFINED).err().unwrap();
     assert!(is_type_error(&selector) && message(selector.clone()).contains("`labelSelector`"), "{}", message(selector));
+    let projection = mux.watch(object(&[("cluster", "sim".into()), ("path", get(&info, "podsPath")), ("projection", "slim".into())]), JsValue::UNDEFINED).err().unwrap();
+    assert!(is_type_error(&projection) && message(projection.clone()).contains("`projection`"), "{}", message(projection));
     let backoff = Mux::new(get_str(&info, "mux"), object(&[("reconnectBaseMs", "soon".into())])).err().unwrap();
     assert!(is_type_error(&backoff) && message(backoff.clone()).contains("`reconnectBaseMs`"), "{}", message(backoff));
     let negative = message(Mux::new(get_str(&info, "mux"), object(&[("reconnectMaxMs", (-1).into())])).err().unwrap());

@@ -99,6 +99,8 @@ pub struct Sent {
     pub bytes: u64,
     /// `reset`s queued (the subscription's).
     pub resets: u64,
+    /// Changes its projection hid, not sent (the subscription's).
+    pub hidden: u64,
 }
 
 #[derive(Debug, Default)]
@@ -175,6 +177,13 @@ impl Outbox {
         let inner = self.lock();
         let subs = ids.into_iter().map(|id| inner.subs.get(id).map(|queue| queue.sent).unwrap_or_default()).collect();
         (inner.sent, inner.total, subs)
+    }
+
+    /// Counts a change `id`'s projection hid.
+    pub fn count_hidden(&self, id: &str) {
+        if let Some(queue) = self.lock().subs.get_mut(id) {
+            queue.sent.hidden += 1;
+        }
     }
 
     /// Counts a `reset` queued for `id`.

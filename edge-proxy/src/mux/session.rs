@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use axum::extract::ws::{CloseFrame, Message, WebSocket};
 use futures::{FutureExt as _, SinkExt, StreamExt};
-use kubemux_protocol::frames::{ClientMessage, DecodeErrorKind, ResumeMode, ServerMessage, Status, Watch, WatchRequestError};
+use kubemux_protocol::frames::{ClientMessage, DecodeErrorKind, ProjectionMode, ResumeMode, ServerMessage, Status, Watch, WatchRequestError};
 
 use super::MuxSettings;
 use super::outbox::{Outbox, Outgoing};
@@ -31,6 +31,7 @@ struct Active {
     identity: Identity,
     path: String,
     query: kubemux_protocol::frames::WatchQuery,
+    projection: Option<ProjectionMode>,
     sink: Arc<Sink>,
     upstream: Upstream,
 }
@@ -80,6 +81,7 @@ struct SubscriptionStats {
     events: u64,
     bytes: u64,
     resets: u64,
+    hidden: u64,
     /// The shared upstream watch's meter; `None` (`null`) for the forwards' feed.
     upstream: Option<UpstreamStats>,
 }
@@ -350,7 +352,7 @@ impl Session {
         };
         let id: Arc<str> = Arc::from(id);
         self.outbox.add_subscription(&id);
-        let sink = Sink::resuming(self.outbox.clone(), id.clone(), self.app.metrics.clone(), watch.resource_version.clone());
+        let sink = Sink::projecting(self.outbox.clone(), id.clone(), self.app.metrics.clone(), watch.resource_version.clone(), watch.projection);
         let identity = self.identity(&watch.cluster);
         let upstream = match forwards {
             Some(scope) => {
@@ -364,7 +366,7 @@ impl Session {
             }
         };
         self.app.metrics.subscriptions.inc();
-        self.subscriptions.insert(id, Active { cluster: watch.cluster, identity, path: watch.path, query, sink, upstream });
+        self.subscriptions.insert(id, Active { cluster: watch.cluster, identity, path: watch.path, query, projection: watch.projection, sink, upstream });
     }
 
     fn unwatch(&mut self, id: &str) {
@@ -385,7 +387,7 @@ impl Session {
         for (id, active) in moving {
             active.sink.detach();
             let resume = active.sink.last_resource_version();
-            let sink = Sink::resuming(self.outbox.clone(), id.clone(), self.app.metrics.clone(), resume.clone());
+            let sink = Sink::projecting(self.outbox.clone(), id.clone(), self.app.metrics.clone(), resume.clone(), active.projection);
             let key = WatchKey { cluster: cluster.clone(), path: active.path.clone(), query: active.query.clone(), identity: identity.clone() };
             // The client sent no `watch` for this: it expects events in version order, so the
             // move resumes without an inventory.
@@ -412,7 +414,7 @@ impl Session {
                     Upstream::Registry(subscription) => Some(subscription.upstream_stats()),
                     Upstream::Forwards(_) => None,
                 };
-                let stats = SubscriptionStats { events: sent.events, bytes: sent.bytes, resets: sent.resets, upstream };
+                let stats = SubscriptionStats { events: sent.events, bytes: sent.bytes, resets: sent.resets, hidden: sent.hidden, upstream };
                 (id.to_string(), serde_json::to_value(stats).unwrap_or_default())
             })
             .collect();

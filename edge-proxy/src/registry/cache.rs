@@ -117,6 +117,11 @@ impl WatchCache {
         self.mark(rv);
     }
 
+    /// The object held under `key`, if any.
+    pub fn get(&self, key: &ObjectKey) -> Option<&ObjectJson> {
+        self.objects.get(key).map(Stored::json)
+    }
+
     /// Applies one watch event.
     pub fn apply(&mut self, event_type: EventType, key: ObjectKey, object: ObjectJson, rv: String) {
         match event_type {

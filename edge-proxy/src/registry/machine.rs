@@ -26,6 +26,7 @@ use kubemux_protocol::frames::{EventType, Status};
 use tokio::time::Instant;
 
 use super::cache::{Answer, ObjectJson, ObjectKey, Stored, WatchCache};
+use super::project::SharedEvent;
 use super::request::{ListPage, parse_event_type, parse_line, resource_version_of};
 use super::{Command, RegistrySettings, ResumeFrom, Sink, WatchKey, WatchMeter, catch_up, internal_error};
 use crate::metrics::{Metrics, ResetCause, ResumeOutcome, TaskKind};
@@ -110,8 +111,9 @@ pub(super) enum Frame {
     ResetWithSnapshot(Vec<ObjectJson>, String),
     /// [`Sink::event`]: a replayed event.
     Event(EventType, ObjectJson, Option<String>),
-    /// [`Sink::shared_event`]: a live event, its body written once for every subscriber.
-    Shared(EventBody, Arc<str>),
+    /// [`Sink::shared_event`]: a live event, its body written once for every subscriber (and
+    /// its projection once for every projecting one).
+    Shared(Arc<SharedEvent>),
     /// [`Sink::bookmark`].
     Bookmark(Arc<str>),
     /// [`Sink::synced`].
@@ -669,9 +671,14 @@ impl Machine {
                 let body = if event.server_layout { EventBody::after_first_byte(line) } else { encode::event_body(event_type, &json) };
                 let version: Arc<str> = Arc::from(&*rv);
                 let namespace = meta.namespace.map(|namespace| namespace.0.into_owned()).unwrap_or_default();
-                self.cache.apply(event_type, (namespace, name.0.into_owned()), json, rv.0.into_owned());
+                let key = (namespace, name.0.into_owned());
+                // What a projecting subscriber is sent depends on the object's previous state:
+                // kept for the event only when one of them may ask.
+                let previous = if self.subscribers.values().any(|sink| sink.projects()) { self.cache.get(&key).cloned() } else { None };
+                let shared = SharedEvent::new(body, version, event_type, json.clone(), previous);
+                self.cache.apply(event_type, key, json, rv.0.into_owned());
                 for (sub_id, sink) in &self.subscribers {
-                    self.out.push(Action::Send { sub_id: *sub_id, sink: sink.clone(), frame: Frame::Shared(body.clone(), version.clone()) });
+                    self.out.push(Action::Send { sub_id: *sub_id, sink: sink.clone(), frame: Frame::Shared(shared.clone()) });
                 }
             }
             (None, "BOOKMARK") => {
@@ -808,7 +815,7 @@ mod tests {
             Frame::SnapshotEnd(rv) => format!("end {rv}"),
             Frame::ResetWithSnapshot(objects, rv) => format!("reset, snapshot {} {rv}", objects.len()),
             Frame::Event(event_type, _, rv) => format!("replay {event_type:?} {}", rv.as_deref().unwrap_or("-")),
-            Frame::Shared(_, rv) => format!("event {rv}"),
+            Frame::Shared(event) => format!("event {}", event.version),
             Frame::Bookmark(rv) => format!("bookmark {rv}"),
             Frame::Synced(rv) => format!("synced {rv}"),
             Frame::Inventory(changed, keys, rv) => format!("inventory {} {} {rv}", changed.len(), keys.len()),

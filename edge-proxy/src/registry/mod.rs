@@ -14,6 +14,7 @@ mod cache;
 mod catch_up;
 mod machine;
 mod meter;
+mod project;
 mod request;
 
 pub(crate) use request::{MAX_URI_BYTES, joined_length};
@@ -22,9 +23,9 @@ mod upstream;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use kubemux_protocol::frames::{EventType, ServerMessage, Status, WatchQuery, encode_inventory_raw};
+use kubemux_protocol::frames::{EventType, ProjectionMode, ServerMessage, Status, WatchQuery, encode_inventory_raw};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -35,6 +36,7 @@ use crate::metrics::{Metrics, TaskKind};
 use crate::mux::encode::{self, EventBody};
 use crate::mux::outbox::{Item, Outbox, Pushed};
 use cache::ObjectJson;
+use project::SharedEvent;
 
 pub use cache::{Resume, WatchCache};
 pub use meter::{UpstreamStats, WatchMeter};
@@ -182,7 +184,15 @@ pub struct Sink {
     /// A client resumed ahead of the store ([`Sink::ahead`]): the version up to which the
     /// shared stream's events and bookmarks are withheld from it; 0 when none are.
     withheld_through: AtomicU64,
+    /// Whether the subscription asked for the default projection (`"projection":"default"`).
+    projection: bool,
+    /// When the last `bookmark` for a change the projection hid was sent.
+    hidden_bookmark: Mutex<Option<Instant>>,
 }
+
+/// How often, at most, a projecting subscription is sent a `bookmark` for changes its
+/// projection hid (`docs/PROTOCOL.md` §2).
+const HIDDEN_BOOKMARK_INTERVAL: Duration = Duration::from_secs(1);
 
 impl Sink {
     /// A sink for subscription `id` of a connection.
@@ -192,6 +202,11 @@ impl Sink {
 
     /// A sink for subscription `id` whose client holds `version`.
     pub fn resuming(outbox: Arc<Outbox>, id: Arc<str>, metrics: Arc<Metrics>, version: Option<String>) -> Arc<Sink> {
+        Sink::projecting(outbox, id, metrics, version, None)
+    }
+
+    /// A sink for subscription `id` whose client holds `version` and asked for `projection`.
+    pub fn projecting(outbox: Arc<Outbox>, id: Arc<str>, metrics: Arc<Metrics>, version: Option<String>, projection: Option<ProjectionMode>) -> Arc<Sink> {
         let event_head = encode::event_head(&id);
         Arc::new(Sink {
             outbox,
@@ -202,7 +217,19 @@ impl Sink {
             detached: AtomicBool::new(false),
             ended: AtomicBool::new(false),
             withheld_through: AtomicU64::new(0),
+            projection: projection == Some(ProjectionMode::Default),
+            hidden_bookmark: Mutex::new(None),
         })
+    }
+
+    /// Whether the subscription asked for the default projection.
+    pub fn projects(&self) -> bool {
+        self.projection
+    }
+
+    /// The objects of a snapshot as this subscription is sent them.
+    fn view(&self, objects: Vec<Arc<str>>) -> Vec<Arc<str>> {
+        if self.projection { objects.iter().map(project::project).collect() } else { objects }
     }
 
     /// Stops this sink: nothing more it is given is queued.
@@ -274,16 +301,41 @@ impl Sink {
         if rv.is_some_and(|rv| self.withheld(rv)) {
             return;
         }
-        self.push_event(&encode::event_body(event_type, object), rv.map(Arc::from));
+        let projected = if self.projection { project::project_text(object) } else { None };
+        self.push_event(&encode::event_body(event_type, projected.as_deref().unwrap_or(object)), rv.map(Arc::from));
     }
 
-    /// Sends one event whose frame body was built once for every subscriber that gets it;
-    /// `rv` is the event's version.
-    pub fn shared_event(&self, body: &EventBody, rv: &Arc<str>) {
-        if self.withheld(rv) {
+    /// Sends one live event, whose frame body (and projection) was built once for every
+    /// subscriber that gets it.
+    pub fn shared_event(&self, event: &SharedEvent) {
+        if self.withheld(&event.version) {
             return;
         }
-        self.push_event(body, Some(rv.clone()));
+        if !self.projection {
+            return self.push_event(&event.body, Some(event.version.clone()));
+        }
+        match event.projected() {
+            Some(body) => self.push_event(body, Some(event.version.clone())),
+            None => self.hidden(&event.version),
+        }
+    }
+
+    /// A change the projection hides: not sent; its version goes as a `bookmark` if none went
+    /// for a hidden change in the last [`HIDDEN_BOOKMARK_INTERVAL`] (otherwise the next event
+    /// or bookmark moves the resume point past it; a resume from before it replays it, which
+    /// changes nothing the client holds).
+    fn hidden(&self, rv: &str) {
+        if self.detached.load(Ordering::Acquire) {
+            return;
+        }
+        self.outbox.count_hidden(&self.id);
+        let now = Instant::now();
+        let mut last = self.hidden_bookmark.lock().unwrap_or_else(|p| p.into_inner());
+        if last.is_none_or(|at| now.duration_since(at) >= HIDDEN_BOOKMARK_INTERVAL) {
+            *last = Some(now);
+            drop(last);
+            self.bookmark(rv);
+        }
     }
 
     fn push_event(&self, body: &EventBody, rv: Option<Arc<str>>) {
@@ -346,7 +398,7 @@ impl Sink {
             return;
         }
         let synced = self.synced_version(rv);
-        let items = vec![Item::Snapshot(objects.into_iter()), Item::Frame(self.synced_frame(&synced))];
+        let items = vec![Item::Snapshot(self.view(objects).into_iter()), Item::Frame(self.synced_frame(&synced))];
         if self.outbox.push_whole(&self.id, items) == Pushed::Queued {
             self.metrics.events_out.inc_by(count);
             *self.rv_slot() = Some(Arc::from(synced.as_str()));
@@ -362,6 +414,7 @@ impl Sink {
             return false;
         }
         let count = objects.len() as u64;
+        let objects = self.view(objects);
         let pushed = if reset {
             // A full state replaces the client's: nothing it held is assumed any more.
             self.withheld_through.store(0, Ordering::Release);
@@ -415,7 +468,7 @@ impl Sink {
         // A full state replaces the client's: nothing it held is assumed any more.
         self.withheld_through.store(0, Ordering::Release);
         let count = objects.len() as u64;
-        let items = vec![Item::Frame(self.reset_frame()), Item::Snapshot(objects.into_iter()), Item::Frame(self.synced_frame(rv))];
+        let items = vec![Item::Frame(self.reset_frame()), Item::Snapshot(self.view(objects).into_iter()), Item::Frame(self.synced_frame(rv))];
         if self.outbox.push_reset(&self.id, items) == Pushed::Queued {
             self.metrics.events_out.inc_by(count);
             self.outbox.count_reset(&self.id);

@@ -312,7 +312,7 @@ impl Upstream {
             Frame::SnapshotEnd(rv) => sink.snapshot_end(&rv),
             Frame::ResetWithSnapshot(objects, rv) => sink.reset_with_snapshot(objects, &rv),
             Frame::Event(event_type, object, rv) => sink.event(event_type, &object, rv.as_deref()),
-            Frame::Shared(body, rv) => sink.shared_event(&body, &rv),
+            Frame::Shared(event) => sink.shared_event(&event),
             Frame::Bookmark(rv) => sink.bookmark(&rv),
             Frame::Synced(rv) => sink.synced(&rv),
             Frame::Inventory(changed, keys, rv) => sink.inventory(&changed, keys.iter().map(|(namespace, name)| (namespace.as_str(), name.as_str())), &rv),

@@ -32,7 +32,7 @@ pub use cache::{ObjectCache, ViewChange, object_key};
 
 use cache::key_of;
 
-use crate::frames::{ClientMessage, EventType, ResumeMode, ServerMessage, Status, Watch, WatchQuery, WatchRequestError};
+use crate::frames::{ClientMessage, EventType, ProjectionMode, ResumeMode, ServerMessage, Status, Watch, WatchQuery, WatchRequestError};
 
 /// Client settings; the defaults are `docs/PROTOCOL.md` §5's.
 #[derive(Debug, Clone)]
@@ -175,6 +175,7 @@ struct Subscription<O> {
     cluster: String,
     path: String,
     query: Option<WatchQuery>,
+    projection: Option<ProjectionMode>,
     /// The version the visible cache is consistent with (or the replay has reached).
     resume: Option<String>,
     state: SubscriptionState,
@@ -207,6 +208,7 @@ impl<O> Subscription<O> {
             query: self.query.clone(),
             resource_version: self.resume.clone(),
             resume: (self.awaiting == Awaiting::Inventory).then_some(ResumeMode::Inventory),
+            projection: self.projection,
         })
         .encode()
     }
@@ -300,11 +302,18 @@ impl<O: Clone> ClientCore<O> {
 
     /// Adds a subscription. Sent at once when open, otherwise on the next connection.
     pub fn watch(&mut self, id: &str, cluster: &str, path: &str, query: Option<WatchQuery>) -> Result<Vec<Output<O>>, ClientError> {
+        self.watch_projected(id, cluster, path, query, None)
+    }
+
+    /// [`ClientCore::watch`] with a projection (`docs/PROTOCOL.md` §2): with
+    /// [`ProjectionMode::Default`] the objects come without what dashboards never show, and
+    /// changes to nothing else do not come at all.
+    pub fn watch_projected(&mut self, id: &str, cluster: &str, path: &str, query: Option<WatchQuery>, projection: Option<ProjectionMode>) -> Result<Vec<Output<O>>, ClientError> {
         if self.is_closed() {
             return Err(ClientError::Closed);
         }
         let query = query.filter(|q| !q.is_empty());
-        Watch { id: id.to_owned(), cluster: cluster.to_owned(), path: path.to_owned(), query: query.clone(), resource_version: None, resume: None }.validate()?;
+        Watch { id: id.to_owned(), cluster: cluster.to_owned(), path: path.to_owned(), query: query.clone(), resource_version: None, resume: None, projection }.validate()?;
         if self.subs.contains_key(id) {
             return Err(ClientError::DuplicateId(id.to_owned()));
         }
@@ -312,6 +321,7 @@ impl<O: Clone> ClientCore<O> {
             cluster: cluster.to_owned(),
             path: path.to_owned(),
             query,
+            projection,
             resume: None,
             state: SubscriptionState::Syncing,
             cache: ObjectCache::default(),

@@ -47,6 +47,10 @@ export async function start(url: string): Promise<Subscription<Pod>> {
   const state: "open" = pods.state();
   // @ts-expect-error terminal input is text or bytes
   terminal.write(42);
+  const slim: Subscription<Pod> = mux.watch<Pod>({ cluster: "demo", path: "/api/v1/pods", projection: "default" });
+  // @ts-expect-error a projection is "default" or "none"
+  mux.watch({ cluster: "demo", path: "/api/v1/pods", projection: "slim" });
+  console.log(slim.id);
   // @ts-expect-error a subscription's upstream may be null (the forwards' collection)
   console.log(stats.subscriptions[pods.id]!.upstream.requests);
   console.log(phase, state, terminal.command.join(" "), mux.state.state);
