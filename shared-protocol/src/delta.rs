@@ -2,13 +2,15 @@
 //! that carries a MODIFIED object as its difference from the version the subscriber holds.
 //!
 //! Sans-IO and allocation-light: both work on `serde_json::Value`s the caller already holds.
-//! `cargo xtask bench bytes` measures what each saves on a status-churn workload before the wire
-//! protocol carries them (issue 13's "Fewer bytes").
+//! The proxy projects and diffs each event once for every subscriber that asked
+//! (`docs/PROTOCOL.md` §2 `projection` and `deltas`, §3 `patch`); the native client core applies
+//! patches with [`apply_merge_patch`], the browser's with the same rules on its own objects.
 //!
 //! The diff is written here because no crate in the registries produces an RFC 7386 merge patch
 //! from two documents: `json-patch` diffs into RFC 6902 operations and applies merge patches
-//! (`json_patch::merge`, which the receiving side uses), `serde_json_merge` and friends only
-//! apply.
+//! (`json_patch::merge`, against which the tests check [`apply_merge_patch`]), and
+//! `serde_json_merge` and friends only apply. The apply is written here too, ten lines, so the
+//! client core does not pull `json-patch` (and its RFC 6902 half) into every build.
 
 use serde_json::{Map, Value};
 
@@ -105,6 +107,27 @@ pub fn merge_patch(old: &Value, new: &Value) -> Result<Option<Value>, Unpatchabl
     }
 }
 
+/// Applies the RFC 7386 merge patch `patch` to `target`: an object patch sets each member it
+/// names (recursively for objects) and removes those it sets to `null`; anything else replaces
+/// the target whole.
+pub fn apply_merge_patch(target: &mut Value, patch: &Value) {
+    let Value::Object(members) = patch else {
+        *target = patch.clone();
+        return;
+    };
+    if !target.is_object() {
+        *target = Value::Object(Map::new());
+    }
+    let Value::Object(held) = target else { return };
+    for (key, value) in members {
+        if value.is_null() {
+            held.remove(key);
+        } else {
+            apply_merge_patch(held.entry(key.clone()).or_insert(Value::Null), value);
+        }
+    }
+}
+
 /// Whether an object patch carrying `value` would drop one of its members: a `null` member of an
 /// object, outside arrays (which a merge patch replaces as they are).
 fn holds_null_member(value: &Value) -> bool {
@@ -182,9 +205,21 @@ mod tests {
                 Ok(Some(patch)) => {
                     let mut applied = old.clone();
                     json_patch::merge(&mut applied, &patch);
-                    prop_assert_eq!(applied, new);
+                    prop_assert_eq!(&applied, &new);
+                    let mut ours = old.clone();
+                    apply_merge_patch(&mut ours, &patch);
+                    prop_assert_eq!(ours, new);
                 }
             }
+        }
+
+        /// Our apply is RFC 7386's, as `json-patch` implements it, for any patch and target.
+        #[test]
+        fn apply_merge_patch_agrees_with_json_patch(target in json_value(), patch in json_value()) {
+            let (mut ours, mut theirs) = (target.clone(), target);
+            apply_merge_patch(&mut ours, &patch);
+            json_patch::merge(&mut theirs, &patch);
+            prop_assert_eq!(ours, theirs);
         }
     }
 }

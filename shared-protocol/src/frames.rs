@@ -88,6 +88,11 @@ pub struct Watch {
     /// version does not know, means the whole object, every change.
     #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "known_projection")]
     pub projection: Option<ProjectionMode>,
+    /// Whether the client applies `patch` frames (`docs/PROTOCOL.md` §2, §3): a `MODIFIED` it
+    /// holds the previous version of may come as a merge patch against it. Absent or `false`:
+    /// every change comes as a whole object.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub deltas: bool,
 }
 
 /// A projection a watch may ask for (`"projection"` of `watch`).
@@ -160,6 +165,12 @@ pub enum ClientMessage {
         #[serde(default)]
         data: Value,
     },
+    /// The client cannot apply a `patch` (it does not hold the base version): answered with
+    /// `reset`, a snapshot and `synced` (§2).
+    Resync {
+        /// The subscription id.
+        id: String,
+    },
 }
 
 /// A watch event type as carried in `event` frames.
@@ -228,6 +239,25 @@ pub enum ServerMessage {
         event_type: EventType,
         /// The object as the API server sent it.
         object: Value,
+    },
+    /// A `MODIFIED` as a merge patch (RFC 7386) against the version `base` of the object the
+    /// client holds under `namespace`/`name`; applied, it is the object at `resourceVersion`
+    /// (§3). Sent only to a subscription that asked for `deltas`.
+    Patch {
+        /// Subscription id.
+        id: String,
+        /// The `metadata.resourceVersion` of the object the patch applies to.
+        base: String,
+        /// The object's namespace; absent for a cluster-scoped object.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        namespace: Option<String>,
+        /// The object's name.
+        name: String,
+        /// The object's version once patched: the client's new resume point.
+        #[serde(rename = "resourceVersion")]
+        resource_version: String,
+        /// The merge patch.
+        patch: Value,
     },
     /// The snapshot or replay is complete; the view is consistent at `resourceVersion`.
     Synced {
@@ -381,6 +411,19 @@ impl Fields {
                     _ => return Err(self.invalid("missing object field `object`".into())),
                 }
             }
+            "patch" => {
+                let (id, base) = (self.string("id")?, self.string("base")?);
+                let namespace = match self.map.remove("namespace") {
+                    Some(Value::String(namespace)) => Some(namespace),
+                    None => None,
+                    Some(_) => return Err(self.invalid("`namespace` must be a string".into())),
+                };
+                let (name, resource_version) = (self.string("name")?, self.string("resourceVersion")?);
+                match self.map.remove("patch") {
+                    Some(patch @ Value::Object(_)) => ServerMessage::Patch { id, base, namespace, name, resource_version, patch },
+                    _ => return Err(self.invalid("missing object field `patch`".into())),
+                }
+            }
             "synced" => ServerMessage::Synced { id: self.string("id")?, resource_version: self.string("resourceVersion")? },
             "bookmark" => ServerMessage::Bookmark { id: self.string("id")?, resource_version: self.string("resourceVersion")? },
             "reset" => ServerMessage::Reset { id: self.string("id")? },
@@ -431,7 +474,7 @@ impl Fields {
 impl ClientMessage {
     /// Decodes a client message.
     pub fn decode(text: &str) -> Result<ClientMessage, DecodeError> {
-        decode_object(text, &["watch", "unwatch", "auth", "ping", "stats"])
+        decode_object(text, &["watch", "unwatch", "auth", "ping", "stats", "resync"])
     }
 
     /// Encodes a client message.
@@ -443,7 +486,7 @@ impl ClientMessage {
 impl ServerMessage {
     /// Decodes a server message.
     pub fn decode(text: &str) -> Result<ServerMessage, DecodeError> {
-        decode_head(text, &["event", "synced", "inventory", "reset", "bookmark", "error", "pong", "stats"])?.server_message()
+        decode_head(text, &["event", "patch", "synced", "inventory", "reset", "bookmark", "error", "pong", "stats"])?.server_message()
     }
 
     /// Encodes a server message.
@@ -587,6 +630,7 @@ mod tests {
                 resource_version: Some("1042".into()),
                 resume: None,
                 projection: None,
+                deltas: false,
             }),
         );
         check_client(
@@ -599,14 +643,15 @@ mod tests {
                 resource_version: Some("1042".into()),
                 resume: Some(ResumeMode::Inventory),
                 projection: None,
+                deltas: false,
             }),
         );
         check_client(
             r#"{"op":"watch","id":"n","cluster":"c","path":"/api/v1/nodes"}"#,
-            ClientMessage::Watch(Watch { id: "n".into(), cluster: "c".into(), path: "/api/v1/nodes".into(), query: None, resource_version: None, resume: None, projection: None }),
+            ClientMessage::Watch(Watch { id: "n".into(), cluster: "c".into(), path: "/api/v1/nodes".into(), query: None, resource_version: None, resume: None, projection: None, deltas: false }),
         );
         check_client(
-            r#"{"op":"watch","id":"n","cluster":"c","path":"/api/v1/pods","projection":"default"}"#,
+            r#"{"op":"watch","id":"n","cluster":"c","path":"/api/v1/pods","projection":"default","deltas":true}"#,
             ClientMessage::Watch(Watch {
                 id: "n".into(),
                 cluster: "c".into(),
@@ -615,8 +660,10 @@ mod tests {
                 resource_version: None,
                 resume: None,
                 projection: Some(ProjectionMode::Default),
+                deltas: true,
             }),
         );
+        check_client(r#"{"op":"resync","id":"pods"}"#, ClientMessage::Resync { id: "pods".into() });
         check_client(r#"{"op":"unwatch","id":"pods"}"#, ClientMessage::Unwatch { id: "pods".into() });
         check_client(r#"{"op":"auth","cluster":"prod","token":"t"}"#, ClientMessage::Auth { cluster: "prod".into(), token: "t".into() });
         check_client(r#"{"op":"ping","data":"17"}"#, ClientMessage::Ping { data: json!("17") });
@@ -629,6 +676,21 @@ mod tests {
         check_server(
             r#"{"op":"event","id":"pods","type":"MODIFIED","object":{"kind":"Pod","apiVersion":"v1","metadata":{"name":"web-1","resourceVersion":"1051"}}}"#,
             ServerMessage::Event { id: "pods".into(), event_type: EventType::Modified, object: json!({"kind":"Pod","apiVersion":"v1","metadata":{"name":"web-1","resourceVersion":"1051"}}) },
+        );
+        check_server(
+            r#"{"op":"patch","id":"pods","base":"1051","namespace":"default","name":"web-1","resourceVersion":"1060","patch":{"metadata":{"resourceVersion":"1060"},"status":{"phase":"Running"}}}"#,
+            ServerMessage::Patch {
+                id: "pods".into(),
+                base: "1051".into(),
+                namespace: Some("default".into()),
+                name: "web-1".into(),
+                resource_version: "1060".into(),
+                patch: json!({"metadata":{"resourceVersion":"1060"},"status":{"phase":"Running"}}),
+            },
+        );
+        check_server(
+            r#"{"op":"patch","id":"nodes","base":"7","name":"node-a","resourceVersion":"9","patch":{"metadata":{"labels":{"gone":null}}}}"#,
+            ServerMessage::Patch { id: "nodes".into(), base: "7".into(), namespace: None, name: "node-a".into(), resource_version: "9".into(), patch: json!({"metadata":{"labels":{"gone":null}}}) },
         );
         check_server(r#"{"op":"synced","id":"pods","resourceVersion":"1050"}"#, ServerMessage::Synced { id: "pods".into(), resource_version: "1050".into() });
         check_server(r#"{"op":"reset","id":"pods"}"#, ServerMessage::Reset { id: "pods".into() });
@@ -765,7 +827,7 @@ mod tests {
         ] {
             assert!(!validate_collection_path(bad), "{bad}");
         }
-        let mut w = Watch { id: "x".repeat(129), cluster: "c".into(), path: "/api/v1/pods".into(), query: None, resource_version: None, resume: None, projection: None };
+        let mut w = Watch { id: "x".repeat(129), cluster: "c".into(), path: "/api/v1/pods".into(), query: None, resource_version: None, resume: None, projection: None, deltas: false };
         assert_eq!(w.validate(), Err(WatchRequestError::BadId));
         w.id = "ok".into();
         assert_eq!(w.validate(), Ok(()));

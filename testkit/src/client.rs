@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::{SinkExt, StreamExt};
-use kubemux_protocol::client::{ClientConfig, ClientCore, ConnectionState, Output, SubscriptionState};
+use kubemux_protocol::client::{ClientConfig, ClientCore, ConnectionState, Output, SubscriptionState, WatchOptions};
 use kubemux_protocol::frames::{EventType, ProjectionMode, SUBPROTOCOL, Status, WatchQuery};
 use serde_json::Value;
 use tokio::net::TcpStream;
@@ -118,7 +118,7 @@ impl View {
 }
 
 enum Command {
-    Watch { id: String, cluster: String, path: String, query: Option<WatchQuery>, projection: Option<ProjectionMode>, reply: oneshot::Sender<Result<(), String>> },
+    Watch { id: String, cluster: String, path: String, query: Option<WatchQuery>, options: WatchOptions, reply: oneshot::Sender<Result<(), String>> },
     Unwatch(String),
     Auth(String, String),
     Send(String),
@@ -161,8 +161,13 @@ impl NativeClient {
 
     /// [`NativeClient::watch`] with a projection (`docs/PROTOCOL.md` §2).
     pub async fn watch_projected(&self, id: &str, cluster: &str, path: &str, query: Option<WatchQuery>, projection: Option<ProjectionMode>) -> Result<(), String> {
+        self.watch_with(id, cluster, path, query, WatchOptions { projection, deltas: false }).await
+    }
+
+    /// [`NativeClient::watch`] with a projection and deltas (`docs/PROTOCOL.md` §2).
+    pub async fn watch_with(&self, id: &str, cluster: &str, path: &str, query: Option<WatchQuery>, options: WatchOptions) -> Result<(), String> {
         let (reply, rx) = oneshot::channel();
-        let _ = self.commands.send(Command::Watch { id: id.into(), cluster: cluster.into(), path: path.into(), query, projection, reply });
+        let _ = self.commands.send(Command::Watch { id: id.into(), cluster: cluster.into(), path: path.into(), query, options, reply });
         rx.await.unwrap_or_else(|_| Err("client task ended".into()))
     }
 
@@ -311,7 +316,7 @@ async fn drive(mut url: String, config: ClientConfig, mut commands: mpsc::Unboun
         tokio::select! {
             command = commands.recv() => match command {
                 None => return,
-                Some(Command::Watch { id, cluster, path, query, projection, reply }) => match core.watch_projected(&id, &cluster, &path, query, projection) {
+                Some(Command::Watch { id, cluster, path, query, options, reply }) => match core.watch_with(&id, &cluster, &path, query, options) {
                     Ok(out) => {
                         pending.extend(out);
                         let _ = reply.send(Ok(()));

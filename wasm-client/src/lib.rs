@@ -13,13 +13,14 @@
 //! beside the code that reads or builds them (here, and in `terminal.rs`).
 
 mod js;
+mod patch;
 mod shell;
 mod terminal;
 
 use std::rc::Rc;
 
 use js_sys::Function;
-use kubemux_protocol::client::ClientConfig;
+use kubemux_protocol::client::{ClientConfig, WatchOptions};
 use kubemux_protocol::frames::{ProjectionMode, WatchQuery};
 use wasm_bindgen::prelude::*;
 
@@ -120,6 +121,10 @@ export interface WatchRequest {
    * no event for a change to nothing else (often most of a pod's writes). Such objects keep the
    * `resourceVersion` of their last shown change. Default `"none"`: whole objects, every change. */
   projection?: "default" | "none";
+  /** `true`: the proxy may send a change to an object the client holds as a merge patch against
+   * it, which the client applies; the application still gets whole objects (a new object that
+   * shares every unchanged member with the previous one). Default `false`. */
+  deltas?: boolean;
 }
 
 /** What `mux.stats()` resolves to: the proxy's counters for this connection, and for each
@@ -210,7 +215,7 @@ impl Mux {
         if let Some(cap) = js::millis_option(&options, "reconnectMaxMs", what)? {
             config.backoff.cap_ms = cap.max(config.backoff.base_ms);
         }
-        let shell = Shell::new(Core::with_payload(config), url, token, on_state, on_error);
+        let shell = Shell::new(Core::with_payload(config, patch::patched), url, token, on_state, on_error);
         drive(&shell, |shell, now| shell.core.start(now));
         // The first `new WebSocket` runs synchronously here: if it threw (a malformed URL),
         // the caller learns it now rather than through endless reconnects.
@@ -244,6 +249,12 @@ impl Mux {
             Some("default") => Some(ProjectionMode::Default),
             Some(_) => return Err(js::type_error("kubemux: watch(): `projection` must be \"default\" or \"none\"")),
         };
+        let deltas = js::get(&request, "deltas");
+        let deltas = match deltas.as_bool() {
+            Some(deltas) => deltas,
+            None if deltas.is_undefined() || deltas.is_null() => false,
+            None => return Err(js::type_error("kubemux: watch(): `deltas` must be a boolean")),
+        };
         let handlers = Handlers {
             on_event: js::function_option(&handlers, "onEvent")?,
             on_synced: js::function_option(&handlers, "onSynced")?,
@@ -254,7 +265,7 @@ impl Mux {
         };
         let id = self.shell.borrow_mut().fresh_id();
         let mut refused = None;
-        drive(&self.shell, |shell, _| match shell.core.watch_projected(&id, &cluster, &path, Some(query), projection) {
+        drive(&self.shell, |shell, _| match shell.core.watch_with(&id, &cluster, &path, Some(query), WatchOptions { projection, deltas }) {
             Ok(outputs) => {
                 shell.subs.insert(id.clone(), SubEntry::new(handlers));
                 outputs

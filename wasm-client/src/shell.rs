@@ -20,12 +20,12 @@ use std::rc::{Rc, Weak};
 use base64::Engine as _;
 use gloo_events::EventListener;
 use js_sys::{Array, Function, Object};
-use kubemux_protocol::client::{ClientCore, ConnectionState, EventFrame, SubscriptionState, ViewChange};
+use kubemux_protocol::client::{ClientCore, ConnectionState, EventFrame, PatchFrame, SubscriptionState, ViewChange};
 use kubemux_protocol::frames::{EventType, SUBPROTOCOL};
 use wasm_bindgen::prelude::*;
 use web_sys::{CloseEvent, MessageEvent, WebSocket};
 
-use crate::js;
+use crate::{js, patch};
 
 /// The core as the browser holds it: objects are the engine's own.
 pub type Core = ClientCore<JsValue>;
@@ -323,7 +323,8 @@ impl Shell {
     }
 
     /// A frame from the socket. The engine parses it once; an `event` frame of the usual shape
-    /// goes to the core as its header and the parsed object; anything else (rare) goes as text,
+    /// goes to the core as its header and the parsed object, a `patch` frame as its header and
+    /// the parsed patch; anything else (rare) goes as text,
     /// decoded by the core. Binary frames are not the protocol's: parsing fails and they have no
     /// text.
     fn receive(&mut self, now: u64, data: &JsValue) -> Vec<Output> {
@@ -334,6 +335,12 @@ impl Shell {
             let recent = &self.recent;
             let frame = EventFrame { id: recent.id(), event_type, key: Some((recent.namespace(), &name)), resource_version: resource_version.as_deref(), object };
             return self.core.on_event(now, frame);
+        }
+        if let Some(header) = parsed.as_ref().and_then(patch::header) {
+            // `onEvent` gets `{ type: "MODIFIED", object }` of the patched object.
+            self.frame = None;
+            let patch::Header { id, base, namespace, name, resource_version, patch } = header;
+            return self.core.on_patch(now, PatchFrame { id: &id, key: (&namespace, &name), base: &base, resource_version: &resource_version, patch });
         }
         match data.as_string() {
             Some(text) => self.core.on_message_with(now, &text, |object| js::to_js(&object)),

@@ -170,6 +170,52 @@ async fn stats_count_what_a_subscription_was_sent() {
     assert!(after.contains("closed"), "{after}");
 }
 
+/// An object as JSON, its members' order aside (a patched object keeps its members' order and
+/// adds new ones last).
+fn as_json(object: &JsValue) -> serde_json::Value {
+    serde_json::from_str(&js_sys::JSON::stringify(object).unwrap().as_string().unwrap()).unwrap()
+}
+
+/// `deltas: true`: the proxy sends changes as merge patches, the package applies them, and the
+/// application holds exactly what a whole-object watch of the same pods holds, for fewer bytes;
+/// a changed pod is a new object that shares its unchanged members with the previous one.
+#[wasm_bindgen_test]
+async fn a_delta_watch_holds_what_a_whole_watch_holds_for_fewer_bytes() {
+    let (mux, _states, info) = connect().await;
+    let (log, handlers) = recorder(SUB_CALLBACKS, &[]);
+    let whole = mux.watch(pods_request(&info), handlers).unwrap();
+    let (delta_log, delta_handlers) = recorder(SUB_CALLBACKS, &[]);
+    let delta_request = object(&[("cluster", get(&info, "cluster")), ("path", get(&info, "podsPath")), ("deltas", true.into())]);
+    let delta = mux.watch(delta_request, delta_handlers).unwrap();
+    wait_for(15.0, "both snapshots", || log.borrow().count("onSynced") >= 1 && delta_log.borrow().count("onSynced") >= 1).await;
+    let first = delta.get_snapshot();
+    let events = delta_log.borrow().count("onEvent");
+    wait_for(30.0, "churn to change pods", || delta_log.borrow().count("onEvent") >= events + 8).await;
+    // Both subscriptions' frames come in order on one connection: wait until they agree.
+    wait_for(15.0, "both watches at the same versions", || names_and_versions(&delta.items().unwrap()) == names_and_versions(&whole.items().unwrap())).await;
+    let (patched, wholes) = (js_sys::Array::from(&delta.items().unwrap()), js_sys::Array::from(&whole.items().unwrap()));
+    for (mine, theirs) in patched.iter().zip(wholes.iter()) {
+        assert_eq!(as_json(&mine), as_json(&theirs), "a patched pod is the pod the whole watch holds");
+    }
+    let old: Vec<((String, String), JsValue)> = names_and_versions(&first).into_iter().zip(js_sys::Array::from(&first).iter()).collect();
+    let mut shared = 0;
+    for ((name, version), pod) in names_and_versions(&patched).into_iter().zip(patched.iter()) {
+        if let Some((_, before)) = old.iter().find(|((old_name, old_version), _)| *old_name == name && *old_version != version) {
+            assert!(!js_sys::Object::is(before, &pod), "a changed pod is a new object");
+            if as_json(&get(before, "spec")) == as_json(&get(&pod, "spec")) && js_sys::Object::is(&get(before, "spec"), &get(&pod, "spec")) {
+                shared += 1;
+            }
+        }
+    }
+    assert!(shared > 0, "a change that left a pod's spec alone keeps the same spec object");
+    let stats = wasm_bindgen_futures::JsFuture::from(mux.stats()).await.expect("stats() resolves");
+    let bytes = |sub: &str| get(&get(&get(&stats, "subscriptions"), sub), "bytes").as_f64().unwrap();
+    assert!(bytes(&delta.id()) < bytes(&whole.id()), "patches cost fewer bytes: {} against {}", bytes(&delta.id()), bytes(&whole.id()));
+    let bad = mux.watch(object(&[("cluster", get(&info, "cluster")), ("path", get(&info, "podsPath")), ("deltas", "yes".into())]), JsValue::UNDEFINED).err().unwrap();
+    assert!(is_type_error(&bad) && message(bad.clone()).contains("`deltas`"), "{}", message(bad));
+    mux.close();
+}
+
 #[wasm_bindgen_test]
 async fn methods_after_close_throw_clear_errors() {
     let (mux, states, info) = connect().await;

@@ -62,8 +62,9 @@ impl Collection {
                 self.error = None;
             }
             ServerMessage::Error { status, .. } => self.error = Some(status.clone()),
-            // Inventories answer `"resume":"inventory"`, which the resolver never sends.
-            ServerMessage::Bookmark { .. } | ServerMessage::Inventory { .. } | ServerMessage::Pong { .. } | ServerMessage::Stats { .. } => {}
+            // Inventories answer `"resume":"inventory"` and patches `"deltas":true`, which the
+            // resolver never sends.
+            ServerMessage::Bookmark { .. } | ServerMessage::Inventory { .. } | ServerMessage::Patch { .. } | ServerMessage::Pong { .. } | ServerMessage::Stats { .. } => {}
         }
     }
 }

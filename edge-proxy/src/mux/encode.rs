@@ -16,6 +16,13 @@ pub fn event_head(id: &str) -> Arc<str> {
     Arc::from(head)
 }
 
+/// The head of every `patch` frame of subscription `id`: `{"op":"patch","id":<id as JSON>`;
+/// a delta's body (the registry's `project::Delta`) follows it.
+pub fn patch_head(id: &str) -> Arc<str> {
+    let id = serde_json::to_string(id).unwrap_or_else(|_| String::from("\"\""));
+    Arc::from(format!("{{\"op\":\"patch\",\"id\":{id}"))
+}
+
 /// What follows the head in an `event` frame: `,"type":"<type>","object":<object_json>}`.
 pub fn event_body(event_type: EventType, object_json: &str) -> EventBody {
     let mut body = String::with_capacity(22 + object_json.len());

@@ -14,7 +14,8 @@ use std::time::{Duration, Instant};
 
 use axum::extract::ws::{CloseFrame, Message, WebSocket};
 use futures::{FutureExt as _, SinkExt, StreamExt};
-use kubemux_protocol::frames::{ClientMessage, DecodeErrorKind, ProjectionMode, ResumeMode, ServerMessage, Status, Watch, WatchRequestError};
+use kubemux_protocol::client::WatchOptions;
+use kubemux_protocol::frames::{ClientMessage, DecodeErrorKind, ResumeMode, ServerMessage, Status, Watch, WatchRequestError};
 
 use super::MuxSettings;
 use super::outbox::{Outbox, Outgoing};
@@ -31,7 +32,7 @@ struct Active {
     identity: Identity,
     path: String,
     query: kubemux_protocol::frames::WatchQuery,
-    projection: Option<ProjectionMode>,
+    options: WatchOptions,
     sink: Arc<Sink>,
     upstream: Upstream,
 }
@@ -297,6 +298,7 @@ impl Session {
                 self.outbox.push_control(ServerMessage::Pong { data }.encode());
             }
             Ok(ClientMessage::Stats { data }) => self.stats(data),
+            Ok(ClientMessage::Resync { id }) => self.resync(&id),
             Err(error) => {
                 let message = format!("{error}");
                 match (error.id, error.kind) {
@@ -352,7 +354,8 @@ impl Session {
         };
         let id: Arc<str> = Arc::from(id);
         self.outbox.add_subscription(&id);
-        let sink = Sink::projecting(self.outbox.clone(), id.clone(), self.app.metrics.clone(), watch.resource_version.clone(), watch.projection);
+        let options = WatchOptions { projection: watch.projection, deltas: watch.deltas };
+        let sink = Sink::with_options(self.outbox.clone(), id.clone(), self.app.metrics.clone(), watch.resource_version.clone(), options);
         let identity = self.identity(&watch.cluster);
         let upstream = match forwards {
             Some(scope) => {
@@ -366,7 +369,7 @@ impl Session {
             }
         };
         self.app.metrics.subscriptions.inc();
-        self.subscriptions.insert(id, Active { cluster: watch.cluster, identity, path: watch.path, query, projection: watch.projection, sink, upstream });
+        self.subscriptions.insert(id, Active { cluster: watch.cluster, identity, path: watch.path, query, options, sink, upstream });
     }
 
     fn unwatch(&mut self, id: &str) {
@@ -387,7 +390,7 @@ impl Session {
         for (id, active) in moving {
             active.sink.detach();
             let resume = active.sink.last_resource_version();
-            let sink = Sink::projecting(self.outbox.clone(), id.clone(), self.app.metrics.clone(), resume.clone(), active.projection);
+            let sink = Sink::with_options(self.outbox.clone(), id.clone(), self.app.metrics.clone(), resume.clone(), active.options);
             let key = WatchKey { cluster: cluster.clone(), path: active.path.clone(), query: active.query.clone(), identity: identity.clone() };
             // The client sent no `watch` for this: it expects events in version order, so the
             // move resumes without an inventory.
@@ -420,6 +423,14 @@ impl Session {
             .collect();
         let connection = serde_json::to_value(connection).unwrap_or_default();
         self.outbox.push_control(ServerMessage::Stats { data, connection, subscriptions: subscriptions.into() }.encode());
+    }
+
+    /// The client could not apply a `patch` (§2 `resync`): `reset`, a snapshot and `synced`
+    /// follow. An id that is not active is ignored, like `unwatch`'s.
+    fn resync(&self, id: &str) {
+        if let Some(active) = self.subscriptions.get(id) {
+            active.upstream.resync();
+        }
     }
 
     /// Overflowed subscriptions whose client has drained: ask for their reset.

@@ -26,7 +26,7 @@ use kubemux_protocol::frames::{EventType, Status};
 use tokio::time::Instant;
 
 use super::cache::{Answer, ObjectJson, ObjectKey, Stored, WatchCache};
-use super::project::SharedEvent;
+use super::project::{Previous, SharedEvent};
 use super::request::{ListPage, parse_event_type, parse_line, resource_version_of};
 use super::{Command, RegistrySettings, ResumeFrom, Sink, WatchKey, WatchMeter, catch_up, internal_error};
 use crate::metrics::{Metrics, ResetCause, ResumeOutcome, TaskKind};
@@ -672,9 +672,10 @@ impl Machine {
                 let version: Arc<str> = Arc::from(&*rv);
                 let namespace = meta.namespace.map(|namespace| namespace.0.into_owned()).unwrap_or_default();
                 let key = (namespace, name.0.into_owned());
-                // What a projecting subscriber is sent depends on the object's previous state:
-                // kept for the event only when one of them may ask.
-                let previous = if self.subscribers.values().any(|sink| sink.projects()) { self.cache.get(&key).cloned() } else { None };
+                // What a projecting or delta-taking subscriber is sent depends on the object's
+                // previous state: kept for the event only when one of them may ask.
+                let previous =
+                    if self.subscribers.values().any(|sink| sink.needs_previous()) { self.cache.get(&key).map(|object| Previous { object: object.clone(), key: key.clone() }) } else { None };
                 let shared = SharedEvent::new(body, version, event_type, json.clone(), previous);
                 self.cache.apply(event_type, key, json, rv.0.into_owned());
                 for (sub_id, sink) in &self.subscribers {

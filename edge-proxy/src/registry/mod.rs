@@ -25,6 +25,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use kubemux_protocol::client::WatchOptions;
 use kubemux_protocol::frames::{EventType, ProjectionMode, ServerMessage, Status, WatchQuery, encode_inventory_raw};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -35,7 +36,7 @@ use crate::live::Live;
 use crate::metrics::{Metrics, TaskKind};
 use crate::mux::encode::{self, EventBody};
 use crate::mux::outbox::{Item, Outbox, Pushed};
-use cache::ObjectJson;
+use cache::{ObjectJson, ObjectKey};
 use project::SharedEvent;
 
 pub use cache::{Resume, WatchCache};
@@ -188,6 +189,12 @@ pub struct Sink {
     projection: bool,
     /// When the last `bookmark` for a change the projection hid was sent.
     hidden_bookmark: Mutex<Option<Instant>>,
+    /// `{"op":"patch","id":<id>`, when the subscription asked for deltas (`"deltas":true`).
+    patch_head: Option<Arc<str>>,
+    /// With deltas and the projection: the version the client holds of each object whose
+    /// changes since its projection hid (its next patch names that base, not the previous
+    /// version). Emptied by every full state; one entry at most per object of the watch.
+    hidden_bases: Mutex<HashMap<ObjectKey, Arc<str>>>,
 }
 
 /// How often, at most, a projecting subscription is sent a `bookmark` for changes its
@@ -207,7 +214,14 @@ impl Sink {
 
     /// A sink for subscription `id` whose client holds `version` and asked for `projection`.
     pub fn projecting(outbox: Arc<Outbox>, id: Arc<str>, metrics: Arc<Metrics>, version: Option<String>, projection: Option<ProjectionMode>) -> Arc<Sink> {
+        Sink::with_options(outbox, id, metrics, version, WatchOptions { projection, deltas: false })
+    }
+
+    /// A sink for subscription `id` whose client holds `version` and asked for `options`
+    /// (`docs/PROTOCOL.md` §2: `projection`, `deltas`).
+    pub fn with_options(outbox: Arc<Outbox>, id: Arc<str>, metrics: Arc<Metrics>, version: Option<String>, options: WatchOptions) -> Arc<Sink> {
         let event_head = encode::event_head(&id);
+        let patch_head = options.deltas.then(|| encode::patch_head(&id));
         Arc::new(Sink {
             outbox,
             id,
@@ -217,14 +231,28 @@ impl Sink {
             detached: AtomicBool::new(false),
             ended: AtomicBool::new(false),
             withheld_through: AtomicU64::new(0),
-            projection: projection == Some(ProjectionMode::Default),
+            projection: options.projection == Some(ProjectionMode::Default),
             hidden_bookmark: Mutex::new(None),
+            patch_head,
+            hidden_bases: Mutex::new(HashMap::new()),
         })
     }
 
-    /// Whether the subscription asked for the default projection.
-    pub fn projects(&self) -> bool {
-        self.projection
+    /// Whether what this subscription is sent of a `MODIFIED` depends on the object's previous
+    /// state: it asked for the default projection or for deltas.
+    pub fn needs_previous(&self) -> bool {
+        self.projection || self.patch_head.is_some()
+    }
+
+    fn hidden_bases(&self) -> MutexGuard<'_, HashMap<ObjectKey, Arc<str>>> {
+        self.hidden_bases.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The client is sent a full state: it holds what that carries, nothing older.
+    fn full_state(&self) {
+        if self.projection && self.patch_head.is_some() {
+            self.hidden_bases().clear();
+        }
     }
 
     /// The objects of a snapshot as this subscription is sent them.
@@ -305,19 +333,37 @@ impl Sink {
         self.push_event(&encode::event_body(event_type, projected.as_deref().unwrap_or(object)), rv.map(Arc::from));
     }
 
-    /// Sends one live event, whose frame body (and projection) was built once for every
-    /// subscriber that gets it.
+    /// Sends one live event, whose frame body (and projection, and delta) was built once for
+    /// every subscriber that gets it.
     pub fn shared_event(&self, event: &SharedEvent) {
         if self.withheld(&event.version) {
             return;
         }
-        if !self.projection {
-            return self.push_event(&event.body, Some(event.version.clone()));
+        let body = if self.projection {
+            let Some(body) = event.projected() else {
+                if self.patch_head.is_some()
+                    && let (Some(key), Some(held)) = (event.key(), event.previous_version())
+                {
+                    // The client keeps the version it was last shown: the next patch's base.
+                    self.hidden_bases().entry(key.clone()).or_insert_with(|| held.clone());
+                }
+                return self.hidden(&event.version);
+            };
+            body
+        } else {
+            &event.body
+        };
+        if let Some(head) = &self.patch_head {
+            let held = if self.projection { event.key().and_then(|key| self.hidden_bases().remove(key)) } else { None };
+            if let Some(delta) = event.delta(self.projection) {
+                let body = match held {
+                    Some(held) if held != delta.base => delta.with_base(&held),
+                    _ => delta.body.clone(),
+                };
+                return self.push_item_event(head, &body, Some(event.version.clone()));
+            }
         }
-        match event.projected() {
-            Some(body) => self.push_event(body, Some(event.version.clone())),
-            None => self.hidden(&event.version),
-        }
+        self.push_event(body, Some(event.version.clone()))
     }
 
     /// A change the projection hides: not sent; its version goes as a `bookmark` if none went
@@ -339,10 +385,15 @@ impl Sink {
     }
 
     fn push_event(&self, body: &EventBody, rv: Option<Arc<str>>) {
+        self.push_item_event(&self.event_head, body, rv);
+    }
+
+    /// Queues a frame made of `head` (the subscription's `event` or `patch` head) and `body`.
+    fn push_item_event(&self, head: &Arc<str>, body: &EventBody, rv: Option<Arc<str>>) {
         if self.detached.load(Ordering::Acquire) {
             return;
         }
-        if self.outbox.push_item(&self.id, Item::Event { head: self.event_head.clone(), body: body.0.clone() }) == Pushed::Queued {
+        if self.outbox.push_item(&self.id, Item::Event { head: head.clone(), body: body.0.clone() }) == Pushed::Queued {
             self.metrics.events_out.inc();
             if let Some(rv) = rv {
                 *self.rv_slot() = Some(rv);
@@ -397,6 +448,7 @@ impl Sink {
         if self.detached.load(Ordering::Acquire) {
             return;
         }
+        self.full_state();
         let synced = self.synced_version(rv);
         let items = vec![Item::Snapshot(self.view(objects).into_iter()), Item::Frame(self.synced_frame(&synced))];
         if self.outbox.push_whole(&self.id, items) == Pushed::Queued {
@@ -414,6 +466,7 @@ impl Sink {
             return false;
         }
         let count = objects.len() as u64;
+        self.full_state();
         let objects = self.view(objects);
         let pushed = if reset {
             // A full state replaces the client's: nothing it held is assumed any more.

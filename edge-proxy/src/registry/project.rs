@@ -5,14 +5,19 @@
 //! An event's projection is computed once, by the first subscriber that asks for it, and shared
 //! by every other ([`SharedEvent::projected`]); a subscriber without a projection never pays for
 //! it. An object with nothing to drop keeps its text (a substring check, no parse).
+//!
+//! So is its delta (`docs/PROTOCOL.md` §2 `deltas`, §3 `patch`): a `MODIFIED` as a merge patch
+//! against the object's previous version, whole or projected ([`SharedEvent::delta`]), worked
+//! out once for every subscriber that asked for deltas, and not at all when none did.
 
 use std::sync::{Arc, OnceLock};
 
-use kubemux_protocol::delta::{LAST_APPLIED, Projection};
+use kubemux_protocol::delta::{LAST_APPLIED, Projection, merge_patch};
 use kubemux_protocol::frames::EventType;
 use serde_json::Value;
 
-use super::cache::ObjectJson;
+use super::cache::{ObjectJson, ObjectKey};
+use super::request::resource_version_of;
 use crate::mux::encode::{self, EventBody};
 
 /// `object` as the default projection keeps it: the same text when it has nothing to drop, else
@@ -52,8 +57,43 @@ pub fn changed_beyond_version(old: &str, new: &str) -> bool {
     }
 }
 
+/// A `MODIFIED` as a `patch` frame's body (after the subscription's `{"op":"patch","id":…`):
+/// `,"base":<base>` then [`Delta::tail`], `,"namespace":…,"name":…,"resourceVersion":…,"patch":…}`.
+#[derive(Debug)]
+pub struct Delta {
+    /// The version the patch applies to: the object's previous one.
+    pub base: Arc<str>,
+    /// The frame body with `base`.
+    pub body: EventBody,
+    /// What follows the base in the body, for a subscriber that holds another version of the
+    /// same content (its projection hid the changes since).
+    tail: Arc<str>,
+}
+
+impl Delta {
+    /// The frame body for a client that holds `base` instead.
+    pub fn with_base(&self, base: &str) -> EventBody {
+        let base = serde_json::to_string(base).unwrap_or_default();
+        let mut body = String::with_capacity(8 + base.len() + self.tail.len());
+        body.push_str(",\"base\":");
+        body.push_str(&base);
+        body.push_str(&self.tail);
+        EventBody(Arc::from(body))
+    }
+}
+
+/// The object's previous state, kept for an event when a subscriber projects or takes deltas.
+#[derive(Debug)]
+pub struct Previous {
+    /// Its text.
+    pub object: ObjectJson,
+    /// Its key.
+    pub key: ObjectKey,
+}
+
 /// One watch event as every subscriber gets it: the frame body in the API server's layout, its
-/// version, and what a projecting subscriber gets instead, computed once when first asked for.
+/// version, and what a projecting or delta-taking subscriber gets instead, each computed once
+/// when first asked for.
 #[derive(Debug)]
 pub struct SharedEvent {
     /// The whole object's frame body.
@@ -62,16 +102,77 @@ pub struct SharedEvent {
     pub version: Arc<str>,
     event_type: EventType,
     object: ObjectJson,
-    /// The object's previous state, when the cache held it (a `MODIFIED`).
-    previous: Option<ObjectJson>,
+    /// The object's previous state, when the cache held it (a `MODIFIED`) and a subscriber
+    /// may need it.
+    previous: Option<Previous>,
     projected: OnceLock<Option<EventBody>>,
+    /// The delta of the whole object, and of the projected one.
+    deltas: [OnceLock<Option<Delta>>; 2],
+    previous_version: OnceLock<Option<Arc<str>>>,
 }
 
 impl SharedEvent {
     /// The event `event_type` of `object` at `version`, whose frame body is `body`; `previous`
     /// is what the cache held for the object before.
-    pub fn new(body: EventBody, version: Arc<str>, event_type: EventType, object: ObjectJson, previous: Option<ObjectJson>) -> Arc<SharedEvent> {
-        Arc::new(SharedEvent { body, version, event_type, object, previous, projected: OnceLock::new() })
+    pub fn new(body: EventBody, version: Arc<str>, event_type: EventType, object: ObjectJson, previous: Option<Previous>) -> Arc<SharedEvent> {
+        Arc::new(SharedEvent { body, version, event_type, object, previous, projected: OnceLock::new(), deltas: Default::default(), previous_version: OnceLock::new() })
+    }
+
+    /// The object's key, when its previous state was kept.
+    pub fn key(&self) -> Option<&ObjectKey> {
+        self.previous.as_ref().map(|previous| &previous.key)
+    }
+
+    /// The event's type.
+    pub fn event_type(&self) -> EventType {
+        self.event_type
+    }
+
+    /// The previous state's `metadata.resourceVersion`, when it was kept.
+    pub fn previous_version(&self) -> Option<&Arc<str>> {
+        self.previous_version.get_or_init(|| self.previous.as_ref().and_then(|previous| resource_version_of(&previous.object)).map(Arc::from)).as_ref()
+    }
+
+    /// The `MODIFIED` as a merge patch against the previous state, whole or `projected`; `None`
+    /// when it goes as a whole object: another event type, no previous state, text that does
+    /// not parse or has no version, a change a merge patch cannot carry (a `null` it would read
+    /// as a removal), or a patch frame no smaller than the whole event's.
+    pub fn delta(&self, projected: bool) -> Option<&Delta> {
+        self.deltas[usize::from(projected)].get_or_init(|| self.compute_delta(projected)).as_ref()
+    }
+
+    fn compute_delta(&self, projected: bool) -> Option<Delta> {
+        let previous = self.previous.as_ref().filter(|_| self.event_type == EventType::Modified)?;
+        let base = self.previous_version()?.clone();
+        let parse = |text: &str| -> Option<Value> {
+            let mut value: Value = serde_json::from_str(text).ok()?;
+            if projected {
+                Projection::default().apply(&mut value);
+            }
+            Some(value)
+        };
+        let (old, new) = (parse(&previous.object)?, parse(&self.object)?);
+        let patch = merge_patch(&old, &new).ok()??;
+        let (namespace, name) = &previous.key;
+        let quoted = |text: &str| serde_json::to_string(text).unwrap_or_default();
+        let mut tail = String::new();
+        if !namespace.is_empty() {
+            tail.push_str(",\"namespace\":");
+            tail.push_str(&quoted(namespace));
+        }
+        tail.push_str(",\"name\":");
+        tail.push_str(&quoted(name));
+        tail.push_str(",\"resourceVersion\":");
+        tail.push_str(&quoted(&self.version));
+        tail.push_str(",\"patch\":");
+        tail.push_str(&patch.to_string());
+        tail.push('}');
+        let delta = Delta { base: base.clone(), body: EventBody(Arc::from("")), tail: Arc::from(tail) };
+        let body = delta.with_base(&base);
+        // The whole event is what the subscriber would get instead: the frame heads are within
+        // a byte of each other.
+        let whole = if projected { self.projected().map_or(usize::MAX, |body| body.as_str().len()) } else { self.body.as_str().len() };
+        (body.as_str().len() < whole).then_some(Delta { body, ..delta })
     }
 
     /// The projected frame body, or `None` when a projecting subscriber is not sent this event
@@ -79,7 +180,7 @@ impl SharedEvent {
     pub fn projected(&self) -> Option<&EventBody> {
         self.projected
             .get_or_init(|| {
-                if self.event_type == EventType::Modified && self.previous.as_deref().is_some_and(|previous| !changed_beyond_version(previous, &self.object)) {
+                if self.event_type == EventType::Modified && self.previous.as_ref().is_some_and(|previous| !changed_beyond_version(&previous.object, &self.object)) {
                     return None;
                 }
                 let object = project(&self.object);
@@ -124,7 +225,13 @@ mod tests {
     fn a_change_the_projection_hides_is_not_sent() {
         let event = |event_type, new: String, previous: Option<String>| {
             let object: ObjectJson = Arc::from(new);
-            SharedEvent::new(encode::event_body(event_type, &object), Arc::from("7"), event_type, object, previous.map(Arc::from))
+            SharedEvent::new(
+                encode::event_body(event_type, &object),
+                Arc::from("7"),
+                event_type,
+                object,
+                previous.map(|previous| Previous { object: Arc::from(previous), key: ("default".into(), "web-1".into()) }),
+            )
         };
         let stamped = event(EventType::Modified, pod(7, true, "t2"), Some(pod(5, true, "t1")));
         assert_eq!(stamped.projected(), None);
@@ -134,5 +241,43 @@ mod tests {
         assert!(flipped.body.as_str().contains("managedFields"), "the whole body is kept for the others");
         assert!(event(EventType::Added, pod(7, true, "t2"), None).projected().is_some());
         assert!(changed_beyond_version("{not json", &pod(1, true, "t")), "unreadable text is sent");
+    }
+
+    fn modified(new: String, previous: String) -> Arc<SharedEvent> {
+        let object: ObjectJson = Arc::from(new);
+        let previous = Previous { object: Arc::from(previous), key: ("default".into(), "web-1".into()) };
+        SharedEvent::new(encode::event_body(EventType::Modified, &object), Arc::from("7"), EventType::Modified, object, Some(previous))
+    }
+
+    /// A `MODIFIED` goes as a patch against the previous version, whole or projected, worked
+    /// out once; a client that holds another version of the same content gets the same patch
+    /// naming its own base; what a patch cannot carry, or would not make smaller, goes whole.
+    #[test]
+    fn a_delta_is_the_patch_against_the_previous_version_when_it_is_smaller() {
+        let event = modified(pod(7, false, "t2"), pod(5, true, "t1"));
+        let delta = event.delta(false).expect("a status flip is a small patch");
+        assert_eq!(&*delta.base, "5");
+        let frame = format!("{}{}", encode::patch_head("pods"), delta.body.as_str());
+        let parsed: Value = serde_json::from_str(&frame).unwrap();
+        assert_eq!(parsed["op"], "patch");
+        assert_eq!((parsed["base"].as_str(), parsed["namespace"].as_str(), parsed["name"].as_str(), parsed["resourceVersion"].as_str()), (Some("5"), Some("default"), Some("web-1"), Some("7")));
+        assert_eq!(parsed["patch"], serde_json::json!({"metadata": {"resourceVersion": "7", "managedFields": [{"manager": "kubelet", "time": "t2"}]}, "status": {"ready": false}}));
+        assert!(std::ptr::eq(delta, event.delta(false).unwrap()), "computed once");
+        let projected = event.delta(true).expect("projected too");
+        let parsed: Value = serde_json::from_str(&format!("{}{}", encode::patch_head("pods"), projected.body.as_str())).unwrap();
+        assert_eq!(parsed["patch"], serde_json::json!({"metadata": {"resourceVersion": "7"}, "status": {"ready": false}}));
+        let rebased: Value = serde_json::from_str(&format!("{}{}", encode::patch_head("pods"), projected.with_base("3").as_str())).unwrap();
+        assert_eq!((rebased["base"].as_str(), &rebased["patch"]), (Some("3"), &parsed["patch"]));
+
+        // A null the patch would read as a removal, a rewrite of everything, an ADDED: whole.
+        let nulled = modified(serde_json::json!({"metadata": {"name": "web-1", "resourceVersion": "7"}, "status": {"ready": null}}).to_string(), pod(5, true, "t1"));
+        assert!(nulled.delta(false).is_none());
+        let rewritten = modified(
+            serde_json::json!({"metadata": {"name": "web-1", "resourceVersion": "7"}, "spec": {"a": 1}}).to_string(),
+            serde_json::json!({"metadata": {"name": "web-1", "resourceVersion": "5"}, "status": {"b": 2}}).to_string(),
+        );
+        assert!(rewritten.delta(false).is_none(), "a patch no smaller than the object");
+        let object: ObjectJson = Arc::from(pod(7, true, "t"));
+        assert!(SharedEvent::new(encode::event_body(EventType::Added, &object), Arc::from("7"), EventType::Added, object, None).delta(false).is_none());
     }
 }

@@ -9,6 +9,7 @@
 //!   socket opened: on_open(now) ▶ [Send(auth…), Send(watch…), State(Open)]
 //!   text frame: on_message(…)  ▶ [Event/Synced/Reset/Error/Changed…]
 //!   event frame, header read by the shell: on_event(…) ▶ [Event, Changed]
+//!   patch frame, header read by the shell: on_patch(…) ▶ [Event, Changed] | [Send(resync)]
 //!   socket closed: on_close(…) ▶ [State(Reconnecting{delay})]
 //!   timer: on_tick(now)        ▶ [Connect] | [Send(ping)] | [CloseSocket, State(…)]
 //!   next_deadline()            ▶ when to call on_tick next
@@ -176,6 +177,11 @@ struct Subscription<O> {
     path: String,
     query: Option<WatchQuery>,
     projection: Option<ProjectionMode>,
+    /// Whether the watch asks for `patch` frames.
+    deltas: bool,
+    /// A `patch` did not apply (the object held is not its base): a `resync` was sent, and
+    /// until its `reset` nothing moves the resume point and later patches are dropped.
+    resyncing: bool,
     /// The version the visible cache is consistent with (or the replay has reached).
     resume: Option<String>,
     state: SubscriptionState,
@@ -209,6 +215,7 @@ impl<O> Subscription<O> {
             resource_version: self.resume.clone(),
             resume: (self.awaiting == Awaiting::Inventory).then_some(ResumeMode::Inventory),
             projection: self.projection,
+            deltas: self.deltas,
         })
         .encode()
     }
@@ -245,6 +252,47 @@ pub struct EventFrame<'a, O> {
     pub object: O,
 }
 
+/// A `patch` frame whose header the shell read itself, for [`ClientCore::on_patch`]: what
+/// [`ServerMessage::decode`] would have read from its text.
+#[derive(Debug)]
+pub struct PatchFrame<'a, O> {
+    /// The subscription id.
+    pub id: &'a str,
+    /// `(namespace or "", name)` of the object patched.
+    pub key: (&'a str, &'a str),
+    /// The version of the object the patch applies to.
+    pub base: &'a str,
+    /// The object's version once patched.
+    pub resource_version: &'a str,
+    /// The merge patch.
+    pub patch: O,
+}
+
+/// How the core patches the objects it holds (`patch` frames, `docs/PROTOCOL.md` §3): `held`
+/// with the RFC 7386 merge patch `patch` applied, when `held` is at version `base` (its
+/// `metadata.resourceVersion`); `None` when it is not. A function the shell hands the core, not
+/// a trait, so the browser's can be written for `JsValue` outside this crate.
+pub type PatchFn<O> = fn(held: &O, base: &str, patch: &O) -> Option<O>;
+
+/// [`PatchFn`] for `serde_json::Value`s.
+pub fn patch_value(held: &Value, base: &str, patch: &Value) -> Option<Value> {
+    if resource_version_of(held) != Some(base) {
+        return None;
+    }
+    let mut object = held.clone();
+    crate::delta::apply_merge_patch(&mut object, patch);
+    Some(object)
+}
+
+/// How a watch asks for its objects (`docs/PROTOCOL.md` §2).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WatchOptions {
+    /// The projection (`"projection"`); `None`: whole objects, every change.
+    pub projection: Option<ProjectionMode>,
+    /// Ask for `patch` frames (`"deltas":true`).
+    pub deltas: bool,
+}
+
 /// The client state machine, holding objects of type `O`.
 #[derive(Debug)]
 pub struct ClientCore<O = Value> {
@@ -257,6 +305,7 @@ pub struct ClientCore<O = Value> {
     /// The last `stats` request's number, and those the open connection has not answered.
     stats_counter: u64,
     stats_pending: Vec<u64>,
+    patch: PatchFn<O>,
 }
 
 fn resource_version_of(object: &Value) -> Option<&str> {
@@ -266,7 +315,7 @@ fn resource_version_of(object: &Value) -> Option<&str> {
 impl ClientCore<Value> {
     /// A core that has not connected yet, keeping objects as `serde_json::Value`s.
     pub fn new(config: ClientConfig) -> Self {
-        ClientCore::with_payload(config)
+        ClientCore::with_payload(config, patch_value)
     }
 
     /// A text frame arrived.
@@ -276,10 +325,10 @@ impl ClientCore<Value> {
 }
 
 impl<O: Clone> ClientCore<O> {
-    /// A core that has not connected yet, keeping objects as `O`s.
-    pub fn with_payload(config: ClientConfig) -> Self {
+    /// A core that has not connected yet, keeping objects as `O`s, which `patch` patches.
+    pub fn with_payload(config: ClientConfig, patch: PatchFn<O>) -> Self {
         let backoff = Backoff::new(config.backoff, config.seed);
-        ClientCore { config, backoff, conn: Conn::Idle, subs: BTreeMap::new(), tokens: BTreeMap::new(), ping_counter: 0, stats_counter: 0, stats_pending: Vec::new() }
+        ClientCore { config, backoff, conn: Conn::Idle, subs: BTreeMap::new(), tokens: BTreeMap::new(), ping_counter: 0, stats_counter: 0, stats_pending: Vec::new(), patch }
     }
 
     /// Starts connecting.
@@ -309,11 +358,19 @@ impl<O: Clone> ClientCore<O> {
     /// [`ProjectionMode::Default`] the objects come without what dashboards never show, and
     /// changes to nothing else do not come at all.
     pub fn watch_projected(&mut self, id: &str, cluster: &str, path: &str, query: Option<WatchQuery>, projection: Option<ProjectionMode>) -> Result<Vec<Output<O>>, ClientError> {
+        self.watch_with(id, cluster, path, query, WatchOptions { projection, deltas: false })
+    }
+
+    /// [`ClientCore::watch`] with a projection and, with `deltas`, `patch` frames
+    /// (`docs/PROTOCOL.md` §2, §3): changes to an object the client holds may come as merge
+    /// patches against it, applied with the core's [`PatchFn`].
+    pub fn watch_with(&mut self, id: &str, cluster: &str, path: &str, query: Option<WatchQuery>, options: WatchOptions) -> Result<Vec<Output<O>>, ClientError> {
         if self.is_closed() {
             return Err(ClientError::Closed);
         }
+        let WatchOptions { projection, deltas } = options;
         let query = query.filter(|q| !q.is_empty());
-        Watch { id: id.to_owned(), cluster: cluster.to_owned(), path: path.to_owned(), query: query.clone(), resource_version: None, resume: None, projection }.validate()?;
+        Watch { id: id.to_owned(), cluster: cluster.to_owned(), path: path.to_owned(), query: query.clone(), resource_version: None, resume: None, projection, deltas }.validate()?;
         if self.subs.contains_key(id) {
             return Err(ClientError::DuplicateId(id.to_owned()));
         }
@@ -322,6 +379,8 @@ impl<O: Clone> ClientCore<O> {
             path: path.to_owned(),
             query,
             projection,
+            deltas,
+            resyncing: false,
             resume: None,
             state: SubscriptionState::Syncing,
             cache: ObjectCache::default(),
@@ -406,6 +465,8 @@ impl<O: Clone> ClientCore<O> {
             out.push(Output::Send(ClientMessage::Auth { cluster: cluster.clone(), token: token.clone() }.encode()));
         }
         for (id, sub) in &mut self.subs {
+            // A resync the last connection did not answer: this watch starts over instead.
+            sub.resyncing = false;
             if sub.resume.is_none() {
                 // A fresh snapshot is coming. If anything is visible (or half rebuilt), build
                 // the new state aside so nothing of the old one survives it.
@@ -485,6 +546,35 @@ impl<O: Clone> ClientCore<O> {
             return Vec::new();
         }
         self.event(frame)
+    }
+
+    /// A `patch` frame arrived whose header the shell read itself (see [`PatchFrame`]); what
+    /// [`ClientCore::on_message_with`] does with a `patch` frame's text. Applied to the object
+    /// held when that is at the patch's base, and delivered as a `MODIFIED` of the patched
+    /// object; otherwise (nothing held, another version held) the cache cannot follow: a
+    /// `resync` is sent, once, and the resume point stays unset until its `reset`.
+    pub fn on_patch(&mut self, now: u64, frame: PatchFrame<'_, O>) -> Vec<Output<O>> {
+        if !self.received(now) {
+            return Vec::new();
+        }
+        self.patch(frame)
+    }
+
+    fn patch(&mut self, frame: PatchFrame<'_, O>) -> Vec<Output<O>> {
+        let PatchFrame { id, key, base, resource_version, patch } = frame;
+        let apply = self.patch;
+        let Some(sub) = self.subs.get_mut(id) else { return Vec::new() };
+        if sub.resyncing {
+            return Vec::new();
+        }
+        match sub.receiving().get(key.0, key.1).and_then(|held| apply(held, base, &patch)) {
+            Some(object) => self.event(EventFrame { id, event_type: EventType::Modified, key: Some(key), resource_version: Some(resource_version), object }),
+            None => {
+                sub.resyncing = true;
+                sub.resume = None;
+                vec![Output::Send(ClientMessage::Resync { id: id.to_owned() }.encode())]
+            }
+        }
     }
 
     fn event(&mut self, frame: EventFrame<'_, O>) -> Vec<Output<O>> {
@@ -578,6 +668,10 @@ impl<O: Clone> ClientCore<O> {
                 };
                 return self.event(frame);
             }
+            ServerMessage::Patch { id, base, namespace, name, resource_version, patch } => {
+                let key = (namespace.as_deref().unwrap_or_default(), name.as_str());
+                return self.patch(PatchFrame { id: &id, key, base: &base, resource_version: &resource_version, patch: convert(patch) });
+            }
             ServerMessage::Inventory { id, keys } => {
                 let Some(sub) = self.subs.get_mut(&id) else { return out };
                 let visible = sub.rebuilding.is_none();
@@ -592,7 +686,9 @@ impl<O: Clone> ClientCore<O> {
             }
             ServerMessage::Synced { id, resource_version } => {
                 let Some(sub) = self.subs.get_mut(&id) else { return out };
-                sub.resume = Some(resource_version.clone());
+                if !sub.resyncing {
+                    sub.resume = Some(resource_version.clone());
+                }
                 sub.awaiting = Awaiting::InOrder;
                 let swapped = sub.rebuilding.take().map(|aside| sub.cache = aside).is_some();
                 let state_changed = sub.state != SubscriptionState::Synced;
@@ -615,6 +711,7 @@ impl<O: Clone> ClientCore<O> {
             ServerMessage::Reset { id } => {
                 let Some(sub) = self.subs.get_mut(&id) else { return out };
                 sub.resume = None;
+                sub.resyncing = false;
                 sub.awaiting = Awaiting::InOrder;
                 sub.rebuilding = Some(ObjectCache::default());
                 let state_changed = sub.state != SubscriptionState::Syncing;
@@ -627,6 +724,7 @@ impl<O: Clone> ClientCore<O> {
             ServerMessage::Bookmark { id, resource_version } => {
                 if let Some(sub) = self.subs.get_mut(&id)
                     && sub.awaiting == Awaiting::InOrder
+                    && !sub.resyncing
                 {
                     sub.resume = Some(resource_version);
                 }

@@ -7,13 +7,49 @@
 //! `inventory` sequence of `docs/PROTOCOL.md` §4, to clients that ask for it and if the replica
 //! offers it) or with a `reset`. Every `synced` the client is given is checked against the
 //! state the model had at that version ([`Harness::deliver`]).
+//!
+//! A watch may ask for the default projection and for deltas (`docs/PROTOCOL.md` §2): the model
+//! then sends projected objects, hides a change that touched only what the projection drops, and
+//! sends a `MODIFIED` of an object the client holds as a `patch` against the version the model
+//! believes it holds (which a test can make wrong, [`ModelServer::forget_base`]), answering a
+//! `resync` with `reset` and a snapshot.
 
 use std::collections::{BTreeMap, VecDeque};
 
 use serde_json::{Value, json};
 
-use super::{ClientConfig, ClientCore, EventFrame, Output};
-use crate::frames::{ClientMessage, EventType, ResumeMode, ServerMessage};
+use super::{ClientConfig, ClientCore, EventFrame, Output, PatchFrame};
+use crate::delta::{Projection, merge_patch};
+use crate::frames::{ClientMessage, EventType, ProjectionMode, ResumeMode, ServerMessage};
+
+/// What one subscription asked for, and the version of each object the model believes its
+/// client holds.
+#[derive(Debug, Default, Clone)]
+pub struct SubView {
+    pub projection: bool,
+    pub deltas: bool,
+    pub held: BTreeMap<String, String>,
+}
+
+/// An object as a subscription with (or without) the default projection is sent it.
+pub fn projected(object: &Value, projection: bool) -> Value {
+    let mut object = object.clone();
+    if projection {
+        Projection::default().apply(&mut object);
+    }
+    object
+}
+
+/// An object as a projecting subscription's cache is compared with the truth: projected, and
+/// without its `resourceVersion` (a client keeps the version of the last change it was shown,
+/// §2; with the projection off, the whole object).
+pub fn comparable(object: &Value, projection: bool) -> Value {
+    let mut object = projected(object, projection);
+    if projection && let Some(metadata) = object.get_mut("metadata").and_then(Value::as_object_mut) {
+        metadata.remove("resourceVersion");
+    }
+    object
+}
 
 /// A model of the proxy plus API server for one collection: objects, a bounded history, and
 /// one connection's in-flight frames.
@@ -35,6 +71,16 @@ pub struct ModelServer {
     /// The objects at every version since the start (the truth each `synced` is checked
     /// against).
     pub states: BTreeMap<u64, BTreeMap<String, Value>>,
+    /// What each subscription of the current connection asked for, and holds.
+    pub views: BTreeMap<String, SubView>,
+}
+
+fn name_of(object: &Value) -> String {
+    object["metadata"]["name"].as_str().unwrap_or_default().to_owned()
+}
+
+fn version_of(object: &Value) -> String {
+    object["metadata"]["resourceVersion"].as_str().unwrap_or_default().to_owned()
 }
 
 impl ModelServer {
@@ -42,12 +88,51 @@ impl ModelServer {
         self.in_flight.push_back(message.encode());
     }
 
+    /// Sends `object` whole to subscription `id`, as it asked for it.
+    pub fn send_object(&mut self, id: &str, event_type: EventType, object: &Value) {
+        let view = self.views.entry(id.to_owned()).or_default();
+        let object = projected(object, view.projection);
+        if event_type == EventType::Deleted {
+            view.held.remove(&name_of(&object));
+        } else {
+            view.held.insert(name_of(&object), version_of(&object));
+        }
+        self.send(ServerMessage::Event { id: id.into(), event_type, object });
+    }
+
     pub fn snapshot(&mut self, id: &str) {
         let objects: Vec<Value> = self.objects.values().cloned().collect();
+        self.views.entry(id.to_owned()).or_default().held.clear();
         for object in objects {
-            self.send(ServerMessage::Event { id: id.into(), event_type: EventType::Added, object });
+            self.send_object(id, EventType::Added, &object);
         }
         self.send(ServerMessage::Synced { id: id.into(), resource_version: self.rv.to_string() });
+    }
+
+    /// The model forgets which version subscription `id` holds of `obj-{key}`: its next patch
+    /// of it names a base the client does not hold, and the client must `resync`.
+    pub fn forget_base(&mut self, id: &str, key: u8) {
+        if let Some(held) = self.views.get_mut(id).and_then(|view| view.held.get_mut(&format!("obj-{key}"))) {
+            *held = "1".to_owned();
+        }
+    }
+
+    /// One live change as subscription `id` is sent it: hidden by its projection, a patch
+    /// against what it holds, or whole.
+    fn live(&mut self, id: &str, event_type: EventType, previous: Option<&Value>, object: &Value) {
+        let view = self.views.entry(id.to_owned()).or_default().clone();
+        if let (EventType::Modified, Some(previous)) = (event_type, previous) {
+            let (old, new) = (projected(previous, view.projection), projected(object, view.projection));
+            if view.projection && comparable(&old, true) == comparable(&new, true) {
+                return;
+            }
+            if let (true, Some(base), Ok(Some(patch))) = (view.deltas, view.held.get(&name_of(object)), merge_patch(&old, &new)) {
+                let message = ServerMessage::Patch { id: id.into(), base: base.clone(), namespace: Some("ns".into()), name: name_of(object), resource_version: version_of(object), patch };
+                self.views.entry(id.to_owned()).or_default().held.insert(name_of(object), version_of(object));
+                return self.send(message);
+            }
+        }
+        self.send_object(id, event_type, object);
     }
 
     /// A replica that started at the current version: no history before it.
@@ -68,7 +153,7 @@ impl ModelServer {
         let version = |object: &Value| object["metadata"]["resourceVersion"].as_str().and_then(|v| v.parse::<u64>().ok()).unwrap_or(u64::MAX);
         let changed: Vec<Value> = self.objects.values().filter(|object| version(object) > rv).cloned().collect();
         for object in changed {
-            self.send(ServerMessage::Event { id: id.into(), event_type: EventType::Modified, object });
+            self.send_object(id, EventType::Modified, &object);
         }
         let names = self.objects.keys().cloned().collect();
         self.send(ServerMessage::Inventory { id: id.into(), keys: BTreeMap::from([("ns".to_owned(), names)]) });
@@ -79,12 +164,16 @@ impl ModelServer {
         match ClientMessage::decode(text).expect("the client sends valid frames") {
             ClientMessage::Watch(watch) => {
                 self.active.push(watch.id.clone());
-                match watch.resource_version.map(|rv| rv.parse::<u64>().unwrap()) {
+                let resume = watch.resource_version.map(|rv| rv.parse::<u64>().unwrap());
+                // What the client holds, as far as the model can tell: the state at its version.
+                let held = resume.map(|rv| self.state_at(rv).into_iter().map(|(name, object)| (name, version_of(&object))).collect()).unwrap_or_default();
+                self.views.insert(watch.id.clone(), SubView { projection: watch.projection == Some(ProjectionMode::Default), deltas: watch.deltas, held });
+                match resume {
                     None => self.snapshot(&watch.id),
                     Some(rv) if rv >= self.floor => {
                         let replay: Vec<_> = self.history.iter().filter(|(v, _, _)| *v > rv).cloned().collect();
                         for (_, event_type, object) in replay {
-                            self.send(ServerMessage::Event { id: watch.id.clone(), event_type, object });
+                            self.send_object(&watch.id, event_type, &object);
                         }
                         self.send(ServerMessage::Synced { id: watch.id, resource_version: self.rv.to_string() });
                     }
@@ -96,6 +185,12 @@ impl ModelServer {
                 }
             }
             ClientMessage::Unwatch { id } => self.active.retain(|a| *a != id),
+            ClientMessage::Resync { id } => {
+                if self.active.contains(&id) {
+                    self.send(ServerMessage::Reset { id: id.clone() });
+                    self.snapshot(&id);
+                }
+            }
             ClientMessage::Ping { data } => self.send(ServerMessage::Pong { data }),
             ClientMessage::Stats { data } => {
                 // The model meters nothing: every active subscription, with an empty report.
@@ -106,9 +201,12 @@ impl ModelServer {
         }
     }
 
-    pub fn change(&mut self, key: u8, delete: bool) {
+    /// A change of `obj-{key}`: deleted, or written; a write with `managed_only` of an object
+    /// that exists changes nothing but what the projection drops (and the version).
+    pub fn change(&mut self, key: u8, delete: bool, managed_only: bool) {
         self.rv += 1;
         let name = format!("obj-{key}");
+        let previous = self.objects.get(&name).cloned();
         let (event_type, object) = if delete {
             let Some(mut last) = self.objects.remove(&name) else {
                 self.rv -= 1;
@@ -118,7 +216,11 @@ impl ModelServer {
             (EventType::Deleted, last)
         } else {
             let event_type = if self.objects.contains_key(&name) { EventType::Modified } else { EventType::Added };
-            let object = json!({"metadata": {"namespace": "ns", "name": name, "resourceVersion": self.rv.to_string()}, "data": self.rv});
+            let data = match &previous {
+                Some(previous) if managed_only => previous["data"].clone(),
+                _ => json!(self.rv),
+            };
+            let object = json!({"metadata": {"namespace": "ns", "name": name, "resourceVersion": self.rv.to_string(), "managedFields": [{"manager": "m", "time": self.rv}]}, "data": data});
             self.objects.insert(name, object.clone());
             (event_type, object)
         };
@@ -130,19 +232,16 @@ impl ModelServer {
         }
         if self.connected {
             for id in self.active.clone() {
-                self.send(ServerMessage::Event { id, event_type, object: object.clone() });
+                self.live(&id, event_type, previous.as_ref(), &object);
             }
         }
     }
 }
 
-/// An `event` frame's id, type and object, read the way the browser shell reads them; `None`
-/// for every other frame.
-fn event_header(frame: &str) -> Option<(String, EventType, Value)> {
-    match ServerMessage::decode(frame).ok()? {
-        ServerMessage::Event { id, event_type, object } => Some((id, event_type, object)),
-        _ => None,
-    }
+/// An `event` or `patch` frame, read the way the browser shell reads them; `None` for every
+/// other frame.
+fn header(frame: &str) -> Option<ServerMessage> {
+    ServerMessage::decode(frame).ok().filter(|message| matches!(message, ServerMessage::Event { .. } | ServerMessage::Patch { .. }))
 }
 
 /// The client and the model, wired together with a fake clock.
@@ -175,6 +274,7 @@ impl Harness {
                 Output::Connect => {
                     self.server.connected = true;
                     self.server.active.clear();
+                    self.server.views.clear();
                     self.server.in_flight.clear();
                     let out = self.core.on_open(self.now);
                     self.perform(out);
@@ -199,20 +299,24 @@ impl Harness {
     pub fn deliver(&mut self, n: usize) {
         for _ in 0..n {
             let Some(frame) = self.server.in_flight.pop_front() else { return };
-            let out = match self.headers.then(|| event_header(&frame)).flatten() {
-                Some((id, event_type, object)) => {
+            let out = match self.headers.then(|| header(&frame)).flatten() {
+                Some(ServerMessage::Event { id, event_type, object }) => {
                     let meta = &object["metadata"];
                     let key = meta["name"].as_str().map(|name| (meta["namespace"].as_str().unwrap_or_default(), name));
                     let frame = EventFrame { id: &id, event_type, key, resource_version: meta["resourceVersion"].as_str(), object: object.clone() };
                     self.core.on_event(self.now, frame)
                 }
-                None => self.core.on_message(self.now, &frame),
+                Some(ServerMessage::Patch { id, base, namespace, name, resource_version, patch }) => {
+                    let frame = PatchFrame { id: &id, key: (namespace.as_deref().unwrap_or_default(), &name), base: &base, resource_version: &resource_version, patch };
+                    self.core.on_patch(self.now, frame)
+                }
+                _ => self.core.on_message(self.now, &frame),
             };
             for output in &out {
                 if let Output::Synced { id, resource_version } = output {
                     // Invariant 2, at the version the client was told.
                     let rv = resource_version.parse::<u64>().expect("the model's versions are integers");
-                    assert_eq!(self.client_objects(id), self.server.state_at(rv), "{id}: the cache at `synced` {rv} is the state at {rv}");
+                    assert_eq!(self.client_view(id), self.server_view(id, rv), "{id}: the cache at `synced` {rv} is the state at {rv}");
                 }
             }
             self.perform(out);
@@ -235,6 +339,23 @@ impl Harness {
             }
         }
         panic!("the client never settled");
+    }
+
+    /// Whether subscription `id` asked for the default projection (as the model last saw it).
+    fn projects(&self, id: &str) -> bool {
+        self.server.views.get(id).is_some_and(|view| view.projection)
+    }
+
+    /// The client's objects of `id`, as they are compared with the truth ([`comparable`]).
+    pub fn client_view(&self, id: &str) -> BTreeMap<String, Value> {
+        let projection = self.projects(id);
+        self.client_objects(id).into_iter().map(|(name, object)| (name, comparable(&object, projection))).collect()
+    }
+
+    /// The model's state at `rv` as subscription `id` is to hold it ([`comparable`]).
+    pub fn server_view(&self, id: &str, rv: u64) -> BTreeMap<String, Value> {
+        let projection = self.projects(id);
+        self.server.state_at(rv).into_iter().map(|(name, object)| (name, comparable(&object, projection))).collect()
     }
 
     pub fn client_objects(&self, id: &str) -> BTreeMap<String, Value> {

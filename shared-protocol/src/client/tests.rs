@@ -2,7 +2,8 @@
 //! rule, and a property test that random schedules of changes, disconnects, resumes on another
 //! replica (with or without an inventory), 410s and slow-consumer resets always end with the
 //! client's cache equal to the server's state, and that every `synced` on the way was true at
-//! its version.
+//! its version; with and without the default projection and deltas (patches applied, hidden
+//! changes, patches against a base the client does not hold and the `resync` that heals them).
 
 use proptest::prelude::*;
 
@@ -14,7 +15,11 @@ enum Step {
     Change {
         key: u8,
         delete: bool,
+        /// Only what the projection drops changes (and the version).
+        managed_only: bool,
     },
+    /// The server's next patch of this object names a base the client does not hold.
+    ForgetBase(u8),
     Deliver(usize),
     Disconnect,
     /// The client's next connection reaches another replica, whose history starts now; it
@@ -30,7 +35,8 @@ enum Step {
 
 fn step() -> impl Strategy<Value = Step> {
     prop_oneof![
-        6 => (0u8..12, any::<bool>()).prop_map(|(key, delete)| Step::Change { key, delete }),
+        6 => (0u8..12, any::<bool>(), any::<bool>()).prop_map(|(key, delete, managed_only)| Step::Change { key, delete, managed_only }),
+        1 => (0u8..12).prop_map(Step::ForgetBase),
         4 => (1usize..6).prop_map(Step::Deliver),
         1 => Just(Step::Disconnect),
         2 => any::<bool>().prop_map(|inventory| Step::ProxyRestart { inventory }),
@@ -46,15 +52,17 @@ proptest! {
     /// Invariant 2 of DESIGN.md: whatever happens, once synced the client's cache equals the
     /// server's state.
     #[test]
-    fn cache_converges_to_server_state(seed in any::<u64>(), inventory_resume in any::<bool>(), headers in any::<bool>(), steps in proptest::collection::vec(step(), 1..80)) {
+    fn cache_converges_to_server_state(seed in any::<u64>(), inventory_resume in any::<bool>(), headers in any::<bool>(), projection in any::<bool>(), deltas in any::<bool>(), steps in proptest::collection::vec(step(), 1..80)) {
         let mut h = Harness::with_config(ClientConfig { seed, inventory_resume, ..ClientConfig::default() });
         // Either way of handing events over: the same protocol logic.
         h.headers = headers;
-        let out = h.core.watch("pods", "c", "/api/v1/pods", None).unwrap();
+        let options = WatchOptions { projection: projection.then_some(ProjectionMode::Default), deltas };
+        let out = h.core.watch_with("pods", "c", "/api/v1/pods", None, options).unwrap();
         h.perform(out);
         for step in steps {
             match step {
-                Step::Change { key, delete } => h.server.change(key, delete),
+                Step::Change { key, delete, managed_only } => h.server.change(key, delete, managed_only),
+                Step::ForgetBase(key) => h.server.forget_base("pods", key),
                 Step::Deliver(n) => h.deliver(n),
                 Step::Disconnect => h.drop_connection(),
                 Step::ProxyRestart { inventory } => {
@@ -81,21 +89,82 @@ proptest! {
         }
         h.settle();
         prop_assert_eq!(h.core.subscription_state("pods"), Some(SubscriptionState::Synced));
-        prop_assert_eq!(h.client_objects("pods"), h.server.objects.clone());
+        prop_assert_eq!(h.client_view("pods"), h.server_view("pods", h.server.rv));
     }
+}
+
+/// A change to an object the client holds comes as a patch and is applied; a patch against a
+/// version it does not hold is not, and the client asks once for a `resync`, moving its resume
+/// point no further until the `reset` that answers it, after which it holds the server's state.
+#[test]
+fn patches_apply_to_their_base_and_a_wrong_base_is_resynced_once() {
+    let mut h = Harness::new(7);
+    let out = h.core.watch_with("pods", "c", "/api/v1/pods", None, WatchOptions { projection: None, deltas: true }).unwrap();
+    h.perform(out);
+    h.server.change(1, false, false);
+    h.server.change(2, false, false);
+    h.settle();
+    h.server.change(1, false, false);
+    let frame = h.server.in_flight.back().cloned().unwrap();
+    assert!(frame.starts_with(r#"{"op":"patch","id":"pods","base":"101""#), "{frame}");
+    h.settle();
+    assert_eq!(h.client_objects("pods"), h.server.objects, "the patch applied");
+    assert_eq!(h.core.resume_point("pods"), Some("103"), "a patch moves the resume point");
+    // A patch against a version the client does not hold, then one it could apply.
+    h.server.forget_base("pods", 2);
+    h.server.change(2, false, false);
+    h.server.change(1, false, false);
+    h.server.connected = false; // hold the answer back to look at what the client sends
+    let mut sent = Vec::new();
+    while let Some(frame) = h.server.in_flight.pop_front() {
+        for output in h.core.on_message(h.now, &frame) {
+            if let Output::Send(text) = output {
+                sent.push(text);
+            }
+        }
+    }
+    assert_eq!(sent, [r#"{"op":"resync","id":"pods"}"#], "one resync, and the next patch is dropped");
+    assert_eq!(h.core.resume_point("pods"), None, "nothing moved the resume point past the gap");
+    h.server.connected = true;
+    h.server.handle_client(&sent[0]);
+    h.settle();
+    assert_eq!(h.client_objects("pods"), h.server.objects, "the reset's snapshot healed the cache");
+    assert_eq!(h.core.resume_point("pods"), Some("105"));
+}
+
+/// With the projection, a change only to what it drops is not sent; a later real change comes
+/// as a patch against the version the client still holds, and the client's copy is the
+/// server's, projected.
+#[test]
+fn a_projected_patch_follows_a_hidden_change() {
+    let mut h = Harness::new(8);
+    let out = h.core.watch_with("pods", "c", "/api/v1/pods", None, WatchOptions { projection: Some(ProjectionMode::Default), deltas: true }).unwrap();
+    h.perform(out);
+    h.server.change(1, false, false);
+    h.settle();
+    h.server.change(1, false, true);
+    assert!(h.server.in_flight.is_empty(), "a managedFields-only change is hidden");
+    h.server.change(1, false, false);
+    let frame = h.server.in_flight.back().cloned().unwrap();
+    assert!(frame.contains(r#""base":"101""#) && !frame.contains("managedFields"), "{frame}");
+    h.settle();
+    let held = &h.client_objects("pods")["obj-1"];
+    assert_eq!(held["metadata"]["resourceVersion"], "103");
+    assert_eq!(held["data"], 103);
+    assert_eq!(held["metadata"].get("managedFields"), None);
 }
 
 #[test]
 fn fresh_watch_snapshot_then_live_events() {
     let mut h = Harness::new(1);
-    h.server.change(1, false);
-    h.server.change(2, false);
+    h.server.change(1, false, false);
+    h.server.change(2, false, false);
     let out = h.core.watch("pods", "c", "/api/v1/pods", None).unwrap();
     h.perform(out);
     h.deliver(usize::MAX);
     assert_eq!(h.core.subscription_state("pods"), Some(SubscriptionState::Synced));
     assert_eq!(h.core.resume_point("pods"), Some("102"));
-    h.server.change(1, true);
+    h.server.change(1, true, false);
     h.deliver(usize::MAX);
     assert_eq!(h.client_objects("pods").keys().collect::<Vec<_>>(), vec!["obj-2"]);
     assert_eq!(h.core.resume_point("pods"), Some("103"));
@@ -104,12 +173,12 @@ fn fresh_watch_snapshot_then_live_events() {
 #[test]
 fn reset_builds_aside_and_swaps_at_synced() {
     let mut h = Harness::new(1);
-    h.server.change(1, false);
+    h.server.change(1, false, false);
     let out = h.core.watch("pods", "c", "/api/v1/pods", None).unwrap();
     h.perform(out);
     h.deliver(usize::MAX);
     h.server.objects.clear();
-    h.server.change(2, false);
+    h.server.change(2, false, false);
     h.server.in_flight.clear();
     h.server.send(ServerMessage::Reset { id: "pods".into() });
     h.server.snapshot("pods");
@@ -128,7 +197,7 @@ fn reconnect_resends_watches_with_resume_points_after_backoff() {
     let out = h.core.watch("pods", "c", "/api/v1/pods", None).unwrap();
     h.perform(out);
     h.deliver(usize::MAX);
-    h.server.change(3, false);
+    h.server.change(3, false, false);
     h.deliver(usize::MAX);
     h.server.connected = false;
     let out = h.core.on_close(10, Some(1006));
@@ -173,7 +242,7 @@ fn the_inventory_opt_in_is_sent_with_a_resume_point_only_and_only_when_configure
 fn an_inventory_resume_adds_updates_and_drops_and_only_synced_is_a_resume_point() {
     let mut h = Harness::new(3);
     for key in [1, 2, 3, 4] {
-        h.server.change(key, false);
+        h.server.change(key, false, false);
     }
     let out = h.core.watch("pods", "c", "/api/v1/pods", None).unwrap();
     h.perform(out);
@@ -183,10 +252,10 @@ fn an_inventory_resume_adds_updates_and_drops_and_only_synced_is_a_resume_point(
     // client comes back to started after all of it.
     h.server.connected = false;
     h.core.on_close(h.now, None);
-    h.server.change(4, false);
-    h.server.change(1, false);
-    h.server.change(2, true);
-    h.server.change(5, false);
+    h.server.change(4, false, false);
+    h.server.change(1, false, false);
+    h.server.change(2, true, false);
+    h.server.change(5, false, false);
     h.server.restart(true);
     h.now += 1_000;
     let out = h.core.on_tick(h.now);
@@ -217,14 +286,14 @@ fn an_inventory_resume_adds_updates_and_drops_and_only_synced_is_a_resume_point(
 fn a_connection_lost_during_an_inventory_resume_resumes_from_the_version_held() {
     let mut h = Harness::new(4);
     for key in [1, 4] {
-        h.server.change(key, false);
+        h.server.change(key, false, false);
     }
     let out = h.core.watch("pods", "c", "/api/v1/pods", None).unwrap();
     h.perform(out);
     h.deliver(usize::MAX);
     h.drop_connection();
-    h.server.change(4, false);
-    h.server.change(1, false);
+    h.server.change(4, false, false);
+    h.server.change(1, false, false);
     let (history, floor) = (h.server.history.clone(), h.server.floor);
     h.server.restart(true);
     h.now += 1_000;
@@ -375,9 +444,11 @@ fn the_header_path_delivers_what_the_text_path_does() {
         ServerMessage::Synced { id: "pods".into(), resource_version: "6".into() }.encode(),
         ServerMessage::Inventory { id: "pods".into(), keys: BTreeMap::from([("ns".to_owned(), vec![])]) }.encode(),
         r#"{"op":"event","id":"pods","type":"GONE","object":{}}"#.to_owned(),
+        r#"{"op":"patch","id":"pods","base":"6","namespace":"ns","name":"c","resourceVersion":"7","patch":{"metadata":{"resourceVersion":"7"},"x":1}}"#.to_owned(),
+        r#"{"op":"patch","id":"pods","base":"6","namespace":"ns","name":"c","resourceVersion":"8","patch":{"metadata":{"resourceVersion":"8"}}}"#.to_owned(),
     ];
     let mut text: ClientCore = ClientCore::new(ClientConfig::default());
-    let mut headers: ClientCore<String> = ClientCore::with_payload(ClientConfig::default());
+    let mut headers: ClientCore<String> = ClientCore::with_payload(ClientConfig::default(), patch_text);
     text.start(0);
     text.watch("pods", "c", "/api/v1/pods", None).unwrap();
     text.on_open(0);
@@ -399,6 +470,13 @@ fn the_header_path_delivers_what_the_text_path_does() {
         let (text_items, header_items): (Vec<String>, Vec<String>) = (text.items("pods").unwrap().map(Value::to_string).collect(), headers.items("pods").unwrap().cloned().collect());
         assert_eq!(header_items, text_items, "the caches after {frame}");
     }
+}
+
+/// A core holding JSON text patches it by parsing it: what the header path of the test above
+/// compares with the text path.
+fn patch_text(held: &String, base: &str, patch: &String) -> Option<String> {
+    let held: Value = serde_json::from_str(held).ok()?;
+    Some(patch_value(&held, base, &serde_json::from_str(patch).ok()?)?.to_string())
 }
 
 fn as_text(output: Output) -> Output<String> {
