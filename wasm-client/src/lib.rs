@@ -16,6 +16,7 @@ mod js;
 mod patch;
 mod shell;
 mod terminal;
+mod token;
 
 use std::rc::Rc;
 

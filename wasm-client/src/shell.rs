@@ -17,7 +17,6 @@ use std::cell::RefCell;
 use std::collections::{BTreeMap, VecDeque};
 use std::rc::{Rc, Weak};
 
-use base64::Engine as _;
 use gloo_events::EventListener;
 use js_sys::{Array, Function, Object};
 use kubemux_protocol::client::{ClientCore, ConnectionState, EventFrame, PatchFrame, SubscriptionState, ViewChange};
@@ -181,8 +180,7 @@ impl Shell {
         let protocols = Array::new();
         protocols.push(&JsValue::from_str(SUBPROTOCOL));
         if let Some(token) = &self.token {
-            let encoded = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(token);
-            protocols.push(&JsValue::from_str(&format!("base64url.bearer.authorization.k8s.io.{encoded}")));
+            protocols.push(&JsValue::from_str(&crate::token::bearer_protocol(token)));
         }
         let ws = WebSocket::new_with_str_sequence(&self.url, &protocols)?;
 

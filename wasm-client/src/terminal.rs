@@ -11,7 +11,6 @@
 use std::cell::RefCell;
 use std::rc::{Rc, Weak};
 
-use base64::Engine as _;
 use gloo_events::EventListener;
 use gloo_timers::callback::Timeout;
 use js_sys::{Array, Function, Object, Uint8Array};
@@ -148,8 +147,7 @@ impl Terminal {
             endpoint.push_str("&container=");
             endpoint.push_str(&encode(&container));
         }
-        let token_protocol =
-            js::string_option(&options, "token", what)?.map(|token| format!("base64url.bearer.authorization.k8s.io.{}", base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(token)));
+        let token_protocol = js::string_option(&options, "token", what)?.map(|token| crate::token::bearer_protocol(&token));
         let candidates = match (js::string_list(&options, "command", what)?, js::string_list(&options, "shells", what)?) {
             (Some(_), Some(_)) => return Err(js::type_error("kubemux: give new Terminal() either `command` or `shells`")),
             (Some(command), None) => Some(vec![command]),

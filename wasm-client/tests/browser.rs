@@ -170,6 +170,24 @@ async fn stats_count_what_a_subscription_was_sent() {
     assert!(after.contains("closed"), "{after}");
 }
 
+/// A `token` goes as the bearer subprotocol and the proxy acts as that user: a user restricted
+/// to one namespace sees its pods and is refused another's, on a cluster whose own credentials
+/// could read both.
+#[wasm_bindgen_test]
+async fn a_connection_token_is_who_the_proxy_acts_as() {
+    let info = info().await;
+    let mux = Mux::new(get_str(&info, "mux"), object(&[("token", get(&info, "restrictedToken"))])).unwrap();
+    let (allowed, allowed_handlers) = recorder(SUB_CALLBACKS, &[]);
+    let _pods = mux.watch(pods_request(&info), allowed_handlers).unwrap();
+    let (denied, denied_handlers) = recorder(SUB_CALLBACKS, &[]);
+    let _other = mux.watch(object(&[("cluster", get(&info, "cluster")), ("path", get(&info, "forbiddenPath"))]), denied_handlers).unwrap();
+    wait_for(15.0, "the allowed snapshot and the refusal", || allowed.borrow().count("onSynced") >= 1 && denied.borrow().count("onError") >= 1).await;
+    let error = denied.borrow().args("onError")[0].clone();
+    assert_eq!(get(&get(&error, "status"), "code").as_f64(), Some(403.0), "the token's user, not the proxy's credentials");
+    assert_eq!(allowed.borrow().count("onError"), 0);
+    mux.close();
+}
+
 /// An object as JSON, its members' order aside (a patched object keeps its members' order and
 /// adds new ones last).
 fn as_json(object: &JsValue) -> serde_json::Value {

@@ -237,7 +237,7 @@ fn client_section(repo: &Workspace) -> anyhow::Result<Section> {
         String::new(),
     ]);
     rows.push(vec![
-        "`kubemux.js` (glue)".to_owned(),
+        "`kubemux.js` (glue) and `snippets/`".to_owned(),
         String::new(),
         format!("{:.1} KiB raw, {:.1} KiB gzipped", wasm::kib(sizes.js), wasm::kib(sizes.js_gz)),
         String::new(),

@@ -172,9 +172,10 @@ pub struct PackageSizes {
     pub wasm: u64,
     /// `kubemux_bg.wasm` gzipped.
     pub wasm_gz: u64,
-    /// `kubemux.js` bytes.
+    /// `kubemux.js` bytes, with the JavaScript snippets it imports (`snippets/`, the crate's
+    /// `inline_js`).
     pub js: u64,
-    /// `kubemux.js` gzipped.
+    /// The same, each file gzipped.
     pub js_gz: u64,
 }
 
@@ -292,7 +293,7 @@ fn package_json(version: &str) -> String {
     "./react": {{ "types": "./react.d.ts", "default": "./react.js" }},
     "./kubemux_bg.wasm": "./kubemux_bg.wasm"
   }},
-  "files": ["kubemux.js", "kubemux_bg.wasm", "kubemux.d.ts", "react.js", "react.d.ts", "README.md"],
+  "files": ["kubemux.js", "kubemux_bg.wasm", "snippets/", "kubemux.d.ts", "react.js", "react.d.ts", "README.md"],
   "peerDependencies": {{ "react": ">=18" }},
   "peerDependenciesMeta": {{ "react": {{ "optional": true }} }},
   "sideEffects": false
@@ -303,8 +304,30 @@ fn package_json(version: &str) -> String {
 
 /// Measures the package's shipped files.
 pub fn package_sizes(pkg: &Path) -> anyhow::Result<PackageSizes> {
-    let size = |name: &str| std::fs::metadata(pkg.join(name)).map(|m| m.len()).with_context(|| format!("{name} is missing from {}", pkg.display()));
-    Ok(PackageSizes { wasm: size("kubemux_bg.wasm")?, wasm_gz: gzipped(&pkg.join("kubemux_bg.wasm"))?, js: size("kubemux.js")?, js_gz: gzipped(&pkg.join("kubemux.js"))? })
+    let size = |path: &Path| std::fs::metadata(path).map(|m| m.len()).with_context(|| format!("{} is missing", path.display()));
+    let mut scripts = vec![pkg.join("kubemux.js")];
+    snippet_files(&pkg.join("snippets"), &mut scripts)?;
+    let (mut js, mut js_gz) = (0, 0);
+    for script in &scripts {
+        js += size(script)?;
+        js_gz += gzipped(script)?;
+    }
+    let wasm = pkg.join("kubemux_bg.wasm");
+    Ok(PackageSizes { wasm: size(&wasm)?, wasm_gz: gzipped(&wasm)?, js, js_gz })
+}
+
+/// Every file under `dir` (wasm-bindgen's `snippets/<crate>-<hash>/inline<N>.js`), if it exists.
+fn snippet_files(dir: &Path, out: &mut Vec<PathBuf>) -> anyhow::Result<()> {
+    let Ok(entries) = std::fs::read_dir(dir) else { return Ok(()) };
+    for entry in entries {
+        let path = entry?.path();
+        if path.is_dir() {
+            snippet_files(&path, out)?;
+        } else {
+            out.push(path);
+        }
+    }
+    Ok(())
 }
 
 fn gzipped(file: &Path) -> anyhow::Result<u64> {

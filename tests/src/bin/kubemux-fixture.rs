@@ -201,6 +201,7 @@ async fn info(State(fixture): State<Arc<Fixture>>) -> Response {
         "proxy": format!("http://{}", fixture.proxy_addr),
         "cluster": "sim",
         "restrictedCluster": "sim-alice",
+        "restrictedToken": ALICE_TOKEN,
         "forbiddenPath": "/api/v1/namespaces/kube-system/pods",
         "podsPath": "/api/v1/namespaces/demo/pods",
         "badMux": format!("{fixture_ws}/bad-mux"),
