@@ -9,12 +9,13 @@
 //! operator's annotation, and every write stamps its manager's `managedFields` time, as the API
 //! server does.
 //!
-//! Measured: the raw watch (each line of a direct watch on kube-sim) and kubemux's frames today
-//! (each WebSocket message through the real proxy, plus its frame header). Modelled from the frames
-//! the proxy sent, in order, with `kubemux_protocol::delta` (what the negotiated extension would
-//! send; the figures the proxy will serve once it does): the default projection, a merge-patch delta
-//! against the version the subscriber holds, both, and a connection-long deflate (permessage-deflate
-//! with context takeover, one sync flush per message) on top of today's frames and of both.
+//! Measured: the raw watch (each line of a direct watch on kube-sim) and kubemux's frames (each
+//! WebSocket message through the real proxy, plus its frame header) for whole objects, the default
+//! projection, deltas, and both. Modelled from the whole-object frames the proxy sent, in order,
+//! with `kubemux_protocol::delta` (what the measured rows should come to): the default projection,
+//! a merge-patch delta against the version the subscriber holds, both, and a connection-long
+//! deflate (permessage-deflate with context takeover, one sync flush per message), which
+//! tungstenite cannot send, on top of whole-object frames and of both.
 
 use std::fmt::Write as _;
 use std::time::Duration;
@@ -163,13 +164,16 @@ fn change(pod: &mut Value, beat: usize, rng: &mut fastrand::Rng) {
 
 type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
-async fn proxy_watch(mux_url: &str, path: &str, projection: bool) -> anyhow::Result<Ws> {
+async fn proxy_watch(mux_url: &str, path: &str, projection: bool, deltas: bool) -> anyhow::Result<Ws> {
     let mut request = mux_url.into_client_request()?;
     request.headers_mut().insert("sec-websocket-protocol", SUBPROTOCOL.parse()?);
     let (mut ws, _) = tokio_tungstenite::connect_async(request).await?;
     let mut watch = json!({"op": "watch", "id": "bytes", "cluster": "sim", "path": path});
     if projection {
         watch["projection"] = json!("default");
+    }
+    if deltas {
+        watch["deltas"] = json!(true);
     }
     ws.send(Message::Text(watch.to_string().into())).await?;
     while let Some(message) = ws.next().await {
@@ -316,6 +320,36 @@ fn model(initial: &[Value], frames: &[String]) -> anyhow::Result<(Model, Deflate
     Ok((m, plain, compressed))
 }
 
+/// What a watch was sent for the writes.
+#[derive(Debug, Default)]
+struct Sent {
+    bytes: usize,
+    events: usize,
+    patches: usize,
+    bookmarks: usize,
+}
+
+/// Counts every frame `ws` gets, with its WebSocket header, up to the one carrying `END_LABEL`
+/// (not counted); `None` if the socket ends first.
+async fn count_until_end(mut ws: Ws) -> Option<Sent> {
+    let mut sent = Sent::default();
+    while let Some(Ok(message)) = ws.next().await {
+        if let Message::Text(text) = message {
+            let text = text.as_str();
+            if text.contains(END_LABEL) {
+                return Some(sent);
+            }
+            sent.bytes += text.len() + ws_header(text.len());
+            match text.get(..14) {
+                Some(r#"{"op":"patch","#) => sent.patches += 1,
+                Some(r#"{"op":"event","#) => sent.events += 1,
+                _ => sent.bookmarks += 1,
+            }
+        }
+    }
+    None
+}
+
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> anyhow::Result<()> {
     let sim = Sim::start(SimConfig { seed: Seed::Empty, history: 100_000, ..SimConfig::default() }).await?;
@@ -335,8 +369,10 @@ async fn main() -> anyhow::Result<()> {
     let initial: Vec<Value> = store.list(&PODS, Some(NAMESPACE)).1.iter().map(|o| (**o).clone()).collect();
     let request = http::Request::get(format!("{path}?watch=true&resourceVersion={}", store.current_rv())).body(Vec::new())?;
     let mut lines = api.request_stream(request).await?.lines();
-    let mut ws = proxy_watch(&proxy.mux_url(), &path, false).await?;
-    let mut slim = proxy_watch(&proxy.mux_url(), &path, true).await?;
+    let mut ws = proxy_watch(&proxy.mux_url(), &path, false, false).await?;
+    let slim = proxy_watch(&proxy.mux_url(), &path, true, false).await?;
+    let delta = proxy_watch(&proxy.mux_url(), &path, false, true).await?;
+    let slim_delta = proxy_watch(&proxy.mux_url(), &path, true, true).await?;
 
     eprintln!("bench-bytes: {CHANGES} writes over {POD_COUNT} pods...");
     let direct = tokio::spawn(async move {
@@ -362,21 +398,12 @@ async fn main() -> anyhow::Result<()> {
         }
         frames
     });
-    // The projecting watch: every frame it is sent for the writes (events, and the bookmarks
-    // that carry hidden changes' versions), up to the event of one last write that changes a
-    // label (always shown), which is not counted.
-    let projected = tokio::spawn(async move {
-        let mut bytes = 0usize;
-        while let Some(Ok(message)) = slim.next().await {
-            if let Message::Text(text) = message {
-                if text.as_str().contains(END_LABEL) {
-                    return Some(bytes);
-                }
-                bytes += text.len() + ws_header(text.len());
-            }
-        }
-        None
-    });
+    // The projecting and delta watches: every frame each is sent for the writes (events,
+    // patches, and the bookmarks that carry hidden changes' versions), up to the frame of one
+    // last write that changes a label (always shown), which is not counted.
+    let projected = tokio::spawn(count_until_end(slim));
+    let delta = tokio::spawn(count_until_end(delta));
+    let slim_delta = tokio::spawn(count_until_end(slim_delta));
     let mut tick = tokio::time::interval(Duration::from_millis(1));
     for beat in 0..CHANGES {
         if beat % PER_TICK == 0 {
@@ -399,6 +426,8 @@ async fn main() -> anyhow::Result<()> {
         .context("the last write")?;
     let (raw, direct_seen) = tokio::time::timeout(Duration::from_secs(60), direct).await.context("the direct watch fell behind")??;
     let projected = tokio::time::timeout(Duration::from_secs(60), projected).await.context("the projecting watch fell behind")??.context("the projecting watch ended early")?;
+    let delta = tokio::time::timeout(Duration::from_secs(60), delta).await.context("the delta watch fell behind")??.context("the delta watch ended early")?;
+    let slim_delta = tokio::time::timeout(Duration::from_secs(60), slim_delta).await.context("the projecting delta watch fell behind")??.context("the projecting delta watch ended early")?;
     let frames = tokio::time::timeout(Duration::from_secs(60), proxied).await.context("the proxied watch fell behind")??;
     if direct_seen != CHANGES || frames.len() != CHANGES {
         bail!("events lost: {direct_seen} direct and {} proxied of {CHANGES}", frames.len());
@@ -415,9 +444,15 @@ async fn main() -> anyhow::Result<()> {
         vec!["raw watch line (direct on kube-sim)".to_owned(), format!("{raw_per:.0}"), "1.000×".to_owned(), String::new(), "measured".to_owned()],
         row("kubemux today (whole object)", m.today, "measured"),
         row("with the default projection", m.projected, "modelled"),
-        row("with the default projection, as the proxy sends it", projected, "measured (`\"projection\":\"default\"`: hidden changes not sent, their bookmarks counted)"),
+        row("with the default projection, as the proxy sends it", projected.bytes, "measured (`\"projection\":\"default\"`: hidden changes not sent, their bookmarks counted)"),
         row("with merge-patch deltas", m.delta, "modelled"),
+        row("with merge-patch deltas, as the proxy sends them", delta.bytes, &format!("measured (`\"deltas\":true`: {} patches, {} whole events)", delta.patches, delta.events)),
         row("with projection and deltas", m.both, "modelled"),
+        row(
+            "with projection and deltas, as the proxy sends them",
+            slim_delta.bytes,
+            &format!("measured (both: {} patches, {} whole events, {} bookmarks)", slim_delta.patches, slim_delta.events, slim_delta.bookmarks),
+        ),
         row("today's frames, deflated (permessage-deflate)", deflated.bytes, &format!("modelled; {:.1} µs of deflate per event", micros(&deflated))),
         row("projection and deltas, deflated", deflated_both.bytes, &format!("modelled; {:.1} µs of deflate per event", micros(&deflated_both))),
     ];
@@ -433,8 +468,9 @@ async fn main() -> anyhow::Result<()> {
          (managedFields of the controller manager and the kubelet; the last-applied annotation on a third), then {CHANGES} writes, {STATUS_SHARE} in 20 \
          the kubelet's status updates (readiness flips, restarts, probe times) and the rest an operator's annotation, each stamping its manager's \
          managedFields time. Measured: each MODIFIED line of a direct watch on kube-sim, and each frame through kubemux-proxy with its WebSocket header, for a watch \
-         without a projection and one with `\"projection\":\"default\"` (whatever it is sent for the writes: events, and the bookmarks of hidden changes). \
-         Modelled from the proxy's frames in order with `kubemux_protocol::delta` (the sizes the negotiated extension would send, before the proxy serves it): \
+         without a projection, one with `\"projection\":\"default\"`, one with `\"deltas\":true` and one with both (whatever each is sent for the writes: \
+         events, patches, and the bookmarks of hidden changes). \
+         Modelled from the proxy's whole-object frames in order with `kubemux_protocol::delta` (what the measured rows should come to): \
          the default projection (no managedFields, no last-applied annotation); a merge-patch delta (RFC 7386) against the version the subscriber holds, \
          sent whole when no smaller; both, where an event whose projected object changed only in its resourceVersion is not sent ({} of {CHANGES} here, \
          their resume point carried by a bookmark at most once a second, not counted) and {} went whole; and a connection-long deflate, as \
