@@ -37,10 +37,9 @@ pub async fn connect(addr: SocketAddr, path: &str, protocols: &str, headers: &[(
             let chosen = response.headers().get("sec-websocket-protocol").and_then(|v| v.to_str().ok()).map(str::to_owned);
             Ok((ws, chosen))
         }
-        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => Err(Refused {
-            status: response.status().as_u16(),
-            body: String::from_utf8_lossy(response.body().as_deref().unwrap_or_default()).into_owned(),
-        }),
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+            Err(Refused { status: response.status().as_u16(), body: String::from_utf8_lossy(response.body().as_deref().unwrap_or_default()).into_owned() })
+        }
         Err(other) => panic!("WebSocket handshake failed: {other}"),
     }
 }
@@ -52,5 +51,45 @@ pub fn process_running(pid: i32) -> bool {
         // The state follows the parenthesised command name, which may itself contain spaces.
         Ok(stat) => stat.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().next()).is_some_and(|state| state != "Z" && state != "X"),
         Err(_) => false,
+    }
+}
+
+/// A `/mux` connection as a raw-socket client holds it: frames as JSON values.
+pub type MuxSocket = WebSocketStream<tokio_tungstenite::MaybeTlsStream<TcpStream>>;
+
+/// Opens `mux_url` (`ws://…/mux`) offering `kubemux.v1`.
+pub async fn mux_connect(mux_url: &str) -> MuxSocket {
+    let mut request = mux_url.into_client_request().expect("a WebSocket request");
+    request.headers_mut().insert("sec-websocket-protocol", kubemux_protocol::frames::SUBPROTOCOL.parse().expect("a header value"));
+    within("the /mux handshake", tokio_tungstenite::connect_async(request)).await.expect("the proxy accepts /mux").0
+}
+
+/// Sends `frame` as a text frame.
+pub async fn mux_send(ws: &mut MuxSocket, frame: serde_json::Value) {
+    use futures::SinkExt as _;
+    ws.send(tokio_tungstenite::tungstenite::Message::Text(frame.to_string().into())).await.expect("the socket is open");
+}
+
+/// The next text frame, within 10 s.
+pub async fn mux_next(ws: &mut MuxSocket) -> serde_json::Value {
+    use futures::StreamExt as _;
+    loop {
+        let message = tokio::time::timeout(std::time::Duration::from_secs(10), ws.next()).await.expect("a frame within 10 s").expect("the socket is open").expect("a frame");
+        if let tokio_tungstenite::tungstenite::Message::Text(text) = message {
+            return serde_json::from_str(text.as_str()).expect("frames are JSON");
+        }
+    }
+}
+
+/// Frames up to and including the first whose `op` is one of `ops`.
+pub async fn mux_until(ws: &mut MuxSocket, ops: &[&str]) -> Vec<serde_json::Value> {
+    let mut frames = Vec::new();
+    loop {
+        let frame = mux_next(ws).await;
+        let done = ops.iter().any(|op| frame["op"] == *op);
+        frames.push(frame);
+        if done {
+            return frames;
+        }
     }
 }

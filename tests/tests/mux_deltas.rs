@@ -13,57 +13,18 @@
 
 use std::time::Duration;
 
-use futures::{SinkExt, StreamExt};
 use kube_sim::resources::{CONFIGMAPS, NAMESPACES};
 use kube_sim::{Seed, Sim, SimConfig};
 use kubemux_e2e::client::{NativeClient, fast_config};
 use kubemux_e2e::{ProxyProcess, kubeconfig};
 use kubemux_protocol::client::WatchOptions;
 use kubemux_protocol::delta::{LAST_APPLIED, Projection, apply_merge_patch};
-use kubemux_protocol::frames::{ProjectionMode, SUBPROTOCOL};
+use kubemux_protocol::frames::ProjectionMode;
 use kubemux_proxy::ProxySettings;
+use kubemux_testkit::ws::{mux_connect, mux_next, mux_send, mux_until};
 use serde_json::{Value, json};
-use tokio::net::TcpStream;
-use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
-
-type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
 const PATH: &str = "/api/v1/namespaces/deltas/configmaps";
-
-async fn connect(mux_url: &str) -> Ws {
-    let mut request = mux_url.into_client_request().unwrap();
-    request.headers_mut().insert("sec-websocket-protocol", SUBPROTOCOL.parse().unwrap());
-    tokio_tungstenite::connect_async(request).await.unwrap().0
-}
-
-async fn send(ws: &mut Ws, frame: Value) {
-    ws.send(Message::Text(frame.to_string().into())).await.unwrap();
-}
-
-/// The next text frame, within 10 s.
-async fn next(ws: &mut Ws) -> Value {
-    loop {
-        let message = tokio::time::timeout(Duration::from_secs(10), ws.next()).await.expect("a frame within 10 s").expect("the socket is open").unwrap();
-        if let Message::Text(text) = message {
-            return serde_json::from_str(text.as_str()).unwrap();
-        }
-    }
-}
-
-/// Frames up to and including the first whose `op` is one of `ops`.
-async fn until(ws: &mut Ws, ops: &[&str]) -> Vec<Value> {
-    let mut frames = Vec::new();
-    loop {
-        let frame = next(ws).await;
-        let done = ops.iter().any(|op| frame["op"] == *op);
-        frames.push(frame);
-        if done {
-            return frames;
-        }
-    }
-}
 
 fn version(object: &Value) -> String {
     object["metadata"]["resourceVersion"].as_str().unwrap().to_owned()
@@ -98,13 +59,13 @@ async fn a_delta_subscriber_gets_patches_against_what_it_holds() {
     let store = &sim.state().store;
     store.create(&CONFIGMAPS, "deltas", config_map("settings", "v1")).unwrap();
     let proxy = ProxyProcess::start(ProxySettings { listen: "127.0.0.1:0".parse().unwrap(), ..ProxySettings::default() }, kubeconfig(&[("sim", &sim.url(), None)]));
-    let (mut whole, mut delta, mut slim) = (connect(&proxy.mux_url()).await, connect(&proxy.mux_url()).await, connect(&proxy.mux_url()).await);
-    send(&mut whole, json!({"op": "watch", "id": "whole", "cluster": "sim", "path": PATH})).await;
-    send(&mut delta, json!({"op": "watch", "id": "delta", "cluster": "sim", "path": PATH, "deltas": true})).await;
-    send(&mut slim, json!({"op": "watch", "id": "slim", "cluster": "sim", "path": PATH, "deltas": true, "projection": "default"})).await;
-    let mut held = until(&mut delta, &["synced"]).await[0]["object"].clone();
-    let mut slim_held = until(&mut slim, &["synced"]).await[0]["object"].clone();
-    until(&mut whole, &["synced"]).await;
+    let (mut whole, mut delta, mut slim) = (mux_connect(&proxy.mux_url()).await, mux_connect(&proxy.mux_url()).await, mux_connect(&proxy.mux_url()).await);
+    mux_send(&mut whole, json!({"op": "watch", "id": "whole", "cluster": "sim", "path": PATH})).await;
+    mux_send(&mut delta, json!({"op": "watch", "id": "delta", "cluster": "sim", "path": PATH, "deltas": true})).await;
+    mux_send(&mut slim, json!({"op": "watch", "id": "slim", "cluster": "sim", "path": PATH, "deltas": true, "projection": "default"})).await;
+    let mut held = mux_until(&mut delta, &["synced"]).await[0]["object"].clone();
+    let mut slim_held = mux_until(&mut slim, &["synced"]).await[0]["object"].clone();
+    mux_until(&mut whole, &["synced"]).await;
     let first_version = version(&held);
 
     // A real change: both delta subscribers get a patch against the version they hold.
@@ -115,15 +76,15 @@ async fn a_delta_subscriber_gets_patches_against_what_it_holds() {
             Ok(())
         })
         .unwrap();
-    let sent = until(&mut whole, &["event"]).await.pop().unwrap();
-    let patch = until(&mut delta, &["patch", "event"]).await.pop().unwrap();
+    let sent = mux_until(&mut whole, &["event"]).await.pop().unwrap();
+    let patch = mux_until(&mut delta, &["patch", "event"]).await.pop().unwrap();
     assert_eq!(patch["op"], "patch", "{patch}");
     assert_eq!((patch["base"].as_str(), patch["namespace"].as_str(), patch["name"].as_str()), (Some(first_version.as_str()), Some("deltas"), Some("settings")), "{patch}");
     assert_eq!(patch["resourceVersion"].as_str(), Some(version(&sent["object"]).as_str()));
     assert!(patch["patch"]["data"].get("padding").is_none(), "only what changed: {patch}");
     apply_merge_patch(&mut held, &patch["patch"]);
     assert_eq!(held, sent["object"], "the patch applied is the object the whole subscriber got");
-    let slim_patch = until(&mut slim, &["patch", "event"]).await.pop().unwrap();
+    let slim_patch = mux_until(&mut slim, &["patch", "event"]).await.pop().unwrap();
     assert_eq!((slim_patch["op"].as_str(), slim_patch["base"].as_str()), (Some("patch"), Some(first_version.as_str())), "{slim_patch}");
     assert!(slim_patch["patch"]["metadata"].get("managedFields").is_none(), "{slim_patch}");
     apply_merge_patch(&mut slim_held, &slim_patch["patch"]);
@@ -137,11 +98,11 @@ async fn a_delta_subscriber_gets_patches_against_what_it_holds() {
             Ok(())
         })
         .unwrap();
-    assert_eq!(until(&mut whole, &["event"]).await.pop().unwrap()["object"], *stamped);
-    let patch = until(&mut delta, &["patch", "event"]).await.pop().unwrap();
+    assert_eq!(mux_until(&mut whole, &["event"]).await.pop().unwrap()["object"], *stamped);
+    let patch = mux_until(&mut delta, &["patch", "event"]).await.pop().unwrap();
     assert_eq!(patch["patch"], json!({"metadata": {"resourceVersion": version(&stamped), "managedFields": stamped["metadata"]["managedFields"]}}), "{patch}");
     apply_merge_patch(&mut held, &patch["patch"]);
-    let bookmark = until(&mut slim, &["bookmark", "patch", "event"]).await.pop().unwrap();
+    let bookmark = mux_until(&mut slim, &["bookmark", "patch", "event"]).await.pop().unwrap();
     assert_eq!((bookmark["op"].as_str(), bookmark["resourceVersion"].as_str()), (Some("bookmark"), Some(version(&stamped).as_str())), "{bookmark}");
 
     // The next real change: the projecting subscriber's base is the version it still holds.
@@ -151,12 +112,12 @@ async fn a_delta_subscriber_gets_patches_against_what_it_holds() {
             Ok(())
         })
         .unwrap();
-    let sent = until(&mut whole, &["event"]).await.pop().unwrap();
-    let patch = until(&mut delta, &["patch", "event"]).await.pop().unwrap();
+    let sent = mux_until(&mut whole, &["event"]).await.pop().unwrap();
+    let patch = mux_until(&mut delta, &["patch", "event"]).await.pop().unwrap();
     assert_eq!(patch["base"].as_str(), Some(version(&stamped).as_str()), "{patch}");
     apply_merge_patch(&mut held, &patch["patch"]);
     assert_eq!(held, sent["object"]);
-    let slim_patch = until(&mut slim, &["patch", "event"]).await.pop().unwrap();
+    let slim_patch = mux_until(&mut slim, &["patch", "event"]).await.pop().unwrap();
     assert_eq!(slim_patch["base"].as_str(), Some(slim_version.as_str()), "the base is what it holds, not the hidden write's: {slim_patch}");
     apply_merge_patch(&mut slim_held, &slim_patch["patch"]);
     assert_eq!(slim_held, projected(&sent["object"]));
@@ -164,19 +125,19 @@ async fn a_delta_subscriber_gets_patches_against_what_it_holds() {
     // A deletion goes whole; a resync is answered with a full state.
     store.create(&CONFIGMAPS, "deltas", config_map("other", "a")).unwrap();
     store.delete(&CONFIGMAPS, "deltas", "settings").unwrap();
-    let added = until(&mut delta, &["event"]).await.pop().unwrap();
+    let added = mux_until(&mut delta, &["event"]).await.pop().unwrap();
     assert_eq!((added["type"].as_str(), added["object"]["metadata"]["name"].as_str()), (Some("ADDED"), Some("other")));
-    let deleted = until(&mut delta, &["event", "patch"]).await.pop().unwrap();
+    let deleted = mux_until(&mut delta, &["event", "patch"]).await.pop().unwrap();
     assert_eq!((deleted["op"].as_str(), deleted["type"].as_str()), (Some("event"), Some("DELETED")), "{deleted}");
-    send(&mut delta, json!({"op": "resync", "id": "delta"})).await;
-    let answer = until(&mut delta, &["synced"]).await;
+    mux_send(&mut delta, json!({"op": "resync", "id": "delta"})).await;
+    let answer = mux_until(&mut delta, &["synced"]).await;
     let ops: Vec<&str> = answer.iter().map(|frame| frame["op"].as_str().unwrap()).collect();
     assert_eq!(ops, ["reset", "event", "synced"], "{answer:?}");
     assert_eq!(answer[1]["object"]["metadata"]["name"], "other");
     // A resync for an id that is not active changes nothing and is not answered.
-    send(&mut delta, json!({"op": "resync", "id": "nobody"})).await;
-    send(&mut delta, json!({"op": "ping", "data": 1})).await;
-    assert_eq!(next(&mut delta).await, json!({"op": "pong", "data": 1}));
+    mux_send(&mut delta, json!({"op": "resync", "id": "nobody"})).await;
+    mux_send(&mut delta, json!({"op": "ping", "data": 1})).await;
+    assert_eq!(mux_next(&mut delta).await, json!({"op": "pong", "data": 1}));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -4,57 +4,15 @@
 //! nothing for a write that only stamps `managedFields`, but a `bookmark` at its version, and
 //! every real change; the other gets whole objects and every write, from the same upstream watch.
 
-use std::time::Duration;
-
-use futures::{SinkExt, StreamExt};
 use kube_sim::resources::{CONFIGMAPS, NAMESPACES};
 use kube_sim::{Seed, Sim, SimConfig};
 use kubemux_e2e::{ProxyProcess, kubeconfig};
 use kubemux_protocol::delta::LAST_APPLIED;
-use kubemux_protocol::frames::SUBPROTOCOL;
 use kubemux_proxy::ProxySettings;
+use kubemux_testkit::ws::{mux_connect, mux_send, mux_until};
 use serde_json::{Value, json};
-use tokio::net::TcpStream;
-use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
-
-type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
 const PATH: &str = "/api/v1/namespaces/proj/configmaps";
-
-async fn connect(mux_url: &str) -> Ws {
-    let mut request = mux_url.into_client_request().unwrap();
-    request.headers_mut().insert("sec-websocket-protocol", SUBPROTOCOL.parse().unwrap());
-    tokio_tungstenite::connect_async(request).await.unwrap().0
-}
-
-async fn send(ws: &mut Ws, frame: Value) {
-    ws.send(Message::Text(frame.to_string().into())).await.unwrap();
-}
-
-/// The next text frame, within 10 s.
-async fn next(ws: &mut Ws) -> Value {
-    loop {
-        let message = tokio::time::timeout(Duration::from_secs(10), ws.next()).await.expect("a frame within 10 s").expect("the socket is open").unwrap();
-        if let Message::Text(text) = message {
-            return serde_json::from_str(text.as_str()).unwrap();
-        }
-    }
-}
-
-/// Frames up to and including the first whose `op` is `op`.
-async fn until(ws: &mut Ws, op: &str) -> Vec<Value> {
-    let mut frames = Vec::new();
-    loop {
-        let frame = next(ws).await;
-        let done = frame["op"] == op;
-        frames.push(frame);
-        if done {
-            return frames;
-        }
-    }
-}
 
 fn stamp(map: &mut Value, time: &str) {
     map["metadata"]["managedFields"][0]["time"] = json!(time);
@@ -75,16 +33,16 @@ async fn a_projecting_watch_gets_slim_objects_and_only_the_changes_it_shows() {
     });
     store.create(&CONFIGMAPS, "proj", map).unwrap();
     let proxy = ProxyProcess::start(ProxySettings { listen: "127.0.0.1:0".parse().unwrap(), ..ProxySettings::default() }, kubeconfig(&[("sim", &sim.url(), None)]));
-    let (mut whole, mut slim) = (connect(&proxy.mux_url()).await, connect(&proxy.mux_url()).await);
-    send(&mut whole, json!({"op": "watch", "id": "whole", "cluster": "sim", "path": PATH})).await;
-    send(&mut slim, json!({"op": "watch", "id": "slim", "cluster": "sim", "path": PATH, "projection": "default"})).await;
+    let (mut whole, mut slim) = (mux_connect(&proxy.mux_url()).await, mux_connect(&proxy.mux_url()).await);
+    mux_send(&mut whole, json!({"op": "watch", "id": "whole", "cluster": "sim", "path": PATH})).await;
+    mux_send(&mut slim, json!({"op": "watch", "id": "slim", "cluster": "sim", "path": PATH, "projection": "default"})).await;
 
-    let snapshot = until(&mut slim, "synced").await;
+    let snapshot = mux_until(&mut slim, &["synced"]).await;
     let object = &snapshot[0]["object"];
     assert_eq!(object["metadata"].get("managedFields"), None, "{object}");
     assert_eq!(object["metadata"]["annotations"], json!({"team": "payments"}), "only the last-applied annotation goes");
     assert_eq!(object["data"]["k"], "v1");
-    let full = until(&mut whole, "synced").await;
+    let full = mux_until(&mut whole, &["synced"]).await;
     assert!(full[0]["object"]["metadata"]["managedFields"].is_array() && full[0]["object"]["metadata"]["annotations"][LAST_APPLIED].is_string(), "{}", full[0]);
 
     // A write that only stamps managedFields, then a real change.
@@ -103,7 +61,7 @@ async fn a_projecting_watch_gets_slim_objects_and_only_the_changes_it_shows() {
         .unwrap();
     let version = |object: &Value| object["metadata"]["resourceVersion"].as_str().unwrap().to_owned();
 
-    let seen = until(&mut slim, "event").await;
+    let seen = mux_until(&mut slim, &["event"]).await;
     assert_eq!(seen.len(), 2, "a bookmark for the hidden write, then the change: {seen:?}");
     assert_eq!((seen[0]["op"].as_str(), seen[0]["resourceVersion"].as_str()), (Some("bookmark"), Some(version(&stamped).as_str())), "{seen:?}");
     let event = &seen[1];
@@ -112,13 +70,13 @@ async fn a_projecting_watch_gets_slim_objects_and_only_the_changes_it_shows() {
     assert_eq!(event["object"]["metadata"].get("managedFields"), None, "{event}");
 
     // The other subscriber of the same upstream watch got both writes, whole.
-    let first = until(&mut whole, "event").await;
-    let second = until(&mut whole, "event").await;
+    let first = mux_until(&mut whole, &["event"]).await;
+    let second = mux_until(&mut whole, &["event"]).await;
     assert_eq!([version(&first[0]["object"]), version(&second[0]["object"])], [version(&stamped), version(&changed)]);
     assert!(first[0]["object"]["metadata"]["managedFields"].is_array());
 
-    send(&mut slim, json!({"op": "stats", "data": 1})).await;
-    let stats = until(&mut slim, "stats").await.pop().unwrap();
+    mux_send(&mut slim, json!({"op": "stats", "data": 1})).await;
+    let stats = mux_until(&mut slim, &["stats"]).await.pop().unwrap();
     assert_eq!(stats["subscriptions"]["slim"]["hidden"], 1, "{stats}");
     assert_eq!(stats["subscriptions"]["slim"]["upstream"]["subscribers"], 2, "one upstream watch for both: {stats}");
 }

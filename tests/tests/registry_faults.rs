@@ -89,7 +89,8 @@ async fn frames_until(socket: &mut Socket, id: &str, last: impl Fn(&ServerMessag
                 | ServerMessage::Reset { id: i }
                 | ServerMessage::Synced { id: i, .. }
                 | ServerMessage::Bookmark { id: i, .. }
-                | ServerMessage::Inventory { id: i, .. } => i == id,
+                | ServerMessage::Inventory { id: i, .. }
+                | ServerMessage::Patch { id: i, .. } => i == id,
                 ServerMessage::Error { id: i, .. } => i.as_deref() == Some(id),
                 ServerMessage::Pong { .. } | ServerMessage::Stats { .. } => false,
             };
