@@ -94,7 +94,9 @@ export class PodsPanel {
     this.pods = [];
     this.changed.clear();
     const path = namespace ? `/api/v1/namespaces/${namespace}/pods` : "/api/v1/pods";
-    this.panel.watch(mux, { cluster: this.cluster, path }, namespace ? `pods in ${namespace}` : "pods in all namespaces");
+    // The table shows neither managedFields nor the last-applied annotation: the projection leaves
+    // them out, and deltas send each change as a patch of what it changed.
+    this.panel.watch(mux, { cluster: this.cluster, path, projection: "default", deltas: true }, namespace ? `pods in ${namespace}` : "pods in all namespaces");
   }
 
   stop(): void {
