@@ -174,7 +174,7 @@ pub(super) struct Machine {
     state: State,
     cache: WatchCache,
     /// Subscribers that have their snapshot or replay.
-    subscribers: HashMap<u64, Arc<Sink>>,
+    subscribers: Subscribers,
     /// Subscribers waiting for the first (or next) list.
     waiting: Vec<(u64, Arc<Sink>, Option<ResumeFrom>)>,
     /// Subscribers being sent the list in flight as its pages arrive: fresh ones, and on a
@@ -209,7 +209,7 @@ impl Machine {
             metrics,
             meter,
             state: State::Listing { continue_token: None },
-            subscribers: HashMap::new(),
+            subscribers: Subscribers::default(),
             waiting: Vec::new(),
             streamed: HashMap::new(),
             received: Vec::new(),
@@ -387,6 +387,7 @@ impl Machine {
             tracing::warn!(cluster = %self.key.cluster, path = %self.key.path, code = status.code, message = %status.message, "upstream watch failing; retrying");
             let sinks: Vec<(u64, Arc<Sink>)> = self
                 .subscribers
+                .map
                 .iter()
                 .map(|(id, sink)| (*id, sink.clone()))
                 .chain(self.waiting.iter().map(|(id, sink, _)| (*id, sink.clone())))
@@ -415,7 +416,7 @@ impl Machine {
         {
             // The subscribers were told something was wrong (and show themselves stale): the
             // watch is back at the version they hold, so they are consistent again.
-            for (sub_id, sink) in self.subscribers.clone() {
+            for (sub_id, sink) in self.subscribers.map.clone() {
                 self.send(sub_id, &sink, Frame::Synced(rv.clone()));
             }
         }
@@ -456,7 +457,7 @@ impl Machine {
                 // reset when it is served (`serve` sees its queue is not live).
                 if let Some(streamed) = self.streamed.get_mut(&sub_id) {
                     streamed.reset = Some(ResetCause::Overflow);
-                } else if let (Some(sink), Some(rv)) = (self.subscribers.get(&sub_id).cloned(), self.cache.resource_version().map(str::to_owned)) {
+                } else if let (Some(sink), Some(rv)) = (self.subscribers.map.get(&sub_id).cloned(), self.cache.resource_version().map(str::to_owned)) {
                     self.metrics.reset(ResetCause::Overflow);
                     let objects = self.cache.snapshot().cloned().collect();
                     self.send(sub_id, &sink, Frame::ResetWithSnapshot(objects, rv));
@@ -674,18 +675,17 @@ impl Machine {
                 let key = (namespace, name.0.into_owned());
                 // What a projecting or delta-taking subscriber is sent depends on the object's
                 // previous state: kept for the event only when one of them may ask.
-                let previous =
-                    if self.subscribers.values().any(|sink| sink.needs_previous()) { self.cache.get(&key).map(|object| Previous { object: object.clone(), key: key.clone() }) } else { None };
+                let previous = if self.subscribers.wanting_previous > 0 { self.cache.get(&key).map(|object| Previous { object: object.clone(), key: key.clone() }) } else { None };
                 let shared = SharedEvent::new(body, version, event_type, json.clone(), previous);
                 self.cache.apply(event_type, key, json, rv.0.into_owned());
-                for (sub_id, sink) in &self.subscribers {
+                for (sub_id, sink) in &self.subscribers.map {
                     self.out.push(Action::Send { sub_id: *sub_id, sink: sink.clone(), frame: Frame::Shared(shared.clone()) });
                 }
             }
             (None, "BOOKMARK") => {
                 if let Some(rv) = meta.resource_version {
                     let version: Arc<str> = Arc::from(&*rv);
-                    for (sub_id, sink) in &self.subscribers {
+                    for (sub_id, sink) in &self.subscribers.map {
                         self.out.push(Action::Send { sub_id: *sub_id, sink: sink.clone(), frame: Frame::Bookmark(version.clone()) });
                     }
                     self.cache.mark(rv.0.into_owned());
@@ -707,6 +707,39 @@ impl Machine {
         // Healthy only once the stream delivers, so a watch that opens and fails at once keeps
         // backing off.
         self.recovered();
+    }
+}
+
+/// The served subscribers, and how many of them need an event's previous object (they project or
+/// take deltas), counted as they come and go rather than looked up per event.
+#[derive(Default)]
+struct Subscribers {
+    map: HashMap<u64, Arc<Sink>>,
+    wanting_previous: usize,
+}
+
+impl Subscribers {
+    fn insert(&mut self, sub_id: u64, sink: Arc<Sink>) {
+        let wants = sink.needs_previous();
+        if let Some(old) = self.map.insert(sub_id, sink) {
+            self.wanting_previous -= usize::from(old.needs_previous());
+        }
+        self.wanting_previous += usize::from(wants);
+    }
+
+    fn remove(&mut self, sub_id: &u64) {
+        if let Some(old) = self.map.remove(sub_id) {
+            self.wanting_previous -= usize::from(old.needs_previous());
+        }
+    }
+
+    fn drain(&mut self) -> std::collections::hash_map::Drain<'_, u64, Arc<Sink>> {
+        self.wanting_previous = 0;
+        self.map.drain()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.map.is_empty()
     }
 }
 
