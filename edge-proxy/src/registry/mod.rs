@@ -36,7 +36,7 @@ use crate::live::Live;
 use crate::metrics::{Metrics, TaskKind};
 use crate::mux::encode::{self, EventBody};
 use crate::mux::outbox::{Item, Outbox, Pushed};
-use cache::{ObjectJson, ObjectKey};
+use cache::ObjectJson;
 use project::SharedEvent;
 
 pub use cache::{Resume, WatchCache};
@@ -191,10 +191,6 @@ pub struct Sink {
     hidden_bookmark: Mutex<Option<Instant>>,
     /// `{"op":"patch","id":<id>`, when the subscription asked for deltas (`"deltas":true`).
     patch_head: Option<Arc<str>>,
-    /// With deltas and the projection: the version the client holds of each object whose
-    /// changes since its projection hid (its next patch names that base, not the previous
-    /// version). Emptied by every full state; one entry at most per object of the watch.
-    hidden_bases: Mutex<HashMap<ObjectKey, Arc<str>>>,
 }
 
 /// How often, at most, a projecting subscription is sent a `bookmark` for changes its
@@ -234,7 +230,6 @@ impl Sink {
             projection: options.projection == Some(ProjectionMode::Default),
             hidden_bookmark: Mutex::new(None),
             patch_head,
-            hidden_bases: Mutex::new(HashMap::new()),
         })
     }
 
@@ -242,17 +237,6 @@ impl Sink {
     /// state: it asked for the default projection or for deltas.
     pub fn needs_previous(&self) -> bool {
         self.projection || self.patch_head.is_some()
-    }
-
-    fn hidden_bases(&self) -> MutexGuard<'_, HashMap<ObjectKey, Arc<str>>> {
-        self.hidden_bases.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// The client is sent a full state: it holds what that carries, nothing older.
-    fn full_state(&self) {
-        if self.projection && self.patch_head.is_some() {
-            self.hidden_bases().clear();
-        }
     }
 
     /// The objects of a snapshot as this subscription is sent them.
@@ -340,28 +324,27 @@ impl Sink {
             return;
         }
         let body = if self.projection {
-            let Some(body) = event.projected() else {
-                if self.patch_head.is_some()
-                    && let (Some(key), Some(held)) = (event.key(), event.previous_version())
-                {
-                    // The client keeps the version it was last shown: the next patch's base.
-                    self.hidden_bases().entry(key.clone()).or_insert_with(|| held.clone());
+            match (event.projected(), &self.patch_head) {
+                (Some(body), _) => body,
+                // With deltas a hidden change still moves the client's copy to its version (a
+                // patch of the version alone), so every later patch's base is the previous
+                // version, whatever the client resumed from.
+                (None, Some(head)) => {
+                    self.outbox.count_hidden(&self.id);
+                    return match event.touch() {
+                        Some(touch) => self.push_item_event(head, &touch.body, Some(event.version.clone())),
+                        None => self.push_event(&event.body_projected_whole(), Some(event.version.clone())),
+                    };
                 }
-                return self.hidden(&event.version);
-            };
-            body
+                (None, None) => return self.hidden(&event.version),
+            }
         } else {
             &event.body
         };
-        if let Some(head) = &self.patch_head {
-            let held = if self.projection { event.key().and_then(|key| self.hidden_bases().remove(key)) } else { None };
-            if let Some(delta) = event.delta(self.projection) {
-                let body = match held {
-                    Some(held) if held != delta.base => delta.with_base(&held),
-                    _ => delta.body.clone(),
-                };
-                return self.push_item_event(head, &body, Some(event.version.clone()));
-            }
+        if let Some(head) = &self.patch_head
+            && let Some(delta) = event.delta(self.projection)
+        {
+            return self.push_item_event(head, &delta.body, Some(event.version.clone()));
         }
         self.push_event(body, Some(event.version.clone()))
     }
@@ -448,7 +431,6 @@ impl Sink {
         if self.detached.load(Ordering::Acquire) {
             return;
         }
-        self.full_state();
         let synced = self.synced_version(rv);
         let items = vec![Item::Snapshot(self.view(objects).into_iter()), Item::Frame(self.synced_frame(&synced))];
         if self.outbox.push_whole(&self.id, items) == Pushed::Queued {
@@ -466,7 +448,6 @@ impl Sink {
             return false;
         }
         let count = objects.len() as u64;
-        self.full_state();
         let objects = self.view(objects);
         let pushed = if reset {
             // A full state replaces the client's: nothing it held is assumed any more.

@@ -58,28 +58,13 @@ pub fn changed_beyond_version(old: &str, new: &str) -> bool {
 }
 
 /// A `MODIFIED` as a `patch` frame's body (after the subscription's `{"op":"patch","id":…`):
-/// `,"base":<base>` then [`Delta::tail`], `,"namespace":…,"name":…,"resourceVersion":…,"patch":…}`.
+/// `,"base":…,"namespace":…,"name":…,"resourceVersion":…,"patch":…}`.
 #[derive(Debug)]
 pub struct Delta {
     /// The version the patch applies to: the object's previous one.
     pub base: Arc<str>,
-    /// The frame body with `base`.
+    /// The frame body.
     pub body: EventBody,
-    /// What follows the base in the body, for a subscriber that holds another version of the
-    /// same content (its projection hid the changes since).
-    tail: Arc<str>,
-}
-
-impl Delta {
-    /// The frame body for a client that holds `base` instead.
-    pub fn with_base(&self, base: &str) -> EventBody {
-        let base = serde_json::to_string(base).unwrap_or_default();
-        let mut body = String::with_capacity(8 + base.len() + self.tail.len());
-        body.push_str(",\"base\":");
-        body.push_str(&base);
-        body.push_str(&self.tail);
-        EventBody(Arc::from(body))
-    }
 }
 
 /// The object's previous state, kept for an event when a subscriber projects or takes deltas.
@@ -108,6 +93,8 @@ pub struct SharedEvent {
     projected: OnceLock<Option<EventBody>>,
     /// The delta of the whole object, and of the projected one.
     deltas: [OnceLock<Option<Delta>>; 2],
+    /// The patch of the version alone, for a change the projection hides.
+    touch: OnceLock<Option<Delta>>,
     previous_version: OnceLock<Option<Arc<str>>>,
 }
 
@@ -115,7 +102,7 @@ impl SharedEvent {
     /// The event `event_type` of `object` at `version`, whose frame body is `body`; `previous`
     /// is what the cache held for the object before.
     pub fn new(body: EventBody, version: Arc<str>, event_type: EventType, object: ObjectJson, previous: Option<Previous>) -> Arc<SharedEvent> {
-        Arc::new(SharedEvent { body, version, event_type, object, previous, projected: OnceLock::new(), deltas: Default::default(), previous_version: OnceLock::new() })
+        Arc::new(SharedEvent { body, version, event_type, object, previous, projected: OnceLock::new(), deltas: Default::default(), touch: OnceLock::new(), previous_version: OnceLock::new() })
     }
 
     /// The object's key, when its previous state was kept.
@@ -143,7 +130,6 @@ impl SharedEvent {
 
     fn compute_delta(&self, projected: bool) -> Option<Delta> {
         let previous = self.previous.as_ref().filter(|_| self.event_type == EventType::Modified)?;
-        let base = self.previous_version()?.clone();
         let parse = |text: &str| -> Option<Value> {
             let mut value: Value = serde_json::from_str(text).ok()?;
             if projected {
@@ -153,26 +139,51 @@ impl SharedEvent {
         };
         let (old, new) = (parse(&previous.object)?, parse(&self.object)?);
         let patch = merge_patch(&old, &new).ok()??;
-        let (namespace, name) = &previous.key;
-        let quoted = |text: &str| serde_json::to_string(text).unwrap_or_default();
-        let mut tail = String::new();
-        if !namespace.is_empty() {
-            tail.push_str(",\"namespace\":");
-            tail.push_str(&quoted(namespace));
-        }
-        tail.push_str(",\"name\":");
-        tail.push_str(&quoted(name));
-        tail.push_str(",\"resourceVersion\":");
-        tail.push_str(&quoted(&self.version));
-        tail.push_str(",\"patch\":");
-        tail.push_str(&patch.to_string());
-        tail.push('}');
-        let delta = Delta { base: base.clone(), body: EventBody(Arc::from("")), tail: Arc::from(tail) };
-        let body = delta.with_base(&base);
+        let delta = self.patch_frame(&patch.to_string())?;
         // The whole event is what the subscriber would get instead: the frame heads are within
         // a byte of each other.
         let whole = if projected { self.projected().map_or(usize::MAX, |body| body.as_str().len()) } else { self.body.as_str().len() };
-        (body.as_str().len() < whole).then_some(Delta { body, ..delta })
+        (delta.body.as_str().len() < whole).then_some(delta)
+    }
+
+    /// A change the projection hides, for a subscriber that takes deltas: a patch of the version
+    /// alone, so that its copy's version stays the object's (`None` when the previous state or
+    /// its version is not known).
+    pub fn touch(&self) -> Option<&Delta> {
+        self.touch
+            .get_or_init(|| {
+                let version = serde_json::to_string(&*self.version).ok()?;
+                self.patch_frame(&format!("{{\"metadata\":{{\"resourceVersion\":{version}}}}}"))
+            })
+            .as_ref()
+    }
+
+    /// The `patch` frame body carrying `patch` (JSON text) against the previous version.
+    fn patch_frame(&self, patch: &str) -> Option<Delta> {
+        let previous = self.previous.as_ref()?;
+        let base = self.previous_version()?.clone();
+        let (namespace, name) = &previous.key;
+        let quoted = |text: &str| serde_json::to_string(text).unwrap_or_default();
+        let mut body = String::with_capacity(80 + patch.len());
+        body.push_str(",\"base\":");
+        body.push_str(&quoted(&base));
+        if !namespace.is_empty() {
+            body.push_str(",\"namespace\":");
+            body.push_str(&quoted(namespace));
+        }
+        body.push_str(",\"name\":");
+        body.push_str(&quoted(name));
+        body.push_str(",\"resourceVersion\":");
+        body.push_str(&quoted(&self.version));
+        body.push_str(",\"patch\":");
+        body.push_str(patch);
+        body.push('}');
+        Some(Delta { base, body: EventBody(Arc::from(body)) })
+    }
+
+    /// The whole projected object's event, for a hidden change that cannot go as a patch.
+    pub fn body_projected_whole(&self) -> EventBody {
+        encode::event_body(self.event_type, &project(&self.object))
     }
 
     /// The projected frame body, or `None` when a projecting subscriber is not sent this event
@@ -250,8 +261,8 @@ mod tests {
     }
 
     /// A `MODIFIED` goes as a patch against the previous version, whole or projected, worked
-    /// out once; a client that holds another version of the same content gets the same patch
-    /// naming its own base; what a patch cannot carry, or would not make smaller, goes whole.
+    /// out once; a change the projection hides, as a patch of the version alone; what a patch
+    /// cannot carry, or would not make smaller, goes whole.
     #[test]
     fn a_delta_is_the_patch_against_the_previous_version_when_it_is_smaller() {
         let event = modified(pod(7, false, "t2"), pod(5, true, "t1"));
@@ -266,8 +277,10 @@ mod tests {
         let projected = event.delta(true).expect("projected too");
         let parsed: Value = serde_json::from_str(&format!("{}{}", encode::patch_head("pods"), projected.body.as_str())).unwrap();
         assert_eq!(parsed["patch"], serde_json::json!({"metadata": {"resourceVersion": "7"}, "status": {"ready": false}}));
-        let rebased: Value = serde_json::from_str(&format!("{}{}", encode::patch_head("pods"), projected.with_base("3").as_str())).unwrap();
-        assert_eq!((rebased["base"].as_str(), &rebased["patch"]), (Some("3"), &parsed["patch"]));
+        let stamped = modified(pod(7, true, "t2"), pod(5, true, "t1"));
+        assert!(stamped.projected().is_none(), "hidden from a projecting subscriber");
+        let touch: Value = serde_json::from_str(&format!("{}{}", encode::patch_head("pods"), stamped.touch().unwrap().body.as_str())).unwrap();
+        assert_eq!((touch["base"].as_str(), &touch["patch"]), (Some("5"), &serde_json::json!({"metadata": {"resourceVersion": "7"}})), "a delta taker gets the version alone");
 
         // A null the patch would read as a removal, a rewrite of everything, an ADDED: whole.
         let nulled = modified(serde_json::json!({"metadata": {"name": "web-1", "resourceVersion": "7"}, "status": {"ready": null}}).to_string(), pod(5, true, "t1"));

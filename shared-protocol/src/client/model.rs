@@ -9,9 +9,9 @@
 //! state the model had at that version ([`Harness::deliver`]).
 //!
 //! A watch may ask for the default projection and for deltas (`docs/PROTOCOL.md` §2): the model
-//! then sends projected objects, hides a change that touched only what the projection drops, and
-//! sends a `MODIFIED` of an object the client holds as a `patch` against the version the model
-//! believes it holds (which a test can make wrong, [`ModelServer::forget_base`]), answering a
+//! then sends projected objects, hides a change that touched only what the projection drops (with
+//! deltas: sends it as a patch of the version alone), and sends a `MODIFIED` of an object the
+//! client holds as a `patch` against the version the model believes it holds (which a test can make wrong, [`ModelServer::forget_base`]), answering a
 //! `resync` with `reset` and a snapshot.
 
 use std::collections::{BTreeMap, VecDeque};
@@ -123,10 +123,13 @@ impl ModelServer {
         let view = self.views.entry(id.to_owned()).or_default().clone();
         if let (EventType::Modified, Some(previous)) = (event_type, previous) {
             let (old, new) = (projected(previous, view.projection), projected(object, view.projection));
-            if view.projection && comparable(&old, true) == comparable(&new, true) {
+            let hidden = view.projection && comparable(&old, true) == comparable(&new, true);
+            if hidden && !view.deltas {
                 return;
             }
-            if let (true, Some(base), Ok(Some(patch))) = (view.deltas, view.held.get(&name_of(object)), merge_patch(&old, &new)) {
+            // With deltas, a hidden change is a patch of the version alone.
+            let patch = if hidden { Ok(Some(json!({"metadata": {"resourceVersion": version_of(object)}}))) } else { merge_patch(&old, &new) };
+            if let (true, Some(base), Ok(Some(patch))) = (view.deltas, view.held.get(&name_of(object)), patch) {
                 let message = ServerMessage::Patch { id: id.into(), base: base.clone(), namespace: Some("ns".into()), name: name_of(object), resource_version: version_of(object), patch };
                 self.views.entry(id.to_owned()).or_default().held.insert(name_of(object), version_of(object));
                 return self.send(message);
