@@ -66,7 +66,7 @@ impl SubEntry {
     }
 
     /// Its objects or its state changed: every listener is told.
-    fn changed(&mut self, id: &str, notes: &mut Vec<Notification>) {
+    fn changed(&self, id: &str, notes: &mut Vec<Notification>) {
         notes.extend(self.listeners.iter().map(|(_, listener)| (Some(id.to_owned()), listener.clone(), Vec::new())));
     }
 }
@@ -288,10 +288,11 @@ impl Shell {
                     }
                 }
                 Output::Changed { id } => {
-                    if let Some(callback) = self.handler(&id, |h| &h.on_change) {
-                        notes.push((Some(id.clone()), callback, Vec::new()));
-                    }
-                    if let Some(entry) = self.subs.get_mut(&id) {
+                    // One lookup per event: `onChange`, then the `subscribe()` listeners.
+                    if let Some(entry) = self.subs.get(&id) {
+                        if let Some(callback) = &entry.handlers.on_change {
+                            notes.push((Some(id.clone()), callback.clone(), Vec::new()));
+                        }
                         entry.changed(&id, &mut notes);
                     }
                 }
