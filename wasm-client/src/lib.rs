@@ -394,9 +394,9 @@ impl Subscription {
         Closure::<dyn FnMut()>::new(unsubscribe).into_js_value()
     }
 
-    /// The current objects as a frozen array, the same array on every call until something
-    /// changes (then `subscribe()`'s listeners are called): what `useSyncExternalStore` and its
-    /// kin need. A closed subscription answers an empty array, always the same one.
+    /// The current objects as an array (to be read, not changed: the type is `readonly T[]`),
+    /// the same array on every call until something changes (then `subscribe()`'s listeners are
+    /// called): what `useSyncExternalStore` and its kin need. A closed subscription answers an empty array, always the same one.
     #[wasm_bindgen(js_name = getSnapshot, unchecked_return_type = "readonly T[]")]
     pub fn get_snapshot(&self) -> JsValue {
         let mut shell = self.shell.borrow_mut();

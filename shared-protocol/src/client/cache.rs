@@ -49,6 +49,12 @@ struct Names<O> {
 impl<O> Names<O> {
     /// The chunk `name` is in or belongs in, and its place there.
     fn locate(&self, name: &str) -> (usize, Result<usize, usize>) {
+        // After every name held: a snapshot's objects come in key order, each one of these.
+        if let Some(last) = self.chunks.last()
+            && last.last().is_some_and(|(held, _)| &**held < name)
+        {
+            return (self.chunks.len() - 1, Err(last.len()));
+        }
         let chunk = self.chunks.partition_point(|chunk| chunk.last().is_some_and(|(last, _)| &**last < name)).min(self.chunks.len().saturating_sub(1));
         match self.chunks.get(chunk) {
             Some(entries) => (chunk, entries.binary_search_by(|(held, _)| (**held).cmp(name))),
@@ -61,14 +67,15 @@ impl<O> Names<O> {
         place.ok().map(|index| &self.chunks[chunk][index].1)
     }
 
-    fn get_mut(&mut self, name: &str) -> Option<&mut Held<O>> {
-        let (chunk, place) = self.locate(name);
-        place.ok().map(|index| &mut self.chunks[chunk][index].1)
-    }
-
     /// Adds an object under a name not held.
     fn insert(&mut self, name: &str, held: Held<O>) {
-        let (chunk, Err(index)) = self.locate(name) else { return };
+        if let (chunk, Err(index)) = self.locate(name) {
+            self.insert_at(chunk, index, name, held);
+        }
+    }
+
+    /// Adds an object at the place [`Names::locate`] found for its name.
+    fn insert_at(&mut self, chunk: usize, index: usize, name: &str, held: Held<O>) {
         let entry = (Box::from(name), held);
         let last = chunk + 1 == self.chunks.len();
         let Some(entries) = self.chunks.get_mut(chunk) else {
@@ -217,24 +224,25 @@ impl<O> ObjectCache<O> {
         let (namespace, name) = key;
         match event_type {
             EventType::Added | EventType::Modified => {
-                let index = self.namespace(namespace);
-                if let Some(held) = index.ok().and_then(|index| self.namespaces[index].1.get_mut(name)) {
-                    if !self.rebuild {
-                        if self.patched.len() >= self.len {
-                            self.rebuild = true;
-                            self.patched = Vec::new();
-                        } else {
-                            self.patched.push((held.slot, object.clone()));
-                        }
-                    }
-                    held.object = object;
-                    return;
-                }
                 let held = Held { object, slot: 0 };
-                match index {
-                    Ok(index) => {
-                        self.namespaces[index].1.insert(name, held);
-                    }
+                match self.namespace(namespace) {
+                    // Located once: where it is, or where it goes.
+                    Ok(index) => match self.namespaces[index].1.locate(name) {
+                        (chunk, Ok(at)) => {
+                            let old = &mut self.namespaces[index].1.chunks[chunk][at].1;
+                            if !self.rebuild {
+                                if self.patched.len() >= self.len {
+                                    self.rebuild = true;
+                                    self.patched = Vec::new();
+                                } else {
+                                    self.patched.push((old.slot, held.object.clone()));
+                                }
+                            }
+                            old.object = held.object;
+                            return;
+                        }
+                        (chunk, Err(at)) => self.namespaces[index].1.insert_at(chunk, at, name, held),
+                    },
                     Err(index) => {
                         let mut names = Names { chunks: Vec::new() };
                         names.insert(name, held);
