@@ -114,8 +114,9 @@ pub struct Inflater {
     /// Whether the current stream has ended with its final block.
     ended: bool,
     text: Vec<u8>,
-    /// Messages read, and how many of them started a new stream.
+    /// Messages read.
     pub messages: usize,
+    /// How many of them started a new stream.
     pub new_streams: usize,
     /// Message bytes read, as sent (compressed, without the WebSocket header).
     pub bytes: usize,
@@ -172,12 +173,15 @@ impl Inflater {
 
 /// A `kubemux.v1+deflate` connection read frame by frame.
 pub struct DeflatedMux {
+    /// The socket, to send on.
     pub ws: MuxSocket,
+    /// What has been read, and its counts.
     pub inflater: Inflater,
     pending: std::collections::VecDeque<serde_json::Value>,
 }
 
 impl DeflatedMux {
+    /// Reads `ws`, which selected `kubemux.v1+deflate`.
     pub fn new(ws: MuxSocket) -> DeflatedMux {
         DeflatedMux { ws, inflater: Inflater::default(), pending: Default::default() }
     }

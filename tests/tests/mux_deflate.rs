@@ -15,7 +15,7 @@ use kubemux_proxy::ProxySettings;
 use kubemux_proxy::mux::MuxSettings;
 use kubemux_testkit::http::metric;
 use kubemux_testkit::wait::poll;
-use kubemux_testkit::ws::{DeflatedMux, mux_connect, mux_connect_offering_deflate, mux_next, mux_send};
+use kubemux_testkit::ws::{DeflatedMux, mux_connect, mux_connect_offering_deflate, mux_next, mux_send, mux_until};
 use serde_json::{Value, json};
 
 const PATH: &str = "/api/v1/namespaces/squeeze/configmaps";
@@ -30,6 +30,10 @@ async fn sim_with_maps(count: usize) -> Sim {
     sim
 }
 
+fn settings(mux: MuxSettings) -> ProxySettings {
+    ProxySettings { listen: "127.0.0.1:0".parse().unwrap(), mux, ..ProxySettings::default() }
+}
+
 fn watch() -> Value {
     json!({"op": "watch", "id": "maps", "cluster": "sim", "path": PATH})
 }
@@ -38,7 +42,7 @@ fn watch() -> Value {
 async fn a_compressed_connection_gets_the_same_frames_as_a_plain_one_in_far_fewer_bytes() {
     let sim = sim_with_maps(50).await;
     let store = &sim.state().store;
-    let proxy = ProxyProcess::start(ProxySettings::default(), kubeconfig(&[("sim", &sim.url(), None)]));
+    let proxy = ProxyProcess::start(settings(MuxSettings::default()), kubeconfig(&[("sim", &sim.url(), None)]));
     let mut plain = mux_connect(&proxy.mux_url()).await;
     let (ws, selected) = mux_connect_offering_deflate(&proxy.mux_url()).await;
     assert_eq!(selected, SUBPROTOCOL_DEFLATE);
@@ -47,7 +51,10 @@ async fn a_compressed_connection_gets_the_same_frames_as_a_plain_one_in_far_fewe
     // Client messages stay text frames on a compressed connection.
     mux_send(&mut deflated.ws, watch()).await;
 
-    // Everything to the end of the writes, in order: the snapshot, `synced`, then each event.
+    // The snapshots, then everything to the end of the writes, in order.
+    let mut from_plain = mux_until(&mut plain, &["synced"]).await;
+    let mut plain_bytes: usize = from_plain.iter().map(|frame| frame.to_string().len()).sum();
+    let mut from_deflated = deflated.until(&["synced"]).await;
     let writes = 200;
     for i in 0..writes {
         let name = format!("map-{:03}", i % 50);
@@ -59,7 +66,6 @@ async fn a_compressed_connection_gets_the_same_frames_as_a_plain_one_in_far_fewe
             .unwrap();
     }
     store.create(&CONFIGMAPS, "squeeze", json!({"metadata": {"name": "the-end"}})).unwrap();
-    let (mut from_plain, mut plain_bytes) = (Vec::new(), 0usize);
     loop {
         let frame = mux_next(&mut plain).await;
         plain_bytes += frame.to_string().len();
@@ -69,7 +75,6 @@ async fn a_compressed_connection_gets_the_same_frames_as_a_plain_one_in_far_fewe
             break;
         }
     }
-    let mut from_deflated = Vec::new();
     loop {
         let frame = deflated.next().await;
         let end = frame["object"]["metadata"]["name"] == "the-end";
@@ -105,7 +110,7 @@ async fn an_idle_compressed_connection_drops_its_compressor_and_starts_a_new_str
     let sim = sim_with_maps(3).await;
     let store = &sim.state().store;
     let mux = MuxSettings { deflate_idle_release: Duration::from_millis(300), ..MuxSettings::default() };
-    let proxy = ProxyProcess::start(ProxySettings { mux, ..ProxySettings::default() }, kubeconfig(&[("sim", &sim.url(), None)]));
+    let proxy = ProxyProcess::start(settings(mux), kubeconfig(&[("sim", &sim.url(), None)]));
     let metrics = format!("{}/metrics", proxy.http_url());
     let (ws, _) = mux_connect_offering_deflate(&proxy.mux_url()).await;
     let mut deflated = DeflatedMux::new(ws);
@@ -129,7 +134,7 @@ async fn an_idle_compressed_connection_drops_its_compressor_and_starts_a_new_str
 async fn a_proxy_with_deflate_off_selects_plain_frames() {
     let sim = sim_with_maps(2).await;
     let mux = MuxSettings { deflate: false, ..MuxSettings::default() };
-    let proxy = ProxyProcess::start(ProxySettings { mux, ..ProxySettings::default() }, kubeconfig(&[("sim", &sim.url(), None)]));
+    let proxy = ProxyProcess::start(settings(mux), kubeconfig(&[("sim", &sim.url(), None)]));
     let (mut ws, selected) = mux_connect_offering_deflate(&proxy.mux_url()).await;
     assert_eq!(selected, SUBPROTOCOL);
     mux_send(&mut ws, watch()).await;

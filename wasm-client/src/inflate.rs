@@ -6,35 +6,29 @@
 //! the package. Streams are asynchronous, so the frames of a message arrive a few microtasks
 //! after it; each new stream (a message whose first byte is `1`) is read only once the previous
 //! one has given all it holds, so frames stay in the order the proxy sent them. A stream that
-//! cannot be read (corrupt data, a header byte it does not know) reports it once through `fail`,
-//! and the shell treats the connection as dropped.
+//! cannot be read (corrupt data, a header byte it does not know) reports it once, with an
+//! `error` event, and the shell treats the connection as dropped. Frames are dispatched as
+//! events so that the shell listens to them as it listens to the socket, with gloo's
+//! `EventListener`: a closure type of their own would cost the package 1 KiB of glue.
 
-use js_sys::Function;
 use wasm_bindgen::prelude::*;
 
 #[wasm_bindgen(inline_js = r#"
-export class Inflater {
-  constructor(deliver, fail) {
-    this.deliver = deliver;
-    this.fail = fail;
-    this.writer = null;
-    this.tail = Promise.resolve();
-    this.stopped = false;
-  }
+export class Inflater extends EventTarget {
+  constructor() { super(); this.w = null; this.tail = Promise.resolve(); this.stopped = false; }
   push(data) {
     if (this.stopped) return;
     const bytes = new Uint8Array(data);
     if (bytes[0] === 1) {
-      if (this.writer !== null) this.writer.close().catch(() => {});
+      if (this.w) this.w.close().catch(() => {});
       const stream = new DecompressionStream("deflate-raw");
-      this.writer = stream.writable.getWriter();
+      this.w = stream.writable.getWriter();
       const reader = stream.readable.pipeThrough(new TextDecoderStream()).getReader();
       this.tail = this.tail.then(() => this.read(reader));
-    } else if (bytes[0] !== 0 || this.writer === null) {
-      this.broken(bytes.length === 0 ? "an empty message" : bytes[0] === 0 ? "a message that continues no stream" : "an unknown message header " + bytes[0]);
-      return;
+    } else if (bytes[0] !== 0 || !this.w) {
+      return this.broken("a message of header " + bytes[0]);
     }
-    this.writer.write(bytes.subarray(1)).catch(() => {});
+    this.w.write(bytes.subarray(1)).catch(() => {});
   }
   async read(reader) {
     let text = "";
@@ -42,48 +36,50 @@ export class Inflater {
       for (;;) {
         const { value, done } = await reader.read();
         if (done || this.stopped) return;
-        text = text.length === 0 ? value : text + value;
-        let start = 0;
-        let at;
+        text += value;
+        let start = 0, at;
         while ((at = text.indexOf("\x1e", start)) !== -1) {
-          this.deliver(text.slice(start, at));
+          this.dispatchEvent(new MessageEvent("message", { data: text.slice(start, at) }));
           if (this.stopped) return;
           start = at + 1;
         }
-        text = start === text.length ? "" : text.slice(start);
+        text = text.slice(start);
       }
     } catch (error) {
-      this.broken(String(error));
+      this.broken(error);
     }
   }
   broken(why) {
     if (this.stopped) return;
     this.stop();
     console.error("kubemux: the compressed stream broke, reconnecting:", why);
-    this.fail(why);
+    this.dispatchEvent(new Event("error"));
   }
   stop() {
     this.stopped = true;
-    if (this.writer !== null) this.writer.abort().catch(() => {});
-    this.writer = null;
+    if (this.w) this.w.abort().catch(() => {});
   }
 }
 export function canInflate() {
-  return typeof DecompressionStream === "function" && typeof TextDecoderStream === "function";
+  return typeof DecompressionStream == "function" && typeof TextDecoderStream == "function";
 }
 "#)]
 extern "C" {
-    /// One connection's decompression.
+    /// One connection's decompression: an `EventTarget` that dispatches each frame as a
+    /// `message` event whose `data` is its text, as the socket does for a text frame, and an
+    /// `error` event once if the stream breaks.
+    #[wasm_bindgen(extends = web_sys::EventTarget)]
+    #[derive(Clone)]
     pub type Inflater;
 
     #[wasm_bindgen(constructor)]
-    pub fn new(deliver: &Function, fail: &Function) -> Inflater;
+    pub fn new() -> Inflater;
 
     /// A binary message (an `ArrayBuffer`).
     #[wasm_bindgen(method)]
     pub fn push(this: &Inflater, data: &JsValue);
 
-    /// Stops delivering: the connection is gone.
+    /// Stops dispatching: the connection is gone.
     #[wasm_bindgen(method)]
     pub fn stop(this: &Inflater);
 

@@ -78,13 +78,13 @@ impl SubEntry {
 struct Connection {
     ws: WebSocket,
     _listeners: [EventListener; 3],
-    /// A compressed connection's decompression and the two closures it calls.
-    inflate: Option<(Inflater, [Closure<dyn FnMut(JsValue)>; 2])>,
+    /// A compressed connection's decompression and the listeners of its frames and its failure.
+    inflate: Option<(Inflater, [EventListener; 2])>,
 }
 
 impl Drop for Connection {
     fn drop(&mut self) {
-        // Before its closures go: a stream still being read delivers nothing more.
+        // Before its listeners go: a stream still being read delivers nothing more.
         if let Some((inflater, _)) = &self.inflate {
             inflater.stop();
         }
@@ -197,24 +197,29 @@ impl Shell {
             protocols.push(&JsValue::from_str(&crate::token::bearer_protocol(token)));
         }
         let ws = WebSocket::new_with_str_sequence(&self.url, &protocols)?;
-        let inflate = self.deflate.then(|| {
+        let inflater = self.deflate.then(|| {
             ws.set_binary_type(BinaryType::Arraybuffer);
-            let deliver = {
+            Inflater::new()
+        });
+        let inflate = inflater.clone().map(|inflater| {
+            let on_frame = {
                 let weak = weak.clone();
-                Closure::<dyn FnMut(JsValue)>::new(move |text: JsValue| on_socket(&weak, generation, |shell, now| shell.receive(now, &text)))
+                EventListener::new(&inflater, "message", move |event| {
+                    let data = event.unchecked_ref::<MessageEvent>().data();
+                    on_socket(&weak, generation, |shell, now| shell.receive(now, &data));
+                })
             };
-            let fail = {
+            let on_broken = {
                 let weak = weak.clone();
-                Closure::<dyn FnMut(JsValue)>::new(move |_why: JsValue| {
+                EventListener::new(&inflater, "error", move |_| {
                     on_socket(&weak, generation, |shell, now| {
                         shell.connection = None;
                         shell.core.on_close(now, None)
                     })
                 })
             };
-            (Inflater::new(deliver.as_ref().unchecked_ref(), fail.as_ref().unchecked_ref()), [deliver, fail])
+            (inflater, [on_frame, on_broken])
         });
-        let inflater = inflate.as_ref().map(|(inflater, _)| inflater.clone());
 
         let on_open = {
             let weak = weak.clone();
@@ -444,14 +449,21 @@ impl Drop for Shell {
 
 /// Runs `step` on the shell, performs the core's outputs, then calls the application.
 pub fn drive(shared: &Shared, step: impl FnOnce(&mut Shell, u64) -> Vec<Output>) {
-    let weak = Rc::downgrade(shared);
-    let (notes, closed_before) = {
+    let now = js::now();
+    let (outputs, closed_before) = {
         let mut shell = shared.borrow_mut();
         let closed_before = shell.core.is_closed();
-        let now = js::now();
-        let outputs = step(&mut shell, now);
-        (shell.perform(&weak, outputs, now), closed_before)
+        (step(&mut shell, now), closed_before)
     };
+    finish(shared, outputs, now, closed_before);
+}
+
+/// The part of [`drive`] that does not depend on the step: one copy in the package, not one per
+/// caller (`drive` has a score of callers, and each copy cost some 800 bytes of wasm).
+#[inline(never)]
+fn finish(shared: &Shared, outputs: Vec<Output>, now: u64, closed_before: bool) {
+    let weak = Rc::downgrade(shared);
+    let notes = shared.borrow_mut().perform(&weak, outputs, now);
     for (sub, callback, args) in notes {
         // A callback may have closed the Mux or a subscription: deliver nothing more to them.
         {
