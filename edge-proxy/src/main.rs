@@ -47,6 +47,12 @@ struct Args {
     /// Queued outbound bytes per connection before its heaviest subscriptions are reset.
     #[arg(long, default_value_t = 16 * 1024 * 1024)]
     max_queued_bytes: usize,
+    /// Whether a /mux client that offers kubemux.v1+deflate gets its frames compressed.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    deflate: bool,
+    /// Seconds a compressed /mux connection may send nothing before it drops its compressor.
+    #[arg(long, default_value = "30", value_parser = config::parse_seconds, allow_negative_numbers = true)]
+    deflate_idle_release: Duration,
     /// Recent events kept per upstream watch for resuming clients.
     #[arg(long, default_value_t = 1024)]
     history: usize,
@@ -147,6 +153,8 @@ fn flags(args: &Args, matches: &ArgMatches, only_given: bool) -> FileConfig {
         max_subscriptions: take("max_subscriptions").then_some(args.max_subscriptions),
         max_message_bytes: take("max_message_bytes").then_some(args.max_message_bytes),
         max_queued_bytes: take("max_queued_bytes").then_some(args.max_queued_bytes),
+        deflate: take("deflate").then_some(args.deflate),
+        deflate_idle_release: take("deflate_idle_release").then_some(args.deflate_idle_release),
         history: take("history").then_some(args.history),
         upstream_idle_timeout: take("upstream_idle_timeout").then(|| Duration::from_secs(args.upstream_idle_timeout)),
         linger: take("linger").then(|| Duration::from_secs(args.linger)),

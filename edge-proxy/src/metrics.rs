@@ -26,6 +26,11 @@ pub struct Metrics {
     pub events_out: Counter,
     /// Bytes of frames sent to clients.
     pub bytes_out: Counter,
+    /// Bytes of the compressed messages sent to `kubemux.v1+deflate` connections (their frames
+    /// are counted, uncompressed, in `bytes_out` too).
+    pub deflated_bytes_out: Counter,
+    /// Compressed streams open, each holding a compressor (`mux::deflate`).
+    pub deflate_streams: Gauge,
     /// Bytes queued for clients right now.
     pub queued_bytes: Gauge,
     /// Subscriptions whose queued events were dropped because their connection's queue was
@@ -141,6 +146,8 @@ impl Default for Metrics {
             events_in: Counter::default(),
             events_out: Counter::default(),
             bytes_out: Counter::default(),
+            deflated_bytes_out: Counter::default(),
+            deflate_streams: Gauge::default(),
             queued_bytes: Gauge::default(),
             overflows: Counter::default(),
             resets: Family::default(),
@@ -162,6 +169,8 @@ impl Default for Metrics {
         registry.register("events_in", "Events received from upstream watches", metrics.events_in.clone());
         registry.register("events_out", "Event frames sent to clients", metrics.events_out.clone());
         registry.register("bytes_out", "Bytes of frames sent to clients", metrics.bytes_out.clone());
+        registry.register("deflated_bytes_out", "Bytes of compressed messages sent to kubemux.v1+deflate connections", metrics.deflated_bytes_out.clone());
+        registry.register("deflate_streams", "Compressed streams open, each holding its compressor", metrics.deflate_streams.clone());
         registry.register("queued_bytes", "Bytes queued for clients", metrics.queued_bytes.clone());
         registry.register("overflows", "Subscriptions whose queue overflowed", metrics.overflows.clone());
         registry.register("resets", "Subscription resets by cause", metrics.resets.clone());

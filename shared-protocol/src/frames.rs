@@ -13,6 +13,22 @@ use serde_json::{Map, Value};
 /// The WebSocket subprotocol of this protocol.
 pub const SUBPROTOCOL: &str = "kubemux.v1";
 
+/// The same protocol with the server's frames compressed (`docs/PROTOCOL.md` §1.1): one raw
+/// DEFLATE stream per connection, sent as binary messages. A client offers it before
+/// [`SUBPROTOCOL`]; a server that does not speak it selects [`SUBPROTOCOL`].
+pub const SUBPROTOCOL_DEFLATE: &str = "kubemux.v1+deflate";
+
+/// The first byte of a `kubemux.v1+deflate` message whose data continues the current stream.
+pub const DEFLATE_CONTINUE: u8 = 0;
+
+/// The first byte of a `kubemux.v1+deflate` message whose data starts a new stream (the
+/// previous one, if any, ended with its final block).
+pub const DEFLATE_NEW_STREAM: u8 = 1;
+
+/// What follows each frame in a `kubemux.v1+deflate` stream: the record separator (U+001E),
+/// which JSON text cannot contain (a pretty-printed object may hold newlines).
+pub const FRAME_SEPARATOR: u8 = 0x1e;
+
 /// Longest subscription id.
 pub const MAX_ID_LEN: usize = 128;
 

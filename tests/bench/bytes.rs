@@ -27,8 +27,9 @@ use kube_sim::resources::{NAMESPACES, PODS};
 use kube_sim::{Seed, Sim, SimConfig};
 use kubemux_e2e::{ProxyProcess, kubeconfig, sim_client};
 use kubemux_protocol::delta::{LAST_APPLIED, Projection, merge_patch};
-use kubemux_protocol::frames::SUBPROTOCOL;
+use kubemux_protocol::frames::{SUBPROTOCOL, SUBPROTOCOL_DEFLATE};
 use kubemux_proxy::ProxySettings;
+use kubemux_testkit::ws::{DeflatedMux, mux_connect_offering_deflate};
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
@@ -164,10 +165,7 @@ fn change(pod: &mut Value, beat: usize, rng: &mut fastrand::Rng) {
 
 type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
-async fn proxy_watch(mux_url: &str, path: &str, projection: bool, deltas: bool) -> anyhow::Result<Ws> {
-    let mut request = mux_url.into_client_request()?;
-    request.headers_mut().insert("sec-websocket-protocol", SUBPROTOCOL.parse()?);
-    let (mut ws, _) = tokio_tungstenite::connect_async(request).await?;
+fn watch_frame(path: &str, projection: bool, deltas: bool) -> Message {
     let mut watch = json!({"op": "watch", "id": "bytes", "cluster": "sim", "path": path});
     if projection {
         watch["projection"] = json!("default");
@@ -175,7 +173,14 @@ async fn proxy_watch(mux_url: &str, path: &str, projection: bool, deltas: bool) 
     if deltas {
         watch["deltas"] = json!(true);
     }
-    ws.send(Message::Text(watch.to_string().into())).await?;
+    Message::Text(watch.to_string().into())
+}
+
+async fn proxy_watch(mux_url: &str, path: &str, projection: bool, deltas: bool) -> anyhow::Result<Ws> {
+    let mut request = mux_url.into_client_request()?;
+    request.headers_mut().insert("sec-websocket-protocol", SUBPROTOCOL.parse()?);
+    let (mut ws, _) = tokio_tungstenite::connect_async(request).await?;
+    ws.send(watch_frame(path, projection, deltas)).await?;
     while let Some(message) = ws.next().await {
         if let Message::Text(text) = message?
             && text.as_str().starts_with(r#"{"op":"synced""#)
@@ -184,6 +189,38 @@ async fn proxy_watch(mux_url: &str, path: &str, projection: bool, deltas: bool) 
         }
     }
     bail!("the proxy closed before synced")
+}
+
+/// A watch on a `kubemux.v1+deflate` connection, as the npm package opens it, once synced.
+async fn deflated_watch(mux_url: &str, path: &str, projection: bool, deltas: bool) -> anyhow::Result<DeflatedMux> {
+    let (ws, selected) = mux_connect_offering_deflate(mux_url).await;
+    anyhow::ensure!(selected == SUBPROTOCOL_DEFLATE, "the proxy selected {selected:?}");
+    let mut mux = DeflatedMux::new(ws);
+    mux.ws.send(watch_frame(path, projection, deltas)).await?;
+    mux.until(&["synced"]).await;
+    Ok(mux)
+}
+
+/// Counts every message a compressed connection gets, with its WebSocket header, up to the one
+/// whose frames include the one carrying `END_LABEL` (counted whole: it also carries writes'
+/// frames), and the frames before that one.
+async fn count_deflated_until_end(mut mux: DeflatedMux) -> Sent {
+    let mut sent = Sent::default();
+    let before = mux.inflater.wire_bytes;
+    loop {
+        let frame = mux.next().await;
+        if frame.to_string().contains(END_LABEL) {
+            break;
+        }
+        match frame["op"].as_str() {
+            Some("patch") => sent.patches += 1,
+            Some("event") => sent.events += 1,
+            _ => sent.bookmarks += 1,
+        }
+    }
+    sent.bytes = mux.inflater.wire_bytes - before;
+    sent.messages = mux.inflater.messages;
+    sent
 }
 
 /// A WebSocket frame's header from server to client (unmasked) for a payload of `len` bytes.
@@ -324,6 +361,8 @@ fn model(initial: &[Value], frames: &[String]) -> anyhow::Result<(Model, Deflate
 #[derive(Debug, Default)]
 struct Sent {
     bytes: usize,
+    /// WebSocket messages, on a compressed connection.
+    messages: usize,
     events: usize,
     patches: usize,
     bookmarks: usize,
@@ -373,6 +412,8 @@ async fn main() -> anyhow::Result<()> {
     let slim = proxy_watch(&proxy.mux_url(), &path, true, false).await?;
     let delta = proxy_watch(&proxy.mux_url(), &path, false, true).await?;
     let slim_delta = proxy_watch(&proxy.mux_url(), &path, true, true).await?;
+    let deflated_whole = deflated_watch(&proxy.mux_url(), &path, false, false).await?;
+    let deflated_slim_delta = deflated_watch(&proxy.mux_url(), &path, true, true).await?;
 
     eprintln!("bench-bytes: {CHANGES} writes over {POD_COUNT} pods...");
     let direct = tokio::spawn(async move {
@@ -404,6 +445,8 @@ async fn main() -> anyhow::Result<()> {
     let projected = tokio::spawn(count_until_end(slim));
     let delta = tokio::spawn(count_until_end(delta));
     let slim_delta = tokio::spawn(count_until_end(slim_delta));
+    let deflated_whole = tokio::spawn(count_deflated_until_end(deflated_whole));
+    let deflated_slim_delta = tokio::spawn(count_deflated_until_end(deflated_slim_delta));
     let mut tick = tokio::time::interval(Duration::from_millis(1));
     for beat in 0..CHANGES {
         if beat % PER_TICK == 0 {
@@ -428,6 +471,8 @@ async fn main() -> anyhow::Result<()> {
     let projected = tokio::time::timeout(Duration::from_secs(60), projected).await.context("the projecting watch fell behind")??.context("the projecting watch ended early")?;
     let delta = tokio::time::timeout(Duration::from_secs(60), delta).await.context("the delta watch fell behind")??.context("the delta watch ended early")?;
     let slim_delta = tokio::time::timeout(Duration::from_secs(60), slim_delta).await.context("the projecting delta watch fell behind")??.context("the projecting delta watch ended early")?;
+    let deflated_whole = tokio::time::timeout(Duration::from_secs(60), deflated_whole).await.context("the compressed watch fell behind")??;
+    let deflated_slim_delta = tokio::time::timeout(Duration::from_secs(60), deflated_slim_delta).await.context("the compressed projecting delta watch fell behind")??;
     let frames = tokio::time::timeout(Duration::from_secs(60), proxied).await.context("the proxied watch fell behind")??;
     if direct_seen != CHANGES || frames.len() != CHANGES {
         bail!("events lost: {direct_seen} direct and {} proxied of {CHANGES}", frames.len());
@@ -455,6 +500,15 @@ async fn main() -> anyhow::Result<()> {
         ),
         row("today's frames, deflated (permessage-deflate)", deflated.bytes, &format!("modelled; {:.1} µs of deflate per event", micros(&deflated))),
         row("projection and deltas, deflated", deflated_both.bytes, &format!("modelled; {:.1} µs of deflate per event", micros(&deflated_both))),
+        row("whole objects on `kubemux.v1+deflate`, as the proxy sends them", deflated_whole.bytes, &format!("measured ({} events in {} messages)", deflated_whole.events, deflated_whole.messages)),
+        row(
+            "projection and deltas on `kubemux.v1+deflate`, as the proxy sends them",
+            deflated_slim_delta.bytes,
+            &format!(
+                "measured ({} patches, {} whole events, {} bookmarks, in {} messages)",
+                deflated_slim_delta.patches, deflated_slim_delta.events, deflated_slim_delta.bookmarks, deflated_slim_delta.messages
+            ),
+        ),
     ];
     sizes.sort_unstable();
     println!("columns\tbytes per MODIFIED pod event\tbytes\tof the raw watch\tgoal ≤ 0.1×\thow");
@@ -469,7 +523,8 @@ async fn main() -> anyhow::Result<()> {
          the kubelet's status updates (readiness flips, restarts, probe times) and the rest an operator's annotation, each stamping its manager's \
          managedFields time. Measured: each MODIFIED line of a direct watch on kube-sim, and each frame through kubemux-proxy with its WebSocket header, for a watch \
          without a projection, one with `\"projection\":\"default\"`, one with `\"deltas\":true` and one with both (whatever each is sent for the writes: \
-         events, patches, and the bookmarks of hidden changes). \
+         events, patches, and the bookmarks of hidden changes), and the first and last of these on a `kubemux.v1+deflate` connection (the compressed \
+         messages with their WebSocket headers, up to and including the one that carries the last write's frame; zlib level {}). \
          Modelled from the proxy's whole-object frames in order with `kubemux_protocol::delta` (what the measured rows should come to): \
          the default projection (no managedFields, no last-applied annotation); a merge-patch delta (RFC 7386) against the version the subscriber holds, \
          sent whole when no smaller; both, where an event whose projected object changed only in its resourceVersion is not sent ({} of {CHANGES} here, \
@@ -477,6 +532,7 @@ async fn main() -> anyhow::Result<()> {
          permessage-deflate with context takeover would send it (zlib level 6, one sync flush per message), with the time it took on this machine.",
         sizes.first().copied().unwrap_or(0),
         sizes.last().copied().unwrap_or(0),
+        kubemux_proxy::mux::DEFLATE_LEVEL,
         m.suppressed,
         m.full_instead
     )?;

@@ -11,7 +11,8 @@
 //! handle. `onEvent`, `getSnapshot()` and `items()` all hand out that same object; nothing is
 //! serialised, copied or parsed again on the way. Other frames (synced, bookmarks, inventories,
 //! errors, pongs, and any frame of an unusual shape) are rare and take the text path: the core
-//! decodes them as natively.
+//! decodes them as natively. On a `kubemux.v1+deflate` connection (offered where the engine has
+//! `DecompressionStream`) the frames come out of [`inflate::Inflater`] as text, and go the same way.
 
 use std::cell::RefCell;
 use std::collections::{BTreeMap, VecDeque};
@@ -20,10 +21,11 @@ use std::rc::{Rc, Weak};
 use gloo_events::EventListener;
 use js_sys::{Array, Function, Object};
 use kubemux_protocol::client::{ClientCore, ConnectionState, EventFrame, PatchFrame, SubscriptionState, ViewChange};
-use kubemux_protocol::frames::{EventType, SUBPROTOCOL};
+use kubemux_protocol::frames::{EventType, SUBPROTOCOL, SUBPROTOCOL_DEFLATE};
 use wasm_bindgen::prelude::*;
-use web_sys::{CloseEvent, MessageEvent, WebSocket};
+use web_sys::{BinaryType, CloseEvent, MessageEvent, WebSocket};
 
+use crate::inflate::{self, Inflater};
 use crate::{js, patch};
 
 /// The core as the browser holds it: objects are the engine's own.
@@ -76,10 +78,16 @@ impl SubEntry {
 struct Connection {
     ws: WebSocket,
     _listeners: [EventListener; 3],
+    /// A compressed connection's decompression and the listeners of its frames and its failure.
+    inflate: Option<(Inflater, [EventListener; 2])>,
 }
 
 impl Drop for Connection {
     fn drop(&mut self) {
+        // Before its listeners go: a stream still being read delivers nothing more.
+        if let Some((inflater, _)) = &self.inflate {
+            inflater.stop();
+        }
         // Only 1000 and 3000–4999 may be sent by script; closing a closed socket is a no-op.
         let _ = self.ws.close_with_code(1000);
     }
@@ -100,6 +108,8 @@ pub struct Shell {
     url: String,
     /// The connection token, kept only to offer it as a subprotocol; never logged.
     token: Option<String>,
+    /// Whether to offer `kubemux.v1+deflate` (`compression`, and the engine can read it).
+    deflate: bool,
     on_state: Option<Function>,
     on_error: Option<Function>,
     /// By id. A handful of short ids: a `BTreeMap`'s few comparisons cost less than hashing
@@ -132,11 +142,12 @@ type Notification = (Option<String>, Function, Vec<JsValue>);
 
 impl Shell {
     /// A shell that has not connected yet.
-    pub fn new(core: Core, url: String, token: Option<String>, on_state: Option<Function>, on_error: Option<Function>) -> Shared {
+    pub fn new(core: Core, url: String, token: Option<String>, deflate: bool, on_state: Option<Function>, on_error: Option<Function>) -> Shared {
         let shell = Shell {
             core,
             url,
             token,
+            deflate: deflate && inflate::can_inflate(),
             on_state,
             on_error,
             subs: BTreeMap::new(),
@@ -178,11 +189,37 @@ impl Shell {
         self.generation += 1;
         let generation = self.generation;
         let protocols = Array::new();
+        if self.deflate {
+            protocols.push(&JsValue::from_str(SUBPROTOCOL_DEFLATE));
+        }
         protocols.push(&JsValue::from_str(SUBPROTOCOL));
         if let Some(token) = &self.token {
             protocols.push(&JsValue::from_str(&crate::token::bearer_protocol(token)));
         }
         let ws = WebSocket::new_with_str_sequence(&self.url, &protocols)?;
+        let inflater = self.deflate.then(|| {
+            ws.set_binary_type(BinaryType::Arraybuffer);
+            Inflater::new()
+        });
+        let inflate = inflater.clone().map(|inflater| {
+            let on_frame = {
+                let weak = weak.clone();
+                EventListener::new(&inflater, "message", move |event| {
+                    let data = event.unchecked_ref::<MessageEvent>().data();
+                    on_socket(&weak, generation, |shell, now| shell.receive(now, &data));
+                })
+            };
+            let on_broken = {
+                let weak = weak.clone();
+                EventListener::new(&inflater, "error", move |_| {
+                    on_socket(&weak, generation, |shell, now| {
+                        shell.connection = None;
+                        shell.core.on_close(now, None)
+                    })
+                })
+            };
+            (inflater, [on_frame, on_broken])
+        });
 
         let on_open = {
             let weak = weak.clone();
@@ -194,7 +231,11 @@ impl Shell {
                 // A "message" event of a WebSocket is a MessageEvent (no `instanceof` needed); a
                 // binary frame's data is no text, and is not the protocol's.
                 let data = event.unchecked_ref::<MessageEvent>().data();
-                on_socket(&weak, generation, |shell, now| shell.receive(now, &data));
+                match &inflater {
+                    // A compressed connection's binary message: its frames come through `deliver`.
+                    Some(inflater) if !data.is_string() => inflater.push(&data),
+                    _ => on_socket(&weak, generation, |shell, now| shell.receive(now, &data)),
+                }
             })
         };
         let on_close = {
@@ -207,7 +248,7 @@ impl Shell {
                 });
             })
         };
-        self.connection = Some(Connection { ws, _listeners: [on_open, on_message, on_close] });
+        self.connection = Some(Connection { ws, _listeners: [on_open, on_message, on_close], inflate });
         Ok(())
     }
 
@@ -408,14 +449,21 @@ impl Drop for Shell {
 
 /// Runs `step` on the shell, performs the core's outputs, then calls the application.
 pub fn drive(shared: &Shared, step: impl FnOnce(&mut Shell, u64) -> Vec<Output>) {
-    let weak = Rc::downgrade(shared);
-    let (notes, closed_before) = {
+    let now = js::now();
+    let (outputs, closed_before) = {
         let mut shell = shared.borrow_mut();
         let closed_before = shell.core.is_closed();
-        let now = js::now();
-        let outputs = step(&mut shell, now);
-        (shell.perform(&weak, outputs, now), closed_before)
+        (step(&mut shell, now), closed_before)
     };
+    finish(shared, outputs, now, closed_before);
+}
+
+/// The part of [`drive`] that does not depend on the step: one copy in the package, not one per
+/// caller (`drive` has a score of callers, and each copy cost some 800 bytes of wasm).
+#[inline(never)]
+fn finish(shared: &Shared, outputs: Vec<Output>, now: u64, closed_before: bool) {
+    let weak = Rc::downgrade(shared);
+    let notes = shared.borrow_mut().perform(&weak, outputs, now);
     for (sub, callback, args) in notes {
         // A callback may have closed the Mux or a subscription: deliver nothing more to them.
         {

@@ -234,6 +234,38 @@ async fn a_delta_watch_holds_what_a_whole_watch_holds_for_fewer_bytes() {
     mux.close();
 }
 
+/// `compression` (default `"deflate"`): the proxy sends `kubemux.v1+deflate`, the browser's
+/// `DecompressionStream` reads it, and the application holds exactly what a plain connection's
+/// does, the proxy having put a fraction of the bytes on the wire for it.
+#[wasm_bindgen_test]
+async fn a_compressed_connection_holds_what_a_plain_one_holds_for_fewer_bytes() {
+    let (mux, _states, info) = connect().await;
+    let plain = Mux::new(get_str(&info, "mux"), object(&[("compression", "none".into())])).unwrap();
+    let (log, handlers) = recorder(SUB_CALLBACKS, &[]);
+    let squeezed = mux.watch(pods_request(&info), handlers).unwrap();
+    let (plain_log, plain_handlers) = recorder(SUB_CALLBACKS, &[]);
+    let whole = plain.watch(pods_request(&info), plain_handlers).unwrap();
+    wait_for(15.0, "both snapshots", || log.borrow().count("onSynced") >= 1 && plain_log.borrow().count("onSynced") >= 1).await;
+    let events = log.borrow().count("onEvent");
+    wait_for(30.0, "churn to change pods", || log.borrow().count("onEvent") >= events + 8).await;
+    wait_for(15.0, "both connections at the same versions", || names_and_versions(&squeezed.items().unwrap()) == names_and_versions(&whole.items().unwrap())).await;
+    let (mine, theirs) = (js_sys::Array::from(&squeezed.items().unwrap()), js_sys::Array::from(&whole.items().unwrap()));
+    assert!(mine.length() > 0);
+    for (mine, theirs) in mine.iter().zip(theirs.iter()) {
+        assert_eq!(as_json(&mine), as_json(&theirs), "a pod read from the compressed stream is the plain connection's pod");
+    }
+    let connection = |stats: &JsValue, field: &str| get(&get(stats, "connection"), field).as_f64().unwrap();
+    let stats = wasm_bindgen_futures::JsFuture::from(mux.stats()).await.expect("stats() resolves");
+    let (frames, wire) = (connection(&stats, "bytesOut"), connection(&stats, "wireBytesOut"));
+    assert!(wire * 3.0 < frames, "compressed: {wire} bytes on the wire for {frames} of frames");
+    let stats = wasm_bindgen_futures::JsFuture::from(plain.stats()).await.expect("stats() resolves");
+    assert_eq!(connection(&stats, "wireBytesOut"), connection(&stats, "bytesOut"), "`compression: \"none\"` is plain frames");
+    let bad = Mux::new(get_str(&info, "mux"), object(&[("compression", "gzip".into())])).err().unwrap();
+    assert!(is_type_error(&bad) && message(bad.clone()).contains("`compression`"), "{}", message(bad));
+    mux.close();
+    plain.close();
+}
+
 #[wasm_bindgen_test]
 async fn methods_after_close_throw_clear_errors() {
     let (mux, states, info) = connect().await;

@@ -37,6 +37,10 @@ pub struct FileConfig {
     pub max_message_bytes: Option<usize>,
     /// `maxQueuedBytes`.
     pub max_queued_bytes: Option<usize>,
+    /// `deflate`.
+    pub deflate: Option<bool>,
+    /// `deflateIdleRelease` (seconds).
+    pub deflate_idle_release: Option<Duration>,
     /// `history`.
     pub history: Option<usize>,
     /// `upstreamIdleTimeout` (seconds).
@@ -72,6 +76,8 @@ impl FileConfig {
         put(&mut settings.mux.max_subscriptions, &self.max_subscriptions);
         put(&mut settings.mux.max_message_bytes, &self.max_message_bytes);
         put(&mut settings.mux.max_queued_bytes, &self.max_queued_bytes);
+        put(&mut settings.mux.deflate, &self.deflate);
+        put(&mut settings.mux.deflate_idle_release, &self.deflate_idle_release);
         put(&mut settings.registry.history, &self.history);
         put(&mut settings.registry.idle_timeout, &self.upstream_idle_timeout);
         put(&mut settings.registry.linger, &self.linger);
@@ -164,6 +170,8 @@ struct RawConfig {
     max_subscriptions: Option<usize>,
     max_message_bytes: Option<usize>,
     max_queued_bytes: Option<usize>,
+    deflate: Option<bool>,
+    deflate_idle_release: Option<Spanned<f64>>,
     history: Option<usize>,
     upstream_idle_timeout: Option<Spanned<f64>>,
     linger: Option<Spanned<f64>>,
@@ -406,6 +414,8 @@ pub fn parse(file: &Path, text: &str) -> Result<FileConfig, ConfigError> {
         max_subscriptions: raw.max_subscriptions,
         max_message_bytes: raw.max_message_bytes,
         max_queued_bytes: raw.max_queued_bytes,
+        deflate: raw.deflate,
+        deflate_idle_release: seconds(&raw.deflate_idle_release, "deflateIdleRelease")?,
         history: raw.history,
         upstream_idle_timeout: seconds(&raw.upstream_idle_timeout, "upstreamIdleTimeout")?,
         linger: seconds(&raw.linger, "linger")?,
@@ -539,8 +549,8 @@ pub fn parse_seconds(text: &str) -> Result<Duration, String> {
 fn hint(key: &str) -> Option<&'static str> {
     Some(match key {
         "maxSubscriptions" | "maxMessageBytes" | "maxQueuedBytes" | "history" => "give a whole number, 0 or more",
-        "upstreamIdleTimeout" | "linger" | "terminalGrace" | "terminalPingInterval" | "healthInterval" | "drainPeriod" => "give a number of seconds, 0 or more",
-        "allowAnonymousRemote" | "allContexts" => "give true or false",
+        "upstreamIdleTimeout" | "deflateIdleRelease" | "linger" | "terminalGrace" | "terminalPingInterval" | "healthInterval" | "drainPeriod" => "give a number of seconds, 0 or more",
+        "allowAnonymousRemote" | "allContexts" | "deflate" => "give true or false",
         "allowedOrigins" => "give a list of origins, like [\"https://dash.example.com\"]",
         "clusters" => "give a list of clusters, each a mapping with name and kubeconfig or server",
         "forwards" => "give a list of forwards, each a mapping with name, cluster, target, port and localPort",

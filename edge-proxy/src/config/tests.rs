@@ -235,6 +235,8 @@ fn the_example_documents_every_key_and_validates() {
         "maxSubscriptions",
         "maxMessageBytes",
         "maxQueuedBytes",
+        "deflate",
+        "deflateIdleRelease",
         "history",
         "upstreamIdleTimeout",
         "linger",

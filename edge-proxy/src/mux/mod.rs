@@ -2,6 +2,8 @@
 //! connection (origin and token through [`crate::auth::admit`], subprotocol) is checked before the upgrade, so a browser gets an HTTP
 //! status instead of a socket that dies.
 
+mod deflate;
+pub use deflate::LEVEL as DEFLATE_LEVEL;
 pub mod encode;
 pub mod outbox;
 mod session;
@@ -14,7 +16,7 @@ use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::http::{HeaderMap, header};
 use axum::response::{IntoResponse, Response};
-use kubemux_protocol::frames::SUBPROTOCOL;
+use kubemux_protocol::frames::{SUBPROTOCOL, SUBPROTOCOL_DEFLATE};
 
 use crate::AppState;
 use crate::auth::{Admitted, Refusal};
@@ -47,6 +49,12 @@ pub struct MuxSettings {
     pub ping_interval: Duration,
     /// A connection that sends nothing (not even a pong) for this long is dropped.
     pub dead_after: Duration,
+    /// Whether a client that offers `kubemux.v1+deflate` gets it (`deflate`, `--deflate`):
+    /// compressed frames cost the proxy CPU and a compressor per connection.
+    pub deflate: bool,
+    /// A `kubemux.v1+deflate` connection that has sent nothing for this long ends its stream and
+    /// drops its compressor (`deflateIdleRelease`): some 300 KiB an idle connection would hold.
+    pub deflate_idle_release: Duration,
     /// A test hook: a `ping` message whose `data` is this panics the connection's session, to
     /// prove the panic is contained; `None` but in tests.
     #[doc(hidden)]
@@ -61,6 +69,8 @@ impl Default for MuxSettings {
             max_queued_bytes: 16 * 1024 * 1024,
             ping_interval: Duration::from_secs(30),
             dead_after: Duration::from_secs(90),
+            deflate: true,
+            deflate_idle_release: Duration::from_secs(30),
             inject_panic: None,
         }
     }
@@ -74,7 +84,9 @@ pub(crate) fn offered_protocols(headers: &HeaderMap) -> impl Iterator<Item = &st
 /// The `/mux` handler.
 pub async fn handler(State(app): State<Arc<AppState>>, Admitted(identity): Admitted, headers: HeaderMap, upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>) -> Response {
     let settings = app.settings();
-    if !offered_protocols(&headers).any(|p| p == SUBPROTOCOL) {
+    let offers = |name: &str| offered_protocols(&headers).any(|p| p == name);
+    let deflate = settings.mux.deflate && offers(SUBPROTOCOL_DEFLATE);
+    if !deflate && !offers(SUBPROTOCOL) {
         return Refusal { code: 400, reason: "BadRequest", message: format!("the client must offer the WebSocket subprotocol {SUBPROTOCOL}") }.into_response();
     }
     let upgrade = match upgrade {
@@ -86,7 +98,7 @@ pub async fn handler(State(app): State<Arc<AppState>>, Admitted(identity): Admit
         Identity::Proxy => None,
     };
     upgrade
-        .protocols([SUBPROTOCOL])
+        .protocols([if deflate { SUBPROTOCOL_DEFLATE } else { SUBPROTOCOL }])
         .max_message_size(settings.mux.max_message_bytes)
         .max_frame_size(settings.mux.max_message_bytes)
         .read_buffer_size(READ_BUFFER_BYTES)
@@ -94,6 +106,6 @@ pub async fn handler(State(app): State<Arc<AppState>>, Admitted(identity): Admit
         .on_upgrade(move |socket| {
             // Tracked, so that shutdown waits for the session's close frame to go out.
             let sessions = app.sessions.clone();
-            sessions.track_future(session::run(socket, app, token))
+            sessions.track_future(session::run(socket, app, token, deflate))
         })
 }

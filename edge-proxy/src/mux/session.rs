@@ -18,6 +18,7 @@ use kubemux_protocol::client::WatchOptions;
 use kubemux_protocol::frames::{ClientMessage, DecodeErrorKind, ResumeMode, ServerMessage, Status, Watch, WatchRequestError};
 
 use super::MuxSettings;
+use super::deflate::Deflater;
 use super::outbox::{Outbox, Outgoing};
 use crate::AppState;
 use crate::forward::feed::{self, FeedSubscription, Subscriber};
@@ -64,6 +65,8 @@ struct Session {
     connection_token: Option<String>,
     /// Text frames and their bytes read from the client (`stats`).
     received: (u64, u64),
+    /// Message bytes the writer sent (`stats`' `wireBytesOut`).
+    wire_bytes: Arc<AtomicU64>,
 }
 
 /// The answer to `stats` (`docs/PROTOCOL.md` §3), in the frame's field names.
@@ -74,6 +77,9 @@ struct ConnectionStats {
     bytes_in: u64,
     frames_out: u64,
     bytes_out: u64,
+    /// What the writer put on the socket: `bytesOut` compressed, on a `kubemux.v1+deflate`
+    /// connection, and otherwise the frames sent so far.
+    wire_bytes_out: u64,
     queued_bytes: u64,
 }
 
@@ -93,7 +99,7 @@ fn millis_since(epoch: Instant) -> u64 {
 }
 
 /// Runs the connection to its end.
-pub(super) async fn run(socket: WebSocket, app: Arc<AppState>, connection_token: Option<String>) {
+pub(super) async fn run(socket: WebSocket, app: Arc<AppState>, connection_token: Option<String>, deflate: bool) {
     app.metrics.connections.inc();
     // The connection keeps the limits in force when it opened (a reload changes new ones).
     let settings = app.settings().mux.clone();
@@ -101,8 +107,11 @@ pub(super) async fn run(socket: WebSocket, app: Arc<AppState>, connection_token:
     let (socket_tx, mut socket_rx) = socket.split();
     let epoch = Instant::now();
     let last_seen = Arc::new(AtomicU64::new(0));
-    let mut writer = tokio::spawn(write_loop(socket_tx, outbox.clone(), app.clone(), settings.clone(), last_seen.clone(), epoch));
-    let session = Session { app: app.clone(), settings, outbox: outbox.clone(), subscriptions: HashMap::new(), tokens: HashMap::new(), connection_token, received: (0, 0) };
+    let wire_bytes = Arc::new(AtomicU64::new(0));
+    let deflater = deflate.then(|| Deflater::new(app.metrics.deflate_streams.clone()));
+    let writer = Writer { outbox: outbox.clone(), app: app.clone(), settings: settings.clone(), last_seen: last_seen.clone(), epoch, wire_bytes: wire_bytes.clone(), deflater };
+    let mut writer = tokio::spawn(writer.run(socket_tx));
+    let session = Session { app: app.clone(), settings, outbox: outbox.clone(), subscriptions: HashMap::new(), tokens: HashMap::new(), connection_token, received: (0, 0), wire_bytes };
     let read = read_loop(session, &mut socket_rx, &outbox, &app, &last_seen, epoch, &mut writer);
     if let Err(panic) = AssertUnwindSafe(read).catch_unwind().await {
         // The session was dropped while unwinding, detaching its subscriptions (`Drop`).
@@ -176,77 +185,163 @@ fn is_too_big(error: &axum::Error) -> bool {
 /// 64 KiB cost about 21 KiB more per connection than a send per frame, 16 KiB about 13 KiB).
 const BATCH_BYTES: usize = 8 * 1024;
 
-/// The single writer of the socket: frames from the outbox, and pings on a timer.
-///
-/// Each wakeup takes what is queued (up to [`BATCH_BYTES`], with [`Outbox::drain`]), feeds it
-/// into tungstenite's write buffer and sends it with one `flush`, so a burst costs one socket write, not one per
-/// frame. `feed` writes to the socket only once the buffer passes its `write_buffer_size`
-/// ([`super::WRITE_BUFFER_BYTES`], larger than a batch), so it does not flush per frame.
-async fn write_loop(mut socket: futures::stream::SplitSink<WebSocket, Message>, outbox: Arc<Outbox>, app: Arc<AppState>, settings: MuxSettings, last_seen: Arc<AtomicU64>, epoch: Instant) {
-    // A sleep re-armed after each ping, not an `Interval`, which panics on a zero period.
-    let ping = tokio::time::sleep(settings.ping_interval);
-    tokio::pin!(ping);
-    // One wakeup's frames, taken from the outbox under one lock; kept for its capacity.
-    let mut batch = Vec::new();
-    loop {
-        tokio::select! {
-            next = outbox.next() => {
-                let Some(first) = next else { break };
-                // The producers (upstream watches, the session) are likely still pushing the
-                // rest of what they read: one yield lets them, so this wakeup sends a batch
-                // rather than the one frame that woke it. (A wakeup and a send per event was
-                // most of the proxy's CPU in `kubemux-bench-mux`'s fan-out.)
-                tokio::task::yield_now().await;
-                batch.push(first);
-                if !matches!(batch[0], Outgoing::Close(..)) {
-                    outbox.drain(BATCH_BYTES, &mut batch);
+/// The single writer of the socket and what it owns: frames from the outbox, pings on a timer,
+/// and on a `kubemux.v1+deflate` connection the compressed stream.
+struct Writer {
+    outbox: Arc<Outbox>,
+    app: Arc<AppState>,
+    settings: MuxSettings,
+    last_seen: Arc<AtomicU64>,
+    epoch: Instant,
+    wire_bytes: Arc<AtomicU64>,
+    deflater: Option<Deflater>,
+}
+
+/// Why a batch could not be sent: the socket failed, or (never expected) the compressor did.
+enum SendError {
+    Socket,
+    Deflate(flate2::CompressError),
+}
+
+impl From<axum::Error> for SendError {
+    fn from(_: axum::Error) -> SendError {
+        SendError::Socket
+    }
+}
+
+impl From<flate2::CompressError> for SendError {
+    fn from(error: flate2::CompressError) -> SendError {
+        SendError::Deflate(error)
+    }
+}
+
+type SocketTx = futures::stream::SplitSink<WebSocket, Message>;
+
+impl Writer {
+    /// Each wakeup takes what is queued (up to [`BATCH_BYTES`], with [`Outbox::drain`]), feeds it
+    /// into tungstenite's write buffer and sends it with one `flush`, so a burst costs one socket
+    /// write, not one per frame. `feed` writes to the socket only once the buffer passes its
+    /// `write_buffer_size` ([`super::WRITE_BUFFER_BYTES`], larger than a batch), so it does not
+    /// flush per frame. On a `kubemux.v1+deflate` connection the batch is one binary message.
+    async fn run(mut self, mut socket: SocketTx) {
+        // A sleep re-armed after each ping, not an `Interval`, which panics on a zero period.
+        let ping = tokio::time::sleep(self.settings.ping_interval);
+        tokio::pin!(ping);
+        // When a compressed stream that has sent nothing since is released.
+        let idle = tokio::time::sleep(self.settings.deflate_idle_release);
+        tokio::pin!(idle);
+        // One wakeup's frames, taken from the outbox under one lock; kept for its capacity.
+        let mut batch = Vec::new();
+        loop {
+            let holds_stream = self.deflater.as_ref().is_some_and(Deflater::holds);
+            tokio::select! {
+                next = self.outbox.next() => {
+                    let Some(first) = next else { break };
+                    // The producers (upstream watches, the session) are likely still pushing the
+                    // rest of what they read: one yield lets them, so this wakeup sends a batch
+                    // rather than the one frame that woke it. (A wakeup and a send per event was
+                    // most of the proxy's CPU in `kubemux-bench-mux`'s fan-out.)
+                    tokio::task::yield_now().await;
+                    batch.push(first);
+                    if !matches!(batch[0], Outgoing::Close(..)) {
+                        self.outbox.drain(BATCH_BYTES, &mut batch);
+                    }
+                    let mut closing = false;
+                    // A peer that stops reading blocks the flush; past the liveness limit it is as
+                    // dead as one that stops answering pings.
+                    let sent = tokio::time::timeout(self.settings.dead_after, self.send(&mut socket, &mut batch, &mut closing)).await;
+                    batch.clear();
+                    match sent {
+                        Ok(Ok(())) if !closing => {}
+                        Ok(Ok(()) | Err(SendError::Socket)) => break,
+                        Ok(Err(SendError::Deflate(error))) => {
+                            tracing::error!(%error, "compressing a mux connection's frames failed; closing it");
+                            let _ = socket.send(Message::Close(Some(CloseFrame { code: 1011, reason: "internal error".into() }))).await;
+                            break;
+                        }
+                        Err(_) => {
+                            tracing::info!("dropping a mux connection that stopped reading");
+                            break;
+                        }
+                    }
+                    idle.as_mut().reset(tokio::time::Instant::now() + self.settings.deflate_idle_release);
                 }
-                let mut bytes = 0u64;
-                let mut closing = false;
-                let send = async {
-                    for outgoing in batch.drain(..) {
-                        match outgoing {
-                            Outgoing::Text(text) => {
-                                bytes += text.len() as u64;
-                                socket.feed(Message::Text(text.into())).await?;
+                _ = &mut idle, if holds_stream => {
+                    let ended = self.deflater.as_mut().map(Deflater::release).transpose();
+                    match ended {
+                        Ok(Some(Some(message))) => {
+                            if self.send_binary(&mut socket, message).await.is_err() {
+                                break;
                             }
-                            Outgoing::Close(code, reason) => {
-                                closing = true;
-                                socket.feed(Message::Close(Some(CloseFrame { code, reason: reason.into() }))).await?;
+                            if socket.flush().await.is_err() {
                                 break;
                             }
                         }
+                        Ok(_) => {}
+                        Err(error) => {
+                            tracing::error!(%error, "ending a mux connection's compressed stream failed; closing it");
+                            break;
+                        }
                     }
-                    socket.flush().await
-                };
-                // A peer that stops reading blocks the flush; past the liveness limit it is as
-                // dead as one that stops answering pings.
-                let sent = tokio::time::timeout(settings.dead_after, send).await;
-                batch.clear();
-                app.metrics.bytes_out.inc_by(bytes);
-                match sent {
-                    Ok(Ok(())) if !closing => {}
-                    Ok(_) => break,
-                    Err(_) => {
-                        tracing::info!("dropping a mux connection that stopped reading");
+                }
+                _ = &mut ping => {
+                    ping.set(tokio::time::sleep(self.settings.ping_interval));
+                    let silent = millis_since(self.epoch).saturating_sub(self.last_seen.load(Ordering::Relaxed));
+                    if silent > u64::try_from(self.settings.dead_after.as_millis()).unwrap_or(u64::MAX) {
+                        tracing::info!("dropping a mux connection that stopped answering");
+                        break;
+                    }
+                    if socket.send(Message::Ping(Default::default())).await.is_err() {
                         break;
                     }
                 }
             }
-            _ = &mut ping => {
-                ping.set(tokio::time::sleep(settings.ping_interval));
-                let silent = millis_since(epoch).saturating_sub(last_seen.load(Ordering::Relaxed));
-                if silent > u64::try_from(settings.dead_after.as_millis()).unwrap_or(u64::MAX) {
-                    tracing::info!("dropping a mux connection that stopped answering");
-                    break;
+        }
+        let _ = socket.close().await;
+    }
+
+    /// Feeds one batch to the socket and flushes it; `closing` tells whether it ended with the
+    /// close frame.
+    async fn send(&mut self, socket: &mut SocketTx, batch: &mut Vec<Outgoing>, closing: &mut bool) -> Result<(), SendError> {
+        let mut frames = 0u64;
+        for outgoing in batch.drain(..) {
+            match outgoing {
+                Outgoing::Text(text) => {
+                    frames += text.len() as u64;
+                    match self.deflater.as_mut() {
+                        Some(deflater) => deflater.push(&text)?,
+                        None => {
+                            self.wire_bytes.fetch_add(text.len() as u64, Ordering::Relaxed);
+                            socket.feed(Message::Text(text.into())).await?;
+                        }
+                    }
                 }
-                if socket.send(Message::Ping(Default::default())).await.is_err() {
+                Outgoing::Close(code, reason) => {
+                    *closing = true;
+                    self.send_batch_message(socket).await?;
+                    socket.feed(Message::Close(Some(CloseFrame { code, reason: reason.into() }))).await?;
                     break;
                 }
             }
         }
+        self.send_batch_message(socket).await?;
+        self.app.metrics.bytes_out.inc_by(frames);
+        Ok(socket.flush().await?)
     }
-    let _ = socket.close().await;
+
+    /// Feeds the compressed batch's message, if one is being built.
+    async fn send_batch_message(&mut self, socket: &mut SocketTx) -> Result<(), SendError> {
+        if let Some(message) = self.deflater.as_mut().map(Deflater::take).transpose()?.flatten() {
+            self.send_binary(socket, message).await?;
+        }
+        Ok(())
+    }
+
+    async fn send_binary(&self, socket: &mut SocketTx, message: Vec<u8>) -> Result<(), SendError> {
+        self.wire_bytes.fetch_add(message.len() as u64, Ordering::Relaxed);
+        self.app.metrics.deflated_bytes_out.inc_by(message.len() as u64);
+        Ok(socket.feed(Message::Binary(message.into())).await?)
+    }
 }
 
 fn error_frame(id: Option<&str>, fatal: bool, status: Status) -> String {
@@ -407,7 +502,14 @@ impl Session {
     fn stats(&mut self, data: serde_json::Value) {
         self.purge_ended();
         let (sent, queued, per_sub) = self.outbox.sent(self.subscriptions.keys());
-        let connection = ConnectionStats { frames_in: self.received.0, bytes_in: self.received.1, frames_out: sent.frames, bytes_out: sent.bytes, queued_bytes: queued as u64 };
+        let connection = ConnectionStats {
+            frames_in: self.received.0,
+            bytes_in: self.received.1,
+            frames_out: sent.frames,
+            bytes_out: sent.bytes,
+            wire_bytes_out: self.wire_bytes.load(Ordering::Relaxed),
+            queued_bytes: queued as u64,
+        };
         let subscriptions: serde_json::Map<String, serde_json::Value> = self
             .subscriptions
             .iter()
